@@ -1,0 +1,22 @@
+"""The compression workbench's library: everything the app, the CLI and the notebooks call.
+
+Never imports streamlit (a test asserts it).
+"""
+
+from analysis.data import Dataset, load_data
+from analysis.errors import WorkbenchError
+from analysis.evaluate import EvalResult, evaluate
+from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
+
+__all__ = [
+    "DEFAULT_DATA",
+    "DEFAULT_MODEL",
+    "Dataset",
+    "EvalResult",
+    "WorkbenchError",
+    "evaluate",
+    "load_data",
+    "load_model",
+    "model_input_shape",
+    "parse_input_shape",
+]

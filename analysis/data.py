@@ -1,0 +1,190 @@
+"""Data specs (CONTRACT section 2) -> an in-memory `Dataset` of tensors.
+
+Every split fits in memory for the data sizes this workbench is meant for (thousands of samples); that
+keeps evaluation, calibration and the sensitivity cache simple and deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.errors import WorkbenchError
+
+DIGITS_INPUT_SHAPE = (1, 16, 16)
+DIGITS_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Evaluation split (`x`, `y`) and the split used for fine-tuning, calibration and data-driven criteria.
+
+    `x_train`/`y_train` fall back to the evaluation split where a spec has no training split.
+    """
+
+    spec: str
+    x: torch.Tensor
+    y: torch.Tensor
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    num_classes: int
+    has_train_split: bool = True
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        return tuple(self.x.shape[1:])
+
+    def batches(
+        self, split: str = "test", batch_size: int = 256, limit: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield `(x, y)` batches of the `test` (evaluation) or `train` split, in a fixed order."""
+        x, y = (self.x, self.y) if split == "test" else (self.x_train, self.y_train)
+        n = len(x) if limit is None else min(limit, len(x))
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield x[start:stop], y[start:stop]
+
+    def subset(self, n: int) -> Dataset:
+        """The first `n` samples of each split: for quick tests and previews."""
+        return Dataset(
+            self.spec,
+            self.x[:n],
+            self.y[:n],
+            self.x_train[:n],
+            self.y_train[:n],
+            self.num_classes,
+            self.has_train_split,
+        )
+
+
+def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize N x C x H x W images to `shape` (C, H, W), repeating or averaging channels."""
+    c, h, w = shape
+    if x.shape[2:] != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if x.shape[1] != c:
+        x = x.mean(dim=1, keepdim=True).expand(-1, c, -1, -1).contiguous()
+    return x
+
+
+def load_digits(input_shape: tuple[int, ...] | None = None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], resized, with a fixed seeded 80/20 split."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    shape = tuple(input_shape) if input_shape else DIGITS_INPUT_SHAPE
+    bunch = sk_load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    if len(shape) == 3:
+        images = _resize(images, shape)
+    elif len(shape) == 1:
+        images = images.reshape(len(images), -1)
+        if shape[0] != images.shape[1]:
+            raise WorkbenchError(
+                f"digits has 64 features per sample, the model wants {shape[0]}: "
+                "use --input-shape with 64 features or an image shape like 1,16,16"
+            )
+    else:
+        raise WorkbenchError(f"digits cannot be shaped as {shape}: give C,H,W or a feature count")
+    generator = torch.Generator().manual_seed(DIGITS_SEED)
+    order = torch.randperm(len(images), generator=generator)
+    n_test = int(round(len(images) * DIGITS_TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", images[test], labels[test], images[train], labels[train], 10)
+
+
+def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise WorkbenchError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: torch.from_numpy(npz[k]) for k in npz.files}
+        if suffix in {".pt", ".pth"}:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict):
+                raise WorkbenchError(f"{path} must hold a dict with tensors 'x' and 'y'")
+            return {k: torch.as_tensor(v) for k, v in obj.items()}
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # the file's own parser says what broke; keep it to one line
+        raise WorkbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    raise WorkbenchError(f"unknown data file type {suffix!r}: use .pt, .safetensors or .npz")
+
+
+def load_tensors(path: str | Path) -> Dataset:
+    """`tensors:<file>`: `x` (N x ...) float and `y` (N) integer labels, optional `x_train`/`y_train`."""
+    path = Path(path)
+    arrays = _load_tensor_file(path)
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise WorkbenchError(f"{path} has no {key!r}: it needs tensors 'x' (N x ...) and 'y' (N)")
+    x, y = arrays["x"].float(), arrays["y"]
+    if y.dtype.is_floating_point or y.ndim != 1 or len(y) != len(x):
+        raise WorkbenchError(f"{path}: 'y' must be N integer labels matching 'x' ({len(x)} samples)")
+    has_train = "x_train" in arrays and "y_train" in arrays
+    x_train = arrays["x_train"].float() if has_train else x
+    y_train = arrays["y_train"].long() if has_train else y.long()
+    if x_train.shape[1:] != x.shape[1:]:
+        raise WorkbenchError(f"{path}: 'x_train' samples must have the shape of 'x' samples")
+    num_classes = int(max(y.max().item(), y_train.max().item())) + 1
+    return Dataset(f"tensors:{path}", x, y.long(), x_train, y_train, num_classes, has_train)
+
+
+def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = None) -> Dataset:
+    """`imagefolder:<dir>`: one sub-folder per class; a seeded 80/20 split into train and evaluation."""
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise WorkbenchError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise WorkbenchError(f"{root} has no class sub-folders: put each class's images in its own folder")
+    c, h, w = tuple(input_shape) if input_shape and len(input_shape) == 3 else (3, 32, 32)
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            with Image.open(file) as img:
+                img = img.convert("L" if c == 1 else "RGB").resize((w, h))
+                arr = np.asarray(img, dtype=np.float32) / 255.0
+            t = torch.from_numpy(arr)
+            t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+            images.append(_resize(t.unsqueeze(0), (c, h, w))[0])
+            labels.append(label)
+    if not images:
+        raise WorkbenchError(f"{root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    x, y = torch.stack(images), torch.tensor(labels)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(DIGITS_SEED))
+    n_test = max(1, int(round(len(x) * 0.2)))
+    test, train = order[:n_test], order[n_test:]
+    if len(train) == 0:
+        train = test
+    return Dataset(f"imagefolder:{root}", x[test], y[test], x[train], y[train], len(classes))
+
+
+def load_data(spec: str = "digits", input_shape: tuple[int, ...] | None = None) -> Dataset:
+    """Resolve a data spec. `input_shape` (C, H, W) resizes image data to what the model takes."""
+    spec = spec.strip()
+    if spec == "digits":
+        return load_digits(input_shape)
+    if spec.startswith("tensors:"):
+        return load_tensors(spec.removeprefix("tensors:"))
+    if spec.startswith("imagefolder:"):
+        return load_imagefolder(spec.removeprefix("imagefolder:"), input_shape)
+    raise WorkbenchError(f"unknown data spec {spec!r}: use 'digits', 'tensors:<file>' or 'imagefolder:<dir>'")

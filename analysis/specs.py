@@ -1,0 +1,189 @@
+"""Model specs (CONTRACT section 1) -> nn.Module, and the input shape a model takes."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from analysis.errors import WorkbenchError
+
+DEFAULT_MODEL = "zoo:digits-cnn"
+DEFAULT_DATA = "digits"
+PICKLE_SUFFIXES = (".pt", ".pth")
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """`'1,3,224,224'` -> `(3, 224, 224)`: the batch dimension is dropped, the rest kept."""
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or any(d <= 0 for d in dims):
+        raise WorkbenchError(
+            f"cannot parse input shape {text!r}: give positive integers with the batch first, "
+            "like 1,3,224,224"
+        )
+    return dims[1:]
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from `.safetensors`, or `.pt`/`.pth` with `weights_only=True` (no code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"weights file not found: {path}")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(
+            f"cannot read weights from {path} as a state dict ({first}); "
+            "give a .safetensors file or a .pt saved with torch.save(model.state_dict())"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WorkbenchError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` strictly, turning a mismatch into one line that says what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
+                f"model {tuple(own[k].shape)})"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise WorkbenchError(
+            f"weights in {source} do not fit the architecture: {'; '.join(parts)}; "
+            "check that the weights belong to this model"
+        )
+    model.load_state_dict(state)
+
+
+def _import_callable(spec: str) -> nn.Module:
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise WorkbenchError(
+            f"cannot read model spec {spec!r}: use zoo:<name>, <module>:<callable>, "
+            "torchvision:<name> or a .pt file"
+        )
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.exists():
+            raise WorkbenchError(f"model file not found: {path}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules.setdefault(path.stem, module)
+        mod_spec.loader.exec_module(module)
+    else:
+        cwd = str(Path.cwd())
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise WorkbenchError(
+                f"cannot import module {module_name!r} ({exc}); run from its folder or add it to PYTHONPATH"
+            ) from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise WorkbenchError(f"{module_name} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise WorkbenchError(
+            f"{spec} returned {type(model).__name__}, not a torch.nn.Module: "
+            "the callable must build and return the model"
+        )
+    return model
+
+
+def _load_torchvision(name: str) -> nn.Module:
+    try:
+        import torchvision.models as tvm
+    except ImportError as exc:
+        raise WorkbenchError(
+            f"torchvision:{name} needs the torchvision package, which is not installed"
+        ) from exc
+    try:
+        return tvm.get_model(name, weights=None)
+    except Exception as exc:
+        raise WorkbenchError(
+            f"torchvision has no model {name!r}: see torchvision.models.list_models()"
+        ) from exc
+
+
+def _load_pickled(path: Path, trust_pickle: bool) -> nn.Module:
+    if not path.exists():
+        raise WorkbenchError(f"model file not found: {path}")
+    if not trust_pickle:
+        raise WorkbenchError(
+            f"{path} is a pickled model, and unpickling runs code: pass --trust-pickle "
+            "(tick 'I trust this file' in the app) only if you trust where it came from"
+        )
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(f"cannot unpickle {path}: {first}") from exc
+    if not isinstance(model, nn.Module):
+        raise WorkbenchError(
+            f"{path} holds a {type(model).__name__}, not a whole nn.Module: for a state dict use "
+            "--model <module>:<callable> --weights FILE"
+        )
+    return model
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL, weights: str | Path | None = None, trust_pickle: bool = False
+) -> nn.Module:
+    """Build the model a spec names, in eval mode, with `weights` (a state dict file) loaded if given."""
+    spec = spec.strip()
+    if spec.startswith("zoo:"):
+        from analysis import zoo
+
+        model = zoo.build(spec.removeprefix("zoo:"))
+    elif spec.startswith("torchvision:"):
+        model = _load_torchvision(spec.removeprefix("torchvision:"))
+    elif spec.lower().endswith(PICKLE_SUFFIXES):
+        model = _load_pickled(Path(spec), trust_pickle)
+    else:
+        model = _import_callable(spec)
+    if weights is not None:
+        apply_weights(model, load_state_dict_file(weights), str(weights))
+    return model.eval()
+
+
+def model_input_shape(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None, spec: str = ""
+) -> tuple[int, ...]:
+    """The per-sample input shape: given explicitly, declared by the model, or known for torchvision."""
+    if input_shape:
+        return tuple(input_shape)
+    declared = getattr(model, "input_shape", None)
+    if declared:
+        return tuple(declared)
+    if spec.startswith("torchvision:"):
+        return (3, 224, 224)
+    raise WorkbenchError(
+        "cannot tell this model's input shape: give a data spec or --input-shape like 1,3,224,224"
+    )

@@ -1,0 +1,69 @@
+"""Reproduce the zoo's weights deterministically: `python -m analysis.zoo.train [--only NAME]`.
+
+Same seed, same data order, single thread: the same weights on any CPU with this torch version (float
+reductions may differ in the last bits across CPUs; accuracies stay within a sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from analysis.data import load_digits
+from analysis.evaluate import evaluate
+from analysis.zoo import WEIGHTS_DIR, ZOO, weights_path
+
+EPOCHS = 30
+BATCH_SIZE = 64
+SEED = 0
+
+
+def train_one(name: str, epochs: int = EPOCHS) -> dict[str, float]:
+    """Train zoo model `name` from a fixed seed, save its weights, return its test accuracy and loss."""
+    torch.manual_seed(SEED)
+    data = load_digits()
+    model = ZOO[name]()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=3e-3, total_steps=epochs * ((len(data.x_train) + BATCH_SIZE - 1) // BATCH_SIZE)
+    )
+    gen = torch.Generator().manual_seed(SEED)
+    for _ in tqdm(range(epochs), desc=name, leave=False):
+        model.train()
+        order = torch.randperm(len(data.x_train), generator=gen)
+        for start in range(0, len(order), BATCH_SIZE):
+            idx = order[start : start + BATCH_SIZE]
+            x, y = data.x_train[idx], data.y_train[idx]
+            # Small random shifts: the digits are few, and shifted copies are free regularisation.
+            dx, dy = torch.randint(-1, 2, (2,), generator=gen).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights_path(name)))
+    result = evaluate(model, data)
+    return {"accuracy": result.accuracy, "loss": result.loss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=sorted(ZOO), help="train just this model")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    names = [args.only] if args.only else list(ZOO)
+    print(json.dumps({n: train_one(n, args.epochs) for n in names}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
