@@ -15,7 +15,14 @@ from torch import nn
 from analysis.data import Dataset, load_data
 from analysis.errors import WorkbenchError
 from analysis.io import to_json, write_text_atomic
-from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
+from analysis.specs import (
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    check_input_shape,
+    load_model,
+    model_input_shape,
+    parse_input_shape,
+)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +64,7 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False) -> Loaded:
         shape = explicit or data.input_shape
     else:
         shape = model_input_shape(model, explicit, args.model)
+    check_input_shape(model, shape)
     return Loaded(model, data, shape)
 
 
@@ -84,11 +92,11 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
-        # Errors from torch (a shape that does not fit, say) are bad input too: say it in one line.
+    except Exception as exc:
+        # Errors from torch (an input shape the model does not take, say) are one line too; --debug shows more.
         if args.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {first} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,7 @@ PICKLE_SUFFIXES = (".pt", ".pth")
 def parse_input_shape(text: str) -> tuple[int, ...]:
     """`'1,3,224,224'` -> `(3, 224, 224)`: the batch dimension is dropped, the rest kept."""
     try:
-        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+        dims = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         dims = ()
     if len(dims) < 2 or any(d <= 0 for d in dims):
@@ -108,7 +108,10 @@ def _import_callable(spec: str) -> nn.Module:
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise WorkbenchError(f"{module_name} has no callable {attr!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:
+        raise WorkbenchError(f"calling {spec}() failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     if not isinstance(model, nn.Module):
         raise WorkbenchError(
             f"{spec} returned {type(model).__name__}, not a torch.nn.Module: "
@@ -187,3 +190,21 @@ def model_input_shape(
     raise WorkbenchError(
         "cannot tell this model's input shape: give a data spec or --input-shape like 1,3,224,224"
     )
+
+
+def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Run one sample of `input_shape` through the model; a model that cannot take it is bad input."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shape = ",".join(map(str, (1, *input_shape)))
+        raise WorkbenchError(
+            f"the model cannot run on input of shape {shape} ({first}); give the shape it takes, "
+            "e.g. --input-shape 1,3,224,224, or data of that shape"
+        ) from exc
+    finally:
+        model.train(was_training)
