@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from analysis.data import load_digits
 from analysis.evaluate import evaluate
+from analysis.io import write_atomic
 from analysis.zoo import WEIGHTS_DIR, ZOO, weights_path
 
 EPOCHS = 30
@@ -23,8 +25,8 @@ BATCH_SIZE = 64
 SEED = 0
 
 
-def train_one(name: str, epochs: int = EPOCHS) -> dict[str, float]:
-    """Train zoo model `name` from a fixed seed, save its weights, return its test accuracy and loss."""
+def train_one(name: str, epochs: int = EPOCHS, out_dir: Path = WEIGHTS_DIR) -> dict[str, float]:
+    """Train zoo model `name` from a fixed seed, save its weights in `out_dir`, return test accuracy and loss."""
     torch.manual_seed(SEED)
     data = load_digits()
     model = ZOO[name]()
@@ -48,9 +50,9 @@ def train_one(name: str, epochs: int = EPOCHS) -> dict[str, float]:
             opt.step()
             sched.step()
     model.eval()
-    WEIGHTS_DIR.mkdir(exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights_path(name)))
+    path = out_dir / weights_path(name).name
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
     result = evaluate(model, data)
     return {"accuracy": result.accuracy, "loss": result.loss}
 
@@ -59,10 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=sorted(ZOO), help="train just this model")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the .safetensors files")
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = [args.only] if args.only else list(ZOO)
-    print(json.dumps({n: train_one(n, args.epochs) for n in names}, indent=2))
+    print(json.dumps({n: train_one(n, args.epochs, args.out) for n in names}, indent=2))
 
 
 if __name__ == "__main__":
