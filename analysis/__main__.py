@@ -11,6 +11,9 @@ from analysis.cli import run
 # One module per family of commands; each has register(subparsers).
 COMMAND_MODULES = [
     "analysis.commands_basic",
+    "analysis.commands_rank",
+    "analysis.commands_compress",
+    "analysis.commands_sensitivity",
 ]
 
 

@@ -1,0 +1,160 @@
+"""Recovery training after compression: fine-tuning, optionally with knowledge distillation.
+
+Distillation follows Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network": the
+student matches the teacher's softened distribution at temperature T, and the soft term is scaled by T^2
+so its gradients keep their size as T changes:
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
+
+with the KL divergence averaged over the batch. The teacher is the uncompressed model, in eval mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.plan import FinetuneSettings
+from analysis.pruning import copy_model
+
+Progress = Callable[[int, int], None]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+) -> torch.Tensor:
+    """Hinton et al.'s loss: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy.
+
+    KL is summed over classes and averaged over the batch; cross-entropy is the batch mean, in nats.
+    """
+    if temperature <= 0:
+        raise WorkbenchError(f"temperature must be positive, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise WorkbenchError(f"alpha must be in [0, 1], got {alpha}")
+    t = float(temperature)
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    hard = F.cross_entropy(student_logits, targets)
+    return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The trained model, and per epoch the mean training loss (nats) and training accuracy in [0, 1]."""
+
+    model: nn.Module = field(repr=False)
+    epochs: int
+    distilled: bool
+    losses: list[float]
+    train_accuracy: list[float]
+    seconds: float
+    settings: FinetuneSettings
+
+    def to_dict(self) -> dict:
+        return {
+            "epochs": self.epochs,
+            "distilled": self.distilled,
+            "losses": self.losses,
+            "train_accuracy": self.train_accuracy,
+            "seconds": self.seconds,
+            "settings": self.settings.to_dict(),
+        }
+
+
+def finetune(
+    model: nn.Module,
+    data: Dataset,
+    settings: FinetuneSettings | None = None,
+    teacher: nn.Module | None = None,
+    progress: Progress | None = None,
+    inplace: bool = False,
+) -> FinetuneResult:
+    """Train `model` for `settings.epochs` epochs over `data`'s training split with Adam.
+
+    With `settings.distill`, `teacher` (required) supplies soft targets; it is only run, in eval mode,
+    without gradients, and is handed back in the mode it came in. The model is copied first unless
+    `inplace` (for callers that own it); `torch.nn.utils.prune` masks on it stay in force throughout, so
+    pruned weights stay zero. The model comes back in eval mode. `progress(done, total)` counts batches.
+    """
+    settings = settings or FinetuneSettings()
+    if settings.distill and teacher is None:
+        raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
+    if len(data.x_train) == 0:
+        raise WorkbenchError("the data has no training samples to fine-tune on")
+    student = model if inplace else copy_model(model)
+    params = [p for p in student.parameters() if p.requires_grad]
+    if not params:
+        raise WorkbenchError("the model has no trainable parameters to fine-tune")
+    start = time.perf_counter()
+    n = len(data.x_train)
+    batch = settings.batch_size
+    steps_per_epoch = (n + batch - 1) // batch
+    total = settings.epochs * steps_per_epoch
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    generator = torch.Generator().manual_seed(settings.seed)
+    teacher_mode = teacher.training if teacher is not None else False
+    losses: list[float] = []
+    accuracies: list[float] = []
+    done = 0
+    try:
+        if teacher is not None:
+            teacher.eval()
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)  # dropout and the like, without touching the caller's RNG
+            for _ in range(settings.epochs):
+                student.train()
+                order = torch.randperm(n, generator=generator)
+                loss_sum, correct = 0.0, 0
+                for begin in range(0, n, batch):
+                    idx = order[begin : begin + batch]
+                    x, y = data.x_train[idx], data.y_train[idx]
+                    logits = student(x)
+                    if settings.distill:
+                        with torch.no_grad():
+                            teacher_logits = teacher(x)
+                        loss = distillation_loss(
+                            logits, teacher_logits, y, settings.temperature, settings.alpha
+                        )
+                    else:
+                        loss = F.cross_entropy(logits, y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.item() * len(y)
+                    correct += int((logits.argmax(dim=1) == y).sum())
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                losses.append(loss_sum / n)
+                accuracies.append(correct / n)
+    finally:
+        student.eval()
+        if teacher is not None:
+            teacher.train(teacher_mode)
+    return FinetuneResult(
+        model=student,
+        epochs=settings.epochs,
+        distilled=settings.distill,
+        losses=losses,
+        train_accuracy=accuracies,
+        seconds=time.perf_counter() - start,
+        settings=settings,
+    )
+
+
+__all__ = ["FinetuneResult", "distillation_loss", "finetune"]

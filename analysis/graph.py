@@ -1,0 +1,625 @@
+"""Cached downstream evaluation: "with this change applied to layers X, what are the loss and accuracy?"
+
+Recomputing the whole network for every candidate change (every layer x ratio of a sensitivity sweep, every
+channel of the oracle criterion) wastes the work upstream of the change, which the change cannot affect.
+This module traces the model once with `torch.fx`, and for each set of changed modules builds a *suffix*
+GraphModule: only the nodes downstream of those modules, fed with the cached values of the upstream nodes
+they read. Numbers are identical to a full forward pass (same ops on the same inputs).
+
+Public API (stable; other modules and helpers code against it)
+--------------------------------------------------------------
+
+`Edit(modules, apply, key=None)`
+    One change to evaluate. `modules` names (model.named_modules() names) every module whose parameters or
+    buffers `apply(model)` changes *in place*; the runner restores those modules' parameters and buffers
+    after evaluating the edit, so `apply` needs no undo. `key` is free for the caller (e.g. (layer, ratio)).
+
+`DownstreamRunner(model, x, y, batch_size=256, use_cache=True, max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
+copy_model=True)`
+    Holds a deep copy of `model` (eval mode, `runner.model`; edits are applied to that copy, so the caller's
+    model is never touched) and the evaluation data `x`, `y` (tensors; class labels in `y`).
+    `DownstreamRunner.from_data(model, data, split="test", limit=None, **kw)` takes an `analysis.Dataset`.
+
+    `runner.evaluate(edits, progress=None, stop=None) -> RunnerResult`
+        Evaluates every edit over all the data. Loop order: for each batch, one full forward pass caches the
+        activations the suffixes read (and gives the unedited baseline), then every edit is applied, its
+        suffix run on that batch, and its parameters restored. `RunnerResult.baseline` is the unedited
+        `EvalResult`; `RunnerResult.results[i]` the `EvalResult` of `edits[i]` (None if `stop` dropped it).
+        `progress(done, total)` counts batch x edit steps. `stop(tally) -> iterable of edit indices`, called
+        after each batch with a `Tally` (running correct counts and loss sums), lets a caller drop edits
+        early (the sensitivity sweep's early stop uses it).
+
+    `runner.traced` (bool) and `runner.notes` (list of str) say whether fx tracing worked; where it did not
+    (data-dependent control flow, say) every edit is evaluated with a full forward pass instead, same
+    numbers, slower, and a note says why. In-place ops (nn.ReLU(inplace=True), `x += y`, `x.relu_()`)
+    are rewritten out-of-place so suffix runs never write into the cache; where the model reads a tensor
+    after changing it in place (so the rewrite would change the numbers), or writes with no out-of-place
+    twin (`x[...] = v`), the runner falls back to full evaluation with a note naming the op.
+
+`trace_model(model) -> torch.fx.GraphModule` (raises WorkbenchError naming the reason where tracing fails)
+`downstream_nodes(gm, modules) -> set[str]`: names of the graph nodes whose values depend on `modules`.
+A module counts as used by a graph node that calls it, reads one of its parameters, or calls a leaf module
+containing it (nn.MultiheadAttention's out_proj); an edit whose modules no node uses is evaluated with a
+full forward pass.
+
+Memory bound
+------------
+The cache holds, for ONE batch, the values of every node that some edit's suffix reads (the union over the
+edits' "frontiers"). Its size is measured on the first batch; if it exceeds `max_cache_bytes` (default
+1 GiB) the batch is split into smaller chunks so one chunk's cache fits (down to one sample; past that the
+cache of a single sample is used anyway and a note says so). Smaller chunks give the same numbers up to
+float rounding of the kernels.
+
+Example (oracle criterion: |loss change| when channel c of a conv and its BN are zeroed)::
+
+    runner = DownstreamRunner.from_data(model, data, split="train", limit=2048)
+    def zero(c):
+        def apply(m):
+            m.get_submodule("features.3").weight[c] = 0
+            bn = m.get_submodule("features.4"); bn.weight[c] = 0; bn.bias[c] = 0
+        return Edit(("features.3", "features.4"), apply, key=c)
+    out = runner.evaluate([zero(c) for c in range(64)])
+    scores = [abs(r.loss - out.baseline.loss) for r in out.results]
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import operator
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.errors import WorkbenchError
+from analysis.evaluate import EvalResult
+
+DEFAULT_MAX_CACHE_BYTES = 1 << 30
+
+Progress = Callable[[int, int], None]
+
+# Out-of-place twins of in-place operators: the cache must never be mutated by a suffix run.
+_INPLACE_OPERATORS = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    operator.ifloordiv: operator.floordiv,
+    operator.imod: operator.mod,
+    operator.ipow: operator.pow,
+    operator.iand: operator.and_,
+    operator.ior: operator.or_,
+    operator.ixor: operator.xor,
+    operator.ilshift: operator.lshift,
+    operator.irshift: operator.rshift,
+    operator.imatmul: operator.matmul,
+}
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A change to evaluate: `apply(model)` changes parameters/buffers of `modules` in place.
+
+    The runner restores every parameter and buffer of `modules` (recursively) after the edit, so `apply`
+    needs no undo; it must not change anything outside `modules`. `key` is for the caller.
+    """
+
+    modules: tuple[str, ...]
+    apply: Callable[[nn.Module], None]
+    key: Hashable = None
+
+
+@dataclass
+class Tally:
+    """Running sums after some batches: what a `stop` callback sees (read-only by convention)."""
+
+    total: int
+    seen: int = 0
+    baseline_correct: int = 0
+    baseline_loss_sum: float = 0.0
+    correct: list[int] = field(default_factory=list)
+    loss_sum: list[float] = field(default_factory=list)
+    active: list[bool] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.seen
+
+
+@dataclass(frozen=True)
+class RunnerResult:
+    """The unedited baseline and one `EvalResult` per edit (None where a `stop` callback dropped it)."""
+
+    baseline: EvalResult
+    results: list[EvalResult | None]
+    notes: tuple[str, ...] = ()
+
+
+def trace_model(model: nn.Module) -> fx.GraphModule:
+    """`torch.fx.symbolic_trace(model)`, with in-place ops made out-of-place (same numbers).
+
+    The GraphModule shares the model's parameters (its modules are the model's own objects), so in-place
+    weight changes on the model are seen by the graph. Raises WorkbenchError saying why tracing failed.
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WorkbenchError(
+            f"model could not be traced with torch.fx ({type(exc).__name__}: {first[:200]})"
+        ) from exc
+    _make_out_of_place(gm)
+    return gm
+
+
+def _make_out_of_place(gm: fx.GraphModule) -> None:
+    """Rewrite in-place ops as out-of-place ones (so a suffix run never writes into the cache).
+
+    That keeps the numbers only where nothing reads the modified tensor (or a view of it) afterwards;
+    otherwise, and for writes with no out-of-place twin (x[...] = v, copy_), raise WorkbenchError naming
+    the op, and the caller falls back to full evaluation.
+    """
+    rewrites: list[tuple[fx.Node, Callable[[], None]]] = []
+    copies: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        node.meta["source_target"] = node.target
+        rewrite = _inplace_rewrite(gm, node, copies)
+        if rewrite is not None:
+            rewrites.append((node, rewrite))
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for node, _ in rewrites:
+        if node.args and isinstance(node.args[0], fx.Node) and _read_after(gm, node, node.args[0], order):
+            raise WorkbenchError(
+                f"model reads a tensor after modifying it in place ({_describe(node)}): cannot cache around it"
+            )
+    for _, rewrite in rewrites:
+        rewrite()
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _describe(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _inplace_rewrite(gm: fx.GraphModule, node: fx.Node, copies: dict[str, str]) -> Callable[[], None] | None:
+    """How to make `node` out-of-place (None where it is not in-place); WorkbenchError where impossible."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if getattr(module, "inplace", False) is not True:
+            return None
+
+        def rewrite_module() -> None:
+            if node.target not in copies:
+                twin = copy.copy(module)  # shares parameters; only the flag differs
+                twin.inplace = False
+                name = f"_out_of_place_{len(copies)}"
+                gm.add_submodule(name, twin)
+                copies[node.target] = name
+            node.target = copies[node.target]
+
+        return rewrite_module
+    if node.op == "call_function":
+        if node.target in _INPLACE_OPERATORS:
+            twin = _INPLACE_OPERATORS[node.target]
+            return lambda: setattr(node, "target", twin)
+        if _inplace_flag_set(node):
+            args, kwargs = _without_inplace_flag(node)
+
+            def rewrite_flag() -> None:
+                node.args, node.kwargs = args, kwargs
+
+            return rewrite_flag
+        if node.target is operator.setitem:
+            raise WorkbenchError("model writes into a tensor (x[...] = v): cannot cache around it")
+        name = getattr(node.target, "__name__", "")
+        if name.endswith("_") and not name.endswith("__"):
+            twin = getattr(torch, name[:-1], None) or getattr(F, name[:-1], None)
+            if twin is None:
+                raise WorkbenchError(f"model calls in-place {name}: cannot cache around it")
+            return lambda: setattr(node, "target", twin)
+    if node.op == "call_method":
+        name = node.target
+        if name.endswith("_") and not name.endswith("__"):
+            if not hasattr(torch.Tensor, name[:-1]):
+                raise WorkbenchError(f"model calls in-place Tensor.{name}: cannot cache around it")
+            return lambda: setattr(node, "target", name[:-1])
+    return None
+
+
+# Ops whose result may share memory with their first argument (so an in-place write to one shows in both).
+_VIEW_METHODS = {
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute", "t", "squeeze",
+    "unsqueeze", "expand", "expand_as", "narrow", "select", "split", "chunk", "unbind", "contiguous", "detach",
+    "as_strided", "diagonal", "movedim", "moveaxis", "swapaxes", "swapdims", "unfold", "type_as", "to", "float",
+}  # fmt: skip
+_VIEW_FUNCTIONS = {
+    operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
+    torch.unsqueeze, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind, torch.t, torch.movedim,
+    torch.swapaxes, torch.diagonal, torch.detach,
+}  # fmt: skip
+_VIEW_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
+
+
+def _may_alias_input(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether `node`'s value may share memory with its first argument (views, identity, in-place ops)."""
+    if node.op == "call_method":
+        return node.target in _VIEW_METHODS or (node.target.endswith("_") and not node.target.endswith("__"))
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return (
+            node.target in _VIEW_FUNCTIONS
+            or node.target in _INPLACE_OPERATORS
+            or (name.endswith("_") and not name.endswith("__"))
+            or _inplace_flag_set(node)
+        )
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return isinstance(module, _VIEW_MODULES) or getattr(module, "inplace", False) is True
+    return False
+
+
+def _read_after(gm: fx.GraphModule, writer: fx.Node, target: fx.Node, order: dict[fx.Node, int]) -> bool:
+    """Whether any node after `writer` reads `target` or a tensor that may alias it (a view of it, or a
+    tensor it is a view of). Readers of `writer`'s own result see the new value either way."""
+    aliases = {target}
+    stack = [target]
+    while stack:
+        node = stack.pop()
+        related = [
+            user
+            for user in node.users
+            if user is not writer and _may_alias_input(gm, user) and user.args and user.args[0] is node
+        ]
+        if _may_alias_input(gm, node) and node.args and isinstance(node.args[0], fx.Node):
+            related.append(node.args[0])
+        for other in related:
+            if other not in aliases:
+                aliases.add(other)
+                stack.append(other)
+    return any(order[user] > order[writer] for a in aliases for user in a.users if user is not writer)
+
+
+def _bound_inplace(node: fx.Node):
+    """The call's arguments bound to its signature, where it has an `inplace` parameter; else None."""
+    try:
+        signature = inspect.signature(node.target)
+    except (TypeError, ValueError):
+        return None
+    if "inplace" not in signature.parameters:
+        return None
+    try:
+        return signature.bind(*node.args, **node.kwargs)
+    except TypeError:
+        return None
+
+
+def _inplace_flag_set(node: fx.Node) -> bool:
+    bound = _bound_inplace(node)
+    return bound is not None and bound.arguments.get("inplace") is True
+
+
+def _without_inplace_flag(node: fx.Node) -> tuple[tuple, dict]:
+    bound = _bound_inplace(node)
+    bound.arguments["inplace"] = False
+    return tuple(bound.args), dict(bound.kwargs)
+
+
+def _touches(target: str, modules: Iterable[str]) -> bool:
+    """Whether a call_module/get_attr target is one of `modules`, inside one, or contains one."""
+    for m in modules:
+        if m == "" or target == m or target.startswith(m + ".") or m.startswith(target + "."):
+            return True
+    return False
+
+
+def _seed_nodes(gm: fx.GraphModule, modules: Sequence[str]) -> list[fx.Node]:
+    return [
+        n
+        for n in gm.graph.nodes
+        if n.op in ("call_module", "get_attr")
+        and _touches(str(n.meta.get("source_target", n.target)), modules)
+    ]
+
+
+def _downstream(gm: fx.GraphModule, modules: Sequence[str]) -> set[fx.Node] | None:
+    """Nodes whose values depend on `modules`' parameters; None where no node uses them (unknown)."""
+    seeds = _seed_nodes(gm, modules)
+    if not seeds:
+        return None
+    down: set[fx.Node] = set()
+    stack = list(seeds)
+    while stack:
+        node = stack.pop()
+        if node in down:
+            continue
+        down.add(node)
+        stack.extend(node.users)
+    return down
+
+
+def downstream_nodes(gm: fx.GraphModule, modules: Sequence[str]) -> set[str]:
+    """Names of the graph nodes whose values depend on the parameters of `modules` (empty if unused)."""
+    down = _downstream(gm, modules)
+    return {n.name for n in down} if down else set()
+
+
+@dataclass
+class _Suffix:
+    module: fx.GraphModule
+    frontier: list[str]  # names of the upstream nodes whose cached values feed the suffix, in order
+
+
+def _build_suffix(gm: fx.GraphModule, down: set[fx.Node]) -> _Suffix:
+    """A GraphModule computing the model output from cached values of the nodes that feed `down`."""
+    nodes = list(gm.graph.nodes)
+    output = next(n for n in nodes if n.op == "output")
+    inside = set(down) | {output}
+    frontier: list[fx.Node] = []
+    seen: set[fx.Node] = set()
+    for node in nodes:
+        if node in inside:
+            for arg in node.all_input_nodes:
+                if arg not in inside and arg not in seen:
+                    seen.add(arg)
+                    frontier.append(arg)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in frontier:
+        env[node] = graph.placeholder(f"cached_{node.name}")
+    for node in nodes:
+        if node in down:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(fx.graph.map_arg(output.args[0], lambda n: env[n]))
+    return _Suffix(fx.GraphModule(gm, graph), [n.name for n in frontier])
+
+
+def _build_prefix(gm: fx.GraphModule, keep: list[str]) -> fx.GraphModule:
+    """The full graph, returning (output, tuple of the values of the nodes named in `keep`)."""
+    graph = fx.Graph()
+    val_map: dict[fx.Node, fx.Node] = {}
+    out = graph.graph_copy(gm.graph, val_map)
+    by_name = {n.name: val_map[n] for n in gm.graph.nodes if n in val_map}
+    graph.output((out, tuple(by_name[name] for name in keep)))
+    return fx.GraphModule(gm, graph)
+
+
+def _tensor_bytes(values: Iterable[object]) -> int:
+    """Bytes held by the tensors in `values`, counting shared storage once."""
+    seen: set[int] = set()
+    total = 0
+    for value in values:
+        for t in _tensors(value):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+class _Snapshots:
+    """Copies of the parameters and buffers of edited modules, to restore them after each edit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._saved: dict[str, list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]] = {}
+
+    def _entries(self, name: str) -> list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]:
+        if name not in self._saved:
+            root = self.model.get_submodule(name)
+            entries = []
+            for module in root.modules():
+                for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
+                    if t is not None:
+                        entries.append((module, attr, t, t.detach().clone()))
+            self._saved[name] = entries
+        return self._saved[name]
+
+    def prepare(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._entries(name)
+
+    def restore(self, names: Iterable[str]) -> None:
+        with torch.no_grad():
+            for name in names:
+                for module, attr, original, saved in self._entries(name):
+                    current = module._parameters.get(attr, module._buffers.get(attr))
+                    if current is not original:  # `apply` replaced the tensor object: put ours back
+                        if attr in module._parameters:
+                            module._parameters[attr] = original
+                        else:
+                            module._buffers[attr] = original
+                    original.copy_(saved)
+
+
+def _check_modules(model: nn.Module, edits: Sequence[Edit]) -> None:
+    names = {n for n, _ in model.named_modules()}
+    for edit in edits:
+        for m in edit.modules:
+            if m not in names:
+                raise WorkbenchError(
+                    f"no layer named {m!r} in the model: use a name from model.named_modules()"
+                )
+
+
+class DownstreamRunner:
+    """Evaluates edits of a model, recomputing only the part of the network downstream of each edit.
+
+    See the module docstring for the loop order and the memory bound. `model` is deep-copied unless
+    `copy_model` is False (then the runner edits and restores that model in place).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int = 256,
+        use_cache: bool = True,
+        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+        copy_model: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise WorkbenchError(f"batch size must be at least 1, got {batch_size}")
+        if len(x) != len(y):
+            raise WorkbenchError(f"{len(x)} inputs but {len(y)} labels: they must match")
+        self.model = copy.deepcopy(model) if copy_model else model
+        self.model.eval()
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.use_cache = use_cache
+        self.max_cache_bytes = max_cache_bytes
+        self.notes: list[str] = []
+        self.gm: fx.GraphModule | None = None
+        if use_cache:
+            try:
+                self.gm = trace_model(self.model)
+            except WorkbenchError as exc:
+                self.notes.append(f"{exc}: fell back to full evaluation (same numbers, slower)")
+
+    @classmethod
+    def from_data(
+        cls, model: nn.Module, data, split: str = "test", limit: int | None = None, **kwargs
+    ) -> DownstreamRunner:
+        """A runner over `data`'s evaluation split (or `train`), the first `limit` samples."""
+        x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        return cls(model, x, y, **kwargs)
+
+    @property
+    def traced(self) -> bool:
+        return self.gm is not None
+
+    def _batches(self, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.x[i : i + size], self.y[i : i + size]) for i in range(0, len(self.x), size)]
+
+    def evaluate(
+        self,
+        edits: Sequence[Edit],
+        progress: Progress | None = None,
+        stop: Callable[[Tally], Iterable[int]] | None = None,
+    ) -> RunnerResult:
+        """Loss and accuracy of the model under each edit (one at a time), plus the unedited baseline."""
+        edits = list(edits)
+        _check_modules(self.model, edits)
+        notes = list(self.notes)
+        snapshots = _Snapshots(self.model)
+        snapshots.prepare({m for e in edits for m in e.modules})
+        suffixes: dict[frozenset[str], _Suffix | None] = {}
+        prefix = None
+        batch_size = self.batch_size
+        if self.gm is not None and edits:
+            for edit in edits:
+                key = frozenset(edit.modules)
+                if key not in suffixes:
+                    down = _downstream(self.gm, sorted(key))
+                    suffixes[key] = None if down is None else _build_suffix(self.gm, down)
+            if any(s is None for s in suffixes.values()):
+                notes.append(
+                    "some edited modules are not called in the traced graph: those use full evaluation"
+                )
+            keep = sorted({name for s in suffixes.values() if s is not None for name in s.frontier})
+            prefix = _build_prefix(self.gm, keep)
+            batch_size = self._fit_cache(prefix, batch_size, notes)
+        batches = self._batches(batch_size)
+        tally = Tally(total=len(self.x), correct=[0] * len(edits), loss_sum=[0.0] * len(edits))
+        tally.active = [True] * len(edits)
+        total_steps, done = len(batches) * len(edits), 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for b, (x, y) in enumerate(batches):
+                with torch.inference_mode():
+                    if prefix is not None:
+                        out, kept = prefix(x)
+                        cache = dict(zip(keep, kept, strict=True))
+                    else:
+                        out, cache = self.model(x), {}
+                    self._count(tally, -1, out, y)
+                for i, edit in enumerate(edits):
+                    if not tally.active[i]:
+                        continue
+                    with torch.no_grad():
+                        edit.apply(self.model)
+                    try:
+                        with torch.inference_mode():
+                            suffix = suffixes.get(frozenset(edit.modules))
+                            if suffix is None:
+                                logits = self.model(x)
+                            else:
+                                logits = suffix.module(*[cache[n] for n in suffix.frontier])
+                            self._count(tally, i, logits, y)
+                    finally:
+                        snapshots.restore(edit.modules)
+                    done += 1
+                    if progress:
+                        progress(done, total_steps)
+                tally.seen += len(y)
+                if stop is not None and tally.remaining > 0:
+                    for i in stop(tally):
+                        if tally.active[i]:
+                            tally.active[i] = False
+                            done += len(batches) - b - 1
+                    if progress:
+                        progress(done, total_steps)
+        finally:
+            self.model.train(was_training)
+        n = tally.seen
+        if n == 0:
+            nan = float("nan")
+            return RunnerResult(EvalResult(nan, nan, 0), [EvalResult(nan, nan, 0)] * len(edits), tuple(notes))
+        baseline = EvalResult(tally.baseline_correct / n, tally.baseline_loss_sum / n, n)
+        results = [
+            EvalResult(tally.correct[i] / n, tally.loss_sum[i] / n, n) if tally.active[i] else None
+            for i in range(len(edits))
+        ]
+        return RunnerResult(baseline, results, tuple(notes))
+
+    @staticmethod
+    def _count(tally: Tally, i: int, logits: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(logits, y, reduction="sum").item()
+        correct = int((logits.argmax(dim=1) == y).sum().item())
+        if i < 0:
+            tally.baseline_correct += correct
+            tally.baseline_loss_sum += loss
+        else:
+            tally.correct[i] += correct
+            tally.loss_sum[i] += loss
+
+    def _fit_cache(self, prefix: fx.GraphModule, batch_size: int, notes: list[str]) -> int:
+        """The batch size whose cache fits `max_cache_bytes`, measured on one sample."""
+        if len(self.x) == 0:
+            return batch_size
+        with torch.inference_mode():
+            _, kept = prefix(self.x[:1])
+        per_sample = max(1, _tensor_bytes(kept))
+        fit = max(1, self.max_cache_bytes // per_sample)
+        if fit < min(batch_size, len(self.x)):
+            notes.append(
+                f"activation cache of {per_sample * batch_size / 2**20:.1f} MiB per batch of {batch_size} is over "
+                f"max_cache_bytes ({self.max_cache_bytes / 2**20:.1f} MiB): evaluated in chunks of {fit} samples"
+                + (
+                    " (one sample's cache is over the limit too; used anyway)"
+                    if per_sample > self.max_cache_bytes
+                    else ""
+                )
+            )
+            return int(fit)
+        return batch_size

@@ -1,0 +1,144 @@
+"""The one calibration pass behind every activation criterion: `apoz`, `mean-activation` and `taylor` for
+all layers from ONE forward (and, when Taylor is asked for, ONE backward) per batch of the train split.
+
+Measurement points come from `features.py`: after each layer's norm (Taylor) and after its activation too
+(APoZ, mean activation). The pass runs on a private deep copy of the model in eval mode with `Tap` modules
+inserted in its traced graph, so the caller's model keeps its weights, mode, gradients and hooks.
+
+Taylor uses captum's `LayerGradientXActivation` on the post-norm taps with a forward function that returns
+the per-sample cross-entropy (reduction="none"). Captum differentiates the sum of that vector; since in
+eval mode sample n's activations only reach sample n's loss, the gradient it gives for sample n is
+dL_n/da_n, so |sum over positions of a x grad| per sample is exactly Molchanov et al.'s per-sample term,
+independent of the batch size (a mean-reduced loss would scale it by 1/batch).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, check_max_samples, require_data
+from analysis.importance.features import FeatureGraph, build_tapped, find_features
+
+ACTIVATION_CRITERIA = ("apoz", "mean-activation", "taylor")
+BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class CalibrationScores:
+    """`scores[criterion][layer]`: one float per output channel; `samples`: train samples seen."""
+
+    scores: dict[str, dict[str, torch.Tensor]]
+    samples: int
+    features: FeatureGraph
+
+
+def _reduce_to_channels(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """Sum over every dim except batch (0) and the channel dim: N x C."""
+    dim = channel_dim % t.ndim
+    rest = [d for d in range(1, t.ndim) if d != dim]
+    out = t.sum(dim=rest) if rest else t
+    return out if dim == 1 else out.reshape(t.shape[0], -1)
+
+
+def activation_scores(
+    model: nn.Module,
+    data: Dataset | None,
+    layers: Iterable[str] | None = None,
+    criteria: Iterable[str] = ACTIVATION_CRITERIA,
+    *,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    features: FeatureGraph | None = None,
+) -> CalibrationScores:
+    """APoZ (fraction of zeros after norm+activation), mean activation (after norm+activation) and Taylor
+    (mean over samples of |sum over positions of a x dL/da|, a after the norm) for every selected layer, in
+    one pass over at most `max_samples` samples of `data`'s train split. `progress(samples, total)`."""
+    wanted = tuple(dict.fromkeys(criteria))
+    unknown = [c for c in wanted if c not in ACTIVATION_CRITERIA]
+    if unknown:
+        raise WorkbenchError(
+            f"not an activation criterion: {unknown[0]!r} (use {', '.join(ACTIVATION_CRITERIA)})"
+        )
+    data = require_data("/".join(wanted) or "activation", data)
+    max_samples = check_max_samples(max_samples)
+    features = features or find_features(model, None if layers is None else list(layers))
+    total = min(max_samples, len(data.x_train))
+    if total == 0:
+        raise WorkbenchError("the calibration split is empty: the data spec has no training samples")
+
+    work = copy.deepcopy(model).eval()
+    tapped = build_tapped(work, features)
+    taylor_taps = [(name, m) for name, modules in tapped.attribution_modules.items() for m in modules]
+    if "taylor" in wanted and not features.traced:
+        # Captum needs every hooked module to run: find the layers the forward actually calls.
+        with torch.no_grad():
+            tapped.module(data.x_train[:1])
+        called = {name for name, taps in tapped.post_norm.items() if any(t.calls for t in taps)}
+        taylor_taps = [(name, m) for name, m in taylor_taps if name in called]
+    zeros = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
+    sums = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
+    counts = dict.fromkeys(features.layers, 0)
+    taylor = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
+
+    def recorder(name: str, channel_dim: int):
+        def record(x: torch.Tensor) -> None:
+            with torch.no_grad():
+                x = x.detach()
+                zeros[name] += _reduce_to_channels((x == 0).double(), channel_dim).sum(0)
+                sums[name] += _reduce_to_channels(x.double(), channel_dim).sum(0)
+                counts[name] += x.numel() // features.layers[name].channels
+
+        return record
+
+    if "apoz" in wanted or "mean-activation" in wanted:
+        for name, taps in tapped.post_activation.items():
+            for tap in taps:
+                tap.callback = recorder(name, features.layers[name].channel_dim)
+
+    attribution = None
+    if "taylor" in wanted and taylor_taps:
+        from captum.attr import LayerGradientXActivation
+
+        def per_sample_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(tapped.module(x), y, reduction="none")
+
+        attribution = LayerGradientXActivation(per_sample_loss, [tap for _, tap in taylor_taps])
+
+    seen = 0
+    for x, y in data.batches("train", batch_size, total):
+        if attribution is not None:
+            attributions = attribution.attribute(x, additional_forward_args=(y,))
+            per_layer: dict[str, torch.Tensor] = {}
+            for (name, _), attr in zip(taylor_taps, attributions, strict=True):
+                channel_sums = _reduce_to_channels(attr.detach().double(), features.layers[name].channel_dim)
+                per_layer[name] = per_layer.get(name, 0) + channel_sums  # all calls of a shared layer
+            for name, value in per_layer.items():
+                taylor[name] += value.abs().sum(0)
+        else:
+            with torch.no_grad():
+                tapped.module(x)
+        seen += len(x)
+        if progress:
+            progress(seen, total)
+
+    scores: dict[str, dict[str, torch.Tensor]] = {}
+    if "apoz" in wanted:
+        scores["apoz"] = {n: (zeros[n] / max(counts[n], 1)).float() for n in features.layers}
+    if "mean-activation" in wanted:
+        scores["mean-activation"] = {n: (sums[n] / max(counts[n], 1)).float() for n in features.layers}
+    if "taylor" in wanted:
+        scores["taylor"] = {n: (taylor[n] / seen).float() for n in features.layers}
+    for name, lf in features.layers.items():
+        if not any(tap.calls for tap in tapped.post_norm[name]):  # never called: nothing measured
+            for crit in scores.values():
+                crit[name] = torch.full((lf.channels,), float("nan"))
+    return CalibrationScores(scores, seen, features)

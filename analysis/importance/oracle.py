@@ -1,0 +1,218 @@
+"""`oracle`: |change in mean cross-entropy| on the calibration (train) split when one channel is zeroed.
+
+The channel is zeroed after its norm, as structured-pruning simulation does (CONTRACT section 5), and after
+its activation where one directly follows: the same thing for any activation with f(0) = 0 (ReLU, GELU,
+SiLU, ...), and what physically removing the channel does for those without (sigmoid, softplus). One
+evaluation per channel, over at most `max_samples` train samples.
+
+Where the change can be written as a parameter edit (a per-channel norm: gamma[c] = beta[c] = 0; no norm:
+the layer's weight row and bias = 0), the sensitivity sweep's cached downstream runner
+(`analysis.graph.DownstreamRunner`) evaluates it: one full forward per batch, then only the layers
+downstream of the change per channel. Otherwise (functional or non-affine norm, a layer called more than
+once, or no runner available) a plain loop masks the channel in a traced copy and runs the whole network.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.errors import WorkbenchError
+from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, check_max_samples, require_data
+from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
+
+if TYPE_CHECKING:
+    from analysis.data import Dataset
+
+BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    """Per-layer |loss change| per channel, the unedited loss (nats), samples used, and how it was run."""
+
+    scores: dict[str, torch.Tensor]
+    baseline_loss: float
+    samples: int
+    method: dict[str, str]
+
+
+def _param_edit(
+    model: nn.Module, lf: LayerFeatures
+) -> tuple[tuple[str, ...], Callable[[nn.Module, int], None]] | None:
+    """(modules changed, zero(model, channel)) when zeroing channel c is a parameter edit, else None."""
+    if len(lf.sites) > 1 or (lf.sites and not lf.sites[0].activation_keeps_zero):
+        return None
+    if lf.norm is not None:
+        if lf.norm_module is None:
+            return None
+        norm = model.get_submodule(lf.norm_module)
+        weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+        if not isinstance(weight, torch.Tensor) or weight.numel() != lf.channels:
+            return None
+        if bias is not None and bias.numel() != lf.channels:
+            return None
+        target = lf.norm_module
+    else:
+        target = lf.layer
+
+    def zero(m: nn.Module, c: int) -> None:
+        module = m.get_submodule(target)
+        with torch.no_grad():
+            module.weight[c] = 0
+            if getattr(module, "bias", None) is not None:
+                module.bias[c] = 0
+
+    return (target,), zero
+
+
+def _runner_class():
+    try:
+        from analysis.graph import DownstreamRunner, Edit
+    except ImportError:
+        return None
+    return DownstreamRunner, Edit
+
+
+def _plain_loop(
+    model: nn.Module,
+    features: FeatureGraph,
+    names: list[str],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    tick: Callable[[], None],
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Zero each channel with a mask in a tapped copy and evaluate the whole network each time."""
+    work = copy.deepcopy(model).eval()
+    tapped = build_tapped(work, features)
+    seen = sum(len(y) for _, y in batches)
+
+    def loss() -> float:
+        total = 0.0
+        with torch.inference_mode():
+            for x, y in batches:
+                total += F.cross_entropy(tapped.module(x), y, reduction="sum").item()
+        return total / seen
+
+    baseline = loss()
+    scores: dict[str, torch.Tensor] = {}
+    for name in names:
+        lf = features.layers[name]
+        taps = tapped.post_activation[name]
+        values = torch.zeros(lf.channels, dtype=torch.float64)
+        for c in range(lf.channels):
+            mask = torch.ones(lf.channels)
+            mask[c] = 0
+            for tap in taps:
+                tap.mask = mask
+            values[c] = abs(loss() - baseline)
+            tick()
+        for tap in taps:
+            tap.mask = None
+        called = any(tap.calls for tap in taps)  # an untraced model may never call a layer
+        scores[name] = values.float() if called else torch.full((lf.channels,), float("nan"))
+    return scores, baseline
+
+
+def oracle_scores(
+    model: nn.Module,
+    data: Dataset | None,
+    layers: Iterable[str] | None = None,
+    *,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    features: FeatureGraph | None = None,
+    use_runner: bool = True,
+) -> OracleResult:
+    """|loss change| per channel for every selected layer; one evaluation per channel over at most
+    `max_samples` samples of the train split. `progress(channels_done, channels_total)`."""
+    data = require_data("oracle", data)
+    max_samples = check_max_samples(max_samples)
+    features = features or find_features(model, None if layers is None else list(layers))
+    total = min(max_samples, len(data.x_train))
+    if total == 0:
+        raise WorkbenchError("the calibration split is empty: the data spec has no training samples")
+    batches = list(data.batches("train", batch_size, total))
+    seen = sum(len(y) for _, y in batches)
+    n_channels = sum(lf.channels for lf in features.layers.values() if lf.sites or not features.traced)
+    done = 0
+
+    def tick(k: int = 1) -> None:
+        nonlocal done
+        done += k
+        if progress:
+            progress(min(done, n_channels), n_channels)
+
+    scores: dict[str, torch.Tensor] = {}
+    method: dict[str, str] = {}
+    runner_api = _runner_class() if use_runner else None
+    edits_by_layer = {}
+    plain: list[str] = []
+    for name, lf in features.layers.items():
+        if features.traced and not lf.sites:
+            scores[name] = torch.full((lf.channels,), float("nan"))
+            method[name] = "never called in forward"
+            continue
+        edit = _param_edit(model, lf) if runner_api else None
+        if edit is None:
+            plain.append(name)
+        else:
+            edits_by_layer[name] = edit
+
+    baseline = float("nan")
+    if edits_by_layer:
+        runner_cls, edit_cls = runner_api
+        runner = runner_cls(model, data.x_train[:total], data.y_train[:total], batch_size=batch_size)
+        edits, owners = [], []
+        for name, (modules, zero) in edits_by_layer.items():
+            for c in range(features.layers[name].channels):
+                edits.append(edit_cls(modules, lambda m, z=zero, c=c: z(m, c), key=(name, c)))
+                owners.append(name)
+        runner_channels = len(edits)
+
+        def runner_progress(step: int, steps: int) -> None:
+            if progress:
+                progress(min(int(step / max(steps, 1) * runner_channels), n_channels), n_channels)
+
+        out = runner.evaluate(edits, progress=runner_progress)
+        baseline = out.baseline.loss
+        values: dict[str, list[float]] = {name: [] for name in edits_by_layer}
+        for name, result in zip(owners, out.results, strict=True):
+            values[name].append(abs(result.loss - baseline))
+        for name, v in values.items():
+            scores[name] = torch.tensor(v, dtype=torch.float32)
+            method[name] = "cached downstream runner"
+        done = runner_channels
+    if plain:
+        plain_scores, plain_baseline = _plain_loop(model, features, plain, batches, tick)
+        scores.update(plain_scores)
+        method.update(dict.fromkeys(plain, "full forward per channel"))
+        if baseline != baseline:  # NaN: no runner result
+            baseline = plain_baseline
+    ordered = {name: scores[name] for name in features.layers}
+    return OracleResult(ordered, baseline, seen, {name: method[name] for name in features.layers})
+
+
+class OracleImportance:
+    """|loss change| when the channel is zeroed after its norm, on the train split (capped)."""
+
+    name: ClassVar[str] = "oracle"
+    data_driven: ClassVar[bool] = True
+    higher_is_important: ClassVar[bool] = True
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: Dataset | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        progress: Progress | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return oracle_scores(model, data, layers, max_samples=max_samples, progress=progress).scores

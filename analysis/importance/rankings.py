@@ -1,0 +1,414 @@
+"""Every criterion for every layer in one call, and how the criteria agree with each other and the oracle.
+
+`rank_channels` computes the weight criteria directly, the activation criteria (APoZ, mean activation,
+Taylor) in ONE calibration pass, and the oracle (one evaluation per channel) last; `RankingResult` holds the
+scores, summary statistics, Spearman correlations with the oracle and the top-k overlap between criteria.
+
+Conventions:
+- Every comparison takes each criterion in its importance direction (higher = keep), so APoZ is negated.
+- Spearman's rho per layer over the layer's channels; **pooled** over all channels of all layers, with each
+  criterion's scores divided by their L2 norm within the layer first (the layer-wise normalisation of
+  Molchanov et al. 2017, which makes scales comparable across layers; the oracle, a loss change, is already
+  comparable and stays raw). Layers where a criterion is NaN (`bn-scale` without a norm) or constant are left
+  out of that criterion's correlations.
+- Top-k overlap of two criteria in a layer: Jaccard |A n B| / |A u B| of the k channels each would prune
+  first, k = max(1, round(topk_fraction x channels)); the table holds its mean over layers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.errors import WorkbenchError
+from analysis.importance.base import (
+    CRITERIA,
+    DEFAULT_MAX_SAMPLES,
+    Progress,
+    check_max_samples,
+    get_importance,
+    has_nan_scores,
+)
+from analysis.importance.calibration import ACTIVATION_CRITERIA, BATCH_SIZE, activation_scores
+from analysis.importance.features import find_features
+from analysis.importance.oracle import BATCH_SIZE as ORACLE_BATCH_SIZE
+from analysis.importance.oracle import oracle_scores
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.data import Dataset
+
+DEFAULT_TOPK_FRACTION = 0.25
+STATISTICS = ("mean", "std", "min", "median", "max")
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties given the average of the ranks they span (as scipy's default)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    # Start of each run of equal values, then every member of a run gets the mean of its positions.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + 1 + end) / 2.0
+    return ranks
+
+
+def spearman(a: Iterable[float], b: Iterable[float]) -> float:
+    """Spearman's rank correlation of two equal-length sequences over the pairs where both are finite.
+
+    NaN where fewer than 2 such pairs remain or either side is constant (rho is undefined then).
+    """
+    a = np.asarray(list(a) if not isinstance(a, np.ndarray) else a, dtype=np.float64)
+    b = np.asarray(list(b) if not isinstance(b, np.ndarray) else b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise WorkbenchError(f"spearman needs equal lengths, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 2:
+        return float("nan")
+    ra, rb = rankdata(a[keep]), rankdata(b[keep])
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def prune_first(scores: np.ndarray, higher_is_important: bool, k: int) -> set[int]:
+    """Indices of the k channels a criterion would prune first (ties: lower index first)."""
+    importance = scores if higher_is_important else -scores
+    return {int(i) for i in np.argsort(importance, kind="mergesort")[:k]}
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    union = a | b
+    return len(a & b) / len(union) if union else 1.0
+
+
+def _direction(criterion: str) -> bool:
+    return get_importance(criterion).higher_is_important
+
+
+def _statistics(values: np.ndarray) -> dict[str, float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return dict.fromkeys(STATISTICS, float("nan"))
+    return {
+        "mean": float(finite.mean()),
+        "std": float(finite.std()),
+        "min": float(finite.min()),
+        "median": float(np.median(finite)),
+        "max": float(finite.max()),
+    }
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _none_to_nan(value: Any) -> Any:
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: _none_to_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_none_to_nan(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """Per-layer, per-criterion channel scores and how the criteria agree (see the module docstring).
+
+    `layers[layer][criterion]`: one score per output channel, in the criterion's own units and direction
+    (APoZ raw). `spearman_per_layer[layer][criterion]`, `spearman_vs_oracle[criterion]` (pooled) and
+    `spearman_mean_per_layer[criterion]` exist where the oracle was computed. `topk_overlap[a][b]`: mean
+    Jaccard over layers of the first-pruned channels. `samples`: calibration samples (train split);
+    `oracle_samples`: samples per oracle evaluation; `oracle_baseline_loss`: unedited loss (nats) on them.
+    """
+
+    criteria: tuple[str, ...]
+    layers: dict[str, dict[str, tuple[float, ...]]]
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    spearman_per_layer: dict[str, dict[str, float]] = field(default_factory=dict)
+    spearman_vs_oracle: dict[str, float] = field(default_factory=dict)
+    spearman_mean_per_layer: dict[str, float] = field(default_factory=dict)
+    topk_fraction: float = DEFAULT_TOPK_FRACTION
+    topk_overlap: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: int = 0
+    oracle_samples: int = 0
+    oracle_baseline_loss: float = float("nan")
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_scores(
+        cls,
+        scores: dict[str, dict[str, torch.Tensor | Iterable[float]]],
+        topk_fraction: float = DEFAULT_TOPK_FRACTION,
+        **fields: Any,
+    ) -> RankingResult:
+        """Build a result (statistics, correlations, overlaps) from `scores[criterion][layer]`."""
+        criteria = tuple(c for c in CRITERIA if c in scores) + tuple(c for c in scores if c not in CRITERIA)
+        layer_names: list[str] = []
+        for c in criteria:
+            layer_names += [n for n in scores[c] if n not in layer_names]
+        arrays = {
+            c: {n: np.asarray(torch.as_tensor(v).double().cpu().numpy()) for n, v in scores[c].items()}
+            for c in criteria
+        }
+        layers = {
+            n: {c: tuple(float(v) for v in arrays[c][n]) for c in criteria if n in arrays[c]}
+            for n in layer_names
+        }
+        summary = {n: {c: _statistics(arrays[c][n]) for c in criteria if n in arrays[c]} for n in layer_names}
+        directions = {c: _direction(c) if c in CRITERIA else True for c in criteria}
+
+        per_layer: dict[str, dict[str, float]] = {}
+        pooled: dict[str, float] = {}
+        mean_per_layer: dict[str, float] = {}
+        if "oracle" in arrays:
+            oracle = arrays["oracle"]
+            for c in criteria:
+                if c == "oracle":
+                    continue
+                xs, ys, rhos = [], [], []
+                for n in layer_names:
+                    if n not in arrays[c] or n not in oracle:
+                        continue
+                    s = arrays[c][n] if directions[c] else -arrays[c][n]
+                    rho = spearman(s, oracle[n])
+                    per_layer.setdefault(n, {})[c] = rho
+                    if not math.isfinite(rho):
+                        continue
+                    rhos.append(rho)
+                    norm = float(np.sqrt((s * s).sum()))
+                    xs.append(s / norm if norm > 0 else s)
+                    ys.append(oracle[n])
+                pooled[c] = spearman(np.concatenate(xs), np.concatenate(ys)) if xs else float("nan")
+                mean_per_layer[c] = float(np.mean(rhos)) if rhos else float("nan")
+
+        overlap: dict[str, dict[str, float]] = {a: {} for a in criteria}
+        for i, a in enumerate(criteria):
+            for b in criteria[i:]:
+                values = []
+                for n in layer_names:
+                    if n not in arrays[a] or n not in arrays[b]:
+                        continue
+                    sa, sb = arrays[a][n], arrays[b][n]
+                    if not (np.isfinite(sa).all() and np.isfinite(sb).all()):
+                        continue
+                    k = max(1, round(topk_fraction * len(sa)))
+                    values.append(
+                        jaccard(prune_first(sa, directions[a], k), prune_first(sb, directions[b], k))
+                    )
+                overlap[a][b] = overlap[b][a] = float(np.mean(values)) if values else float("nan")
+        return cls(
+            criteria=criteria,
+            layers=layers,
+            summary=summary,
+            spearman_per_layer=per_layer,
+            spearman_vs_oracle=pooled,
+            spearman_mean_per_layer=mean_per_layer,
+            topk_fraction=float(topk_fraction),
+            topk_overlap=overlap,
+            **fields,
+        )
+
+    def scores(self, criterion: str) -> dict[str, torch.Tensor]:
+        """One criterion's scores as `{layer: tensor}` (the shape an `Importance` returns)."""
+        if criterion not in self.criteria:
+            raise WorkbenchError(f"criterion {criterion!r} was not computed: have {', '.join(self.criteria)}")
+        return {n: torch.tensor(v[criterion]) for n, v in self.layers.items() if criterion in v}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN written as null): the CLI `rank` keys of CONTRACT section 3 and more."""
+        return _nan_to_none(
+            {
+                "criteria": list(self.criteria),
+                "layers": {n: {c: list(v) for c, v in crit.items()} for n, crit in self.layers.items()},
+                "spearman_vs_oracle": dict(self.spearman_vs_oracle),
+                "spearman_mean_per_layer": dict(self.spearman_mean_per_layer),
+                "spearman_per_layer": self.spearman_per_layer,
+                "topk_fraction": self.topk_fraction,
+                "topk_overlap": self.topk_overlap,
+                "summary": self.summary,
+                "features": self.features,
+                "samples": self.samples,
+                "oracle_samples": self.oracle_samples,
+                "oracle_baseline_loss": self.oracle_baseline_loss,
+                "seconds": self.seconds,
+                "notes": list(self.notes),
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> RankingResult:
+        """Inverse of `to_dict` (null read back as NaN)."""
+        try:
+            return cls(
+                criteria=tuple(payload["criteria"]),
+                layers={
+                    n: {c: tuple(_none_to_nan(list(v))) for c, v in crit.items()}
+                    for n, crit in payload["layers"].items()
+                },
+                features=dict(payload.get("features", {})),
+                summary=_none_to_nan(payload.get("summary", {})),
+                spearman_per_layer=_none_to_nan(payload.get("spearman_per_layer", {})),
+                spearman_vs_oracle=_none_to_nan(payload.get("spearman_vs_oracle", {})),
+                spearman_mean_per_layer=_none_to_nan(payload.get("spearman_mean_per_layer", {})),
+                topk_fraction=float(payload.get("topk_fraction", DEFAULT_TOPK_FRACTION)),
+                topk_overlap=_none_to_nan(payload.get("topk_overlap", {})),
+                samples=int(payload.get("samples", 0)),
+                oracle_samples=int(payload.get("oracle_samples", 0)),
+                oracle_baseline_loss=_none_to_nan(payload.get("oracle_baseline_loss")),
+                seconds=float(payload.get("seconds", 0.0)),
+                notes=tuple(payload.get("notes", ())),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise WorkbenchError(
+                f"not a ranking result: {exc!s}: expected the keys RankingResult.to_dict writes"
+            ) from exc
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (layer, channel), one column per criterion."""
+        import pandas as pd
+
+        rows = []
+        for n, crit in self.layers.items():
+            channels = max(len(v) for v in crit.values())
+            for ch in range(channels):
+                row: dict[str, Any] = {"layer": n, "channel": ch}
+                row.update({c: crit[c][ch] for c in self.criteria if c in crit})
+                rows.append(row)
+        return pd.DataFrame(rows, columns=["layer", "channel", *self.criteria])
+
+    def spearman_frame(self) -> pd.DataFrame:
+        """Spearman's rho vs the oracle: one row per layer plus 'mean per layer' and 'pooled' rows."""
+        import pandas as pd
+
+        columns = [c for c in self.criteria if c != "oracle"]
+        rows = {n: {c: v.get(c, float("nan")) for c in columns} for n, v in self.spearman_per_layer.items()}
+        rows["mean per layer"] = {c: self.spearman_mean_per_layer.get(c, float("nan")) for c in columns}
+        rows["pooled"] = {c: self.spearman_vs_oracle.get(c, float("nan")) for c in columns}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+    def topk_frame(self) -> pd.DataFrame:
+        """Mean top-k Jaccard overlap between every pair of criteria (symmetric, 1 on the diagonal)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.topk_overlap, index=list(self.criteria), columns=list(self.criteria))
+
+
+def rank_channels(
+    model: nn.Module,
+    data: Dataset | None,
+    criteria: Iterable[str] | None = None,
+    layers: Iterable[str] | None = None,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    oracle: bool = True,
+    progress: Progress | None = None,
+    *,
+    oracle_max_samples: int | None = None,
+    topk_fraction: float = DEFAULT_TOPK_FRACTION,
+) -> RankingResult:
+    """Score every channel of every prunable layer (or those in `layers`) by each criterion.
+
+    `criteria` defaults to every criterion but the oracle; `oracle=True` adds it (it costs one evaluation
+    per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
+    share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
+    batches. The model is not changed.
+    """
+    wanted = list(CRITERIA[:-1]) if criteria is None else [str(c).strip().lower() for c in criteria]
+    for c in wanted:
+        get_importance(c)  # validates the name
+    if oracle and "oracle" not in wanted:
+        wanted.append("oracle")
+    wanted = [c for c in CRITERIA if c in wanted]
+    if not 0 < topk_fraction <= 1:
+        raise WorkbenchError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
+    max_samples = check_max_samples(max_samples)
+    oracle_cap = check_max_samples(oracle_max_samples or max_samples)
+    layer_list = None if layers is None else ([layers] if isinstance(layers, str) else list(layers))
+
+    start = time.perf_counter()
+    features = find_features(model, layer_list)
+    notes = [features.note] if features.note else []
+    activation = [c for c in wanted if c in ACTIVATION_CRITERIA]
+    n_train = len(data.x_train) if data is not None else 0
+    calib_units = math.ceil(min(max_samples, n_train) / BATCH_SIZE) if activation else 0
+    n_channels = sum(lf.channels for lf in features.layers.values())
+    oracle_units = (
+        n_channels * math.ceil(min(oracle_cap, n_train) / ORACLE_BATCH_SIZE) if "oracle" in wanted else 0
+    )
+    total_units = max(1, calib_units + oracle_units)
+
+    def staged(offset: int, units: int):
+        def report(done: int, total: int) -> None:
+            if progress:
+                progress(offset + round(units * done / max(total, 1)), total_units)
+
+        return report
+
+    scores: dict[str, dict[str, torch.Tensor]] = {}
+    for c in wanted:
+        if c not in ACTIVATION_CRITERIA and c != "oracle":
+            scores[c] = get_importance(c)(model, data, layer_list)
+    samples = 0
+    if activation:
+        calibration = activation_scores(
+            model,
+            data,
+            layer_list,
+            activation,
+            max_samples=max_samples,
+            progress=staged(0, calib_units),
+            features=features,
+        )
+        scores.update(calibration.scores)
+        samples = calibration.samples
+    oracle_samples, baseline = 0, float("nan")
+    if "oracle" in wanted:
+        result = oracle_scores(
+            model,
+            data,
+            layer_list,
+            max_samples=oracle_cap,
+            progress=staged(calib_units, oracle_units),
+            features=features,
+        )
+        scores["oracle"] = result.scores
+        oracle_samples, baseline = result.samples, result.baseline_loss
+        slow = [n for n, m in result.method.items() if m == "full forward per channel"]
+        if slow:
+            notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
+    no_norm = has_nan_scores(scores["bn-scale"]) if "bn-scale" in scores else []
+    if no_norm:
+        notes.append(f"bn-scale is NaN for layers without a following per-channel norm: {', '.join(no_norm)}")
+    if progress:
+        progress(total_units, total_units)
+    return RankingResult.from_scores(
+        {c: scores[c] for c in wanted},
+        topk_fraction=topk_fraction,
+        features={n: lf.to_dict() for n, lf in features.layers.items()},
+        samples=samples,
+        oracle_samples=oracle_samples,
+        oracle_baseline_loss=float(baseline),
+        seconds=time.perf_counter() - start,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,354 @@
+"""Compression plans (CONTRACT section 4): what to prune, how, and at how many bits, per layer.
+
+A plan is plain data. It round-trips through JSON, validates its values when it is built, and checks its
+layer names against a model when it is applied (`check_layers`). Applying it is `analysis.compress`.
+
+```json
+{"default": {"prune": 0.0, "criterion": "l1", "structured": true, "bits": 32},
+ "layers":  {"features.3": {"prune": 0.5}, "classifier.2": {"prune": 0, "bits": 8}},
+ "finetune": {"epochs": 0, "distill": false}}
+```
+
+A layer entry overrides `default` key by key. `bits: 32` means untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from analysis.errors import WorkbenchError
+
+UNTOUCHED_BITS = 32
+MIN_BITS, MAX_BITS = 2, 16
+LAYER_KEYS = ("prune", "criterion", "structured", "bits")
+FINETUNE_KEYS = ("epochs", "distill", "temperature", "alpha", "lr", "batch_size", "seed")
+
+
+def known_criteria() -> tuple[str, ...]:
+    """Names the plan's `criterion` accepts: the importance registry's (CONTRACT section 5)."""
+    from analysis.importance.base import CRITERIA
+
+    return CRITERIA
+
+
+def _where(layer: str | None) -> str:
+    return f"layer {layer!r}" if layer else "default"
+
+
+def _check_prune(value: Any, layer: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise WorkbenchError(f"{_where(layer)}: prune must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise WorkbenchError(
+            f"{_where(layer)}: prune ratio {value} is outside [0, 1): give the fraction to remove, e.g. 0.5"
+        )
+    return float(value)
+
+
+def _check_bits(value: Any, layer: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise WorkbenchError(f"{_where(layer)}: bits must be a whole number, got {value!r}")
+    bits = int(value)
+    if bits != UNTOUCHED_BITS and not MIN_BITS <= bits <= MAX_BITS:
+        raise WorkbenchError(
+            f"{_where(layer)}: bits {bits} is outside {MIN_BITS}..{MAX_BITS}: "
+            f"choose {MIN_BITS} to {MAX_BITS}, or {UNTOUCHED_BITS} to leave the weights as they are"
+        )
+    return bits
+
+
+def _check_criterion(value: Any, layer: str | None) -> str:
+    names = known_criteria()
+    key = str(value).strip().lower() if isinstance(value, str) else None
+    if key not in names:
+        raise WorkbenchError(f"{_where(layer)}: unknown criterion {value!r}: use one of {', '.join(names)}")
+    return key
+
+
+def _check_structured(value: Any, layer: str | None) -> bool:
+    if not isinstance(value, bool):
+        raise WorkbenchError(f"{_where(layer)}: structured must be true or false, got {value!r}")
+    return value
+
+
+_CHECKS = {
+    "prune": _check_prune,
+    "criterion": _check_criterion,
+    "structured": _check_structured,
+    "bits": _check_bits,
+}
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """Fully resolved settings of one layer: prune ratio in [0, 1), ranking criterion, structured (remove
+    whole output channels) or unstructured (zero single weights), and weight bits (32 = untouched)."""
+
+    prune: float = 0.0
+    criterion: str = "l1"
+    structured: bool = True
+    bits: int = UNTOUCHED_BITS
+
+    def __post_init__(self) -> None:
+        for key in LAYER_KEYS:
+            object.__setattr__(self, key, _CHECKS[key](getattr(self, key), None))
+
+    @property
+    def prunes(self) -> bool:
+        return self.prune > 0.0
+
+    @property
+    def quantizes(self) -> bool:
+        return self.bits != UNTOUCHED_BITS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in LAYER_KEYS}
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """One layer's entry in a plan: only the keys it sets (None = take the plan's default)."""
+
+    prune: float | None = None
+    criterion: str | None = None
+    structured: bool | None = None
+    bits: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in LAYER_KEYS if getattr(self, key) is not None}
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Recovery training after pruning: `epochs` over the training split (0 = none), optionally distilling
+    from the uncompressed model (Hinton et al. 2015: `temperature` T, weight `alpha` on the soft targets,
+    soft loss scaled by T^2). Adam with learning rate `lr`; shuffling seeded by `seed`."""
+
+    epochs: int = 0
+    distill: bool = False
+    temperature: float = 4.0
+    alpha: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def whole(name: str, minimum: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or v < minimum:
+                raise WorkbenchError(f"finetune: {name} must be a whole number >= {minimum}, got {v!r}")
+            object.__setattr__(self, name, int(v))
+
+        def number(name: str, low: float, high: float, low_open: bool) -> None:
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            ok = ok and (low < v if low_open else low <= v) and v <= high
+            if not ok:
+                interval = f"{'(' if low_open else '['}{low}, {high}]"
+                raise WorkbenchError(f"finetune: {name} must be a number in {interval}, got {v!r}")
+            object.__setattr__(self, name, float(v))
+
+        whole("epochs", 0)
+        whole("batch_size", 1)
+        whole("seed", 0)
+        number("temperature", 0.0, 1e6, True)
+        number("alpha", 0.0, 1.0, False)
+        number("lr", 0.0, 10.0, True)
+        if not isinstance(self.distill, bool):
+            raise WorkbenchError(f"finetune: distill must be true or false, got {self.distill!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in FINETUNE_KEYS}
+
+
+def _layer_settings(raw: Any) -> LayerSettings:
+    if isinstance(raw, LayerSettings):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise WorkbenchError(f"plan 'default' must be an object like {{\"prune\": 0.5}}, got {raw!r}")
+    unknown = sorted(set(raw) - set(LAYER_KEYS))
+    if unknown:
+        raise WorkbenchError(f"default: unknown key {unknown[0]!r}: use {', '.join(LAYER_KEYS)}")
+    return LayerSettings(**dict(raw))
+
+
+def _layer_override(name: Any, raw: Any) -> LayerOverride:
+    if not isinstance(name, str) or not name:
+        raise WorkbenchError(f"plan layer names must be non-empty strings, got {name!r}")
+    if isinstance(raw, LayerOverride):
+        raw = raw.to_dict()
+    if not isinstance(raw, Mapping):
+        raise WorkbenchError(
+            f'layer {name!r}: its entry must be an object like {{"prune": 0.5}}, got {raw!r}'
+        )
+    unknown = sorted(set(raw) - set(LAYER_KEYS))
+    if unknown:
+        raise WorkbenchError(f"layer {name!r}: unknown key {unknown[0]!r}: use {', '.join(LAYER_KEYS)}")
+    return LayerOverride(**{key: _CHECKS[key](value, name) for key, value in raw.items()})
+
+
+def _finetune_settings(raw: Any) -> FinetuneSettings:
+    if isinstance(raw, FinetuneSettings):
+        return raw
+    if raw is None:
+        return FinetuneSettings()
+    if not isinstance(raw, Mapping):
+        raise WorkbenchError(f"plan 'finetune' must be an object like {{\"epochs\": 3}}, got {raw!r}")
+    unknown = sorted(set(raw) - set(FINETUNE_KEYS))
+    if unknown:
+        raise WorkbenchError(f"finetune: unknown key {unknown[0]!r}: use {', '.join(FINETUNE_KEYS)}")
+    return FinetuneSettings(**dict(raw))
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """Per-layer pruning and quantization settings plus optional fine-tuning (CONTRACT section 4).
+
+    `default` applies to every prunable layer (Conv*d with groups 1 or depthwise, Linear); `layers` maps a
+    `named_modules()` name to the keys it overrides. Plain dicts are accepted for all three fields.
+    The final classifier keeps its outputs (is not pruned structurally by `default`) unless `layers`
+    names it.
+    """
+
+    default: LayerSettings = field(default_factory=LayerSettings)
+    layers: Mapping[str, LayerOverride] = field(default_factory=dict)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default", _layer_settings(self.default))
+        if not isinstance(self.layers, Mapping):
+            raise WorkbenchError(f"plan 'layers' must map layer names to objects, got {self.layers!r}")
+        # A private copy: changing the caller's dict later must not change a frozen plan.
+        object.__setattr__(
+            self, "layers", {name: _layer_override(name, raw) for name, raw in self.layers.items()}
+        )
+        object.__setattr__(self, "finetune", _finetune_settings(self.finetune))
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def settings_for(self, layer: str) -> LayerSettings:
+        """The resolved settings of `layer`: its overrides on top of `default`, key by key."""
+        override = self.layers.get(layer)
+        if override is None:
+            return self.default
+        return replace(self.default, **override.to_dict())
+
+    def names(self, layer: str, key: str | None = None) -> bool:
+        """Whether the plan names `layer` explicitly (and sets `key` for it, when given)."""
+        override = self.layers.get(layer)
+        if override is None:
+            return False
+        return key is None or getattr(override, key) is not None
+
+    def check_layers(self, model: nn.Module) -> None:
+        """Raise WorkbenchError naming the first plan layer that `model` lacks or cannot prune/quantize."""
+        from analysis.importance.base import prunable_layers
+
+        modules = dict(model.named_modules())
+        prunable = prunable_layers(model)
+        for name in self.layers:
+            if name not in modules:
+                shown = ", ".join(list(prunable)[:8]) + (", ..." if len(prunable) > 8 else "")
+                raise WorkbenchError(
+                    f"plan names layer {name!r}, which the model does not have: its prunable layers are {shown}"
+                )
+            if name not in prunable:
+                raise WorkbenchError(
+                    f"plan names layer {name!r}, a {type(modules[name]).__name__}: only Conv*d (groups 1 or "
+                    "depthwise) and Linear layers can be pruned or quantized"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (CONTRACT section 4 keys)."""
+        return {
+            "default": self.default.to_dict(),
+            "layers": {name: override.to_dict() for name, override in self.layers.items()},
+            "finetune": self.finetune.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressionPlan:
+        """Build a plan from its JSON form; unknown keys and bad values raise WorkbenchError."""
+        if not isinstance(data, Mapping):
+            raise WorkbenchError(
+                f"a plan must be a JSON object with 'default', 'layers', 'finetune', got {data!r}"
+            )
+        # "about" is free-form information (e.g. what `plan suggest` predicted); it is not part of the plan.
+        unknown = sorted(set(data) - {"default", "layers", "finetune", "about"})
+        if unknown:
+            raise WorkbenchError(f"plan: unknown key {unknown[0]!r}: use 'default', 'layers' and 'finetune'")
+        return cls(
+            default=data.get("default") or {},
+            layers=data.get("layers") or {},
+            finetune=data.get("finetune") or {},
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> CompressionPlan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"the plan is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def uniform(
+        cls,
+        prune: float = 0.0,
+        *,
+        bits: int = UNTOUCHED_BITS,
+        criterion: str = "l1",
+        structured: bool = True,
+        finetune: FinetuneSettings | Mapping[str, Any] | None = None,
+    ) -> CompressionPlan:
+        """The same ratio and bits for every prunable layer (the final classifier keeps its outputs)."""
+        return cls(
+            default=LayerSettings(prune=prune, criterion=criterion, structured=structured, bits=bits),
+            finetune=finetune if finetune is not None else {},
+        )
+
+    def with_layers(self, layers: Mapping[str, Mapping[str, Any]]) -> CompressionPlan:
+        """A copy with `layers` merged into the overrides, key by key."""
+        merged = {name: o.to_dict() for name, o in self.layers.items()}
+        for name, raw in layers.items():
+            merged[name] = {**merged.get(name, {}), **dict(raw)}
+        return CompressionPlan(self.default, merged, self.finetune)
+
+    def with_finetune(self, **settings: Any) -> CompressionPlan:
+        """A copy with the given fine-tuning settings changed."""
+        return CompressionPlan(self.default, self.layers, {**self.finetune.to_dict(), **settings})
+
+
+def load_plan(path: str | Path) -> CompressionPlan:
+    """Read a plan from a JSON file; a missing file or bad content raises WorkbenchError."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"plan file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkbenchError(f"cannot read plan {path}: {exc}") from exc
+    try:
+        return CompressionPlan.from_json(text)
+    except WorkbenchError as exc:
+        raise WorkbenchError(f"{path}: {exc}") from exc
+
+
+__all__ = [
+    "CompressionPlan",
+    "FinetuneSettings",
+    "LayerOverride",
+    "LayerSettings",
+    "load_plan",
+]

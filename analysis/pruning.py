@@ -1,0 +1,259 @@
+"""Pruning that changes the model for real (CONTRACT section 5).
+
+- **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.groups`: a conv with
+  its norm and the next layer's inputs; every layer tied by residual adds or concatenations), and
+  `round(r x C_out)` output channels of lowest importance are physically removed from every member, so the
+  tensors, the parameter count, the MACs and the latency all drop. A group is named by its first layer in
+  `named_modules()` order, exactly as the structured sensitivity sweep names it, and with the `l1` criterion
+  the same channels go as the sweep simulated.
+- **Unstructured**: `torch.nn.utils.prune.l1_unstructured` zeroes the `round(r x numel)` smallest-|w|
+  weights; `make_permanent` removes the masks (no `weight_orig`, no forward pre-hooks left). The tensors
+  keep their shape: dense kernels do exactly the same work on zeros, so this saves no time; it saves space
+  only when stored in a sparse format (`sparse_size_bytes`).
+
+Everything here changes the model it is given in place: pass a copy you own (`analysis.compress` does).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from analysis.errors import WorkbenchError
+from analysis.groups import PruningGroup, final_layers, find_groups, is_prunable, remove_channels
+from analysis.importance.base import get_importance
+
+SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of `model`, also when `torch.nn.utils.prune` masks are attached (their cached masked
+    weight is a non-leaf tensor, which plain `copy.deepcopy` refuses; the copy gets a detached clone)."""
+    memo: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def example_input(input_shape: tuple[int, ...], batch_size: int = 2) -> torch.Tensor:
+    """A fixed random batch for tracing (two samples, so batch norms see a real batch)."""
+    return torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+
+
+def final_classifier(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """The final classifier: the last prunable layer the forward pass runs (it keeps its outputs)."""
+    found = final_layers(model, example_input(input_shape))
+    return found[0] if found else None
+
+
+def pruning_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[PruningGroup]:
+    """Every coupled group of prunable layers (`analysis.groups`), the final classifier's left out."""
+    return find_groups(model, example_input(input_shape))
+
+
+def channel_scores(
+    model: nn.Module,
+    groups: list[PruningGroup],
+    criteria: Mapping[str, str],
+    data=None,
+    max_samples: int = 2048,
+) -> dict[str, torch.Tensor]:
+    """Per group (by name), one float64 score per channel, higher = more important.
+
+    A group's score sums, over every Conv/Linear whose outputs it removes, that layer's score from the
+    importance registry (APoZ negated), as `l1` does in the sensitivity sweep; `l1` uses the group's own
+    `l1_importance`, so structured pruning removes exactly the channels the sweep simulated.
+    """
+    by_criterion: dict[str, list[PruningGroup]] = {}
+    for g in groups:
+        by_criterion.setdefault(criteria.get(g.name, "l1"), []).append(g)
+    scores: dict[str, torch.Tensor] = {}
+    for criterion, chosen in by_criterion.items():
+        if criterion == "l1":
+            scores.update({g.name: g.l1_importance(model) for g in chosen})
+            continue
+        importance = get_importance(criterion)
+        if importance.data_driven and data is None:
+            raise WorkbenchError(f"criterion {criterion!r} is data-driven: give a dataset")
+        layers = sorted({name for g in chosen for name in g.out_layers})
+        found = importance(model, data if importance.data_driven else None, layers, max_samples=max_samples)
+        sign = 1.0 if importance.higher_is_important else -1.0
+        for g in chosen:
+            total = torch.zeros(g.channels, dtype=torch.float64)
+            for m in g.members:
+                if m.dim != "out" or m.name not in found:
+                    continue
+                layer_scores = found[m.name].detach().double().flatten()
+                if torch.isnan(layer_scores).any():
+                    raise WorkbenchError(
+                        f"criterion {criterion!r} has no score for layer {m.name!r} (no following norm for "
+                        "bn-scale?): choose another criterion for it"
+                    )
+                total.index_add_(
+                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
+                )
+            scores[g.name] = total
+    return scores
+
+
+@dataclass(frozen=True)
+class StructuredPruning:
+    """What structured pruning removed: per group, the ratio asked for and the channels before and after."""
+
+    groups: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"groups": self.groups, "notes": self.notes}
+
+
+def prune_structured(
+    model: nn.Module,
+    ratios: Mapping[str, float],
+    input_shape: tuple[int, ...],
+    *,
+    criteria: Mapping[str, str] | None = None,
+    data=None,
+    max_samples: int = 2048,
+    groups: list[PruningGroup] | None = None,
+) -> StructuredPruning:
+    """Physically remove output channels, in place, group by group (Torch-Pruning's dependency graph).
+
+    `ratios` maps a group's name (its first layer, see `pruning_groups`) to r in [0, 1):
+    `round(r x C_out)` channels of lowest importance go (at least one is kept), from every member and
+    every coupled layer. `criteria` (group name -> criterion, default `l1`) ranks them. `groups`: the
+    model's `pruning_groups`, where the caller has them already.
+    """
+    for name, r in ratios.items():
+        if not 0.0 <= r < 1.0:
+            raise WorkbenchError(f"group {name!r}: prune ratio {r} is outside [0, 1)")
+    wanted = {name: r for name, r in ratios.items() if r > 0}
+    if not wanted:
+        return StructuredPruning()
+    groups = groups if groups is not None else pruning_groups(model, input_shape)
+    by_name = {g.name: g for g in groups}
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise WorkbenchError(
+            f"{missing[0]!r} does not name a prunable group: groups are named by their first layer "
+            f"({', '.join(list(by_name)[:8])}); the final classifier keeps its outputs"
+        )
+    chosen = [by_name[name] for name in wanted]
+    scores = channel_scores(model, chosen, criteria or {}, data, max_samples)
+    result = StructuredPruning()
+    removal: dict[str, list[int]] = {}
+    for g in chosen:
+        ratio = wanted[g.name]
+        n_remove = g.channels_to_remove(ratio)
+        if round(ratio * g.channels) >= g.channels:
+            result.notes.append(
+                f"{g.name}: ratio {ratio} would remove all {g.channels} channels; one is kept"
+            )
+        if n_remove == 0:
+            result.notes.append(f"{g.name}: ratio {ratio} removes no channel of {g.channels}")
+        order = torch.argsort(scores[g.name], stable=True)
+        removal[g.name] = sorted(order[:n_remove].tolist())
+        result.groups.append(
+            {
+                "name": g.name,
+                "members": g.out_layers,
+                "ratio": ratio,
+                "channels_before": g.channels,
+                "channels_after": g.channels - n_remove,
+                "removed": n_remove,
+            }
+        )
+    remove_channels(model, example_input(input_shape), groups, removal)
+    return result
+
+
+def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[str, int]:
+    """Zero, in place, the `round(r x numel)` smallest-|w| weights of each layer, through
+    `torch.nn.utils.prune` (masks stay attached, so fine-tuning keeps the zeros; call `make_permanent`).
+
+    Returns the number of weights zeroed per layer.
+    """
+    zeroed = {}
+    for name, r in ratios.items():
+        if not 0.0 <= r < 1.0:
+            raise WorkbenchError(f"layer {name!r}: prune ratio {r} is outside [0, 1)")
+        if r == 0:
+            continue
+        module = model.get_submodule(name)
+        amount = round(r * module.weight.numel())
+        torch_prune.l1_unstructured(module, "weight", amount=amount)
+        zeroed[name] = amount
+    return zeroed
+
+
+def make_permanent(model: nn.Module) -> list[str]:
+    """Fold every `torch.nn.utils.prune` mask into its weight and remove the reparametrisation, in place."""
+    done = []
+    for name, module in model.named_modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+                done.append(name)
+    return done
+
+
+def count_zeros(model: nn.Module, layers: list[str] | None = None) -> tuple[int, int]:
+    """(zeros, total) over the weights of `layers` (default: every prunable layer)."""
+    zeros = total = 0
+    for name, module in model.named_modules():
+        if not name or not is_prunable(module) or (layers is not None and name not in layers):
+            continue
+        w = module.weight
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros, total
+
+
+def sparse_size_bytes(model: nn.Module, bits: Mapping[str, int] | None = None) -> int:
+    """Bytes to store the model with each prunable layer's weight as a bitmask plus its nonzero values.
+
+    Nonzero values count at the layer's quantized width (`bits`, plus one float32 scale per channel) or
+    their stored dtype; all other tensors count dense. The same format as `SPARSE_FORMAT` says.
+    """
+    bits = bits or {}
+    prunable = {id(m.weight): n for n, m in model.named_modules() if n and is_prunable(m)}
+    total, seen = 0, set()
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        name = prunable.get(id(tensor))
+        if name is None:
+            total += tensor.numel() * tensor.element_size()
+            continue
+        b = bits.get(name, 32)
+        nonzero = int((tensor != 0).sum())
+        value_bits = b if b != 32 else tensor.element_size() * 8
+        scales = tensor.shape[0] * 4 if b != 32 else 0
+        total += math.ceil(tensor.numel() / 8) + math.ceil(nonzero * value_bits / 8) + scales
+    return total
+
+
+__all__ = [
+    "PruningGroup",
+    "SPARSE_FORMAT",
+    "StructuredPruning",
+    "channel_scores",
+    "copy_model",
+    "count_zeros",
+    "example_input",
+    "final_classifier",
+    "make_permanent",
+    "prune_structured",
+    "prune_unstructured",
+    "pruning_groups",
+    "sparse_size_bytes",
+]

@@ -1,0 +1,453 @@
+"""Per-layer sensitivity sweeps: accuracy and loss of the model with one layer (or group) compressed.
+
+Three kinds (CONTRACT section 5):
+- `unstructured`: per prunable layer, the `round(r x numel)` weights of smallest |w| zeroed (ties: lower
+  flat index first).
+- `structured`: per prunable *group* (`analysis.groups`: layers coupled through residual adds or
+  concatenations are one unit, named by its first layer), the `round(r x C_out)` channels of lowest
+  group L1 removed (L1 summed over every Conv/Linear whose outputs the group removes), simulated by
+  zeroing so that the logits equal physical removal. At least one channel is always kept.
+- `quant`: per prunable layer, weights fake-quantized (symmetric, per output channel, 2^(b-1) - 1 levels
+  each side); activations stay float.
+
+Each point edits the model in place and restores it (no copy per point), and only the part of the network
+downstream of the edited layer is recomputed, from cached activations (`analysis.graph`). The numbers equal
+a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one percentage point.
+
+Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
+`analysis.graph`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
+the |w| order of each swept layer (one int64 per weight), computed once instead of per point.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
+from analysis.groups import PruningGroup, find_groups, is_prunable
+
+KINDS = ("structured", "unstructured", "quant")
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_BITS = (2, 3, 4, 6, 8)
+_TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SensitivityCurve:
+    """One layer's (or group's) curve: `values` are ratios (pruning) or bit widths (quant), ascending for
+    ratios and descending for bits (the sweep order); `members` lists a structured group's layers."""
+
+    values: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    loss: tuple[float, ...]
+    members: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """A sweep's outcome. `layers` maps layer (or group) name -> curve; do not mutate it.
+
+    Accuracy is top-1 in [0, 1], loss mean cross-entropy (nats), `seconds` the sweep's wall time.
+    """
+
+    kind: str
+    baseline_accuracy: float
+    baseline_loss: float
+    seconds: float
+    layers: dict[str, SensitivityCurve]
+    notes: tuple[str, ...] = ()
+    samples: int = 0
+    max_drop: float | None = field(default=None)
+
+    @property
+    def x_key(self) -> str:
+        """ "bits" for quant, "ratios" otherwise: the JSON key and the column name (singular in frames)."""
+        return "bits" if self.kind == "quant" else "ratios"
+
+    def to_dict(self) -> dict:
+        """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
+        members?}}, plus samples and notes."""
+        layers = {}
+        for name, curve in self.layers.items():
+            entry: dict = {
+                self.x_key: [int(v) if self.kind == "quant" else float(v) for v in curve.values],
+                "accuracy": list(curve.accuracy),
+                "loss": list(curve.loss),
+            }
+            if curve.members is not None:
+                entry["members"] = list(curve.members)
+            layers[name] = entry
+        out = {
+            "kind": self.kind,
+            "baseline": {"accuracy": self.baseline_accuracy, "loss": self.baseline_loss},
+            "seconds": self.seconds,
+            "samples": self.samples,
+            "layers": layers,
+            "notes": list(self.notes),
+        }
+        if self.max_drop is not None:
+            out["max_drop"] = self.max_drop
+        return out
+
+    @classmethod
+    def from_dict(cls, payload: Mapping) -> SensitivityResult:
+        """Inverse of `to_dict` (JSON round trip)."""
+        try:
+            kind = payload["kind"]
+            if kind not in KINDS:
+                raise WorkbenchError(f"unknown sensitivity kind {kind!r}: expected one of {', '.join(KINDS)}")
+            key = "bits" if kind == "quant" else "ratios"
+            layers = {}
+            for name, entry in payload["layers"].items():
+                values = tuple(int(v) if kind == "quant" else float(v) for v in entry[key])
+                members = tuple(entry["members"]) if entry.get("members") is not None else None
+                layers[name] = SensitivityCurve(
+                    values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"])), members
+                )
+            return cls(
+                kind=kind,
+                baseline_accuracy=float(payload["baseline"]["accuracy"]),
+                baseline_loss=float(payload["baseline"]["loss"]),
+                seconds=float(payload["seconds"]),
+                layers=layers,
+                notes=tuple(payload.get("notes", ())),
+                samples=int(payload.get("samples", 0)),
+                max_drop=payload.get("max_drop"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise WorkbenchError(f"not a sensitivity result: missing or bad {exc}") from exc
+
+    def to_frame(self):
+        """Long form pandas DataFrame: layer, kind, ratio (or bits), accuracy, loss; one row per point."""
+        import pandas as pd
+
+        column = "bits" if self.kind == "quant" else "ratio"
+        rows = [
+            {"layer": name, "kind": self.kind, column: v, "accuracy": a, "loss": lo}
+            for name, curve in self.layers.items()
+            for v, a, lo in zip(curve.values, curve.accuracy, curve.loss, strict=True)
+        ]
+        return pd.DataFrame(rows, columns=["layer", "kind", column, "accuracy", "loss"])
+
+    def _curve(self, layer: str) -> SensitivityCurve:
+        if layer not in self.layers:
+            raise WorkbenchError(f"no layer {layer!r} in this sweep: choose one of {_few(self.layers)}")
+        return self.layers[layer]
+
+    def drops(self, layer: str) -> list[float]:
+        """Accuracy drop from the baseline at each swept point (positive = worse)."""
+        return [self.baseline_accuracy - a for a in self._curve(layer).accuracy]
+
+    def max_safe_ratio(self, layer: str, max_drop: float) -> float:
+        """The largest swept ratio up to which every swept ratio stays within `max_drop` of the baseline
+        accuracy (0.0 where even the smallest does not). Pruning kinds only; see `min_safe_bits`."""
+        if self.kind == "quant":
+            raise WorkbenchError(
+                "a quant sweep has bit widths, not ratios: use min_safe_bits(layer, max_drop)"
+            )
+        safe = 0.0
+        for ratio, drop in zip(self._curve(layer).values, self.drops(layer), strict=True):
+            if drop > max_drop + _TOLERANCE:
+                break
+            safe = float(ratio)
+        return safe
+
+    def min_safe_bits(self, layer: str, max_drop: float) -> int | None:
+        """The smallest swept bit width down to which every swept width stays within `max_drop` of the
+        baseline accuracy; None where even the widest does not (keep the layer in float)."""
+        if self.kind != "quant":
+            raise WorkbenchError(
+                "a pruning sweep has ratios, not bit widths: use max_safe_ratio(layer, max_drop)"
+            )
+        curve = self._curve(layer)
+        pairs = sorted(zip(curve.values, self.drops(layer), strict=True), reverse=True)
+        safe = None
+        for bits, drop in pairs:
+            if drop > max_drop + _TOLERANCE:
+                break
+            safe = int(bits)
+        return safe
+
+    def safe_point(self, layer: str, max_drop: float) -> float | int | None:
+        """`min_safe_bits` for quant sweeps, `max_safe_ratio` otherwise."""
+        if self.kind == "quant":
+            return self.min_safe_bits(layer, max_drop)
+        return self.max_safe_ratio(layer, max_drop)
+
+
+def _few(names) -> str:
+    names = list(names)
+    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+
+
+def validate_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
+    """Sorted unique ratios, each in [0, 1); WorkbenchError otherwise."""
+    out = []
+    for r in ratios:
+        try:
+            value = float(r)
+        except (TypeError, ValueError):
+            raise WorkbenchError(
+                f"ratio {r!r} is not a number: give ratios in [0, 1), e.g. 0.1,0.5"
+            ) from None
+        if not math.isfinite(value) or not 0.0 <= value < 1.0:
+            raise WorkbenchError(f"ratio {r} is outside [0, 1): a ratio is the fraction removed, e.g. 0.5")
+        out.append(value)
+    if not out:
+        raise WorkbenchError("no ratios given: give at least one ratio in [0, 1)")
+    return tuple(sorted(set(out)))
+
+
+def validate_bits(bits: Sequence[int]) -> tuple[int, ...]:
+    """Unique bit widths in 2..16, widest first (the sweep order); WorkbenchError otherwise."""
+    out = []
+    for b in bits:
+        try:
+            value = float(b)
+        except (TypeError, ValueError):
+            raise WorkbenchError(f"bit width {b!r} is not a number: give whole numbers in 2..16") from None
+        if not value.is_integer() or not 2 <= value <= 16:
+            raise WorkbenchError(f"bit width {b} is outside 2..16: give whole numbers like 4,8")
+        out.append(int(value))
+    if not out:
+        raise WorkbenchError("no bit widths given: give at least one in 2..16")
+    return tuple(sorted(set(out), reverse=True))
+
+
+def prunable_layers(model: nn.Module) -> list[str]:
+    """Names of the Conv (groups 1 or depthwise) and Linear layers, in `named_modules()` order."""
+    return [name for name, m in model.named_modules() if name and is_prunable(m)]
+
+
+def _fake_quantize_per_channel(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-output-channel (dim 0) uniform fake quantization to 2^(b-1) - 1 levels each side.
+
+    Private copy of CONTRACT section 5's definition (analysis.quantization owns the public one).
+    scale_c = max|w_c| / qmax; w -> clamp(round(w / scale_c), -qmax, qmax) * scale_c; all-zero channels
+    stay zero.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(dim=1, keepdim=True) / qmax
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(flat / safe), -qmax, qmax) * safe
+    return torch.where(scale > 0, q, torch.zeros_like(q)).reshape(weight.shape)
+
+
+def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
+    def apply(model: nn.Module) -> None:
+        w = model.get_submodule(name).weight
+        if w.is_contiguous():
+            w.view(-1).index_fill_(0, order[:k], 0.0)
+        else:
+            w.copy_(w.flatten().index_fill(0, order[:k], 0.0).reshape(w.shape))
+
+    return Edit((name,), apply, key)
+
+
+def _quant_edit(name: str, bits: int, key) -> Edit:
+    def apply(model: nn.Module) -> None:
+        w = model.get_submodule(name).weight
+        w.copy_(_fake_quantize_per_channel(w, bits))
+
+    return Edit((name,), apply, key)
+
+
+def _structured_edit(group: PruningGroup, channels: list[int], key) -> Edit:
+    def apply(model: nn.Module) -> None:
+        group.zero_channels(model, channels)
+
+    return Edit(tuple(group.member_names), apply, key)
+
+
+def _resolve_groups(
+    groups: list[PruningGroup], layers: Sequence[str] | None, model: nn.Module
+) -> list[PruningGroup]:
+    if layers is None:
+        return groups
+    by_layer: dict[str, PruningGroup] = {}
+    for g in groups:
+        for name in g.out_layers:
+            by_layer.setdefault(name, g)
+        by_layer[g.name] = g
+    chosen: list[PruningGroup] = []
+    known = {n for n, _ in model.named_modules()}
+    for name in layers:
+        if name not in by_layer:
+            if name in known:
+                raise WorkbenchError(
+                    f"layer {name!r} is in no prunable group (the final classifier keeps its outputs; "
+                    f"norms go with their conv): choose one of {_few(g.name for g in groups)}"
+                )
+            raise WorkbenchError(
+                f"no layer named {name!r} in the model: choose one of {_few(g.name for g in groups)}"
+            )
+        if by_layer[name] not in chosen:
+            chosen.append(by_layer[name])
+    return chosen
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    names = prunable_layers(model)
+    if layers is None:
+        return names
+    modules = dict(model.named_modules())
+    for name in layers:
+        if name not in modules:
+            raise WorkbenchError(f"no layer named {name!r} in the model: choose one of {_few(names)}")
+        if name not in names:
+            raise WorkbenchError(
+                f"layer {name!r} is a {type(modules[name]).__name__}: sweeps take Conv (groups 1 or depthwise) "
+                f"and Linear layers, e.g. {_few(names)}"
+            )
+    return list(dict.fromkeys(layers))
+
+
+def _early_stop(chains: dict[str, list[int]], max_drop: float) -> Callable[[Tally], list[int]]:
+    """Drop a layer's later points once one point's drop certainly exceeds `max_drop` (bounded with the
+    samples still to come), so the result equals sweeping in order and stopping after the first bad point."""
+
+    def stop(tally: Tally) -> list[int]:
+        dropped: list[int] = []
+        for chain in chains.values():
+            for pos, i in enumerate(chain):
+                if not tally.active[i]:
+                    break
+                best_case = tally.correct[i] + tally.remaining  # every remaining sample right
+                if (tally.baseline_correct - best_case) / tally.total > max_drop + _TOLERANCE:
+                    dropped.extend(j for j in chain[pos + 1 :] if tally.active[j])
+                    break
+        return dropped
+
+    return stop
+
+
+def sensitivity_sweep(
+    model: nn.Module,
+    data: Dataset,
+    kind: str = "structured",
+    ratios: Sequence[float] | None = None,
+    bits: Sequence[int] | None = None,
+    layers: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    max_drop: float | None = None,
+    use_cache: bool = True,
+    batch_size: int = 256,
+    split: str = "test",
+    limit: int | None = None,
+    max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+) -> SensitivityResult:
+    """Accuracy and loss with each layer (group, for `structured`) compressed alone, at each ratio or bits.
+
+    `layers` restricts the sweep (structured: group names, or any layer a group removes outputs of).
+    `max_drop` (accuracy units, 0.01 = one point) stops a layer's sweep after the first point whose drop
+    exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
+    per point (same numbers; for comparison). The model is not changed.
+    """
+    start = time.perf_counter()
+    if kind not in KINDS:
+        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
+    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
+        raise WorkbenchError(
+            f"max_drop must be a non-negative accuracy drop (0.01 = 1 point), got {max_drop}"
+        )
+    values = validate_bits(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate_ratios(
+        DEFAULT_RATIOS if ratios is None else ratios
+    )  # fmt: skip
+    if split not in ("test", "train"):
+        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    work = copy.deepcopy(model).eval()
+    notes: list[str] = []
+    edits: list[Edit] = []
+    members: dict[str, tuple[str, ...] | None] = {}
+    if kind == "structured":
+        example = (data.x if split == "test" else data.x_train)[:1]
+        groups = _resolve_groups(find_groups(work, example), layers, work)
+        if not groups:
+            raise WorkbenchError(
+                "the model has no prunable channel groups (Conv or Linear layers before the output)"
+            )
+        clamped = []
+        for g in groups:
+            members[g.name] = tuple(g.member_names)
+            if g.approximate:
+                notes.append(
+                    f"group {g.name}: {', '.join(g.approximate)} mix channels, so zeroing only approximates removal"
+                )
+            if any(round(r * g.channels) >= g.channels for r in values):
+                clamped.append(g.name)
+            for r in values:
+                edits.append(_structured_edit(g, g.lowest_l1_channels(work, r), (g.name, r)))
+        if clamped:
+            notes.append(
+                f"at least one channel is kept, so the top ratio removes channels - 1 in: {_few(clamped)}"
+            )
+    else:
+        for name in _resolve_layers(work, layers):
+            members[name] = None
+            if kind == "unstructured":
+                w = work.get_submodule(name).weight.detach()
+                order = torch.argsort(w.abs().flatten(), stable=True)
+                for r in values:
+                    edits.append(_unstructured_edit(name, order, int(round(r * w.numel())), (name, r)))
+            else:
+                for b in values:
+                    edits.append(_quant_edit(name, int(b), (name, b)))
+        if not members:
+            raise WorkbenchError("the model has no Conv or Linear layers to sweep")
+    chains: dict[str, list[int]] = {}
+    for i, edit in enumerate(edits):
+        chains.setdefault(edit.key[0], []).append(i)
+    runner = DownstreamRunner.from_data(
+        work,
+        data,
+        split=split,
+        limit=limit,
+        batch_size=batch_size,
+        use_cache=use_cache,
+        max_cache_bytes=max_cache_bytes,
+        copy_model=False,
+    )
+    stop = _early_stop(chains, max_drop) if max_drop is not None else None
+    out = runner.evaluate(edits, progress=progress, stop=stop)
+    notes = list(out.notes) + notes
+    curves: dict[str, SensitivityCurve] = {}
+    stopped = []
+    base = out.baseline
+    for name, chain in chains.items():
+        xs, accs, losses = [], [], []
+        for i in chain:
+            result = out.results[i]
+            if result is None:
+                break
+            xs.append(edits[i].key[1])
+            accs.append(result.accuracy)
+            losses.append(result.loss)
+            if max_drop is not None and base.accuracy - result.accuracy > max_drop + _TOLERANCE:
+                break
+        if len(xs) < len(chain):
+            stopped.append(name)
+        curves[name] = SensitivityCurve(tuple(xs), tuple(accs), tuple(losses), members[name])
+    if stopped:
+        notes.append(f"early stop at drop > {max_drop}: {_few(stopped)} not swept past their first bad point")
+    return SensitivityResult(
+        kind=kind,
+        baseline_accuracy=base.accuracy,
+        baseline_loss=base.loss,
+        seconds=time.perf_counter() - start,
+        layers=curves,
+        notes=tuple(notes),
+        samples=base.samples,
+        max_drop=max_drop,
+    )

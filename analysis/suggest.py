@@ -1,0 +1,450 @@
+"""Suggested plans: per-group pruning ratios that meet a budget, chosen from structured sensitivity curves.
+
+Greedy, by accuracy lost per MAC saved: starting from nothing pruned, each step moves one group to a higher
+ratio on its sensitivity curve, picking the step that loses the least accuracy per MAC it saves (loss
+increase per MAC breaks ties, since accuracy moves in whole samples). A step that alone meets the budget
+is preferred by its absolute cost, so the last step does not overshoot. The accuracy of several pruned
+groups is predicted as the sum of their single-group drops (the sweep measured each group alone); that
+sum is an estimate, and the notes say so.
+
+Budgets (`Budget.parse`): `macs=0.5` (keep at most half the MACs), `latency=0.6` (at most 60% of the
+measured latency; MACs are the guide, then the pruned model is timed against the original in alternating
+rounds and tightened until it meets the target), `drop=0.01` (predicted accuracy drop at most one point,
+accuracy units as in the sensitivity sweep; with data, the pruned model is evaluated and steps undone
+until the measured drop fits).
+
+MACs of a candidate are computed from the layer costs and the groups' channel maps: a Conv/Linear's MACs
+scale with the fraction of output channels and the fraction of input channels it keeps (a depthwise conv
+with its channel fraction once); the final plan is checked by pruning a copy for real and counting.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from analysis.cost import summarize
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.evaluate import evaluate
+from analysis.groups import PruningGroup
+from analysis.plan import CompressionPlan, FinetuneSettings
+from analysis.pruning import prune_structured, pruning_groups
+
+Progress = Callable[[int, int], None]
+BUDGET_KINDS = {"macs": "macs", "latency": "latency", "drop": "drop", "accuracy": "drop"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`macs` / `latency`: the fraction of the original to keep, in (0, 1]; `drop`: the largest accuracy
+    drop allowed, in accuracy units (0.01 = one point)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("macs", "latency", "drop"):
+            raise WorkbenchError(f"unknown budget {self.kind!r}: use macs=F, latency=F or drop=D")
+        v = self.value
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise WorkbenchError(f"budget {self.kind} must be a number, got {v!r}")
+        if self.kind in ("macs", "latency") and not 0.0 < v <= 1.0:
+            raise WorkbenchError(f"budget {self.kind}={v}: give the fraction to keep, in (0, 1], e.g. 0.5")
+        if self.kind == "drop" and not 0.0 <= v < 1.0:
+            raise WorkbenchError(f"budget drop={v}: give an accuracy drop in [0, 1), e.g. 0.01 for one point")
+
+    @classmethod
+    def parse(cls, text: str | Budget) -> Budget:
+        """`"macs=0.5"`, `"latency=0.6"` or `"drop=0.01"` (`accuracy=` is an alias of `drop=`)."""
+        if isinstance(text, Budget):
+            return text
+        key, sep, value = str(text).partition("=")
+        kind = BUDGET_KINDS.get(key.strip().lower())
+        if not sep or kind is None:
+            raise WorkbenchError(f"cannot read budget {text!r}: use macs=0.5, latency=0.6 or drop=0.01")
+        try:
+            number = float(value)
+        except ValueError:
+            raise WorkbenchError(f"budget {text!r}: {value!r} is not a number") from None
+        return cls(kind, number)
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.value:g}"
+
+
+class MacModel:
+    """MACs per sample of `model` with given per-group ratios, from layer costs and group channel maps."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], groups: list[PruningGroup]) -> None:
+        summary = summarize(model, input_shape)
+        self.total = summary.total_macs
+        self.groups = {g.name: g for g in groups}
+        modules = dict(model.named_modules())
+        self.layer_macs = {layer.name: layer.macs for layer in summary.layers if layer.macs}
+        # layer -> [(group, dim, number of its indices in that group)]
+        self.links: dict[str, list[tuple[str, str, int]]] = {}
+        self.widths: dict[str, tuple[int, int, bool]] = {}
+        for g in groups:
+            for m in g.members:
+                module = modules.get(m.name)
+                if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                    continue
+                self.links.setdefault(m.name, []).append((g.name, m.dim, len(m.idxs)))
+                if isinstance(module, nn.Linear):
+                    self.widths[m.name] = (module.out_features, module.in_features, False)
+                else:
+                    depthwise = module.groups > 1 and module.groups == module.in_channels
+                    self.widths[m.name] = (module.out_channels, module.in_channels, depthwise)
+
+    def removed_fraction(self, group: str, ratio: float) -> float:
+        g = self.groups[group]
+        return g.channels_to_remove(ratio) / g.channels if ratio > 0 else 0.0
+
+    def macs(self, ratios: Mapping[str, float]) -> float:
+        """Predicted MACs per sample with each group at its ratio (groups not named: unpruned)."""
+        total = 0.0
+        for name, base in self.layer_macs.items():
+            links = self.links.get(name)
+            if not links:
+                total += base
+                continue
+            out_total, in_total, depthwise = self.widths[name]
+            out_gone = in_gone = 0.0
+            for group, dim, count in links:
+                frac = self.removed_fraction(group, ratios.get(group, 0.0))
+                if dim == "out":
+                    out_gone += frac * count
+                else:
+                    in_gone += frac * count
+            out_keep = max(0.0, 1.0 - out_gone / out_total)
+            in_keep = max(0.0, 1.0 - in_gone / in_total)
+            total += base * (out_keep if depthwise else out_keep * in_keep)
+        return total
+
+
+@dataclass(frozen=True)
+class PlanSuggestion:
+    """A suggested plan and what it is expected to do.
+
+    `ratios`: group name -> ratio; `predicted_drop`: sum of the groups' single-group accuracy drops;
+    `mac_fraction`: MACs after / before, counted on the really pruned model; `latency_fraction`: measured
+    after / before (latency budgets only); `measured_drop`: evaluated drop where data was given.
+    """
+
+    plan: CompressionPlan
+    budget: Budget
+    ratios: dict[str, float]
+    predicted_drop: float
+    mac_fraction: float
+    met: bool
+    latency_fraction: float | None = None
+    measured_drop: float | None = None
+    steps: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "budget": str(self.budget),
+            "ratios": self.ratios,
+            "predicted_drop": self.predicted_drop,
+            "measured_drop": self.measured_drop,
+            "mac_fraction": self.mac_fraction,
+            "latency_fraction": self.latency_fraction,
+            "met": self.met,
+            "steps": self.steps,
+            "notes": self.notes,
+        }
+
+
+def _curves(sensitivity, groups: list[PruningGroup], max_ratio: float):
+    """Per group: [(ratio, cumulative max drop, cumulative max loss increase)], starting at (0, 0, 0)."""
+    from analysis.sensitivity import SensitivityResult
+
+    if isinstance(sensitivity, Mapping):
+        sensitivity = SensitivityResult.from_dict(sensitivity)
+    if sensitivity.kind != "structured":
+        raise WorkbenchError(
+            f"suggested plans need a structured sensitivity sweep, got kind {sensitivity.kind!r}: "
+            "run `sensitivity --kind structured`"
+        )
+    known = {g.name for g in groups}
+    unknown = [name for name in sensitivity.layers if name not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"the sensitivity sweep has group {unknown[0]!r}, which this model does not: "
+            "was it run on another model?"
+        )
+    curves = {}
+    for name, curve in sensitivity.layers.items():
+        points = [(0.0, 0.0, 0.0)]
+        worst_drop = worst_loss = 0.0
+        for r, acc, loss in sorted(zip(curve.values, curve.accuracy, curve.loss, strict=True)):
+            if r <= 0 or r > max_ratio + 1e-12:
+                continue
+            # A curve that wiggles back up is noise: never predict that pruning more helps.
+            worst_drop = max(worst_drop, sensitivity.baseline_accuracy - acc)
+            worst_loss = max(worst_loss, loss - sensitivity.baseline_loss)
+            points.append((float(r), worst_drop, worst_loss))
+        curves[name] = points
+    return sensitivity, curves
+
+
+def _greedy(
+    macs: MacModel,
+    curves: dict[str, list[tuple[float, float, float]]],
+    target_macs: float | None,
+    max_drop: float | None,
+    start: Mapping[str, int] | None = None,
+) -> tuple[dict[str, int], list[dict]]:
+    """Positions on each curve after greedy steps until MACs <= target (or no step fits `max_drop`).
+
+    Each step may jump to any higher point of one group's curve (curves are not convex), choosing the
+    least accuracy drop per MAC saved, then loss increase per MAC. Once the target is met, groups are
+    stepped back down while the target still holds, undoing any overshoot of the last jump.
+    """
+    pos = {name: 0 for name in curves} | dict(start or {})
+
+    def ratios_of(p: Mapping[str, int]) -> dict[str, float]:
+        return {name: curves[name][i][0] for name, i in p.items()}
+
+    def cost(p: Mapping[str, int]) -> tuple[float, float]:
+        return (sum(curves[n][i][1] for n, i in p.items()), sum(curves[n][i][2] for n, i in p.items()))
+
+    steps = []
+    current = macs.macs(ratios_of(pos))
+    while target_macs is None or current > target_macs:
+        total_drop = cost(pos)[0]
+        best, best_key = None, None
+        for name, points in curves.items():
+            for j in range(pos[name] + 1, len(points)):
+                trial = dict(pos, **{name: j})
+                saved = current - macs.macs(ratios_of(trial))
+                if saved <= 0:
+                    continue
+                d_drop = points[j][1] - points[pos[name]][1]
+                d_loss = points[j][2] - points[pos[name]][2]
+                if max_drop is not None and total_drop + d_drop > max_drop + 1e-9:
+                    continue
+                key = (d_drop / saved, d_loss / saved, -saved)
+                if best_key is None or key < best_key:
+                    best, best_key = (name, j, saved, d_drop), key
+        if best is None:
+            break
+        name, j, saved, d_drop = best
+        pos[name] = j
+        current -= saved
+        steps.append({"group": name, "ratio": curves[name][j][0], "macs": current, "drop": d_drop})
+    if target_macs is not None and current <= target_macs:
+        while True:  # undo overshoot: step a group back where the target still holds and it costs less
+            best, best_cost = None, cost(pos)
+            for name, i in pos.items():
+                for j in range(i):
+                    trial = dict(pos, **{name: j})
+                    if macs.macs(ratios_of(trial)) <= target_macs and cost(trial) < best_cost:
+                        best, best_cost = trial, cost(trial)
+            if best is None:
+                break
+            changed = next(n for n in pos if pos[n] != best[n])
+            pos = best
+            steps.append({"group": changed, "ratio": curves[changed][pos[changed]][0], "step_back": True})
+    return pos, steps
+
+
+def _plan_from(ratios: Mapping[str, float], criterion: str, finetune: FinetuneSettings | Mapping | None):
+    return CompressionPlan(
+        default={"prune": 0.0, "criterion": criterion, "structured": True, "bits": 32},
+        layers={name: {"prune": r} for name, r in ratios.items() if r > 0},
+        finetune=finetune if finetune is not None else {},
+    )
+
+
+def _pruned(model: nn.Module, ratios: Mapping[str, float], input_shape, criterion: str, data):
+    pruned = copy.deepcopy(model).eval()
+    active = {name: r for name, r in ratios.items() if r > 0}
+    prune_structured(pruned, active, input_shape, criteria=dict.fromkeys(active, criterion), data=data)
+    return pruned
+
+
+def suggest(
+    sensitivity,
+    budget: Budget | str,
+    *,
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    data: Dataset | None = None,
+    criterion: str = "l1",
+    max_ratio: float = 0.9,
+    finetune: FinetuneSettings | Mapping[str, Any] | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> PlanSuggestion:
+    """Per-group structured ratios meeting `budget`, greedily by accuracy lost per MAC saved.
+
+    `sensitivity`: a structured `SensitivityResult` (or its dict form) of this `model`; `max_ratio` caps
+    any group's ratio. `input_shape` defaults to `data`'s. Latency budgets are timed at `batch_size` with
+    `threads`. `model` is not changed.
+    """
+    budget = Budget.parse(budget)
+    if input_shape is None:
+        if data is None:
+            raise WorkbenchError("give the input shape or the data, to count MACs")
+        input_shape = data.input_shape
+    if not 0.0 < max_ratio < 1.0:
+        raise WorkbenchError(f"max_ratio must be in (0, 1), got {max_ratio}")
+    work = copy.deepcopy(model).eval()
+    groups = pruning_groups(work, input_shape)
+    sens, curves = _curves(sensitivity, groups, max_ratio)
+    macs = MacModel(work, input_shape, groups)
+    notes = [
+        "accuracy after pruning several groups is predicted as the sum of their single-group drops "
+        "from the sweep (an estimate: groups interact)"
+    ]
+    missing = [g.name for g in groups if g.name not in curves]
+    if missing:
+        notes.append(f"not in the sweep, left unpruned: {', '.join(missing)}")
+
+    def ratios_of(p):
+        return {name: curves[name][i][0] for name, i in p.items()}
+
+    def exact_fraction(ratios) -> float:
+        pruned = _pruned(work, ratios, input_shape, criterion, data)
+        return summarize(pruned, input_shape).total_macs / macs.total
+
+    latency_fraction = measured_drop = None
+    if budget.kind == "macs":
+        pos, steps = _greedy(macs, curves, budget.value * macs.total, None)
+        fraction = exact_fraction(ratios_of(pos))
+        for _ in range(5):  # the analytic count is exact for plain layers; tighten if anything differs
+            if fraction <= budget.value + 1e-9:
+                break
+            pos, more = _greedy(macs, curves, macs.macs(ratios_of(pos)) * budget.value / fraction, None, pos)
+            steps += more
+            fraction = exact_fraction(ratios_of(pos))
+        met = fraction <= budget.value + 1e-9
+    elif budget.kind == "latency":
+        from analysis.latency import compare_latency
+
+        target = budget.value
+        pos, steps = _greedy(macs, curves, target * macs.total, None)
+        for i in range(6):
+            pruned = _pruned(work, ratios_of(pos), input_shape, criterion, data)
+            timing = compare_latency(
+                {"before": work, "after": pruned},
+                input_shape,
+                batch_size=batch_size,
+                threads=threads,
+                rounds=6,
+            )
+            latency_fraction = timing["after"].median_ms / timing["before"].median_ms
+            if progress:
+                progress(i + 1, 6)
+            if latency_fraction <= budget.value:
+                break
+            target *= budget.value / latency_fraction
+            pos, more = _greedy(macs, curves, target * macs.total, None, pos)
+            if not more:
+                notes.append(
+                    "no further step on the curves: the latency target cannot be met within max_ratio"
+                )
+                break
+            steps += more
+        fraction = exact_fraction(ratios_of(pos))
+        met = latency_fraction is not None and latency_fraction <= budget.value
+        notes.append(
+            f"latency measured at batch {batch_size} in alternating rounds (noisy on a busy machine)"
+        )
+    else:
+        pos, steps = _greedy(macs, curves, None, budget.value)
+        if data is not None:
+            while True:
+                pruned = _pruned(work, ratios_of(pos), input_shape, criterion, data)
+                measured_drop = sens.baseline_accuracy - evaluate(pruned, data).accuracy
+                if measured_drop <= budget.value + 1e-9 or not steps:
+                    break
+                last = steps.pop()  # undo the last step: go back to the group's previous point
+                name = last["group"]
+                earlier = [s for s in steps if s["group"] == name]
+                pos[name] = (
+                    next(i for i, p in enumerate(curves[name]) if p[0] == earlier[-1]["ratio"])
+                    if earlier
+                    else 0
+                )
+            notes.append("the accuracy budget was checked by evaluating the pruned model (no fine-tuning)")
+        fraction = exact_fraction(ratios_of(pos))
+        met = measured_drop is None or measured_drop <= budget.value + 1e-9
+    ratios = {name: r for name, r in ratios_of(pos).items() if r > 0}
+    if not met:
+        notes.append(
+            f"budget {budget} not met within max_ratio {max_ratio}: this is the closest the curves allow"
+        )
+    predicted = sum(curves[name][i][1] for name, i in pos.items())
+    return PlanSuggestion(
+        plan=_plan_from(ratios, criterion, finetune),
+        budget=budget,
+        ratios=ratios,
+        predicted_drop=predicted,
+        mac_fraction=fraction,
+        met=met,
+        latency_fraction=latency_fraction,
+        measured_drop=measured_drop,
+        steps=steps,
+        notes=notes,
+    )
+
+
+def suggest_plan(sensitivity, budget: Budget | str, **kwargs: Any) -> CompressionPlan:
+    """The plan of `suggest(sensitivity, budget, model=..., ...)`: per-group ratios meeting the budget."""
+    return suggest(sensitivity, budget, **kwargs).plan
+
+
+def uniform_plan(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    mac_fraction: float,
+    *,
+    criterion: str = "l1",
+    finetune: FinetuneSettings | Mapping[str, Any] | None = None,
+) -> tuple[CompressionPlan, float]:
+    """The smallest uniform ratio (to 0.001) whose really pruned model keeps at most `mac_fraction` of the
+    MACs; returns the plan and the ratio. For comparing suggested plans at the same MACs."""
+    Budget("macs", mac_fraction)
+    work = copy.deepcopy(model).eval()
+    groups = pruning_groups(work, input_shape)
+    macs = MacModel(work, input_shape, groups)
+    target = mac_fraction * macs.total
+
+    def fraction_at(r: float, exact: bool = False) -> float:
+        ratios = {g.name: r for g in groups}
+        if exact:
+            pruned = _pruned(work, ratios, input_shape, criterion, None)
+            return summarize(pruned, input_shape).total_macs / macs.total
+        return macs.macs(ratios) / macs.total
+
+    low, high = 0.0, 0.999
+    if macs.macs({g.name: high for g in groups}) > target:
+        raise WorkbenchError(f"no uniform ratio below 1 keeps only {mac_fraction:g} of the MACs")
+    for _ in range(30):
+        mid = (low + high) / 2
+        if macs.macs({g.name: mid for g in groups}) <= target:
+            high = mid
+        else:
+            low = mid
+    ratio = math.ceil(high * 1000) / 1000
+    while ratio < 0.999 and fraction_at(ratio, exact=True) > mac_fraction + 1e-9:
+        ratio = round(ratio + 0.001, 3)
+    plan = CompressionPlan(
+        default={"prune": ratio, "criterion": criterion, "structured": True, "bits": 32},
+        finetune=finetune if finetune is not None else {},
+    )
+    return plan, ratio
+
+
+__all__ = ["Budget", "MacModel", "PlanSuggestion", "suggest", "suggest_plan", "uniform_plan"]
