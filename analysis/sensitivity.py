@@ -34,6 +34,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
 from analysis.groups import PruningGroup, find_groups, is_prunable
+from analysis.quantization import fake_quantize
 
 KINDS = ("structured", "unstructured", "quant")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -230,21 +231,6 @@ def prunable_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if name and is_prunable(m)]
 
 
-def _fake_quantize_per_channel(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel (dim 0) uniform fake quantization to 2^(b-1) - 1 levels each side.
-
-    Private copy of CONTRACT section 5's definition (analysis.quantization owns the public one).
-    scale_c = max|w_c| / qmax; w -> clamp(round(w / scale_c), -qmax, qmax) * scale_c; all-zero channels
-    stay zero.
-    """
-    qmax = 2 ** (bits - 1) - 1
-    flat = weight.reshape(weight.shape[0], -1)
-    scale = flat.abs().amax(dim=1, keepdim=True) / qmax
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round(flat / safe), -qmax, qmax) * safe
-    return torch.where(scale > 0, q, torch.zeros_like(q)).reshape(weight.shape)
-
-
 def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
     def apply(model: nn.Module) -> None:
         w = model.get_submodule(name).weight
@@ -259,7 +245,7 @@ def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
 def _quant_edit(name: str, bits: int, key) -> Edit:
     def apply(model: nn.Module) -> None:
         w = model.get_submodule(name).weight
-        w.copy_(_fake_quantize_per_channel(w, bits))
+        w.copy_(fake_quantize(w, bits)[0])
 
     return Edit((name,), apply, key)
 

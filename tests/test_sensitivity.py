@@ -14,9 +14,9 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.groups import find_groups, remove_channels
+from analysis.quantization import fake_quantize
 from analysis.sensitivity import (
     SensitivityResult,
-    _fake_quantize_per_channel,
     prunable_layers,
     sensitivity_sweep,
 )
@@ -299,14 +299,14 @@ def test_fake_quantization_matches_the_definition():
     w = torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(2))
     w[2] = 0.0
     for bits in (2, 4, 8):
-        q = _fake_quantize_per_channel(w, bits)
+        q = fake_quantize(w, bits)[0]
         torch.testing.assert_close(q, _reference_quant(w, bits), atol=0, rtol=0)
         qmax = 2 ** (bits - 1) - 1
         for c in range(5):
             assert len(torch.unique(q[c])) <= 2 * qmax + 1
             scale = w[c].abs().max() / qmax if w[c].abs().max() > 0 else 0
             assert (q[c] - w[c]).abs().max() <= scale / 2 + 1e-7
-    assert torch.equal(_fake_quantize_per_channel(w, 2)[2], torch.zeros_like(w[2]))
+    assert torch.equal(fake_quantize(w, 2)[0][2], torch.zeros_like(w[2]))
 
 
 @pytest.mark.parametrize(
