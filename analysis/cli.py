@@ -7,7 +7,9 @@ those modules. A command's handler takes the parsed args and returns the JSON pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torch import nn
@@ -66,6 +68,31 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False) -> Loaded:
         shape = model_input_shape(model, explicit, args.model)
     check_input_shape(model, shape)
     return Loaded(model, data, shape)
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A `progress(done, total)` callback drawing a tqdm bar on standard error.
+
+    The bar appears at the first call, so input errors raised before any work print one clean line.
+    """
+    from tqdm import tqdm
+
+    bars: list = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = max(total, 1)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def emit(payload: dict, dest: str) -> None:

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
 from analysis.compress import compress, save_model
 from analysis.errors import WorkbenchError
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.plan import load_plan
-
-
-@contextlib.contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress(done, total) callback drawing a tqdm bar on standard error."""
-    from tqdm import tqdm
-
-    # disable=None: drawn on a terminal, silent when standard error is a file or a pipe
-    bar = tqdm(total=1, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
-
-    def update(done: int, total: int) -> None:
-        bar.total = max(total, 1)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        bar.close()
 
 
 def _compress(args: argparse.Namespace) -> dict:
@@ -41,7 +19,7 @@ def _compress(args: argparse.Namespace) -> dict:
     if args.save and Path(args.save).suffix.lower() not in (".pt", ".pth"):
         raise WorkbenchError(f"--save writes a pickled module: give a .pt or .pth file, not {args.save!r}")
     plan.check_layers(loaded.model)  # before any progress bar, so a bad plan is one clean line
-    with _progress_bar("compress") as progress:
+    with progress_bar("compress") as progress:
         result = compress(
             loaded.model,
             plan,
@@ -86,7 +64,7 @@ def _suggest(args: argparse.Namespace) -> dict:
     else:
         from analysis.sensitivity import sensitivity_sweep
 
-        with _progress_bar("sensitivity") as progress:
+        with progress_bar("sensitivity") as progress:
             sensitivity = sensitivity_sweep(loaded.model, loaded.data, kind="structured", progress=progress)
     result = suggest(
         sensitivity,

@@ -4,41 +4,16 @@ agrees with the oracle (CONTRACT section 3)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
-from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
 from analysis.io import write_text_atomic
 
 
-@contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress(done, total) callback drawing a tqdm bar on standard error."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def _rank(args: argparse.Namespace) -> dict:
     loaded = load_inputs(args, need_data=True)
-    with _progress_bar("rank") as progress:
+    with progress_bar("rank") as progress:
         result = rank_channels(
             loaded.model,
             loaded.data,

@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
 
-from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
 from analysis.errors import WorkbenchError
 from analysis.report import build_full_report, build_report, write_csv, write_markdown
 from analysis.sensitivity import KINDS, sensitivity_sweep
-
-
-@contextlib.contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress(done, total) callback drawing a tqdm bar on standard error, from its first call on (so
-    input errors raised before any work print one clean line)."""
-    from tqdm import tqdm
-
-    bars: list = []
-
-    def update(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True))
-        bar = bars[0]
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        for bar in bars:
-            bar.close()
 
 
 def _split(text: str | None, convert, what: str) -> list | None:
@@ -62,7 +35,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     bits = _split(args.bits, _bits, "bits")
     layers = _split(args.layers, str, "layers")
     loaded = load_inputs(args, need_data=True)
-    with _progress_bar(f"sensitivity ({args.kind})") as progress:
+    with progress_bar(f"sensitivity ({args.kind})") as progress:
         result = sensitivity_sweep(
             loaded.model,
             loaded.data,
@@ -98,7 +71,7 @@ def _report(args: argparse.Namespace) -> dict:
         if kind not in KINDS:
             raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use structured, unstructured, quant")
     loaded = load_inputs(args, need_data=True)
-    with _progress_bar("report") as progress:
+    with progress_bar("report") as progress:
         path, ran = build_full_report(
             loaded.model,
             loaded.data,
