@@ -1,0 +1,314 @@
+"""Plotly figures of the workbench's results, shared by the app's pages and the notebooks.
+
+Each function takes plain results (data frames, histograms) and returns a `plotly.graph_objects.Figure`;
+none computes anything expensive. Axis titles carry units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analysis.weight_stats import Histogram, QuantizationView
+
+MAX_GRID_LINES = 64  # beyond this many quantization levels the grid is too fine to draw as lines
+PALETTE = (
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#B279A2",
+    "#FF9DA6",
+    "#9D755D",
+    "#BAB0AC",
+    "#EECA3B",
+)
+
+
+def _layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    fig.update_layout(
+        title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2}
+    )
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def sorted_bar(
+    frame: pd.DataFrame, value: str, label: str = "name", title: str = "", unit: str = ""
+) -> go.Figure:
+    """Horizontal bars of `value` per `label`, largest on top; rows with a zero value are left out."""
+    rows = frame[frame[value] > 0].sort_values(value)
+    fig = go.Figure(
+        go.Bar(
+            x=rows[value],
+            y=rows[label],
+            orientation="h",
+            text=[f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}" for v in rows[value]],
+            textposition="auto",
+            marker_color=PALETTE[0],
+            customdata=rows[["type"]] if "type" in rows else None,
+            hovertemplate="%{y} (%{customdata[0]}): %{x:,}<extra></extra>" if "type" in rows else None,
+        )
+    )
+    fig.update_xaxes(title=f"{value}{f' ({unit})' if unit else ''}")
+    return _layout(fig, title or f"{value} per layer", height=max(260, 28 * len(rows) + 120))
+
+
+def share_comparison(
+    frame: pd.DataFrame, title: str = "Share of MACs vs share of measured time"
+) -> go.Figure:
+    """Per layer, its share of the model's MACs next to its share of measured forward time.
+
+    Layers with neither MACs nor measurable time are left out; sorted by time share, largest on top.
+    """
+    rows = frame[(frame["macs_share"] > 0) | (frame["time_share"] > 0.005)].sort_values("time_share")
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=rows["macs_share"] * 100,
+                y=rows["name"],
+                orientation="h",
+                name="share of MACs (%)",
+                marker_color=PALETTE[0],
+            ),
+            go.Bar(
+                x=rows["time_share"] * 100,
+                y=rows["name"],
+                orientation="h",
+                name="share of time (%)",
+                marker_color=PALETTE[1],
+            ),
+        ]
+    )
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title="share of the model (%)")
+    return _layout(fig, title, height=max(300, 36 * len(rows) + 140))
+
+
+def histogram_overlay(hists: list[Histogram], title: str = "Weight distributions (density)") -> go.Figure:
+    """Each layer's weight histogram as a density step line on one axis, so shapes compare directly."""
+    fig = go.Figure()
+    for i, h in enumerate(hists):
+        fig.add_trace(
+            go.Scatter(
+                x=h.centers,
+                y=h.density,
+                mode="lines",
+                line={"shape": "hvh", "color": PALETTE[i % len(PALETTE)]},
+                name=h.layer,
+            )
+        )
+    fig.update_xaxes(title="weight value")
+    fig.update_yaxes(title="density")
+    return _layout(fig, title, height=420)
+
+
+def histogram_grid(hists: list[Histogram], cols: int = 3, title: str = "Weights per layer") -> go.Figure:
+    """Small multiples: one bar histogram per layer, each on its own axes."""
+    cols = max(1, min(cols, len(hists)))
+    rows = max(1, math.ceil(len(hists) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[h.layer for h in hists])
+    for i, h in enumerate(hists):
+        fig.add_trace(
+            go.Bar(
+                x=h.centers,
+                y=h.counts,
+                width=np.diff(h.edges),
+                marker_color=PALETTE[i % len(PALETTE)],
+                name=h.layer,
+                showlegend=False,
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+    fig.update_layout(bargap=0)
+    return _layout(fig, title, height=220 * rows + 80)
+
+
+def quantization_figure(view: QuantizationView) -> go.Figure:
+    """The layer's histogram, the histogram after fake quantization, and the grid of levels (dotted lines)
+    of the widest channel; a grid too fine to draw is described in the title instead."""
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=view.before.centers,
+                y=view.before.counts,
+                width=np.diff(view.before.edges),
+                name="float weights",
+                marker_color=PALETTE[0],
+                opacity=0.6,
+            ),
+            go.Bar(
+                x=view.after.centers,
+                y=view.after.counts,
+                width=np.diff(view.after.edges),
+                name=f"at {view.bits} bits",
+                marker_color=PALETTE[1],
+                opacity=0.6,
+            ),
+        ]
+    )
+    lo, hi = view.before.edges[0], view.before.edges[-1]
+    shown = view.grid[(view.grid >= lo) & (view.grid <= hi)]
+    step = float(view.grid[1] - view.grid[0]) if len(view.grid) > 1 else 0.0
+    if len(shown) <= MAX_GRID_LINES:
+        for level in shown:
+            fig.add_vline(x=float(level), line={"width": 1, "dash": "dot", "color": "#666"})
+        grid_note = f"{len(view.grid)} levels, step {step:.3g} (widest channel)"
+    else:
+        grid_note = f"{len(view.grid)} levels, step {step:.3g}: too fine to draw"
+    fig.update_layout(barmode="overlay", bargap=0)
+    fig.update_xaxes(title="weight value")
+    fig.update_yaxes(title="weights")
+    title = f"{view.layer} at {view.bits} bits: {grid_note}; SQNR {view.sqnr_db:.1f} dB"
+    return _layout(fig, title, height=420)
+
+
+def pareto_scatter(
+    points: pd.DataFrame, title: str = "Accuracy vs latency of every applied plan"
+) -> go.Figure:
+    """Applied configurations as points (columns label, latency_ms, accuracy, pareto), the Pareto front
+    (highest accuracy for its latency) joined by a line and drawn larger."""
+    fig = go.Figure()
+    front = points[points["pareto"]].sort_values("latency_ms")
+    rest = points[~points["pareto"]]
+    fig.add_trace(
+        go.Scatter(
+            x=rest["latency_ms"],
+            y=rest["accuracy"] * 100,
+            mode="markers",
+            name="dominated",
+            text=rest["label"],
+            marker={"size": 9, "color": PALETTE[8]},
+            hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=front["latency_ms"],
+            y=front["accuracy"] * 100,
+            mode="lines+markers",
+            name="Pareto front",
+            text=front["label"],
+            marker={"size": 13, "color": PALETTE[3], "symbol": "star"},
+            line={"dash": "dash"},
+            hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="measured latency (ms per batch)")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title, height=420)
+
+
+def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """Accuracy (%) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
+    with the unpruned baseline dashed."""
+    x = "bits" if "bits" in frame.columns else "ratio"
+    fig = go.Figure()
+    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
+        rows = rows.sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=rows[x],
+                y=rows["accuracy"] * 100,
+                mode="lines+markers",
+                name=str(layer),
+                line={"color": PALETTE[i % len(PALETTE)]},
+                customdata=rows[["loss"]],
+                hovertemplate=f"{layer}<br>{x} %{{x}}: %{{y:.2f}}%, loss %{{customdata[0]:.4f}}<extra></extra>",
+            )
+        )
+    fig.add_hline(
+        y=baseline_accuracy * 100,
+        line={"dash": "dash", "color": "#444"},
+        annotation_text=f"baseline {baseline_accuracy:.2%}",
+    )
+    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio (fraction removed)")
+    if x == "bits":
+        fig.update_xaxes(autorange="reversed")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title or "Accuracy per layer", height=460)
+
+
+def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """Accuracy drop in points (baseline minus accuracy), layers x ratios (or bits)."""
+    x = "bits" if "bits" in frame.columns else "ratio"
+    drop = frame.assign(drop=(baseline_accuracy - frame["accuracy"]) * 100)
+    grid = drop.pivot_table(index="layer", columns=x, values="drop", sort=False)
+    grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
+    if x == "bits":
+        grid = grid[sorted(grid.columns, reverse=True)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=[str(c) for c in grid.columns],
+            y=list(grid.index),
+            colorscale="Reds",
+            zmin=0,
+            colorbar={"title": "drop (points)"},
+            text=np.round(grid.values, 1),
+            texttemplate="%{text}",
+            hovertemplate="%{y} at %{x}: %{z:.2f} points<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio", type="category")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title or "Accuracy drop (points)", height=max(300, 34 * len(grid) + 140))
+
+
+def criterion_distributions(frame: pd.DataFrame, criteria: list[str], title: str = "") -> go.Figure:
+    """Small multiples, one per criterion: a box with every channel's score as a point, per layer
+    (frame: `RankingResult.to_frame()`, one row per channel). Each criterion keeps its own units."""
+    cols = min(2, max(len(criteria), 1))
+    rows = max(1, math.ceil(len(criteria) / cols))
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=criteria, vertical_spacing=0.12 / max(rows / 3, 1)
+    )
+    layers = list(dict.fromkeys(frame["layer"]))
+    for i, criterion in enumerate(criteria):
+        for j, layer in enumerate(layers):
+            values = frame.loc[frame["layer"] == layer, criterion]
+            fig.add_trace(
+                go.Box(
+                    y=values,
+                    name=layer,
+                    boxpoints="all",
+                    jitter=0.4,
+                    pointpos=0,
+                    marker={"size": 3, "color": PALETTE[j % len(PALETTE)]},
+                    line={"width": 1},
+                    showlegend=False,
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
+    return _layout(fig, title or "Channel scores per layer, by criterion", height=300 * rows + 80)
+
+
+def matrix_heatmap(
+    matrix: pd.DataFrame, title: str, colorbar: str, zmin: float = -1.0, zmax: float = 1.0
+) -> go.Figure:
+    """A labelled heatmap of a small matrix (correlations, overlaps), values printed in the cells."""
+    values = matrix.to_numpy(dtype=float)
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=[str(c) for c in matrix.columns],
+            y=[str(i) for i in matrix.index],
+            colorscale="RdBu" if zmin < 0 else "Blues",
+            zmin=zmin,
+            zmax=zmax,
+            colorbar={"title": colorbar},
+            text=np.round(values, 2),
+            texttemplate="%{text}",
+            hovertemplate="%{y} / %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, height=max(320, 40 * len(matrix) + 160))

@@ -1,0 +1,73 @@
+"""Report: build this session's results (and any sweeps still missing) into HTML, CSV, JSON and Markdown."""
+
+import streamlit as st
+
+from analysis.app_support import report_files
+from analysis.latency import measure_latency
+from analysis.sensitivity import KINDS, sensitivity_sweep
+from pages import _shared
+
+st.title("Report")
+wb = _shared.workbench()
+spec, key = wb.spec, wb.spec.model_key()
+have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in KINDS}
+rankings = _shared.session_result("rankings", key)
+compression = _shared.session_result("compress", key)
+
+st.markdown(
+    "In the report: the model summary, latency and baseline, then "
+    + (", ".join(f"the **{k}** sweep" for k, r in have.items() if r) or "no sensitivity sweep yet")
+    + (", the **rankings**" if rankings else "")
+    + (", the last **compression**" if compression else "")
+    + ". Sweeps and rankings come from their pages; the sweeps missing can be run here with default settings."
+)
+with st.form("report"):
+    missing = [k for k, r in have.items() if r is None]
+    run = st.multiselect(
+        "Also run these sweeps (default ratios and bits, all layers)", missing, key="report_run"
+    )
+    build = st.form_submit_button("Build report", type="primary")
+
+if build:
+    with _shared.guard("Building the report"):
+        for kind in run:
+            have[kind] = _shared.cached(
+                "sensitivity",
+                key,
+                {"kind": kind, "ratios": None, "bits": None, "layers": None, "max_drop": None},
+                lambda progress, kind=kind: sensitivity_sweep(
+                    wb.model, wb.data, kind=kind, progress=progress
+                ),
+                progress=f"Sweeping ({kind})",
+            )
+            _shared.keep_result(f"sensitivity:{kind}", key, have[kind])
+        latency = _shared.cached(
+            "latency",
+            spec.timing_key(),
+            {},
+            lambda p: measure_latency(wb.model, wb.input_shape, spec.batch_size, spec.threads, progress=p),
+            progress="Timing the model",
+        )
+        sweeps = [r for r in have.values() if r is not None]
+        files = report_files(
+            wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model
+        )
+    _shared.keep_result("report", key, files)
+
+files = _shared.session_result("report", key)
+if files is None:
+    st.info("Press **Build report**.")
+    st.stop()
+
+FORMATS = [("html", "text/html", "HTML"), ("csv", "text/csv", "CSV"), ("json", "application/json", "JSON"),
+           ("md", "text/markdown", "Markdown")]  # fmt: skip
+for col, (ext, mime, label) in zip(st.columns(4), FORMATS, strict=True):
+    with col:
+        _shared.download(f"Download {label}", files[ext], f"report.{ext}", mime, f"report_{ext}")
+st.caption(
+    f"The HTML report is self-contained ({len(files['html']) / 1e6:.1f} MB, plotly inlined): it opens offline."
+)
+with st.expander("Markdown summary"):
+    st.markdown(files["md"])
+st.subheader("Preview")
+st.iframe(files["html"], height=900)

@@ -1,0 +1,39 @@
+"""Report page: build from this session's results and any missing sweeps; four downloads and a preview."""
+
+from __future__ import annotations
+
+import json
+
+from apptools import assert_clean, open_page, submit
+
+
+def test_build_report_with_a_sweep_run_here():
+    at = open_page("report")
+    assert not at.get("download_button")
+    at.multiselect(key="report_run").set_value(["quant"])
+    submit(at, "Build report")
+    assert_clean(at)
+    labels = [d.label for d in at.get("download_button")]
+    assert labels == ["Download HTML", "Download CSV", "Download JSON", "Download Markdown"]
+    files = at.session_state["_result_report"]["result"]
+    assert '<script src="http' not in files["html"] and "<script src='http" not in files["html"]
+    assert "plotly" in files["html"].lower()
+    payload = json.loads(files["json"])
+    assert [s["kind"] for s in payload["sensitivity"]] == ["quant"]
+    assert payload["summary"]["total"]["params"] == 197_674
+    assert files["csv"].splitlines()[0] == "layer,kind,bits,accuracy,loss"
+    assert "# Compression workbench report" in files["md"]
+    assert len(at.get("iframe")) == 1
+
+
+def test_report_includes_the_sweep_from_the_sensitivity_page():
+    at = open_page("sensitivity")
+    at.radio(key="sens_kind").set_value("unstructured")
+    at.text_input(key="sens_ratios").set_value("0.5")
+    submit(at, "Run sweep")
+    at.switch_page("pages/report.py").run()
+    assert "unstructured" not in at.multiselect(key="report_run").options
+    submit(at, "Build report")
+    assert_clean(at)
+    payload = json.loads(at.session_state["_result_report"]["result"]["json"])
+    assert [s["kind"] for s in payload["sensitivity"]] == ["unstructured"]

@@ -1,0 +1,89 @@
+"""Sensitivity page: run sweeps from the form, check a point against a plain quantize-and-evaluate loop."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from apptools import assert_clean, charts, open_page, submit
+
+from analysis import load_data, load_model
+
+
+def _plain_quant_accuracy(layer: str, bits: int) -> float:
+    """Accuracy with `layer`'s weights rounded to a symmetric per-output-channel grid, by a plain loop."""
+    model = copy.deepcopy(load_model("zoo:digits-cnn"))
+    data = load_data("digits", model.input_shape)
+    w = model.get_submodule(layer).weight
+    q = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        scale = w.abs().reshape(w.shape[0], -1).max(dim=1).values / q
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        w.copy_(torch.clamp(torch.round(w / scale.reshape(shape)), -q, q) * scale.reshape(shape))
+        return (model(data.x).argmax(1) == data.y).sum().item() / len(data.y)
+
+
+def test_quant_sweep_matches_a_plain_loop_and_draws_charts():
+    at = open_page("sensitivity")
+    assert not charts(at)
+    at.radio(key="sens_kind").set_value("quant")
+    at.text_input(key="sens_bits").set_value("8, 3")
+    at.multiselect(key="sens_layers").set_value(["features.0", "classifier.0"])
+    submit(at, "Run sweep")
+    assert_clean(at)
+    assert len(charts(at)) == 2  # curves + heatmap
+    result = at.session_state["_result_sensitivity"]["result"]
+    points = result.to_frame().set_index(["layer", "bits"])
+    assert abs(points.loc[("features.0", 3), "accuracy"] - _plain_quant_accuracy("features.0", 3)) < 1e-9
+    safe = at.dataframe[0].value.set_index("layer")
+    assert list(safe.index) == ["features.0", "classifier.0"]
+    labels = [d.label for d in at.get("download_button")]
+    assert "Download all points (CSV)" in labels and "Download JSON" in labels
+
+
+def test_structured_sweep_names_group_members_and_bad_ratios_show_an_error():
+    at = open_page("sensitivity")
+    at.text_input(key="sens_ratios").set_value("0.25, 0.5")
+    at.multiselect(key="sens_layers").set_value(["features.10"])
+    submit(at, "Run sweep")
+    assert_clean(at)
+    safe = at.dataframe[0].value.set_index("layer")
+    assert "features.10" in safe.loc["features.10", "members"]
+    assert "classifier.0" in safe.loc["features.10", "members"]  # the next layer loses its inputs too
+    at.text_input(key="sens_ratios").set_value("0.5, 1.5")
+    submit(at, "Run sweep")
+    assert not at.exception
+    assert "outside [0, 1)" in at.error[0].value
+
+
+def test_reruns_do_not_sweep_again(monkeypatch):
+    import analysis.sensitivity
+
+    calls = []
+    real = analysis.sensitivity.sensitivity_sweep
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("bits"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.sensitivity, "sensitivity_sweep", counting)
+    at = open_page("sensitivity")
+    at.radio(key="sens_kind").set_value("quant")
+    at.text_input(key="sens_bits").set_value("5")
+    at.multiselect(key="sens_layers").set_value(["features.7"])
+    submit(at, "Run sweep")
+    assert len(calls) == 1
+    at.text_input(key="sens_bits").set_value("4")  # edited, not submitted
+    at.run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/sensitivity.py").run()
+    assert len(calls) == 1 and len(charts(at)) == 2  # the result is kept, nothing recomputed
+    at.text_input(key="sens_bits").set_value("5")
+    at.radio(key="sens_kind").set_value("quant")
+    at.multiselect(key="sens_layers").set_value(["features.7"])
+    submit(at, "Run sweep")  # same parameters: from the cache
+    assert len(calls) == 1
+    at.text_input(key="sens_bits").set_value("4")
+    submit(at, "Run sweep")
+    assert calls == [[5], [4]]
+    assert_clean(at)
