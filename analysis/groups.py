@@ -36,11 +36,11 @@ _EXACT_NORMS = (nn.modules.instancenorm._InstanceNorm,)
 
 
 def is_prunable(module: nn.Module) -> bool:
-    """CONTRACT section 5: Conv1d/2d/3d with groups = 1 or depthwise, and Linear."""
+    """CONTRACT section 5: Conv1d/2d/3d with groups 1 or depthwise (groups == in == out channels), or Linear."""
     if isinstance(module, nn.Linear):
         return True
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return module.groups == 1 or module.groups == module.in_channels
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # ConvTranspose*d is not a subclass
+        return module.groups == 1 or module.groups == module.in_channels == module.out_channels
     return False
 
 

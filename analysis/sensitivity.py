@@ -33,7 +33,8 @@ from torch import nn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
-from analysis.groups import PruningGroup, find_groups, is_prunable
+from analysis.groups import PruningGroup, find_groups
+from analysis.importance.base import prunable_layers
 from analysis.quantization import fake_quantize
 
 KINDS = ("structured", "unstructured", "quant")
@@ -226,11 +227,6 @@ def validate_bits(bits: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(out), reverse=True))
 
 
-def prunable_layers(model: nn.Module) -> list[str]:
-    """Names of the Conv (groups 1 or depthwise) and Linear layers, in `named_modules()` order."""
-    return [name for name, m in model.named_modules() if name and is_prunable(m)]
-
-
 def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
     def apply(model: nn.Module) -> None:
         w = model.get_submodule(name).weight
@@ -285,7 +281,7 @@ def _resolve_groups(
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    names = prunable_layers(model)
+    names = list(prunable_layers(model))
     if layers is None:
         return names
     modules = dict(model.named_modules())

@@ -23,13 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import evaluate, load_data, load_model  # noqa: E402
 from analysis.groups import find_groups  # noqa: E402
-from analysis.sensitivity import (  # noqa: E402
-    DEFAULT_BITS,
-    DEFAULT_RATIOS,
-    _fake_quantize_per_channel,
-    prunable_layers,
-    sensitivity_sweep,
-)
+from analysis.importance import prunable_layers  # noqa: E402
+from analysis.quantization import fake_quantize  # noqa: E402
+from analysis.sensitivity import DEFAULT_BITS, DEFAULT_RATIOS, sensitivity_sweep  # noqa: E402
 
 
 def naive_sweep(model, data, kind: str) -> dict[str, list[float]]:
@@ -48,7 +44,7 @@ def naive_sweep(model, data, kind: str) -> dict[str, list[float]]:
             w = pruned.get_submodule(name).weight
             with torch.no_grad():
                 if kind == "quant":
-                    w.copy_(_fake_quantize_per_channel(w, point))
+                    w.copy_(fake_quantize(w, point)[0])
                 else:
                     k = int(round(point * w.numel()))
                     w.view(-1)[torch.argsort(w.abs().flatten(), stable=True)[:k]] = 0.0

@@ -14,10 +14,10 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.groups import find_groups, remove_channels
+from analysis.importance import prunable_layers
 from analysis.quantization import fake_quantize
 from analysis.sensitivity import (
     SensitivityResult,
-    prunable_layers,
     sensitivity_sweep,
 )
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.groups import is_prunable
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
@@ -79,15 +80,6 @@ def get_importance(name: str) -> Importance:
     module_name, class_name = _REGISTRY[key].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls()
-
-
-def is_prunable(module: nn.Module) -> bool:
-    """Conv1d/2d/3d with groups 1 or depthwise (groups == in_channels == out_channels), or Linear."""
-    if isinstance(module, nn.Linear):
-        return True
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # ConvTranspose*d is not a subclass
-        return module.groups == 1 or module.groups == module.in_channels == module.out_channels
-    return False
 
 
 def out_channels(module: nn.Module) -> int:
