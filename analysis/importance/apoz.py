@@ -8,34 +8,13 @@ it is measured on the post-norm map and is then close to 0 everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-import torch
-from torch import nn
-
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress
-from analysis.importance.calibration import activation_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import ActivationCriterion
 
 
-class APoZImportance:
+class APoZImportance(ActivationCriterion):
     """Fraction of zeros after norm + activation, over the train split (capped); higher = prune first."""
 
     name: ClassVar[str] = "apoz"
-    data_driven: ClassVar[bool] = True
     higher_is_important: ClassVar[bool] = False
-
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        result = activation_scores(model, data, layers, ("apoz",), max_samples=max_samples, progress=progress)
-        return result.scores["apoz"]

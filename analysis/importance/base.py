@@ -148,3 +148,49 @@ def weight_scores(
             if progress:
                 progress(i + 1, len(selected))
     return result
+
+
+class WeightCriterion:
+    """A criterion read off each layer's filters alone (data is ignored): subclasses define `filter_scores`."""
+
+    data_driven: ClassVar[bool] = False
+    higher_is_important: ClassVar[bool] = True
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        """C_out x rest filter matrix -> one score per output channel."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: Dataset | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        progress: Progress | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return weight_scores(model, layers, self.filter_scores, progress)
+
+
+class ActivationCriterion:
+    """A criterion measured in the shared calibration pass (`calibration.activation_scores`) under `name`."""
+
+    data_driven: ClassVar[bool] = True
+    higher_is_important: ClassVar[bool] = True
+    name: ClassVar[str]
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: Dataset | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        progress: Progress | None = None,
+    ) -> dict[str, torch.Tensor]:
+        from analysis.importance.calibration import activation_scores  # calibration imports this module
+
+        result = activation_scores(
+            model, data, layers, (self.name,), max_samples=max_samples, progress=progress
+        )
+        return result.scores[self.name]

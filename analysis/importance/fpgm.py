@@ -10,16 +10,11 @@ makes two filters of opposite sign look identical.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import nn
 
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, weight_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import WeightCriterion
 
 
 def sum_of_distances(w: torch.Tensor) -> torch.Tensor:
@@ -28,20 +23,10 @@ def sum_of_distances(w: torch.Tensor) -> torch.Tensor:
     return torch.cdist(w.unsqueeze(0), w.unsqueeze(0), p=2).squeeze(0).sum(dim=1)
 
 
-class FPGMImportance:
+class FPGMImportance(WeightCriterion):
     """Summed distance to the layer's other filters (geometric-median approximation); weight-only."""
 
     name: ClassVar[str] = "fpgm"
-    data_driven: ClassVar[bool] = False
-    higher_is_important: ClassVar[bool] = True
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        return weight_scores(model, layers, sum_of_distances, progress)
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return sum_of_distances(filters)

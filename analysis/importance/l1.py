@@ -4,32 +4,17 @@ group_reduction="first") on the layer's own group, without needing a traced depe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import nn
 
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, weight_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import WeightCriterion
 
 
-class L1Importance:
+class L1Importance(WeightCriterion):
     """Filter L1 norm; weight-only (data is ignored)."""
 
     name: ClassVar[str] = "l1"
-    data_driven: ClassVar[bool] = False
-    higher_is_important: ClassVar[bool] = True
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        return weight_scores(model, layers, lambda w: w.abs().sum(dim=1), progress)
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return filters.abs().sum(dim=1)

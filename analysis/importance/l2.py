@@ -3,32 +3,17 @@ with p=2 returns the squared norm, sum w^2: the same ranking, a different number
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import nn
 
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, weight_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import WeightCriterion
 
 
-class L2Importance:
+class L2Importance(WeightCriterion):
     """Filter L2 norm; weight-only (data is ignored)."""
 
     name: ClassVar[str] = "l2"
-    data_driven: ClassVar[bool] = False
-    higher_is_important: ClassVar[bool] = True
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        return weight_scores(model, layers, lambda w: w.pow(2).sum(dim=1).sqrt(), progress)
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return filters.pow(2).sum(dim=1).sqrt()

@@ -4,36 +4,12 @@ directly follows the norm, the post-norm values are averaged as they are (and ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-import torch
-from torch import nn
-
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress
-from analysis.importance.calibration import activation_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import ActivationCriterion
 
 
-class MeanActivationImportance:
+class MeanActivationImportance(ActivationCriterion):
     """Mean post-norm, post-activation value over the train split (capped)."""
 
     name: ClassVar[str] = "mean-activation"
-    data_driven: ClassVar[bool] = True
-    higher_is_important: ClassVar[bool] = True
-
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        result = activation_scores(
-            model, data, layers, ("mean-activation",), max_samples=max_samples, progress=progress
-        )
-        return result.scores["mean-activation"]

@@ -8,36 +8,12 @@ a layer is the same."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-import torch
-from torch import nn
-
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress
-from analysis.importance.calibration import activation_scores
-
-if TYPE_CHECKING:
-    from analysis.data import Dataset
+from analysis.importance.base import ActivationCriterion
 
 
-class TaylorImportance:
+class TaylorImportance(ActivationCriterion):
     """Mean over samples of |sum over positions of activation x gradient|, after the norm."""
 
     name: ClassVar[str] = "taylor"
-    data_driven: ClassVar[bool] = True
-    higher_is_important: ClassVar[bool] = True
-
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        result = activation_scores(
-            model, data, layers, ("taylor",), max_samples=max_samples, progress=progress
-        )
-        return result.scores["taylor"]
