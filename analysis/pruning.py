@@ -157,6 +157,7 @@ def prune_structured(
             result.notes.append(
                 f"{g.name}: ratio {ratio} would remove all {g.channels} channels; one is kept"
             )
+        n_remove = _keep_whole_heads(model, g, n_remove, result.notes)
         if n_remove == 0:
             result.notes.append(f"{g.name}: ratio {ratio} removes no channel of {g.channels}")
         order = torch.argsort(scores[g.name], stable=True)
@@ -173,6 +174,27 @@ def prune_structured(
         )
     remove_channels(model, example_input(input_shape), groups, removal)
     return result
+
+
+def _keep_whole_heads(model: nn.Module, group: PruningGroup, n_remove: int, notes: list[str]) -> int:
+    """Fewer channels removed where needed, so every attention layer in the group keeps a width its heads
+    divide (nn.MultiheadAttention refuses any other)."""
+    heads = [
+        module.num_heads
+        for module in (model.get_submodule(m.name) for m in group.members)
+        if isinstance(module, nn.MultiheadAttention)
+    ]
+    if not heads:
+        return n_remove
+    step = math.lcm(*heads)
+    keep = group.channels - n_remove
+    rounded = min(group.channels, -(-keep // step) * step)
+    if rounded != keep:
+        notes.append(
+            f"{group.name}: keeps {rounded} channels rather than {keep}, a multiple of the {step} attention "
+            "heads that share them"
+        )
+    return group.channels - rounded
 
 
 def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[str, int]:

@@ -287,3 +287,16 @@ def test_concatenations_depthwise_and_attention_models_compress(factory, digits)
     assert result.after.params < result.before.params
     with torch.inference_mode():
         assert result.model(data.x[:2]).shape == logits.shape
+
+
+def test_attention_keeps_a_width_its_heads_divide(digits):
+    torch.manual_seed(0)
+    data = digits.subset(64)
+    # round(0.3 x 32) = 10 channels would leave 22, which 4 heads cannot share: 8 go instead, 24 stay.
+    result = compress(_Attention().eval(), {"default": {"prune": 0.3}}, data, **FAST)
+    attn = result.model.attn
+    assert attn.embed_dim == 24 and attn.embed_dim % attn.num_heads == 0
+    assert result.model.embed.out_features == 24
+    assert any("multiple of the 4 attention heads" in note for note in result.notes)
+    with torch.inference_mode():
+        assert result.model(data.x[:2]).shape == (2, 10)
