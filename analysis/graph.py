@@ -391,15 +391,19 @@ def _build_prefix(gm: fx.GraphModule, keep: list[str]) -> fx.GraphModule:
 
 
 def _tensor_bytes(values: Iterable[object]) -> int:
-    """Bytes held by the tensors in `values`, counting shared storage once."""
-    seen: set[int] = set()
+    """Bytes the tensors in `values` span, counting a view that appears twice once.
+
+    A view's own extent, not its storage's: the one-sample input a cache is sized on is a view of the whole
+    data set, and scaling that storage by the batch size overstated the cache a hundredfold.
+    """
+    seen: set[tuple[int, int]] = set()
     total = 0
     for value in values:
         for t in _tensors(value):
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
+            key = (t.data_ptr(), t.numel())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
     return total
 
 

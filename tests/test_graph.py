@@ -188,6 +188,18 @@ def test_cache_limit_shrinks_batches_with_a_note(models):
         assert a.loss == pytest.approx(b.loss, abs=1e-5)
 
 
+def test_cache_size_counts_views_not_the_data_set_behind_them():
+    """A single-layer model caches only its input. Batches are views of the data tensor: sizing the cache by
+    that tensor's whole storage once made a small cache look huge and split batches for nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    x, y = torch.randn(2000, 64), torch.randint(0, 10, (2000,))
+    per_batch = 256 * 64 * 4  # the input batch is the only cached value
+    edits = _edits(model, ("1",))
+    out = DownstreamRunner(model, x, y, batch_size=256, max_cache_bytes=4 * per_batch).evaluate(edits)
+    assert not any("chunks" in n for n in out.notes), out.notes
+
+
 def test_downstream_of_a_late_layer_skips_early_ones(resnet):
     gm = trace_model(resnet)
     late = downstream_nodes(gm, ["layer3.0.conv1"])
