@@ -10,8 +10,8 @@ import os
 import streamlit as st
 import torch
 
-from analysis.app_support import DEFAULT_BATCH_SIZE, WorkbenchSpec, save_upload
 from analysis.specs import DEFAULT_MODEL
+from analysis.workbench import DEFAULT_BATCH_SIZE, WorkbenchSpec, save_upload
 from analysis.zoo import ZOO
 from pages import _shared
 

@@ -6,14 +6,14 @@ import argparse
 import importlib
 import sys
 
-from analysis.cli import run
+from analysis.cli.main import run
 
 # One module per family of commands; each has register(subparsers).
 COMMAND_MODULES = [
-    "analysis.commands_basic",
-    "analysis.commands_rank",
-    "analysis.commands_compress",
-    "analysis.commands_sensitivity",
+    "analysis.cli.basic",
+    "analysis.cli.rank",
+    "analysis.cli.compress",
+    "analysis.cli.sensitivity",
 ]
 
 

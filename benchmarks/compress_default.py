@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import load_data, load_model  # noqa: E402
-from analysis.compress import compress  # noqa: E402
-from analysis.plan import CompressionPlan  # noqa: E402
-from analysis.sensitivity import sensitivity_sweep  # noqa: E402
-from analysis.suggest import suggest, uniform_plan  # noqa: E402
+from analysis.compression.compress import compress  # noqa: E402
+from analysis.compression.plan import CompressionPlan  # noqa: E402
+from analysis.compression.suggest import suggest, uniform_plan  # noqa: E402
+from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
 
 COLUMNS = ("model", "plan", "recovery", "acc_before", "acc_after", "delta_pts", "macs_frac", "size_frac",
            "lat_before_ms", "lat_after_ms", "label", "speedup", "mac_red", "efficiency", "eff_paired")  # fmt: skip

@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.app_support import DEFAULT_BATCH_SIZE, Workbench, WorkbenchSpec, load_workbench
 from analysis.errors import WorkbenchError
+from analysis.workbench import DEFAULT_BATCH_SIZE, Workbench, WorkbenchSpec, load_workbench
 
 SPEC_KEY = "_workbench_spec"
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}

@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from analysis.app_support import (
+from analysis.compression.compress import compress
+from analysis.compression.suggest import suggest
+from analysis.importance import CRITERIA
+from analysis.report.charts import pareto_scatter
+from analysis.workbench import (
     comparison_frame,
     model_bytes,
     pareto_table,
@@ -10,10 +14,6 @@ from analysis.app_support import (
     run_point,
     uniform_layer_table,
 )
-from analysis.charts import pareto_scatter
-from analysis.compress import compress
-from analysis.importance import CRITERIA
-from analysis.suggest import suggest
 from pages import _shared
 
 BITS = [*range(2, 17), 32]

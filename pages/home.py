@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from analysis.app_support import model_card
-from analysis.charts import sorted_bar
 from analysis.cost import summarize
+from analysis.report.charts import sorted_bar
+from analysis.workbench import model_card
 from pages import _shared
 
 PAGES = [

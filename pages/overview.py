@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from analysis.app_support import cost_vs_time
-from analysis.charts import share_comparison, sorted_bar
+from analysis.report.charts import share_comparison, sorted_bar
+from analysis.workbench import cost_vs_time
 from pages import _shared
 
 st.title("Overview")

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from analysis.charts import criterion_distributions, matrix_heatmap
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, out_channels, prunable_layers
 from analysis.importance.rankings import rank_channels
 from analysis.io import to_json
+from analysis.report.charts import criterion_distributions, matrix_heatmap
 from pages import _shared
 
 st.title("Rankings")

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from analysis.app_support import report_files
 from analysis.latency import measure_latency
-from analysis.sensitivity import KINDS, sensitivity_sweep
+from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
+from analysis.workbench import report_files
 from pages import _shared
 
 st.title("Report")

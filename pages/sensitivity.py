@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from analysis.app_support import parse_values, safe_points
-from analysis.charts import sensitivity_curves, sensitivity_heatmap
 from analysis.importance.base import prunable_layers
 from analysis.io import to_json
-from analysis.sensitivity import DEFAULT_BITS, DEFAULT_RATIOS, KINDS, sensitivity_sweep
+from analysis.report.charts import sensitivity_curves, sensitivity_heatmap
+from analysis.sensitivity.sweep import DEFAULT_BITS, DEFAULT_RATIOS, KINDS, sensitivity_sweep
+from analysis.workbench import parse_values, safe_points
 from pages import _shared
 
 st.title("Sensitivity")

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from analysis.charts import histogram_grid, histogram_overlay, quantization_figure
 from analysis.importance.base import prunable_layers
+from analysis.report.charts import histogram_grid, histogram_overlay, quantization_figure
 from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
 from pages import _shared
 

@@ -1,4 +1,4 @@
-"""The app's library helpers (analysis.app_support, weight_stats, charts) against plain reference code."""
+"""The app's library helpers (analysis.workbench, weight_stats, charts) against plain reference code."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ import torch
 from torch import nn
 
 from analysis import WorkbenchError, load_model
-from analysis.app_support import (
+from analysis.report.charts import (
+    histogram_grid,
+    histogram_overlay,
+    pareto_scatter,
+    quantization_figure,
+    sensitivity_curves,
+    sensitivity_heatmap,
+    share_comparison,
+    sorted_bar,
+)
+from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
+from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis.workbench import (
     WorkbenchSpec,
     cost_vs_time,
     load_workbench,
@@ -24,18 +36,6 @@ from analysis.app_support import (
     state_digest,
     uniform_layer_table,
 )
-from analysis.charts import (
-    histogram_grid,
-    histogram_overlay,
-    pareto_scatter,
-    quantization_figure,
-    sensitivity_curves,
-    sensitivity_heatmap,
-    share_comparison,
-    sorted_bar,
-)
-from analysis.sensitivity import SensitivityCurve, SensitivityResult
-from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
 
 
 def _front_by_sweep(acc, lat):

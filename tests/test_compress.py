@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.compress import compress
+from analysis.compression.compress import compress
+from analysis.compression.plan import CompressionPlan
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.plan import CompressionPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"latency_rounds": 1, "runs_per_round": 1, "warmup": 1}

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from analysis.compression.finetune import distillation_loss, finetune
+from analysis.compression.plan import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.finetune import distillation_loss, finetune
-from analysis.plan import FinetuneSettings
 
 
 def _hand_distillation(student, teacher, targets, t, alpha) -> float:

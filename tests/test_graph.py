@@ -11,7 +11,7 @@ from torch import nn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.graph import DownstreamRunner, Edit, downstream_nodes, trace_model
+from analysis.fx.graph import DownstreamRunner, Edit, downstream_nodes, trace_model
 
 
 class InPlaceConcat(nn.Module):

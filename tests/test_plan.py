@@ -7,8 +7,8 @@ import json
 import pytest
 from torch import nn
 
+from analysis.compression.plan import CompressionPlan, LayerSettings, load_plan
 from analysis.errors import WorkbenchError
-from analysis.plan import CompressionPlan, LayerSettings, load_plan
 
 CONTRACT_EXAMPLE = {
     "default": {"prune": 0.0, "criterion": "l1", "structured": True, "bits": 32},
@@ -155,7 +155,7 @@ FRAGILE = [0.2 + 0.05 * i for i in range(9)]
 
 
 def test_budget_parsing_names_bad_input():
-    from analysis.suggest import Budget
+    from analysis.compression.suggest import Budget
 
     assert Budget.parse("macs=0.5") == Budget("macs", 0.5)
     assert Budget.parse("accuracy=0.01") == Budget("drop", 0.01)
@@ -165,9 +165,9 @@ def test_budget_parsing_names_bad_input():
 
 
 def test_suggest_prunes_the_robust_groups_and_meets_the_mac_budget_exactly(cnn, digits):
+    from analysis.compression.pruning import prune_structured
+    from analysis.compression.suggest import suggest
     from analysis.cost import summarize
-    from analysis.pruning import prune_structured
-    from analysis.suggest import suggest
 
     sens = _fake_sensitivity(
         {
@@ -193,7 +193,7 @@ def test_suggest_prunes_the_robust_groups_and_meets_the_mac_budget_exactly(cnn, 
 
 
 def test_suggest_respects_an_accuracy_drop_budget(cnn, digits):
-    from analysis.suggest import suggest
+    from analysis.compression.suggest import suggest
 
     gentle = [0.001 * (i + 1) for i in range(9)]  # 0.1 point per step of 0.1
     sens = _fake_sensitivity({"features.3": gentle, "features.7": gentle, "features.10": FRAGILE})
@@ -205,9 +205,9 @@ def test_suggest_respects_an_accuracy_drop_budget(cnn, digits):
 
 
 def test_uniform_plan_is_the_smallest_ratio_meeting_the_macs(cnn, digits):
+    from analysis.compression.pruning import prune_structured, pruning_groups
+    from analysis.compression.suggest import uniform_plan
     from analysis.cost import summarize
-    from analysis.pruning import prune_structured, pruning_groups
-    from analysis.suggest import uniform_plan
 
     plan, ratio = uniform_plan(cnn, digits.input_shape, 0.5)
     assert plan.default.prune == ratio and plan.default.structured

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.compress import compress
-from analysis.plan import CompressionPlan
-from analysis.quantization import (
+from analysis.compression.compress import compress
+from analysis.compression.plan import CompressionPlan
+from analysis.compression.quantization import (
     fake_quantize,
     int8_backend,
     quantize_weights,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.report import (
+from analysis.report.html import (
     build_report,
     markdown_summary,
     safe_ratio_table,
@@ -20,7 +20,7 @@ from analysis.report import (
     write_json,
     write_markdown,
 )
-from analysis.sensitivity import SensitivityResult, sensitivity_sweep
+from analysis.sensitivity.sweep import SensitivityResult, sensitivity_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_csv_json_markdown(tmp_path, sweeps):
 
 def test_failed_write_leaves_no_file(tmp_path, mlp, digits, sweeps, monkeypatch):
     """A crash while writing leaves neither a half-written report nor a temp file."""
-    import analysis.report as report
+    import analysis.report.html as report
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -10,13 +10,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.groups import find_groups, remove_channels
 from analysis.importance import prunable_layers
-from analysis.quantization import fake_quantize
-from analysis.sensitivity import (
+from analysis.sensitivity.groups import find_groups, remove_channels
+from analysis.sensitivity.sweep import (
     SensitivityResult,
     sensitivity_sweep,
 )

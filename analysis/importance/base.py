@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.groups import is_prunable
+from analysis.sensitivity.groups import is_prunable
 
 if TYPE_CHECKING:
     from analysis.data import Dataset

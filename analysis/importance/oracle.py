@@ -7,7 +7,7 @@ evaluation per channel, over at most `max_samples` train samples.
 
 Where the change can be written as a parameter edit (a per-channel norm: gamma[c] = beta[c] = 0; no norm:
 the layer's weight row and bias = 0), the sensitivity sweep's cached downstream runner
-(`analysis.graph.DownstreamRunner`) evaluates it: one full forward per batch, then only the layers
+(`analysis.fx.graph.DownstreamRunner`) evaluates it: one full forward per batch, then only the layers
 downstream of the change per channel. Otherwise (functional or non-affine norm, a layer called more than
 once, or no runner available) a plain loop masks the channel in a traced copy and runs the whole network.
 """
@@ -74,7 +74,7 @@ def _param_edit(
 
 def _runner_class():
     try:
-        from analysis.graph import DownstreamRunner, Edit
+        from analysis.fx.graph import DownstreamRunner, Edit
     except ImportError:
         return None
     return DownstreamRunner, Edit

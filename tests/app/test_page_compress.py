@@ -5,7 +5,7 @@ from __future__ import annotations
 from apptools import assert_clean, charts, click, open_page, submit
 
 from analysis import load_model
-from analysis.app_support import state_digest
+from analysis.workbench import state_digest
 from pages import _shared
 
 

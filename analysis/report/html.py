@@ -28,7 +28,7 @@ from torch import nn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.io import to_json, write_text_atomic
-from analysis.sensitivity import KINDS, SensitivityResult
+from analysis.sensitivity.sweep import KINDS, SensitivityResult
 
 SAFE_DROPS = (0.01, 0.02)
 Progress = Callable[[int, int], None]
@@ -464,7 +464,7 @@ def build_full_report(
     for kind in kinds:
         if kind not in KINDS:
             raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
-    from analysis.sensitivity import sensitivity_sweep
+    from analysis.sensitivity.sweep import sensitivity_sweep
 
     ran: dict = {"sections": ["environment", "summary", "baseline"]}
     latency = None

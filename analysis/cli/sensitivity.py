@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
+from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
 from analysis.errors import WorkbenchError
-from analysis.report import build_full_report, build_report, write_csv, write_markdown
-from analysis.sensitivity import KINDS, sensitivity_sweep
+from analysis.report.html import build_full_report, build_report, write_csv, write_markdown
+from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
 
 
 def _split(text: str | None, convert, what: str) -> list | None:
@@ -94,7 +94,7 @@ def _report(args: argparse.Namespace) -> dict:
 
 
 def _from(payload: dict):
-    from analysis.sensitivity import SensitivityResult
+    from analysis.sensitivity.sweep import SensitivityResult
 
     return SensitivityResult.from_dict(payload)
 

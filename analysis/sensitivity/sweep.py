@@ -3,7 +3,7 @@
 Three kinds (CONTRACT section 5):
 - `unstructured`: per prunable layer, the `round(r x numel)` weights of smallest |w| zeroed (ties: lower
   flat index first).
-- `structured`: per prunable *group* (`analysis.groups`: layers coupled through residual adds or
+- `structured`: per prunable *group* (`analysis.sensitivity.groups`: layers coupled through residual adds or
   concatenations are one unit, named by its first layer), the `round(r x C_out)` channels of lowest
   group L1 removed (L1 summed over every Conv/Linear whose outputs the group removes), simulated by
   zeroing so that the logits equal physical removal. At least one channel is always kept.
@@ -11,11 +11,11 @@ Three kinds (CONTRACT section 5):
   each side); activations stay float.
 
 Each point edits the model in place and restores it (no copy per point), and only the part of the network
-downstream of the edited layer is recomputed, from cached activations (`analysis.graph`). The numbers equal
+downstream of the edited layer is recomputed, from cached activations (`analysis.fx.graph`). The numbers equal
 a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one percentage point.
 
 Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
-`analysis.graph`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
+`analysis.fx.graph`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
 the |w| order of each swept layer (one int64 per weight), computed once instead of per point.
 """
 
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
-from analysis.groups import PruningGroup, find_groups
+from analysis.fx.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
 from analysis.importance.base import prunable_layers
-from analysis.quantization import fake_quantize
+from analysis.sensitivity.groups import PruningGroup, find_groups
 
 KINDS = ("structured", "unstructured", "quant")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -1,7 +1,7 @@
 """Shared pieces of the command line: common options, loading, JSON output, one-line errors.
 
-Each command lives in a `commands_*.py` module with a `register(subparsers)` function; `__main__.py` lists
-those modules. A command's handler takes the parsed args and returns the JSON payload (a dict).
+Each command group lives in a module of `analysis/cli/` (basic, rank, compress, sensitivity) with a
+`register(subparsers)` function; `__main__.py` lists those modules. A command's handler takes the parsed args and returns the JSON payload (a dict).
 """
 
 from __future__ import annotations

@@ -22,16 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.cost import count_params, size_bytes, summarize
-from analysis.data import Dataset
-from analysis.errors import WorkbenchError
-from analysis.evaluate import evaluate
-from analysis.finetune import finetune
-from analysis.importance.base import prunable_layers
-from analysis.io import write_atomic
-from analysis.latency import DEFAULT_BATCH_SIZE, compare_latency
-from analysis.plan import CompressionPlan, LayerSettings
-from analysis.pruning import (
+from analysis.compression.finetune import finetune
+from analysis.compression.plan import CompressionPlan, LayerSettings
+from analysis.compression.pruning import (
     SPARSE_FORMAT,
     copy_model,
     count_zeros,
@@ -42,7 +35,19 @@ from analysis.pruning import (
     pruning_groups,
     sparse_size_bytes,
 )
-from analysis.quantization import int8_backend, quantize_weights, quantized_size_bytes, to_int8_linear
+from analysis.compression.quantization import (
+    int8_backend,
+    quantize_weights,
+    quantized_size_bytes,
+    to_int8_linear,
+)
+from analysis.cost import count_params, size_bytes, summarize
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.evaluate import evaluate
+from analysis.importance.base import prunable_layers
+from analysis.io import write_atomic
+from analysis.latency import DEFAULT_BATCH_SIZE, compare_latency
 
 Progress = Callable[[int, int], None]
 

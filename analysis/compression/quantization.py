@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from analysis.compression.plan import MAX_BITS, MIN_BITS, UNTOUCHED_BITS
 from analysis.errors import WorkbenchError
-from analysis.plan import MAX_BITS, MIN_BITS, UNTOUCHED_BITS
 
 SCALE_BYTES = 4  # one float32 scale per output channel
 INT8_BITS = 8
@@ -82,7 +82,7 @@ class QuantizedLayer:
 def quantize_weights(model: nn.Module, bits: Mapping[str, int]) -> dict[str, QuantizedLayer]:
     """Fake-quantize, in place, the weight of each layer named in `bits` (32 = leave it).
 
-    Meant for a copy the caller owns (`analysis.compress` works on its own deep copy).
+    Meant for a copy the caller owns (`analysis.compression.compress` works on its own deep copy).
     """
     modules = dict(model.named_modules())
     done: dict[str, QuantizedLayer] = {}

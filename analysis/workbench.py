@@ -211,8 +211,8 @@ def uniform_layer_table(
     """One row per prunable layer (name, type, out channels, params, whether it is the final classifier)
     with the same prune ratio and bits: the starting point of a per-layer plan editor. The final
     classifier's ratio stays 0: removing its outputs would remove classes."""
+    from analysis.compression.pruning import final_classifier
     from analysis.importance.base import out_channels, prunable_layers
-    from analysis.pruning import final_classifier
 
     final = final_classifier(model, input_shape)
     rows = [
@@ -236,7 +236,7 @@ def plan_from_table(
     """A CompressionPlan with one entry per row of `table` (columns layer, prune, bits, optional final)
     that changes anything; untouched rows (prune 0, bits 32) are left to the plan's no-op default. A row
     marked `final` (the classifier) is never pruned, only quantized."""
-    from analysis.plan import CompressionPlan, LayerSettings
+    from analysis.compression.plan import CompressionPlan, LayerSettings
 
     layers = {}
     for row in table.itertuples(index=False):
@@ -370,12 +370,12 @@ def report_files(
     compression=None,
     model_spec: str | None = None,
 ) -> dict[str, str]:
-    """The report in four formats, as text: `html` (self-contained, `analysis.report.build_report`),
+    """The report in four formats, as text: `html` (self-contained, `analysis.report.html.build_report`),
     `csv` (sensitivity points in long form, or the per-layer cost table where no sweep ran), `json`
     (every result given) and `md` (a short summary)."""
-    from analysis import report
     from analysis.cost import summarize
     from analysis.io import to_json
+    from analysis.report import html as report
 
     sweeps = list(sensitivity)
     summary = summarize(model, input_shape)

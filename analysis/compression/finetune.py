@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.compression.plan import FinetuneSettings
+from analysis.compression.pruning import copy_model
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.plan import FinetuneSettings
-from analysis.pruning import copy_model
 
 Progress = Callable[[int, int], None]
 

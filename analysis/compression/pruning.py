@@ -1,6 +1,6 @@
 """Pruning that changes the model for real (CONTRACT section 5).
 
-- **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.groups`: a conv with
+- **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.sensitivity.groups`: a conv with
   its norm and the next layer's inputs; every layer tied by residual adds or concatenations), and
   `round(r x C_out)` output channels of lowest importance are physically removed from every member, so the
   tensors, the parameter count, the MACs and the latency all drop. A group is named by its first layer in
@@ -11,7 +11,7 @@
   keep their shape: dense kernels do exactly the same work on zeros, so this saves no time; it saves space
   only when stored in a sparse format (`sparse_size_bytes`).
 
-Everything here changes the model it is given in place: pass a copy you own (`analysis.compress` does).
+Everything here changes the model it is given in place: pass a copy you own (`analysis.compression.compress` does).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from analysis.errors import WorkbenchError
-from analysis.groups import PruningGroup, final_layers, find_groups, is_prunable, remove_channels
 from analysis.importance.base import get_importance
+from analysis.sensitivity.groups import PruningGroup, final_layers, find_groups, is_prunable, remove_channels
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
 
@@ -55,7 +55,7 @@ def final_classifier(model: nn.Module, input_shape: tuple[int, ...]) -> str | No
 
 
 def pruning_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[PruningGroup]:
-    """Every coupled group of prunable layers (`analysis.groups`), the final classifier's left out."""
+    """Every coupled group of prunable layers (`analysis.sensitivity.groups`), the final classifier's left out."""
     return find_groups(model, example_input(input_shape))
 
 

@@ -28,13 +28,13 @@ from typing import Any
 
 from torch import nn
 
+from analysis.compression.plan import CompressionPlan, FinetuneSettings
+from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.groups import PruningGroup
-from analysis.plan import CompressionPlan, FinetuneSettings
-from analysis.pruning import prune_structured, pruning_groups
+from analysis.sensitivity.groups import PruningGroup
 
 Progress = Callable[[int, int], None]
 BUDGET_KINDS = {"macs": "macs", "latency": "latency", "drop": "drop", "accuracy": "drop"}
@@ -165,7 +165,7 @@ class PlanSuggestion:
 
 def _curves(sensitivity, groups: list[PruningGroup], max_ratio: float):
     """Per group: [(ratio, cumulative max drop, cumulative max loss increase)], starting at (0, 0, 0)."""
-    from analysis.sensitivity import SensitivityResult
+    from analysis.sensitivity.sweep import SensitivityResult
 
     if isinstance(sensitivity, Mapping):
         sensitivity = SensitivityResult.from_dict(sensitivity)

@@ -1,7 +1,7 @@
 """Compression plans (CONTRACT section 4): what to prune, how, and at how many bits, per layer.
 
 A plan is plain data. It round-trips through JSON, validates its values when it is built, and checks its
-layer names against a model when it is applied (`check_layers`). Applying it is `analysis.compress`.
+layer names against a model when it is applied (`check_layers`). Applying it is `analysis.compression.compress`.
 
 ```json
 {"default": {"prune": 0.0, "criterion": "l1", "structured": true, "bits": 32},

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from analysis.cli import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
-from analysis.compress import compress, save_model
+from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
+from analysis.compression.compress import compress, save_model
+from analysis.compression.plan import load_plan
 from analysis.errors import WorkbenchError
 from analysis.latency import DEFAULT_BATCH_SIZE
-from analysis.plan import load_plan
 
 
 def _compress(args: argparse.Namespace) -> dict:
@@ -39,7 +39,7 @@ def _compress(args: argparse.Namespace) -> dict:
 
 
 def _load_sensitivity(path: str):
-    from analysis.sensitivity import SensitivityResult
+    from analysis.sensitivity.sweep import SensitivityResult
 
     file = Path(path)
     if not file.exists():
@@ -56,13 +56,13 @@ def _finetune_settings(args: argparse.Namespace) -> dict:
 
 
 def _suggest(args: argparse.Namespace) -> dict:
-    from analysis.suggest import suggest
+    from analysis.compression.suggest import suggest
 
     loaded = load_inputs(args, need_data=True)
     if args.sensitivity:
         sensitivity = _load_sensitivity(args.sensitivity)
     else:
-        from analysis.sensitivity import sensitivity_sweep
+        from analysis.sensitivity.sweep import sensitivity_sweep
 
         with progress_bar("sensitivity") as progress:
             sensitivity = sensitivity_sweep(loaded.model, loaded.data, kind="structured", progress=progress)
@@ -84,7 +84,7 @@ def _suggest(args: argparse.Namespace) -> dict:
 
 
 def _uniform(args: argparse.Namespace) -> dict:
-    from analysis.suggest import Budget, uniform_plan
+    from analysis.compression.suggest import Budget, uniform_plan
 
     loaded = load_inputs(args)
     budget = Budget.parse(args.budget)

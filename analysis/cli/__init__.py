@@ -1,0 +1,1 @@
+"""The command line (`python -m analysis`): the parser and one module per command group."""

@@ -1,0 +1,1 @@
+"""Compression: the plan, structured/unstructured pruning, quantization, fine-tuning, `compress` and `suggest`."""

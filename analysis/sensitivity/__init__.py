@@ -1,0 +1,1 @@
+"""Sensitivity: pruning groups and per-layer sensitivity sweeps."""
