@@ -49,7 +49,12 @@ def test_fifo_is_written_directly_not_replaced(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+
+    def read() -> None:
+        with open(fifo) as f:
+            got.append(f.read())
+
+    reader = threading.Thread(target=read)
     reader.start()
     write_text_atomic(fifo, '{"a": 1}\n')
     reader.join(timeout=10)
