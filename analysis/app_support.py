@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,9 +283,12 @@ def parse_values(text: str, kind: type = float) -> list:
     """`'0.1, 0.2 0.5'` -> `[0.1, 0.2, 0.5]`: numbers separated by commas or spaces."""
     parts = [p for p in text.replace(",", " ").split() if p]
     try:
-        return [kind(p) for p in parts]
+        values = [kind(p) for p in parts]
     except ValueError as exc:
         raise WorkbenchError(f"cannot read {text!r} as a list of numbers: separate them with commas") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise WorkbenchError(f"{text!r} holds NaN or infinity: give finite numbers")
+    return values
 
 
 def comparison_frame(result) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from analysis.errors import WorkbenchError
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
+MAX_SAMPLE_ELEMENTS = 2**31  # values in one input sample; more is a typo, not a model
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
@@ -27,6 +29,11 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
         raise WorkbenchError(
             f"cannot parse input shape {text!r}: give positive integers with the batch first, "
             "like 1,3,224,224"
+        )
+    if math.prod(dims[1:]) > MAX_SAMPLE_ELEMENTS:
+        raise WorkbenchError(
+            f"input shape {text!r} is {math.prod(dims[1:]):,} values per sample, over the "
+            f"{MAX_SAMPLE_ELEMENTS:,} limit: check the numbers"
         )
     return dims[1:]
 
