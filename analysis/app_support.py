@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from analysis.checks import check_labels, model_outputs
 from analysis.data import Dataset, load_data
 from analysis.errors import WorkbenchError
 from analysis.io import write_bytes_atomic
@@ -102,6 +103,8 @@ def load_workbench(spec: WorkbenchSpec) -> Workbench:
     data = load_data(spec.data or DEFAULT_DATA, tuple(declared) if declared else None)
     shape = tuple(explicit or data.input_shape)
     check_input_shape(model, shape)
+    if data is not None:
+        check_labels(data, model_outputs(model, shape))  # labels past the outputs: a message, not an IndexError
     return Workbench(spec, model, data, shape)
 
 
