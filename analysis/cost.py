@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from analysis.concurrency import ModuleScopes, private_copy
+
 MAC_MODULE_TYPES = (
     nn.Conv1d,
     nn.Conv2d,
@@ -119,7 +121,7 @@ def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> 
 
 
 def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, dict[str, int]], dict]:
-    """Self MACs per module and aten op, and the output shape of every module."""
+    """Self MACs per module and aten op, and the output shape of every module (hooks `model`: pass a copy)."""
     root = type(model).__name__
     shapes: dict[str, list[int] | None] = {}
     handles = []
@@ -131,9 +133,12 @@ def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, dic
 
         handles.append(module.register_forward_hook(post))
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    # Its own ModuleTracker hooks every module in the process (other sessions' too): hook only this copy.
+    counter.mod_tracker = ModuleScopes(model)
     try:
         # Autograd on: nn.MultiheadAttention's fused fast path (invisible to the counter) only runs without it.
-        with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        with torch.enable_grad(), counter:
             model(x)
     finally:
         for h in handles:
@@ -184,13 +189,9 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
     matmul or attention in its forward). The model is left as it was (mode and state).
     """
     x = torch.zeros(1, *input_shape)
-    was_training = model.training
-    model.eval()
-    try:
-        own, shapes = _flop_counter_macs(model, x)
-        thop = _thop_macs(model, x)
-    finally:
-        model.train(was_training)
+    work = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
+    own, shapes = _flop_counter_macs(work, x)
+    thop = _thop_macs(work, x)
 
     layers: list[LayerCost] = []
     for name, module in model.named_modules():

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.checks import check_split
 from analysis.errors import WorkbenchError
 
 DIGITS_INPUT_SHAPE = (1, 16, 16)
@@ -132,16 +133,27 @@ def load_tensors(path: str | Path) -> Dataset:
     for key in ("x", "y"):
         if key not in arrays:
             raise WorkbenchError(f"{path} has no {key!r}: it needs tensors 'x' (N x ...) and 'y' (N)")
-    x, y = arrays["x"].float(), arrays["y"]
-    if y.dtype.is_floating_point or y.ndim != 1 or len(y) != len(x):
-        raise WorkbenchError(f"{path}: 'y' must be N integer labels matching 'x' ({len(x)} samples)")
+    if ("x_train" in arrays) != ("y_train" in arrays):
+        raise WorkbenchError(f"{path}: give both 'x_train' and 'y_train', or neither")
+    x, y = _as_float(arrays["x"], path, "x"), arrays["y"]
     has_train = "x_train" in arrays and "y_train" in arrays
-    x_train = arrays["x_train"].float() if has_train else x
-    y_train = arrays["y_train"].long() if has_train else y.long()
+    x_train = _as_float(arrays["x_train"], path, "x_train") if has_train else x
+    y_train = arrays["y_train"] if has_train else y
+    check_split(x, y, str(path))
+    check_split(x_train, y_train, str(path), ("x_train", "y_train"))
     if x_train.shape[1:] != x.shape[1:]:
         raise WorkbenchError(f"{path}: 'x_train' samples must have the shape of 'x' samples")
     num_classes = int(max(y.max().item(), y_train.max().item())) + 1
-    return Dataset(f"tensors:{path}", x, y.long(), x_train, y_train, num_classes, has_train)
+    return Dataset(f"tensors:{path}", x, y.long(), x_train, y_train.long(), num_classes, has_train)
+
+
+def _as_float(t: torch.Tensor, path: Path, key: str) -> torch.Tensor:
+    """Float32 inputs; integer pixels (uint8 images) are taken as given, other dtypes refused."""
+    if t.dtype.is_floating_point:
+        return t.float()
+    if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        return t.float()
+    raise WorkbenchError(f"{path}: {key!r} must be floating point (or integer pixels), got {t.dtype}")
 
 
 def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = None) -> Dataset:

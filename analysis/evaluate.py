@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.checks import check_batch_size, check_finite_result, check_labels_tensor
+from analysis.concurrency import eval_view
 from analysis.data import Dataset
+from analysis.errors import WorkbenchError
 
 Progress = Callable[[int, int], None]
 
@@ -36,23 +39,28 @@ def evaluate(
 ) -> EvalResult:
     """Accuracy and loss of `model` on `data`'s evaluation split (or `train`), under inference mode.
 
-    The model is put in eval mode and handed back in the mode it came in.
+    The model is run in eval mode and never changed (a model in training mode is copied first). Raises
+    WorkbenchError for a batch size below 1, no samples, labels outside the model's outputs, or a
+    non-finite loss.
     """
-    was_training = model.training
-    model.eval()
+    check_batch_size(batch_size)
+    if limit is not None and limit < 1:
+        raise WorkbenchError(f"limit must be at least 1 sample, got {limit}")
+    model = eval_view(model)
     correct, loss_sum, seen = 0, 0.0, 0
     total = len(data.x if split == "test" else data.x_train) if limit is None else limit
-    try:
-        with torch.inference_mode():
-            for x, y in data.batches(split, batch_size, limit):
-                logits = model(x)
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += (logits.argmax(dim=1) == y).sum().item()
-                seen += len(y)
-                if progress:
-                    progress(seen, total)
-    finally:
-        model.train(was_training)
+    with torch.inference_mode():
+        for x, y in data.batches(split, batch_size, limit):
+            logits = model(x)
+            if logits.ndim == 2:
+                check_labels_tensor(y, logits.shape[1])
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
+            seen += len(y)
+            if progress:
+                progress(seen, total)
     if seen == 0:
-        return EvalResult(float("nan"), float("nan"), 0)
-    return EvalResult(correct / seen, loss_sum / seen, seen)
+        raise WorkbenchError(f"the {split} split has no samples: give a data set with at least one")
+    result = EvalResult(correct / seen, loss_sum / seen, seen)
+    check_finite_result(result.to_dict(), what="evaluation")
+    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,35 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.concurrency import eval_view, private_copy
+
 DEFAULT_BATCH_SIZE = 32
+NOISY_SPREAD = 1.5  # p90 / p10 above this: the machine was busy, the median is not to be trusted alone
 Progress = Callable[[int, int], None]
+
+# One timing at a time per process: two overlapping measurements share the CPU cores and slow each other
+# down by an amount that depends on who else is running, which is what made the same model read 51, 14 and
+# 9.6 ms on three visits.
+_LATENCY_LOCK = threading.Lock()
+
+
+def latency_lock_busy() -> bool:
+    """Whether a latency measurement is running in this process right now (a new one would wait)."""
+    return _LATENCY_LOCK.locked()
+
+
+@contextlib.contextmanager
+def latency_lock(on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the process-wide timing lock; `on_wait()` is called once first if another measurement holds it
+    (the app shows "waiting for another measurement")."""
+    if not _LATENCY_LOCK.acquire(blocking=False):
+        if on_wait is not None:
+            on_wait()
+        _LATENCY_LOCK.acquire()
+    try:
+        yield
+    finally:
+        _LATENCY_LOCK.release()
 
 
 @dataclass(frozen=True)
@@ -36,10 +64,34 @@ class LatencyResult:
     kind: str = "real"
     times_ms: list[float] = field(default_factory=list, repr=False)
 
+    @property
+    def spread(self) -> float:
+        """p90 / p10: 1.0 for perfectly steady runs; infinite if p10 is 0."""
+        return self.p90_ms / self.p10_ms if self.p10_ms > 0 else float("inf")
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the runs spread so widely (p90/p10 > 1.5) that the median may be off."""
+        return self.spread > NOISY_SPREAD
+
+    @property
+    def warning(self) -> str | None:
+        """One line to show next to the number when it is noisy, else None."""
+        if not self.noisy:
+            return None
+        return (
+            f"noisy timing: p90/p10 = {self.spread:.1f} (p10 {self.p10_ms:.2f} ms, p90 {self.p90_ms:.2f} ms); "
+            "the machine was busy, measure again when it is idle or with more runs"
+        )
+
     def to_dict(self, with_times: bool = False) -> dict:
         d = asdict(self)
         if not with_times:
             d.pop("times_ms")
+        spread = self.spread
+        d["spread"] = spread if np.isfinite(spread) else None
+        d["noisy"] = self.noisy
+        d["warning"] = self.warning
         return d
 
     @classmethod
@@ -104,26 +156,27 @@ def measure_latency(
     warmup: int = 5,
     progress: Progress | None = None,
     kind: str = "real",
+    on_wait: Callable[[], None] | None = None,
 ) -> LatencyResult:
-    """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples."""
+    """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples.
+
+    Holds the process-wide timing lock (`on_wait()` is called if it has to wait for another measurement).
+    For a before/after comparison use `compare_latency`: it times both in alternating rounds.
+    """
     if runs < 1 or batch_size < 1:
         from analysis.errors import WorkbenchError
 
         raise WorkbenchError(f"runs and batch size must be at least 1 (got runs={runs}, batch={batch_size})")
     x = example_batch(input_shape, batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch_threads(threads) as n_threads, torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            times = []
-            for i in range(runs):
-                times.append(_time_once(model, x))
-                if progress:
-                    progress(i + 1, runs)
-    finally:
-        model.train(was_training)
+    model = eval_view(model)
+    with latency_lock(on_wait), torch_threads(threads) as n_threads, torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for i in range(runs):
+            times.append(_time_once(model, x))
+            if progress:
+                progress(i + 1, runs)
     return LatencyResult.from_times(times, batch_size, n_threads, kind)
 
 
@@ -137,31 +190,36 @@ def compare_latency(
     warmup: int = 5,
     kinds: dict[str, str] | None = None,
     progress: Progress | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> dict[str, LatencyResult]:
     """Time several models in alternating rounds, so drift on a busy machine hits them all alike.
 
-    Same input, batch size, threads and warm-up for each; returns one LatencyResult per name.
+    Same input, batch size, threads and warm-up for each; returns one LatencyResult per name. This is the
+    way to time a baseline against its compressed versions: never compare numbers taken at different times.
+    Holds the process-wide timing lock (`on_wait()` is called if it has to wait).
     """
+    if rounds < 1 or runs_per_round < 1 or batch_size < 1:
+        from analysis.errors import WorkbenchError
+
+        raise WorkbenchError(
+            f"rounds, runs per round and batch size must be at least 1 "
+            f"(got {rounds}, {runs_per_round}, {batch_size})"
+        )
     x = example_batch(input_shape, batch_size)
     times: dict[str, list[float]] = {name: [] for name in models}
-    modes = {name: m.training for name, m in models.items()}
+    views = {name: eval_view(m) for name, m in models.items()}
     total = rounds * len(models)
-    try:
-        with torch_threads(threads) as n_threads, torch.inference_mode():
-            for m in models.values():
-                m.eval()
-                for _ in range(warmup):
-                    m(x)
-            done = 0
-            for _ in range(rounds):
-                for name, m in models.items():
-                    times[name].extend(_time_once(m, x) for _ in range(runs_per_round))
-                    done += 1
-                    if progress:
-                        progress(done, total)
-    finally:
-        for name, m in models.items():
-            m.train(modes[name])
+    with latency_lock(on_wait), torch_threads(threads) as n_threads, torch.inference_mode():
+        for m in views.values():
+            for _ in range(warmup):
+                m(x)
+        done = 0
+        for _ in range(rounds):
+            for name, m in views.items():
+                times[name].extend(_time_once(m, x) for _ in range(runs_per_round))
+                done += 1
+                if progress:
+                    progress(done, total)
     kinds = kinds or {}
     return {
         name: LatencyResult.from_times(t, batch_size, n_threads, kinds.get(name, "real"))
@@ -176,14 +234,16 @@ def layer_times(
     threads: int | None = None,
     runs: int = 20,
     warmup: int = 3,
+    on_wait: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Median wall time (ms) spent in each leaf module's forward, from hooks around it.
 
-    Hooks add a few microseconds per call, so read these as shares of time, not absolute costs.
+    Hooks add a few microseconds per call, so read these as shares of time, not absolute costs. The hooks
+    go on a private copy; the process-wide timing lock is held (`on_wait()` is called if it has to wait).
     """
+    model = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
     starts: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
-    handles = []
     for name, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue
@@ -194,20 +254,14 @@ def layer_times(
         def post(m, a, out, n=name):
             samples.setdefault(n, []).append((time.perf_counter() - starts[n]) * 1000.0)
 
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
     x = example_batch(input_shape, batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch_threads(threads), torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            samples.clear()
-            for _ in range(runs):
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with latency_lock(on_wait), torch_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        samples.clear()
+        for _ in range(runs):
+            model(x)
     # A module called k times per forward has k samples per run: sum them per run, then take the median.
     return {n: float(np.median(np.asarray(v).reshape(runs, -1).sum(axis=1))) for n, v in samples.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from analysis.errors import WorkbenchError
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
+MAX_SAMPLE_ELEMENTS = 2**31  # values in one input sample; more is a typo, not a model
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
@@ -27,6 +29,11 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
         raise WorkbenchError(
             f"cannot parse input shape {text!r}: give positive integers with the batch first, "
             "like 1,3,224,224"
+        )
+    if math.prod(dims[1:]) > MAX_SAMPLE_ELEMENTS:
+        raise WorkbenchError(
+            f"input shape {text!r} is {math.prod(dims[1:]):,} values per sample, over the "
+            f"{MAX_SAMPLE_ELEMENTS:,} limit: check the numbers"
         )
     return dims[1:]
 
@@ -87,6 +94,19 @@ def _import_callable(spec: str) -> nn.Module:
             f"cannot read model spec {spec!r}: use zoo:<name>, <module>:<callable>, "
             "torchvision:<name> or a .pt file"
         )
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        # No standard-library callable builds a model, and some end the process (sys:exit, os:abort).
+        raise WorkbenchError(
+            f"{module_name!r} is a Python standard-library module: a model spec names your own "
+            "module:callable that returns an nn.Module"
+        )
+    if top == "analysis" and module_name != "analysis.zoo.models":
+        # The workbench's own entry points (analysis.zoo.train:main rewrites the shipped weights) are not
+        # model factories.
+        raise WorkbenchError(
+            f"{module_name!r} is part of the workbench itself: use zoo:<name> for its models"
+        )
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.exists():
@@ -94,7 +114,10 @@ def _import_callable(spec: str) -> nn.Module:
         mod_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules.setdefault(path.stem, module)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:
+            raise WorkbenchError(_failed(f"running {path}", exc)) from exc
     else:
         cwd = str(Path.cwd())
         if cwd not in sys.path:
@@ -105,19 +128,26 @@ def _import_callable(spec: str) -> nn.Module:
             raise WorkbenchError(
                 f"cannot import module {module_name!r} ({exc}); run from its folder or add it to PYTHONPATH"
             ) from exc
+        except (Exception, SystemExit) as exc:
+            raise WorkbenchError(_failed(f"importing {module_name}", exc)) from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise WorkbenchError(f"{module_name} has no callable {attr!r}")
     try:
         model = factory()
-    except Exception as exc:
-        raise WorkbenchError(f"calling {spec}() failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    except (Exception, SystemExit) as exc:  # a callable that exits must not end the server or exit 0
+        raise WorkbenchError(_failed(f"calling {spec}()", exc)) from exc
     if not isinstance(model, nn.Module):
         raise WorkbenchError(
             f"{spec} returned {type(model).__name__}, not a torch.nn.Module: "
             "the callable must build and return the model"
         )
     return model
+
+
+def _failed(what: str, exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{what} failed: {type(exc).__name__}" + (f": {first[:200]}" if first else "")
 
 
 def _load_torchvision(name: str) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from analysis.checks import check_labels, model_outputs
 from analysis.data import Dataset, load_data
 from analysis.errors import WorkbenchError
 from analysis.io import write_bytes_atomic
@@ -101,6 +103,8 @@ def load_workbench(spec: WorkbenchSpec) -> Workbench:
     data = load_data(spec.data or DEFAULT_DATA, tuple(declared) if declared else None)
     shape = tuple(explicit or data.input_shape)
     check_input_shape(model, shape)
+    if data is not None:
+        check_labels(data, model_outputs(model, shape))  # labels past the outputs: a message, not an IndexError
     return Workbench(spec, model, data, shape)
 
 
@@ -282,9 +286,12 @@ def parse_values(text: str, kind: type = float) -> list:
     """`'0.1, 0.2 0.5'` -> `[0.1, 0.2, 0.5]`: numbers separated by commas or spaces."""
     parts = [p for p in text.replace(",", " ").split() if p]
     try:
-        return [kind(p) for p in parts]
+        values = [kind(p) for p in parts]
     except ValueError as exc:
         raise WorkbenchError(f"cannot read {text!r} as a list of numbers: separate them with commas") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise WorkbenchError(f"{text!r} holds NaN or infinity: give finite numbers")
+    return values
 
 
 def comparison_frame(result) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def test_user_module_with_input_shape_and_weights(tmp_path):
     [
         (["summary", "--model", "zoo:missing"], "unknown zoo model"),
         (["summary", "--model", "nosuchmod:make"], "cannot import"),
-        (["summary", "--model", "collections:OrderedDict"], "not a torch.nn.Module"),
+        (["summary", "--model", "pandas:DataFrame"], "not a torch.nn.Module"),
         (["summary", "--model", "absent.pt"], "not found"),
         (["evaluate", "--data", "tensors:absent.npz"], "not found"),
         (["evaluate", "--data", "cifar"], "unknown data spec"),

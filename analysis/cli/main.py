@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from analysis.checks import check_labels, model_outputs
 from analysis.data import Dataset, load_data
 from analysis.errors import WorkbenchError
 from analysis.io import to_json, write_text_atomic
@@ -67,6 +68,8 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False) -> Loaded:
     else:
         shape = model_input_shape(model, explicit, args.model)
     check_input_shape(model, shape)
+    if data is not None:
+        check_labels(data, model_outputs(model, shape))  # labels past the outputs: a message, not an IndexError
     return Loaded(model, data, shape)
 
 

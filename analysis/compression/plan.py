@@ -27,6 +27,8 @@ from analysis.errors import WorkbenchError
 
 UNTOUCHED_BITS = 32
 MIN_BITS, MAX_BITS = 2, 16
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
 LAYER_KEYS = ("prune", "criterion", "structured", "bits")
 FINETUNE_KEYS = ("epochs", "distill", "temperature", "alpha", "lr", "batch_size", "seed")
 
@@ -36,6 +38,13 @@ def known_criteria() -> tuple[str, ...]:
     from analysis.importance.base import CRITERIA
 
     return CRITERIA
+
+
+def _whole_number(v: Any) -> bool:
+    """A finite whole number (not a bool): `int(inf)` and `int(nan)` raise, so check finiteness first."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) or (math.isfinite(v) and v == int(v))
 
 
 def _where(layer: str | None) -> str:
@@ -53,7 +62,7 @@ def _check_prune(value: Any, layer: str | None) -> float:
 
 
 def _check_bits(value: Any, layer: str | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+    if not _whole_number(value):
         raise WorkbenchError(f"{_where(layer)}: bits must be a whole number, got {value!r}")
     bits = int(value)
     if bits != UNTOUCHED_BITS and not MIN_BITS <= bits <= MAX_BITS:
@@ -140,10 +149,12 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def whole(name: str, minimum: int) -> None:
+        def whole(name: str, minimum: int, maximum: int) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or v < minimum:
-                raise WorkbenchError(f"finetune: {name} must be a whole number >= {minimum}, got {v!r}")
+            if not _whole_number(v) or not minimum <= v <= maximum:
+                raise WorkbenchError(
+                    f"finetune: {name} must be a whole number in {minimum}..{maximum}, got {v!r}"
+                )
             object.__setattr__(self, name, int(v))
 
         def number(name: str, low: float, high: float, low_open: bool) -> None:
@@ -155,9 +166,10 @@ class FinetuneSettings:
                 raise WorkbenchError(f"finetune: {name} must be a number in {interval}, got {v!r}")
             object.__setattr__(self, name, float(v))
 
-        whole("epochs", 0)
-        whole("batch_size", 1)
-        whole("seed", 0)
+        # Upper bounds: a typo such as 1e12 epochs would otherwise run until the machine is switched off.
+        whole("epochs", 0, MAX_EPOCHS)
+        whole("batch_size", 1, MAX_BATCH_SIZE)
+        whole("seed", 0, 2**63 - 1)
         number("temperature", 0.0, 1e6, True)
         number("alpha", 0.0, 1.0, False)
         number("lr", 0.0, 10.0, True)
@@ -288,18 +300,19 @@ class CompressionPlan:
         unknown = sorted(set(data) - {"default", "layers", "finetune", "about"})
         if unknown:
             raise WorkbenchError(f"plan: unknown key {unknown[0]!r}: use 'default', 'layers' and 'finetune'")
+        # Absent or null means "nothing set"; any other non-object (0, "", []) is an error, not "empty".
         return cls(
-            default=data.get("default") or {},
-            layers=data.get("layers") or {},
-            finetune=data.get("finetune") or {},
+            default={} if data.get("default") is None else data["default"],
+            layers={} if data.get("layers") is None else data["layers"],
+            finetune={} if data.get("finetune") is None else data["finetune"],
         )
 
     @classmethod
     def from_json(cls, text: str) -> CompressionPlan:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"the plan is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise WorkbenchError(f"the plan is not valid JSON: {str(exc)[:200]}") from exc
         return cls.from_dict(data)
 
     @classmethod

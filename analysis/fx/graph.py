@@ -75,6 +75,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.concurrency import symbolic_trace
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult
 
@@ -146,7 +147,7 @@ def trace_model(model: nn.Module) -> fx.GraphModule:
     weight changes on the model are seen by the graph. Raises WorkbenchError saying why tracing failed.
     """
     try:
-        gm = fx.symbolic_trace(model)
+        gm = symbolic_trace(model)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise WorkbenchError(

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from analysis.concurrency import symbolic_trace
 from analysis.importance.base import out_channels, prunable_layers
 
 NORM_MODULES: tuple[type[nn.Module], ...] = (
@@ -257,7 +258,7 @@ def _layer_outputs(
 def trace(model: nn.Module) -> tuple[fx.GraphModule | None, str | None]:
     """The fx-traced graph of `model` (sharing its modules), or None and the reason tracing failed."""
     try:
-        return fx.symbolic_trace(model), None
+        return symbolic_trace(model), None
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, f"torch.fx could not trace the model ({reason[:160]})"

@@ -397,6 +397,14 @@ def rank_channels(
         slow = [n for n, m in result.method.items() if m == "full forward per channel"]
         if slow:
             notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
+    for c, per_layer in scores.items():
+        # bn-scale is NaN by design where a layer has no norm; anything else non-finite is broken input.
+        bad = [n for n, t in per_layer.items() if not torch.isfinite(t).all() and c != "bn-scale"]
+        if bad:
+            raise WorkbenchError(
+                f"criterion {c!r} gave NaN or infinite scores for {bad[0]!r}: "
+                "the model or the data holds NaN/Inf (check weights and inputs)"
+            )
     no_norm = has_nan_scores(scores["bn-scale"]) if "bn-scale" in scores else []
     if no_norm:
         notes.append(f"bn-scale is NaN for layers without a following per-channel norm: {', '.join(no_norm)}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from analysis.concurrency import private_copy
 from analysis.errors import WorkbenchError
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
@@ -172,6 +173,7 @@ def _simulates_exactly(module: nn.Module) -> bool:
 
 def final_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
     """The layers whose outputs are the model's outputs: the last prunable layer the forward pass runs."""
+    model = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = [
@@ -219,6 +221,7 @@ def find_groups(
     """
     import torch_pruning as tp
 
+    model = private_copy(model)  # the graph is built with hooks and requires_grad flips: on a private copy
     module_names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(module_names.values())}
     ignored_names = set(final_layers(model, example_inputs)) | set(ignored_layers or ())

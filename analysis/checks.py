@@ -1,0 +1,134 @@
+"""Input and result checks shared by data loading, evaluation and the command line.
+
+Each check raises `WorkbenchError` with one line that says what is wrong and what to do, so bad input
+fails at load time with a message instead of deep inside torch (an IndexError, a reduction over zero
+samples) or, worse, as a NaN written into a result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from analysis.errors import WorkbenchError
+
+
+def check_batch_size(batch_size: int, what: str = "batch size") -> int:
+    """`batch_size` if it is a whole number of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise WorkbenchError(f"{what} must be a whole number of at least 1, got {batch_size!r}")
+    return batch_size
+
+
+def check_split(x: torch.Tensor, y: torch.Tensor, where: str, names: tuple[str, str] = ("x", "y")) -> None:
+    """One split: at least one sample, as many labels as inputs, float finite inputs, integer labels >= 0."""
+    xn, yn = names
+    if x.ndim < 1 or len(x) == 0:
+        raise WorkbenchError(f"{where}: {xn!r} has no samples: give at least one")
+    if y.ndim != 1:
+        raise WorkbenchError(
+            f"{where}: {yn!r} must be one integer label per sample (shape N), got {tuple(y.shape)}"
+        )
+    if len(x) != len(y):
+        raise WorkbenchError(
+            f"{where}: {len(x)} samples in {xn!r} but {len(y)} labels in {yn!r}: they must match"
+        )
+    if not x.dtype.is_floating_point:
+        raise WorkbenchError(f"{where}: {xn!r} must be floating point, got {x.dtype} (convert it to float32)")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise WorkbenchError(f"{where}: {yn!r} must hold integer class labels, got {y.dtype}")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        first = int(bad.reshape(len(x), -1).any(dim=1).nonzero()[0, 0])
+        raise WorkbenchError(
+            f"{where}: {xn!r} holds {int(bad.sum())} NaN or infinite values (first in sample {first}): "
+            "clean the data first"
+        )
+    if int(y.min()) < 0:
+        raise WorkbenchError(
+            f"{where}: {yn!r} holds a negative label ({int(y.min())}): labels are 0..classes-1"
+        )
+
+
+def check_dataset(data: Any) -> None:
+    """Both splits of a `Dataset` (evaluation `x`/`y`, training `x_train`/`y_train`), and matching shapes."""
+    check_split(data.x, data.y, data.spec)
+    check_split(data.x_train, data.y_train, data.spec, ("x_train", "y_train"))
+    if data.x_train.shape[1:] != data.x.shape[1:]:
+        raise WorkbenchError(
+            f"{data.spec}: 'x_train' samples are {tuple(data.x_train.shape[1:])}, "
+            f"'x' samples {tuple(data.x.shape[1:])}: they must match"
+        )
+
+
+def check_labels_tensor(y: torch.Tensor, num_outputs: int, where: str = "the data") -> None:
+    """Every label in `y` is a valid index into `num_outputs` model outputs."""
+    if len(y) == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_outputs:
+        bad = high if high >= num_outputs else low
+        raise WorkbenchError(
+            f"{where} has label {bad} but the model has {num_outputs} outputs (labels 0..{num_outputs - 1}): "
+            "use data made for this model"
+        )
+
+
+def check_labels(data: Any, num_outputs: int | None) -> None:
+    """Labels of both splits of `data` lie in 0..num_outputs-1 (skipped where `num_outputs` is unknown)."""
+    if num_outputs is None:
+        return
+    check_labels_tensor(data.y, num_outputs, data.spec)
+    check_labels_tensor(data.y_train, num_outputs, f"{data.spec} (training split)")
+
+
+def model_outputs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int | None:
+    """Number of classes a classifier outputs (last dim of one forward pass), or None if not (N, C)."""
+    from analysis.concurrency import eval_view
+
+    try:
+        with torch.inference_mode():
+            out = eval_view(model)(torch.zeros(1, *input_shape))
+    except Exception:  # not our job to diagnose here: the analysis that runs it will say what broke
+        return None
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+
+
+def non_finite_keys(payload: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every NaN or infinite float in a nested dict/list payload."""
+    found: list[str] = []
+    if isinstance(payload, float):
+        if not math.isfinite(payload):
+            found.append(prefix or "(value)")
+    elif isinstance(payload, Mapping):
+        for k, v in payload.items():
+            found += non_finite_keys(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(payload, (list, tuple)):
+        for i, v in enumerate(payload):
+            found += non_finite_keys(v, f"{prefix}[{i}]")
+    return found
+
+
+def check_finite_result(payload: Any, what: str = "result") -> None:
+    """Raise if a result holds NaN or infinite numbers (a diverged model or broken input, never a value)."""
+    bad = non_finite_keys(payload)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise WorkbenchError(
+            f"the {what} is not a finite number ({shown}): check the data and the model for NaN/Inf"
+        )
+
+
+__all__ = [
+    "check_batch_size",
+    "check_dataset",
+    "check_finite_result",
+    "check_labels",
+    "check_labels_tensor",
+    "check_split",
+    "model_outputs",
+    "non_finite_keys",
+]
