@@ -63,6 +63,10 @@ class LatencyResult:
     cpu: str
     kind: str = "real"
     times_ms: list[float] = field(default_factory=list, repr=False)
+    # Which runtime ran the forward passes (CONTRACT section 6): its name, version and execution provider.
+    runtime: str = "eager"
+    runtime_version: str = ""
+    provider: str = "CPU"
 
     @property
     def spread(self) -> float:
@@ -95,7 +99,16 @@ class LatencyResult:
         return d
 
     @classmethod
-    def from_times(cls, times_ms: list[float], batch_size: int, threads: int, kind: str = "real"):
+    def from_times(
+        cls,
+        times_ms: list[float],
+        batch_size: int,
+        threads: int,
+        kind: str = "real",
+        runtime: str = "eager",
+        runtime_version: str | None = None,
+        provider: str = "CPU",
+    ):
         arr = np.asarray(times_ms, dtype=float)
         return cls(
             median_ms=float(np.median(arr)),
@@ -108,6 +121,9 @@ class LatencyResult:
             cpu=cpu_name(),
             kind=kind,
             times_ms=[float(t) for t in arr],
+            runtime=runtime,
+            runtime_version=torch.__version__ if runtime_version is None else runtime_version,
+            provider=provider,
         )
 
 

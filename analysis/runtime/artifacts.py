@@ -1,0 +1,244 @@
+"""Deployable artifacts: save a (compressed) model in the format its suffix names, and load it back.
+
+- `.onnx`: the ONNX model ONNX Runtime runs (int8 where quantized, when given the quantized bytes);
+- `.pt2`: a `torch.export` program (`torch.export.save`), which loads without the model's source code;
+- `.pruned.safetensors` (`PRUNED_SUFFIX`): the safe format for pruned models. The file is a plain
+  safetensors file: the weights, plus JSON metadata with the model spec and every module attribute that
+  pruning changed (`out_channels`, `in_features`, `num_features`, ...). Loading builds the architecture from
+  its spec, sets those attributes, gives each parameter and buffer its saved shape and loads the weights
+  strictly: nothing is unpickled. (Torch-Pruning's `tp.state_dict` records the same shapes, but
+  `tp.load_state_dict` expects the dict from `torch.save`, i.e. a pickle.) The double suffix keeps the
+  file a valid `.safetensors` for any reader while telling it apart from a plain `--weights` file.
+- `.pt`/`.pth`: the pickled module (`analysis.compress.save_model`); loading needs `--trust-pickle`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from analysis.errors import WorkbenchError
+from analysis.io import write_atomic
+
+PRUNED_SUFFIX = ".pruned.safetensors"
+PRUNED_FORMAT = "analysis.pruned/1"
+ARTIFACT_SUFFIXES = (".onnx", ".pt2", PRUNED_SUFFIX, ".pt", ".pth")
+
+
+def artifact_kind(path: str | Path) -> str | None:
+    """`onnx`, `pt2`, `pruned` or `pickle` for a path by its suffix; None for anything else."""
+    name = str(path).lower()
+    if name.endswith(PRUNED_SUFFIX):
+        return "pruned"
+    if name.endswith(".onnx"):
+        return "onnx"
+    if name.endswith(".pt2"):
+        return "pt2"
+    if name.endswith((".pt", ".pth")):
+        return "pickle"
+    return None
+
+
+def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Tensor:
+    from analysis.latency import example_batch
+    from analysis.specs import model_input_shape
+
+    return example_batch(model_input_shape(model, input_shape), 2)
+
+
+def export_program(model: nn.Module, example_input: torch.Tensor) -> torch.export.ExportedProgram:
+    """`torch.export.export` of a private eval-mode copy, batch dimension dynamic."""
+    from analysis.pruning import copy_model
+
+    work = copy_model(model).eval()
+    try:
+        return torch.export.export(work, (example_input,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as exc:
+        from analysis.runtime.onnx import _first_line, failed_op
+
+        op = failed_op(exc)
+        raise WorkbenchError(
+            f"torch.export failed{' at ' + op if op else ''}: {_first_line(exc)}; save as "
+            f"{PRUNED_SUFFIX} or .pt instead"
+        ) from exc
+
+
+def _simple(value) -> bool:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return True
+    return isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value)
+
+
+def _attributes(module: nn.Module) -> dict:
+    """The plain public attributes of a module (sizes, strides, groups, ...), the way Torch-Pruning's
+    `tp.state_dict` records them, minus anything that is not JSON."""
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(module).items()
+        if not k.startswith("_") and k != "training" and _simple(v)
+    }
+
+
+def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
+    """Write `model` (its spec's architecture, possibly pruned) as weights + JSON metadata, no pickle."""
+    from safetensors.torch import save_file
+
+    from analysis.specs import load_model
+
+    if not spec or artifact_kind(spec) is not None:
+        raise WorkbenchError(
+            f"the {PRUNED_SUFFIX} format rebuilds the model from its spec (zoo:..., module:callable, "
+            f"torchvision:...), and {spec!r} is not one: save as .pt2 or .onnx instead"
+        )
+    original = load_model(spec)
+    own = dict(original.named_modules())
+    changed: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if name not in own or type(own[name]) is not type(module):
+            raise WorkbenchError(
+                f"module {name or '(root)'} does not match the architecture {spec} builds: the "
+                f"{PRUNED_SUFFIX} format stores pruned shapes, not new layers; save as .pt2 instead"
+            )
+        before, after = _attributes(own[name]), _attributes(module)
+        diff = {k: v for k, v in after.items() if before.get(k) != v}
+        if diff:
+            changed[name] = diff
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": PRUNED_FORMAT, "spec": spec, "attributes": json.dumps(changed)}
+    return write_atomic(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """The model a `save_pruned` file holds: built from its spec, reshaped, weights loaded strictly."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from analysis.specs import apply_weights, load_model
+
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:
+        raise WorkbenchError(f"cannot read {path} as safetensors: {exc}".splitlines()[0]) from exc
+    if meta.get("format") != PRUNED_FORMAT:
+        raise WorkbenchError(
+            f"{path} has no {PRUNED_FORMAT} metadata: a plain weights file goes in --weights next to --model"
+        )
+    model = load_model(meta["spec"])
+    for name, attrs in json.loads(meta.get("attributes", "{}")).items():
+        module = model.get_submodule(name)
+        for key, value in attrs.items():
+            current = getattr(module, key, None)
+            setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
+    for key, tensor in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        current = getattr(owner, attr, None)
+        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
+            continue
+        if isinstance(current, nn.Parameter):
+            setattr(owner, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        else:
+            owner.register_buffer(attr, torch.empty_like(tensor))
+    apply_weights(model, state, str(path))
+    return model.eval()
+
+
+class _ExportedModule(nn.Module):
+    """Holds a `torch.export` program's module. Exported modules refuse `.eval()`/`.train()`, which the
+    library's evaluation calls; the program is fixed in inference behaviour anyway, so the mode is only
+    recorded here."""
+
+    def __init__(self, program_module: nn.Module, input_shape: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.program = program_module
+        if input_shape:
+            self.input_shape = input_shape
+
+    def train(self, mode: bool = True) -> _ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def save_artifact(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    spec: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    onnx_bytes: bytes | None = None,
+) -> Path:
+    """Save `model` in the format `path`'s suffix names (module docstring). For `.onnx`, `onnx_bytes` (e.g.
+    the int8 model) is written as is when given; otherwise the model is exported. `spec` is needed for
+    the pruned format; `input_shape` (per sample) where the model does not declare it."""
+    path = Path(path)
+    kind = artifact_kind(path)
+    if kind == "pruned":
+        return save_pruned(model, spec or "", path)
+    if kind == "pickle":
+        from analysis.compress import save_model
+
+        return save_model(model, path)
+    if kind == "onnx":
+        if onnx_bytes is None:
+            from analysis.runtime.onnx import export_onnx
+
+            onnx_bytes = export_onnx(model, _example(model, input_shape), check=False).model_bytes
+        return write_atomic(path, lambda tmp: Path(tmp).write_bytes(onnx_bytes))
+    if kind == "pt2":
+        program = export_program(model, _example(model, input_shape))
+        return write_atomic(path, lambda tmp: torch.export.save(program, tmp))
+    raise WorkbenchError(
+        f"cannot tell the format of {path.name}: use .onnx, .pt2, {PRUNED_SUFFIX} or .pt (pickle)"
+    )
+
+
+def load_artifact(path: str | Path, threads: int | None = None) -> nn.Module:
+    """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
+    (`threads` intra-op threads), `.pt2` as the exported program, `.pruned.safetensors` rebuilt."""
+    path = Path(path)
+    kind = artifact_kind(path)
+    if kind not in ("onnx", "pt2", "pruned"):
+        raise WorkbenchError(f"{path.name} is not a saved artifact: use .onnx, .pt2 or {PRUNED_SUFFIX}")
+    if not path.exists():
+        raise WorkbenchError(f"model file not found: {path}")
+    if kind == "pruned":
+        return load_pruned(path)
+    if kind == "onnx":
+        from analysis.runtime.onnx import OnnxModule
+
+        return OnnxModule(path.read_bytes(), threads)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise WorkbenchError(f"cannot load {path} as a torch.export program: {exc}".splitlines()[0]) from exc
+    shape = None
+    spec = program.graph_signature.user_inputs
+    if spec:
+        node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec[0]), None)
+        val = node.meta.get("val") if node is not None else None
+        if val is not None and all(isinstance(d, int) for d in val.shape[1:]):
+            shape = tuple(val.shape[1:])
+    return _ExportedModule(program.module(), shape)
+
+
+__all__ = [
+    "ARTIFACT_SUFFIXES",
+    "PRUNED_SUFFIX",
+    "artifact_kind",
+    "export_program",
+    "load_artifact",
+    "load_pruned",
+    "save_artifact",
+    "save_pruned",
+]

@@ -1,0 +1,229 @@
+"""Runtimes: what runs a model's forward passes when we evaluate and time it (CONTRACT section 6).
+
+A `Runtime` turns an `nn.Module` into a `Prepared` model: eager PyTorch runs a private copy of the module,
+ONNX Runtime runs the module exported with the dynamo exporter. Every `Prepared` also offers `as_module()`,
+an `nn.Module` whose forward goes through the runtime, so `analysis.evaluate` and `analysis.latency` run it
+unchanged: the same batches, the same warm-up and the same alternating timing rounds as eager models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.evaluate import EvalResult, evaluate
+from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, measure_latency
+
+Progress = Callable[[int, int], None]
+REAL, SIMULATED = "real", "simulated"
+
+
+@runtime_checkable
+class Prepared(Protocol):
+    """A model ready to run on one runtime. `kind` is `real` when the kernels timed are the ones a deployment
+    runs (float, or real int8), `simulated` when quantized weights run as float."""
+
+    runtime: str
+    version: str
+    provider: str
+    kind: str
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch `x` (float32, batch first), as a torch tensor."""
+        ...
+
+    def as_module(self) -> nn.Module:
+        """An `nn.Module` whose forward is `run`, for code that takes modules."""
+        ...
+
+
+class Runtime(ABC):
+    """Something that runs models: a name, its version and execution provider, and `prepare`."""
+
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def provider(self) -> str: ...
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None) -> Prepared:
+        """A `Prepared` model; `model` itself is never changed. `threads`: intra-op threads (None: as set)."""
+
+
+class _RunModule(nn.Module):
+    """Calls a `Prepared`'s `run`; holds no parameters."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__()
+        self.prepared = prepared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prepared.run(x)
+
+
+@dataclasses.dataclass
+class EagerPrepared:
+    """A private eval-mode copy of the model, run by PyTorch under inference mode."""
+
+    model: nn.Module
+    kind: str = REAL
+    runtime: str = "eager"
+    version: str = torch.__version__
+    provider: str = "CPU"
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(x)
+
+    def as_module(self) -> nn.Module:
+        return self.model
+
+
+class EagerRuntime(Runtime):
+    """PyTorch eager mode: the model as written."""
+
+    name = "eager"
+
+    @property
+    def version(self) -> str:
+        return torch.__version__
+
+    @property
+    def provider(self) -> str:
+        return "CPU"
+
+    def prepare(
+        self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None
+    ) -> EagerPrepared:
+        from analysis.pruning import copy_model
+
+        return EagerPrepared(copy_model(model).eval())
+
+
+def _onnxruntime() -> Runtime:
+    from analysis.runtime.onnx import OnnxRuntime
+
+    return OnnxRuntime()
+
+
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": _onnxruntime}
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called `name` (`eager` or `onnxruntime`)."""
+    key = name.strip().lower()
+    if key not in RUNTIMES:
+        raise WorkbenchError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+    return RUNTIMES[key]()
+
+
+def _module(prepared: Prepared) -> nn.Module:
+    return prepared.as_module() if hasattr(prepared, "as_module") else _RunModule(prepared)
+
+
+def evaluate_runtime(
+    prepared: Prepared,
+    data: Dataset,
+    split: str = "test",
+    batch_size: int = 256,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Accuracy in [0, 1], mean cross-entropy (nats) and samples seen, with every batch run by the runtime:
+    the same batches, in the same order, as `analysis.evaluate`."""
+    return evaluate(_module(prepared), data, split, batch_size, limit, progress)
+
+
+def _label(result: LatencyResult, prepared: Prepared, kind: str | None = None) -> LatencyResult:
+    return dataclasses.replace(
+        result,
+        kind=kind or prepared.kind,
+        runtime=prepared.runtime,
+        runtime_version=prepared.version,
+        provider=prepared.provider,
+    )
+
+
+def measure_runtime_latency(
+    prepared: Prepared,
+    input_shape: tuple[int, ...],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+    runs: int = 30,
+    warmup: int = 5,
+    progress: Progress | None = None,
+) -> LatencyResult:
+    """Median, p10 and p90 wall time (ms) of one batch through the runtime, with `analysis.latency`'s
+    protocol; the result names the runtime, its version, its execution provider and real/simulated.
+
+    For ONNX Runtime the intra-op threads are fixed when the session is made (`prepare(..., threads)`):
+    give the same number here, so the result's `threads` says what ran."""
+    result = measure_latency(
+        _module(prepared), input_shape, batch_size, threads, runs, warmup, progress, kind=prepared.kind
+    )
+    return _label(result, prepared)
+
+
+def compare_runtime_latency(
+    prepared: Mapping[str, Prepared],
+    input_shape: tuple[int, ...],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+    rounds: int = 10,
+    runs_per_round: int = 5,
+    warmup: int = 5,
+    progress: Progress | None = None,
+) -> dict[str, LatencyResult]:
+    """Time several prepared models (any runtimes) in alternating rounds, as `compare_latency` does, so
+    drift on a busy machine hits them all alike; each result carries its own runtime labels."""
+    modules = {name: _module(p) for name, p in prepared.items()}
+    results = compare_latency(
+        modules,
+        input_shape,
+        batch_size=batch_size,
+        threads=threads,
+        rounds=rounds,
+        runs_per_round=runs_per_round,
+        warmup=warmup,
+        kinds={name: p.kind for name, p in prepared.items()},
+        progress=progress,
+    )
+    return {name: _label(r, prepared[name]) for name, r in results.items()}
+
+
+def prepare(
+    model: nn.Module, runtime: str | Runtime, input_shape: tuple[int, ...], threads: int | None = None
+) -> Prepared:
+    """`model` ready on `runtime` (a name or a Runtime), with a fixed example batch of `input_shape`."""
+    from analysis.latency import example_batch
+
+    rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+    return rt.prepare(model, example_batch(input_shape, 2), threads)
+
+
+__all__ = [
+    "REAL",
+    "RUNTIMES",
+    "SIMULATED",
+    "EagerPrepared",
+    "EagerRuntime",
+    "Prepared",
+    "Runtime",
+    "compare_runtime_latency",
+    "evaluate_runtime",
+    "get_runtime",
+    "measure_runtime_latency",
+    "prepare",
+]

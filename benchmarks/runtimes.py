@@ -1,0 +1,149 @@
+"""Runtimes on the zoo: eager fp32, ONNX Runtime fp32 and ONNX Runtime int8 (static QDQ, every Conv/Linear),
+at batch 1 and 32; plus 50% of filters removed (each group, l1) in eager, ONNX Runtime fp32 and ONNX Runtime
+int8, all timed in the same alternating rounds against the eager original. Prints latency, accuracy (each
+runtime's own, on the evaluation split), size, speedup and efficiency = speedup / MAC reduction.
+
+    python benchmarks/runtimes.py [--models zoo:digits-cnn ...] [--threads 1] [--finetune-epochs 3]
+
+Targets (issue 12): digits-cnn at batch 32, 1 thread: ORT int8 >= 2x faster than ORT fp32 within 0.5
+points; 50% filters + int8 on ORT >= 10x faster than the eager original (with 3 epochs of fine-tuning +
+distillation before quantization, within 1 point); 50% filters on ORT: efficiency >= 0.85 (digits-cnn) and
+>= 0.7 (digits-resnet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from torch import nn  # noqa: E402
+
+from analysis import load_data, load_model  # noqa: E402
+from analysis.cost import size_bytes, summarize  # noqa: E402
+from analysis.pruning import copy_model, prune_structured, pruning_groups  # noqa: E402
+from analysis.runtime import compare_runtime_latency, evaluate_runtime, get_runtime  # noqa: E402
+from analysis.runtime.int8 import prepare_int8  # noqa: E402
+
+VARIANTS = ("eager", "ort", "ort_int8", "p50_eager", "p50_ort", "p50_ort_int8")
+
+
+def _layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+
+
+def pruned_copy(model: nn.Module, data, epochs: int) -> nn.Module:
+    """50% of each group's filters removed (l1), optionally fine-tuned with distillation from `model`."""
+    work = copy_model(model).eval()
+    groups = pruning_groups(work, data.input_shape)
+    prune_structured(work, {g.name: 0.5 for g in groups}, data.input_shape, groups=groups)
+    if epochs > 0:
+        from analysis.finetune import finetune
+        from analysis.plan import FinetuneSettings
+
+        finetune(work, data, FinetuneSettings(epochs=epochs, distill=True), teacher=model, inplace=True)
+    return work.eval()
+
+
+def run_model(spec: str, data, threads: int, rounds: int, epochs: int, calibration: str) -> list[dict]:
+    model = load_model(spec)
+    small = pruned_copy(model, data, epochs)
+    x = data.x_train[:2]
+    eager, onnx_rt = get_runtime("eager"), get_runtime("onnxruntime")
+    int8, q = prepare_int8(model, data, _layers(model), threads, calibration)
+    p_int8, pq = prepare_int8(small, data, _layers(small), threads, calibration)
+    prepared = {
+        "eager": eager.prepare(model, x, threads),
+        "ort": onnx_rt.prepare(model, x, threads),
+        "ort_int8": int8,
+        "p50_eager": eager.prepare(small, x, threads),
+        "p50_ort": onnx_rt.prepare(small, x, threads),
+        "p50_ort_int8": p_int8,
+    }
+    macs = {
+        "": summarize(model, data.input_shape).total_macs,
+        "p50": summarize(small, data.input_shape).total_macs,
+    }
+    sizes = {
+        "eager": size_bytes(model),
+        "ort": len(prepared["ort"].model_bytes),
+        "ort_int8": len(q.model_bytes),
+        "p50_eager": size_bytes(small),
+        "p50_ort": len(prepared["p50_ort"].model_bytes),
+        "p50_ort_int8": len(pq.model_bytes),
+    }
+    accuracy = {name: evaluate_runtime(p, data).accuracy for name, p in prepared.items()}
+    rows = []
+    for batch in (1, 32):
+        timings = compare_runtime_latency(
+            prepared, data.input_shape, batch, threads, rounds=rounds, warmup=10
+        )
+        base = timings["eager"].median_ms
+        for name in VARIANTS:
+            t = timings[name]
+            mac_red = macs[""] / macs["p50" if name.startswith("p50") else ""]
+            same_runtime = timings[name.removeprefix("p50_")].median_ms  # the unpruned model on this runtime
+            rows.append(
+                {
+                    "model": spec.removeprefix("zoo:"),
+                    "variant": name,
+                    "batch": batch,
+                    "latency_ms": round(t.median_ms, 3),
+                    "p10_ms": round(t.p10_ms, 3),
+                    "p90_ms": round(t.p90_ms, 3),
+                    "accuracy": round(100 * accuracy[name], 2),
+                    "size_kb": round(sizes[name] / 1024, 1),
+                    "speedup_vs_eager": round(base / t.median_ms, 2),
+                    "mac_red": round(mac_red, 2),
+                    "efficiency": round(same_runtime / t.median_ms / mac_red, 2) if mac_red > 1 else None,
+                    "runtime": f"{t.runtime} {t.runtime_version} {t.provider}",
+                    "kind": t.kind,
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["zoo:digits-cnn", "zoo:digits-resnet",
+                                                         "zoo:digits-mobilenet", "zoo:digits-mlp"])  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=20, help="alternating timing rounds (5 runs each)")
+    parser.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune + distill the pruned model")
+    parser.add_argument("--calibration", default="minmax", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    data = load_data("digits")
+    cols = ("model", "variant", "batch", "latency_ms", "p10_ms", "p90_ms", "accuracy", "size_kb",
+            "speedup_vs_eager", "mac_red", "efficiency")  # fmt: skip
+    print(" | ".join(cols))
+    rows = []
+    for spec in args.models:
+        for r in run_model(spec, data, args.threads, args.rounds, args.finetune_epochs, args.calibration):
+            rows.append(r)
+            print(" | ".join(str(r[c]) for c in cols), flush=True)
+    if rows:
+        print(f"runtimes: {rows[0]['runtime']} / {rows[1]['runtime']}; all latencies {rows[0]['kind']}")
+    for r32 in (r for r in rows if r["batch"] == 32 and r["model"] == "digits-cnn"):
+        if r32["variant"] == "ort_int8":
+            ort = next(
+                r for r in rows if r["batch"] == 32 and r["model"] == "digits-cnn" and r["variant"] == "ort"
+            )
+            print(f"digits-cnn b32: int8 vs ORT fp32 = {ort['latency_ms'] / r32['latency_ms']:.2f}x (target >= 2), "
+                  f"accuracy {r32['accuracy'] - ort['accuracy']:+.2f} pt (target within 0.5)")  # fmt: skip
+        if r32["variant"] == "p50_ort_int8":
+            print(f"digits-cnn b32: 50% filters + int8 on ORT vs eager original = {r32['speedup_vs_eager']}x "
+                  "(target >= 10)")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
