@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "analysis.commands_rank",
     "analysis.commands_compress",
     "analysis.commands_sensitivity",
+    "analysis.store.runs_cli",
 ]
 
 
