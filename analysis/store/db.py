@@ -4,7 +4,8 @@ Where: `results.sqlite3` in the data directory, which is, first to last, the `pa
 `ResultsStore`, `$WORKBENCH_DATA_DIR`, or the user data directory (`platformdirs.user_data_dir`, else
 `$XDG_DATA_HOME/compression-workbench`, else `~/.local/share/compression-workbench`). Back it up with
 `sqlite3 results.sqlite3 ".backup copy.sqlite3"` (safe while the workbench is writing) or by copying the
-file while nothing runs.
+file while nothing runs. Keep the directory on a local disk: WAL mode needs shared memory, which network
+file systems do not give.
 
 Safety: the file is in WAL mode with a busy timeout, so app sessions and CLI processes may write at once;
 each record is one `BEGIN IMMEDIATE ... COMMIT`, so a run killed mid-write leaves no half-written row. The
@@ -453,6 +454,14 @@ class ResultsStore:
         from analysis.store.compare import compare
 
         return compare([self.get(i) for i in run_ids])
+
+    def compression_table(self, model: str | None = None, fingerprint: str | None = None) -> Any:
+        """`compare` over every complete or partial compression run of `model` / `fingerprint` (all runs when
+        neither is given), oldest first: the points of an accuracy-versus-latency scatter."""
+        from analysis.store.compare import COMPRESSION_KINDS, compare
+
+        infos = [r for r in self.list(model=model, fingerprint=fingerprint) if r.kind in COMPRESSION_KINDS]
+        return compare([self.get(r.id) for r in reversed(infos)]) if infos else None
 
     def integrity_check(self) -> str:
         """SQLite's own check of the file: 'ok' when sound."""
