@@ -188,23 +188,32 @@ def _info(row: sqlite3.Row) -> dict[str, Any]:
 
 def weights_digest(model: Any) -> str:
     """sha256 (hex) over the model's state_dict in name order: each name, dtype, shape and raw bytes."""
-    import torch
-
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
         digest.update(name.encode() + b"\0")
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu()
-            if t.is_quantized:
-                # Quantized tensors have no raw view: hash their scales and their integer values.
-                digest.update(repr(t).encode())
-                t = t.int_repr()
-            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            # A flat contiguous uint8 view reads the exact bytes of any dtype (bfloat16 included).
-            digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
+        _hash_value(digest, value)
     return digest.hexdigest()
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:
+            # Quantized tensors have no raw view: hash their scales (in the repr) and their integer values.
+            digest.update(repr(t).encode())
+            t = t.int_repr()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        # A flat contiguous uint8 view reads the exact bytes of any dtype (bfloat16 included), without a copy.
+        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, (tuple, list)):
+        # Packed parameters (dynamic int8 Linear) sit in the state_dict as tuples of tensors.
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _hash_value(digest, item)
+    else:
+        digest.update(repr(value).encode())
 
 
 def model_fingerprint(spec: str, model: Any) -> str:
