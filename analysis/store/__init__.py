@@ -1,0 +1,32 @@
+"""The results store (CONTRACT section 9): recorded runs, their comparison, and an optional MLflow sink."""
+
+from analysis.store.compare import compare, plan_diff
+from analysis.store.db import (
+    SCHEMA_VERSION,
+    ResultsStore,
+    Run,
+    RunInfo,
+    clean_json,
+    data_dir,
+    default_db_path,
+    machine_environment,
+    model_fingerprint,
+    summarize_result,
+    weights_digest,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ResultsStore",
+    "Run",
+    "RunInfo",
+    "clean_json",
+    "compare",
+    "data_dir",
+    "default_db_path",
+    "machine_environment",
+    "model_fingerprint",
+    "plan_diff",
+    "summarize_result",
+    "weights_digest",
+]
