@@ -1,0 +1,1 @@
+"""Compression methods: plans, pruning, quantization, fine-tuning, and the transforms beyond them."""
