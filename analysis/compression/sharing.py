@@ -368,7 +368,7 @@ def finetune_centroids(
     for w in weights.values():
         w.requires_grad_(True)
     labels = {name: s.labels.to(weights[name].device) for name, s in shared.items()}
-    for name, c in centroids.items():
+    for c in centroids.values():
         c.grad = torch.zeros_like(c)
     optimizer = torch.optim.SGD(list(centroids.values()), lr=lr, momentum=momentum)
     n = len(data.x_train)
