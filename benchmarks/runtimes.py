@@ -25,7 +25,7 @@ from torch import nn  # noqa: E402
 
 from analysis import load_data, load_model  # noqa: E402
 from analysis.cost import size_bytes, summarize  # noqa: E402
-from analysis.pruning import copy_model, prune_structured, pruning_groups  # noqa: E402
+from analysis.compression.pruning import copy_model, prune_structured, pruning_groups  # noqa: E402
 from analysis.runtime import compare_runtime_latency, evaluate_runtime, get_runtime  # noqa: E402
 from analysis.runtime.int8 import prepare_int8  # noqa: E402
 
@@ -42,8 +42,8 @@ def pruned_copy(model: nn.Module, data, epochs: int) -> nn.Module:
     groups = pruning_groups(work, data.input_shape)
     prune_structured(work, {g.name: 0.5 for g in groups}, data.input_shape, groups=groups)
     if epochs > 0:
-        from analysis.finetune import finetune
-        from analysis.plan import FinetuneSettings
+        from analysis.compression.finetune import finetune
+        from analysis.compression.plan import FinetuneSettings
 
         finetune(work, data, FinetuneSettings(epochs=epochs, distill=True), teacher=model, inplace=True)
     return work.eval()
