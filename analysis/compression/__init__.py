@@ -1,0 +1,1 @@
+"""Compression methods: plans applied one-shot, and global, iterative and sparsity-training schedules."""
