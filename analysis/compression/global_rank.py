@@ -119,7 +119,8 @@ def rank_globally(
         n = int(channels[name]) if channels is not None else len(s)
         removable = n - keep_at_least(n, min_keep, min_fraction)
         order = torch.argsort(s, stable=True)[:removable].tolist()  # a group can lose only its lowest ones
-        candidates.extend((float(s[c]), position, int(c), name) for c in order)
+        # A channel scored inf or NaN (no gamma to read, say) is never a candidate.
+        candidates.extend((float(s[c]), position, int(c), name) for c in order if math.isfinite(float(s[c])))
     candidates.sort(key=lambda t: (t[0], t[1], t[2]))
     return normalized, [(name, c) for _, _, c, name in candidates]
 

@@ -82,7 +82,9 @@ class ScheduleSettings:
     epoch are allowed for `epochs_per_step`. `strength` and `epochs` are the sparsity penalty's weight and
     training length (slimming, group-lasso); `threshold` prunes the channels whose |gamma| or group norm is
     below it instead of pruning to the target. `finetune_epochs` of recovery follow the last step.
-    `min_fraction`: every group keeps at least this fraction of its channels (and always one)."""
+    `min_fraction`: every group keeps at least this fraction of its channels (and always one); the default
+    0.1 stops global weight-norm rankings from cutting a wide layer down to one channel (measured: AGP with
+    L1 on digits-cnn left `classifier.0` 1 of 128 neurons and fell to 8% accuracy)."""
 
     method: str = "oneshot"
     criterion: str = "taylor"
@@ -96,7 +98,7 @@ class ScheduleSettings:
     finetune_epochs: int = 0
     structured: bool = True
     initial_sparsity: float = 0.0
-    min_fraction: float = 0.0
+    min_fraction: float = 0.1
     max_samples: int = 2048
     lr_schedule: str = "cosine"
 

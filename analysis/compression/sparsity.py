@@ -87,12 +87,20 @@ def sparsity_values(model: nn.Module, method: str, groups: Sequence[PruningGroup
 
 def channel_values(model: nn.Module, method: str, groups: Sequence[PruningGroup]) -> dict[str, torch.Tensor]:
     """Per group, the value a sparsity method prunes by (higher = kept): group-lasso norms, or for
-    slimming the sum over the group's out-members' following BatchNorms of |gamma| (`bn-scale`)."""
+    slimming the sum over the group's out-members' following BatchNorms of |gamma| (`bn-scale`; a group
+    with a layer that no BatchNorm follows gets +inf: slimming leaves it whole, as the paper does)."""
     if method == "group-lasso":
         return {name: t.double() for name, t in filter_norms(model, groups).items()}
+    from analysis.errors import WorkbenchError
     from analysis.pruning import channel_scores
 
-    return channel_scores(model, list(groups), dict.fromkeys((g.name for g in groups), "bn-scale"))
+    values = {}
+    for g in groups:  # a group without a BatchNorm after each of its layers has no gamma: it is not pruned
+        try:
+            values.update(channel_scores(model, [g], {g.name: "bn-scale"}))
+        except WorkbenchError:
+            values[g.name] = torch.full((g.channels,), float("inf"), dtype=torch.float64)
+    return values
 
 
 __all__ = [
