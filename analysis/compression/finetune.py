@@ -25,6 +25,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 
 Progress = Callable[[int, int], None]
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def distillation_loss(
@@ -83,6 +84,7 @@ def finetune(
     teacher: nn.Module | None = None,
     progress: Progress | None = None,
     inplace: bool = False,
+    lr_schedule: str = "constant",
 ) -> FinetuneResult:
     """Train `model` for `settings.epochs` epochs over `data`'s training split with Adam.
 
@@ -90,7 +92,10 @@ def finetune(
     without gradients, and is handed back in the mode it came in. The model is copied first unless
     `inplace` (for callers that own it); `torch.nn.utils.prune` masks on it stay in force throughout, so
     pruned weights stay zero. The model comes back in eval mode. `progress(done, total)` counts batches.
+    `lr_schedule`: `constant`, or `cosine` (the rate decays from `settings.lr` to 0 over all batches).
     """
+    if lr_schedule not in LR_SCHEDULES:
+        raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
     settings = settings or FinetuneSettings()
     if settings.distill and teacher is None:
         raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
@@ -106,6 +111,11 @@ def finetune(
     steps_per_epoch = (n + batch - 1) // batch
     total = settings.epochs * steps_per_epoch
     optimizer = torch.optim.Adam(params, lr=settings.lr)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+        if lr_schedule == "cosine"
+        else None
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     teacher_mode = teacher.training if teacher is not None else False
     losses: list[float] = []
@@ -135,6 +145,8 @@ def finetune(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     loss_sum += loss.item() * len(y)
                     correct += int((logits.argmax(dim=1) == y).sum())
                     done += 1

@@ -1,0 +1,129 @@
+"""The training loop the schedules share: a budget of batches (fractions of an epoch allowed), an optional
+penalty added to the loss (sparsity training), distillation from a teacher, a cosine learning-rate schedule,
+and a clean stop. `analysis.finetune.finetune` is the whole-epoch recovery the one-shot plans use; this loop
+exists because schedules fine-tune a few batches between steps and add a regularizer to the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.finetune import LR_SCHEDULES, distillation_loss
+from analysis.plan import FinetuneSettings
+
+Progress = Callable[[int, int], None]
+Penalty = Callable[[nn.Module], torch.Tensor]
+
+
+@dataclass
+class TrainLog:
+    """What one call trained: batches run, mean loss (nats, penalty included) and training accuracy in
+    [0, 1] over them, and whether `should_stop` cut it short."""
+
+    batches: int = 0
+    loss: float = float("nan")
+    accuracy: float = float("nan")
+    penalty: float = 0.0
+    stopped: bool = False
+    losses: list[float] = field(default_factory=list)
+
+
+def batches_for(epochs: float, n_samples: int, batch_size: int) -> int:
+    """Batches in `epochs` (fractions allowed) over `n_samples` at `batch_size`: round(epochs x per epoch)."""
+    per_epoch = (n_samples + batch_size - 1) // batch_size
+    return int(round(float(epochs) * per_epoch))
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    batches: int,
+    settings: FinetuneSettings,
+    *,
+    teacher: nn.Module | None = None,
+    penalty: Penalty | None = None,
+    lr_schedule: str = "cosine",
+    seed: int = 0,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainLog:
+    """Train `model` IN PLACE for `batches` Adam steps over shuffled training batches (epoch after epoch).
+
+    Loss: cross-entropy, or Hinton's distillation loss when `settings.distill` (then `teacher` is required,
+    run in eval mode without gradients), plus `penalty(model)` where given. `torch.nn.utils.prune` masks
+    stay in force. The model comes back in eval mode; the caller's RNG state is left alone.
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+    if settings.distill and teacher is None:
+        raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
+    log = TrainLog()
+    n = len(data.x_train)
+    if batches <= 0 or n == 0:
+        return log
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=batches)
+        if lr_schedule == "cosine"
+        else None
+    )
+    generator = torch.Generator().manual_seed(settings.seed + seed)
+    teacher_mode = teacher.training if teacher is not None else False
+    loss_sum, penalty_sum, correct, seen = 0.0, 0.0, 0, 0
+    order, cursor = torch.randperm(n, generator=generator), 0
+    try:
+        if teacher is not None:
+            teacher.eval()
+        model.train()
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed + seed)
+            for step in range(batches):
+                if should_stop is not None and should_stop():
+                    log.stopped = True
+                    break
+                if cursor >= n:
+                    order, cursor = torch.randperm(n, generator=generator), 0
+                idx = order[cursor : cursor + settings.batch_size]
+                cursor += settings.batch_size
+                x, y = data.x_train[idx], data.y_train[idx]
+                logits = model(x)
+                if settings.distill:
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+                    loss = distillation_loss(logits, teacher_logits, y, settings.temperature, settings.alpha)
+                else:
+                    loss = F.cross_entropy(logits, y)
+                if penalty is not None:
+                    extra = penalty(model)
+                    penalty_sum += float(extra.detach()) * len(y)
+                    loss = loss + extra
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                loss_sum += loss.item() * len(y)
+                log.losses.append(loss.item())
+                correct += int((logits.argmax(dim=1) == y).sum())
+                seen += len(y)
+                log.batches = step + 1
+                if progress:
+                    progress(step + 1, batches)
+    finally:
+        model.eval()
+        if teacher is not None:
+            teacher.train(teacher_mode)
+    if seen:
+        log.loss, log.accuracy, log.penalty = loss_sum / seen, correct / seen, penalty_sum / seen
+    return log
+
+
+__all__ = ["Penalty", "TrainLog", "batches_for", "train"]
