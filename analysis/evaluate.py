@@ -33,11 +33,20 @@ def evaluate(
     batch_size: int = 256,
     limit: int | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> EvalResult:
     """Accuracy and loss of `model` on `data`'s evaluation split (or `train`), under inference mode.
 
-    The model is put in eval mode and handed back in the mode it came in.
+    The model is put in eval mode and handed back in the mode it came in. `device` (auto, cpu, cuda[:N])
+    and `dtype` (float16, bfloat16) evaluate a private copy there instead; the loss is computed in float32.
     """
+    dev, cast = None, None
+    if device is not None or dtype is not None:
+        from analysis.devices import on_device, parse_dtype, resolve_device
+
+        dev, cast = resolve_device(device or "cpu"), parse_dtype(dtype)
+        model = on_device(model, dev, cast)
     was_training = model.training
     model.eval()
     correct, loss_sum, seen = 0, 0.0, 0
@@ -45,7 +54,11 @@ def evaluate(
     try:
         with torch.inference_mode():
             for x, y in data.batches(split, batch_size, limit):
-                logits = model(x)
+                if dev is not None:
+                    from analysis.devices import to_inputs
+
+                    x, y = to_inputs(x, dev, cast), y.to(dev)
+                logits = model(x).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
                 correct += (logits.argmax(dim=1) == y).sum().item()
                 seen += len(y)

@@ -104,13 +104,37 @@ def measure_latency(
     warmup: int = 5,
     progress: Progress | None = None,
     kind: str = "real",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> LatencyResult:
-    """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples."""
+    """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples.
+
+    `device` cuda[:N] (or auto with a GPU) times a private copy there with CUDA events after `warmup`
+    synchronized runs (`analysis.devices.cuda_times_ms`); `dtype` casts that copy (float16, bfloat16).
+    """
+    if device is not None or dtype is not None:
+        from analysis.devices import on_device, parse_dtype, resolve_device
+
+        dev = resolve_device(device or "cpu")
+        if dev.type == "cuda":
+            from analysis.devices import cuda_times_ms, to_inputs
+
+            work = on_device(model, dev, dtype).eval()
+            x = to_inputs(example_batch(input_shape, batch_size), dev, parse_dtype(dtype))
+            with torch.inference_mode():
+                times = cuda_times_ms(lambda: work(x), runs, warmup, dev)
+            if progress:
+                progress(runs, runs)
+            return LatencyResult.from_times(times, batch_size, torch.get_num_threads(), kind)
+        if dtype is not None:
+            model = on_device(model, dev, dtype)
     if runs < 1 or batch_size < 1:
         from analysis.errors import WorkbenchError
 
         raise WorkbenchError(f"runs and batch size must be at least 1 (got runs={runs}, batch={batch_size})")
     x = example_batch(input_shape, batch_size)
+    if dtype is not None:
+        x = x.to(parse_dtype(dtype))
     was_training = model.training
     model.eval()
     try:
