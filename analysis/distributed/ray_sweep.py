@@ -1,5 +1,7 @@
-"""Sensitivity sweeps, oracle rankings and criteria calibration as Ray tasks, one per layer (or group, or
-chunk of `layers_per_task` of them), with the model and the data put once in the object store.
+"""Sensitivity sweeps, oracle rankings and criteria calibration as Ray tasks over the layers (groups, for
+structured sweeps), with the model and the data put once in the object store. By default one task per
+worker slot, each taking every T-th layer (round-robin balances the expensive early layers);
+`layers_per_task=1` gives one task per layer.
 
 Each task runs the single-process function (`sensitivity_sweep` / `rank_channels`) restricted to its
 layers; the driver merges the per-layer curves and scores in the single-process order. Every point of a
@@ -19,6 +21,7 @@ data, read the same image paths (a shared file system): a streaming dataset trav
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -93,10 +96,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         raise WorkbenchError(f"cannot start or join Ray at {address or 'a local instance'}: {first}") from exc
 
 
-def _chunks(names: Sequence[str], size: int) -> list[list[str]]:
-    if size < 1:
+def _chunks(names: Sequence[str], size: int | None, slots: int) -> list[list[str]]:
+    """Split the units into tasks, round-robin (task k gets units k, k + T, ...), so that expensive units
+    (near the input, with the whole network downstream) spread over the tasks. `size` units per task, or
+    by default one task per worker slot: every task repeats one full forward pass per batch (the cached
+    prefix), so fewer, larger tasks cost less in all."""
+    if size is not None and size < 1:
         raise WorkbenchError(f"layers_per_task must be at least 1, got {size}")
-    return [list(names[i : i + size]) for i in range(0, len(names), size)]
+    tasks = math.ceil(len(names) / size) if size is not None else max(1, min(len(names), slots))
+    return [list(names[k::tasks]) for k in range(tasks) if names[k::tasks]]
+
+
+def _slots(threads_per_task: int) -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // max(1, threads_per_task)))
 
 
 def _sweep_chunk(model, data, names, kwargs, threads, fault):
@@ -131,21 +145,26 @@ def _run_tasks(
     progress: Progress | None,
     should_stop: Callable[[], bool] | None,
     fault: FaultPlan | None,
-) -> tuple[dict[int, Any], dict[str, str], list[str]]:
-    """Submit one task per chunk, collect as they finish: (results by chunk, failed {name: why}, stopped)."""
+) -> tuple[list[Any], dict[str, str], list[str]]:
+    """Submit one task per chunk, collect as they finish: (results, failed {name: why}, names not run).
+
+    A chunk of several layers that fails after its retries is resubmitted one task per layer, so only the
+    layer at fault is lost.
+    """
     import ray
 
     task = ray.remote(body).options(num_cpus=threads_per_task, max_retries=max_retries, retry_exceptions=True)
     model_ref, data_ref = ray.put(model), ray.put(data)  # once: every task reads the same objects
-    refs = {
-        task.remote(model_ref, data_ref, chunk, kwargs, threads_per_task, fault): i
-        for i, chunk in enumerate(chunks)
-    }
+
+    def submit(chunk: list[str]):
+        return task.remote(model_ref, data_ref, chunk, kwargs, threads_per_task, fault)
+
+    owners = {submit(chunk): chunk for chunk in chunks}
     total = sum(len(c) for c in chunks)
     done = 0
-    results: dict[int, Any] = {}
+    results: list[Any] = []
     failed: dict[str, str] = {}
-    pending = list(refs)
+    pending = list(owners)
     while pending:
         if should_stop is not None and should_stop():
             for ref in pending:
@@ -153,17 +172,21 @@ def _run_tasks(
             break
         ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
         for ref in ready:
-            i = refs[ref]
+            chunk = owners[ref]
             try:
-                results[i] = ray.get(ref)
-            except Exception as exc:  # retries exhausted: report the layers, keep the rest
-                why = _first_line(exc)
-                for name in chunks[i]:
-                    failed[name] = why
-            done += len(chunks[i])
+                results.append(ray.get(ref))
+            except Exception as exc:  # retries exhausted
+                if len(chunk) > 1:  # find the layer at fault: one task per layer, the others complete
+                    for name in chunk:
+                        single = submit([name])
+                        owners[single] = [name]
+                        pending.append(single)
+                    continue
+                failed[chunk[0]] = _first_line(exc)
+            done += len(chunk)
             if progress:
                 progress(done, total)
-    stopped = [n for ref in pending for n in chunks[refs[ref]]]
+    stopped = [n for ref in pending for n in owners[ref]]
     return results, failed, stopped
 
 
@@ -182,7 +205,7 @@ _LIST_NOTE_PREFIXES = (
 )
 
 
-def _merge_notes(per_task: Iterable[Iterable[str]]) -> list[str]:
+def _merge_notes(per_task: Iterable[Iterable[str]], order: Sequence[str]) -> list[str]:
     """Unique notes in order; notes that list layers after a known prefix are merged into one list."""
     from analysis.sensitivity import _few
 
@@ -200,6 +223,9 @@ def _merge_notes(per_task: Iterable[Iterable[str]]) -> list[str]:
                 lists[head] = []
                 out.append(head)  # placeholder, filled below
             lists[head] += [n for n in tail.split(", ") if n not in lists[head]]
+    rank = {name: i for i, name in enumerate(order)}
+    for names in lists.values():
+        names.sort(key=lambda n: rank.get(n, len(rank)))
     return [f"{n}: {_few(lists[n]) if n.startswith(_LIST_NOTE_PREFIXES[:2]) else ', '.join(lists[n])}"
             if n in lists else n for n in out]  # fmt: skip
 
@@ -254,7 +280,7 @@ def ray_sensitivity_sweep(
     address: str | None = None,
     num_cpus: int | None = None,
     threads_per_task: int = 1,
-    layers_per_task: int = 1,
+    layers_per_task: int | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     should_stop: Callable[[], bool] | None = None,
     fault: FaultPlan | None = None,
@@ -279,7 +305,7 @@ def ray_sensitivity_sweep(
     )
     if max_cache_bytes is not None:
         kwargs["max_cache_bytes"] = max_cache_bytes
-    chunks = _chunks(units, layers_per_task)
+    chunks = _chunks(units, layers_per_task, _slots(threads_per_task))
     results, failed, stopped = _run_tasks(
         _sweep_chunk,
         model,
@@ -295,12 +321,13 @@ def ray_sensitivity_sweep(
     if not results:
         why = next(iter(failed.values()), "stopped before any task finished")
         raise WorkbenchError(f"no layer of the sweep could be computed on Ray: {why}")
-    ordered = [results[i] for i in sorted(results)]
+    position = {name: i for i, name in enumerate(units)}
+    ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
     curves = {}
-    for i in sorted(results):
-        curves.update(results[i].layers)
+    for r in ordered:
+        curves.update(r.layers)
     curves = {name: curves[name] for name in units if name in curves}
-    notes = _merge_notes(r.notes for r in ordered)
+    notes = _merge_notes((r.notes for r in ordered), units)
     if failed:
         notes.append(
             f"failed on Ray after {max_retries} retries, not in the result: "
@@ -336,7 +363,7 @@ def ray_rank_channels(
     address: str | None = None,
     num_cpus: int | None = None,
     threads_per_task: int = 1,
-    layers_per_task: int = 1,
+    layers_per_task: int | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     should_stop: Callable[[], bool] | None = None,
     fault: FaultPlan | None = None,
@@ -368,7 +395,7 @@ def ray_rank_channels(
         _rank_chunk,
         model,
         data,
-        _chunks(units, layers_per_task),
+        _chunks(units, layers_per_task, _slots(threads_per_task)),
         kwargs,
         threads_per_task=threads_per_task,
         max_retries=max_retries,
@@ -379,7 +406,8 @@ def ray_rank_channels(
     if not results:
         why = next(iter(failed.values()), "stopped before any task finished")
         raise WorkbenchError(f"no layer could be ranked on Ray: {why}")
-    ordered = [results[i] for i in sorted(results)]
+    position = {name: i for i, name in enumerate(units)}
+    ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
     first = ordered[0]
     per_layer = {}
     features = {}
@@ -390,7 +418,7 @@ def ray_rank_channels(
         c: {n: torch.tensor(per_layer[n][c], dtype=torch.float64) for n in units if n in per_layer}
         for c in first.criteria
     }
-    notes = _merge_notes(r.notes for r in ordered)
+    notes = _merge_notes((r.notes for r in ordered), units)
     if failed:
         notes.append(
             f"failed on Ray after {max_retries} retries, not in the result: "
