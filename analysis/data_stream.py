@@ -219,6 +219,13 @@ class LazyImages:
         """Every image decoded into one tensor (for small folders only)."""
         return self[:]
 
+    def __getattr__(self, name: str):
+        # Any other tensor method (x.mean(...), x.numpy()) works on the decoded split, as code written for
+        # in-memory data expects; it decodes every image, so it is for small folders only.
+        if name.startswith("_") or not hasattr(torch.Tensor, name):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
     def __repr__(self) -> str:
         return f"LazyImages({len(self.files)} files, shape={tuple(self.shape)})"
 
