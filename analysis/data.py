@@ -108,9 +108,9 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from analysis.data_stream import mmap_safetensors  # memory-mapped: larger-than-RAM files work
 
-            return dict(load_file(str(path)))
+            return mmap_safetensors(path)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
                 return {k: torch.from_numpy(npz[k]) for k in npz.files}
@@ -198,5 +198,7 @@ def load_data(spec: str = "digits", input_shape: tuple[int, ...] | None = None) 
     if spec.startswith("tensors:"):
         return load_tensors(spec.removeprefix("tensors:"))
     if spec.startswith("imagefolder:"):
-        return load_imagefolder(spec.removeprefix("imagefolder:"), input_shape)
+        from analysis.data_stream import load_imagefolder_stream  # streamed; options in its docstring
+
+        return load_imagefolder_stream(spec.removeprefix("imagefolder:"), input_shape)
     raise WorkbenchError(f"unknown data spec {spec!r}: use 'digits', 'tensors:<file>' or 'imagefolder:<dir>'")

@@ -36,22 +36,36 @@ def evaluate(
     batch_size: int = 256,
     limit: int | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> EvalResult:
     """Accuracy and loss of `model` on `data`'s evaluation split (or `train`), under inference mode.
 
-    The model is run in eval mode and never changed (a model in training mode is copied first). Raises
-    WorkbenchError for a batch size below 1, no samples, labels outside the model's outputs, or a
-    non-finite loss.
+    The model is run in eval mode and never changed (a model in training mode is copied first). `device`
+    (auto, cpu, cuda[:N]) and `dtype` (float16, bfloat16) evaluate a private copy there instead; the loss
+    is computed in float32. Raises WorkbenchError for a batch size below 1, no samples, labels outside the
+    model's outputs, or a non-finite loss.
     """
     check_batch_size(batch_size)
     if limit is not None and limit < 1:
         raise WorkbenchError(f"limit must be at least 1 sample, got {limit}")
-    model = eval_view(model)
+    dev, cast = None, None
+    if device is not None or dtype is not None:
+        from analysis.devices import on_device, parse_dtype, resolve_device
+
+        dev, cast = resolve_device(device or "cpu"), parse_dtype(dtype)
+        model = on_device(model, dev, cast).eval()
+    else:
+        model = eval_view(model)
     correct, loss_sum, seen = 0, 0.0, 0
     total = len(data.x if split == "test" else data.x_train) if limit is None else limit
     with torch.inference_mode():
         for x, y in data.batches(split, batch_size, limit):
-            logits = model(x)
+            if dev is not None:
+                from analysis.devices import to_inputs
+
+                x, y = to_inputs(x, dev, cast), y.to(dev)
+            logits = model(x).float()
             if logits.ndim == 2:
                 check_labels_tensor(y, logits.shape[1])
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()

@@ -173,17 +173,41 @@ def measure_latency(
     progress: Progress | None = None,
     kind: str = "real",
     on_wait: Callable[[], None] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> LatencyResult:
     """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples.
 
     Holds the process-wide timing lock (`on_wait()` is called if it has to wait for another measurement).
-    For a before/after comparison use `compare_latency`: it times both in alternating rounds.
+    For a before/after comparison use `compare_latency`: it times both in alternating rounds. `device`
+    cuda[:N] (or auto with a GPU) times a private copy there with CUDA events after `warmup` synchronized
+    runs (`analysis.devices.cuda_times_ms`); `dtype` casts that copy (float16, bfloat16).
     """
+    if device is not None or dtype is not None:
+        from analysis.devices import on_device, parse_dtype, resolve_device
+
+        dev = resolve_device(device or "cpu")
+        if dev.type == "cuda":
+            from analysis.devices import cuda_times_ms, to_inputs
+
+            work = on_device(model, dev, dtype).eval()
+            x = to_inputs(example_batch(input_shape, batch_size), dev, parse_dtype(dtype))
+            with latency_lock(on_wait), torch.inference_mode():
+                times = cuda_times_ms(lambda: work(x), runs, warmup, dev)
+            if progress:
+                progress(runs, runs)
+            return LatencyResult.from_times(times, batch_size, torch.get_num_threads(), kind)
+        if dtype is not None:
+            model = on_device(model, dev, dtype)
     if runs < 1 or batch_size < 1:
         from analysis.errors import WorkbenchError
 
         raise WorkbenchError(f"runs and batch size must be at least 1 (got runs={runs}, batch={batch_size})")
     x = example_batch(input_shape, batch_size)
+    if dtype is not None:
+        from analysis.devices import parse_dtype
+
+        x = x.to(parse_dtype(dtype))
     model = eval_view(model)
     with latency_lock(on_wait), torch_threads(threads) as n_threads, torch.inference_mode():
         for _ in range(warmup):

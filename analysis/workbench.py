@@ -104,7 +104,9 @@ def load_workbench(spec: WorkbenchSpec) -> Workbench:
     shape = tuple(explicit or data.input_shape)
     check_input_shape(model, shape)
     if data is not None:
-        check_labels(data, model_outputs(model, shape))  # labels past the outputs: a message, not an IndexError
+        check_labels(
+            data, model_outputs(model, shape)
+        )  # labels past the outputs: a message, not an IndexError
     return Workbench(spec, model, data, shape)
 
 

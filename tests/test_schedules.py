@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from analysis.compression.global_rank import global_rank, keep_at_least, normalize_scores
+from analysis.compression.plan import FinetuneSettings
+from analysis.compression.pruning import example_input, pruning_groups
 from analysis.compression.schedules import (
     METHODS,
     ScheduleSettings,
@@ -21,9 +23,7 @@ from analysis.compression.schedules import (
 from analysis.compression.sparsity import bn_scales, group_lasso_penalty, slimming_penalty
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
-from analysis.groups import remove_channels
-from analysis.plan import FinetuneSettings
-from analysis.pruning import example_input, pruning_groups
+from analysis.sensitivity.groups import remove_channels
 from analysis.zoo.models import DigitsResNet
 
 SHAPE = (1, 8, 8)

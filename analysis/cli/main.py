@@ -69,7 +69,9 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False) -> Loaded:
         shape = model_input_shape(model, explicit, args.model)
     check_input_shape(model, shape)
     if data is not None:
-        check_labels(data, model_outputs(model, shape))  # labels past the outputs: a message, not an IndexError
+        check_labels(
+            data, model_outputs(model, shape)
+        )  # labels past the outputs: a message, not an IndexError
     return Loaded(model, data, shape)
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from analysis.compression.pruning import channel_scores
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.groups import PruningGroup
 from analysis.importance.base import CRITERIA, DEFAULT_MAX_SAMPLES
-from analysis.pruning import channel_scores
+from analysis.sensitivity.groups import PruningGroup
 
 NORMALIZATIONS: tuple[str, ...] = ("l2", "none", "mean", "max")
 _EPS = 1e-12  # a group whose scores are all zero normalizes to zeros, not NaN

@@ -34,8 +34,11 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from analysis.compression.finetune import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS, rank_globally, select
 from analysis.compression.global_rank import group_scores as _group_scores
+from analysis.compression.plan import FinetuneSettings
+from analysis.compression.pruning import copy_model, example_input, make_permanent, pruning_groups
 from analysis.compression.sparsity import (
     SPARSITY_METHODS,
     channel_values,
@@ -48,11 +51,8 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.finetune import LR_SCHEDULES
-from analysis.groups import PruningGroup, is_prunable, remove_channels
 from analysis.importance.base import CRITERIA
-from analysis.plan import FinetuneSettings
-from analysis.pruning import copy_model, example_input, make_permanent, pruning_groups
+from analysis.sensitivity.groups import PruningGroup, is_prunable, remove_channels
 
 Progress = Callable[[int, int], None]
 

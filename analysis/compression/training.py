@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.compression.finetune import LR_SCHEDULES, distillation_loss
+from analysis.compression.plan import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.finetune import LR_SCHEDULES, distillation_loss
-from analysis.plan import FinetuneSettings
 
 Progress = Callable[[int, int], None]
 Penalty = Callable[[nn.Module], torch.Tensor]

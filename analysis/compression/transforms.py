@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from analysis.compression import lowbit, lowrank, sharing
+from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.graph import DownstreamRunner, Edit
-from analysis.compression.quantization import fake_quantize
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
 
 Progress = Callable[[int, int], None]

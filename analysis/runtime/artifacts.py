@@ -51,7 +51,7 @@ def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Ten
 
 def export_program(model: nn.Module, example_input: torch.Tensor) -> torch.export.ExportedProgram:
     """`torch.export.export` of a private eval-mode copy, batch dimension dynamic."""
-    from analysis.pruning import copy_model
+    from analysis.compression.pruning import copy_model
 
     work = copy_model(model).eval()
     try:
@@ -186,7 +186,7 @@ def save_artifact(
     if kind == "pruned":
         return save_pruned(model, spec or "", path)
     if kind == "pickle":
-        from analysis.compress import save_model
+        from analysis.compression.compress import save_model
 
         return save_model(model, path)
     if kind == "onnx":

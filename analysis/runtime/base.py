@@ -107,7 +107,7 @@ class EagerRuntime(Runtime):
     def prepare(
         self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None
     ) -> EagerPrepared:
-        from analysis.pruning import copy_model
+        from analysis.compression.pruning import copy_model
 
         return EagerPrepared(copy_model(model).eval())
 

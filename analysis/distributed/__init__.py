@@ -1,0 +1,17 @@
+"""Work shared over a Ray cluster (issue 15). Ray is imported only when one of these functions runs."""
+
+from analysis.distributed.ray_sweep import (
+    DistributedSensitivityResult,
+    FaultPlan,
+    connect,
+    ray_rank_channels,
+    ray_sensitivity_sweep,
+)
+
+__all__ = [
+    "DistributedSensitivityResult",
+    "FaultPlan",
+    "connect",
+    "ray_rank_channels",
+    "ray_sensitivity_sweep",
+]
