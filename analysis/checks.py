@@ -16,6 +16,9 @@ import torch
 from analysis.errors import WorkbenchError
 
 
+SCAN_BYTES = 4 * 2**20
+
+
 def check_batch_size(batch_size: int, what: str = "batch size") -> int:
     """`batch_size` if it is a whole number of at least 1."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -40,9 +43,16 @@ def check_split(x: torch.Tensor, y: torch.Tensor, where: str, names: tuple[str, 
         raise WorkbenchError(f"{where}: {xn!r} must be floating point, got {x.dtype} (convert it to float32)")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise WorkbenchError(f"{where}: {yn!r} must hold integer class labels, got {y.dtype}")
-    bad = ~torch.isfinite(x)
+    # A file larger than this is memory-mapped for a reason: scanning it here would read it all into RAM.
+    # Only its first samples are scanned; later NaN/Inf still surface as a non-finite loss in `evaluate`.
+    scanned = (
+        x
+        if x.numel() * x.element_size() <= SCAN_BYTES
+        else x[: max(1, SCAN_BYTES // max(1, x[0].numel() * x.element_size()))]
+    )
+    bad = ~torch.isfinite(scanned)
     if bool(bad.any()):
-        first = int(bad.reshape(len(x), -1).any(dim=1).nonzero()[0, 0])
+        first = int(bad.reshape(len(scanned), -1).any(dim=1).nonzero()[0, 0])
         raise WorkbenchError(
             f"{where}: {xn!r} holds {int(bad.sum())} NaN or infinite values (first in sample {first}): "
             "clean the data first"

@@ -7,3 +7,8 @@ escaping the library is a bug and keeps its traceback.
 
 class WorkbenchError(ValueError):
     """Bad input: the message says what is wrong and what to do."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        # One line whatever the message quotes (a file name may hold a newline).
+        text = str(message)
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"), *args)
