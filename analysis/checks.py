@@ -15,7 +15,6 @@ import torch
 
 from analysis.errors import WorkbenchError
 
-
 SCAN_BYTES = 4 * 2**20
 
 
