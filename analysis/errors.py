@@ -7,3 +7,11 @@ escaping the library is a bug and keeps its traceback.
 
 class WorkbenchError(ValueError):
     """Bad input: the message says what is wrong and what to do."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none), cut at
+    `limit` characters: how a foreign error (torch, torch-pruning, a user's module) enters one-line messages."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -10,8 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.data import Dataset
-
-Progress = Callable[[int, int], None]
+from analysis.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from analysis.layers import example_input
+from analysis.progress import Progress
+from analysis.validate import whole
+
 DEFAULT_BATCH_SIZE = 32
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -73,20 +76,11 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     """Run with `threads` intra-op threads (None: as set), restoring the previous setting afterwards."""
     previous = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            from analysis.errors import WorkbenchError
-
-            raise WorkbenchError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(whole(threads, "threads"))
     try:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
-
-
-def example_batch(input_shape: tuple[int, ...], batch_size: int) -> torch.Tensor:
-    """A fixed random batch: the same input for every model timed, so runs are comparable."""
-    return torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
 
 
 def _time_once(model: nn.Module, x: torch.Tensor) -> float:
@@ -106,11 +100,8 @@ def measure_latency(
     kind: str = "real",
 ) -> LatencyResult:
     """Median, p10 and p90 wall time (ms) of a forward pass over one batch of `batch_size` samples."""
-    if runs < 1 or batch_size < 1:
-        from analysis.errors import WorkbenchError
-
-        raise WorkbenchError(f"runs and batch size must be at least 1 (got runs={runs}, batch={batch_size})")
-    x = example_batch(input_shape, batch_size)
+    runs, batch_size = whole(runs, "runs"), whole(batch_size, "batch size")
+    x = example_input(input_shape, batch_size)
     was_training = model.training
     model.eval()
     try:
@@ -142,7 +133,7 @@ def compare_latency(
 
     Same input, batch size, threads and warm-up for each; returns one LatencyResult per name.
     """
-    x = example_batch(input_shape, batch_size)
+    x = example_input(input_shape, batch_size)
     times: dict[str, list[float]] = {name: [] for name in models}
     modes = {name: m.training for name, m in models.items()}
     total = rounds * len(models)
@@ -195,7 +186,7 @@ def layer_times(
             samples.setdefault(n, []).append((time.perf_counter() - starts[n]) * 1000.0)
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    x = example_batch(input_shape, batch_size)
+    x = example_input(input_shape, batch_size)
     was_training = model.training
     model.eval()
     try:
