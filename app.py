@@ -10,9 +10,7 @@ import os
 import streamlit as st
 import torch
 
-from analysis.specs import DEFAULT_MODEL
-from analysis.workbench import DEFAULT_BATCH_SIZE, WorkbenchSpec, save_upload
-from analysis.zoo import ZOO
+from analysis import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ZOO, WorkbenchSpec, save_upload
 from pages import _shared
 
 PAGES = [

@@ -3,26 +3,105 @@
 Never imports streamlit (a test asserts it).
 """
 
-from analysis.compression.compress import CompressionResult, ModelMetrics, compress, save_model
+from analysis.compression.compress import compress, save_model
 from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
 from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
 from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
+from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.compression.suggest import Budget, PlanSuggestion, suggest, suggest_plan, uniform_plan
+from analysis.compression.tables import (
+    comparison_frame,
+    pareto_front,
+    pareto_table,
+    plan_from_table,
+    run_point,
+    uniform_layer_table,
+)
 from analysis.cost import LayerCost, ModelSummary, count_macs, count_params, size_bytes, summarize
-from analysis.data import Dataset, load_data
-from analysis.errors import WorkbenchError
+from analysis.data import DEFAULT_MAX_SAMPLES, Dataset, load_data
+from analysis.errors import WorkbenchError, first_line
 from analysis.evaluate import EvalResult, evaluate
-from analysis.fx.graph import DownstreamRunner, Edit
+from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.importance import CRITERIA as IMPORTANCE_CRITERIA
 from analysis.importance import Importance, RankingResult, get_importance, rank_channels
-from analysis.latency import LatencyResult, compare_latency, layer_times, measure_latency
-from analysis.report.html import build_full_report, build_report, write_csv, write_json, write_markdown
+from analysis.io import to_json
+from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, layer_times, measure_latency
+from analysis.layers import (
+    copy_model,
+    example_input,
+    final_classifier,
+    is_prunable,
+    out_channels,
+    prunable_layers,
+)
+from analysis.progress import Progress, progress_bar
+from analysis.report import charts
+from analysis.report.bundle import report_files
+from analysis.report.cards import ModelCard, cost_vs_time, model_card
+from analysis.report.files import safe_points, write_csv, write_json, write_markdown
+from analysis.report.html import build_full_report, build_report
 from analysis.sensitivity.groups import PruningGroup, find_groups
-from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult, sensitivity_sweep
+from analysis.sensitivity.sweep import (
+    DEFAULT_BITS,
+    DEFAULT_RATIOS,
+    SensitivityCurve,
+    SensitivityResult,
+    sensitivity_sweep,
+)
+from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
+from analysis.validate import parse_values
+from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis.workbench import (
+    Workbench,
+    WorkbenchSpec,
+    load_workbench,
+    model_bytes,
+    save_upload,
+    state_digest,
+)
+from analysis.zoo import ZOO
 
 __all__ = [
+    "charts",
+    "first_line",
+    "Progress",
+    "progress_bar",
+    "parse_values",
+    "to_json",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_SAMPLES",
+    "DEFAULT_BITS",
+    "DEFAULT_RATIOS",
+    "SENSITIVITY_KINDS",
+    "ZOO",
+    "copy_model",
+    "example_input",
+    "final_classifier",
+    "is_prunable",
+    "out_channels",
+    "prunable_layers",
+    "comparison_frame",
+    "pareto_front",
+    "pareto_table",
+    "plan_from_table",
+    "run_point",
+    "uniform_layer_table",
+    "ModelCard",
+    "cost_vs_time",
+    "model_card",
+    "report_files",
+    "safe_points",
+    "quantization_view",
+    "weight_histograms",
+    "weight_stats",
+    "Workbench",
+    "WorkbenchSpec",
+    "load_workbench",
+    "model_bytes",
+    "save_upload",
+    "state_digest",
     "CompressionResult",
     "ModelMetrics",
     "compress",

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from analysis.checks import check_split
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
+
+DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
 
 DIGITS_INPUT_SHAPE = (1, 16, 16)
 DIGITS_SEED = 0
@@ -122,7 +124,7 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     except WorkbenchError:
         raise
     except Exception as exc:  # the file's own parser says what broke; keep it to one line
-        raise WorkbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+        raise WorkbenchError(f"cannot read {path}: {first_line(exc)}") from exc
     raise WorkbenchError(f"unknown data file type {suffix!r}: use .pt, .safetensors or .npz")
 
 

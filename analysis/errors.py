@@ -12,3 +12,11 @@ class WorkbenchError(ValueError):
         # One line whatever the message quotes (a file name may hold a newline).
         text = str(message)
         super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"), *args)
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none), cut at
+    `limit` characters: how a foreign error (torch, torch-pruning, a user's module) enters one-line messages."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line

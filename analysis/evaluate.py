@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -13,8 +12,7 @@ from analysis.checks import check_batch_size, check_finite_result, check_labels_
 from analysis.concurrency import eval_view
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-
-Progress = Callable[[int, int], None]
+from analysis.progress import Progress
 
 
 @dataclass(frozen=True)

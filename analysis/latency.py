@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from analysis.concurrency import eval_view, private_copy
+from analysis.layers import example_input
+from analysis.progress import Progress
+from analysis.validate import whole
 
 DEFAULT_BATCH_SIZE = 32
 NOISY_SPREAD = 1.5  # p90 / p10 above this: the machine was busy, the median is not to be trusted alone
-Progress = Callable[[int, int], None]
 
 # One timing at a time per process: two overlapping measurements share the CPU cores and slow each other
 # down by an amount that depends on who else is running, which is what made the same model read 51, 14 and
@@ -141,20 +143,11 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     """Run with `threads` intra-op threads (None: as set), restoring the previous setting afterwards."""
     previous = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            from analysis.errors import WorkbenchError
-
-            raise WorkbenchError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(whole(threads, "threads"))
     try:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
-
-
-def example_batch(input_shape: tuple[int, ...], batch_size: int) -> torch.Tensor:
-    """A fixed random batch: the same input for every model timed, so runs are comparable."""
-    return torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
 
 
 def _time_once(model: nn.Module, x: torch.Tensor) -> float:
@@ -191,7 +184,7 @@ def measure_latency(
             from analysis.devices import cuda_times_ms, to_inputs
 
             work = on_device(model, dev, dtype).eval()
-            x = to_inputs(example_batch(input_shape, batch_size), dev, parse_dtype(dtype))
+            x = to_inputs(example_input(input_shape, batch_size), dev, parse_dtype(dtype))
             with latency_lock(on_wait), torch.inference_mode():
                 times = cuda_times_ms(lambda: work(x), runs, warmup, dev)
             if progress:
@@ -199,11 +192,8 @@ def measure_latency(
             return LatencyResult.from_times(times, batch_size, torch.get_num_threads(), kind)
         if dtype is not None:
             model = on_device(model, dev, dtype)
-    if runs < 1 or batch_size < 1:
-        from analysis.errors import WorkbenchError
-
-        raise WorkbenchError(f"runs and batch size must be at least 1 (got runs={runs}, batch={batch_size})")
-    x = example_batch(input_shape, batch_size)
+    runs, batch_size = whole(runs, "runs"), whole(batch_size, "batch size")
+    x = example_input(input_shape, batch_size)
     if dtype is not None:
         from analysis.devices import parse_dtype
 
@@ -245,7 +235,7 @@ def compare_latency(
             f"rounds, runs per round and batch size must be at least 1 "
             f"(got {rounds}, {runs_per_round}, {batch_size})"
         )
-    x = example_batch(input_shape, batch_size)
+    x = example_input(input_shape, batch_size)
     times: dict[str, list[float]] = {name: [] for name in models}
     views = {name: eval_view(m) for name, m in models.items()}
     total = rounds * len(models)
@@ -284,6 +274,7 @@ def layer_times(
     model = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
     starts: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
+    handles = []
     for name, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue
@@ -294,14 +285,17 @@ def layer_times(
         def post(m, a, out, n=name):
             samples.setdefault(n, []).append((time.perf_counter() - starts[n]) * 1000.0)
 
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
-    x = example_batch(input_shape, batch_size)
-    with latency_lock(on_wait), torch_threads(threads), torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        samples.clear()
-        for _ in range(runs):
-            model(x)
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    x = example_input(input_shape, batch_size)
+    try:
+        with latency_lock(on_wait), torch_threads(threads), torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            samples.clear()
+            for _ in range(runs):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
     # A module called k times per forward has k samples per run: sum them per run, then take the median.
     return {n: float(np.median(np.asarray(v).reshape(runs, -1).sum(axis=1))) for n, v in samples.items()}

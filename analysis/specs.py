@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
@@ -50,7 +50,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return dict(load_file(str(path)))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise WorkbenchError(
             f"cannot read weights from {path} as a state dict ({first}); "
             "give a .safetensors file or a .pt saved with torch.save(model.state_dict())"
@@ -176,7 +176,7 @@ def _load_pickled(path: Path, trust_pickle: bool) -> nn.Module:
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise WorkbenchError(f"cannot unpickle {path}: {first}") from exc
     if not isinstance(model, nn.Module):
         raise WorkbenchError(
@@ -236,7 +236,7 @@ def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         with torch.inference_mode():
             model(torch.zeros(1, *input_shape))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         shape = ",".join(map(str, (1, *input_shape)))
         raise WorkbenchError(
             f"the model cannot run on input of shape {shape} ({first}); give the shape it takes, "

@@ -21,8 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.errors import WorkbenchError
-from analysis.workbench import DEFAULT_BATCH_SIZE, Workbench, WorkbenchSpec, load_workbench
+from analysis import DEFAULT_BATCH_SIZE, Workbench, WorkbenchError, WorkbenchSpec, first_line, load_workbench
 
 SPEC_KEY = "_workbench_spec"
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -56,7 +55,7 @@ def guard(what: str = "This step") -> Iterator[None]:
         st.error(str(exc))
         st.stop()
     except Exception as exc:  # a library bug or an odd model: say what failed, keep the app alive
-        st.error(f"{what} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        st.error(f"{what} failed: {type(exc).__name__}: {first_line(exc)}")
         with st.expander("Traceback"):
             st.code("".join(traceback.format_exception(exc)), language="text")
         st.stop()

@@ -2,16 +2,16 @@
 
 import streamlit as st
 
-from analysis.compression.compress import compress
-from analysis.compression.suggest import suggest
-from analysis.importance import CRITERIA
-from analysis.report.charts import pareto_scatter
-from analysis.workbench import (
+from analysis import (
+    IMPORTANCE_CRITERIA,
+    charts,
     comparison_frame,
+    compress,
     model_bytes,
     pareto_table,
     plan_from_table,
     run_point,
+    suggest,
     uniform_layer_table,
 )
 from pages import _shared
@@ -63,7 +63,7 @@ with st.form("plan"):
         c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", disabled=bool(r.final))
         c[2].select_slider("bits", BITS, key=f"bits::{r.layer}")
     c = st.columns(4)
-    criterion = c[0].selectbox("Criterion", CRITERIA, key="plan_criterion")
+    criterion = c[0].selectbox("Criterion", IMPORTANCE_CRITERIA, key="plan_criterion")
     structured = c[1].toggle("Structured (remove channels)", True, key="plan_structured")
     epochs = c[2].number_input("Fine-tune epochs", 0, 50, 0, key="plan_epochs")
     distill = c[3].checkbox("Distill from the original", key="plan_distill")
@@ -95,7 +95,7 @@ _shared.table(comparison_frame(result), "before_after.csv", key="cmp_csv")
 for note in result.notes:
     st.info(note)
 points = pareto_table(result, st.session_state.get(f"_runs::{key}", []))
-_shared.chart(pareto_scatter(points), key="cmp_pareto")
+_shared.chart(charts.pareto_scatter(points), key="cmp_pareto")
 _shared.table(points.drop(columns=["plan"]), "applied_plans.csv", key="cmp_runs_csv")
 c = st.columns(2)
 with c[0]:

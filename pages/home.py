@@ -2,9 +2,7 @@
 
 import streamlit as st
 
-from analysis.cost import summarize
-from analysis.report.charts import sorted_bar
-from analysis.workbench import model_card
+from analysis import charts, model_card, summarize
 from pages import _shared
 
 PAGES = [
@@ -75,7 +73,7 @@ if card.extra.get("differences"):
     )
 
 frame = summary.to_frame()
-_shared.chart(sorted_bar(frame, "macs", title="Where the MACs are (per sample)"), key="home_macs")
+_shared.chart(charts.sorted_bar(frame, "macs", title="Where the MACs are (per sample)"), key="home_macs")
 
 st.subheader("Pages")
 for path, text in PAGES:

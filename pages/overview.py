@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from analysis.report.charts import share_comparison, sorted_bar
-from analysis.workbench import cost_vs_time
+from analysis import charts, cost_vs_time
 from pages import _shared
 
 st.title("Overview")
@@ -28,11 +27,11 @@ c[2].metric("Parameters (in layers)", f"{total_params:,}")
 
 left, right = st.columns(2)
 with left:
-    _shared.chart(sorted_bar(frame, "macs", title="MACs per layer (one sample)"), key="overview_macs")
+    _shared.chart(charts.sorted_bar(frame, "macs", title="MACs per layer (one sample)"), key="overview_macs")
 with right:
-    _shared.chart(sorted_bar(frame, "params", title="Parameters per layer"), key="overview_params")
+    _shared.chart(charts.sorted_bar(frame, "params", title="Parameters per layer"), key="overview_params")
 
-_shared.chart(share_comparison(frame), key="overview_shares")
+_shared.chart(charts.share_comparison(frame), key="overview_shares")
 st.caption(
     f"Time per layer from hooks around each module's forward, median of {runs} runs at batch "
     f"{spec.batch_size}; hooks add a little per call, so read shares, not totals. Layers whose share of time "

@@ -2,16 +2,21 @@
 
 import streamlit as st
 
-from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, out_channels, prunable_layers
-from analysis.importance.rankings import rank_channels
-from analysis.io import to_json
-from analysis.report.charts import criterion_distributions, matrix_heatmap
+from analysis import (
+    DEFAULT_MAX_SAMPLES,
+    IMPORTANCE_CRITERIA,
+    charts,
+    out_channels,
+    prunable_layers,
+    rank_channels,
+    to_json,
+)
 from pages import _shared
 
 st.title("Rankings")
 wb = _shared.workbench()
 key = wb.spec.model_key()
-measured = [c for c in CRITERIA if c != "oracle"]
+measured = [c for c in IMPORTANCE_CRITERIA if c != "oracle"]
 
 with st.form("rank"):
     criteria = st.multiselect("Criteria", measured, default=measured, key="rank_criteria")
@@ -63,18 +68,19 @@ st.caption(f"{len(result.layers)} layers, {result.samples:,} calibration samples
 for note in result.notes:
     st.info(note)
 frame = result.to_frame()
-_shared.chart(criterion_distributions(frame, list(result.criteria)), key="rank_distributions")
+_shared.chart(charts.criterion_distributions(frame, list(result.criteria)), key="rank_distributions")
 if result.spearman_per_layer:
     rho = result.spearman_frame()
     _shared.chart(
-        matrix_heatmap(rho, "Spearman's rho with the oracle (per layer, mean, pooled)", "rho"), key="rank_rho"
+        charts.matrix_heatmap(rho, "Spearman's rho with the oracle (per layer, mean, pooled)", "rho"),
+        key="rank_rho",
     )
     _shared.table(rho.reset_index(names="layer").round(4), "spearman_vs_oracle.csv", key="rank_rho_csv")
 else:
     st.info("Tick **Oracle** to see how each criterion agrees with it.")
 overlap = result.topk_frame()
 title = f"Top-k overlap (Jaccard of the {result.topk_fraction:.0%} of channels each would prune first)"
-_shared.chart(matrix_heatmap(overlap, title, "Jaccard", zmin=0.0), key="rank_overlap")
+_shared.chart(charts.matrix_heatmap(overlap, title, "Jaccard", zmin=0.0), key="rank_overlap")
 
 c = st.columns(2)
 with c[0]:

@@ -2,15 +2,13 @@
 
 import streamlit as st
 
-from analysis.latency import measure_latency
-from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
-from analysis.workbench import report_files
+from analysis import SENSITIVITY_KINDS, measure_latency, report_files, sensitivity_sweep
 from pages import _shared
 
 st.title("Report")
 wb = _shared.workbench()
 spec, key = wb.spec, wb.spec.model_key()
-have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in KINDS}
+have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in SENSITIVITY_KINDS}
 rankings = _shared.session_result("rankings", key)
 compression = _shared.session_result("compress", key)
 
@@ -49,8 +47,9 @@ if build:
             progress="Timing the model",
         )
         sweeps = [r for r in have.values() if r is not None]
+        applied = st.session_state.get(f"_runs::{key}", [])  # every plan applied on the Compress page
         files = report_files(
-            wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model
+            wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model, applied
         )
     _shared.keep_result("report", key, files)
 

@@ -2,11 +2,17 @@
 
 import streamlit as st
 
-from analysis.importance.base import prunable_layers
-from analysis.io import to_json
-from analysis.report.charts import sensitivity_curves, sensitivity_heatmap
-from analysis.sensitivity.sweep import DEFAULT_BITS, DEFAULT_RATIOS, KINDS, sensitivity_sweep
-from analysis.workbench import parse_values, safe_points
+from analysis import (
+    DEFAULT_BITS,
+    DEFAULT_RATIOS,
+    SENSITIVITY_KINDS,
+    charts,
+    parse_values,
+    prunable_layers,
+    safe_points,
+    sensitivity_sweep,
+    to_json,
+)
 from pages import _shared
 
 st.title("Sensitivity")
@@ -16,7 +22,7 @@ key = wb.spec.model_key()
 with st.form("sweep"):
     c = st.columns([2, 3, 3])
     kind = c[0].radio(
-        "Kind", KINDS, key="sens_kind", help="structured: coupled layers lose channels together"
+        "Kind", SENSITIVITY_KINDS, key="sens_kind", help="structured: coupled layers lose channels together"
     )
     ratios = c[1].text_input(
         "Ratios (pruning)", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS), key="sens_ratios"
@@ -66,8 +72,8 @@ st.caption(
 for note in result.notes:
     st.info(note)
 frame = result.to_frame()
-_shared.chart(sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
-_shared.chart(sensitivity_heatmap(frame, result.baseline_accuracy), key="sens_heatmap")
+_shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
+_shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy), key="sens_heatmap")
 
 st.subheader("Safe settings per layer")
 _shared.table(safe_points(result), "safe_settings.csv", key="sens_safe_csv")

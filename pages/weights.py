@@ -2,9 +2,7 @@
 
 import streamlit as st
 
-from analysis.importance.base import prunable_layers
-from analysis.report.charts import histogram_grid, histogram_overlay, quantization_figure
-from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis import charts, prunable_layers, quantization_view, weight_histograms, weight_stats
 from pages import _shared
 
 st.title("Weights")
@@ -39,9 +37,9 @@ with _shared.guard("Reading the weights"):
     )
 
 if view == "Overlay":
-    _shared.chart(histogram_overlay(hists), key="weights_overlay")
+    _shared.chart(charts.histogram_overlay(hists), key="weights_overlay")
 else:
-    _shared.chart(histogram_grid(hists), key="weights_grid")
+    _shared.chart(charts.histogram_grid(hists), key="weights_grid")
 
 _shared.table(stats.round(6), "weight_stats.csv", key="weights_csv")
 st.caption(
@@ -60,7 +58,7 @@ m = st.columns(3)
 m[0].metric("SQNR", f"{qview.sqnr_db:.1f} dB", help="10 log10(sum w^2 / sum (w - q(w))^2) over the layer")
 m[1].metric("Distinct values per channel (max)", f"{qview.distinct_values_max:,}")
 m[2].metric("Scale per channel", f"{qview.scale_min:.3g} .. {qview.scale_max:.3g}")
-_shared.chart(quantization_figure(qview), key="weights_quant")
+_shared.chart(charts.quantization_figure(qview), key="weights_quant")
 st.caption(
     "Symmetric, per-output-channel, uniform: each channel's grid is 2^(b-1) - 1 levels either side of zero, "
     "scaled to that channel's largest |w|. Dotted lines: the grid of the widest channel."

@@ -1,13 +1,16 @@
-"""Shared fixtures: the default model and data are loaded once per session and never modified."""
+"""Shared fixtures (the default model and data, loaded once per session and never modified) and shared
+helpers the test modules import: `run_cli` (the command line in a subprocess) and the `Untraceable` model."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -35,3 +38,31 @@ def resnet():
     from analysis import load_model
 
     return load_model("zoo:digits-resnet")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` in a fresh interpreter (the repository on PYTHONPATH), output as text."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, so every fx-based path must fall back."""
+
+    def __init__(self, channels: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 3, padding=1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        if h.mean() > -100:  # depends on values (always true after a ReLU): fx cannot trace this
+            h = h * 2
+        return self.fc(h.mean(dim=(2, 3)))

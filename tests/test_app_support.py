@@ -1,4 +1,4 @@
-"""The app's library helpers (analysis.workbench, weight_stats, charts) against plain reference code."""
+"""The app's library helpers (workbench, tables, cards, weight_stats, charts) against plain reference code."""
 
 from __future__ import annotations
 
@@ -11,7 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import WorkbenchError, load_model
+from analysis import (
+    WorkbenchError,
+    WorkbenchSpec,
+    cost_vs_time,
+    load_model,
+    load_workbench,
+    pareto_front,
+    parse_values,
+    plan_from_table,
+    safe_points,
+    save_upload,
+    state_digest,
+    uniform_layer_table,
+)
 from analysis.report.charts import (
     histogram_grid,
     histogram_overlay,
@@ -24,18 +37,6 @@ from analysis.report.charts import (
 )
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
 from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
-from analysis.workbench import (
-    WorkbenchSpec,
-    cost_vs_time,
-    load_workbench,
-    pareto_front,
-    parse_values,
-    plan_from_table,
-    safe_points,
-    save_upload,
-    state_digest,
-    uniform_layer_table,
-)
 
 
 def _front_by_sweep(acc, lat):

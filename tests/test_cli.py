@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or ROOT,
-        env=env,
-        timeout=120,
-    )
-
-
 def test_summary_json_keys_and_file_output(tmp_path):
     out = tmp_path / "s.json"
-    r = cli("summary", "--model", "zoo:digits-cnn", "--json", str(out))
+    r = run_cli("summary", "--model", "zoo:digits-cnn", "--json", str(out))
     assert r.returncode == 0, r.stderr
     payload = json.loads(out.read_text())
     assert set(payload["total"]) >= {"params", "macs", "flops"}
@@ -43,12 +29,12 @@ def test_summary_json_keys_and_file_output(tmp_path):
 def test_evaluate_and_latency_to_stdout(digits, cnn):
     from analysis import evaluate
 
-    r = cli("evaluate", "--model", "zoo:digits-cnn", "--data", "digits", "--json", "-")
+    r = run_cli("evaluate", "--model", "zoo:digits-cnn", "--data", "digits", "--json", "-")
     assert r.returncode == 0, r.stderr
     payload = json.loads(r.stdout)
     assert payload["accuracy"] == evaluate(cnn, digits).accuracy
     assert payload["samples"] == len(digits.x) and "loss" in payload
-    r = cli("latency", "--model", "zoo:digits-mlp", "--batch-size", "8", "--threads", "1", "--runs", "5")
+    r = run_cli("latency", "--model", "zoo:digits-mlp", "--batch-size", "8", "--threads", "1", "--runs", "5")
     assert r.returncode == 0, r.stderr
     lat = json.loads(r.stdout)
     assert lat["p10_ms"] <= lat["median_ms"] <= lat["p90_ms"]
@@ -59,11 +45,11 @@ def test_user_module_with_input_shape_and_weights(tmp_path):
     (tmp_path / "mymodel.py").write_text(
         "from torch import nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(12, 2))\n"
     )
-    r = cli("summary", "--model", "mymodel:build", "--input-shape", "1,3,4", cwd=tmp_path)
+    r = run_cli("summary", "--model", "mymodel:build", "--input-shape", "1,3,4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"]["macs"] == 24
     torch.save({"1.weight": torch.zeros(3, 12), "1.bias": torch.zeros(2)}, tmp_path / "bad.pt")
-    r = cli(
+    r = run_cli(
         "summary", "--model", "mymodel:build", "--input-shape", "1,3,4", "--weights", "bad.pt", cwd=tmp_path
     )
     assert r.returncode != 0 and "do not fit" in r.stderr
@@ -85,7 +71,7 @@ def test_user_module_with_input_shape_and_weights(tmp_path):
 )
 def test_bad_input_is_one_line_without_traceback(args, needle, tmp_path):
     out = tmp_path / "never.json"
-    r = cli(*args, "--json", str(out))
+    r = run_cli(*args, "--json", str(out))
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -95,13 +81,13 @@ def test_bad_input_is_one_line_without_traceback(args, needle, tmp_path):
 
 def test_pickled_model_needs_the_flag(tmp_path):
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), tmp_path / "whole.pt")
-    r = cli("summary", "--model", str(tmp_path / "whole.pt"), "--input-shape", "1,1,16,16")
+    r = run_cli("summary", "--model", str(tmp_path / "whole.pt"), "--input-shape", "1,1,16,16")
     assert r.returncode != 0 and "--trust-pickle" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = cli("evaluate", "--model", str(tmp_path / "whole.pt"), "--trust-pickle", "--data", "digits")
+    r = run_cli("evaluate", "--model", str(tmp_path / "whole.pt"), "--trust-pickle", "--data", "digits")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["samples"] > 0
 
 
 def test_debug_shows_traceback():
-    r = cli("summary", "--model", "zoo:missing", "--debug")
+    r = run_cli("summary", "--model", "zoo:missing", "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr

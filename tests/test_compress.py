@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
 from torch import nn
 
 from analysis.compression.compress import compress
@@ -151,23 +149,11 @@ def test_the_input_model_is_left_byte_for_byte_unchanged(cnn, digits):
     assert result.finetune is not None and result.finetune["distilled"]
 
 
-def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_saves_a_model_that_reloads_to_the_same_accuracy(tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"layers": {"features.3": {"prune": 0.5}, "classifier.2": {"bits": 8}}}))
     saved, out = tmp_path / "small.pt", tmp_path / "out.json"
-    run = _run_cli(
+    run = run_cli(
         "compress",
         "--plan",
         str(plan),
@@ -185,7 +171,7 @@ def test_cli_saves_a_model_that_reloads_to_the_same_accuracy(tmp_path):
         assert {"accuracy", "loss", "params", "macs", "size_bytes", "latency_ms"} <= set(payload[side])
     assert payload["plan"]["layers"]["features.3"] == {"prune": 0.5}
     assert payload["after"]["macs"] < payload["before"]["macs"]
-    again = _run_cli("evaluate", "--model", str(saved), "--trust-pickle", "--json", "-", cwd=tmp_path)
+    again = run_cli("evaluate", "--model", str(saved), "--trust-pickle", "--json", "-", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["accuracy"] == payload["after"]["accuracy"]
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
@@ -195,7 +181,7 @@ def test_cli_rejects_a_plan_naming_a_missing_layer_in_one_line(tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"layers": {"features.99": {"prune": 0.5}}}))
     out = tmp_path / "out.json"
-    run = _run_cli("compress", "--plan", str(plan), "--json", str(out), cwd=tmp_path)
+    run = run_cli("compress", "--plan", str(plan), "--json", str(out), cwd=tmp_path)
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "features.99" in lines[0] and "Traceback" not in run.stderr

@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
+from conftest import Untraceable
 from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.fx.graph import DownstreamRunner, Edit, downstream_nodes, trace_model
+from analysis.fx import DownstreamRunner, Edit, downstream_nodes, trace_model
 
 
 class InPlaceConcat(nn.Module):
@@ -49,21 +50,6 @@ class Attention(nn.Module):
         t = self.embed(x.flatten(1, 2))
         a, _ = self.attn(t, t, t, need_weights=False)
         return self.head(self.norm(t + a).mean(dim=1))
-
-
-class DataDependent(nn.Module):
-    """Python control flow on tensor values: torch.fx cannot trace it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
-        if h.sum() > 0:
-            h = torch.relu(h)
-        return self.fc(h.mean(dim=(2, 3)))
 
 
 class ReadsAfterInPlace(nn.Module):
@@ -131,7 +117,7 @@ def models(resnet):
         "resnet": resnet,
         "inplace-concat": _build(InPlaceConcat),
         "attention": _build(Attention),
-        "untraceable": _build(DataDependent),
+        "untraceable": _build(lambda: Untraceable(classes=5)),
         "reads-after-inplace": _build(ReadsAfterInPlace),
     }
 

@@ -8,27 +8,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import Untraceable
 from importance_models import build, make_data
 from torch import nn
 
 from analysis import WorkbenchError, load_data, load_model
 from analysis.importance import CRITERIA, Importance, get_importance, prunable_layers
-
-
-class Untraceable(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it, so the criteria use their fallback."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.conv(x))
-        if h.mean() > 0:  # depends on values: fx cannot trace this
-            h = h * 2
-        return self.fc(h.mean(dim=(2, 3)))
 
 
 def _zoo(spec: str):

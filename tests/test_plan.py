@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 from torch import nn
 
 from analysis.compression.plan import CompressionPlan, LayerSettings, load_plan
@@ -223,22 +224,14 @@ def test_uniform_plan_is_the_smallest_ratio_meeting_the_macs(cnn, digits):
 
 
 def test_plan_suggest_cli_writes_a_plan_that_compress_loads(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     sens = tmp_path / "sens.json"
     sens.write_text(
         json.dumps(_fake_sensitivity({"features.7": FREE, "features.10": FREE, "features.3": FRAGILE}))
     )
     out = tmp_path / "plan.json"
-    root = Path(__file__).resolve().parents[1]
-    run = subprocess.run(
-        [sys.executable, "-m", "analysis", "plan", "suggest", "--budget", "macs=0.5", "--sensitivity", str(sens),
-         "--epochs", "2", "--distill", "--json", str(out)],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    run = run_cli("plan", "suggest", "--budget", "macs=0.5", "--sensitivity", str(sens), "--epochs", "2",
+                  "--distill", "--json", str(out), cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr
     plan = load_plan(out)
     assert plan.finetune.epochs == 2 and plan.finetune.distill

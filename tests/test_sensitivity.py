@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch_pruning as tp
+from conftest import Untraceable
 from torch import nn
 
 from analysis.compression.quantization import fake_quantize
@@ -58,20 +60,7 @@ class Tabular(nn.Module):
         return self.net(x)
 
 
-class Untraceable(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
-        if h.mean() > -100:  # data-dependent control flow: torch.fx cannot trace this
-            h = torch.relu(h)
-        return self.fc(h.mean(dim=(2, 3)))
-
-
-def _build(cls: type[nn.Module], seed: int = 0) -> nn.Module:
+def _build(cls: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = cls()
     for m in model.modules():
@@ -263,7 +252,7 @@ def test_tabular_linear_only_model():
 
 
 def test_untraceable_model_falls_back_with_a_note():
-    model = _build(Untraceable)
+    model = _build(lambda: Untraceable(channels=6, classes=4))
     data = _self_labelled(model, (1, 16, 16), n=40)
     result = sensitivity_sweep(model, data, kind="unstructured", ratios=RATIOS)
     assert any("torch.fx" in n and "full evaluation" in n for n in result.notes)

@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
+from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.compression.compress import compress, save_model
 from analysis.compression.plan import load_plan
+from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.latency import DEFAULT_BATCH_SIZE
+from analysis.progress import progress_bar
 
 
 def _compress(args: argparse.Namespace) -> dict:
@@ -132,7 +134,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for timing (default: torch's)")
     p.add_argument("--rounds", type=int, default=10, help="alternating latency rounds (default 10)")
-    p.add_argument("--max-samples", type=int, default=2048, help="sample cap for data-driven criteria")
+    p.add_argument(
+        "--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, help="sample cap for data-driven criteria"
+    )
     p.add_argument(
         "--no-real-int8",
         action="store_true",

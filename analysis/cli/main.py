@@ -1,22 +1,21 @@
 """Shared pieces of the command line: common options, loading, JSON output, one-line errors.
 
 Each command group lives in a module of `analysis/cli/` (basic, rank, compress, sensitivity) with a
-`register(subparsers)` function; `__main__.py` lists those modules. A command's handler takes the parsed args and returns the JSON payload (a dict).
+`register(subparsers)` function; `__main__.py` lists those modules. A command's handler takes the parsed
+args and returns the JSON payload (a dict).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torch import nn
 
 from analysis.checks import check_labels, model_outputs
 from analysis.data import Dataset, load_data
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 from analysis.io import to_json, write_text_atomic
 from analysis.specs import (
     DEFAULT_DATA,
@@ -75,31 +74,6 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False) -> Loaded:
     return Loaded(model, data, shape)
 
 
-@contextlib.contextmanager
-def progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A `progress(done, total)` callback drawing a tqdm bar on standard error.
-
-    The bar appears at the first call, so input errors raised before any work print one clean line.
-    """
-    from tqdm import tqdm
-
-    bars: list = []
-
-    def update(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True))
-        bar = bars[0]
-        bar.total = max(total, 1)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        for bar in bars:
-            bar.close()
-
-
 def emit(payload: dict, dest: str) -> None:
     """Write the JSON payload to `dest` atomically, or to standard output for '-'."""
     text = to_json(payload)
@@ -128,7 +102,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         # Errors from torch (an input shape the model does not take, say) are one line too; --debug shows more.
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0

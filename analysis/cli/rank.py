@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
+from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
 from analysis.io import write_text_atomic
+from analysis.progress import progress_bar
 
 
 def _rank(args: argparse.Namespace) -> dict:

@@ -4,36 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs, progress_bar
+from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.errors import WorkbenchError
-from analysis.report.html import build_full_report, build_report, write_csv, write_markdown
+from analysis.progress import progress_bar
+from analysis.report.files import write_csv, write_markdown
+from analysis.report.html import build_full_report, build_report
 from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
+from analysis.validate import parse_values
 
 
-def _split(text: str | None, convert, what: str) -> list | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise WorkbenchError(f"--{what} is empty: give a comma-separated list")
-    out = []
-    for item in items:
-        try:
-            out.append(convert(item))
-        except ValueError:
-            raise WorkbenchError(f"--{what}: {item!r} is not a number; give e.g. --{what} 0.1,0.5") from None
-    return out
-
-
-def _bits(item: str) -> int | float:
-    value = float(item)
-    return int(value) if value.is_integer() else value  # sensitivity validates 2..16 and wholeness
+def _list(text: str | None, kind, what: str) -> list | None:
+    """A `--what` option's list (commas and/or spaces), None where the option was not given."""
+    return None if text is None else parse_values(text, kind, f"--{what}", allow_empty=False)
 
 
 def _sensitivity(args: argparse.Namespace) -> dict:
-    ratios = _split(args.ratios, float, "ratios")
-    bits = _split(args.bits, _bits, "bits")
-    layers = _split(args.layers, str, "layers")
+    ratios = _list(args.ratios, float, "ratios")
+    bits = _list(args.bits, int, "bits")
+    layers = _list(args.layers, str, "layers")
     loaded = load_inputs(args, need_data=True)
     with progress_bar(f"sensitivity ({args.kind})") as progress:
         result = sensitivity_sweep(
@@ -66,7 +54,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
 
 
 def _report(args: argparse.Namespace) -> dict:
-    kinds = _split(args.kinds, str, "kinds") or list(KINDS)
+    kinds = _list(args.kinds, str, "kinds") or list(KINDS)
     for kind in kinds:
         if kind not in KINDS:
             raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use structured, unstructured, quant")

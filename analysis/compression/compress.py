@@ -13,8 +13,7 @@ Order of work, on a private deep copy (the model handed in is never touched):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,7 @@ from analysis.compression.finetune import finetune
 from analysis.compression.plan import CompressionPlan, LayerSettings
 from analysis.compression.pruning import (
     SPARSE_FORMAT,
-    copy_model,
     count_zeros,
-    final_classifier,
     make_permanent,
     prune_structured,
     prune_unstructured,
@@ -41,144 +38,16 @@ from analysis.compression.quantization import (
     quantized_size_bytes,
     to_int8_linear,
 )
+from analysis.compression.result import REAL, SIMULATED, UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
 from analysis.cost import count_params, size_bytes, summarize
-from analysis.data import Dataset
+from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.importance.base import prunable_layers
 from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE, compare_latency
-
-Progress = Callable[[int, int], None]
-
-REAL, SIMULATED = "real", "simulated"
-UNSTRUCTURED_NOTE = (
-    "Unstructured pruning zeroes single weights but keeps every tensor dense: dense kernels do the same work "
-    "on zeros, so MACs and latency do not drop (even cuSPARSE at 90% sparsity runs about as fast as a dense "
-    "matrix). It saves space only when stored in a sparse format."
-)
-
-
-@dataclass(frozen=True)
-class ModelMetrics:
-    """One model's measured numbers: top-1 accuracy in [0, 1], mean cross-entropy (nats), parameters (and how
-    many are nonzero), MACs per sample, size in bytes (quantized weights at their bits, CONTRACT section 5),
-    and median latency in ms of one batch (p10/p90 too), labelled `real` or `simulated`."""
-
-    accuracy: float
-    loss: float
-    params: int
-    nonzero_params: int
-    macs: int
-    size_bytes: int
-    latency_ms: float
-    latency_p10_ms: float
-    latency_p90_ms: float
-    latency_label: str
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "loss": self.loss,
-            "params": self.params,
-            "nonzero_params": self.nonzero_params,
-            "macs": self.macs,
-            "flops": self.flops,
-            "size_bytes": self.size_bytes,
-            "latency_ms": self.latency_ms,
-            "latency_p10_ms": self.latency_p10_ms,
-            "latency_p90_ms": self.latency_p90_ms,
-            "latency_label": self.latency_label,
-        }
-
-
-@dataclass(frozen=True)
-class CompressionResult:
-    """Before and after, the plan as applied, what each step did, and the compressed model.
-
-    `model` is the compressed model whose numbers `after` reports (with real int8 Linear layers where they
-    ran); `simulated` is the same model with every layer float (weights-only fake quantization), present
-    only when int8 kernels were swapped in. Derived: `speedup` = before / after latency, `mac_reduction` =
-    before / after MACs, `efficiency` = speedup / MAC reduction (1.0 = latency fell as much as MACs);
-    `speedup_paired` is the median of the per-round speedups of the alternating timing rounds.
-    """
-
-    before: ModelMetrics
-    after: ModelMetrics
-    plan: CompressionPlan
-    model: nn.Module = field(repr=False)
-    batch_size: int
-    threads: int
-    groups: list[dict]
-    unstructured: dict[str, float]
-    quantized: dict[str, int]
-    int8_layers: list[str]
-    sparsity: float
-    sparse_size_bytes: int | None
-    simulated: ModelMetrics | None
-    finetune: dict | None
-    notes: list[str]
-    seconds: float
-    cpu: str = ""
-    torch_version: str = ""
-    speedup_paired: float | None = None
-
-    @property
-    def speedup(self) -> float:
-        return self.before.latency_ms / self.after.latency_ms if self.after.latency_ms > 0 else float("nan")
-
-    @property
-    def efficiency_paired(self) -> float | None:
-        """`speedup_paired` / MAC reduction: the efficiency with the round-by-round speedup."""
-        return None if self.speedup_paired is None else self.speedup_paired / self.mac_reduction
-
-    @property
-    def mac_reduction(self) -> float:
-        return self.before.macs / self.after.macs if self.after.macs > 0 else float("nan")
-
-    @property
-    def efficiency(self) -> float:
-        return self.speedup / self.mac_reduction
-
-    @property
-    def accuracy_delta(self) -> float:
-        """After minus before accuracy, in [−1, 1] (multiply by 100 for points)."""
-        return self.after.accuracy - self.before.accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        """CONTRACT section 3 `compress` keys (`before`, `after`, `plan`) plus the derived numbers."""
-        return {
-            "before": self.before.to_dict(),
-            "after": self.after.to_dict(),
-            "plan": self.plan.to_dict(),
-            "speedup": self.speedup,
-            "mac_reduction": self.mac_reduction,
-            "efficiency": self.efficiency,
-            "speedup_paired": self.speedup_paired,
-            "efficiency_paired": self.efficiency_paired,
-            "accuracy_delta": self.accuracy_delta,
-            "batch_size": self.batch_size,
-            "threads": self.threads,
-            "cpu": self.cpu,
-            "torch_version": self.torch_version,
-            "applied": {
-                "structured_groups": self.groups,
-                "unstructured": self.unstructured,
-                "quantized_bits": self.quantized,
-                "int8_layers": self.int8_layers,
-            },
-            "sparsity": self.sparsity,
-            "sparse_size_bytes": self.sparse_size_bytes,
-            "sparse_format": SPARSE_FORMAT if self.sparse_size_bytes is not None else None,
-            "simulated": self.simulated.to_dict() if self.simulated else None,
-            "finetune": self.finetune,
-            "notes": self.notes,
-            "seconds": self.seconds,
-        }
+from analysis.layers import copy_model, final_classifier, prunable_layers
+from analysis.progress import Progress
+from analysis.validate import whole
 
 
 class _Stages:
@@ -192,6 +61,20 @@ class _Stages:
         self.sizes = dict(sizes)
         self.total = total
         self.progress = progress
+
+    @classmethod
+    def for_compress(cls, data: Dataset, ft, eval_batch_size: int, latency_rounds: int, progress) -> _Stages:
+        """The stages of `compress`, sized in evaluation batches, training steps and latency runs."""
+        evals = max(len(data.x) // eval_batch_size, 1)
+        steps = ft.epochs * ((len(data.x_train) + ft.batch_size - 1) // ft.batch_size)
+        sizes = {
+            "before": evals,
+            "prune": 1,
+            "finetune": steps,
+            "after": evals,
+            "latency": latency_rounds * 3,
+        }
+        return cls(sizes, progress)
 
     def step(self, name: str) -> Progress | None:
         if self.progress is None:
@@ -280,7 +163,7 @@ def compress(
     runs_per_round: int = 5,
     warmup: int = 5,
     real_int8: bool = True,
-    max_samples: int = 2048,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
     eval_batch_size: int = 256,
 ) -> CompressionResult:
     """Apply `plan` to a copy of `model` and measure before and after on `data`'s evaluation split.
@@ -290,33 +173,20 @@ def compress(
     Linear layers at 8 bits run the CPU's dynamic int8 kernel where there is one. `max_samples` caps the
     samples data-driven criteria see. `model` itself is never changed.
     """
+    # Long by design (~85 lines of body): the steps read top to bottom in the order the module docstring
+    # lists, each one call; the rest is assembling the result's fields.
     started = time.perf_counter()
     if not isinstance(plan, CompressionPlan):
         plan = CompressionPlan.from_dict(plan)
-    if batch_size < 1:
-        raise WorkbenchError(f"batch size must be at least 1, got {batch_size}")
+    whole(batch_size, "batch size")
     plan.check_layers(model)
     input_shape = data.input_shape
     reference = copy_model(model).eval()  # teacher and "before"; the caller's model is never run
     work = copy_model(model).eval()
-
     structured, criteria, unstructured_ratios, bits, groups, notes = _resolve(plan, work, input_shape)
     ft = plan.finetune
-    steps = ft.epochs * ((len(data.x_train) + ft.batch_size - 1) // ft.batch_size)
-    eval_steps = max(len(data.x) // eval_batch_size, 1)
-    stages = _Stages(
-        {
-            "before": eval_steps,
-            "prune": 1,
-            "finetune": steps,
-            "after": eval_steps,
-            "latency": latency_rounds * 3,
-        },
-        progress,
-    )
-
+    stages = _Stages.for_compress(data, ft, eval_batch_size, latency_rounds, progress)
     before_eval = evaluate(reference, data, batch_size=eval_batch_size, progress=stages.step("before"))
-    before_cost = summarize(reference, input_shape)
     stages.finish("before")
 
     struct = prune_structured(
@@ -331,57 +201,16 @@ def compress(
     notes.extend(struct.notes)
     prune_unstructured(work, unstructured_ratios)
     stages.finish("prune")
-
-    finetune_info = None
-    if ft.epochs > 0 and not data.has_train_split:
-        notes.append(
-            "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "
-            "is optimistic (give x_train/y_train for an honest number)"
-        )
-    if ft.epochs > 0:
-        trained = finetune(
-            work,
-            data,
-            ft,
-            teacher=reference if ft.distill else None,
-            progress=stages.step("finetune"),
-            inplace=True,
-        )
-        finetune_info = trained.to_dict()
-        if bits:
-            notes.append("weights were quantized after fine-tuning (post-training quantization)")
+    finetune_info = _finetune_step(work, reference, data, ft, bool(bits), stages.step("finetune"), notes)
     make_permanent(work)
     quantized = quantize_weights(work, bits)
     stages.finish("finetune")
-
-    deployed, int8_layers = work, []
-    if real_int8 and any(b == 8 for b in bits.values()):
-        candidate = copy_model(work)
-        int8_layers = to_int8_linear(candidate, bits)
-        if int8_layers:
-            deployed = candidate
-            notes.append(
-                f"{', '.join(int8_layers)} run the real int8 kernel ({int8_backend()}): int8 weights (the same "
-                "integers as the fake quantization), activations quantized per batch at run time; `simulated` "
-                "gives the all-float model with the same weights"
-            )
-    fake_only = sorted(set(quantized) - set(int8_layers))
-    label = SIMULATED if fake_only else REAL
-    if fake_only:
-        notes.append(
-            f"{len(fake_only)} quantized layer(s) ({', '.join(fake_only[:4])}{', ...' if len(fake_only) > 4 else ''}) "
-            "have no real integer kernel here: their weights sit on the b-bit grid but are stored and run as "
-            "float32, so the latency is simulated (float kernels), not that of a b-bit kernel"
-        )
+    deployed, int8_layers, label = _deploy(work, bits, quantized, real_int8, notes)
 
     after_eval = evaluate(deployed, data, batch_size=eval_batch_size, progress=stages.step("after"))
     simulated_eval = evaluate(work, data, batch_size=eval_batch_size) if deployed is not work else None
-    after_cost = summarize(work, input_shape)
     stages.finish("after")
-
-    models = {"before": reference, "after": deployed}
-    if simulated_eval is not None:
-        models["simulated"] = work
+    models = {"before": reference, "after": deployed} | ({"simulated": work} if simulated_eval else {})
     timings = compare_latency(
         models,
         input_shape,
@@ -397,53 +226,18 @@ def compress(
 
     zeros, total = count_zeros(work)
     after_size = quantized_size_bytes(work, bits)
-    sparse_bytes = None
-    if unstructured_ratios:
-        sparse_bytes = sparse_size_bytes(work, bits)
-        notes.append(
-            f"{UNSTRUCTURED_NOTE} Sparsity {zeros / max(total, 1):.1%} of prunable weights; stored sparse "
-            f"({SPARSE_FORMAT}) the model would take {sparse_bytes:,} bytes vs {after_size:,} dense"
-        )
-
-    def metrics(ev, params, nonzero, macs, size, timing) -> ModelMetrics:
-        return ModelMetrics(
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            params=params,
-            nonzero_params=nonzero,
-            macs=macs,
-            size_bytes=size,
-            latency_ms=timing.median_ms,
-            latency_p10_ms=timing.p10_ms,
-            latency_p90_ms=timing.p90_ms,
-            latency_label=timing.kind,
-        )
-
-    params_after, nonzero_after = count_params(work), _nonzero(work)
-    before = metrics(
-        before_eval,
+    sparse_bytes = _sparse_bytes(work, bits, unstructured_ratios, after_size, notes)
+    before_cost, after_cost = summarize(reference, input_shape), summarize(work, input_shape)
+    after_counts = (count_params(work), _nonzero(work), after_cost.total_macs, after_size)
+    before_counts = (
         before_cost.total_params,
         _nonzero(reference),
         before_cost.total_macs,
         size_bytes(reference),
-        timings["before"],
     )
-    after = metrics(
-        after_eval, params_after, nonzero_after, after_cost.total_macs, after_size, timings["after"]
-    )
-    simulated = None
-    if simulated_eval is not None:
-        simulated = metrics(
-            simulated_eval,
-            params_after,
-            nonzero_after,
-            after_cost.total_macs,
-            after_size,
-            timings["simulated"],
-        )
     return CompressionResult(
-        before=before,
-        after=after,
+        before=_metrics(before_eval, *before_counts, timings["before"]),
+        after=_metrics(after_eval, *after_counts, timings["after"]),
         plan=plan,
         model=deployed,
         batch_size=batch_size,
@@ -456,13 +250,94 @@ def compress(
         int8_layers=int8_layers,
         sparsity=zeros / max(total, 1),
         sparse_size_bytes=sparse_bytes,
-        simulated=simulated,
+        simulated=_metrics(simulated_eval, *after_counts, timings["simulated"]) if simulated_eval else None,
         finetune=finetune_info,
         notes=notes,
         seconds=time.perf_counter() - started,
         cpu=timings["before"].cpu,
         torch_version=torch.__version__,
         speedup_paired=_paired_speedup(timings["before"], timings["after"], runs_per_round),
+    )
+
+
+def _sparse_bytes(
+    work: nn.Module, bits, unstructured_ratios, dense_bytes: int, notes: list[str]
+) -> int | None:
+    """Bytes in the sparse format where anything was pruned unstructured (with a note saying what it means)."""
+    if not unstructured_ratios:
+        return None
+    zeros, total = count_zeros(work)
+    sparse = sparse_size_bytes(work, bits)
+    notes.append(
+        f"{UNSTRUCTURED_NOTE} Sparsity {zeros / max(total, 1):.1%} of prunable weights; stored sparse "
+        f"({SPARSE_FORMAT}) the model would take {sparse:,} bytes vs {dense_bytes:,} dense"
+    )
+    return sparse
+
+
+def _finetune_step(
+    work: nn.Module,
+    reference: nn.Module,
+    data: Dataset,
+    ft,
+    quantizes: bool,
+    progress: Progress | None,
+    notes: list[str],
+) -> dict | None:
+    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary."""
+    if ft.epochs <= 0:
+        return None
+    if not data.has_train_split:
+        notes.append(
+            "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "
+            "is optimistic (give x_train/y_train for an honest number)"
+        )
+    trained = finetune(
+        work, data, ft, teacher=reference if ft.distill else None, progress=progress, inplace=True
+    )
+    if quantizes:
+        notes.append("weights were quantized after fine-tuning (post-training quantization)")
+    return trained.to_dict()
+
+
+def _deploy(
+    work: nn.Module, bits: Mapping[str, int], quantized: Mapping, real_int8: bool, notes: list[str]
+) -> tuple[nn.Module, list[str], str]:
+    """The model to run: `work`, or a copy with 8-bit Linear layers on the real int8 kernel where the CPU
+    has one; the int8 layers; and the latency label (`simulated` where a quantized layer runs float)."""
+    deployed, int8_layers = work, []
+    if real_int8 and any(b == 8 for b in bits.values()):
+        candidate = copy_model(work)
+        int8_layers = to_int8_linear(candidate, bits)
+        if int8_layers:
+            deployed = candidate
+            notes.append(
+                f"{', '.join(int8_layers)} run the real int8 kernel ({int8_backend()}): int8 weights (the same "
+                "integers as the fake quantization), activations quantized per batch at run time; `simulated` "
+                "gives the all-float model with the same weights"
+            )
+    fake_only = sorted(set(quantized) - set(int8_layers))
+    if fake_only:
+        notes.append(
+            f"{len(fake_only)} quantized layer(s) ({', '.join(fake_only[:4])}{', ...' if len(fake_only) > 4 else ''}) "
+            "have no real integer kernel here: their weights sit on the b-bit grid but are stored and run as "
+            "float32, so the latency is simulated (float kernels), not that of a b-bit kernel"
+        )
+    return deployed, int8_layers, SIMULATED if fake_only else REAL
+
+
+def _metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> ModelMetrics:
+    return ModelMetrics(
+        accuracy=ev.accuracy,
+        loss=ev.loss,
+        params=params,
+        nonzero_params=nonzero,
+        macs=macs,
+        size_bytes=size,
+        latency_ms=timing.median_ms,
+        latency_p10_ms=timing.p10_ms,
+        latency_p90_ms=timing.p90_ms,
+        latency_label=timing.kind,
     )
 
 

@@ -12,7 +12,6 @@ with the KL divergence averaged over the batch. The teacher is the uncompressed 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -20,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.compression.plan import FinetuneSettings
-from analysis.compression.pruning import copy_model
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
+from analysis.layers import copy_model
+from analysis.progress import Progress
 
-Progress = Callable[[int, int], None]
 LR_SCHEDULES = ("constant", "cosine")
 
 

@@ -15,7 +15,6 @@ A layer entry overrides `default` key by key. `bits: 32` means untouched.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +22,10 @@ from typing import Any
 
 from torch import nn
 
+from analysis import validate
 from analysis.errors import WorkbenchError
+from analysis.validate import UNTOUCHED_BITS
 
-UNTOUCHED_BITS = 32
-MIN_BITS, MAX_BITS = 2, 16
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 65536
 LAYER_KEYS = ("prune", "criterion", "structured", "bits")
@@ -40,51 +39,24 @@ def known_criteria() -> tuple[str, ...]:
     return CRITERIA
 
 
-def _whole_number(v: Any) -> bool:
-    """A finite whole number (not a bool): `int(inf)` and `int(nan)` raise, so check finiteness first."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    return isinstance(v, int) or (math.isfinite(v) and v == int(v))
-
-
 def _where(layer: str | None) -> str:
     return f"layer {layer!r}" if layer else "default"
 
 
 def _check_prune(value: Any, layer: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbenchError(f"{_where(layer)}: prune must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise WorkbenchError(
-            f"{_where(layer)}: prune ratio {value} is outside [0, 1): give the fraction to remove, e.g. 0.5"
-        )
-    return float(value)
+    return validate.ratio(value, _where(layer))
 
 
 def _check_bits(value: Any, layer: str | None) -> int:
-    if not _whole_number(value):
-        raise WorkbenchError(f"{_where(layer)}: bits must be a whole number, got {value!r}")
-    bits = int(value)
-    if bits != UNTOUCHED_BITS and not MIN_BITS <= bits <= MAX_BITS:
-        raise WorkbenchError(
-            f"{_where(layer)}: bits {bits} is outside {MIN_BITS}..{MAX_BITS}: "
-            f"choose {MIN_BITS} to {MAX_BITS}, or {UNTOUCHED_BITS} to leave the weights as they are"
-        )
-    return bits
+    return validate.bits(value, f"{_where(layer)}, bits {value}", untouched=True)
 
 
 def _check_criterion(value: Any, layer: str | None) -> str:
-    names = known_criteria()
-    key = str(value).strip().lower() if isinstance(value, str) else None
-    if key not in names:
-        raise WorkbenchError(f"{_where(layer)}: unknown criterion {value!r}: use one of {', '.join(names)}")
-    return key
+    return validate.criterion(value, known_criteria(), _where(layer))
 
 
 def _check_structured(value: Any, layer: str | None) -> bool:
-    if not isinstance(value, bool):
-        raise WorkbenchError(f"{_where(layer)}: structured must be true or false, got {value!r}")
-    return value
+    return validate.flag(value, f"{_where(layer)}: structured")
 
 
 _CHECKS = {
@@ -149,22 +121,13 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def whole(name: str, minimum: int, maximum: int) -> None:
-            v = getattr(self, name)
-            if not _whole_number(v) or not minimum <= v <= maximum:
-                raise WorkbenchError(
-                    f"finetune: {name} must be a whole number in {minimum}..{maximum}, got {v!r}"
-                )
-            object.__setattr__(self, name, int(v))
+        def whole(name: str, minimum: int, maximum: int | None = None) -> None:
+            value = validate.whole(getattr(self, name), f"finetune: {name}", minimum, maximum)
+            object.__setattr__(self, name, value)
 
         def number(name: str, low: float, high: float, low_open: bool) -> None:
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            ok = ok and (low < v if low_open else low <= v) and v <= high
-            if not ok:
-                interval = f"{'(' if low_open else '['}{low}, {high}]"
-                raise WorkbenchError(f"finetune: {name} must be a number in {interval}, got {v!r}")
-            object.__setattr__(self, name, float(v))
+            value = validate.in_range(getattr(self, name), f"finetune: {name}", low, high, low_open)
+            object.__setattr__(self, name, value)
 
         # Upper bounds: a typo such as 1e12 epochs would otherwise run until the machine is switched off.
         whole("epochs", 0, MAX_EPOCHS)
@@ -173,8 +136,7 @@ class FinetuneSettings:
         number("temperature", 0.0, 1e6, True)
         number("alpha", 0.0, 1.0, False)
         number("lr", 0.0, 10.0, True)
-        if not isinstance(self.distill, bool):
-            raise WorkbenchError(f"finetune: distill must be true or false, got {self.distill!r}")
+        validate.flag(self.distill, "finetune: distill")
 
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in FINETUNE_KEYS}
@@ -185,9 +147,7 @@ def _layer_settings(raw: Any) -> LayerSettings:
         return raw
     if not isinstance(raw, Mapping):
         raise WorkbenchError(f"plan 'default' must be an object like {{\"prune\": 0.5}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(LAYER_KEYS))
-    if unknown:
-        raise WorkbenchError(f"default: unknown key {unknown[0]!r}: use {', '.join(LAYER_KEYS)}")
+    validate.known_keys(raw, LAYER_KEYS, "default")
     return LayerSettings(**dict(raw))
 
 
@@ -200,9 +160,7 @@ def _layer_override(name: Any, raw: Any) -> LayerOverride:
         raise WorkbenchError(
             f'layer {name!r}: its entry must be an object like {{"prune": 0.5}}, got {raw!r}'
         )
-    unknown = sorted(set(raw) - set(LAYER_KEYS))
-    if unknown:
-        raise WorkbenchError(f"layer {name!r}: unknown key {unknown[0]!r}: use {', '.join(LAYER_KEYS)}")
+    validate.known_keys(raw, LAYER_KEYS, f"layer {name!r}")
     return LayerOverride(**{key: _CHECKS[key](value, name) for key, value in raw.items()})
 
 
@@ -213,9 +171,7 @@ def _finetune_settings(raw: Any) -> FinetuneSettings:
         return FinetuneSettings()
     if not isinstance(raw, Mapping):
         raise WorkbenchError(f"plan 'finetune' must be an object like {{\"epochs\": 3}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(FINETUNE_KEYS))
-    if unknown:
-        raise WorkbenchError(f"finetune: unknown key {unknown[0]!r}: use {', '.join(FINETUNE_KEYS)}")
+    validate.known_keys(raw, FINETUNE_KEYS, "finetune")
     return FinetuneSettings(**dict(raw))
 
 
@@ -262,21 +218,9 @@ class CompressionPlan:
 
     def check_layers(self, model: nn.Module) -> None:
         """Raise WorkbenchError naming the first plan layer that `model` lacks or cannot prune/quantize."""
-        from analysis.importance.base import prunable_layers
+        from analysis.layers import prunable_layers
 
-        modules = dict(model.named_modules())
-        prunable = prunable_layers(model)
-        for name in self.layers:
-            if name not in modules:
-                shown = ", ".join(list(prunable)[:8]) + (", ..." if len(prunable) > 8 else "")
-                raise WorkbenchError(
-                    f"plan names layer {name!r}, which the model does not have: its prunable layers are {shown}"
-                )
-            if name not in prunable:
-                raise WorkbenchError(
-                    f"plan names layer {name!r}, a {type(modules[name]).__name__}: only Conv*d (groups 1 or "
-                    "depthwise) and Linear layers can be pruned or quantized"
-                )
+        validate.check_layer_names(model, self.layers, prunable_layers(model))
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (CONTRACT section 4 keys)."""

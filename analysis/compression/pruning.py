@@ -5,7 +5,7 @@
   `round(r x C_out)` output channels of lowest importance are physically removed from every member, so the
   tensors, the parameter count, the MACs and the latency all drop. A group is named by its first layer in
   `named_modules()` order, exactly as the structured sensitivity sweep names it, and with the `l1` criterion
-  the same channels go as the sweep simulated.
+  the same channels go as the sweep simulated (both score groups with `group_scores`).
 - **Unstructured**: `torch.nn.utils.prune.l1_unstructured` zeroes the `round(r x numel)` smallest-|w|
   weights; `make_permanent` removes the masks (no `weight_orig`, no forward pre-hooks left). The tensors
   keep their shape: dense kernels do exactly the same work on zeros, so this saves no time; it saves space
@@ -16,7 +16,6 @@ Everything here changes the model it is given in place: pass a copy you own (`an
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,83 +24,18 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.importance.base import get_importance
-from analysis.sensitivity.groups import PruningGroup, final_layers, find_groups, is_prunable, remove_channels
+from analysis.layers import example_input, is_prunable
+from analysis.sensitivity.groups import PruningGroup, find_groups, group_scores, remove_channels
+from analysis.validate import ratio as check_ratio
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy of `model`, also when `torch.nn.utils.prune` masks are attached (their cached masked
-    weight is a non-leaf tensor, which plain `copy.deepcopy` refuses; the copy gets a detached clone)."""
-    memo: dict[int, torch.Tensor] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
-def example_input(input_shape: tuple[int, ...], batch_size: int = 2) -> torch.Tensor:
-    """A fixed random batch for tracing (two samples, so batch norms see a real batch)."""
-    return torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
-
-
-def final_classifier(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
-    """The final classifier: the last prunable layer the forward pass runs (it keeps its outputs)."""
-    found = final_layers(model, example_input(input_shape))
-    return found[0] if found else None
 
 
 def pruning_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[PruningGroup]:
     """Every coupled group of prunable layers (`analysis.sensitivity.groups`), the final classifier's left out."""
     return find_groups(model, example_input(input_shape))
-
-
-def channel_scores(
-    model: nn.Module,
-    groups: list[PruningGroup],
-    criteria: Mapping[str, str],
-    data=None,
-    max_samples: int = 2048,
-) -> dict[str, torch.Tensor]:
-    """Per group (by name), one float64 score per channel, higher = more important.
-
-    A group's score sums, over every Conv/Linear whose outputs it removes, that layer's score from the
-    importance registry (APoZ negated), as `l1` does in the sensitivity sweep; `l1` uses the group's own
-    `l1_importance`, so structured pruning removes exactly the channels the sweep simulated.
-    """
-    by_criterion: dict[str, list[PruningGroup]] = {}
-    for g in groups:
-        by_criterion.setdefault(criteria.get(g.name, "l1"), []).append(g)
-    scores: dict[str, torch.Tensor] = {}
-    for criterion, chosen in by_criterion.items():
-        if criterion == "l1":
-            scores.update({g.name: g.l1_importance(model) for g in chosen})
-            continue
-        importance = get_importance(criterion)
-        if importance.data_driven and data is None:
-            raise WorkbenchError(f"criterion {criterion!r} is data-driven: give a dataset")
-        layers = sorted({name for g in chosen for name in g.out_layers})
-        found = importance(model, data if importance.data_driven else None, layers, max_samples=max_samples)
-        sign = 1.0 if importance.higher_is_important else -1.0
-        for g in chosen:
-            total = torch.zeros(g.channels, dtype=torch.float64)
-            for m in g.members:
-                if m.dim != "out" or m.name not in found:
-                    continue
-                layer_scores = found[m.name].detach().double().flatten()
-                if torch.isnan(layer_scores).any():
-                    raise WorkbenchError(
-                        f"criterion {criterion!r} has no score for layer {m.name!r} (no following norm for "
-                        "bn-scale?): choose another criterion for it"
-                    )
-                total.index_add_(
-                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
-                )
-            scores[g.name] = total
-    return scores
 
 
 @dataclass(frozen=True)
@@ -122,7 +56,7 @@ def prune_structured(
     *,
     criteria: Mapping[str, str] | None = None,
     data=None,
-    max_samples: int = 2048,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
     groups: list[PruningGroup] | None = None,
 ) -> StructuredPruning:
     """Physically remove output channels, in place, group by group (Torch-Pruning's dependency graph).
@@ -133,8 +67,7 @@ def prune_structured(
     model's `pruning_groups`, where the caller has them already.
     """
     for name, r in ratios.items():
-        if not 0.0 <= r < 1.0:
-            raise WorkbenchError(f"group {name!r}: prune ratio {r} is outside [0, 1)")
+        check_ratio(r, f"group {name!r}")
     wanted = {name: r for name, r in ratios.items() if r > 0}
     if not wanted:
         return StructuredPruning()
@@ -147,7 +80,7 @@ def prune_structured(
             f"({', '.join(list(by_name)[:8])}); the final classifier keeps its outputs"
         )
     chosen = [by_name[name] for name in wanted]
-    scores = channel_scores(model, chosen, criteria or {}, data, max_samples)
+    scores = group_scores(model, chosen, criteria or {}, data, max_samples)
     result = StructuredPruning()
     removal: dict[str, list[int]] = {}
     for g in chosen:
@@ -205,8 +138,7 @@ def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[st
     """
     zeroed = {}
     for name, r in ratios.items():
-        if not 0.0 <= r < 1.0:
-            raise WorkbenchError(f"layer {name!r}: prune ratio {r} is outside [0, 1)")
+        check_ratio(r, f"layer {name!r}")
         if r == 0:
             continue
         module = model.get_submodule(name)
@@ -268,11 +200,7 @@ __all__ = [
     "PruningGroup",
     "SPARSE_FORMAT",
     "StructuredPruning",
-    "channel_scores",
-    "copy_model",
     "count_zeros",
-    "example_input",
-    "final_classifier",
     "make_permanent",
     "prune_structured",
     "prune_unstructured",

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.compression.plan import MAX_BITS, MIN_BITS, UNTOUCHED_BITS
 from analysis.errors import WorkbenchError
+from analysis.validate import UNTOUCHED_BITS
+from analysis.validate import bits as check_bits
 
 SCALE_BYTES = 4  # one float32 scale per output channel
 INT8_BITS = 8
@@ -36,9 +37,7 @@ INT8_BITS = 8
 
 def levels(bits: int) -> int:
     """Number of positive levels at `bits`: 2^(b-1) - 1 (and as many negative ones, plus zero)."""
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise WorkbenchError(f"bits {bits} is outside {MIN_BITS}..{MAX_BITS}")
-    return 2 ** (bits - 1) - 1
+    return 2 ** (check_bits(bits) - 1) - 1
 
 
 def channel_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:

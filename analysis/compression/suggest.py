@@ -22,110 +22,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from analysis.compression.budget import BUDGET_KINDS, Budget, MacModel  # noqa: F401  (part of this API)
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
 from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.progress import Progress
 from analysis.sensitivity.groups import PruningGroup
-
-Progress = Callable[[int, int], None]
-BUDGET_KINDS = {"macs": "macs", "latency": "latency", "drop": "drop", "accuracy": "drop"}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """`macs` / `latency`: the fraction of the original to keep, in (0, 1]; `drop`: the largest accuracy
-    drop allowed, in accuracy units (0.01 = one point)."""
-
-    kind: str
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("macs", "latency", "drop"):
-            raise WorkbenchError(f"unknown budget {self.kind!r}: use macs=F, latency=F or drop=D")
-        v = self.value
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise WorkbenchError(f"budget {self.kind} must be a number, got {v!r}")
-        if self.kind in ("macs", "latency") and not 0.0 < v <= 1.0:
-            raise WorkbenchError(f"budget {self.kind}={v}: give the fraction to keep, in (0, 1], e.g. 0.5")
-        if self.kind == "drop" and not 0.0 <= v < 1.0:
-            raise WorkbenchError(f"budget drop={v}: give an accuracy drop in [0, 1), e.g. 0.01 for one point")
-
-    @classmethod
-    def parse(cls, text: str | Budget) -> Budget:
-        """`"macs=0.5"`, `"latency=0.6"` or `"drop=0.01"` (`accuracy=` is an alias of `drop=`)."""
-        if isinstance(text, Budget):
-            return text
-        key, sep, value = str(text).partition("=")
-        kind = BUDGET_KINDS.get(key.strip().lower())
-        if not sep or kind is None:
-            raise WorkbenchError(f"cannot read budget {text!r}: use macs=0.5, latency=0.6 or drop=0.01")
-        try:
-            number = float(value)
-        except ValueError:
-            raise WorkbenchError(f"budget {text!r}: {value!r} is not a number") from None
-        return cls(kind, number)
-
-    def __str__(self) -> str:
-        return f"{self.kind}={self.value:g}"
-
-
-class MacModel:
-    """MACs per sample of `model` with given per-group ratios, from layer costs and group channel maps."""
-
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], groups: list[PruningGroup]) -> None:
-        summary = summarize(model, input_shape)
-        self.total = summary.total_macs
-        self.groups = {g.name: g for g in groups}
-        modules = dict(model.named_modules())
-        self.layer_macs = {layer.name: layer.macs for layer in summary.layers if layer.macs}
-        # layer -> [(group, dim, number of its indices in that group)]
-        self.links: dict[str, list[tuple[str, str, int]]] = {}
-        self.widths: dict[str, tuple[int, int, bool]] = {}
-        for g in groups:
-            for m in g.members:
-                module = modules.get(m.name)
-                if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-                    continue
-                self.links.setdefault(m.name, []).append((g.name, m.dim, len(m.idxs)))
-                if isinstance(module, nn.Linear):
-                    self.widths[m.name] = (module.out_features, module.in_features, False)
-                else:
-                    depthwise = module.groups > 1 and module.groups == module.in_channels
-                    self.widths[m.name] = (module.out_channels, module.in_channels, depthwise)
-
-    def removed_fraction(self, group: str, ratio: float) -> float:
-        g = self.groups[group]
-        return g.channels_to_remove(ratio) / g.channels if ratio > 0 else 0.0
-
-    def macs(self, ratios: Mapping[str, float]) -> float:
-        """Predicted MACs per sample with each group at its ratio (groups not named: unpruned)."""
-        total = 0.0
-        for name, base in self.layer_macs.items():
-            links = self.links.get(name)
-            if not links:
-                total += base
-                continue
-            out_total, in_total, depthwise = self.widths[name]
-            out_gone = in_gone = 0.0
-            for group, dim, count in links:
-                frac = self.removed_fraction(group, ratios.get(group, 0.0))
-                if dim == "out":
-                    out_gone += frac * count
-                else:
-                    in_gone += frac * count
-            out_keep = max(0.0, 1.0 - out_gone / out_total)
-            in_keep = max(0.0, 1.0 - in_gone / in_total)
-            total += base * (out_keep if depthwise else out_keep * in_keep)
-        return total
 
 
 @dataclass(frozen=True)
@@ -314,71 +225,24 @@ def suggest(
     def ratios_of(p):
         return {name: curves[name][i][0] for name, i in p.items()}
 
+    def pruned_copy(ratios) -> nn.Module:
+        return _pruned(work, ratios, input_shape, criterion, data)
+
     def exact_fraction(ratios) -> float:
-        pruned = _pruned(work, ratios, input_shape, criterion, data)
-        return summarize(pruned, input_shape).total_macs / macs.total
+        return summarize(pruned_copy(ratios), input_shape).total_macs / macs.total
 
-    latency_fraction = measured_drop = None
     if budget.kind == "macs":
-        pos, steps = _greedy(macs, curves, budget.value * macs.total, None)
-        fraction = exact_fraction(ratios_of(pos))
-        for _ in range(5):  # the analytic count is exact for plain layers; tighten if anything differs
-            if fraction <= budget.value + 1e-9:
-                break
-            pos, more = _greedy(macs, curves, macs.macs(ratios_of(pos)) * budget.value / fraction, None, pos)
-            steps += more
-            fraction = exact_fraction(ratios_of(pos))
-        met = fraction <= budget.value + 1e-9
+        pos, steps, fraction, met = _fit_macs(budget, macs, curves, ratios_of, exact_fraction)
+        latency_fraction = measured_drop = None
     elif budget.kind == "latency":
-        from analysis.latency import compare_latency
-
-        target = budget.value
-        pos, steps = _greedy(macs, curves, target * macs.total, None)
-        for i in range(6):
-            pruned = _pruned(work, ratios_of(pos), input_shape, criterion, data)
-            timing = compare_latency(
-                {"before": work, "after": pruned},
-                input_shape,
-                batch_size=batch_size,
-                threads=threads,
-                rounds=6,
-            )
-            latency_fraction = timing["after"].median_ms / timing["before"].median_ms
-            if progress:
-                progress(i + 1, 6)
-            if latency_fraction <= budget.value:
-                break
-            target *= budget.value / latency_fraction
-            pos, more = _greedy(macs, curves, target * macs.total, None, pos)
-            if not more:
-                notes.append(
-                    "no further step on the curves: the latency target cannot be met within max_ratio"
-                )
-                break
-            steps += more
-        fraction = exact_fraction(ratios_of(pos))
+        timing = {"batch_size": batch_size, "threads": threads}
+        pos, steps, latency_fraction = _fit_latency(budget, macs, curves, ratios_of, pruned_copy, work, input_shape,
+                                                    timing, progress, notes)  # fmt: skip
+        fraction, measured_drop = exact_fraction(ratios_of(pos)), None
         met = latency_fraction is not None and latency_fraction <= budget.value
-        notes.append(
-            f"latency measured at batch {batch_size} in alternating rounds (noisy on a busy machine)"
-        )
     else:
-        pos, steps = _greedy(macs, curves, None, budget.value)
-        if data is not None:
-            while True:
-                pruned = _pruned(work, ratios_of(pos), input_shape, criterion, data)
-                measured_drop = sens.baseline_accuracy - evaluate(pruned, data).accuracy
-                if measured_drop <= budget.value + 1e-9 or not steps:
-                    break
-                last = steps.pop()  # undo the last step: go back to the group's previous point
-                name = last["group"]
-                earlier = [s for s in steps if s["group"] == name]
-                pos[name] = (
-                    next(i for i, p in enumerate(curves[name]) if p[0] == earlier[-1]["ratio"])
-                    if earlier
-                    else 0
-                )
-            notes.append("the accuracy budget was checked by evaluating the pruned model (no fine-tuning)")
-        fraction = exact_fraction(ratios_of(pos))
+        pos, steps, measured_drop = _fit_drop(budget, macs, curves, ratios_of, pruned_copy, sens, data, notes)
+        fraction, latency_fraction = exact_fraction(ratios_of(pos)), None
         met = measured_drop is None or measured_drop <= budget.value + 1e-9
     ratios = {name: r for name, r in ratios_of(pos).items() if r > 0}
     if not met:
@@ -398,6 +262,67 @@ def suggest(
         steps=steps,
         notes=notes,
     )
+
+
+def _fit_macs(budget: Budget, macs: MacModel, curves, ratios_of, exact_fraction):
+    """Greedy steps to the MAC budget, tightened until the really pruned model's MACs meet it."""
+    pos, steps = _greedy(macs, curves, budget.value * macs.total, None)
+    fraction = exact_fraction(ratios_of(pos))
+    for _ in range(5):  # the analytic count is exact for plain layers; tighten if anything differs
+        if fraction <= budget.value + 1e-9:
+            break
+        pos, more = _greedy(macs, curves, macs.macs(ratios_of(pos)) * budget.value / fraction, None, pos)
+        steps += more
+        fraction = exact_fraction(ratios_of(pos))
+    return pos, steps, fraction, fraction <= budget.value + 1e-9
+
+
+def _fit_latency(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy, work, input_shape, timing,
+                 progress, notes):  # fmt: skip
+    """Greedy steps to a MAC target, then timed against the original and tightened until the measured
+    latency fraction meets the budget (at most six timings)."""
+    from analysis.latency import compare_latency
+
+    target, latency_fraction = budget.value, None
+    pos, steps = _greedy(macs, curves, target * macs.total, None)
+    for i in range(6):
+        models = {"before": work, "after": pruned_copy(ratios_of(pos))}
+        measured = compare_latency(models, input_shape, rounds=6, **timing)
+        latency_fraction = measured["after"].median_ms / measured["before"].median_ms
+        if progress:
+            progress(i + 1, 6)
+        if latency_fraction <= budget.value:
+            break
+        target *= budget.value / latency_fraction
+        pos, more = _greedy(macs, curves, target * macs.total, None, pos)
+        if not more:
+            notes.append("no further step on the curves: the latency target cannot be met within max_ratio")
+            break
+        steps += more
+    notes.append(
+        f"latency measured at batch {timing['batch_size']} in alternating rounds (noisy on a busy machine)"
+    )
+    return pos, steps, latency_fraction
+
+
+def _fit_drop(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy, sens, data, notes):
+    """Greedy steps within the predicted accuracy drop; with data, steps undone until the evaluated drop
+    of the pruned model fits."""
+    pos, steps = _greedy(macs, curves, None, budget.value)
+    measured_drop = None
+    if data is not None:
+        while True:
+            measured_drop = sens.baseline_accuracy - evaluate(pruned_copy(ratios_of(pos)), data).accuracy
+            if measured_drop <= budget.value + 1e-9 or not steps:
+                break
+            last = steps.pop()  # undo the last step: go back to the group's previous point
+            name = last["group"]
+            earlier = [s for s in steps if s["group"] == name]
+            pos[name] = (
+                next(i for i, p in enumerate(curves[name]) if p[0] == earlier[-1]["ratio"]) if earlier else 0
+            )
+        notes.append("the accuracy budget was checked by evaluating the pruned model (no fine-tuning)")
+    return pos, steps, measured_drop
 
 
 def suggest_plan(sensitivity, budget: Budget | str, **kwargs: Any) -> CompressionPlan:

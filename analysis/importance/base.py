@@ -14,21 +14,23 @@ it must refuse such a layer (`has_nan_scores` helps).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from analysis.errors import WorkbenchError
-from analysis.sensitivity.groups import is_prunable
+from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.importance.calibration import CalibrationScores, activation_scores
+from analysis.importance.features import FeatureGraph
+from analysis.layers import prunable_layers
+from analysis.progress import Progress
+from analysis.validate import criterion as check_criterion
+from analysis.validate import whole
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
 
-Progress = Callable[[int, int], None]
-
-DEFAULT_MAX_SAMPLES = 2048
 
 # Criterion name -> "module:Class". Listing order is the order of CRITERIA (and of tables and plots).
 _REGISTRY: dict[str, str] = {
@@ -45,69 +47,13 @@ _REGISTRY: dict[str, str] = {
 CRITERIA: tuple[str, ...] = tuple(_REGISTRY)
 
 
-@runtime_checkable
-class Importance(Protocol):
-    """One filter-importance criterion.
-
-    `name` is the registry name; `data_driven` says whether it needs `data` (its train split is used,
-    capped at `max_samples`); `higher_is_important` is False only for `apoz`.
-    Calling it never changes `model` (not its weights, buffers, mode or hooks).
-    """
-
-    name: ClassVar[str]
-    data_driven: ClassVar[bool]
-    higher_is_important: ClassVar[bool]
-
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Per prunable layer (all of them, or those named in `layers`), a float tensor of one score per
-        output channel, keyed by `model.named_modules()` name, in module order."""
-        ...
-
-
-def get_importance(name: str) -> Importance:
-    """A fresh instance of the criterion registered as `name` (see `CRITERIA`)."""
-    key = str(name).strip().lower()
-    if key not in _REGISTRY:
-        raise WorkbenchError(f"unknown importance criterion {name!r}: use one of {', '.join(CRITERIA)}")
+def get_importance(name: str, **config: Any) -> Criterion:
+    """A fresh instance of the criterion registered as `name` (see `CRITERIA`), built with `config`
+    (`max_samples` for the data-driven ones)."""
+    key = check_criterion(name, CRITERIA)
     module_name, class_name = _REGISTRY[key].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls()
-
-
-def out_channels(module: nn.Module) -> int:
-    """Number of output channels (conv filters, linear neurons) of a prunable layer."""
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
-
-
-def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[str, nn.Module]:
-    """The prunable layers of `model` by name, in module order; only those in `layers` when given.
-
-    Raises WorkbenchError for a name that is not a module of the model or is not prunable.
-    """
-    found = {name: m for name, m in model.named_modules() if name and is_prunable(m)}
-    if layers is None:
-        return found
-    wanted = [layers] if isinstance(layers, str) else list(layers)
-    modules = dict(model.named_modules())
-    for name in wanted:
-        if name not in modules:
-            close = ", ".join(list(found)[:8])
-            raise WorkbenchError(f"no layer named {name!r} in the model: prunable layers are {close}")
-        if name not in found:
-            raise WorkbenchError(
-                f"layer {name!r} is a {type(modules[name]).__name__}, not a prunable layer "
-                "(Conv*d with groups 1 or depthwise, or Linear)"
-            )
-    keep = set(wanted)
-    return {name: m for name, m in found.items() if name in keep}
+    return cls(**config)
 
 
 def has_nan_scores(scores: dict[str, torch.Tensor]) -> list[str]:
@@ -115,82 +61,102 @@ def has_nan_scores(scores: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, s in scores.items() if torch.isnan(s).any()]
 
 
-def require_data(criterion: str, data: Dataset | None) -> Dataset:
-    """`data`, or a WorkbenchError saying that this criterion is data-driven."""
-    if data is None:
-        raise WorkbenchError(f"criterion {criterion!r} is data-driven: give a dataset (--data)")
-    return data
-
-
-def check_max_samples(max_samples: int) -> int:
-    if int(max_samples) < 1:
-        raise WorkbenchError(f"max_samples must be at least 1, got {max_samples}")
-    return int(max_samples)
-
-
 def filters(module: nn.Module) -> torch.Tensor:
     """The layer's weights as one row per output channel (C_out x rest), detached, float32."""
     return module.weight.detach().float().flatten(1)
 
 
-def weight_scores(
-    model: nn.Module,
-    layers: Iterable[str] | None,
-    score: Callable[[torch.Tensor], torch.Tensor],
-    progress: Progress | None,
-) -> dict[str, torch.Tensor]:
-    """Apply `score` (C_out x rest filter matrix -> C_out scores) to every selected prunable layer."""
-    selected = prunable_layers(model, layers)
-    result: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for i, (name, module) in enumerate(selected.items()):
-            result[name] = score(filters(module)).float()
-            if progress:
-                progress(i + 1, len(selected))
-    return result
+class Criterion:
+    """One filter-importance criterion, configured when built (`get_importance(name, max_samples=...)`,
+    as captum's attribution classes take their settings in `__init__`) and called on a model; a subclass
+    says only what it scores (`scores`).
 
+    `name` is the registry name; `data_driven` says whether it needs `data` (its train split is used,
+    capped at `max_samples`); `higher_is_important` is False only for `apoz`. Calling it returns, per
+    prunable layer (all of them, or those named in `layers`), a float tensor of one score per output
+    channel, keyed by `model.named_modules()` name, in module order (`max_samples` overrides the configured
+    cap for one call). It never changes `model` (not its weights, buffers, mode or hooks).
+    """
 
-class WeightCriterion:
-    """A criterion read off each layer's filters alone (data is ignored): subclasses define `filter_scores`."""
-
+    name: ClassVar[str]
     data_driven: ClassVar[bool] = False
     higher_is_important: ClassVar[bool] = True
+
+    def __init__(self, max_samples: int = DEFAULT_MAX_SAMPLES) -> None:
+        self.max_samples = whole(max_samples, "max_samples")
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: Dataset | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        max_samples: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, torch.Tensor]:
+        cap = self.max_samples if max_samples is None else whole(max_samples, "max_samples")
+        return self.scores(model, data, layers, cap, progress)
+
+    def scores(
+        self,
+        model: nn.Module,
+        data: Dataset | None,
+        layers: Iterable[str] | None,
+        max_samples: int,
+        progress: Progress | None,
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class WeightCriterion(Criterion):
+    """A criterion read off each layer's filters alone (data is ignored): subclasses define `filter_scores`."""
 
     def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
         """C_out x rest filter matrix -> one score per output channel."""
         raise NotImplementedError
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        return weight_scores(model, layers, self.filter_scores, progress)
+    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
+        selected = prunable_layers(model, layers)
+        result: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for i, (name, module) in enumerate(selected.items()):
+                result[name] = self.filter_scores(filters(module)).float()
+                if progress:
+                    progress(i + 1, len(selected))
+        return result
 
 
-class ActivationCriterion:
+class ActivationCriterion(Criterion):
     """A criterion measured in the shared calibration pass (`calibration.activation_scores`) under `name`."""
 
     data_driven: ClassVar[bool] = True
-    higher_is_important: ClassVar[bool] = True
-    name: ClassVar[str]
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        from analysis.importance.calibration import activation_scores  # calibration imports this module
-
+    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
         result = activation_scores(
             model, data, layers, (self.name,), max_samples=max_samples, progress=progress
         )
         return result.scores[self.name]
+
+    @staticmethod
+    def measure_together(
+        criteria: Sequence[ActivationCriterion],
+        model: nn.Module,
+        data: Dataset | None,
+        layers: Iterable[str] | None = None,
+        *,
+        progress: Progress | None = None,
+        features: FeatureGraph | None = None,
+    ) -> CalibrationScores:
+        """Several activation criteria in ONE pass over the data (the first one's `max_samples`)."""
+        return activation_scores(
+            model,
+            data,
+            layers,
+            [c.name for c in criteria],
+            max_samples=criteria[0].max_samples,
+            progress=progress,
+            features=features,
+        )
+
+
+Importance = Criterion  # the public name of the criterion type

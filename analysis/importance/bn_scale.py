@@ -9,17 +9,16 @@ such layers (`analysis.importance.has_nan_scores`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress
+from analysis.importance.base import Criterion
 from analysis.importance.features import find_features
 
 if TYPE_CHECKING:
-    from analysis.data import Dataset
+    pass
 
 
 def norm_gamma(model: nn.Module, norm_module: str | None, channels: int) -> torch.Tensor | None:
@@ -32,22 +31,12 @@ def norm_gamma(model: nn.Module, norm_module: str | None, channels: int) -> torc
     return weight.detach().float().flatten().clone()
 
 
-class BNScaleImportance:
+class BNScaleImportance(Criterion):
     """|gamma| of the following norm; NaN for layers without one. Weight-only (data is ignored)."""
 
     name: ClassVar[str] = "bn-scale"
-    data_driven: ClassVar[bool] = False
-    higher_is_important: ClassVar[bool] = True
 
-    def __call__(
-        self,
-        model: nn.Module,
-        data: Dataset | None = None,
-        layers: Iterable[str] | None = None,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
         features = find_features(model, None if layers is None else list(layers))
         result: dict[str, torch.Tensor] = {}
         for i, (name, lf) in enumerate(features.layers.items()):

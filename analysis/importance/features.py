@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from analysis.concurrency import symbolic_trace
-from analysis.importance.base import out_channels, prunable_layers
+from analysis.errors import first_line
+from analysis.layers import out_channels, prunable_layers
 
 NORM_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
@@ -260,8 +261,7 @@ def trace(model: nn.Module) -> tuple[fx.GraphModule | None, str | None]:
     try:
         return symbolic_trace(model), None
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"torch.fx could not trace the model ({reason[:160]})"
+        return None, f"torch.fx could not trace the model ({first_line(exc, 160)})"
 
 
 def find_features(model: nn.Module, layers: list[str] | None = None) -> FeatureGraph:

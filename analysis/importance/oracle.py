@@ -7,7 +7,7 @@ evaluation per channel, over at most `max_samples` train samples.
 
 Where the change can be written as a parameter edit (a per-channel norm: gamma[c] = beta[c] = 0; no norm:
 the layer's weight row and bias = 0), the sensitivity sweep's cached downstream runner
-(`analysis.fx.graph.DownstreamRunner`) evaluates it: one full forward per batch, then only the layers
+(`analysis.fx.runner.DownstreamRunner`) evaluates it: one full forward per batch, then only the layers
 downstream of the change per channel. Otherwise (functional or non-affine norm, a layer called more than
 once, or no runner available) a plain loop masks the channel in a traced copy and runs the whole network.
 """
@@ -23,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.importance.base import DEFAULT_MAX_SAMPLES, Progress, check_max_samples, require_data
+from analysis.importance.base import Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
+from analysis.progress import Progress
+from analysis.validate import require_data, whole
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
@@ -74,7 +77,7 @@ def _param_edit(
 
 def _runner_class():
     try:
-        from analysis.fx.graph import DownstreamRunner, Edit
+        from analysis.fx.runner import DownstreamRunner, Edit
     except ImportError:
         return None
     return DownstreamRunner, Edit
@@ -133,7 +136,7 @@ def oracle_scores(
     """|loss change| per channel for every selected layer; one evaluation per channel over at most
     `max_samples` samples of the train split. `progress(channels_done, channels_total)`."""
     data = require_data("oracle", data)
-    max_samples = check_max_samples(max_samples)
+    max_samples = whole(max_samples, "max_samples")
     features = features or find_features(model, None if layers is None else list(layers))
     total = min(max_samples, len(data.x_train))
     if total == 0:
@@ -199,20 +202,25 @@ def oracle_scores(
     return OracleResult(ordered, baseline, seen, {name: method[name] for name in features.layers})
 
 
-class OracleImportance:
+class OracleImportance(Criterion):
     """|loss change| when the channel is zeroed after its norm, on the train split (capped)."""
 
     name: ClassVar[str] = "oracle"
     data_driven: ClassVar[bool] = True
-    higher_is_important: ClassVar[bool] = True
 
-    def __call__(
+    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
+        return oracle_scores(model, data, layers, max_samples=max_samples, progress=progress).scores
+
+    def measure(
         self,
         model: nn.Module,
-        data: Dataset | None = None,
+        data: Dataset | None,
         layers: Iterable[str] | None = None,
         *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
         progress: Progress | None = None,
-    ) -> dict[str, torch.Tensor]:
-        return oracle_scores(model, data, layers, max_samples=max_samples, progress=progress).scores
+        features: FeatureGraph | None = None,
+    ) -> OracleResult:
+        """The scores with how they were measured (samples, baseline loss, method per layer)."""
+        return oracle_scores(
+            model, data, layers, max_samples=self.max_samples, progress=progress, features=features
+        )

@@ -25,21 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.stats import rankdata, spearmanr  # noqa: F401  (rankdata: part of this module's API)
 from torch import nn
 
+from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import (
     CRITERIA,
-    DEFAULT_MAX_SAMPLES,
-    Progress,
-    check_max_samples,
+    ActivationCriterion,
     get_importance,
     has_nan_scores,
 )
-from analysis.importance.calibration import ACTIVATION_CRITERIA, BATCH_SIZE, activation_scores
+from analysis.importance.calibration import ACTIVATION_CRITERIA, BATCH_SIZE
 from analysis.importance.features import find_features
 from analysis.importance.oracle import BATCH_SIZE as ORACLE_BATCH_SIZE
-from analysis.importance.oracle import oracle_scores
+from analysis.progress import Progress
+from analysis.validate import whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,22 +51,9 @@ DEFAULT_TOPK_FRACTION = 0.25
 STATISTICS = ("mean", "std", "min", "median", "max")
 
 
-def rankdata(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1-D array, ties given the average of the ranks they span (as scipy's default)."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    # Start of each run of equal values, then every member of a run gets the mean of its positions.
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + 1 + end) / 2.0
-    return ranks
-
-
 def spearman(a: Iterable[float], b: Iterable[float]) -> float:
-    """Spearman's rank correlation of two equal-length sequences over the pairs where both are finite.
+    """Spearman's rank correlation (`scipy.stats.spearmanr`, ties at their average rank) of two
+    equal-length sequences over the pairs where both are finite.
 
     NaN where fewer than 2 such pairs remain or either side is constant (rho is undefined then).
     """
@@ -74,12 +62,9 @@ def spearman(a: Iterable[float], b: Iterable[float]) -> float:
     if a.shape != b.shape:
         raise WorkbenchError(f"spearman needs equal lengths, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
-    if keep.sum() < 2:
+    if keep.sum() < 2 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
         return float("nan")
-    ra, rb = rankdata(a[keep]), rankdata(b[keep])
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+    return float(spearmanr(a[keep], b[keep]).statistic)
 
 
 def prune_first(scores: np.ndarray, higher_is_important: bool, k: int) -> set[int]:
@@ -334,6 +319,8 @@ def rank_channels(
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
     batches. The model is not changed.
     """
+    # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
+    # what keeps it together; the scoring itself is the registry's.
     wanted = list(CRITERIA[:-1]) if criteria is None else [str(c).strip().lower() for c in criteria]
     for c in wanted:
         get_importance(c)  # validates the name
@@ -342,8 +329,8 @@ def rank_channels(
     wanted = [c for c in CRITERIA if c in wanted]
     if not 0 < topk_fraction <= 1:
         raise WorkbenchError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
-    max_samples = check_max_samples(max_samples)
-    oracle_cap = check_max_samples(oracle_max_samples or max_samples)
+    max_samples = whole(max_samples, "max_samples")
+    oracle_cap = whole(oracle_max_samples or max_samples, "max_samples")
     layer_list = None if layers is None else ([layers] if isinstance(layers, str) else list(layers))
 
     start = time.perf_counter()
@@ -365,32 +352,25 @@ def rank_channels(
 
         return report
 
+    # Every criterion comes from the registry; the activation ones share one calibration pass and the
+    # oracle reports how it measured, so those two kinds are asked for together / in detail.
+    built = {c: get_importance(c, max_samples=oracle_cap if c == "oracle" else max_samples) for c in wanted}
     scores: dict[str, dict[str, torch.Tensor]] = {}
-    for c in wanted:
-        if c not in ACTIVATION_CRITERIA and c != "oracle":
-            scores[c] = get_importance(c)(model, data, layer_list)
+    together = [imp for imp in built.values() if isinstance(imp, ActivationCriterion)]
+    for c, imp in built.items():
+        if not isinstance(imp, ActivationCriterion) and c != "oracle":
+            scores[c] = imp(model, data, layer_list)
     samples = 0
-    if activation:
-        calibration = activation_scores(
-            model,
-            data,
-            layer_list,
-            activation,
-            max_samples=max_samples,
-            progress=staged(0, calib_units),
-            features=features,
+    if together:
+        calibration = ActivationCriterion.measure_together(
+            together, model, data, layer_list, progress=staged(0, calib_units), features=features
         )
         scores.update(calibration.scores)
         samples = calibration.samples
     oracle_samples, baseline = 0, float("nan")
-    if "oracle" in wanted:
-        result = oracle_scores(
-            model,
-            data,
-            layer_list,
-            max_samples=oracle_cap,
-            progress=staged(calib_units, oracle_units),
-            features=features,
+    if "oracle" in built:
+        result = built["oracle"].measure(
+            model, data, layer_list, progress=staged(calib_units, oracle_units), features=features
         )
         scores["oracle"] = result.scores
         oracle_samples, baseline = result.samples, result.baseline_loss

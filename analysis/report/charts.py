@@ -1,7 +1,10 @@
-"""Plotly figures of the workbench's results, shared by the app's pages and the notebooks.
+"""Plotly figures of the workbench's results: the ONE place a figure is drawn (the app's pages, the HTML
+report and the notebooks all call these functions).
 
 Each function takes plain results (data frames, histograms) and returns a `plotly.graph_objects.Figure`;
-none computes anything expensive. Axis titles carry units.
+none computes anything expensive. Axis titles carry units. Every figure carries an explicit template
+(`TEMPLATE`: plotly_white with the workbench's palette as colorway), so an export never inherits whatever
+theme or default template the caller has set (the app's theme once turned every exported line near-black).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from analysis.weight_stats import Histogram, QuantizationView
@@ -29,10 +33,16 @@ PALETTE = (
     "#EECA3B",
 )
 
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.colorway = PALETTE
+
 
 def _layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
     fig.update_layout(
-        title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2}
+        template=TEMPLATE,
+        title=title,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
     )
     if height:
         fig.update_layout(height=height)
@@ -312,3 +322,22 @@ def matrix_heatmap(
     )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, height=max(320, 40 * len(matrix) + 160))
+
+
+def grouped_bars(
+    categories: list[str],
+    series: dict[str, list[float | None]],
+    title: str,
+    y_title: str,
+    y_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """One bar per category for each named series, side by side (e.g. Spearman pooled and per layer)."""
+    fig = go.Figure(
+        [
+            go.Bar(x=categories, y=values, name=name, marker_color=PALETTE[i % len(PALETTE)])
+            for i, (name, values) in enumerate(series.items())
+        ]
+    )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
+    return _layout(fig, title, height=380)

@@ -1,37 +1,33 @@
-"""Reports: one self-contained HTML file (plotly's JS inlined once; opens offline, loads nothing from the
-network), plus CSV (long form), JSON and a short Markdown summary. Every file is written atomically.
+"""The HTML report: one self-contained file (plotly's JS inlined once; opens offline, loads nothing from
+the network), written atomically. Every figure comes from `analysis.report.charts`, the functions the app
+draws with, so the report shows the same colors and labels as the app.
 
-    build_report(model, data, out_path, sensitivity=None, rankings=None, summary=None, latency=None, ...)
+    build_report(model, data, out_path, sensitivity=None, rankings=None, summary=None, latency=None,
+                 compression=None, applied=None, ...)
         renders what it is given (computing the cheap parts, model summary and baseline, if missing);
     build_full_report(model, data, out_path, kinds=KINDS, ...)
-        runs every available analysis first (summary, latency, sensitivity of each kind, rankings);
-    write_csv / write_json / write_markdown(results, path); safe_ratio_table(result, drops);
-    environment() -> {torch, cpu, threads, date, python}.
+        runs every available analysis first (summary, latency, sensitivity of each kind, rankings).
 
-Each section is its own `_section_*` function returning HTML; `_section_rankings` is the hook the
-importance-rankings work fills in (it gets an object with `to_frame()` and `spearman`).
+The plain files (CSV, JSON, Markdown) are `analysis.report.files`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import json
 import math
-import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.io import to_json, write_text_atomic
+from analysis.io import write_text_atomic
+from analysis.progress import Progress
+from analysis.report import charts
+from analysis.report.files import as_list, environment, safe_points
 from analysis.sensitivity.sweep import KINDS, SensitivityResult
-
-SAFE_DROPS = (0.01, 0.02)
-Progress = Callable[[int, int], None]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -41,132 +37,6 @@ table{border-collapse:collapse;font-size:.88rem;margin:.6rem 0} th,td{border:1px
 th{background:#f4f4f4} td{text-align:right} td:first-child{text-align:left}
 .kpi{display:inline-block;margin-right:2rem} .kpi b{font-size:1.3rem;display:block}
 """
-
-
-def environment() -> dict[str, str | int]:
-    """Where the numbers were measured: torch version, CPU, torch threads, date (UTC), Python."""
-    try:
-        from analysis.latency import cpu_name
-
-        cpu = cpu_name()
-    except ImportError:
-        cpu = platform.processor() or platform.machine()
-    return {
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": platform.python_version(),
-    }
-
-
-def _as_list(sensitivity) -> list[SensitivityResult]:
-    if sensitivity is None:
-        return []
-    if isinstance(sensitivity, SensitivityResult):
-        return [sensitivity]
-    return list(sensitivity)
-
-
-def _fmt_drop(drop: float) -> str:
-    return f"{drop * 100:g}%"
-
-
-def safe_ratio_table(result: SensitivityResult, drops: Sequence[float] = SAFE_DROPS):
-    """Per layer: the largest safe ratio (pruning) or smallest safe bits (quant) at each accuracy drop
-    (0.01 = one point), plus the worst drop seen. A pandas DataFrame."""
-    import pandas as pd
-
-    what = "min safe bits" if result.kind == "quant" else "max safe ratio"
-    rows = []
-    for name, curve in result.layers.items():
-        row: dict = {"layer": name}
-        if curve.members is not None:
-            row["members"] = len(curve.members)
-        for d in drops:
-            row[f"{what} @ {_fmt_drop(d)} drop"] = result.safe_point(name, d)
-        row["worst drop (points)"] = max(result.drops(name)) * 100 if curve.accuracy else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------------------- writers
-
-
-def _long_frame(results: Sequence[SensitivityResult]):
-    import pandas as pd
-
-    frames = [r.to_frame() for r in results]
-    if not frames:
-        return pd.DataFrame(columns=["layer", "kind", "ratio", "accuracy", "loss"])
-    frame = pd.concat(frames, ignore_index=True)
-    columns = ["layer", "kind"] + [c for c in ("ratio", "bits") if c in frame.columns] + ["accuracy", "loss"]
-    return frame[columns]
-
-
-def write_csv(results: SensitivityResult | Sequence[SensitivityResult], path: str | Path) -> Path:
-    """Long form CSV: layer, kind, ratio (and/or bits), accuracy, loss; one row per swept point."""
-    frame = _long_frame(_as_list(results))
-    return write_text_atomic(path, frame.to_csv(index=False))
-
-
-def write_json(results: SensitivityResult | Sequence[SensitivityResult], path: str | Path) -> Path:
-    """One result: its CONTRACT JSON; several: {"results": [...]}."""
-    items = _as_list(results)
-    payload = items[0].to_dict() if len(items) == 1 else {"results": [r.to_dict() for r in items]}
-    return write_text_atomic(path, to_json(payload))
-
-
-def _md_table(frame) -> str:
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
-def markdown_summary(
-    results: SensitivityResult | Sequence[SensitivityResult], title: str = "Sensitivity", top: int = 5
-) -> str:
-    """A short Markdown summary: baseline, the most sensitive layers, the safe-ratio table per kind."""
-    env = environment()
-    lines = [
-        f"# {title}",
-        "",
-        f"torch {env['torch']}, {env['cpu']}, {env['threads']} threads, {env['date']}",
-        "",
-    ]
-    for r in _as_list(results):
-        lines += [
-            f"## {r.kind} ({len(r.layers)} {'groups' if r.kind == 'structured' else 'layers'}, {r.seconds:.1f} s)",
-            "",
-            f"Baseline: accuracy {r.baseline_accuracy:.4f}, loss {r.baseline_loss:.4f} ({r.samples} samples).",
-            "",
-        ]
-        worst = sorted(r.layers, key=lambda n: -max(r.drops(n), default=0.0))[:top]
-        if worst:
-            lines.append(
-                "Most sensitive: "
-                + ", ".join(f"{n} (worst drop {max(r.drops(n)) * 100:.1f} points)" for n in worst)
-            )
-            lines.append("")
-        lines += [_md_table(safe_ratio_table(r)), ""]
-        lines += [f"> {note}" for note in r.notes]
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_markdown(
-    results: SensitivityResult | Sequence[SensitivityResult], path: str | Path, title: str = "Sensitivity"
-) -> Path:
-    return write_text_atomic(path, markdown_summary(results, title))
-
-
-# ------------------------------------------------------------------------------------------------ HTML
 
 
 class _Figures:
@@ -241,9 +111,6 @@ def _section_baseline(accuracy: float, loss: float, samples: int | None) -> str:
 
 
 def _section_sensitivity(result: SensitivityResult, figures: _Figures) -> str:
-    import plotly.graph_objects as go
-
-    x_title = "bits" if result.kind == "quant" else "ratio removed"
     unit = "groups" if result.kind == "structured" else "layers"
     out = [
         f"<h2>Sensitivity: {html.escape(result.kind)}</h2>",
@@ -251,54 +118,16 @@ def _section_sensitivity(result: SensitivityResult, figures: _Figures) -> str:
         f"{result.seconds:.1f} s. {_KIND_TEXT[result.kind]}</p>",
     ]
     out += [f'<p class="note">{html.escape(note)}</p>' for note in result.notes]
-    curves = go.Figure()
-    for name, curve in result.layers.items():
-        curves.add_trace(
-            go.Scatter(
-                x=list(curve.values), y=[a * 100 for a in curve.accuracy], mode="lines+markers", name=name
-            )
-        )
-    curves.add_hline(y=result.baseline_accuracy * 100, line_dash="dash", annotation_text="baseline")
-    curves.update_layout(
-        title=f"Accuracy per {unit[:-1]}", xaxis_title=x_title, yaxis_title="accuracy (%)", height=480
-    )
-    if result.kind == "quant":
-        curves.update_xaxes(autorange="reversed")
+    frame = result.to_frame()
+    curves = charts.sensitivity_curves(frame, result.baseline_accuracy, f"Accuracy per {unit[:-1]}")
     out.append(figures.html(curves))
-    xs = sorted({v for c in result.layers.values() for v in c.values}, reverse=result.kind == "quant")
-    z = []
-    for curve in result.layers.values():
-        point = dict(zip(curve.values, curve.accuracy, strict=True))
-        z.append([(result.baseline_accuracy - point[x]) * 100 if x in point else None for x in xs])
-    heat = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=[str(x) for x in xs],
-            y=list(result.layers),
-            colorscale="Reds",
-            colorbar={"title": "drop (points)"},
-            hovertemplate="%{y} @ %{x}: drop %{z:.2f} points<extra></extra>",
-        )
-    )
-    heat.update_layout(
-        title=f"Accuracy drop (percentage points), {unit} x {x_title}",
-        xaxis_title=x_title,
-        height=max(300, 28 * len(result.layers) + 140),
-        yaxis={"autorange": "reversed"},
-    )
-    out.append(figures.html(heat))
+    out.append(figures.html(charts.sensitivity_heatmap(frame, result.baseline_accuracy)))
     what = "smallest bit width" if result.kind == "quant" else "largest ratio"
     out.append(
         f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {what} up to which every swept point stays within 1 and "
-        "2 accuracy points of the baseline.</p>"
+        "2 accuracy points of the baseline (columns as in the app).</p>"
     )
-    out.append(_table(safe_ratio_table(result)))
-    if result.kind == "structured":
-        rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td style='text-align:left'>{html.escape(', '.join(c.members or ()))}</td></tr>"
-            for n, c in result.layers.items()
-        )
-        out.append(f"<h3>Groups</h3><table><tr><th>group</th><th>members</th></tr>{rows}</table>")
+    out.append(_table(safe_points(result)))
     return "\n".join(out)
 
 
@@ -316,14 +145,10 @@ def _section_rankings(rankings, figures: _Figures) -> str:
     oracle (table and bars), each criterion's score distribution per layer, and top-k overlaps."""
     if rankings is None:
         return ""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     criteria = list(rankings.criteria)
-    n_layers = len(rankings.layers)
     out = [
         "<h2>Filter importance rankings</h2>",
-        f"<p>{len(criteria)} criteria over {n_layers} prunable layers; activation criteria on "
+        f"<p>{len(criteria)} criteria over {len(rankings.layers)} prunable layers; activation criteria on "
         f"{rankings.samples} training samples (one pass), oracle on {rankings.oracle_samples} training samples "
         f"(one evaluation per channel); {rankings.seconds:.1f} s. Scores are per output channel, measured "
         "after the layer's norm (and its activation for APoZ and mean activation). Higher = more important, "
@@ -341,44 +166,41 @@ def _section_rankings(rankings, figures: _Figures) -> str:
             "constant scores).</p>"
         )
         out.append(_table(table.reset_index(), "{:.3f}"))
-        bars = go.Figure()
         names = [c for c in criteria if c != "oracle"]
-        for label, values in (
-            ("pooled", rankings.spearman_vs_oracle),
-            ("mean per layer", rankings.spearman_mean_per_layer),
-        ):
-            bars.add_trace(go.Bar(x=names, y=[values.get(c) for c in names], name=label))
-        bars.update_layout(
-            title="Spearman vs oracle", yaxis_title="rho", yaxis_range=[-1, 1], barmode="group", height=380
-        )
-        out.append(figures.html(bars))
+        series = {
+            "pooled": [rankings.spearman_vs_oracle.get(c) for c in names],
+            "mean per layer": [rankings.spearman_mean_per_layer.get(c) for c in names],
+        }
+        out.append(figures.html(charts.grouped_bars(names, series, "Spearman vs oracle", "rho", (-1, 1))))
     frame = rankings.to_frame()
     if len(frame):
-        fig = make_subplots(
-            rows=len(criteria), cols=1, subplot_titles=criteria, vertical_spacing=0.25 / len(criteria)
-        )
-        for row, c in enumerate(criteria, start=1):
-            fig.add_trace(
-                go.Box(x=frame["layer"], y=frame[c], name=c, boxpoints="all", jitter=0.4, pointpos=0,
-                       marker={"size": 3}, showlegend=False),
-                row=row, col=1,
-            )  # fmt: skip
-        fig.update_layout(title="Score distribution per layer, by criterion", height=230 * len(criteria) + 80)
-        out.append("<h3>Distributions</h3>" + figures.html(fig))
+        out.append("<h3>Distributions</h3>" + figures.html(charts.criterion_distributions(frame, criteria)))
     if rankings.topk_overlap:
-        z = [[rankings.topk_overlap[a].get(b) for b in criteria] for a in criteria]
-        heat = go.Figure(
-            go.Heatmap(z=z, x=criteria, y=criteria, zmin=0, zmax=1, colorscale="Blues",
-                       text=[[f"{v:.2f}" if v is not None and v == v else "" for v in row] for row in z],
-                       texttemplate="%{text}", colorbar={"title": "Jaccard"})
-        )  # fmt: skip
-        heat.update_layout(
-            title=f"Top-k overlap: Jaccard of the {rankings.topk_fraction:.0%} of channels each criterion "
-            "would prune first (mean over layers)",
-            height=480,
-            yaxis={"autorange": "reversed"},
+        title = (
+            f"Top-k overlap (Jaccard of the {rankings.topk_fraction:.0%} of channels each would prune first)"
         )
-        out.append(figures.html(heat))
+        out.append(figures.html(charts.matrix_heatmap(rankings.topk_frame(), title, "Jaccard", 0.0, 1.0)))
+    return "\n".join(out)
+
+
+def _section_compression(compression, applied: Sequence[dict] | None, figures: _Figures) -> str:
+    """The last compression (a `CompressionResult`): before/after table and, with the applied plans'
+    rows (`run_point`), their accuracy-vs-latency scatter with the Pareto front."""
+    if compression is None:
+        return ""
+    from analysis.compression.tables import comparison_frame, pareto_table
+
+    out = [
+        "<h2>Compression</h2>",
+        f"<p>The last applied plan: {compression.speedup:.2f}x speedup "
+        f"({html.escape(compression.after.latency_label)}).</p>",
+        _table(comparison_frame(compression), "{:,.4g}"),
+    ]
+    out += [f'<p class="note">{html.escape(note)}</p>' for note in compression.notes]
+    points = pareto_table(compression, list(applied or []))
+    out.append(figures.html(charts.pareto_scatter(points)))
+    out.append(_table(points.drop(columns=["plan"]), "{:,.4g}"))
+    out.append(f"<h3>Plan</h3><pre>{html.escape(compression.plan.to_json())}</pre>")
     return "\n".join(out)
 
 
@@ -394,14 +216,17 @@ def build_report(
     model_spec: str | None = None,
     data_spec: str | None = None,
     input_shape: tuple[int, ...] | None = None,
+    compression=None,
+    applied: Sequence[dict] | None = None,
 ) -> Path:
     """Write one self-contained HTML report to `out_path` (atomically) and return its path.
 
     Sections: environment, model summary (computed with analysis.cost if not given), latency (if given),
     baseline (from the sensitivity results, or evaluated), one sensitivity section per result (a curve per
-    layer, a heatmap layers x ratios, the safe-ratio table at 1% and 2% drop), rankings (if given).
+    layer, a heatmap layers x ratios, the safe-point table at 1 and 2 points), rankings (if given), the last
+    compression (if given: before/after and `applied`, the applied plans' `run_point` rows, on a scatter).
     """
-    results = _as_list(sensitivity)
+    results = as_list(sensitivity)
     shape = input_shape or (data.input_shape if data is not None else getattr(model, "input_shape", None))
     if summary is None and shape is not None:
         try:
@@ -435,6 +260,7 @@ def build_report(
         _section_baseline(base_acc, base_loss, samples) if not math.isnan(base_acc) else "",
         *[_section_sensitivity(r, figures) for r in results],
         _section_rankings(rankings, figures),
+        _section_compression(compression, applied, figures),
     ]
     page = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

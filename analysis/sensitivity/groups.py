@@ -28,21 +28,16 @@ import torch
 from torch import nn
 
 from analysis.concurrency import private_copy
-from analysis.errors import WorkbenchError
+from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.errors import WorkbenchError, first_line
+from analysis.importance.base import get_importance
+from analysis.layers import final_layers, is_prunable
+from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
 # (LayerNorm, GroupNorm, attention, LSTM, grouped convs, ...) mix channels: simulation is approximate.
 _EXACT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
 _EXACT_NORMS = (nn.modules.instancenorm._InstanceNorm,)
-
-
-def is_prunable(module: nn.Module) -> bool:
-    """CONTRACT section 5: Conv1d/2d/3d with groups 1 or depthwise (groups == in == out channels), or Linear."""
-    if isinstance(module, nn.Linear):
-        return True
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # ConvTranspose*d is not a subclass
-        return module.groups == 1 or module.groups == module.in_channels == module.out_channels
-    return False
 
 
 def _is_depthwise(module: nn.Module) -> bool:
@@ -103,15 +98,7 @@ class PruningGroup:
     def l1_importance(self, model: nn.Module) -> torch.Tensor:
         """Per channel: the sum, over every Conv/Linear whose outputs the group removes, of that output
         channel's filter L1 norm (sum |w| over the row). Shape (channels,), float64."""
-        scores = torch.zeros(self.channels, dtype=torch.float64)
-        for m in self.members:
-            module = model.get_submodule(m.name)
-            if m.dim != "out" or not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-                continue
-            w = module.weight.detach()
-            rows = w.abs().reshape(w.shape[0], -1).sum(dim=1).double()
-            scores.index_add_(0, torch.tensor(m.root_idxs, dtype=torch.long), rows[list(m.idxs)])
-        return scores
+        return group_scores(model, [self], "l1")[self.name]
 
     def lowest_l1_channels(self, model: nn.Module, ratio: float) -> list[int]:
         """The `channels_to_remove(ratio)` channels of lowest `l1_importance`, ties to the lower index."""
@@ -171,25 +158,6 @@ def _simulates_exactly(module: nn.Module) -> bool:
     return isinstance(module, _EXACT_TYPES + _EXACT_NORMS)
 
 
-def final_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
-    """The layers whose outputs are the model's outputs: the last prunable layer the forward pass runs."""
-    model = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
-    order: list[str] = []
-    names = {m: n for n, m in model.named_modules()}
-    hooks = [
-        m.register_forward_hook(lambda mod, _inp, _out: order.append(names[mod]))
-        for m in model.modules()
-        if is_prunable(m)
-    ]
-    try:
-        with torch.no_grad():
-            model(example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order[-1:]
-
-
 def _dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
     """Torch-Pruning's DependencyGraph of `model` (which it leaves unchanged)."""
     import torch_pruning as tp
@@ -203,8 +171,7 @@ def _dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
     except Exception as exc:  # torch-pruning fails in many ways on exotic graphs
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WorkbenchError(f"could not build the channel dependency graph: {first[:200]}") from exc
+        raise WorkbenchError(f"could not build the channel dependency graph: {first_line(exc, 200)}") from exc
     finally:
         model.train(was_training)
         for p in frozen:
@@ -302,3 +269,47 @@ def remove_channels(
         pruner = dg.get_pruner_of_module(root)
         dg.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
     return model
+
+
+def group_scores(
+    model: nn.Module,
+    groups: Sequence[PruningGroup],
+    criteria: Mapping[str, str] | str,
+    data=None,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> dict[str, torch.Tensor]:
+    """Per group (by name), one float64 score per channel, higher = more important.
+
+    `criteria` is one criterion name for every group, or group name -> criterion (default `l1`). A group's
+    score sums, over every prunable layer whose outputs it removes, that layer's score from the importance
+    registry (`get_importance`; APoZ negated, so higher is more important for every criterion). A layer
+    the criterion cannot score (NaN: `bn-scale` without a following norm) is refused.
+    """
+    by_criterion: dict[str, list[PruningGroup]] = {}
+    for g in groups:
+        name = criteria if isinstance(criteria, str) else criteria.get(g.name, "l1")
+        by_criterion.setdefault(name, []).append(g)
+    scores: dict[str, torch.Tensor] = {}
+    for criterion, chosen in by_criterion.items():
+        importance = get_importance(criterion, max_samples=max_samples)
+        if importance.data_driven:
+            require_data(criterion, data)
+        layers = sorted({n for g in chosen for n in g.out_layers if is_prunable(model.get_submodule(n))})
+        found = importance(model, data if importance.data_driven else None, layers)
+        sign = 1.0 if importance.higher_is_important else -1.0
+        for g in chosen:
+            total = torch.zeros(g.channels, dtype=torch.float64)
+            for m in g.members:
+                if m.dim != "out" or m.name not in found:
+                    continue
+                layer_scores = found[m.name].detach().double().flatten()
+                if torch.isnan(layer_scores).any():
+                    raise WorkbenchError(
+                        f"criterion {criterion!r} has no score for layer {m.name!r} (no following norm for "
+                        "bn-scale?): choose another criterion for it"
+                    )
+                total.index_add_(
+                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
+                )
+            scores[g.name] = total
+    return scores

@@ -11,11 +11,11 @@ Three kinds (CONTRACT section 5):
   each side); activations stay float.
 
 Each point edits the model in place and restores it (no copy per point), and only the part of the network
-downstream of the edited layer is recomputed, from cached activations (`analysis.fx.graph`). The numbers equal
+downstream of the edited layer is recomputed, from cached activations (`analysis.fx.runner`). The numbers equal
 a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one percentage point.
 
 Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
-`analysis.fx.graph`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
+`analysis.fx.runner`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
 the |w| order of each swept layer (one int64 per weight), computed once instead of per point.
 """
 
@@ -30,19 +30,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from analysis import validate
 from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.graph import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
-from analysis.importance.base import prunable_layers
+from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
+from analysis.layers import prunable_layers
+from analysis.progress import Progress
 from analysis.sensitivity.groups import PruningGroup, find_groups
+from analysis.validate import bit_widths, check_layer_names, few
 
 KINDS = ("structured", "unstructured", "quant")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_BITS = (2, 3, 4, 6, 8)
 _TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class SensitivityResult:
 
     def _curve(self, layer: str) -> SensitivityCurve:
         if layer not in self.layers:
-            raise WorkbenchError(f"no layer {layer!r} in this sweep: choose one of {_few(self.layers)}")
+            raise WorkbenchError(f"no layer {layer!r} in this sweep: choose one of {few(self.layers)}")
         return self.layers[layer]
 
     def drops(self, layer: str) -> list[float]:
@@ -186,45 +187,6 @@ class SensitivityResult:
         if self.kind == "quant":
             return self.min_safe_bits(layer, max_drop)
         return self.max_safe_ratio(layer, max_drop)
-
-
-def _few(names) -> str:
-    names = list(names)
-    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-
-
-def validate_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
-    """Sorted unique ratios, each in [0, 1); WorkbenchError otherwise."""
-    out = []
-    for r in ratios:
-        try:
-            value = float(r)
-        except (TypeError, ValueError):
-            raise WorkbenchError(
-                f"ratio {r!r} is not a number: give ratios in [0, 1), e.g. 0.1,0.5"
-            ) from None
-        if not math.isfinite(value) or not 0.0 <= value < 1.0:
-            raise WorkbenchError(f"ratio {r} is outside [0, 1): a ratio is the fraction removed, e.g. 0.5")
-        out.append(value)
-    if not out:
-        raise WorkbenchError("no ratios given: give at least one ratio in [0, 1)")
-    return tuple(sorted(set(out)))
-
-
-def validate_bits(bits: Sequence[int]) -> tuple[int, ...]:
-    """Unique bit widths in 2..16, widest first (the sweep order); WorkbenchError otherwise."""
-    out = []
-    for b in bits:
-        try:
-            value = float(b)
-        except (TypeError, ValueError):
-            raise WorkbenchError(f"bit width {b!r} is not a number: give whole numbers in 2..16") from None
-        if not value.is_integer() or not 2 <= value <= 16:
-            raise WorkbenchError(f"bit width {b} is outside 2..16: give whole numbers like 4,8")
-        out.append(int(value))
-    if not out:
-        raise WorkbenchError("no bit widths given: give at least one in 2..16")
-    return tuple(sorted(set(out), reverse=True))
 
 
 def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
@@ -270,30 +232,14 @@ def _resolve_groups(
             if name in known:
                 raise WorkbenchError(
                     f"layer {name!r} is in no prunable group (the final classifier keeps its outputs; "
-                    f"norms go with their conv): choose one of {_few(g.name for g in groups)}"
+                    f"norms go with their conv): choose one of {few(g.name for g in groups)}"
                 )
             raise WorkbenchError(
-                f"no layer named {name!r} in the model: choose one of {_few(g.name for g in groups)}"
+                f"no layer named {name!r} in the model: choose one of {few(g.name for g in groups)}"
             )
         if by_layer[name] not in chosen:
             chosen.append(by_layer[name])
     return chosen
-
-
-def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    names = list(prunable_layers(model))
-    if layers is None:
-        return names
-    modules = dict(model.named_modules())
-    for name in layers:
-        if name not in modules:
-            raise WorkbenchError(f"no layer named {name!r} in the model: choose one of {_few(names)}")
-        if name not in names:
-            raise WorkbenchError(
-                f"layer {name!r} is a {type(modules[name]).__name__}: sweeps take Conv (groups 1 or depthwise) "
-                f"and Linear layers, e.g. {_few(names)}"
-            )
-    return list(dict.fromkeys(layers))
 
 
 def _early_stop(chains: dict[str, list[int]], max_drop: float) -> Callable[[Tally], list[int]]:
@@ -344,50 +290,17 @@ def sensitivity_sweep(
         raise WorkbenchError(
             f"max_drop must be a non-negative accuracy drop (0.01 = 1 point), got {max_drop}"
         )
-    values = validate_bits(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate_ratios(
+    values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
         DEFAULT_RATIOS if ratios is None else ratios
     )  # fmt: skip
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
     work = copy.deepcopy(model).eval()
-    notes: list[str] = []
-    edits: list[Edit] = []
-    members: dict[str, tuple[str, ...] | None] = {}
     if kind == "structured":
         example = (data.x if split == "test" else data.x_train)[:1]
-        groups = _resolve_groups(find_groups(work, example), layers, work)
-        if not groups:
-            raise WorkbenchError(
-                "the model has no prunable channel groups (Conv or Linear layers before the output)"
-            )
-        clamped = []
-        for g in groups:
-            members[g.name] = tuple(g.member_names)
-            if g.approximate:
-                notes.append(
-                    f"group {g.name}: {', '.join(g.approximate)} mix channels, so zeroing only approximates removal"
-                )
-            if any(round(r * g.channels) >= g.channels for r in values):
-                clamped.append(g.name)
-            for r in values:
-                edits.append(_structured_edit(g, g.lowest_l1_channels(work, r), (g.name, r)))
-        if clamped:
-            notes.append(
-                f"at least one channel is kept, so the top ratio removes channels - 1 in: {_few(clamped)}"
-            )
+        edits, members, notes = _structured_edits(work, example, layers, values)
     else:
-        for name in _resolve_layers(work, layers):
-            members[name] = None
-            if kind == "unstructured":
-                w = work.get_submodule(name).weight.detach()
-                order = torch.argsort(w.abs().flatten(), stable=True)
-                for r in values:
-                    edits.append(_unstructured_edit(name, order, int(round(r * w.numel())), (name, r)))
-            else:
-                for b in values:
-                    edits.append(_quant_edit(name, int(b), (name, b)))
-        if not members:
-            raise WorkbenchError("the model has no Conv or Linear layers to sweep")
+        edits, members, notes = _layer_edits(work, kind, layers, values)
     chains: dict[str, list[int]] = {}
     for i, edit in enumerate(edits):
         chains.setdefault(edit.key[0], []).append(i)
@@ -404,6 +317,72 @@ def sensitivity_sweep(
     stop = _early_stop(chains, max_drop) if max_drop is not None else None
     out = runner.evaluate(edits, progress=progress, stop=stop)
     notes = list(out.notes) + notes
+    curves, stopped = _curves(out, edits, chains, members, max_drop)
+    if stopped:
+        notes.append(f"early stop at drop > {max_drop}: {few(stopped)} not swept past their first bad point")
+    base = out.baseline
+    return SensitivityResult(
+        kind=kind,
+        baseline_accuracy=base.accuracy,
+        baseline_loss=base.loss,
+        seconds=time.perf_counter() - start,
+        layers=curves,
+        notes=tuple(notes),
+        samples=base.samples,
+        max_drop=max_drop,
+    )
+
+
+def _structured_edits(
+    work: nn.Module, example: torch.Tensor, layers: Sequence[str] | None, values: Sequence[float]
+) -> tuple[list[Edit], dict[str, tuple[str, ...]], list[str]]:
+    """One edit per group and ratio (its lowest-L1 channels zeroed with every coupled member), the members
+    per group, and notes."""
+    groups = _resolve_groups(find_groups(work, example), layers, work)
+    if not groups:
+        raise WorkbenchError(
+            "the model has no prunable channel groups (Conv or Linear layers before the output)"
+        )
+    edits, members, notes, clamped = [], {}, [], []
+    for g in groups:
+        members[g.name] = tuple(g.member_names)
+        if g.approximate:
+            notes.append(
+                f"group {g.name}: {', '.join(g.approximate)} mix channels, so zeroing only approximates removal"
+            )
+        if any(round(r * g.channels) >= g.channels for r in values):
+            clamped.append(g.name)
+        edits += [_structured_edit(g, g.lowest_l1_channels(work, r), (g.name, r)) for r in values]
+    if clamped:
+        notes.append(
+            f"at least one channel is kept, so the top ratio removes channels - 1 in: {few(clamped)}"
+        )
+    return edits, members, notes
+
+
+def _layer_edits(
+    work: nn.Module, kind: str, layers: Sequence[str] | None, values: Sequence[float]
+) -> tuple[list[Edit], dict[str, None], list[str]]:
+    """One edit per layer and ratio (unstructured: smallest-|w| weights zeroed) or bit width (quant)."""
+    edits: list[Edit] = []
+    members: dict[str, None] = {}
+    prunable = prunable_layers(work)
+    for name in prunable if layers is None else check_layer_names(work, layers, prunable):
+        members[name] = None
+        if kind == "unstructured":
+            w = work.get_submodule(name).weight.detach()
+            order = torch.argsort(w.abs().flatten(), stable=True)
+            edits += [_unstructured_edit(name, order, int(round(r * w.numel())), (name, r)) for r in values]
+        else:
+            edits += [_quant_edit(name, int(b), (name, b)) for b in values]
+    if not members:
+        raise WorkbenchError("the model has no Conv or Linear layers to sweep")
+    return edits, members, []
+
+
+def _curves(out, edits: list[Edit], chains: dict[str, list[int]], members: dict, max_drop: float | None):
+    """Each layer's curve from the runner's results (cut where early stop dropped points), and the layers
+    that early stop cut."""
     curves: dict[str, SensitivityCurve] = {}
     stopped = []
     base = out.baseline
@@ -421,15 +400,4 @@ def sensitivity_sweep(
         if len(xs) < len(chain):
             stopped.append(name)
         curves[name] = SensitivityCurve(tuple(xs), tuple(accs), tuple(losses), members[name])
-    if stopped:
-        notes.append(f"early stop at drop > {max_drop}: {_few(stopped)} not swept past their first bad point")
-    return SensitivityResult(
-        kind=kind,
-        baseline_accuracy=base.accuracy,
-        baseline_loss=base.loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(notes),
-        samples=base.samples,
-        max_drop=max_drop,
-    )
+    return curves, stopped

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from apptools import assert_clean, charts, click, open_page, submit
 
-from analysis import load_model
-from analysis.workbench import state_digest
+from analysis import load_model, state_digest
 from pages import _shared
 
 

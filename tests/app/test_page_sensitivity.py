@@ -57,16 +57,16 @@ def test_structured_sweep_names_group_members_and_bad_ratios_show_an_error():
 
 
 def test_reruns_do_not_sweep_again(monkeypatch):
-    import analysis.sensitivity.sweep
+    import analysis
 
     calls = []
-    real = analysis.sensitivity.sweep.sensitivity_sweep
+    real = analysis.sensitivity_sweep
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("bits"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(analysis.sensitivity.sweep, "sensitivity_sweep", counting)
+    monkeypatch.setattr(analysis, "sensitivity_sweep", counting)  # the page imports the public name
     at = open_page("sensitivity")
     at.radio(key="sens_kind").set_value("quant")
     at.text_input(key="sens_bits").set_value("5")

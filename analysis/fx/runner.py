@@ -36,8 +36,8 @@ copy_model=True)`
     after changing it in place (so the rewrite would change the numbers), or writes with no out-of-place
     twin (`x[...] = v`), the runner falls back to full evaluation with a note naming the op.
 
-`trace_model(model) -> torch.fx.GraphModule` (raises WorkbenchError naming the reason where tracing fails)
-`downstream_nodes(gm, modules) -> set[str]`: names of the graph nodes whose values depend on `modules`.
+`trace_model(model) -> torch.fx.GraphModule` (`analysis.fx.trace`; raises WorkbenchError naming the reason where tracing fails)
+`downstream_nodes(gm, modules) -> set[str]` (`analysis.fx.slicing`): names of the graph nodes whose values depend on `modules`.
 A module counts as used by a graph node that calls it, reads one of its parameters, or calls a leaf module
 containing it (nn.MultiheadAttention's out_proj); an edit whose modules no node uses is evaluated with a
 full forward pass.
@@ -52,7 +52,7 @@ float rounding of the kernels.
 
 Example (oracle criterion: |loss change| when channel c of a conv and its BN are zeroed)::
 
-    runner = DownstreamRunner.from_data(model, data, split="train", limit=2048)
+    runner = DownstreamRunner.from_data(model, data, split="train", limit=DEFAULT_MAX_SAMPLES)
     def zero(c):
         def apply(m):
             m.get_submodule("features.3").weight[c] = 0
@@ -65,8 +65,6 @@ Example (oracle criterion: |loss change| when channel c of a conv and its BN are
 from __future__ import annotations
 
 import copy
-import inspect
-import operator
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,30 +73,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.concurrency import symbolic_trace
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult
+from analysis.fx.slicing import Suffix, build_prefix, build_suffix, downstream
+from analysis.fx.trace import trace_model
+from analysis.progress import Progress
 
 DEFAULT_MAX_CACHE_BYTES = 1 << 30
-
-Progress = Callable[[int, int], None]
-
-# Out-of-place twins of in-place operators: the cache must never be mutated by a suffix run.
-_INPLACE_OPERATORS = {
-    operator.iadd: operator.add,
-    operator.isub: operator.sub,
-    operator.imul: operator.mul,
-    operator.itruediv: operator.truediv,
-    operator.ifloordiv: operator.floordiv,
-    operator.imod: operator.mod,
-    operator.ipow: operator.pow,
-    operator.iand: operator.and_,
-    operator.ior: operator.or_,
-    operator.ixor: operator.xor,
-    operator.ilshift: operator.lshift,
-    operator.irshift: operator.rshift,
-    operator.imatmul: operator.matmul,
-}
 
 
 @dataclass(frozen=True)
@@ -138,257 +119,6 @@ class RunnerResult:
     baseline: EvalResult
     results: list[EvalResult | None]
     notes: tuple[str, ...] = ()
-
-
-def trace_model(model: nn.Module) -> fx.GraphModule:
-    """`torch.fx.symbolic_trace(model)`, with in-place ops made out-of-place (same numbers).
-
-    The GraphModule shares the model's parameters (its modules are the model's own objects), so in-place
-    weight changes on the model are seen by the graph. Raises WorkbenchError saying why tracing failed.
-    """
-    try:
-        gm = symbolic_trace(model)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WorkbenchError(
-            f"model could not be traced with torch.fx ({type(exc).__name__}: {first[:200]})"
-        ) from exc
-    _make_out_of_place(gm)
-    return gm
-
-
-def _make_out_of_place(gm: fx.GraphModule) -> None:
-    """Rewrite in-place ops as out-of-place ones (so a suffix run never writes into the cache).
-
-    That keeps the numbers only where nothing reads the modified tensor (or a view of it) afterwards;
-    otherwise, and for writes with no out-of-place twin (x[...] = v, copy_), raise WorkbenchError naming
-    the op, and the caller falls back to full evaluation.
-    """
-    rewrites: list[tuple[fx.Node, Callable[[], None]]] = []
-    copies: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        node.meta["source_target"] = node.target
-        rewrite = _inplace_rewrite(gm, node, copies)
-        if rewrite is not None:
-            rewrites.append((node, rewrite))
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    for node, _ in rewrites:
-        if node.args and isinstance(node.args[0], fx.Node) and _read_after(gm, node, node.args[0], order):
-            raise WorkbenchError(
-                f"model reads a tensor after modifying it in place ({_describe(node)}): cannot cache around it"
-            )
-    for _, rewrite in rewrites:
-        rewrite()
-    gm.graph.lint()
-    gm.recompile()
-
-
-def _describe(node: fx.Node) -> str:
-    if node.op == "call_module":
-        return str(node.target)
-    return getattr(node.target, "__name__", str(node.target))
-
-
-def _inplace_rewrite(gm: fx.GraphModule, node: fx.Node, copies: dict[str, str]) -> Callable[[], None] | None:
-    """How to make `node` out-of-place (None where it is not in-place); WorkbenchError where impossible."""
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        if getattr(module, "inplace", False) is not True:
-            return None
-
-        def rewrite_module() -> None:
-            if node.target not in copies:
-                twin = copy.copy(module)  # shares parameters; only the flag differs
-                twin.inplace = False
-                name = f"_out_of_place_{len(copies)}"
-                gm.add_submodule(name, twin)
-                copies[node.target] = name
-            node.target = copies[node.target]
-
-        return rewrite_module
-    if node.op == "call_function":
-        if node.target in _INPLACE_OPERATORS:
-            twin = _INPLACE_OPERATORS[node.target]
-            return lambda: setattr(node, "target", twin)
-        if _inplace_flag_set(node):
-            args, kwargs = _without_inplace_flag(node)
-
-            def rewrite_flag() -> None:
-                node.args, node.kwargs = args, kwargs
-
-            return rewrite_flag
-        if node.target is operator.setitem:
-            raise WorkbenchError("model writes into a tensor (x[...] = v): cannot cache around it")
-        name = getattr(node.target, "__name__", "")
-        if name.endswith("_") and not name.endswith("__"):
-            twin = getattr(torch, name[:-1], None) or getattr(F, name[:-1], None)
-            if twin is None:
-                raise WorkbenchError(f"model calls in-place {name}: cannot cache around it")
-            return lambda: setattr(node, "target", twin)
-    if node.op == "call_method":
-        name = node.target
-        if name.endswith("_") and not name.endswith("__"):
-            if not hasattr(torch.Tensor, name[:-1]):
-                raise WorkbenchError(f"model calls in-place Tensor.{name}: cannot cache around it")
-            return lambda: setattr(node, "target", name[:-1])
-    return None
-
-
-# Ops whose result may share memory with their first argument (so an in-place write to one shows in both).
-_VIEW_METHODS = {
-    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute", "t", "squeeze",
-    "unsqueeze", "expand", "expand_as", "narrow", "select", "split", "chunk", "unbind", "contiguous", "detach",
-    "as_strided", "diagonal", "movedim", "moveaxis", "swapaxes", "swapdims", "unfold", "type_as", "to", "float",
-}  # fmt: skip
-_VIEW_FUNCTIONS = {
-    operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
-    torch.unsqueeze, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind, torch.t, torch.movedim,
-    torch.swapaxes, torch.diagonal, torch.detach,
-}  # fmt: skip
-_VIEW_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
-
-
-def _may_alias_input(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether `node`'s value may share memory with its first argument (views, identity, in-place ops)."""
-    if node.op == "call_method":
-        return node.target in _VIEW_METHODS or (node.target.endswith("_") and not node.target.endswith("__"))
-    if node.op == "call_function":
-        name = getattr(node.target, "__name__", "")
-        return (
-            node.target in _VIEW_FUNCTIONS
-            or node.target in _INPLACE_OPERATORS
-            or (name.endswith("_") and not name.endswith("__"))
-            or _inplace_flag_set(node)
-        )
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        return isinstance(module, _VIEW_MODULES) or getattr(module, "inplace", False) is True
-    return False
-
-
-def _read_after(gm: fx.GraphModule, writer: fx.Node, target: fx.Node, order: dict[fx.Node, int]) -> bool:
-    """Whether any node after `writer` reads `target` or a tensor that may alias it (a view of it, or a
-    tensor it is a view of). Readers of `writer`'s own result see the new value either way."""
-    aliases = {target}
-    stack = [target]
-    while stack:
-        node = stack.pop()
-        related = [
-            user
-            for user in node.users
-            if user is not writer and _may_alias_input(gm, user) and user.args and user.args[0] is node
-        ]
-        if _may_alias_input(gm, node) and node.args and isinstance(node.args[0], fx.Node):
-            related.append(node.args[0])
-        for other in related:
-            if other not in aliases:
-                aliases.add(other)
-                stack.append(other)
-    return any(order[user] > order[writer] for a in aliases for user in a.users if user is not writer)
-
-
-def _bound_inplace(node: fx.Node):
-    """The call's arguments bound to its signature, where it has an `inplace` parameter; else None."""
-    try:
-        signature = inspect.signature(node.target)
-    except (TypeError, ValueError):
-        return None
-    if "inplace" not in signature.parameters:
-        return None
-    try:
-        return signature.bind(*node.args, **node.kwargs)
-    except TypeError:
-        return None
-
-
-def _inplace_flag_set(node: fx.Node) -> bool:
-    bound = _bound_inplace(node)
-    return bound is not None and bound.arguments.get("inplace") is True
-
-
-def _without_inplace_flag(node: fx.Node) -> tuple[tuple, dict]:
-    bound = _bound_inplace(node)
-    bound.arguments["inplace"] = False
-    return tuple(bound.args), dict(bound.kwargs)
-
-
-def _touches(target: str, modules: Iterable[str]) -> bool:
-    """Whether a call_module/get_attr target is one of `modules`, inside one, or contains one."""
-    for m in modules:
-        if m == "" or target == m or target.startswith(m + ".") or m.startswith(target + "."):
-            return True
-    return False
-
-
-def _seed_nodes(gm: fx.GraphModule, modules: Sequence[str]) -> list[fx.Node]:
-    return [
-        n
-        for n in gm.graph.nodes
-        if n.op in ("call_module", "get_attr")
-        and _touches(str(n.meta.get("source_target", n.target)), modules)
-    ]
-
-
-def _downstream(gm: fx.GraphModule, modules: Sequence[str]) -> set[fx.Node] | None:
-    """Nodes whose values depend on `modules`' parameters; None where no node uses them (unknown)."""
-    seeds = _seed_nodes(gm, modules)
-    if not seeds:
-        return None
-    down: set[fx.Node] = set()
-    stack = list(seeds)
-    while stack:
-        node = stack.pop()
-        if node in down:
-            continue
-        down.add(node)
-        stack.extend(node.users)
-    return down
-
-
-def downstream_nodes(gm: fx.GraphModule, modules: Sequence[str]) -> set[str]:
-    """Names of the graph nodes whose values depend on the parameters of `modules` (empty if unused)."""
-    down = _downstream(gm, modules)
-    return {n.name for n in down} if down else set()
-
-
-@dataclass
-class _Suffix:
-    module: fx.GraphModule
-    frontier: list[str]  # names of the upstream nodes whose cached values feed the suffix, in order
-
-
-def _build_suffix(gm: fx.GraphModule, down: set[fx.Node]) -> _Suffix:
-    """A GraphModule computing the model output from cached values of the nodes that feed `down`."""
-    nodes = list(gm.graph.nodes)
-    output = next(n for n in nodes if n.op == "output")
-    inside = set(down) | {output}
-    frontier: list[fx.Node] = []
-    seen: set[fx.Node] = set()
-    for node in nodes:
-        if node in inside:
-            for arg in node.all_input_nodes:
-                if arg not in inside and arg not in seen:
-                    seen.add(arg)
-                    frontier.append(arg)
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for node in frontier:
-        env[node] = graph.placeholder(f"cached_{node.name}")
-    for node in nodes:
-        if node in down:
-            env[node] = graph.node_copy(node, lambda n: env[n])
-    graph.output(fx.graph.map_arg(output.args[0], lambda n: env[n]))
-    return _Suffix(fx.GraphModule(gm, graph), [n.name for n in frontier])
-
-
-def _build_prefix(gm: fx.GraphModule, keep: list[str]) -> fx.GraphModule:
-    """The full graph, returning (output, tuple of the values of the nodes named in `keep`)."""
-    graph = fx.Graph()
-    val_map: dict[fx.Node, fx.Node] = {}
-    out = graph.graph_copy(gm.graph, val_map)
-    by_name = {n.name: val_map[n] for n in gm.graph.nodes if n in val_map}
-    graph.output((out, tuple(by_name[name] for name in keep)))
-    return fx.GraphModule(gm, graph)
 
 
 def _tensor_bytes(values: Iterable[object]) -> int:
@@ -527,21 +257,21 @@ class DownstreamRunner:
         notes = list(self.notes)
         snapshots = _Snapshots(self.model)
         snapshots.prepare({m for e in edits for m in e.modules})
-        suffixes: dict[frozenset[str], _Suffix | None] = {}
+        suffixes: dict[frozenset[str], Suffix | None] = {}
         prefix = None
         batch_size = self.batch_size
         if self.gm is not None and edits:
             for edit in edits:
                 key = frozenset(edit.modules)
                 if key not in suffixes:
-                    down = _downstream(self.gm, sorted(key))
-                    suffixes[key] = None if down is None else _build_suffix(self.gm, down)
+                    down = downstream(self.gm, sorted(key))
+                    suffixes[key] = None if down is None else build_suffix(self.gm, down)
             if any(s is None for s in suffixes.values()):
                 notes.append(
                     "some edited modules are not called in the traced graph: those use full evaluation"
                 )
             keep = sorted({name for s in suffixes.values() if s is not None for name in s.frontier})
-            prefix = _build_prefix(self.gm, keep)
+            prefix = build_prefix(self.gm, keep)
             batch_size = self._fit_cache(prefix, batch_size, notes)
         batches = self._batches(batch_size)
         tally = Tally(total=len(self.x), correct=[0] * len(edits), loss_sum=[0.0] * len(edits))

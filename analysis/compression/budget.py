@@ -1,0 +1,104 @@
+"""Budgets for suggested plans (`macs=0.5`, `latency=0.6`, `drop=0.01`) and the MAC model that predicts
+a structured plan's MACs from layer costs and the groups' channel maps, without pruning."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from analysis.cost import summarize
+from analysis.errors import WorkbenchError
+from analysis.sensitivity.groups import PruningGroup
+
+BUDGET_KINDS = {"macs": "macs", "latency": "latency", "drop": "drop", "accuracy": "drop"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`macs` / `latency`: the fraction of the original to keep, in (0, 1]; `drop`: the largest accuracy
+    drop allowed, in accuracy units (0.01 = one point)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("macs", "latency", "drop"):
+            raise WorkbenchError(f"unknown budget {self.kind!r}: use macs=F, latency=F or drop=D")
+        v = self.value
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise WorkbenchError(f"budget {self.kind} must be a number, got {v!r}")
+        if self.kind in ("macs", "latency") and not 0.0 < v <= 1.0:
+            raise WorkbenchError(f"budget {self.kind}={v}: give the fraction to keep, in (0, 1], e.g. 0.5")
+        if self.kind == "drop" and not 0.0 <= v < 1.0:
+            raise WorkbenchError(f"budget drop={v}: give an accuracy drop in [0, 1), e.g. 0.01 for one point")
+
+    @classmethod
+    def parse(cls, text: str | Budget) -> Budget:
+        """`"macs=0.5"`, `"latency=0.6"` or `"drop=0.01"` (`accuracy=` is an alias of `drop=`)."""
+        if isinstance(text, Budget):
+            return text
+        key, sep, value = str(text).partition("=")
+        kind = BUDGET_KINDS.get(key.strip().lower())
+        if not sep or kind is None:
+            raise WorkbenchError(f"cannot read budget {text!r}: use macs=0.5, latency=0.6 or drop=0.01")
+        try:
+            number = float(value)
+        except ValueError:
+            raise WorkbenchError(f"budget {text!r}: {value!r} is not a number") from None
+        return cls(kind, number)
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.value:g}"
+
+
+class MacModel:
+    """MACs per sample of `model` with given per-group ratios, from layer costs and group channel maps."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], groups: list[PruningGroup]) -> None:
+        summary = summarize(model, input_shape)
+        self.total = summary.total_macs
+        self.groups = {g.name: g for g in groups}
+        modules = dict(model.named_modules())
+        self.layer_macs = {layer.name: layer.macs for layer in summary.layers if layer.macs}
+        # layer -> [(group, dim, number of its indices in that group)]
+        self.links: dict[str, list[tuple[str, str, int]]] = {}
+        self.widths: dict[str, tuple[int, int, bool]] = {}
+        for g in groups:
+            for m in g.members:
+                module = modules.get(m.name)
+                if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                    continue
+                self.links.setdefault(m.name, []).append((g.name, m.dim, len(m.idxs)))
+                if isinstance(module, nn.Linear):
+                    self.widths[m.name] = (module.out_features, module.in_features, False)
+                else:
+                    depthwise = module.groups > 1 and module.groups == module.in_channels
+                    self.widths[m.name] = (module.out_channels, module.in_channels, depthwise)
+
+    def removed_fraction(self, group: str, ratio: float) -> float:
+        g = self.groups[group]
+        return g.channels_to_remove(ratio) / g.channels if ratio > 0 else 0.0
+
+    def macs(self, ratios: Mapping[str, float]) -> float:
+        """Predicted MACs per sample with each group at its ratio (groups not named: unpruned)."""
+        total = 0.0
+        for name, base in self.layer_macs.items():
+            links = self.links.get(name)
+            if not links:
+                total += base
+                continue
+            out_total, in_total, depthwise = self.widths[name]
+            out_gone = in_gone = 0.0
+            for group, dim, count in links:
+                frac = self.removed_fraction(group, ratios.get(group, 0.0))
+                if dim == "out":
+                    out_gone += frac * count
+                else:
+                    in_gone += frac * count
+            out_keep = max(0.0, 1.0 - out_gone / out_total)
+            in_keep = max(0.0, 1.0 - in_gone / in_total)
+            total += base * (out_keep if depthwise else out_keep * in_keep)
+        return total

@@ -1,0 +1,145 @@
+"""What `compress` returns: the before and after metrics of a compression and what was done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from analysis.compression.plan import CompressionPlan
+from analysis.compression.pruning import SPARSE_FORMAT
+
+REAL = "real"
+
+
+SIMULATED = "simulated"
+
+
+UNSTRUCTURED_NOTE = (
+    "Unstructured pruning zeroes single weights but keeps every tensor dense: dense kernels do the same work "
+    "on zeros, so MACs and latency do not drop (even cuSPARSE at 90% sparsity runs about as fast as a dense "
+    "matrix). It saves space only when stored in a sparse format."
+)
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """One model's measured numbers: top-1 accuracy in [0, 1], mean cross-entropy (nats), parameters (and how
+    many are nonzero), MACs per sample, size in bytes (quantized weights at their bits, CONTRACT section 5),
+    and median latency in ms of one batch (p10/p90 too), labelled `real` or `simulated`."""
+
+    accuracy: float
+    loss: float
+    params: int
+    nonzero_params: int
+    macs: int
+    size_bytes: int
+    latency_ms: float
+    latency_p10_ms: float
+    latency_p90_ms: float
+    latency_label: str
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "params": self.params,
+            "nonzero_params": self.nonzero_params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "size_bytes": self.size_bytes,
+            "latency_ms": self.latency_ms,
+            "latency_p10_ms": self.latency_p10_ms,
+            "latency_p90_ms": self.latency_p90_ms,
+            "latency_label": self.latency_label,
+        }
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """Before and after, the plan as applied, what each step did, and the compressed model.
+
+    `model` is the compressed model whose numbers `after` reports (with real int8 Linear layers where they
+    ran); `simulated` is the same model with every layer float (weights-only fake quantization), present
+    only when int8 kernels were swapped in. Derived: `speedup` = before / after latency, `mac_reduction` =
+    before / after MACs, `efficiency` = speedup / MAC reduction (1.0 = latency fell as much as MACs);
+    `speedup_paired` is the median of the per-round speedups of the alternating timing rounds.
+    """
+
+    before: ModelMetrics
+    after: ModelMetrics
+    plan: CompressionPlan
+    model: nn.Module = field(repr=False)
+    batch_size: int
+    threads: int
+    groups: list[dict]
+    unstructured: dict[str, float]
+    quantized: dict[str, int]
+    int8_layers: list[str]
+    sparsity: float
+    sparse_size_bytes: int | None
+    simulated: ModelMetrics | None
+    finetune: dict | None
+    notes: list[str]
+    seconds: float
+    cpu: str = ""
+    torch_version: str = ""
+    speedup_paired: float | None = None
+
+    @property
+    def speedup(self) -> float:
+        return self.before.latency_ms / self.after.latency_ms if self.after.latency_ms > 0 else float("nan")
+
+    @property
+    def efficiency_paired(self) -> float | None:
+        """`speedup_paired` / MAC reduction: the efficiency with the round-by-round speedup."""
+        return None if self.speedup_paired is None else self.speedup_paired / self.mac_reduction
+
+    @property
+    def mac_reduction(self) -> float:
+        return self.before.macs / self.after.macs if self.after.macs > 0 else float("nan")
+
+    @property
+    def efficiency(self) -> float:
+        return self.speedup / self.mac_reduction
+
+    @property
+    def accuracy_delta(self) -> float:
+        """After minus before accuracy, in [−1, 1] (multiply by 100 for points)."""
+        return self.after.accuracy - self.before.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        """CONTRACT section 3 `compress` keys (`before`, `after`, `plan`) plus the derived numbers."""
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "plan": self.plan.to_dict(),
+            "speedup": self.speedup,
+            "mac_reduction": self.mac_reduction,
+            "efficiency": self.efficiency,
+            "speedup_paired": self.speedup_paired,
+            "efficiency_paired": self.efficiency_paired,
+            "accuracy_delta": self.accuracy_delta,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "cpu": self.cpu,
+            "torch_version": self.torch_version,
+            "applied": {
+                "structured_groups": self.groups,
+                "unstructured": self.unstructured,
+                "quantized_bits": self.quantized,
+                "int8_layers": self.int8_layers,
+            },
+            "sparsity": self.sparsity,
+            "sparse_size_bytes": self.sparse_size_bytes,
+            "sparse_format": SPARSE_FORMAT if self.sparse_size_bytes is not None else None,
+            "simulated": self.simulated.to_dict() if self.simulated else None,
+            "finetune": self.finetune,
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
