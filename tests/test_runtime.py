@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from analysis import zoo
-from analysis.compression.pruning import copy_model, prune_structured, pruning_groups
+from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.layers import copy_model
 from analysis.runtime import (
     PRUNED_SUFFIX,
     evaluate_runtime,

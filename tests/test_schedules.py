@@ -12,7 +12,7 @@ from torch import nn
 
 from analysis.compression.global_rank import global_rank, keep_at_least, normalize_scores
 from analysis.compression.plan import FinetuneSettings
-from analysis.compression.pruning import example_input, pruning_groups
+from analysis.compression.pruning import pruning_groups
 from analysis.compression.schedules import (
     METHODS,
     ScheduleSettings,
@@ -23,6 +23,7 @@ from analysis.compression.schedules import (
 from analysis.compression.sparsity import bn_scales, group_lasso_penalty, slimming_penalty
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
+from analysis.layers import example_input
 from analysis.sensitivity.groups import remove_channels
 from analysis.zoo.models import DigitsResNet
 

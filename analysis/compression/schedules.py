@@ -38,7 +38,7 @@ from analysis.compression.finetune import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS, rank_globally, select
 from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.plan import FinetuneSettings
-from analysis.compression.pruning import copy_model, example_input, make_permanent, pruning_groups
+from analysis.compression.pruning import make_permanent, pruning_groups
 from analysis.compression.sparsity import (
     SPARSITY_METHODS,
     channel_values,
@@ -52,6 +52,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.importance.base import CRITERIA
+from analysis.layers import copy_model, example_input
 from analysis.sensitivity.groups import PruningGroup, is_prunable, remove_channels
 
 Progress = Callable[[int, int], None]

@@ -91,8 +91,8 @@ def channel_values(model: nn.Module, method: str, groups: Sequence[PruningGroup]
     with a layer that no BatchNorm follows gets +inf: slimming leaves it whole, as the paper does)."""
     if method == "group-lasso":
         return {name: t.double() for name, t in filter_norms(model, groups).items()}
-    from analysis.compression.pruning import channel_scores
     from analysis.errors import WorkbenchError
+    from analysis.sensitivity.groups import group_scores as channel_scores
 
     values = {}
     for g in groups:  # a group without a BatchNorm after each of its layers has no gamma: it is not pruned

@@ -40,7 +40,7 @@ from analysis.compression import lowbit, lowrank, sharing
 from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.graph import DownstreamRunner, Edit
+from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
 
 Progress = Callable[[int, int], None]

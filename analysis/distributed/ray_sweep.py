@@ -207,7 +207,7 @@ _LIST_NOTE_PREFIXES = (
 
 def _merge_notes(per_task: Iterable[Iterable[str]], order: Sequence[str]) -> list[str]:
     """Unique notes in order; notes that list layers after a known prefix are merged into one list."""
-    from analysis.sensitivity.sweep import _few
+    from analysis.validate import few as _few
 
     out: list[str] = []
     lists: dict[str, list[str]] = {}
@@ -244,8 +244,10 @@ class DistributedSensitivityResult(SensitivityResult):
 
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
+    from analysis.layers import prunable_layers
     from analysis.sensitivity.groups import find_groups
-    from analysis.sensitivity.sweep import KINDS, _resolve_groups, _resolve_layers
+    from analysis.sensitivity.sweep import KINDS, _resolve_groups
+    from analysis.validate import check_layer_names
 
     if kind not in KINDS:
         raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
@@ -257,7 +259,8 @@ def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None
                 "the model has no prunable channel groups (Conv or Linear layers before the output)"
             )
         return [g.name for g in groups]
-    names = _resolve_layers(model, layers)
+    prunable = prunable_layers(model)
+    names = list(prunable) if layers is None else check_layer_names(model, layers, prunable)
     if not names:
         raise WorkbenchError("the model has no Conv or Linear layers to sweep")
     return names

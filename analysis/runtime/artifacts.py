@@ -43,7 +43,7 @@ def artifact_kind(path: str | Path) -> str | None:
 
 
 def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Tensor:
-    from analysis.latency import example_batch
+    from analysis.layers import example_input as example_batch
     from analysis.specs import model_input_shape
 
     return example_batch(model_input_shape(model, input_shape), 2)
@@ -51,7 +51,7 @@ def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Ten
 
 def export_program(model: nn.Module, example_input: torch.Tensor) -> torch.export.ExportedProgram:
     """`torch.export.export` of a private eval-mode copy, batch dimension dynamic."""
-    from analysis.compression.pruning import copy_model
+    from analysis.layers import copy_model
 
     work = copy_model(model).eval()
     try:

@@ -107,7 +107,7 @@ class EagerRuntime(Runtime):
     def prepare(
         self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None
     ) -> EagerPrepared:
-        from analysis.compression.pruning import copy_model
+        from analysis.layers import copy_model
 
         return EagerPrepared(copy_model(model).eval())
 
@@ -207,7 +207,7 @@ def prepare(
     model: nn.Module, runtime: str | Runtime, input_shape: tuple[int, ...], threads: int | None = None
 ) -> Prepared:
     """`model` ready on `runtime` (a name or a Runtime), with a fixed example batch of `input_shape`."""
-    from analysis.latency import example_batch
+    from analysis.layers import example_input as example_batch
 
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     return rt.prepare(model, example_batch(input_shape, 2), threads)

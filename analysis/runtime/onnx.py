@@ -101,7 +101,7 @@ class OnnxExport:
 def export_onnx(model: nn.Module, example_input: torch.Tensor, check: bool = True) -> OnnxExport:
     """Export `model` (a private eval-mode copy) with `torch.onnx.export(..., dynamo=True)`, the batch
     dimension dynamic; with `check`, run it on ONNX Runtime and report the max abs difference to eager."""
-    from analysis.compression.pruning import copy_model
+    from analysis.layers import copy_model
 
     work = copy_model(model).eval()
     # Two samples at least: the exporter specializes a dimension of size 1 and would fix the batch at 1.
