@@ -9,6 +9,8 @@ from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSe
 from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
 from analysis.compression.result import CompressionResult, ModelMetrics
+from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
+from analysis.compression.sparsity import sparsity_values
 from analysis.compression.suggest import Budget, PlanSuggestion, suggest, suggest_plan, uniform_plan
 from analysis.compression.tables import (
     comparison_frame,
@@ -18,15 +20,30 @@ from analysis.compression.tables import (
     run_point,
     uniform_layer_table,
 )
+from analysis.compression.transforms import (
+    apply_transforms,
+    lowrank_sensitivity,
+    quant_vs_kmeans,
+    share_sensitivity,
+    validate_transform_settings,
+)
 from analysis.cost import LayerCost, ModelSummary, count_macs, count_params, size_bytes, summarize
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset, load_data
+from analysis.devices import resolve_device
 from analysis.errors import WorkbenchError, first_line
 from analysis.evaluate import EvalResult, evaluate
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.importance import CRITERIA as IMPORTANCE_CRITERIA
 from analysis.importance import Importance, RankingResult, get_importance, rank_channels
 from analysis.io import to_json
-from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, layer_times, measure_latency
+from analysis.latency import (
+    DEFAULT_BATCH_SIZE,
+    LatencyResult,
+    compare_latency,
+    latency_lock_busy,
+    layer_times,
+    measure_latency,
+)
 from analysis.layers import (
     copy_model,
     example_input,
@@ -35,12 +52,33 @@ from analysis.layers import (
     out_channels,
     prunable_layers,
 )
+from analysis.policy import (
+    ServeMode,
+    allowed_data_sources,
+    allowed_model_sources,
+    check_data_spec,
+    check_model_spec,
+    operator_architectures,
+    public_message,
+    serve_mode,
+)
 from analysis.progress import Progress, progress_bar
+from analysis.progress_eta import RunTimer, sigint_stops
 from analysis.report import charts
 from analysis.report.bundle import report_files
 from analysis.report.cards import ModelCard, cost_vs_time, model_card
 from analysis.report.files import safe_points, write_csv, write_json, write_markdown
 from analysis.report.html import build_full_report, build_report
+from analysis.runtime import (
+    RUNTIMES,
+    compare_runtime_latency,
+    evaluate_runtime,
+    get_runtime,
+    load_artifact,
+    measure_runtime_latency,
+    prepare,
+    save_artifact,
+)
 from analysis.sensitivity.groups import PruningGroup, find_groups
 from analysis.sensitivity.sweep import (
     DEFAULT_BITS,
@@ -51,6 +89,9 @@ from analysis.sensitivity.sweep import (
 )
 from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
+from analysis.store import ResultsStore, model_fingerprint, plan_diff
+from analysis.store import compare as compare_runs
+from analysis.uploads import UploadStore, purge_older_than
 from analysis.validate import parse_values
 from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
 from analysis.workbench import (
@@ -64,6 +105,41 @@ from analysis.workbench import (
 from analysis.zoo import ZOO
 
 __all__ = [
+    "ScheduleResult",
+    "ScheduleSettings",
+    "run_schedule",
+    "sparsity_values",
+    "apply_transforms",
+    "lowrank_sensitivity",
+    "quant_vs_kmeans",
+    "share_sensitivity",
+    "validate_transform_settings",
+    "resolve_device",
+    "latency_lock_busy",
+    "ServeMode",
+    "allowed_data_sources",
+    "allowed_model_sources",
+    "check_data_spec",
+    "check_model_spec",
+    "operator_architectures",
+    "public_message",
+    "serve_mode",
+    "RunTimer",
+    "sigint_stops",
+    "RUNTIMES",
+    "compare_runtime_latency",
+    "evaluate_runtime",
+    "get_runtime",
+    "load_artifact",
+    "measure_runtime_latency",
+    "prepare",
+    "save_artifact",
+    "ResultsStore",
+    "model_fingerprint",
+    "plan_diff",
+    "compare_runs",
+    "UploadStore",
+    "purge_older_than",
     "charts",
     "first_line",
     "Progress",

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import dataclasses
 import json
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,7 +22,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import DEFAULT_BATCH_SIZE, Workbench, WorkbenchError, WorkbenchSpec, first_line, load_workbench
+from analysis import (
+    DEFAULT_BATCH_SIZE,
+    RunTimer,
+    Workbench,
+    WorkbenchError,
+    WorkbenchSpec,
+    first_line,
+    load_workbench,
+)
 
 SPEC_KEY = "_workbench_spec"
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -164,3 +173,74 @@ def compression_metrics(result: Any) -> None:
     c[3].metric("MACs", f"{a.macs / 1e6:.2f} M", f"{result.mac_reduction:.2f}x fewer", delta_color="off")
     kib = (a.size_bytes - b.size_bytes) / 1024
     c[4].metric("Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB", delta_color="inverse")
+
+
+# --- Long work you can stop -------------------------------------------------------------------------------
+# The work runs in a worker thread (it never calls streamlit); the page polls it. A click on Stop reruns the
+# script, which interrupts the polling run; the next run finds the job in the session, sets its stop event
+# and polls on until the work returns what it finished. Navigating away leaves the job running; coming back
+# picks it up again.
+
+
+@dataclasses.dataclass
+class Job:
+    """A long analysis running in a worker thread: its progress, and how it ended."""
+
+    thread: threading.Thread
+    stop: threading.Event
+    timer: RunTimer
+    done: int = 0
+    total: int = 0
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _jobs() -> dict[str, Job]:
+    return st.session_state.setdefault("_jobs", {})
+
+
+def job_running(key: str) -> bool:
+    """Whether a stoppable job `key` of this session is still to be collected (so the page calls
+    `run_stoppable` again on a rerun, e.g. after Stop was clicked, instead of waiting for its button)."""
+    return key in _jobs()
+
+
+def run_stoppable(
+    label: str, key: str, work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any]
+) -> tuple[Any, bool]:
+    """Run `work(progress, should_stop)` with a progress bar (elapsed time and time left) and a Stop button;
+    return `(result, stopped)` once it has finished. `work` must return what it finished when
+    `should_stop()` turns true (the library's sweeps, rankings and schedules do). Errors raised by `work`
+    are raised here (inside `guard`, they become a message)."""
+    jobs = _jobs()
+    job = jobs.get(key)
+    if job is None:
+        stop, timer = threading.Event(), RunTimer()
+        job = Job(thread=None, stop=stop, timer=timer)  # type: ignore[arg-type]
+
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+            timer.update(done, total)
+
+        def target() -> None:
+            try:
+                job.result = work(progress, stop.is_set)
+            except BaseException as exc:  # handed to the page, which shows it
+                job.error = exc
+
+        job.thread = threading.Thread(target=target, name=f"workbench-{key}", daemon=True)
+        jobs[key] = job
+        job.thread.start()
+    bar = st.progress(0.0, text=label)
+    if st.button("Stop", key=f"_stop_{key}", help="End at the next layer or step and keep what finished"):
+        job.stop.set()
+    while job.thread.is_alive():
+        frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
+        state = "stopping at the next unit" if job.stop.is_set() else job.timer.describe()
+        bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
+        time.sleep(0.2)
+    bar.empty()
+    jobs.pop(key, None)
+    if job.error is not None:
+        raise job.error
+    return job.result, job.stop.is_set()
