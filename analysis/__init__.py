@@ -1,6 +1,11 @@
 """The compression workbench's library: everything the app, the CLI and the notebooks call.
 
-Never imports streamlit (a test asserts it).
+The names below are the public API (the app's pages import nothing else). Layout: leaf modules (specs,
+data, zoo, cost, evaluate, latency, layers, validate, progress, errors, io, weight_stats), then `fx/`
+(graph rewriting, the downstream runner), `importance/` (criteria registry), `sensitivity/` (groups,
+sweeps), `compression/` (plan, pruning, quantization, fine-tuning, compress, suggest), `report/` (charts,
+HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. Never imports streamlit
+(a test asserts it).
 """
 
 from analysis.compression.compress import compress, save_model

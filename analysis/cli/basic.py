@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.cost import summarize
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency

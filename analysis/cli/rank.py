@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
 from analysis.io import write_text_atomic

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata, spearmanr  # noqa: F401  (rankdata: part of this module's API)
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -51,6 +50,13 @@ DEFAULT_TOPK_FRACTION = 0.25
 STATISTICS = ("mean", "std", "min", "median", "max")
 
 
+def rankdata(values: Iterable[float]) -> np.ndarray:
+    """Ranks 1..n, ties at their average rank (`scipy.stats.rankdata`; scipy.stats loads on first use)."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return scipy_rankdata(np.asarray(values, dtype=np.float64))
+
+
 def spearman(a: Iterable[float], b: Iterable[float]) -> float:
     """Spearman's rank correlation (`scipy.stats.spearmanr`, ties at their average rank) of two
     equal-length sequences over the pairs where both are finite.
@@ -64,6 +70,8 @@ def spearman(a: Iterable[float], b: Iterable[float]) -> float:
     keep = np.isfinite(a) & np.isfinite(b)
     if keep.sum() < 2 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
         return float("nan")
+    from scipy.stats import spearmanr  # loading scipy.stats takes about a second: only when asked
+
     return float(spearmanr(a[keep], b[keep]).statistic)
 
 
