@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from apptools import assert_clean, charts, open_page, submit
 
 from analysis import load_data, load_model
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    """Each test records into its own results store."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
 
 
 def _plain_quant_accuracy(layer: str, bits: int) -> float:
