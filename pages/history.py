@@ -113,7 +113,10 @@ elif len(chosen) >= 2:
         table = compare_runs(picked)
         plans = {f"#{r.id}": r.result.get("plan") or {} for r in picked}
         diff = plan_diff(plans)
-    side = table.T
+    st.caption(
+        "; ".join(f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}" for i, r in table.iterrows())
+    )
+    side = table.drop(columns=["model", "created", "status"]).astype(float).T  # one column per run
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
