@@ -21,6 +21,7 @@ PAGES = [
     st.Page("pages/rankings.py", title="Rankings", icon=":material/leaderboard:", url_path="rankings"),
     st.Page("pages/compress.py", title="Compress", icon=":material/compress:", url_path="compress"),
     st.Page("pages/report.py", title="Report", icon=":material/description:", url_path="report"),
+    st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
 ]
 SOURCES = ["Zoo", "Python callable", "torchvision", "Pickled module"]
 

@@ -341,3 +341,85 @@ def grouped_bars(
     fig.update_layout(barmode="group")
     fig.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
     return _layout(fig, title, height=380)
+
+
+def lowrank_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """A `lowrank` sweep: accuracy (%) against the kept rank fraction, one solid line per layer, and the
+    MACs per sample each point saves (dotted, same colour) on the second axis. `frame`: long form with
+    columns layer, fraction, accuracy, macs_saved."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        rows = rows.sort_values("fraction")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["fraction"], y=rows["accuracy"] * 100, mode="lines+markers", name=layer,
+                legendgroup=layer, line={"color": color},
+                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:.2f}}%<extra></extra>",
+            ),
+            secondary_y=False,
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=rows["fraction"], y=rows["macs_saved"], mode="lines", name=f"{layer} MACs saved",
+                legendgroup=layer, showlegend=False, line={"color": color, "dash": "dot"},
+                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:,}} MACs saved<extra></extra>",
+            ),
+            secondary_y=True,
+        )  # fmt: skip
+    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": PALETTE[8]})
+    fig.update_xaxes(title="kept rank fraction (smaller = more compressed)")
+    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title="MACs saved per sample (dotted)", secondary_y=True, showgrid=False)
+    return _layout(fig, title or "Low-rank sensitivity: accuracy and MACs saved per kept rank", height=460)
+
+
+def value_histograms(
+    before: dict[str, list[float]], after: dict[str, list[float]] | None, x_title: str, title: str = ""
+) -> go.Figure:
+    """Values pooled over layers (BatchNorm |gamma| or filter norms), before and, when given, after sparsity
+    training, as overlaid histograms: a mass near zero after training is the penalty's evidence."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate((("before", before), ("after", after))):
+        if not values:
+            continue
+        pooled = [v for vs in values.values() for v in vs]
+        fig.add_trace(go.Histogram(x=pooled, name=name, opacity=0.6, marker_color=PALETTE[i], nbinsx=60))
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title="channels")
+    return _layout(fig, title, height=380)
+
+
+def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
+    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): accuracy
+    after (%) against latency after (ms per batch), one marker series per runtime measured, and each run's
+    original model (before) as a grey cross on the same axes."""
+    fig = go.Figure()
+    runtimes = [
+        c[len("latency_ms[") : -len("] after")]
+        for c in table.columns
+        if c.startswith("latency_ms[") and c.endswith("] after")
+    ]
+    for i, runtime in enumerate(runtimes):
+        col = f"latency_ms[{runtime}] after"
+        rows = table[table[col].notna() & table["accuracy after"].notna()]
+        fig.add_trace(
+            go.Scatter(
+                x=rows[col], y=rows["accuracy after"] * 100, mode="markers", name=runtime,
+                text=[f"run {i}" for i in rows.index], marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
+                hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra>" + runtime + "</extra>",
+            )
+        )  # fmt: skip
+        before = table[table[f"latency_ms[{runtime}] before"].notna() & table["accuracy before"].notna()]
+        fig.add_trace(
+            go.Scatter(
+                x=before[f"latency_ms[{runtime}] before"], y=before["accuracy before"] * 100, mode="markers",
+                name=f"original ({runtime})", text=[f"run {i}" for i in before.index],
+                marker={"size": 9, "symbol": "x", "color": PALETTE[8]},
+                hovertemplate="original, %{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_xaxes(title="measured latency (ms per batch)")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title or "Accuracy vs latency of every recorded plan", height=440)
