@@ -244,3 +244,60 @@ def run_stoppable(
     if job.error is not None:
         raise job.error
     return job.result, job.stop.is_set()
+
+
+# --- Appended by the Compress page's helper: text as text, a ticking stoppable run ------------------------
+
+_MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|~<>$:"
+
+
+def plain(text: str) -> str:
+    """`text` escaped so st.error/st.warning/st.markdown show it as written (an error naming
+    `Linear.__init__()` keeps its underscores; no link, emoji or LaTeX is made of it)."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
+def run_stoppable_live(
+    label: str,
+    key: str,
+    work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
+    on_tick: Callable[[], None] | None = None,
+) -> tuple[Any, bool]:
+    """`run_stoppable`, calling `on_tick()` in each polling iteration (and once at the end) so the page can
+    redraw a live chart from records the work appends to a thread-safe list."""
+    jobs = _jobs()
+    job = jobs.get(key)
+    if job is None:
+        stop, timer = threading.Event(), RunTimer()
+        job = Job(thread=None, stop=stop, timer=timer)  # type: ignore[arg-type]
+
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+            timer.update(done, total)
+
+        def target() -> None:
+            try:
+                job.result = work(progress, stop.is_set)
+            except BaseException as exc:  # handed to the page, which shows it
+                job.error = exc
+
+        job.thread = threading.Thread(target=target, name=f"workbench-{key}", daemon=True)
+        jobs[key] = job
+        job.thread.start()
+    bar = st.progress(0.0, text=label)
+    if st.button("Stop", key=f"_stop_{key}", help="End at the current step and keep the result"):
+        job.stop.set()
+    while job.thread.is_alive():
+        frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
+        state = "stopping at the current step" if job.stop.is_set() else job.timer.describe()
+        bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
+        if on_tick is not None:
+            on_tick()
+        time.sleep(0.3)
+    bar.empty()
+    if on_tick is not None:
+        on_tick()
+    jobs.pop(key, None)
+    if job.error is not None:
+        raise job.error
+    return job.result, job.stop.is_set()
