@@ -594,11 +594,16 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             with lock:
                 live.append(dict(record))
 
+        drawn = [0]
+
         def tick() -> None:
             with lock:
                 records = list(live)
-            if records:
-                placeholder.plotly_chart(charts.trajectory_figure(records), key=None)
+            if len(records) > drawn[0]:  # a new step: redraw (each drawing needs its own element id)
+                drawn[0] = len(records)
+                placeholder.plotly_chart(
+                    charts.trajectory_figure(records), key=f"live_{job_key}_{len(records)}"
+                )
 
         def work(progress, should_stop):
             return apply_plan(wb.model, wb.data, pending, batch_size=spec.batch_size, threads=spec.threads,

@@ -96,7 +96,7 @@ def test_coupled_sliders_move_together_and_the_preview_follows():
     at.switch_page("pages/compress.py").run()
     assert_clean(at)
     model = load_model("zoo:digits-resnet")
-    group = next(g for g in pruning_groups(model, (1, 8, 8)) if len(g.out_layers) > 1)
+    group = next(g for g in pruning_groups(model, (1, 16, 16)) if len(g.out_layers) > 1)
     first, *others = group.out_layers
     macs_before = {m.label: m.value for m in at.metric}["MACs per sample"]
     at.slider(key=f"prune::{others[-1]}").set_value(0.5).run()
@@ -110,7 +110,7 @@ def test_suggest_an_unmet_latency_budget_is_a_warning_with_a_bounded_drop():
     at = open_page()
     at.selectbox(key="zoo_name").set_value("digits-resnet").run()
     spec = at.session_state[_shared.SPEC_KEY]
-    model, data = load_model("zoo:digits-resnet"), load_data("digits", input_shape=(1, 8, 8))
+    model, data = load_model("zoo:digits-resnet"), load_data("digits", input_shape=(1, 16, 16))
     sweep = sensitivity_sweep(model, data, "structured", ratios=[0.5, 0.9], limit=120)
     at.session_state["_result_sensitivity:structured"] = {
         "key": spec.model_key(),
