@@ -10,10 +10,13 @@ HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. 
 
 from analysis.compression.compress import compress, save_model
 from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
+from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
 from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
 from analysis.compression.result import CompressionResult, ModelMetrics
+from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
+from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
 from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
 from analysis.compression.sparsity import sparsity_values
 from analysis.compression.suggest import Budget, PlanSuggestion, suggest, suggest_plan, uniform_plan
@@ -110,6 +113,9 @@ from analysis.workbench import (
 from analysis.zoo import ZOO
 
 __all__ = [
+    "NORMALIZATIONS",
+    "SCHEDULE_METHODS",
+    "SCHEDULE_TARGETS",
     "ScheduleResult",
     "ScheduleSettings",
     "run_schedule",

@@ -206,12 +206,17 @@ def job_running(key: str) -> bool:
 
 
 def run_stoppable(
-    label: str, key: str, work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any]
+    label: str,
+    key: str,
+    work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
+    on_tick: Callable[[], None] | None = None,
 ) -> tuple[Any, bool]:
     """Run `work(progress, should_stop)` with a progress bar (elapsed time and time left) and a Stop button;
     return `(result, stopped)` once it has finished. `work` must return what it finished when
     `should_stop()` turns true (the library's sweeps, rankings and schedules do). Errors raised by `work`
-    are raised here (inside `guard`, they become a message)."""
+    are raised here (inside `guard`, they become a message). `on_tick()` is called in each polling
+    iteration and once at the end, so the page can redraw a live chart from records the work appends to a
+    thread-safe list."""
     jobs = _jobs()
     job = jobs.get(key)
     if job is None:
@@ -238,8 +243,12 @@ def run_stoppable(
         frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
         state = "stopping at the next unit" if job.stop.is_set() else job.timer.describe()
         bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
+        if on_tick is not None:
+            on_tick()
         time.sleep(0.2)
     bar.empty()
+    if on_tick is not None:
+        on_tick()
     jobs.pop(key, None)
     if job.error is not None:
         raise job.error
@@ -327,3 +336,14 @@ def accepts(function: Callable, parameter: str) -> bool:
         return parameter in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+# --- Appended by the Compress page's helper: text as text, a ticking stoppable run ------------------------
+
+_MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|~<>$:"
+
+
+def plain(text: str) -> str:
+    """`text` escaped so st.error/st.warning/st.markdown show it as written (an error naming
+    `Linear.__init__()` keeps its underscores; no link, emoji or LaTeX is made of it)."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))

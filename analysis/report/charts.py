@@ -423,3 +423,88 @@ def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
     fig.update_xaxes(title="measured latency (ms per batch)")
     fig.update_yaxes(title="accuracy (%)")
     return _layout(fig, title or "Accuracy vs latency of every recorded plan", height=440)
+
+
+_KIND_SYMBOLS = {"real": "circle", "simulated": "diamond-open"}
+
+
+def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of every applied plan") -> go.Figure:
+    """Each applied plan against the baseline timed in the same run (columns label, run, role
+    'baseline'|'plan', latency_ms, accuracy in [0, 1], runtime, kind real|simulated, batch_size, threads,
+    spread, warning). A thin line joins a plan to its own baseline: numbers from different runs are never
+    compared. Colour = runtime, marker = real (filled circle) or simulated (open diamond); baselines are
+    drawn smaller and grey-edged."""
+    fig = go.Figure()
+    runtimes = list(dict.fromkeys(points["runtime"]))
+    for (_run, runtime), rows in points.groupby(["run", "runtime"], sort=False):
+        colour = PALETTE[runtimes.index(runtime) % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["latency_ms"],
+                y=rows["accuracy"] * 100,
+                mode="lines",
+                line={"color": colour, "width": 1, "dash": "dot"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for (runtime, kind, role), rows in points.groupby(["runtime", "kind", "role"], sort=False):
+        colour = PALETTE[runtimes.index(runtime) % len(PALETTE)]
+        symbol = _KIND_SYMBOLS.get(kind, "x")
+        warn = rows["warning"].fillna("").map(lambda w: f"<br>{w}" if w else "")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["latency_ms"],
+                y=rows["accuracy"] * 100,
+                mode="markers",
+                name=f"{runtime}, {kind}{' baseline' if role == 'baseline' else ''}",
+                text=rows["label"],
+                customdata=np.stack(
+                    [
+                        rows["runtime"],
+                        rows["batch_size"],
+                        rows["threads"],
+                        rows["spread"],
+                        warn,
+                        rows["kind"],
+                    ],
+                    axis=1,
+                ),
+                marker={
+                    "size": 8 if role == "baseline" else 12,
+                    "color": colour,
+                    "symbol": symbol,
+                    "line": {"color": "#777" if role == "baseline" else colour, "width": 1},
+                    "opacity": 0.6 if role == "baseline" else 1.0,
+                },
+                hovertemplate=(
+                    "%{text}<br>%{x:.2f} ms (%{customdata[5]}), %{y:.2f}%<br>runtime %{customdata[0]}, "
+                    "batch %{customdata[1]}, %{customdata[2]} threads<br>spread p90/p10 %{customdata[3]:.2f}"
+                    "%{customdata[4]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_xaxes(title="measured latency (ms per batch)")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title, height=440)
+
+
+def trajectory_figure(trajectory: list[dict]) -> go.Figure:
+    """A schedule's steps: accuracy (%), MACs (millions) and loss per step, one panel each (records as
+    `run_schedule` makes them: step, accuracy in [0, 1], macs, loss)."""
+    frame = pd.DataFrame(trajectory)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("accuracy (%)", "MACs (millions)", "loss"))  # fmt: skip
+    if not frame.empty:
+        steps = frame["step"] if "step" in frame else pd.Series(range(len(frame)))
+        series = [("accuracy", 100.0), ("macs", 1e-6), ("loss", 1.0)]
+        for row, (column, scale) in enumerate(series, start=1):
+            if column in frame:
+                values = pd.to_numeric(frame[column], errors="coerce") * scale
+                fig.add_trace(
+                    go.Scatter(x=steps, y=values, mode="lines+markers", name=column,
+                               line={"color": PALETTE[row - 1]}, showlegend=False),
+                    row=row, col=1,
+                )  # fmt: skip
+    fig.update_xaxes(title="step", row=3, col=1)
+    return _layout(fig, "Per step", height=520)
