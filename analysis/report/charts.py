@@ -216,34 +216,35 @@ def pareto_scatter(
     return _layout(fig, title, height=420)
 
 
-def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
-    """Accuracy (%) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
-    with the unpruned baseline dashed."""
+def sensitivity_curves(
+    frame: pd.DataFrame, baseline: float, title: str = "", metric: str = "accuracy"
+) -> go.Figure:
+    """Accuracy (%) or loss (`metric`) against ratio or bits, one line per layer (long-form frame of
+    `SensitivityResult`), with the uncompressed `baseline` (of that metric) dashed."""
     x = "bits" if "bits" in frame.columns else "ratio"
+    scale = 100 if metric == "accuracy" else 1
     fig = go.Figure()
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values(x)
         fig.add_trace(
             go.Scatter(
                 x=rows[x],
-                y=rows["accuracy"] * 100,
+                y=rows[metric] * scale,
                 mode="lines+markers",
                 name=str(layer),
                 line={"color": PALETTE[i % len(PALETTE)]},
-                customdata=rows[["loss"]],
-                hovertemplate=f"{layer}<br>{x} %{{x}}: %{{y:.2f}}%, loss %{{customdata[0]:.4f}}<extra></extra>",
+                customdata=rows[["accuracy", "loss"]],
+                hovertemplate=f"{layer}<br>{x} %{{x}}: accuracy %{{customdata[0]:.2%}}, "
+                "loss %{customdata[1]:.4f}<extra></extra>",
             )
         )
-    fig.add_hline(
-        y=baseline_accuracy * 100,
-        line={"dash": "dash", "color": "#444"},
-        annotation_text=f"baseline {baseline_accuracy:.2%}",
-    )
+    label = f"baseline {baseline:.2%}" if metric == "accuracy" else f"baseline {baseline:.4f}"
+    fig.add_hline(y=baseline * scale, line={"dash": "dash", "color": "#444"}, annotation_text=label)
     fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio (fraction removed)")
     if x == "bits":
         fig.update_xaxes(autorange="reversed")
-    fig.update_yaxes(title="accuracy (%)")
-    return _layout(fig, title or "Accuracy per layer", height=460)
+    fig.update_yaxes(title="accuracy (%)" if metric == "accuracy" else "loss (mean cross-entropy)")
+    return _layout(fig, title or f"{metric.capitalize()} per layer", height=460)
 
 
 def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
