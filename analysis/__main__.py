@@ -14,7 +14,7 @@ COMMAND_MODULES = [
     "analysis.cli.rank",
     "analysis.cli.compress",
     "analysis.cli.sensitivity",
-    "analysis.store.runs_cli",
+    "analysis.cli.runs",
 ]
 
 
