@@ -156,7 +156,8 @@ def check_counts(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         value = getattr(args, name, None)
         if value is not None:
-            whole(value, f"--{name.replace('_', '-')}")
+            flag = f"--{name.replace('_', '-')}"
+            whole(value, f"{name.replace('_', ' ')} ({flag})" if "_" in name else flag)
 
 
 def balanced(data: Dataset, n: int | None) -> Dataset:
