@@ -36,7 +36,7 @@ def _list(value, kind, what: str) -> list | None:
     return list_names(value, f"--{what}") if kind is str else list_values(value, kind, f"--{what}")
 
 
-def _sweep(loaded, args, run, ray: dict | None, device, **options):
+def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
     """One sweep, local (stops between layers on Ctrl-C) or on Ray; failed Ray layers on standard error."""
     if ray is None:
         return sensitivity_sweep(
@@ -46,8 +46,11 @@ def _sweep(loaded, args, run, ray: dict | None, device, **options):
             should_stop=run.should_stop,
             use_cache=not getattr(args, "no_cache", False),
             device=device,
+            dtype=dtype,
             **options,
         )
+    if dtype is not None:
+        raise WorkbenchError("--dtype runs locally only: drop --ray or --dtype")
     from analysis.distributed.ray_sweep import ray_sensitivity_sweep
 
     result = ray_sensitivity_sweep(
@@ -67,7 +70,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     ratios = _list(args.ratios, float, "ratios")
     bits = _list(args.bits, int, "bits")
     layers = _list(args.layers, str, "layers")
-    device, _ = device_options(args)
+    device, dtype = device_options(args)
     ray = ray_options(args)
     loaded = load_inputs(args, need_data=True)
     options = dict(
@@ -79,7 +82,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
     )
     with long_run(f"sensitivity ({args.kind})") as run:
-        result = _sweep(loaded, args, run, ray, device, **options)
+        result = _sweep(loaded, args, run, ray, device, dtype=dtype, **options)
         partial = _partial(result, run)
     # Every output is written together with the JSON, all or none (a failing report leaves no new CSV).
     add_output(args, args.csv, lambda p: write_csv(result, p))
@@ -100,7 +103,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
     if partial:
         payload["partial"] = True
-    params = options | {"limit": args.limit, "device": args.device, "ray": args.ray}
+    params = options | {"limit": args.limit, "device": args.device, "dtype": dtype, "ray": args.ray}
     status = "partial" if partial else "complete"
     record(args, "sensitivity", loaded.model, loaded.data.spec, params, payload, status=status)
     if partial:
@@ -201,9 +204,9 @@ def _from(payload: dict):
     return SensitivityResult.from_dict(payload)
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """--device, --ray, --no-record, --mlflow (issue 15 and 16 options shared by sensitivity and report)."""
-    add_device_args(p, dtype=False)
+def _add_run_options(p: argparse.ArgumentParser, dtype: bool = False) -> None:
+    """--device (--dtype), --ray, --no-record, --mlflow (issue 15 and 16 options of sensitivity and report)."""
+    add_device_args(p, dtype=dtype)
     add_ray_args(p)
     add_common_run_args(p)
 
@@ -225,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="also write a self-contained HTML report here")
     p.add_argument("--csv", help="also write the long-form CSV here")
     p.add_argument("--markdown", help="also write a short Markdown summary here")
-    _add_run_options(p)
+    _add_run_options(p, dtype=True)
     add_output_args(p)
     p.set_defaults(func=_sensitivity)
 

@@ -33,7 +33,7 @@ from torch import nn
 from analysis import validate
 from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
-from analysis.devices import on_device, resolve_device
+from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
 from analysis.layers import prunable_layers
@@ -282,6 +282,7 @@ def sensitivity_sweep(
     max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
     should_stop: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> SensitivityResult:
     """Accuracy and loss with each layer (group, for `structured`) compressed alone, at each ratio or bits.
 
@@ -290,7 +291,8 @@ def sensitivity_sweep(
     exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
     per point (same numbers; for comparison). The model is not changed.
     `should_stop()` is checked between layers (groups): once it is True the finished ones are returned with
-    `partial=True`. `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there.
+    `partial=True`. `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16,
+    bfloat16) runs it in that precision (the channels and weights each point removes are chosen in float32).
     """
     start = time.perf_counter()
     if kind not in KINDS:
@@ -304,7 +306,8 @@ def sensitivity_sweep(
     )  # fmt: skip
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
-    dev = None if device is None else resolve_device(device)
+    cast = parse_dtype(dtype)
+    dev = None if device is None and cast is None else resolve_device(device or "cpu")
     work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
     if kind == "structured":
         example = (data.x if split == "test" else data.x_train)[:1]
@@ -318,6 +321,9 @@ def sensitivity_sweep(
     x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
     x, y = (x, y) if limit is None else (x[:limit], y[:limit])
     x, y = (x, y) if dev is None else (x.to(dev), y.to(dev))
+    if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
+        work.to(dtype=cast)
+        x = x.to(cast)
     runner = DownstreamRunner(
         work,
         x,
