@@ -298,6 +298,12 @@ def test_ray_option_parses():
     assert parser.parse_args(["sensitivity"]).ray is None
 
 
+def test_ray_with_a_device_is_one_line(capsys):
+    _one_line_error(
+        capsys, "sensitivity", "--model", "zoo:digits-mlp", "--ray", "--device", "cpu", needle="local runs"
+    )
+
+
 def test_local_path_never_imports_ray(tmp_path):
     code = (
         "import sys; from analysis.__main__ import main; "

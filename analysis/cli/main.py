@@ -139,6 +139,8 @@ def ray_options(args: argparse.Namespace) -> dict | None:
     """Keyword arguments for the `analysis.distributed` functions, or None without `--ray`."""
     if getattr(args, "ray", None) is None:
         return None
+    if getattr(args, "device", None) is not None or getattr(args, "dtype", None) is not None:
+        raise WorkbenchError("--device and --dtype apply to local runs: drop them or --ray")
     cpus = None if args.ray_cpus is None else whole(args.ray_cpus, "--ray-cpus")
     return {"address": args.ray or None, "num_cpus": cpus}
 

@@ -49,8 +49,6 @@ def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
             dtype=dtype,
             **options,
         )
-    if dtype is not None:
-        raise WorkbenchError("--dtype runs locally only: drop --ray or --dtype")
     from analysis.distributed.ray_sweep import ray_sensitivity_sweep
 
     result = ray_sensitivity_sweep(
