@@ -382,3 +382,27 @@ def test_ctrl_c_leaves_a_partial_record_and_valid_json(tmp_path):
     runs = ResultsStore(data_dir / "results.sqlite3").list(kind="sensitivity")
     assert len(runs) == 1 and runs[0].status == "partial"
     assert "Traceback" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sweep_ranking_and_finetune_on_cuda_match_cpu():
+    """The device paths of the library (run wherever a GPU is available): same curves within float noise,
+    the caller's model stays on the CPU, fine-tuning hands back a CPU model."""
+    from analysis import load_data, load_model, rank_channels, sensitivity_sweep
+    from analysis.compression.finetune import finetune
+    from analysis.compression.plan import FinetuneSettings
+
+    model, data = load_model("zoo:digits-resnet"), load_data("digits").subset(128)
+    cpu = sensitivity_sweep(model, data, ratios=[0.3, 0.6])
+    gpu = sensitivity_sweep(model, data, ratios=[0.3, 0.6], device="cuda")
+    for name, curve in cpu.layers.items():
+        assert gpu.layers[name].accuracy == pytest.approx(curve.accuracy, abs=2 / 128)
+    a = rank_channels(model, data, criteria=["apoz", "taylor"], max_samples=64)
+    b = rank_channels(model, data, criteria=["apoz", "taylor"], max_samples=64, device="cuda")
+    for c in ("apoz", "taylor", "oracle"):
+        for name, t in a.scores(c).items():
+            assert torch.allclose(b.scores(c)[name].cpu(), t, rtol=1e-3, atol=1e-4)
+    tuned = finetune(model, data, FinetuneSettings(epochs=1), device="cuda")
+    assert next(tuned.model.parameters()).device.type == "cpu"
+    assert next(model.parameters()).device.type == "cpu"
