@@ -23,6 +23,7 @@ from analysis.cli.main import (
     ray_options,
     record,
     stopped,
+    warn,
 )
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
@@ -61,6 +62,9 @@ def _rank(args: argparse.Namespace) -> dict:
                 **options,
             )
             partial = run.should_stop()
+            for note in result.notes:
+                if note.startswith("failed on Ray"):
+                    warn(note)
     if args.csv:
         frame = result.to_frame()
         add_output(args, args.csv, lambda p: frame.to_csv(p, index=False))
