@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli import basic, compress, plan, rank, report, sensitivity
+from analysis.cli import basic, compress, plan, rank, runs, sensitivity
 from analysis.cli.common import run
-from analysis.store import runs_cli
 
 # One module per group of commands; each has register(subparsers). The order is the order of --help.
-COMMAND_MODULES = (basic, rank, compress, plan, sensitivity, report, runs_cli)
+COMMAND_MODULES = (basic, rank, compress, plan, sensitivity, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

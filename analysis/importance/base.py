@@ -150,8 +150,10 @@ class ActivationCriterion(Criterion):
         *,
         progress: Progress | None = None,
         features: FeatureGraph | None = None,
+        device: str | torch.device | None = None,
     ) -> CalibrationScores:
-        """Several activation criteria in ONE pass over the data (the first one's `max_samples`)."""
+        """Several activation criteria in ONE pass over the data (the first one's `max_samples`), on
+        `device` (a private copy there) where given."""
         return activation_scores(
             model,
             data,
@@ -160,6 +162,7 @@ class ActivationCriterion(Criterion):
             max_samples=criteria[0].max_samples,
             progress=progress,
             features=features,
+            device=device,
         )
 
 

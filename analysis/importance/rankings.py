@@ -319,13 +319,15 @@ def rank_channels(
     *,
     oracle_max_samples: int | None = None,
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
+    device: str | torch.device | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
     `criteria` defaults to every criterion but the oracle; `oracle=True` adds it (it costs one evaluation
     per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
-    batches. The model is not changed.
+    batches. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the
+    oracle on a private copy there; the weight criteria stay on the CPU.
     """
     # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
     # what keeps it together; the scoring itself is the registry's.
@@ -371,14 +373,25 @@ def rank_channels(
     samples = 0
     if together:
         calibration = ActivationCriterion.measure_together(
-            together, model, data, layer_list, progress=staged(0, calib_units), features=features
+            together,
+            model,
+            data,
+            layer_list,
+            progress=staged(0, calib_units),
+            features=features,
+            device=device,
         )
         scores.update(calibration.scores)
         samples = calibration.samples
     oracle_samples, baseline = 0, float("nan")
     if "oracle" in built:
         result = built["oracle"].measure(
-            model, data, layer_list, progress=staged(calib_units, oracle_units), features=features
+            model,
+            data,
+            layer_list,
+            progress=staged(calib_units, oracle_units),
+            features=features,
+            device=device,
         )
         scores["oracle"] = result.scores
         oracle_samples, baseline = result.samples, result.baseline_loss
