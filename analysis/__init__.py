@@ -19,7 +19,15 @@ from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
 from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
 from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
 from analysis.compression.sparsity import sparsity_values
-from analysis.compression.suggest import Budget, PlanSuggestion, suggest, suggest_plan, uniform_plan
+from analysis.compression.suggest import (
+    Budget,
+    MixedSuggestion,
+    PlanSuggestion,
+    suggest,
+    suggest_mixed,
+    suggest_plan,
+    uniform_plan,
+)
 from analysis.compression.tables import (
     comparison_frame,
     pareto_front,
@@ -209,6 +217,8 @@ __all__ = [
     "Budget",
     "PlanSuggestion",
     "suggest",
+    "suggest_mixed",
+    "MixedSuggestion",
     "suggest_plan",
     "uniform_plan",
     "IMPORTANCE_CRITERIA",

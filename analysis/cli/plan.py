@@ -30,10 +30,43 @@ def _finetune_settings(args: argparse.Namespace) -> dict:
     return {"epochs": args.epochs, "distill": args.distill}
 
 
+def _suggest_mixed(args: argparse.Namespace, loaded) -> dict:
+    from analysis.compression.suggest import suggest_mixed
+
+    files = [part for text in args.sensitivity or [] for part in text.replace(",", " ").split()]
+    sweeps = []
+    for path in files:
+        try:
+            sweeps.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WorkbenchError(f"cannot read sensitivity file {path}: {exc}") from exc
+    with progress_bar("sensitivity") as progress:
+        result = suggest_mixed(
+            loaded.model,
+            loaded.data,
+            args.budget,
+            sweeps,
+            methods=args.methods,
+            input_shape=loaded.input_shape,
+            criterion=args.criterion,
+            max_ratio=args.max_ratio,
+            finetune=_finetune_settings(args),
+            progress=progress,
+        )
+    about = {k: v for k, v in result.to_dict().items() if k != "plan"} | {"model": args.model}
+    return result.plan_dict | {"about": about}
+
+
 def _suggest(args: argparse.Namespace) -> dict:
     from analysis.compression.suggest import suggest
 
     loaded = load_inputs(args, need_data=True)
+    if args.methods or args.budget.strip().lower().startswith(("size", "bytes")):
+        args.methods = args.methods or "prune,rank,bits"
+        return _suggest_mixed(args, loaded)
+    if args.sensitivity and len(args.sensitivity) > 1:
+        raise WorkbenchError("give one structured --sensitivity file, or add --methods for several kinds")
+    args.sensitivity = args.sensitivity[0] if args.sensitivity else None
     if args.sensitivity:
         sensitivity = _load_sensitivity(args.sensitivity)
     else:
@@ -106,8 +139,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--budget", required=True, help="macs=0.5, latency=0.6 or drop=0.01 (accuracy units)")
-    p.add_argument("--sensitivity", help="structured sensitivity JSON (default: run the sweep)")
+    p.add_argument(
+        "--budget", required=True, help="macs=0.5, latency=0.6, size=0.5 (bytes kept) or drop=0.01 (accuracy)"
+    )
+    p.add_argument(
+        "--sensitivity",
+        action="append",
+        help="sensitivity JSON (default: run the sweep); with --methods, one file per kind (structured, "
+        "lowrank, quant), repeated or comma-separated",
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="choose per layer among prune, rank, bits by accuracy lost per MAC (macs=) or byte (size=) "
+        "saved, e.g. prune,rank,bits (default: pruning only; size= budgets use all three)",
+    )
     p.add_argument("--criterion", default="l1", help="ranking criterion for the plan (default l1)")
     p.add_argument("--max-ratio", type=float, default=0.9, help="largest ratio for any group (default 0.9)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency budgets: batch size")
