@@ -39,7 +39,17 @@ MAX_BATCH_SIZE = 65536
 LAYER_KEYS = ("prune", "criterion", "structured", "bits")
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 ALL_LAYER_KEYS = LAYER_KEYS + TRANSFORM_KEYS
-FINETUNE_KEYS = ("epochs", "distill", "temperature", "alpha", "lr", "batch_size", "seed", "lr_schedule", "recipe")
+FINETUNE_KEYS = (
+    "epochs",
+    "distill",
+    "temperature",
+    "alpha",
+    "lr",
+    "batch_size",
+    "seed",
+    "lr_schedule",
+    "recipe",
+)
 PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")
 RECIPES = ("default", "recovery")
 
@@ -176,7 +186,9 @@ class FinetuneSettings:
         validate.flag(self.distill, "finetune: distill")
         from analysis.compression.finetune import LR_SCHEDULES
 
-        object.__setattr__(self, "lr_schedule", validate.choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "finetune"))
+        object.__setattr__(
+            self, "lr_schedule", validate.choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "finetune")
+        )
         object.__setattr__(self, "recipe", validate.choice(self.recipe, RECIPES, "recipe", "finetune"))
 
     @property
