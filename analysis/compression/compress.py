@@ -527,7 +527,13 @@ def _finetune_step(
             "is optimistic (give x_train/y_train for an honest number)"
         )
     trained = finetune(
-        work, data, ft, teacher=reference if ft.distill else None, progress=progress, inplace=True
+        work,
+        data,
+        ft,
+        teacher=reference if ft.distill else None,
+        progress=progress,
+        inplace=True,
+        lr_schedule=ft.lr_schedule,
     )
     if quantizes:
         notes.append("weights were quantized after fine-tuning (post-training quantization)")

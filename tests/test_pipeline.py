@@ -1,0 +1,209 @@
+"""Phase-2 pipeline: plan fields of CONTRACT section 8, `compress` with schedules, transforms and runtimes,
+sweep kinds lowrank/share and stopping, and the compress command line (save formats, reload)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import run_cli
+from torch import nn
+
+from analysis.compression.compress import compress
+from analysis.compression.lowrank import LowRankSpec, plan_factorization
+from analysis.compression.plan import CompressionPlan
+from analysis.compression.schedules import METHODS
+from analysis.errors import WorkbenchError
+
+FAST = {"latency_rounds": 1, "runs_per_round": 1, "warmup": 1, "batch_size": 8, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    return digits.subset(160)
+
+
+# --------------------------------------------------------------------------------------------- plan
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [{"rank": 0.25}, {"rank_energy": 0.9}, {"share_bits": 4}, {"weights": "binary"}, {"weights": "pow2"}],
+)
+def test_plan_transform_fields_round_trip(layer):
+    plan = CompressionPlan.from_dict({"layers": {"classifier.0": layer}, "huffman": True})
+    again = CompressionPlan.from_json(json.dumps(plan.to_dict()))
+    assert again == plan and again.to_dict() == plan.to_dict()
+    assert again.to_dict()["layers"]["classifier.0"] == layer and again.huffman is True
+    assert again.settings_for("classifier.0").transforms == layer
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_plan_schedule_round_trips_with_each_method(method):
+    schedule = {"method": method, "target": {"macs": 0.5}, "steps": 2, "epochs_per_step": 0.5}
+    plan = CompressionPlan.from_dict({"schedule": schedule, "finetune": {"recipe": "recovery"}})
+    again = CompressionPlan.from_json(plan.to_json())
+    assert again == plan
+    assert again.schedule.method == method and again.schedule.steps == 2
+    assert again.to_dict()["schedule"]["target"] == {"macs": 0.5}
+    # The recovery recipe fills what the plan leaves unsaid: distillation and a cosine decay.
+    assert again.finetune.distill is True and again.finetune.lr_schedule == "cosine"
+
+
+def test_plans_without_new_fields_keep_their_old_form():
+    out = CompressionPlan.from_dict({"layers": {"a": {"prune": 0.5}}}).to_dict()
+    assert set(out) == {"default", "layers", "finetune"}
+    assert out["default"] == {"prune": 0.0, "criterion": "l1", "structured": True, "bits": 32}
+
+
+@pytest.mark.parametrize(
+    ("plan", "words"),
+    [
+        ({"layers": {"a": {"rank": 0.5, "bits": 8}}}, ["layer 'a'", "rank", "bits 8"]),
+        ({"layers": {"a": {"rank": 0.5, "rank_energy": 0.9}}}, ["rank_energy"]),
+        ({"default": {"bits": 4}, "layers": {"a": {"share_bits": 4}}}, ["layer 'a'", "share_bits"]),
+        ({"layers": {"a": {"weights": "binary", "prune": 0.5, "structured": False}}}, ["binary"]),
+        ({"layers": {"a": {"rank": 1.5}}}, ["rank", "(0, 1)"]),
+        ({"layers": {"a": {"share_bits": 0}}}, ["share_bits"]),
+        ({"layers": {"a": {"weights": "quaternary"}}}, ["weights"]),
+        ({"huffman": "yes"}, ["huffman"]),
+        ({"schedule": {"method": "magic"}}, ["method", "magic"]),
+        ({"schedule": {"method": "agp", "target": {"macs": 2}}}, ["target"]),
+        ({"schedule": {"method": "iterative", "colour": 1}}, ["colour"]),
+        ({"schedule": {"method": "iterative"}, "default": {"prune": 0.3}}, ["schedule", "prune"]),
+        ({"finetune": {"recipe": "fast"}}, ["recipe"]),
+        ({"finetune": {"lr_schedule": "step"}}, ["lr_schedule"]),
+    ],
+)
+def test_bad_plan_values_are_one_line(plan, words):
+    with pytest.raises(WorkbenchError) as info:
+        CompressionPlan.from_dict(plan)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+# ------------------------------------------------------------------------------------------ compress
+
+
+def test_compress_with_a_schedule_records_a_trajectory_and_honours_should_stop(cnn, small):
+    plan = {
+        "schedule": {"method": "iterative", "criterion": "l1", "target": {"macs": 0.5}, "steps": 3,
+                     "epochs_per_step": 0.1},
+        "finetune": {"batch_size": 64},
+    }  # fmt: skip
+    steps: list[dict] = []
+    result = compress(cnn, plan, small, on_step=steps.append, **FAST)
+    assert not result.stopped
+    assert [r["step"] for r in result.trajectory] == list(range(len(result.trajectory)))
+    assert len(result.trajectory) == 4 and steps == result.trajectory  # original + 3 steps
+    assert result.after.macs == result.trajectory[-1]["macs"] < result.before.macs
+    assert result.to_dict()["trajectory"] == result.trajectory
+
+    seen: list[dict] = []
+    stopped = compress(cnn, plan, small, on_step=seen.append, should_stop=lambda: len(seen) >= 2, **FAST)
+    assert stopped.stopped and stopped.to_dict()["stopped"] is True
+    assert len(stopped.trajectory) == 2  # the original and the first step; the model is the one after it
+    assert stopped.after.macs == stopped.trajectory[-1]["macs"]
+    assert stopped.before.macs > stopped.after.macs > result.after.macs
+
+
+def _plain_ort_accuracy(model_bytes: bytes, data) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = 0
+    for begin in range(0, len(data.x), 50):
+        logits = session.run(None, {name: data.x[begin : begin + 50].numpy()})[0]
+        correct += int((np.argmax(logits, axis=1) == data.y[begin : begin + 50].numpy()).sum())
+    return correct / len(data.x)
+
+
+def test_onnxruntime_int8_accuracy_is_the_saved_onnx_models_own(cnn, small, tmp_path):
+    plan = {"default": {"bits": 8}}
+    result = compress(cnn, plan, small, runtimes=("eager", "onnxruntime"), max_samples=64, **FAST)
+    assert set(result.runtimes) == {"eager", "onnxruntime"}
+    assert result.before is result.runtimes["eager"]["before"]
+    ort_after = result.runtimes["onnxruntime"]["after"]
+    assert ort_after.runtime == "onnxruntime" and ort_after.runtime_version == ort.__version__
+    assert ort_after.provider == "CPUExecutionProvider" and ort_after.latency_kind == "real"
+    path = tmp_path / "int8.onnx"
+    path.write_bytes(result.onnx_bytes)
+    ops = {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
+    assert "QuantizeLinear" in ops  # real int8
+    assert ort_after.accuracy == _plain_ort_accuracy(path.read_bytes(), small)
+    out = result.to_dict()
+    assert set(out["runtimes"]) == {"eager", "onnxruntime"}
+    assert out["runtimes"]["onnxruntime"]["after"]["runtime"] == "onnxruntime"
+
+
+def test_pruning_then_int8_then_onnxruntime_in_one_call(cnn, small):
+    plan = {"default": {"prune": 0.5, "bits": 8}, "layers": {"classifier.2": {"bits": 4}}}
+    result = compress(cnn, plan, small, runtimes=("onnxruntime",), max_samples=64, **FAST)
+    assert list(result.runtimes) == ["onnxruntime"]
+    assert result.before.runtime == result.after.runtime == "onnxruntime"
+    assert result.after.macs < result.before.macs / 2  # channels really removed
+    # classifier.2 at 4 bits has no int8 kernel: the ONNX model's latency is labelled simulated.
+    assert result.after.latency_kind == "simulated"
+    assert _plain_ort_accuracy(result.onnx_bytes, small) == result.after.accuracy
+    assert any("simulated" in n for n in result.notes)
+
+
+class KthValueNet(nn.Module):
+    input_shape = (1, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.kthvalue(x.flatten(1)[:, :64].reshape(-1, 8, 8), 2, dim=1)[0])
+
+
+def test_a_model_that_does_not_export_gets_a_note_and_eager_results(small):
+    result = compress(KthValueNet().eval(), {}, small, runtimes=("onnxruntime", "eager"), **FAST)
+    assert list(result.runtimes) == ["eager"] and result.onnx_bytes is None
+    notes = [n for n in result.notes if n.startswith("onnxruntime: not measured")]
+    assert len(notes) == 1 and "\n" not in notes[0]
+
+
+def test_transforms_change_params_and_macs_as_the_library_counts(cnn, small):
+    layer = cnn.get_submodule("classifier.0")
+    choice = plan_factorization(cnn, {"classifier.0": LowRankSpec(rank=0.25)})["classifier.0"]
+    result = compress(cnn, {"layers": {"classifier.0": {"rank": 0.25}}}, small, **FAST)
+    # A hand count: a Linear (out x in) at rank r becomes in*r + r*out weights (+ the bias, kept).
+    r = choice.rank
+    hand_params = layer.in_features * r + r * layer.out_features + layer.out_features
+    assert result.before.params - result.after.params == layer.weight.numel() + layer.out_features - hand_params
+    assert result.before.params - result.after.params == choice.params_before - choice.params_after
+    assert result.before.macs - result.after.macs == layer.in_features * layer.out_features - hand_params + (
+        layer.out_features
+    )  # MACs of a Linear: one per weight
+    assert result.transforms["layers"]["classifier.0"]["rank"] == r
+
+
+def test_share_bits_and_huffman_count_in_size_bytes(cnn, small):
+    plain = compress(cnn, {"layers": {"classifier.0": {"share_bits": 4}}}, small, **FAST)
+    coded = compress(cnn, {"layers": {"classifier.0": {"share_bits": 4}}, "huffman": True}, small, **FAST)
+    w = cnn.get_submodule("classifier.0").weight
+    # 4-bit indices + 16 float32 centroids instead of 32-bit weights.
+    expected_saving = w.numel() * 4 - (w.numel() * 4 // 8 + 16 * 4)
+    assert plain.before.size_bytes - plain.after.size_bytes == expected_saving
+    assert coded.after.size_bytes < plain.after.size_bytes  # Huffman codes the skewed indices shorter
+    assert coded.transforms["layers"]["classifier.0"]["huffman"] is True
+    assert plain.after.params == plain.before.params  # sharing keeps the dense shapes
+
+
+def test_recovery_recipe_fills_epochs_distillation_and_cosine(cnn, small):
+    from analysis.compression.schedules import recovery_epochs
+
+    plan = {"default": {"prune": 0.3}, "finetune": {"recipe": "recovery", "batch_size": 160}}
+    result = compress(cnn, plan, small, **FAST)
+    assert result.finetune["epochs"] == recovery_epochs(len(small.x_train), 160)
+    assert result.finetune["distilled"] is True
+    assert result.finetune["settings"]["lr_schedule"] == "cosine"
