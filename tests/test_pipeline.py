@@ -90,10 +90,11 @@ def test_bad_plan_values_are_one_line(plan, words):
 # ------------------------------------------------------------------------------------------ compress
 
 
-def test_compress_with_a_schedule_records_a_trajectory_and_honours_should_stop(cnn, small):
+def test_compress_with_a_schedule_records_a_trajectory_and_honours_should_stop(cnn, digits):
+    small = digits.subset(64)
     plan = {
         "schedule": {"method": "iterative", "criterion": "l1", "target": {"macs": 0.5}, "steps": 3,
-                     "epochs_per_step": 0.1},
+                     "epochs_per_step": 0.25, "max_samples": 64},
         "finetune": {"batch_size": 64},
     }  # fmt: skip
     steps: list[dict] = []
@@ -199,11 +200,12 @@ def test_share_bits_and_huffman_count_in_size_bytes(cnn, small):
     assert plain.after.params == plain.before.params  # sharing keeps the dense shapes
 
 
-def test_recovery_recipe_fills_epochs_distillation_and_cosine(cnn, small):
+def test_recovery_recipe_fills_epochs_distillation_and_cosine(cnn, digits):
     from analysis.compression.schedules import recovery_epochs
 
-    plan = {"default": {"prune": 0.3}, "finetune": {"recipe": "recovery", "batch_size": 160}}
-    result = compress(cnn, plan, small, **FAST)
-    assert result.finetune["epochs"] == recovery_epochs(len(small.x_train), 160)
+    tiny = digits.subset(24)
+    plan = {"default": {"prune": 0.3}, "finetune": {"recipe": "recovery", "batch_size": 24}}
+    result = compress(cnn, plan, tiny, **FAST)
+    assert result.finetune["epochs"] == recovery_epochs(len(tiny.x_train), 24) == 30
     assert result.finetune["distilled"] is True
     assert result.finetune["settings"]["lr_schedule"] == "cosine"
