@@ -9,7 +9,7 @@ from analysis.errors import WorkbenchError
 from analysis.progress import progress_bar
 from analysis.report.files import write_csv, write_markdown
 from analysis.report.html import build_full_report, build_report
-from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
+from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, sensitivity_sweep
 from analysis.validate import parse_values
 
 
@@ -20,6 +20,8 @@ def _list(text: str | None, kind, what: str) -> list | None:
 
 def _sensitivity(args: argparse.Namespace) -> dict:
     ratios = _list(args.ratios, float, "ratios")
+    if args.kind == "lowrank" and args.ranks is not None:
+        ratios = _list(args.ranks, float, "ranks")  # kept rank fractions
     bits = _list(args.bits, int, "bits")
     layers = _list(args.layers, str, "layers")
     loaded = load_inputs(args, need_data=True)
@@ -54,10 +56,15 @@ def _sensitivity(args: argparse.Namespace) -> dict:
 
 
 def _report(args: argparse.Namespace) -> dict:
-    kinds = _list(args.kinds, str, "kinds") or list(KINDS)
+    kinds = _list(args.kinds, str, "kinds") or list(BASIC_KINDS)
     for kind in kinds:
         if kind not in KINDS:
-            raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use structured, unstructured, quant")
+            raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use {', '.join(KINDS)}")
+    runtimes = _list(args.runtime, str, "runtime")
+    if runtimes:
+        from analysis.runtime.base import get_runtime
+
+        runtimes = [get_runtime(name).name for name in runtimes]  # an unknown name is one line, before work
     loaded = load_inputs(args, need_data=True)
     with progress_bar("report") as progress:
         path, ran = build_full_report(
@@ -71,6 +78,8 @@ def _report(args: argparse.Namespace) -> dict:
             model_spec=args.model,
             rankings_options={"oracle": not args.no_oracle},
             limit=args.limit,
+            runtimes=runtimes,
+            threads=args.threads,
         )
     if args.csv or args.markdown:
         results = [_from(d) for d in ran["sensitivity"].values()]
@@ -93,7 +102,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--kind", choices=KINDS, default="structured", help="what to do to each layer")
     p.add_argument("--ratios", help="pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)")
-    p.add_argument("--bits", help="bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8)")
+    p.add_argument(
+        "--bits",
+        help="bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8); codebook bits in 1..8 for "
+        "--kind share (default 8,6,5,4,3,2,1)",
+    )
+    p.add_argument(
+        "--ranks",
+        help="kept rank fractions in (0, 1) for --kind lowrank, e.g. 0.5,0.25 (default 0.75 ... 0.125)",
+    )
     p.add_argument("--layers", help="only these layers (structured: groups), comma-separated")
     p.add_argument(
         "--max-drop", type=float, help="stop a layer's sweep after a drop above this (0.01 = 1 point)"
@@ -116,6 +133,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-rankings", action="store_true", help="skip the filter importance rankings")
     p.add_argument("--no-oracle", action="store_true", help="rankings without the (slow) oracle criterion")
+    p.add_argument(
+        "--runtime",
+        help="measure the latency on each of these runtimes, commas and/or spaces: eager, onnxruntime "
+        "(each with its version and execution provider; default eager)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the latency")
     p.add_argument("--csv", help="also write every sweep's long-form CSV here")
     p.add_argument("--markdown", help="also write a short Markdown summary here")
     add_output_args(p)

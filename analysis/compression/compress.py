@@ -410,6 +410,7 @@ def compress(
         onnx_bytes=onnx_bytes,
         transforms=transforms,
         schedule=schedule_info,
+        float_model=work,
     )
 
 

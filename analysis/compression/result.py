@@ -108,6 +108,7 @@ class CompressionResult:
     onnx_bytes: bytes | None = field(default=None, repr=False)
     transforms: dict = field(default_factory=dict)
     schedule: dict | None = None
+    float_model: nn.Module | None = field(default=None, repr=False)  # `model` with every layer float
 
     @property
     def latency_warnings(self) -> list[str]:

@@ -218,11 +218,14 @@ def pareto_scatter(
 
 def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
     """Accuracy (%) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
-    with the unpruned baseline dashed."""
-    x = "bits" if "bits" in frame.columns else "ratio"
+    with the unpruned baseline dashed. A lowrank frame (column `kept_rank`) has the kept rank fraction on x,
+    largest first, and each point's rank and MACs saved in the hover."""
+    x = _x_column(frame)
     fig = go.Figure()
+    extra = [c for c in ("rank", "macs_saved") if c in frame.columns]
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values(x)
+        more = "".join(f", {c.replace('_', ' ')} %{{customdata[{j + 1}]:,}}" for j, c in enumerate(extra))
         fig.add_trace(
             go.Scatter(
                 x=rows[x],
@@ -230,8 +233,10 @@ def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str
                 mode="lines+markers",
                 name=str(layer),
                 line={"color": PALETTE[i % len(PALETTE)]},
-                customdata=rows[["loss"]],
-                hovertemplate=f"{layer}<br>{x} %{{x}}: %{{y:.2f}}%, loss %{{customdata[0]:.4f}}<extra></extra>",
+                customdata=rows[["loss", *extra]],
+                hovertemplate=(
+                    f"{layer}<br>{x} %{{x}}: %{{y:.2f}}%, loss %{{customdata[0]:.4f}}{more}<extra></extra>"
+                ),
             )
         )
     fig.add_hline(
@@ -239,20 +244,32 @@ def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str
         line={"dash": "dash", "color": "#444"},
         annotation_text=f"baseline {baseline_accuracy:.2%}",
     )
-    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio (fraction removed)")
-    if x == "bits":
-        fig.update_xaxes(autorange="reversed")
+    fig.update_xaxes(title=_X_TITLES[x])
+    if x in ("bits", "kept_rank"):
+        fig.update_xaxes(autorange="reversed")  # more compressed to the right, as for ratios
     fig.update_yaxes(title="accuracy (%)")
     return _layout(fig, title or "Accuracy per layer", height=460)
 
 
+_X_TITLES = {
+    "bits": "bits per weight",
+    "ratio": "pruning ratio (fraction removed)",
+    "kept_rank": "kept rank fraction (of the full rank)",
+}
+
+
+def _x_column(frame: pd.DataFrame) -> str:
+    """The swept value's column of a sensitivity frame: bits, kept_rank (lowrank) or ratio."""
+    return next((c for c in ("bits", "kept_rank") if c in frame.columns), "ratio")
+
+
 def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
     """Accuracy drop in points (baseline minus accuracy), layers x ratios (or bits)."""
-    x = "bits" if "bits" in frame.columns else "ratio"
+    x = _x_column(frame)
     drop = frame.assign(drop=(baseline_accuracy - frame["accuracy"]) * 100)
     grid = drop.pivot_table(index="layer", columns=x, values="drop", sort=False)
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
-    if x == "bits":
+    if x in ("bits", "kept_rank"):
         grid = grid[sorted(grid.columns, reverse=True)]
     fig = go.Figure(
         go.Heatmap(
@@ -267,7 +284,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: st
             hovertemplate="%{y} at %{x}: %{z:.2f} points<extra></extra>",
         )
     )
-    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio", type="category")
+    fig.update_xaxes(title=_X_TITLES[x], type="category")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title or "Accuracy drop (points)", height=max(300, 34 * len(grid) + 140))
 
@@ -341,3 +358,79 @@ def grouped_bars(
     fig.update_layout(barmode="group")
     fig.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
     return _layout(fig, title, height=380)
+
+
+def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """A lowrank sweep (frame with kept_rank, accuracy, macs_saved): accuracy (%) per layer against the kept
+    rank fraction (solid, left axis) and the MACs per sample that point saves (dotted, right axis)."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
+        rows = rows.sort_values("kept_rank")
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["kept_rank"],
+                y=rows["accuracy"] * 100,
+                mode="lines+markers",
+                name=f"{layer} accuracy",
+                legendgroup=str(layer),
+                line={"color": color},
+                hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:.2f}}%<extra></extra>",
+            ),
+            secondary_y=False,
+        )
+        if "macs_saved" in rows:
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["kept_rank"],
+                    y=rows["macs_saved"],
+                    mode="lines",
+                    name=f"{layer} MACs saved",
+                    legendgroup=str(layer),
+                    line={"color": color, "dash": "dot"},
+                    hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:,}} MACs saved<extra></extra>",
+                ),
+                secondary_y=True,
+            )
+    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": "#444"})
+    fig.update_xaxes(title=_X_TITLES["kept_rank"], autorange="reversed")
+    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title="MACs saved per sample", secondary_y=True)
+    return _layout(fig, title or "Low-rank: accuracy and MACs saved per layer", height=480)
+
+
+def trajectory_chart(trajectory: list[dict], title: str = "") -> go.Figure:
+    """A schedule's steps (`CompressionResult.trajectory`): accuracy (%), MACs per sample and loss (nats),
+    one panel each, against the step; step 0 is the original model."""
+    frame = pd.DataFrame(trajectory)
+    panels = [
+        ("accuracy", "accuracy (%)", 100.0),
+        ("macs", "MACs per sample", 1.0),
+        ("loss", "loss (nats)", 1.0),
+    ]
+    panels = [p for p in panels if p[0] in frame.columns]
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[p[1] for p in panels],
+        vertical_spacing=0.08,
+    )
+    phase = frame["phase"].astype(str) if "phase" in frame.columns else pd.Series([""] * len(frame))
+    for i, (column, label, scale) in enumerate(panels):
+        fig.add_trace(
+            go.Scatter(
+                x=frame["step"] if "step" in frame.columns else frame.index,
+                y=frame[column] * scale,
+                mode="lines+markers",
+                name=label,
+                line={"color": PALETTE[i % len(PALETTE)]},
+                text=phase,
+                hovertemplate=f"step %{{x}} (%{{text}}): %{{y:,.4g}} {label}<extra></extra>",
+                showlegend=False,
+            ),
+            row=i + 1,
+            col=1,
+        )
+    fig.update_xaxes(title="step", row=len(panels), col=1)
+    return _layout(fig, title or "Schedule: accuracy, MACs and loss per step", height=220 * len(panels) + 100)
