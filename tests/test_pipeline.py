@@ -180,7 +180,9 @@ def test_transforms_change_params_and_macs_as_the_library_counts(cnn, small):
     # A hand count: a Linear (out x in) at rank r becomes in*r + r*out weights (+ the bias, kept).
     r = choice.rank
     hand_params = layer.in_features * r + r * layer.out_features + layer.out_features
-    assert result.before.params - result.after.params == layer.weight.numel() + layer.out_features - hand_params
+    assert (
+        result.before.params - result.after.params == layer.weight.numel() + layer.out_features - hand_params
+    )
     assert result.before.params - result.after.params == choice.params_before - choice.params_after
     assert result.before.macs - result.after.macs == layer.in_features * layer.out_features - hand_params + (
         layer.out_features
@@ -209,3 +211,102 @@ def test_recovery_recipe_fills_epochs_distillation_and_cosine(cnn, digits):
     assert result.finetune["epochs"] == recovery_epochs(len(tiny.x_train), 24) == 30
     assert result.finetune["distilled"] is True
     assert result.finetune["settings"]["lr_schedule"] == "cosine"
+
+
+# ----------------------------------------------------------------------------------------- save + CLI
+
+
+def test_cli_compress_saves_each_format_and_it_reloads_to_the_same_accuracy(cnn, digits, tmp_path):
+    from analysis.cli.compress import _save
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"default": {"prune": 0.25}}))
+    onnx_path = tmp_path / "m.onnx"
+    common = ["--plan", str(plan_file), "--rounds", "1", "--threads", "1", "--no-record"]
+    done = run_cli("compress", *common, "--runtime", "eager onnxruntime", "--save", str(onnx_path))
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert set(payload["runtimes"]) == {"eager", "onnxruntime"} and payload["saved"] == str(onnx_path)
+    expected = payload["runtimes"]["onnxruntime"]["after"]["accuracy"]
+    paths = {onnx_path: expected}
+    # The other formats from the same compression run in the library (a CLI run per format is slow here).
+    result = compress(cnn, {"default": {"prune": 0.25}}, digits, **FAST)
+    for suffix in (".pt2", ".pruned.safetensors", ".pt"):
+        path = tmp_path / f"m{suffix}"
+        _save(result, str(path), "zoo:digits-cnn", digits.input_shape, {"notes": []})
+        paths[path] = result.after.accuracy
+    for path, accuracy in paths.items():
+        extra = ["--trust-pickle"] if path.suffix == ".pt" else []
+        done = run_cli("evaluate", "--model", str(path), *extra)
+        assert done.returncode == 0, (path, done.stderr)
+        assert json.loads(done.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-9), path
+
+
+def test_cli_compress_refuses_an_unknown_save_suffix_and_runtime_in_one_line(tmp_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text("{}")
+    done = run_cli("compress", "--plan", str(plan_file), "--save", str(tmp_path / "m.zip"), "--no-record")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and ".onnx" in done.stderr
+    done = run_cli("compress", "--plan", str(plan_file), "--runtime", "eager,tvm", "--no-record")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "tvm" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_kinds_lowrank_and_share_equal_the_transform_functions(cnn, small):
+    from analysis.compression.transforms import lowrank_sensitivity, share_sensitivity
+    from analysis.sensitivity.sweep import SensitivityResult, sensitivity_sweep
+
+    layers = ["features.3", "classifier.0"]
+    via = sensitivity_sweep(cnn, small, kind="lowrank", ratios=[0.5, 0.25], layers=layers)
+    direct = lowrank_sensitivity(cnn, small, [0.5, 0.25], layers)
+    assert via.layers == direct.layers and via.macs_saved == direct.macs_saved
+    assert via.to_frame().columns.tolist()[2] == "kept_rank"
+    back = SensitivityResult.from_dict(json.loads(json.dumps(via.to_dict())))
+    assert back.layers == via.layers and back.macs_saved == via.macs_saved and back.kind == "lowrank"
+
+    via = sensitivity_sweep(cnn, small, kind="share", bits=[4, 2], layers=layers)
+    direct = share_sensitivity(cnn, small, [4, 2], layers)
+    assert via.layers == direct.layers and via.x_key == "bits"
+    assert via.to_dict()["layers"]["features.3"]["bits"] == [4, 2]
+    assert SensitivityResult.from_dict(via.to_dict()).layers == via.layers
+    assert via.min_safe_bits("features.3", 1.0) == 2
+
+
+@pytest.mark.parametrize("kind", ["structured", "quant", "share"])
+def test_sweep_should_stop_keeps_the_finished_layers(cnn, small, kind):
+    from analysis.sensitivity.sweep import sensitivity_sweep
+
+    options = {"ratios": [0.5]} if kind == "structured" else {"bits": [4]}
+    full = sensitivity_sweep(cnn, small, kind=kind, **options)
+    asked = []
+    stopped = sensitivity_sweep(
+        cnn, small, kind=kind, should_stop=lambda: asked.append(1) or len(asked) > 2, **options
+    )
+    assert stopped.partial and stopped.to_dict()["partial"] is True and not full.partial
+    names = list(full.layers)[:2]
+    assert list(stopped.layers) == names
+    for name in names:  # the finished layers' numbers are the full sweep's
+        assert stopped.layers[name].accuracy == full.layers[name].accuracy
+    assert stopped.baseline_accuracy == full.baseline_accuracy
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def test_report_shows_runtimes_spread_and_the_trajectory(cnn, digits, tmp_path):
+    from analysis.report import charts
+    from analysis.report.html import build_report
+
+    small = digits.subset(64)
+    plan = {"schedule": {"method": "agp", "criterion": "l1", "target": {"macs": 0.6}, "steps": 2,
+                         "epochs_per_step": 0.25, "max_samples": 64}}  # fmt: skip
+    result = compress(cnn, plan, small, runtimes=("eager", "onnxruntime"), **FAST)
+    path = build_report(cnn, small, tmp_path / "r.html", compression=result)
+    text = path.read_text()
+    assert "CPUExecutionProvider" in text and ort.__version__ in text and "p90/p10" in text
+    assert "Schedule: accuracy, MACs and loss per step" in text
+    fig = charts.trajectory_chart(result.trajectory)
+    assert len(fig.data) == 3 and list(fig.data[1].y) == [r["macs"] for r in result.trajectory]
+    assert fig.layout.template.layout.colorway == charts.TEMPLATE.layout.colorway
