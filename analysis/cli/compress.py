@@ -1,4 +1,12 @@
-"""`compress` (apply a plan, measure before and after) and `plan suggest` / `plan uniform` (make a plan)."""
+"""`compress` (apply a plan, measure before and after) and `plan suggest` / `plan uniform` (make a plan).
+
+`compress --runtime eager,onnxruntime` measures before and after on each runtime (the first one gives
+`before`/`after`; 8-bit layers run real int8 on ONNX Runtime, calibrated with `--calibration`); `--save FILE`
+writes the format its suffix names (.onnx, .pt2, .pruned.safetensors, .pt); noisy timings print a warning
+line on standard error. A plan with a `schedule` shows a bar over its steps, and Ctrl-C stops it at the next
+step and keeps the result (`stopped: true`). Every run is recorded in the results store (`--no-record`
+skips; a stopped run is recorded as partial).
+"""
 
 from __future__ import annotations
 
