@@ -602,7 +602,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             if len(records) > drawn[0]:  # a new step: redraw (each drawing needs its own element id)
                 drawn[0] = len(records)
                 placeholder.plotly_chart(
-                    charts.trajectory_figure(records), key=f"live_{job_key}_{len(records)}"
+                    charts.trajectory_chart(records), key=f"live_{job_key}_{len(records)}"
                 )
 
         def work(progress, should_stop):
@@ -637,7 +637,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     for note in result.notes:
         st.info(_shared.plain(note))
     if extras.get("trajectory"):
-        _shared.chart(charts.trajectory_figure(extras["trajectory"]), key="cmp_trajectory")
+        _shared.chart(charts.trajectory_chart(extras["trajectory"]), key="cmp_trajectory")
     points = pd.DataFrame(st.session_state.get(f"_runs::{key}", []))
     for w in points.loc[points["warning"].notna(), "warning"].unique() if not points.empty else []:
         st.warning(_shared.plain(w))

@@ -5,7 +5,6 @@ shown instead of computed again (Recompute runs it anyway). A sweep runs in a wo
 stopped, it keeps (and records, as partial) the layers that finished.
 """
 
-import pandas as pd
 import streamlit as st
 
 from analysis import (
@@ -13,12 +12,10 @@ from analysis import (
     DEFAULT_RATIOS,
     SENSITIVITY_KINDS,
     charts,
-    lowrank_sensitivity,
     parse_values,
     prunable_layers,
     safe_points,
     sensitivity_sweep,
-    share_sensitivity,
     to_json,
 )
 from pages import _shared
@@ -84,18 +81,12 @@ def _params() -> dict:
 
 
 def _work(params: dict, model, data):
-    """The sweep as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread)."""
+    """The sweep as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread); the library
+    dispatches every kind, lowrank and share included, and returns the finished layers when stopped."""
 
     def work(progress, should_stop):
-        kind = params["kind"]
-        if kind in SENSITIVITY_KINDS:  # the library's sweep (it dispatches lowrank/share once it knows them)
-            kwargs = {k: v for k, v in params.items() if v is not None or k in ("ratios", "bits")}
-            if _shared.accepts(sensitivity_sweep, "should_stop"):
-                kwargs["should_stop"] = should_stop
-            return sensitivity_sweep(model, data, progress=progress, **kwargs)
-        if kind == "lowrank":
-            return lowrank_sensitivity(model, data, params["ratios"], params["layers"], progress=progress)
-        return share_sensitivity(model, data, params["bits"], params["layers"], progress=progress)
+        kwargs = {k: v for k, v in params.items() if v is not None or k in ("ratios", "bits")}
+        return sensitivity_sweep(model, data, progress=progress, should_stop=should_stop, **kwargs)
 
     return work
 
@@ -162,24 +153,8 @@ st.caption(
 for note in result.notes:
     st.info(note)
 frame = result.to_frame()
-if result.kind == "share" and "ratio" in frame:
-    frame = frame.rename(columns={"ratio": "bits"})  # codebook bits, like quant's
-payload = st.session_state.get(PAYLOAD) or {}
-if result.kind == "lowrank":
-    rows = [
-        {"layer": name, "fraction": f, "accuracy": a, "macs_saved": m, "rank": r}
-        for name, e in payload.get("layers", {}).items()
-        for f, a, m, r in zip(
-            e.get("ratios", ()), e["accuracy"], e.get("macs_saved", ()), e.get("rank", ()), strict=False
-        )
-    ]
-    lowrank = pd.DataFrame(rows, columns=["layer", "fraction", "accuracy", "macs_saved", "rank"])
-    _shared.chart(charts.lowrank_curves(lowrank, result.baseline_accuracy), key="sens_lowrank")
-    frame = frame.merge(
-        lowrank.rename(columns={"fraction": "ratio"}).drop(columns="accuracy"),
-        on=["layer", "ratio"],
-        how="left",
-    )
+if result.kind == "lowrank":  # kept rank fraction on x, MACs saved on the second axis
+    _shared.chart(charts.lowrank_tradeoff(frame, result.baseline_accuracy), key="sens_lowrank")
 else:
     _shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
 _shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy), key="sens_heatmap")

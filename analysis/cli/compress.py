@@ -1,11 +1,29 @@
-"""`compress`: apply a plan (prune, quantize, fine-tune) and measure before and after."""
+"""`compress`: apply a plan (prune, quantize, fine-tune, transforms, a schedule) and measure before and after.
+
+`compress --runtime eager,onnxruntime` measures before and after on each runtime (the first one gives
+`before`/`after`; 8-bit layers run real int8 on ONNX Runtime, calibrated with `--calibration`); `--save FILE`
+writes the format its suffix names (.onnx, .pt2, .pruned.safetensors, .pt); noisy timings print a warning
+line on standard error. A plan with a `schedule` shows a bar over its steps, and Ctrl-C stops it at the next
+step and keeps the result (`stopped: true`). Every run is recorded in the results store (`--no-record`
+skips; a stopped run is recorded as partial).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
-from analysis.cli.common import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import (
+    add_common_run_args,
+    add_data_args,
+    add_list_arg,
+    add_model_args,
+    add_output_args,
+    list_names,
+    load_inputs,
+)
 from analysis.compression.compress import compress, save_model
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -14,13 +32,45 @@ from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.progress import progress_bar
 
 
+def _schedule_steps(plan) -> int:
+    """How many trajectory records after the original a plan's schedule makes (for the step bar)."""
+    schedule = plan.schedule
+    if schedule.method in ("slimming", "group-lasso"):
+        steps = 2
+    elif schedule.method == "oneshot":
+        steps = 1
+    else:
+        steps = schedule.steps
+    return steps + (1 if schedule.finetune_epochs else 0)
+
+
 def _compress(args: argparse.Namespace) -> dict:
+    from analysis.progress_eta import sigint_stops
+    from analysis.runtime.artifacts import artifact_kind
+    from analysis.store.recording import COMPRESSION, record_command
+
     plan = load_plan(args.plan)
+    runtimes = list_names(args.runtime, "--runtime") or ["eager"]
+    if args.save and artifact_kind(args.save) is None:
+        raise WorkbenchError(
+            f"--save {args.save!r}: choose the format by suffix: .onnx, .pt2, .pruned.safetensors or .pt"
+        )
     loaded = load_inputs(args, need_data=True)
-    if args.save and Path(args.save).suffix.lower() not in (".pt", ".pth"):
-        raise WorkbenchError(f"--save writes a pickled module: give a .pt or .pth file, not {args.save!r}")
     plan.check_layers(loaded.model)  # before any progress bar, so a bad plan is one clean line
-    with progress_bar("compress") as progress:
+    scheduled = plan.schedule is not None and (plan.scheduled or not plan.prunes_per_layer)
+    # Ctrl-C stops a schedule at its next step (the result is kept, `stopped: true`); one-shot runs as before.
+    stops = sigint_stops() if scheduled else contextlib.nullcontext(None)
+    with (
+        progress_bar("compress") as progress,
+        progress_bar("schedule steps") as steps,
+        stops as stop,
+    ):
+        total_steps = _schedule_steps(plan) if scheduled else 0
+
+        def on_step(record: dict) -> None:
+            if total_steps:
+                steps(min(int(record.get("step", 0)), total_steps), total_steps)
+
         result = compress(
             loaded.model,
             plan,
@@ -31,12 +81,60 @@ def _compress(args: argparse.Namespace) -> dict:
             latency_rounds=args.rounds,
             real_int8=not args.no_real_int8,
             max_samples=args.max_samples,
+            runtimes=runtimes,
+            calibration=args.calibration,
+            device=args.device,
+            on_step=on_step,
+            should_stop=stop,
         )
+    for warning in result.latency_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
+    artifacts = []
     if args.save:
-        save_model(result.model, args.save)
-        payload["saved"] = str(args.save)
+        payload["saved"] = str(_save(result, args.save, args.model, loaded.input_shape, payload))
+        artifacts.append(args.save)
+    params = {
+        "plan": plan.to_dict(),
+        "runtimes": runtimes,
+        "calibration": args.calibration,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "device": args.device,
+    }
+    record_command(
+        args,
+        COMPRESSION,
+        loaded.model,
+        loaded.data.spec,
+        params,
+        payload,
+        status="partial" if result.stopped else "complete",
+        artifacts=artifacts,
+    )
     return payload
+
+
+def _save(result, path: str, spec: str, input_shape: tuple[int, ...], payload: dict) -> Path:
+    """Write the compressed model in the format `path`'s suffix names. `.onnx`: the ONNX model that ran on
+    ONNX Runtime (int8 where quantized), else an fp32 export; `.pt2` and the pruned format: the float model
+    (8-bit layers on their int8 grid in float); `.pt`: the model as measured (int8 kernels included)."""
+    from analysis.runtime.artifacts import artifact_kind, save_artifact
+
+    kind = artifact_kind(path)
+    float_model = result.float_model if result.float_model is not None else result.model
+    if kind == "onnx":
+        if result.onnx_bytes is None:
+            payload["notes"].append(
+                f"{path}: an fp32 ONNX export (run with --runtime onnxruntime for the int8 ONNX model)"
+            )
+        return save_artifact(float_model, path, input_shape=input_shape, onnx_bytes=result.onnx_bytes)
+    if kind == "pickle":
+        return save_model(result.model, path)
+    if result.float_model is not None and result.model is not result.float_model:
+        payload["notes"].append(f"{path}: saved with float kernels (the int8 Linear kernels are eager-only)")
+    return save_artifact(float_model, path, spec=spec, input_shape=input_shape)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +157,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep 8-bit Linear layers fake-quantized in float instead of running the int8 kernel",
     )
-    p.add_argument("--save", help="write the compressed model here (.pt, a pickled module)")
+    p.add_argument(
+        "--save",
+        help="write the compressed model here; the suffix chooses the format: .onnx (int8 where quantized, "
+        "with --runtime onnxruntime), .pt2 (torch.export), .pruned.safetensors (safe), .pt (pickle)",
+    )
+    add_list_arg(
+        p,
+        "--runtime",
+        "runtimes to measure before and after on: eager, onnxruntime (default eager; the first one gives "
+        "before/after)",
+        metavar="RUNTIME",
+    )
+    p.add_argument(
+        "--calibration",
+        default="minmax",
+        choices=("minmax", "entropy", "percentile"),
+        help="int8 calibration on ONNX Runtime (default minmax)",
+    )
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N: where accuracy is evaluated")
+    add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_compress)

@@ -27,8 +27,8 @@ from analysis.cli.common import (
 )
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
-from analysis.report.html import build_report
-from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
+from analysis.report.html import build_report, runtime_latencies
+from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, sensitivity_sweep
 
 
 def _list(value, kind, what: str) -> list | None:
@@ -66,6 +66,8 @@ def _partial(result, run) -> bool:
 def _sensitivity(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
     ratios = _list(args.ratios, float, "ratios")
+    if args.kind == "lowrank" and args.ranks is not None:
+        ratios = _list(args.ranks, float, "ranks")  # kept rank fractions
     bits = _list(args.bits, int, "bits")
     layers = _list(args.layers, str, "layers")
     device, dtype = device_options(args)
@@ -110,20 +112,30 @@ def _sensitivity(args: argparse.Namespace) -> dict:
 
 
 def _report(args: argparse.Namespace) -> dict:
-    kinds = _list(args.kinds, str, "kinds") or list(KINDS)
+    kinds = _list(args.kinds, str, "kinds") or list(BASIC_KINDS)
     for kind in kinds:
         if kind not in KINDS:
             raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use {', '.join(KINDS)}")
     check_counts(args, "limit")
     device, _ = device_options(args)
     ray = ray_options(args)
+    runtimes = _list(args.runtime, str, "runtime")
+    if runtimes:
+        from analysis.runtime.base import get_runtime
+
+        runtimes = [get_runtime(name).name for name in runtimes]  # an unknown name is one line, before work
     loaded = load_inputs(args, need_data=True)
     ran: dict = {"sections": ["environment", "summary", "baseline"]}
     latency = None
-    if not args.no_latency:
+    if not args.no_latency and runtimes:
+        latency = runtime_latencies(loaded.model, loaded.input_shape, runtimes, args.threads, ran)
+        for item in latency.values():
+            warn(item if isinstance(item, str) else item.warning)
+        ran["sections"].append("latency")
+    elif not args.no_latency:
         from analysis.latency import measure_latency
 
-        latency = measure_latency(loaded.model, loaded.input_shape, device=device)
+        latency = measure_latency(loaded.model, loaded.input_shape, device=device, threads=args.threads)
         warn(latency.warning)
         ran["sections"].append("latency")
     results, rankings = [], None
@@ -165,7 +177,9 @@ def _report(args: argparse.Namespace) -> dict:
         title = f"Sensitivity of {args.model}"
         add_output(args, args.markdown, lambda p: write_markdown(results, p, title=title))
     payload = {"out": path, "model": args.model, "data": loaded.data.spec} | ran
-    if latency is not None:
+    if isinstance(latency, dict):
+        payload["latency"] = {k: v if isinstance(v, str) else v.to_dict() for k, v in latency.items()}
+    elif latency is not None:
         payload["latency"] = latency.to_dict()
     if partial:
         payload["partial"] = True
@@ -177,6 +191,7 @@ def _report(args: argparse.Namespace) -> dict:
         "oracle": not args.no_oracle,
         "device": args.device,
         "ray": args.ray,
+        "runtimes": runtimes,
     }
     status = "partial" if partial else "complete"
     record(args, "report", loaded.model, loaded.data.spec, params, payload, status=status, artifacts=(path,))
@@ -215,7 +230,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--kind", choices=KINDS, default="structured", help="what to do to each layer")
     add_list_arg(p, "--ratios", "pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)", "RATIO")
-    add_list_arg(p, "--bits", "bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8)", "BITS")
+    add_list_arg(
+        p,
+        "--bits",
+        "bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8); codebook bits in 1..8 for "
+        "--kind share (default 8,6,5,4,3,2,1)",
+        "BITS",
+    )
+    add_list_arg(
+        p,
+        "--ranks",
+        "kept rank fractions in (0, 1) for --kind lowrank, e.g. 0.5,0.25 (default 0.75 ... 0.125)",
+        "F",
+    )
     add_list_arg(p, "--layers", "only these layers (structured: groups)", "LAYER")
     p.add_argument(
         "--max-drop", type=float, help="stop a layer's sweep after a drop above this (0.01 = 1 point)"
@@ -235,10 +262,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--out", default="report.html", help="the HTML file (default: %(default)s)")
     add_list_arg(p, "--kinds", "sensitivity kinds to run (default: structured,unstructured,quant)", "KIND")
-    p.add_argument("--limit", type=int, help="evaluate sensitivity on the first N samples only")
+    add_limit_arg(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-rankings", action="store_true", help="skip the filter importance rankings")
     p.add_argument("--no-oracle", action="store_true", help="rankings without the (slow) oracle criterion")
+    add_list_arg(
+        p,
+        "--runtime",
+        "measure the latency on each of these runtimes: eager, onnxruntime (each with its version and "
+        "execution provider; default eager)",
+        "RUNTIME",
+    )
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the latency")
     p.add_argument("--csv", help="also write every sweep's long-form CSV here")
     p.add_argument("--markdown", help="also write a short Markdown summary here")
     _add_run_options(p)

@@ -18,14 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.compression.plan import FinetuneSettings
+from analysis.compression.finetune_settings import LR_SCHEDULES, FinetuneSettings
 from analysis.data import Dataset
 from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.layers import copy_model
 from analysis.progress import Progress
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def distillation_loss(

@@ -10,6 +10,14 @@ layer names against a model when it is applied (`check_layers`). Applying it is 
 ```
 
 A layer entry overrides `default` key by key. `bits: 32` means untouched.
+
+CONTRACT section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
+`weights` (binary | ternary | pow2), checked on each resolved layer by
+`analysis.compression.transforms.validate_transform_settings` (refused combinations are one-line errors);
+top-level `huffman` (count shared indices Huffman-coded) and `schedule` (`ScheduleSettings`: iterative,
+AGP, slimming, group lasso). `finetune` takes `lr_schedule` (constant | cosine) and `recipe`: `recovery`
+fills what the plan leaves unsaid with the schedules' recovery recipe (distillation on, cosine decay, Adam
+at 1e-3, and with `epochs` 0 or absent the epochs `recovery_epochs` picks for the data size).
 """
 
 from __future__ import annotations
@@ -23,13 +31,19 @@ from typing import Any
 from torch import nn
 
 from analysis import validate
+from analysis.compression.finetune_settings import (
+    FINETUNE_KEYS,
+    RECOVERY_LR,
+    RECOVERY_LR_SCHEDULE,
+    FinetuneSettings,
+)
 from analysis.errors import WorkbenchError
 from analysis.validate import UNTOUCHED_BITS
 
-MAX_EPOCHS = 1000
-MAX_BATCH_SIZE = 65536
 LAYER_KEYS = ("prune", "criterion", "structured", "bits")
-FINETUNE_KEYS = ("epochs", "distill", "temperature", "alpha", "lr", "batch_size", "seed")
+TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
+ALL_LAYER_KEYS = LAYER_KEYS + TRANSFORM_KEYS
+PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")
 
 
 def known_criteria() -> tuple[str, ...]:
@@ -76,10 +90,21 @@ class LayerSettings:
     criterion: str = "l1"
     structured: bool = True
     bits: int = UNTOUCHED_BITS
+    rank: float | None = None
+    rank_energy: float | None = None
+    share_bits: int | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         for key in LAYER_KEYS:
             object.__setattr__(self, key, _CHECKS[key](getattr(self, key), None))
+        for key, value in _transform_fields(self.to_dict(), None).items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def transforms(self) -> dict[str, Any]:
+        """The transform fields that are set (rank | rank_energy, share_bits, weights)."""
+        return {key: getattr(self, key) for key in TRANSFORM_KEYS if getattr(self, key) is not None}
 
     @property
     def prunes(self) -> bool:
@@ -90,7 +115,8 @@ class LayerSettings:
         return self.bits != UNTOUCHED_BITS
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in LAYER_KEYS}
+        # Transform keys only when set, so plans without them keep their CONTRACT section 4 form.
+        return {key: getattr(self, key) for key in LAYER_KEYS} | self.transforms
 
 
 @dataclass(frozen=True)
@@ -101,45 +127,20 @@ class LayerOverride:
     criterion: str | None = None
     structured: bool | None = None
     bits: int | None = None
+    rank: float | None = None
+    rank_energy: float | None = None
+    share_bits: int | None = None
+    weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in LAYER_KEYS if getattr(self, key) is not None}
+        return {key: getattr(self, key) for key in ALL_LAYER_KEYS if getattr(self, key) is not None}
 
 
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Recovery training after pruning: `epochs` over the training split (0 = none), optionally distilling
-    from the uncompressed model (Hinton et al. 2015: `temperature` T, weight `alpha` on the soft targets,
-    soft loss scaled by T^2). Adam with learning rate `lr`; shuffling seeded by `seed`."""
+def _transform_fields(settings: Mapping[str, Any], layer: str | None) -> dict[str, Any]:
+    """The transform fields of `settings`, normalized; a bad value or refused combination is one line."""
+    from analysis.compression.transforms import validate_transform_settings
 
-    epochs: int = 0
-    distill: bool = False
-    temperature: float = 4.0
-    alpha: float = 0.5
-    lr: float = 1e-3
-    batch_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def whole(name: str, minimum: int, maximum: int | None = None) -> None:
-            value = validate.whole(getattr(self, name), f"finetune: {name}", minimum, maximum)
-            object.__setattr__(self, name, value)
-
-        def number(name: str, low: float, high: float, low_open: bool) -> None:
-            value = validate.in_range(getattr(self, name), f"finetune: {name}", low, high, low_open)
-            object.__setattr__(self, name, value)
-
-        # Upper bounds: a typo such as 1e12 epochs would otherwise run until the machine is switched off.
-        whole("epochs", 0, MAX_EPOCHS)
-        whole("batch_size", 1, MAX_BATCH_SIZE)
-        whole("seed", 0, 2**63 - 1)
-        number("temperature", 0.0, 1e6, True)
-        number("alpha", 0.0, 1.0, False)
-        number("lr", 0.0, 10.0, True)
-        validate.flag(self.distill, "finetune: distill")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in FINETUNE_KEYS}
+    return validate_transform_settings(layer or "", settings)
 
 
 def _layer_settings(raw: Any) -> LayerSettings:
@@ -147,7 +148,7 @@ def _layer_settings(raw: Any) -> LayerSettings:
         return raw
     if not isinstance(raw, Mapping):
         raise WorkbenchError(f"plan 'default' must be an object like {{\"prune\": 0.5}}, got {raw!r}")
-    validate.known_keys(raw, LAYER_KEYS, "default")
+    validate.known_keys(raw, ALL_LAYER_KEYS, "default")
     return LayerSettings(**dict(raw))
 
 
@@ -160,8 +161,11 @@ def _layer_override(name: Any, raw: Any) -> LayerOverride:
         raise WorkbenchError(
             f'layer {name!r}: its entry must be an object like {{"prune": 0.5}}, got {raw!r}'
         )
-    validate.known_keys(raw, LAYER_KEYS, f"layer {name!r}")
-    return LayerOverride(**{key: _CHECKS[key](value, name) for key, value in raw.items()})
+    validate.known_keys(raw, ALL_LAYER_KEYS, f"layer {name!r}")
+    checked = {key: _CHECKS[key](value, name) for key, value in raw.items() if key in LAYER_KEYS}
+    transforms = {key: value for key, value in raw.items() if key in TRANSFORM_KEYS and value is not None}
+    checked.update(_transform_fields(transforms, name))
+    return LayerOverride(**checked)
 
 
 def _finetune_settings(raw: Any) -> FinetuneSettings:
@@ -172,7 +176,25 @@ def _finetune_settings(raw: Any) -> FinetuneSettings:
     if not isinstance(raw, Mapping):
         raise WorkbenchError(f"plan 'finetune' must be an object like {{\"epochs\": 3}}, got {raw!r}")
     validate.known_keys(raw, FINETUNE_KEYS, "finetune")
-    return FinetuneSettings(**dict(raw))
+    values = dict(raw)
+    if values.get("recipe") == "recovery":
+        # What the plan leaves unsaid comes from the recovery recipe (schedules.recovery_finetune).
+        values.setdefault("distill", True)
+        values.setdefault("lr_schedule", RECOVERY_LR_SCHEDULE)
+        values.setdefault("lr", RECOVERY_LR)
+    return FinetuneSettings(**values)
+
+
+def _schedule(raw: Any):
+    if raw is None:
+        return None
+    from analysis.compression.schedules import ScheduleSettings
+
+    return ScheduleSettings.from_dict(raw)
+
+
+def _flag(raw: Any, what: str) -> bool:
+    return validate.flag(raw, what)
 
 
 @dataclass(frozen=True)
@@ -188,6 +210,8 @@ class CompressionPlan:
     default: LayerSettings = field(default_factory=LayerSettings)
     layers: Mapping[str, LayerOverride] = field(default_factory=dict)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    huffman: bool = False
+    schedule: Any = None  # analysis.compression.schedules.ScheduleSettings, or None for one-shot
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default", _layer_settings(self.default))
@@ -198,6 +222,25 @@ class CompressionPlan:
             self, "layers", {name: _layer_override(name, raw) for name, raw in self.layers.items()}
         )
         object.__setattr__(self, "finetune", _finetune_settings(self.finetune))
+        object.__setattr__(self, "huffman", _flag(self.huffman, "plan: huffman"))
+        object.__setattr__(self, "schedule", _schedule(self.schedule))
+        # Every layer a plan names must resolve to an allowed combination (the default's checked itself).
+        for name in self.layers:
+            self.settings_for(name)
+        if self.scheduled and self.prunes_per_layer:
+            raise WorkbenchError(
+                f"plan: schedule {self.schedule.method!r} removes channels itself: drop the per-layer "
+                '"prune" values or the schedule'
+            )
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a schedule (other than the per-layer one-shot) prunes the model."""
+        return self.schedule is not None and self.schedule.method != "oneshot"
+
+    @property
+    def prunes_per_layer(self) -> bool:
+        return any(s.prune > 0 for s in [self.default] + [self.settings_for(n) for n in self.layers])
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -207,7 +250,9 @@ class CompressionPlan:
         override = self.layers.get(layer)
         if override is None:
             return self.default
-        return replace(self.default, **override.to_dict())
+        merged = self.default.to_dict() | override.to_dict()
+        _transform_fields(merged, layer)  # a refused combination names the layer, not the default
+        return LayerSettings(**merged)
 
     def names(self, layer: str, key: str | None = None) -> bool:
         """Whether the plan names `layer` explicitly (and sets `key` for it, when given)."""
@@ -223,12 +268,18 @@ class CompressionPlan:
         validate.check_layer_names(model, self.layers, prunable_layers(model))
 
     def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (CONTRACT section 4 keys)."""
-        return {
+        """The plan as JSON-ready data (CONTRACT section 4 keys; section 8's `huffman` and `schedule` when
+        set)."""
+        out = {
             "default": self.default.to_dict(),
             "layers": {name: override.to_dict() for name, override in self.layers.items()},
             "finetune": self.finetune.to_dict(),
         }
+        if self.huffman:
+            out["huffman"] = True
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.to_dict()
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -241,14 +292,16 @@ class CompressionPlan:
                 f"a plan must be a JSON object with 'default', 'layers', 'finetune', got {data!r}"
             )
         # "about" is free-form information (e.g. what `plan suggest` predicted); it is not part of the plan.
-        unknown = sorted(set(data) - {"default", "layers", "finetune", "about"})
+        unknown = sorted(set(data) - {*PLAN_KEYS, "about"})
         if unknown:
-            raise WorkbenchError(f"plan: unknown key {unknown[0]!r}: use 'default', 'layers' and 'finetune'")
+            raise WorkbenchError(f"plan: unknown key {unknown[0]!r}: use {', '.join(PLAN_KEYS)}")
         # Absent or null means "nothing set"; any other non-object (0, "", []) is an error, not "empty".
         return cls(
             default={} if data.get("default") is None else data["default"],
             layers={} if data.get("layers") is None else data["layers"],
             finetune={} if data.get("finetune") is None else data["finetune"],
+            huffman=False if data.get("huffman") is None else data["huffman"],
+            schedule=data.get("schedule"),
         )
 
     @classmethod
@@ -280,11 +333,11 @@ class CompressionPlan:
         merged = {name: o.to_dict() for name, o in self.layers.items()}
         for name, raw in layers.items():
             merged[name] = {**merged.get(name, {}), **dict(raw)}
-        return CompressionPlan(self.default, merged, self.finetune)
+        return replace(self, layers=merged)
 
     def with_finetune(self, **settings: Any) -> CompressionPlan:
         """A copy with the given fine-tuning settings changed."""
-        return CompressionPlan(self.default, self.layers, {**self.finetune.to_dict(), **settings})
+        return replace(self, finetune={**self.finetune.to_dict(), **settings})
 
 
 def load_plan(path: str | Path) -> CompressionPlan:

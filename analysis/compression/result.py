@@ -39,6 +39,12 @@ class ModelMetrics:
     latency_p10_ms: float
     latency_p90_ms: float
     latency_label: str
+    runtime: str = "eager"
+    runtime_version: str = ""
+    provider: str = "CPU"
+    latency_kind: str = REAL
+    latency_spread: float | None = None
+    latency_warning: str | None = None
 
     @property
     def flops(self) -> int:
@@ -57,6 +63,12 @@ class ModelMetrics:
             "latency_p10_ms": self.latency_p10_ms,
             "latency_p90_ms": self.latency_p90_ms,
             "latency_label": self.latency_label,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "provider": self.provider,
+            "latency_kind": self.latency_kind,
+            "latency_spread": self.latency_spread,
+            "latency_warning": self.latency_warning,
         }
 
 
@@ -90,6 +102,25 @@ class CompressionResult:
     cpu: str = ""
     torch_version: str = ""
     speedup_paired: float | None = None
+    runtimes: dict[str, dict[str, ModelMetrics]] = field(default_factory=dict)
+    trajectory: list[dict] = field(default_factory=list)
+    stopped: bool = False
+    onnx_bytes: bytes | None = field(default=None, repr=False)
+    transforms: dict = field(default_factory=dict)
+    schedule: dict | None = None
+    float_model: nn.Module | None = field(default=None, repr=False)  # `model` with every layer float
+
+    @property
+    def latency_warnings(self) -> list[str]:
+        """One line per noisy latency (runtime, model and the spread), for standard error."""
+        out = []
+        for runtime, pair in (
+            self.runtimes or {"eager": {"before": self.before, "after": self.after}}
+        ).items():
+            for which, m in pair.items():
+                if m.latency_warning:
+                    out.append(f"{runtime} {which}: {m.latency_warning}")
+        return out
 
     @property
     def speedup(self) -> float:
@@ -142,4 +173,12 @@ class CompressionResult:
             "finetune": self.finetune,
             "notes": self.notes,
             "seconds": self.seconds,
+            "runtimes": {
+                name: {which: m.to_dict() for which, m in pair.items()}
+                for name, pair in self.runtimes.items()
+            },
+            "trajectory": self.trajectory,
+            "stopped": self.stopped,
+            "transforms": self.transforms,
+            "schedule": self.schedule,
         }

@@ -35,9 +35,9 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from analysis.compression.finetune import LR_SCHEDULES
+from analysis.compression.finetune_settings import RECOVERY_LR, RECOVERY_LR_SCHEDULE, FinetuneSettings
 from analysis.compression.global_rank import NORMALIZATIONS, rank_globally, select
 from analysis.compression.global_rank import group_scores as _group_scores
-from analysis.compression.plan import FinetuneSettings
 from analysis.compression.pruning import make_permanent, pruning_groups
 from analysis.compression.sparsity import (
     SPARSITY_METHODS,
@@ -231,8 +231,6 @@ class ScheduleSettings:
 
 # --- recovery defaults ----------------------------------------------------------------------------------
 
-RECOVERY_LR = 1e-3
-RECOVERY_LR_SCHEDULE = "cosine"
 RECOVERY_BATCHES = 400  # optimizer steps the recovery aims for, whatever the data size (measured, README)
 RECOVERY_MIN_EPOCHS, RECOVERY_MAX_EPOCHS = 3, 30
 

@@ -453,7 +453,7 @@ def deep_compression(
     whole model: float32 dense, then the sparse/shared/Huffman formats of the module docstring.
     """
     from analysis.compression.finetune import finetune
-    from analysis.compression.plan import FinetuneSettings
+    from analysis.compression.finetune_settings import FinetuneSettings
     from analysis.compression.pruning import make_permanent, prune_unstructured
 
     start = time.perf_counter()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.compression.finetune import LR_SCHEDULES, distillation_loss
-from analysis.compression.plan import FinetuneSettings
+from analysis.compression.finetune_settings import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 

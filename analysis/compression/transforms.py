@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -41,7 +41,7 @@ from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
-from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
+from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 
 Progress = Callable[[int, int], None]
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
@@ -212,24 +212,6 @@ def apply_transforms(
 
 
 # ------------------------------------------------------------------------------------------- sensitivity
-
-
-@dataclass(frozen=True)
-class LowRankSensitivity(SensitivityResult):
-    """A `lowrank` sweep: `SensitivityCurve.values` are kept rank fractions (descending, the sweep order);
-    per layer and point also the rank, and the MACs (per sample) and params saved."""
-
-    ranks: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    macs_saved: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    params_saved: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        for name, entry in out["layers"].items():
-            entry["rank"] = list(self.ranks.get(name, ()))
-            entry["macs_saved"] = list(self.macs_saved.get(name, ()))
-            entry["params_saved"] = list(self.params_saved.get(name, ()))
-        return out
 
 
 def _few(names) -> str:

@@ -220,12 +220,16 @@ def sensitivity_curves(
     frame: pd.DataFrame, baseline: float, title: str = "", metric: str = "accuracy"
 ) -> go.Figure:
     """Accuracy (%) or loss (`metric`) against ratio or bits, one line per layer (long-form frame of
-    `SensitivityResult`), with the uncompressed `baseline` (of that metric) dashed."""
-    x = "bits" if "bits" in frame.columns else "ratio"
+    `SensitivityResult`), with the uncompressed `baseline` (of that metric) dashed. A lowrank frame (column
+    `kept_rank`) has the kept rank fraction on x, largest first, and each point's rank and MACs saved in the
+    hover."""
+    x = _x_column(frame)
     scale = 100 if metric == "accuracy" else 1
     fig = go.Figure()
+    extra = [c for c in ("rank", "macs_saved") if c in frame.columns]
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values(x)
+        more = "".join(f", {c.replace('_', ' ')} %{{customdata[{j + 2}]:,}}" for j, c in enumerate(extra))
         fig.add_trace(
             go.Scatter(
                 x=rows[x],
@@ -233,27 +237,39 @@ def sensitivity_curves(
                 mode="lines+markers",
                 name=str(layer),
                 line={"color": PALETTE[i % len(PALETTE)]},
-                customdata=rows[["accuracy", "loss"]],
+                customdata=rows[["accuracy", "loss", *extra]],
                 hovertemplate=f"{layer}<br>{x} %{{x}}: accuracy %{{customdata[0]:.2%}}, "
-                "loss %{customdata[1]:.4f}<extra></extra>",
+                f"loss %{{customdata[1]:.4f}}{more}<extra></extra>",
             )
         )
     label = f"baseline {baseline:.2%}" if metric == "accuracy" else f"baseline {baseline:.4f}"
     fig.add_hline(y=baseline * scale, line={"dash": "dash", "color": "#444"}, annotation_text=label)
-    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio (fraction removed)")
-    if x == "bits":
-        fig.update_xaxes(autorange="reversed")
+    fig.update_xaxes(title=_X_TITLES[x])
+    if x in ("bits", "kept_rank"):
+        fig.update_xaxes(autorange="reversed")  # more compressed to the right, as for ratios
     fig.update_yaxes(title="accuracy (%)" if metric == "accuracy" else "loss (mean cross-entropy)")
     return _layout(fig, title or f"{metric.capitalize()} per layer", height=460)
 
 
+_X_TITLES = {
+    "bits": "bits per weight",
+    "ratio": "pruning ratio (fraction removed)",
+    "kept_rank": "kept rank fraction (of the full rank)",
+}
+
+
+def _x_column(frame: pd.DataFrame) -> str:
+    """The swept value's column of a sensitivity frame: bits, kept_rank (lowrank) or ratio."""
+    return next((c for c in ("bits", "kept_rank") if c in frame.columns), "ratio")
+
+
 def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
     """Accuracy drop in points (baseline minus accuracy), layers x ratios (or bits)."""
-    x = "bits" if "bits" in frame.columns else "ratio"
+    x = _x_column(frame)
     drop = frame.assign(drop=(baseline_accuracy - frame["accuracy"]) * 100)
     grid = drop.pivot_table(index="layer", columns=x, values="drop", sort=False)
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
-    if x == "bits":
+    if x in ("bits", "kept_rank"):
         grid = grid[sorted(grid.columns, reverse=True)]
     fig = go.Figure(
         go.Heatmap(
@@ -268,7 +284,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: st
             hovertemplate="%{y} at %{x}: %{z:.2f} points<extra></extra>",
         )
     )
-    fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio", type="category")
+    fig.update_xaxes(title=_X_TITLES[x], type="category")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title or "Accuracy drop (points)", height=max(300, 34 * len(grid) + 140))
 
@@ -342,37 +358,6 @@ def grouped_bars(
     fig.update_layout(barmode="group")
     fig.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
     return _layout(fig, title, height=380)
-
-
-def lowrank_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
-    """A `lowrank` sweep: accuracy (%) against the kept rank fraction, one solid line per layer, and the
-    MACs per sample each point saves (dotted, same colour) on the second axis. `frame`: long form with
-    columns layer, fraction, accuracy, macs_saved."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
-        color = PALETTE[i % len(PALETTE)]
-        rows = rows.sort_values("fraction")
-        fig.add_trace(
-            go.Scatter(
-                x=rows["fraction"], y=rows["accuracy"] * 100, mode="lines+markers", name=layer,
-                legendgroup=layer, line={"color": color},
-                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:.2f}}%<extra></extra>",
-            ),
-            secondary_y=False,
-        )  # fmt: skip
-        fig.add_trace(
-            go.Scatter(
-                x=rows["fraction"], y=rows["macs_saved"], mode="lines", name=f"{layer} MACs saved",
-                legendgroup=layer, showlegend=False, line={"color": color, "dash": "dot"},
-                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:,}} MACs saved<extra></extra>",
-            ),
-            secondary_y=True,
-        )  # fmt: skip
-    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": PALETTE[8]})
-    fig.update_xaxes(title="kept rank fraction (smaller = more compressed)")
-    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
-    fig.update_yaxes(title="MACs saved per sample (dotted)", secondary_y=True, showgrid=False)
-    return _layout(fig, title or "Low-rank sensitivity: accuracy and MACs saved per kept rank", height=460)
 
 
 def value_histograms(
@@ -490,22 +475,79 @@ def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of ever
     return _layout(fig, title, height=440)
 
 
-def trajectory_figure(trajectory: list[dict]) -> go.Figure:
-    """A schedule's steps: accuracy (%), MACs (millions) and loss per step, one panel each (records as
-    `run_schedule` makes them: step, accuracy in [0, 1], macs, loss)."""
+def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """A lowrank sweep (frame with kept_rank, accuracy, macs_saved): accuracy (%) per layer against the kept
+    rank fraction (solid, left axis) and the MACs per sample that point saves (dotted, right axis)."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
+        rows = rows.sort_values("kept_rank")
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["kept_rank"],
+                y=rows["accuracy"] * 100,
+                mode="lines+markers",
+                name=f"{layer} accuracy",
+                legendgroup=str(layer),
+                line={"color": color},
+                hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:.2f}}%<extra></extra>",
+            ),
+            secondary_y=False,
+        )
+        if "macs_saved" in rows:
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["kept_rank"],
+                    y=rows["macs_saved"],
+                    mode="lines",
+                    name=f"{layer} MACs saved",
+                    legendgroup=str(layer),
+                    line={"color": color, "dash": "dot"},
+                    hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:,}} MACs saved<extra></extra>",
+                ),
+                secondary_y=True,
+            )
+    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": "#444"})
+    fig.update_xaxes(title=_X_TITLES["kept_rank"], autorange="reversed")
+    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title="MACs saved per sample", secondary_y=True)
+    return _layout(fig, title or "Low-rank: accuracy and MACs saved per layer", height=480)
+
+
+def trajectory_chart(trajectory: list[dict], title: str = "") -> go.Figure:
+    """A schedule's steps (`CompressionResult.trajectory`): accuracy (%), MACs per sample and loss (nats),
+    one panel each, against the step; step 0 is the original model."""
     frame = pd.DataFrame(trajectory)
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=("accuracy (%)", "MACs (millions)", "loss"))  # fmt: skip
-    if not frame.empty:
-        steps = frame["step"] if "step" in frame else pd.Series(range(len(frame)))
-        series = [("accuracy", 100.0), ("macs", 1e-6), ("loss", 1.0)]
-        for row, (column, scale) in enumerate(series, start=1):
-            if column in frame:
-                values = pd.to_numeric(frame[column], errors="coerce") * scale
-                fig.add_trace(
-                    go.Scatter(x=steps, y=values, mode="lines+markers", name=column,
-                               line={"color": PALETTE[row - 1]}, showlegend=False),
-                    row=row, col=1,
-                )  # fmt: skip
-    fig.update_xaxes(title="step", row=3, col=1)
-    return _layout(fig, "Per step", height=520)
+    panels = [
+        ("accuracy", "accuracy (%)", 100.0),
+        ("macs", "MACs per sample", 1.0),
+        ("loss", "loss (nats)", 1.0),
+    ]
+    panels = [p for p in panels if p[0] in frame.columns]
+    if not panels:  # no step yet (a live chart before the first record)
+        return _layout(go.Figure(), title or "Schedule: accuracy, MACs and loss per step", height=300)
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[p[1] for p in panels],
+        vertical_spacing=0.08,
+    )
+    phase = frame["phase"].astype(str) if "phase" in frame.columns else pd.Series([""] * len(frame))
+    for i, (column, label, scale) in enumerate(panels):
+        fig.add_trace(
+            go.Scatter(
+                x=frame["step"] if "step" in frame.columns else frame.index,
+                y=frame[column] * scale,
+                mode="lines+markers",
+                name=label,
+                line={"color": PALETTE[i % len(PALETTE)]},
+                text=phase,
+                hovertemplate=f"step %{{x}} (%{{text}}): %{{y:,.4g}} {label}<extra></extra>",
+                showlegend=False,
+            ),
+            row=i + 1,
+            col=1,
+        )
+    fig.update_xaxes(title="step", row=len(panels), col=1)
+    return _layout(fig, title or "Schedule: accuracy, MACs and loss per step", height=220 * len(panels) + 100)

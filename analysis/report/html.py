@@ -27,7 +27,7 @@ from analysis.io import write_text_atomic
 from analysis.progress import Progress
 from analysis.report import charts
 from analysis.report.files import as_list, environment, safe_points
-from analysis.sensitivity.sweep import KINDS, SensitivityResult
+from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, SensitivityResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -89,22 +89,44 @@ def _section_summary(summary) -> str:
     return f"<h2>Model</h2>{head}{table}"
 
 
+def _runtime_label(item) -> str:
+    """`eager (torch 2.x, CPU)` / `onnxruntime 1.x (CPUExecutionProvider)` from a latency result or metrics."""
+    runtime = getattr(item, "runtime", "eager") or "eager"
+    version = getattr(item, "runtime_version", "") or ""
+    provider = getattr(item, "provider", "") or ""
+    if runtime == "eager":
+        return f"eager (torch {version or 'unknown'}, {provider or 'CPU'})"
+    return f"{runtime} {version}".strip() + (f" ({provider})" if provider else "")
+
+
+def _spread_note(spread, warning) -> str:
+    """The p90/p10 spread, and the noisy-timing warning (p90/p10 > 1.5) when there is one."""
+    text = f"p90/p10 = {spread:.2f}" if spread is not None and math.isfinite(spread) else "p90/p10 = -"
+    if warning:
+        return f'{text}</p><p class="note">{html.escape(warning)}'
+    return text
+
+
 def _section_latency(latency) -> str:
+    """One block per latency result (a LatencyResult, or several: one per runtime): median, p10 - p90,
+    the runtime with its version and execution provider, the spread and the noisy warning."""
     if latency is None:
         return ""
-    kind = getattr(latency, "kind", "real")
-    return (
-        "<h2>Latency</h2>"
-        f'<div class="kpi">median<b>{latency.median_ms:.2f} ms</b></div>'
-        f'<div class="kpi">p10 - p90<b>{latency.p10_ms:.2f} - {latency.p90_ms:.2f} ms</b></div>'
-        f"<p>{latency.runs} runs, batch size {latency.batch_size}, {latency.threads} threads, {html.escape(kind)} "
-        "kernels, under torch.inference_mode() after warm-up.</p>"
-        + (
-            f'<p class="note">{html.escape(warning)}</p>'
-            if (warning := getattr(latency, "warning", None))
-            else ""
+    results = list(latency.values()) if isinstance(latency, dict) else as_list(latency)
+    out = ["<h2>Latency</h2>"]
+    for item in results:
+        if isinstance(item, str):  # a runtime that could not run the model: its one-line reason
+            out.append(f'<p class="note">{html.escape(item)}</p>')
+            continue
+        kind = getattr(item, "kind", "real")
+        out.append(
+            f"<h3>{html.escape(_runtime_label(item))}</h3>"
+            f'<div class="kpi">median<b>{item.median_ms:.2f} ms</b></div>'
+            f'<div class="kpi">p10 - p90<b>{item.p10_ms:.2f} - {item.p90_ms:.2f} ms</b></div>'
+            f"<p>{item.runs} runs, batch size {item.batch_size}, {item.threads} threads, {html.escape(kind)} "
+            f"kernels, after warm-up; {_spread_note(item.spread, item.warning)}.</p>"
         )
-    )
+    return "\n".join(out)
 
 
 def _section_baseline(accuracy: float, loss: float, samples: int | None) -> str:
@@ -127,7 +149,15 @@ def _section_sensitivity(result: SensitivityResult, figures: _Figures) -> str:
     curves = charts.sensitivity_curves(frame, result.baseline_accuracy, f"Accuracy per {unit[:-1]}")
     out.append(figures.html(curves))
     out.append(figures.html(charts.sensitivity_heatmap(frame, result.baseline_accuracy)))
-    what = "smallest bit width" if result.kind == "quant" else "largest ratio"
+    if result.kind == "lowrank":
+        out.append(figures.html(charts.lowrank_tradeoff(frame, result.baseline_accuracy)))
+    what = (
+        "smallest bit width"
+        if result.kind in ("quant", "share")
+        else "smallest kept rank fraction"
+        if result.kind == "lowrank"
+        else "largest ratio"
+    )
     out.append(
         f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {what} up to which every swept point stays within 1 and "
         "2 accuracy points of the baseline (columns as in the app).</p>"
@@ -142,6 +172,10 @@ _KIND_TEXT = {
     "unstructured": "Each layer's smallest-magnitude weights are zeroed.",
     "quant": "Each layer's weights are fake-quantized: symmetric, per output channel, 2^(b-1) - 1 levels each "
     "side; activations stay float.",
+    "lowrank": "Each Linear / Conv2d layer is replaced by its truncated SVD at the kept fraction of its full "
+    "rank (before fine-tuning); the dotted lines give the MACs per sample each point saves.",
+    "share": "Each layer's weights are shared by k-means (2^bits centroids, linear initialization), as in "
+    "Deep Compression; before centroid fine-tuning.",
 }
 
 
@@ -198,10 +232,19 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
     out = [
         "<h2>Compression</h2>",
         f"<p>The last applied plan: {compression.speedup:.2f}x speedup "
-        f"({html.escape(compression.after.latency_label)}).</p>",
+        f"({html.escape(compression.after.latency_label)}) on {html.escape(_runtime_label(compression.after))}"
+        ".</p>",
         _table(comparison_frame(compression), "{:,.4g}"),
+        _runtimes_table(compression),
     ]
     out += [f'<p class="note">{html.escape(note)}</p>' for note in compression.notes]
+    trajectory = getattr(compression, "trajectory", None)
+    if trajectory:
+        stopped = (
+            " (stopped by request: the model is the one after the last step)" if compression.stopped else ""
+        )
+        out.append(f"<h3>Schedule</h3><p>{len(trajectory) - 1} steps{stopped}.</p>")
+        out.append(figures.html(charts.trajectory_chart(trajectory)))
     points = pareto_table(compression, list(applied or []))
     out.append(figures.html(charts.pareto_scatter(points)))
     out.append(_table(points.drop(columns=["plan"]), "{:,.4g}"))
@@ -221,6 +264,37 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
         out.append("<h3>Trajectory</h3>" + _table(steps, "{:,.4g}"))
     out.append(f"<h3>Plan</h3><pre>{html.escape(compression.plan.to_json())}</pre>")
     return "\n".join(out)
+
+
+def _runtimes_table(compression) -> str:
+    """Before and after latency and accuracy on each runtime, with the runtime's version, execution
+    provider, real/simulated, the spread and any noisy-timing warning."""
+    import pandas as pd
+
+    runtimes = getattr(compression, "runtimes", None) or {
+        "eager": {"before": compression.before, "after": compression.after}
+    }
+    rows, warnings = [], []
+    for name, pair in runtimes.items():
+        for which, m in pair.items():
+            rows.append(
+                {
+                    "runtime": name,
+                    "model": which,
+                    "version": getattr(m, "runtime_version", ""),
+                    "provider": getattr(m, "provider", ""),
+                    "kind": getattr(m, "latency_kind", m.latency_label),
+                    "accuracy (%)": m.accuracy * 100,
+                    "latency (ms)": m.latency_ms,
+                    "p10 (ms)": m.latency_p10_ms,
+                    "p90 (ms)": m.latency_p90_ms,
+                    "p90/p10": getattr(m, "latency_spread", None),
+                }
+            )
+            if getattr(m, "latency_warning", None):
+                warnings.append(f"{name} {which}: {m.latency_warning}")
+    notes = "".join(f'<p class="note">{html.escape(w)}</p>' for w in warnings)
+    return "<h3>Runtimes</h3>" + _table(pd.DataFrame(rows), "{:,.4g}") + notes
 
 
 def build_report(
@@ -296,31 +370,38 @@ def build_full_report(
     model: nn.Module,
     data: Dataset,
     out_path: str | Path,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] = BASIC_KINDS,
     with_latency: bool = True,
     with_rankings: bool = True,
     progress: Progress | None = None,
     model_spec: str | None = None,
     rankings_options: dict | None = None,
+    runtimes: Sequence[str] | None = None,
+    threads: int | None = None,
     **sweep_options,
 ) -> tuple[Path, dict]:
     """Run every available analysis (summary, latency, a sensitivity sweep per kind, rankings where
-    analysis.importance provides them), write the HTML report, and return (path, what ran)."""
+    analysis.importance provides them), write the HTML report, and return (path, what ran).
+
+    `runtimes` (e.g. `("eager", "onnxruntime")`): the latency is measured on each, labelled with the
+    runtime, its version and execution provider; a runtime that cannot run the model gets its one-line
+    reason in the report and in `ran["latency_errors"]`."""
     for kind in kinds:
         if kind not in KINDS:
-            raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
+            raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
     from analysis.sensitivity.sweep import sensitivity_sweep
 
     ran: dict = {"sections": ["environment", "summary", "baseline"]}
     latency = None
-    if with_latency:
-        try:
-            from analysis.latency import measure_latency
+    if with_latency and runtimes:
+        latency = runtime_latencies(model, data.input_shape, runtimes, threads, ran)
+        ran["sections"].append("latency")
+    elif with_latency:
+        from analysis.latency import measure_latency
 
-            latency = measure_latency(model, data.input_shape)
-            ran["sections"].append("latency")
-        except ImportError:
-            pass
+        latency = measure_latency(model, data.input_shape, threads=threads)
+        ran["sections"].append("latency")
+        ran["latency"] = {"eager": latency.to_dict()}
     results = []
     for i, kind in enumerate(kinds):
         step = (lambda done, total, i=i: progress(i * total + done, len(kinds) * total)) if progress else None
@@ -336,6 +417,24 @@ def build_full_report(
     )
     ran["sensitivity"] = {r.kind: r.to_dict() for r in results}
     return path, ran
+
+
+def runtime_latencies(model, input_shape, runtimes, threads, ran: dict) -> dict:
+    """Latency on each runtime (name -> LatencyResult, or the one-line reason it could not run)."""
+    from analysis.errors import first_line
+    from analysis.runtime.base import measure_runtime_latency, prepare
+
+    out: dict = {}
+    ran["latency"], ran["latency_errors"] = {}, {}
+    for name in dict.fromkeys(runtimes):
+        try:
+            prepared = prepare(model, name, tuple(input_shape), threads)
+        except WorkbenchError as exc:
+            out[name] = ran["latency_errors"][name] = f"{name}: not measured: {first_line(exc)}"
+            continue
+        out[name] = measure_runtime_latency(prepared, tuple(input_shape), threads=threads)
+        ran["latency"][name] = out[name].to_dict()
+    return out
 
 
 def _try_rankings(model: nn.Module, data: Dataset, options: dict | None = None):

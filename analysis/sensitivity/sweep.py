@@ -1,6 +1,7 @@
 """Per-layer sensitivity sweeps: accuracy and loss of the model with one layer (or group) compressed.
 
-Three kinds (CONTRACT section 5):
+Five kinds (CONTRACT sections 5 and 8); `lowrank` (SVD at kept rank fractions) and `share` (k-means
+weight sharing at codebook bits) are computed by `analysis.compression.transforms`, the first three here:
 - `unstructured`: per prunable layer, the `round(r x numel)` weights of smallest |w| zeroed (ties: lower
   flat index first).
 - `structured`: per prunable *group* (`analysis.sensitivity.groups`: layers coupled through residual adds or
@@ -22,10 +23,10 @@ the |w| order of each swept layer (one int64 per weight), computed once instead 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -39,159 +40,19 @@ from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, 
 from analysis.layers import prunable_layers
 from analysis.progress import Progress
 from analysis.sensitivity.groups import PruningGroup, find_groups
+from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
+    _TOLERANCE,
+    BASIC_KINDS,
+    BITS_KINDS,
+    KINDS,
+    LowRankSensitivity,
+    SensitivityCurve,
+    SensitivityResult,
+)
 from analysis.validate import bit_widths, check_layer_names, few
 
-KINDS = ("structured", "unstructured", "quant")
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_BITS = (2, 3, 4, 6, 8)
-_TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
-
-
-@dataclass(frozen=True)
-class SensitivityCurve:
-    """One layer's (or group's) curve: `values` are ratios (pruning) or bit widths (quant), ascending for
-    ratios and descending for bits (the sweep order); `members` lists a structured group's layers."""
-
-    values: tuple[float, ...]
-    accuracy: tuple[float, ...]
-    loss: tuple[float, ...]
-    members: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class SensitivityResult:
-    """A sweep's outcome. `layers` maps layer (or group) name -> curve; do not mutate it.
-
-    Accuracy is top-1 in [0, 1], loss mean cross-entropy (nats), `seconds` the sweep's wall time.
-    """
-
-    kind: str
-    baseline_accuracy: float
-    baseline_loss: float
-    seconds: float
-    layers: dict[str, SensitivityCurve]
-    notes: tuple[str, ...] = ()
-    samples: int = 0
-    max_drop: float | None = field(default=None)
-    partial: bool = False  # stopped by `should_stop`: only the finished layers are in `layers`
-
-    @property
-    def x_key(self) -> str:
-        """ "bits" for quant, "ratios" otherwise: the JSON key and the column name (singular in frames)."""
-        return "bits" if self.kind == "quant" else "ratios"
-
-    def to_dict(self) -> dict:
-        """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
-        members?}}, plus samples and notes."""
-        layers = {}
-        for name, curve in self.layers.items():
-            entry: dict = {
-                self.x_key: [int(v) if self.kind == "quant" else float(v) for v in curve.values],
-                "accuracy": list(curve.accuracy),
-                "loss": list(curve.loss),
-            }
-            if curve.members is not None:
-                entry["members"] = list(curve.members)
-            layers[name] = entry
-        out = {
-            "kind": self.kind,
-            "baseline": {"accuracy": self.baseline_accuracy, "loss": self.baseline_loss},
-            "seconds": self.seconds,
-            "samples": self.samples,
-            "layers": layers,
-            "notes": list(self.notes),
-        }
-        if self.max_drop is not None:
-            out["max_drop"] = self.max_drop
-        if self.partial:
-            out["partial"] = True
-        return out
-
-    @classmethod
-    def from_dict(cls, payload: Mapping) -> SensitivityResult:
-        """Inverse of `to_dict` (JSON round trip)."""
-        try:
-            kind = payload["kind"]
-            if kind not in KINDS:
-                raise WorkbenchError(f"unknown sensitivity kind {kind!r}: expected one of {', '.join(KINDS)}")
-            key = "bits" if kind == "quant" else "ratios"
-            layers = {}
-            for name, entry in payload["layers"].items():
-                values = tuple(int(v) if kind == "quant" else float(v) for v in entry[key])
-                members = tuple(entry["members"]) if entry.get("members") is not None else None
-                layers[name] = SensitivityCurve(
-                    values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"])), members
-                )
-            return cls(
-                kind=kind,
-                baseline_accuracy=float(payload["baseline"]["accuracy"]),
-                baseline_loss=float(payload["baseline"]["loss"]),
-                seconds=float(payload["seconds"]),
-                layers=layers,
-                notes=tuple(payload.get("notes", ())),
-                samples=int(payload.get("samples", 0)),
-                max_drop=payload.get("max_drop"),
-                partial=bool(payload.get("partial", False)),
-            )
-        except (KeyError, TypeError) as exc:
-            raise WorkbenchError(f"not a sensitivity result: missing or bad {exc}") from exc
-
-    def to_frame(self):
-        """Long form pandas DataFrame: layer, kind, ratio (or bits), accuracy, loss; one row per point."""
-        import pandas as pd
-
-        column = "bits" if self.kind == "quant" else "ratio"
-        rows = [
-            {"layer": name, "kind": self.kind, column: v, "accuracy": a, "loss": lo}
-            for name, curve in self.layers.items()
-            for v, a, lo in zip(curve.values, curve.accuracy, curve.loss, strict=True)
-        ]
-        return pd.DataFrame(rows, columns=["layer", "kind", column, "accuracy", "loss"])
-
-    def _curve(self, layer: str) -> SensitivityCurve:
-        if layer not in self.layers:
-            raise WorkbenchError(f"no layer {layer!r} in this sweep: choose one of {few(self.layers)}")
-        return self.layers[layer]
-
-    def drops(self, layer: str) -> list[float]:
-        """Accuracy drop from the baseline at each swept point (positive = worse)."""
-        return [self.baseline_accuracy - a for a in self._curve(layer).accuracy]
-
-    def max_safe_ratio(self, layer: str, max_drop: float) -> float:
-        """The largest swept ratio up to which every swept ratio stays within `max_drop` of the baseline
-        accuracy (0.0 where even the smallest does not). Pruning kinds only; see `min_safe_bits`."""
-        if self.kind == "quant":
-            raise WorkbenchError(
-                "a quant sweep has bit widths, not ratios: use min_safe_bits(layer, max_drop)"
-            )
-        safe = 0.0
-        for ratio, drop in zip(self._curve(layer).values, self.drops(layer), strict=True):
-            if drop > max_drop + _TOLERANCE:
-                break
-            safe = float(ratio)
-        return safe
-
-    def min_safe_bits(self, layer: str, max_drop: float) -> int | None:
-        """The smallest swept bit width down to which every swept width stays within `max_drop` of the
-        baseline accuracy; None where even the widest does not (keep the layer in float)."""
-        if self.kind != "quant":
-            raise WorkbenchError(
-                "a pruning sweep has ratios, not bit widths: use max_safe_ratio(layer, max_drop)"
-            )
-        curve = self._curve(layer)
-        pairs = sorted(zip(curve.values, self.drops(layer), strict=True), reverse=True)
-        safe = None
-        for bits, drop in pairs:
-            if drop > max_drop + _TOLERANCE:
-                break
-            safe = int(bits)
-        return safe
-
-    def safe_point(self, layer: str, max_drop: float) -> float | int | None:
-        """`min_safe_bits` for quant sweeps, `max_safe_ratio` otherwise."""
-        if self.kind == "quant":
-            return self.min_safe_bits(layer, max_drop)
-        return self.max_safe_ratio(layer, max_drop)
 
 
 def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
@@ -290,16 +151,25 @@ def sensitivity_sweep(
     `max_drop` (accuracy units, 0.01 = one point) stops a layer's sweep after the first point whose drop
     exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
     per point (same numbers; for comparison). The model is not changed.
-    `should_stop()` is checked between layers (groups): once it is True the finished ones are returned with
-    `partial=True`. `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16,
-    bfloat16) runs it in that precision (the channels and weights each point removes are chosen in float32).
+
+    `lowrank` takes kept rank fractions in `ratios` (default 0.75, 0.5, 0.25, 0.125) and `share` codebook
+    bits in `bits` (default 8 ... 1); both are `analysis.compression.transforms`' sweeps. `should_stop()` is
+    polled between layers (groups): the sweep then returns the finished ones with `partial=True`.
+    `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
+    runs it in that precision (the channels and weights each point removes are chosen in float32).
     """
     start = time.perf_counter()
     if kind not in KINDS:
-        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
+        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise WorkbenchError(
             f"max_drop must be a non-negative accuracy drop (0.01 = 1 point), got {max_drop}"
+        )
+    if split not in ("test", "train"):
+        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    if kind in ("lowrank", "share"):
+        return _transform_sweep(
+            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
         )
     values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
         DEFAULT_RATIOS if ratios is None else ratios
@@ -334,14 +204,19 @@ def sensitivity_sweep(
         copy_model=False,
     )
     stop = _early_stop(chains, max_drop) if max_drop is not None else None
+    partial = False
     if should_stop is None:
         out = runner.evaluate(edits, progress=progress, stop=stop)
     else:
-        out, chains = _evaluate_until_stopped(runner, edits, chains, progress, max_drop, should_stop)
+        out, edits, chains, partial = _evaluate_by_layer(
+            runner, edits, chains, progress, max_drop, should_stop
+        )
     notes = list(out.notes) + notes
     curves, stopped = _curves(out, edits, chains, members, max_drop)
     if stopped:
         notes.append(f"early stop at drop > {max_drop}: {few(stopped)} not swept past their first bad point")
+    if partial:
+        notes.append(f"stopped by request after {len(curves)} of {len(members)} {_unit(kind)}")
     base = out.baseline
     return SensitivityResult(
         kind=kind,
@@ -352,36 +227,120 @@ def sensitivity_sweep(
         notes=tuple(notes),
         samples=base.samples,
         max_drop=max_drop,
-        partial=len(chains) < len(members),
+        partial=partial,
     )
 
 
-def _evaluate_until_stopped(runner, edits, chains, progress, max_drop, should_stop):
-    """`runner.evaluate` one layer (group) at a time, checking `should_stop()` before each: the results
-    (None for layers not run) and the chains that finished. Same numbers as one call over every edit."""
-    results: list = [None] * len(edits)
-    done_chains: dict[str, list[int]] = {}
-    baseline, notes, steps = None, [], [0, sum(map(len, chains.values()))]
-    for name, chain in chains.items():
+def _unit(kind: str) -> str:
+    return "groups" if kind == "structured" else "layers"
+
+
+def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
+    """The runner over one layer's (group's) edits at a time, asking `should_stop()` before each: the
+    results so far (as one RunnerResult over the finished edits), those edits and chains, and whether it
+    stopped early. Each point's numbers equal the all-at-once run's (every edit is evaluated alone)."""
+
+    finished_edits: list[Edit] = []
+    finished_chains: dict[str, list[int]] = {}
+    results: list = []
+    notes: list[str] = []
+    baseline = None
+    names = list(chains)
+    for done, name in enumerate(names):
         if should_stop():
             break
-        offset, n = steps[0], len(chain)
+        chunk = [edits[i] for i in chains[name]]
+        step = (lambda d, t, done=done: progress(done * t + d, len(names) * t)) if progress else None
+        stop = _early_stop({name: list(range(len(chunk)))}, max_drop) if max_drop is not None else None
+        out = runner.evaluate(chunk, progress=step, stop=stop)
+        baseline = baseline or out.baseline
+        notes += [n for n in out.notes if n not in notes]
+        finished_chains[name] = list(range(len(finished_edits), len(finished_edits) + len(chunk)))
+        finished_edits += chunk
+        results += list(out.results)
+    if baseline is None:  # stopped before the first layer: still report the baseline
+        out = runner.evaluate([])
+        baseline, notes = out.baseline, list(out.notes)
+    merged = RunnerResult(baseline=baseline, results=results, notes=notes)
+    return merged, finished_edits, finished_chains, len(finished_chains) < len(names)
 
-        def report(done: int, total: int, offset: int = offset, n: int = n) -> None:
-            if progress:
-                progress(offset + round(n * done / max(total, 1)), steps[1])
 
-        sub = [edits[i] for i in chain]
-        sub_stop = None if max_drop is None else _early_stop({name: list(range(len(chain)))}, max_drop)
-        out = runner.evaluate(sub, progress=report, stop=sub_stop)
-        baseline, notes = out.baseline, list(dict.fromkeys(notes + list(out.notes)))
-        for i, r in zip(chain, out.results, strict=True):
-            results[i] = r
-        done_chains[name] = chain
-        steps[0] += len(chain)
-    if baseline is None:
-        baseline = runner.evaluate([], progress=None).baseline
-    return RunnerResult(baseline, results, tuple(notes)), done_chains
+def _transform_sweep(
+    model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
+) -> SensitivityResult:
+    """`lowrank` / `share` through `analysis.compression.transforms`; with `should_stop`, one layer at a time
+    (each call evaluates only that layer's points) and the finished layers merged."""
+    from analysis.compression import transforms
+
+    sweep = transforms.lowrank_sensitivity if kind == "lowrank" else transforms.share_sensitivity
+    if kind == "lowrank":
+        values = transforms.DEFAULT_RANK_FRACTIONS if ratios is None else ratios
+    else:
+        values = transforms.DEFAULT_SHARE_BITS if bits is None else bits
+    options = {"split": split, "limit": limit, "batch_size": batch_size}
+    if should_stop is None:
+        return _cut(sweep(model, data, values, layers, progress, **options), max_drop)
+    if layers is None:
+        layers = (
+            transforms.factorable_layers(model)
+            if kind == "lowrank"
+            else transforms.sharing._resolve(model, None)
+        )
+    names = list(dict.fromkeys(layers))
+    if not names:
+        raise WorkbenchError(f"the model has no layers for a {kind} sweep")
+    parts = []
+    for done, name in enumerate(names):
+        if should_stop():
+            break
+        step = (lambda d, t, done=done: progress(done * t + d, len(names) * t)) if progress else None
+        parts.append(sweep(model, data, values, [name], step, **options))
+    if not parts:  # stopped before the first layer: nothing finished, the baseline still measured
+        parts.append(dataclasses.replace(sweep(model, data, values, names[:1], None, **options), layers={}))
+    return _cut(_merge(parts, len(names)), max_drop)
+
+
+def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult:
+    """Each curve ended at its first point whose drop exceeds `max_drop` (as the other kinds' early stop
+    ends it; here every point was computed, so this only trims)."""
+    if max_drop is None:
+        return result
+    layers, extra, cut = {}, {}, []
+    keys = [k for k in ("ranks", "macs_saved", "params_saved") if hasattr(result, k)]
+    for name, curve in result.layers.items():
+        n = len(curve.values)
+        for i, acc in enumerate(curve.accuracy):
+            if result.baseline_accuracy - acc > max_drop + _TOLERANCE:
+                n = i + 1
+                break
+        if n < len(curve.values):
+            cut.append(name)
+        layers[name] = SensitivityCurve(curve.values[:n], curve.accuracy[:n], curve.loss[:n], curve.members)
+        for key in keys:
+            extra.setdefault(key, {})[name] = tuple(getattr(result, key).get(name, ()))[:n]
+    notes = result.notes + (
+        (f"early stop at drop > {max_drop}: {few(cut)} cut at their first bad point",) if cut else ()
+    )
+    return dataclasses.replace(result, layers=layers, notes=notes, max_drop=max_drop, **extra)
+
+
+def _merge(parts: list[SensitivityResult], total: int) -> SensitivityResult:
+    first = parts[0]
+    layers = {name: curve for part in parts for name, curve in part.layers.items()}
+    partial = len(layers) < total
+    notes = list(dict.fromkeys(n for part in parts for n in part.notes))
+    if partial:
+        notes.append(f"stopped by request after {len(layers)} of {total} layers")
+    changes: dict = {
+        "layers": layers,
+        "notes": tuple(notes),
+        "seconds": sum(p.seconds for p in parts),
+        "partial": partial,
+    }
+    for key in ("ranks", "macs_saved", "params_saved"):
+        if hasattr(first, key):
+            changes[key] = {n: v for part in parts for n, v in getattr(part, key).items()}
+    return dataclasses.replace(first, **changes)
 
 
 def _structured_edits(

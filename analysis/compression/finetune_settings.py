@@ -1,0 +1,78 @@
+"""Fine-tuning settings of a plan (`finetune`, CONTRACT section 4): a leaf module, so the plan, the
+training loops and the schedules can all import it without importing each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from analysis import validate
+
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+FINETUNE_KEYS = (
+    "epochs",
+    "distill",
+    "temperature",
+    "alpha",
+    "lr",
+    "batch_size",
+    "seed",
+    "lr_schedule",
+    "recipe",
+)
+LR_SCHEDULES = ("constant", "cosine")
+RECIPES = ("default", "recovery")
+# The recovery recipe (analysis.compression.schedules.recovery_finetune; measured, README).
+RECOVERY_LR = 1e-3
+RECOVERY_LR_SCHEDULE = "cosine"
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Recovery training after pruning: `epochs` over the training split (0 = none), optionally distilling
+    from the uncompressed model (Hinton et al. 2015: `temperature` T, weight `alpha` on the soft targets,
+    soft loss scaled by T^2). Adam with learning rate `lr`; shuffling seeded by `seed`."""
+
+    epochs: int = 0
+    distill: bool = False
+    temperature: float = 4.0
+    alpha: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+    lr_schedule: str = "constant"
+    recipe: str = "default"
+
+    def __post_init__(self) -> None:
+        def whole(name: str, minimum: int, maximum: int | None = None) -> None:
+            value = validate.whole(getattr(self, name), f"finetune: {name}", minimum, maximum)
+            object.__setattr__(self, name, value)
+
+        def number(name: str, low: float, high: float, low_open: bool) -> None:
+            value = validate.in_range(getattr(self, name), f"finetune: {name}", low, high, low_open)
+            object.__setattr__(self, name, value)
+
+        # Upper bounds: a typo such as 1e12 epochs would otherwise run until the machine is switched off.
+        whole("epochs", 0, MAX_EPOCHS)
+        whole("batch_size", 1, MAX_BATCH_SIZE)
+        whole("seed", 0, 2**63 - 1)
+        number("temperature", 0.0, 1e6, True)
+        number("alpha", 0.0, 1.0, False)
+        number("lr", 0.0, 10.0, True)
+        validate.flag(self.distill, "finetune: distill")
+        object.__setattr__(
+            self, "lr_schedule", validate.choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "finetune")
+        )
+        object.__setattr__(self, "recipe", validate.choice(self.recipe, RECIPES, "recipe", "finetune"))
+
+    @property
+    def recovers(self) -> bool:
+        """Whether the plan asks for the recovery recipe."""
+        return self.recipe == "recovery"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in FINETUNE_KEYS}
+
+
+__all__ = ["FINETUNE_KEYS", "LR_SCHEDULES", "RECIPES", "FinetuneSettings"]

@@ -1,0 +1,216 @@
+"""What a sensitivity sweep returns (`SensitivityResult`, one `SensitivityCurve` per layer or group), in a
+leaf module: the sweeps here (`analysis.sensitivity.sweep`) and the transforms' sweeps
+(`analysis.compression.transforms`: kinds lowrank and share) build the same result type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from analysis.errors import WorkbenchError
+from analysis.validate import few
+
+BASIC_KINDS = ("structured", "unstructured", "quant")  # what `report` runs by default
+KINDS = BASIC_KINDS + ("lowrank", "share")
+BITS_KINDS = ("quant", "share")  # kinds whose values are bit widths
+_TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
+
+
+@dataclass(frozen=True)
+class SensitivityCurve:
+    """One layer's (or group's) curve: `values` are ratios (pruning) or bit widths (quant), ascending for
+    ratios and descending for bits (the sweep order); `members` lists a structured group's layers."""
+
+    values: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    loss: tuple[float, ...]
+    members: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """A sweep's outcome. `layers` maps layer (or group) name -> curve; do not mutate it.
+
+    Accuracy is top-1 in [0, 1], loss mean cross-entropy (nats), `seconds` the sweep's wall time.
+    """
+
+    kind: str
+    baseline_accuracy: float
+    baseline_loss: float
+    seconds: float
+    layers: dict[str, SensitivityCurve]
+    notes: tuple[str, ...] = ()
+    samples: int = 0
+    max_drop: float | None = field(default=None)
+    partial: bool = False  # stopped by `should_stop`: only the finished layers are here
+
+    @property
+    def x_key(self) -> str:
+        """ "bits" for quant and share, "ratios" otherwise (lowrank: kept rank fractions): the JSON key."""
+        return "bits" if self.kind in BITS_KINDS else "ratios"
+
+    @property
+    def bits_kind(self) -> bool:
+        return self.kind in BITS_KINDS
+
+    def to_dict(self) -> dict:
+        """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
+        members?}}, plus samples and notes."""
+        layers = {}
+        for name, curve in self.layers.items():
+            entry: dict = {
+                self.x_key: [int(v) if self.bits_kind else float(v) for v in curve.values],
+                "accuracy": list(curve.accuracy),
+                "loss": list(curve.loss),
+            }
+            if curve.members is not None:
+                entry["members"] = list(curve.members)
+            layers[name] = entry
+        out = {
+            "kind": self.kind,
+            "baseline": {"accuracy": self.baseline_accuracy, "loss": self.baseline_loss},
+            "seconds": self.seconds,
+            "samples": self.samples,
+            "layers": layers,
+            "notes": list(self.notes),
+        }
+        if self.max_drop is not None:
+            out["max_drop"] = self.max_drop
+        out["partial"] = self.partial
+        return out
+
+    @classmethod
+    def from_dict(cls, payload: Mapping) -> SensitivityResult:
+        """Inverse of `to_dict` (JSON round trip)."""
+        try:
+            kind = payload["kind"]
+            if kind not in KINDS:
+                raise WorkbenchError(f"unknown sensitivity kind {kind!r}: expected one of {', '.join(KINDS)}")
+            key = "bits" if kind in BITS_KINDS else "ratios"
+            layers = {}
+            extra: dict = {"ranks": {}, "macs_saved": {}, "params_saved": {}}
+            for name, entry in payload["layers"].items():
+                values = tuple(int(v) if kind in BITS_KINDS else float(v) for v in entry[key])
+                if kind == "lowrank":
+                    extra["ranks"][name] = tuple(int(v) for v in entry.get("rank", ()))
+                    extra["macs_saved"][name] = tuple(int(v) for v in entry.get("macs_saved", ()))
+                    extra["params_saved"][name] = tuple(int(v) for v in entry.get("params_saved", ()))
+                members = tuple(entry["members"]) if entry.get("members") is not None else None
+                layers[name] = SensitivityCurve(
+                    values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"])), members
+                )
+            common = {
+                "kind": kind,
+                "baseline_accuracy": float(payload["baseline"]["accuracy"]),
+                "baseline_loss": float(payload["baseline"]["loss"]),
+                "seconds": float(payload["seconds"]),
+                "layers": layers,
+                "notes": tuple(payload.get("notes", ())),
+                "samples": int(payload.get("samples", 0)),
+                "max_drop": payload.get("max_drop"),
+                "partial": bool(payload.get("partial", False)),
+            }
+            if kind == "lowrank":
+                return LowRankSensitivity(**common, **extra)
+            return cls(**common)
+        except (KeyError, TypeError) as exc:
+            raise WorkbenchError(f"not a sensitivity result: missing or bad {exc}") from exc
+
+    def to_frame(self):
+        """Long form pandas DataFrame: layer, kind, ratio (bits for quant/share, kept_rank for lowrank, with
+        its rank and macs_saved), accuracy, loss; one row per point."""
+        import pandas as pd
+
+        column = "bits" if self.bits_kind else "kept_rank" if self.kind == "lowrank" else "ratio"
+        rows = [
+            {"layer": name, "kind": self.kind, column: v, "accuracy": a, "loss": lo}
+            for name, curve in self.layers.items()
+            for v, a, lo in zip(curve.values, curve.accuracy, curve.loss, strict=True)
+        ]
+        columns = ["layer", "kind", column, "accuracy", "loss"]
+        extra = {key: getattr(self, key, None) for key in ("ranks", "macs_saved")}
+        if self.kind == "lowrank" and all(v is not None for v in extra.values()):
+            per_point = [
+                (extra["ranks"][name][i], extra["macs_saved"][name][i])
+                for name, curve in self.layers.items()
+                for i in range(len(curve.values))
+            ]
+            for row, (rank, saved) in zip(rows, per_point, strict=True):
+                row["rank"], row["macs_saved"] = rank, saved
+            columns += ["rank", "macs_saved"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def _curve(self, layer: str) -> SensitivityCurve:
+        if layer not in self.layers:
+            raise WorkbenchError(f"no layer {layer!r} in this sweep: choose one of {few(self.layers)}")
+        return self.layers[layer]
+
+    def drops(self, layer: str) -> list[float]:
+        """Accuracy drop from the baseline at each swept point (positive = worse)."""
+        return [self.baseline_accuracy - a for a in self._curve(layer).accuracy]
+
+    def max_safe_ratio(self, layer: str, max_drop: float) -> float:
+        """The largest swept ratio up to which every swept ratio stays within `max_drop` of the baseline
+        accuracy (0.0 where even the smallest does not). Pruning kinds only; see `min_safe_bits`."""
+        if self.bits_kind:
+            raise WorkbenchError(
+                f"a {self.kind} sweep has bit widths, not ratios: use min_safe_bits(layer, max_drop)"
+            )
+        safe = 0.0
+        for ratio, drop in zip(self._curve(layer).values, self.drops(layer), strict=True):
+            if drop > max_drop + _TOLERANCE:
+                break
+            safe = float(ratio)
+        return safe
+
+    def min_safe_bits(self, layer: str, max_drop: float) -> int | None:
+        """The smallest swept bit width down to which every swept width stays within `max_drop` of the
+        baseline accuracy; None where even the widest does not (keep the layer in float)."""
+        if not self.bits_kind:
+            raise WorkbenchError(
+                f"a {self.kind} sweep has ratios, not bit widths: use max_safe_ratio(layer, max_drop)"
+            )
+        curve = self._curve(layer)
+        pairs = sorted(zip(curve.values, self.drops(layer), strict=True), reverse=True)
+        safe = None
+        for bits, drop in pairs:
+            if drop > max_drop + _TOLERANCE:
+                break
+            safe = int(bits)
+        return safe
+
+    def safe_point(self, layer: str, max_drop: float) -> float | int | None:
+        """`min_safe_bits` for quant and share sweeps, `max_safe_ratio` otherwise (lowrank: the smallest kept
+        rank fraction, swept largest first, up to which every point stays within `max_drop`)."""
+        if self.bits_kind:
+            return self.min_safe_bits(layer, max_drop)
+        return self.max_safe_ratio(layer, max_drop)
+
+
+@dataclass(frozen=True)
+class LowRankSensitivity(SensitivityResult):
+    """A `lowrank` sweep: `SensitivityCurve.values` are kept rank fractions (descending, the sweep order);
+    per layer and point also the rank, and the MACs (per sample) and params saved."""
+
+    ranks: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    macs_saved: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params_saved: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for name, entry in out["layers"].items():
+            entry["rank"] = list(self.ranks.get(name, ()))
+            entry["macs_saved"] = list(self.macs_saved.get(name, ()))
+            entry["params_saved"] = list(self.params_saved.get(name, ()))
+        return out
+
+
+__all__ = [
+    "BASIC_KINDS",
+    "BITS_KINDS",
+    "KINDS",
+    "LowRankSensitivity",
+    "SensitivityCurve",
+    "SensitivityResult",
+]
