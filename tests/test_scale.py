@@ -316,7 +316,8 @@ def test_local_path_does_not_import_ray():
         "import sys, analysis, analysis.distributed, analysis.data_stream, analysis.devices;"
         "print('ray' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = str(Path(__file__).resolve().parents[1])  # another test may have changed the working directory
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"
 
 
