@@ -59,6 +59,7 @@ from analysis.policy import (
     check_data_spec,
     check_model_spec,
     operator_architectures,
+    parse_mode,
     public_message,
     serve_mode,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "check_data_spec",
     "check_model_spec",
     "operator_architectures",
+    "parse_mode",
     "public_message",
     "serve_mode",
     "RunTimer",

@@ -5,6 +5,8 @@ import streamlit as st
 from analysis import charts, model_card, summarize
 from pages import _shared
 
+_shared.routed()
+
 PAGES = [
     (
         "pages/overview.py",

@@ -5,6 +5,8 @@ import streamlit as st
 from analysis import charts, cost_vs_time
 from pages import _shared
 
+_shared.routed()
+
 st.title("Overview")
 wb = _shared.workbench()
 spec = wb.spec
