@@ -155,7 +155,7 @@ def check_spec(spec: WorkbenchSpec) -> None:
 
 # --- Errors as text ------------------------------------------------------------------------------------------
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$:])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$])")
 
 
 def plain(text: str) -> str:
