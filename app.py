@@ -170,6 +170,5 @@ st.set_page_config(page_title="Compression workbench", page_icon=":material/comp
 page = st.navigation(PAGES)
 spec = sidebar()
 st.session_state[_shared.SPEC_KEY] = spec
-_shared.forget_on_model_change(spec.model_key())
 with _shared.routing():
     page.run()

@@ -236,7 +236,8 @@ def persist(key: str) -> str:
 
 
 def forget_on_model_change(model_key: str, keys_prefix: tuple[str, ...] = ()) -> None:
-    """Drop kept page values (not the sidebar's) when the model changes; `keys_prefix` limits which."""
+    """Drop kept page values (not the sidebar's) when a different model has loaded (`workbench()` calls
+    this after each successful load, so a bad spec on the way keeps them); `keys_prefix` limits which."""
     last = st.session_state.get("_kept_model")
     if last is not None and last != model_key:
         for shadow in [k for k in st.session_state if isinstance(k, str) and k.startswith(_SHADOW)]:
@@ -287,7 +288,10 @@ def workbench() -> Workbench:
     spec = st.session_state.get(SPEC_KEY) or WorkbenchSpec()
     with guard("Loading the model"):
         check_spec(spec)
-        return load(spec)
+        loaded = load(spec)
+    # Page values kept by `keep` go with the model, not with a bad spec tried on the way.
+    forget_on_model_change(spec.model_key())
+    return loaded
 
 
 @contextlib.contextmanager
