@@ -85,5 +85,41 @@ def chromium() -> Iterator:
 
 
 def nav_entries(page) -> list[str]:
-    """The page names in the sidebar's navigation."""
-    return [t.strip() for t in page.get_by_test_id("stSidebarNavItems").get_by_role("link").all_inner_texts()]
+    """The page names in the sidebar's navigation (without their icons' ligature text)."""
+    links = page.get_by_test_id("stSidebarNavItems").get_by_role("link").all_inner_texts()
+    return [t.strip().splitlines()[-1].strip() for t in links]
+
+
+LOAD_MS = 120_000  # first visits compute (model card, ONNX export) on a possibly busy 2-core machine
+PAGE_TITLES = ["Home", "Overview", "Sensitivity", "Weights", "Rankings", "Compress", "Report"]
+
+# The script run has finished (no running indicator) and the page's title is drawn (not a stale one).
+IDLE = """() => {
+  if (!document.querySelector('[data-testid="stMain"] h1')) return false;
+  if (document.querySelector('[data-testid^="stStatusWidgetRunning"]')) return false;
+  const live = [...document.querySelectorAll('[data-testid="stElementContainer"]')]
+    .filter((e) => e.getAttribute('data-stale') !== 'true');
+  return live.length > 0;
+}"""
+
+
+def wait_idle(page, timeout_ms: int = LOAD_MS) -> None:
+    page.wait_for_function(IDLE, timeout=timeout_ms)
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE, timeout=timeout_ms)  # a rerun right after the first (a widget's default)
+
+
+def errors(page) -> list[str]:
+    """Error boxes and exceptions shown in the page."""
+    found = page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
+    found += page.locator('[data-testid="stException"]').all_inner_texts()
+    return found
+
+
+def metrics(page) -> dict[str, str]:
+    """Metric label -> value as shown."""
+    out = {}
+    for box in page.locator('[data-testid="stMetric"]').all():
+        label = box.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+        out[label] = box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    return out
