@@ -123,3 +123,51 @@ def metrics(page) -> dict[str, str]:
         label = box.locator('[data-testid="stMetricLabel"]').inner_text().strip()
         out[label] = box.locator('[data-testid="stMetricValue"]').inner_text().strip()
     return out
+
+
+def nav_to(page, title: str) -> None:
+    """Click `title` in the sidebar navigation (the session, and its sidebar values, stay)."""
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title).click()
+
+
+def wait_title(page, title: str, timeout_ms: int = LOAD_MS) -> None:
+    page.locator('[data-testid="stMain"] h1', has_text=title).first.wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def concurrent_sessions(browser, url: str, batch_sizes: list[int], rounds: int = 1) -> list[dict]:
+    """One browser context per batch size, all at once: set the batch size on Home, then visit every page
+    through the navigation, each step started in every context before any is waited for. Returns, per
+    session, its batch size, the errors seen and the metrics of each page (title -> {label: value})."""
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1600}) for _ in batch_sizes]
+    pages = [c.new_page() for c in contexts]
+    seen = [{"batch_size": b, "errors": [], "metrics": {}} for b in batch_sizes]
+    try:
+        for page in pages:
+            page.set_default_timeout(LOAD_MS)
+            page.goto(f"{url}/")
+        for page in pages:
+            wait_title(page, "Compression workbench")
+        for page, b in zip(pages, batch_sizes, strict=True):
+            box = page.get_by_label("Batch size")
+            box.fill(str(b))
+            box.press("Enter")
+        for page, b in zip(pages, batch_sizes, strict=True):
+            page.get_by_text(f"a batch of {b} under inference mode").wait_for(timeout=LOAD_MS)
+            wait_idle(page)
+        for _ in range(rounds):
+            for title in PAGE_TITLES:
+                if title != "Home" or _ > 0:
+                    for page in pages:
+                        nav_to(page, title)
+                for page, record in zip(pages, seen, strict=True):
+                    wait_title(page, "Compression workbench" if title == "Home" else title)
+                    if title in ("Home", "Overview"):  # their numbers are drawn (not a rerun's gap)
+                        page.get_by_text("MACs per sample", exact=True).first.wait_for(timeout=LOAD_MS)
+                        wait_idle(page)
+                    record["errors"] += [f"{title}: {e}" for e in errors(page)]
+                    record["metrics"].setdefault(title, []).append(metrics(page))
+    finally:
+        for c in contexts:
+            c.close()
+    return seen
