@@ -167,6 +167,7 @@ def sidebar() -> WorkbenchSpec:
 
 
 st.set_page_config(page_title="Compression workbench", page_icon=":material/compress:", layout="wide")
+_shared.purge_stale_uploads()
 page = st.navigation(PAGES)
 spec = sidebar()
 st.session_state[_shared.SPEC_KEY] = spec

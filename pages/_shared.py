@@ -114,12 +114,19 @@ class _SessionUploads:
 _last_purge = [0.0]
 
 
+def purge_stale_uploads() -> None:
+    """Remove upload folders of sessions left behind (a server that stopped without closing them); at most
+    every 10 minutes per server process (app.py calls it on each run)."""
+    now = time.time()
+    if now - _last_purge[0] > 600:
+        _last_purge[0] = now
+        with contextlib.suppress(OSError):
+            purge_older_than(UPLOAD_MAX_AGE_S)
+
+
 def uploads() -> UploadStore:
     """This session's private upload folder (0700, content-hashed 0600 files, size limit)."""
-    now = time.time()
-    if now - _last_purge[0] > 600:  # sessions left behind by a server that stopped without closing them
-        _last_purge[0] = now
-        purge_older_than(UPLOAD_MAX_AGE_S)
+    purge_stale_uploads()
     holder = st.session_state.get("_uploads_store")
     if not isinstance(holder, _SessionUploads) or not holder.store.dir.is_dir():
         holder = _SessionUploads()

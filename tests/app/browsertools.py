@@ -135,7 +135,9 @@ def wait_title(page, title: str, timeout_ms: int = LOAD_MS) -> None:
     wait_idle(page, timeout_ms)
 
 
-def concurrent_sessions(browser, url: str, batch_sizes: list[int], rounds: int = 1) -> list[dict]:
+def concurrent_sessions(
+    browser, url: str, batch_sizes: list[int], rounds: int = 1, shots: Path | None = None
+) -> list[dict]:
     """One browser context per batch size, all at once: set the batch size on Home, then visit every page
     through the navigation, each step started in every context before any is waited for. Returns, per
     session, its batch size, the errors seen and the metrics of each page (title -> {label: value})."""
@@ -167,6 +169,11 @@ def concurrent_sessions(browser, url: str, batch_sizes: list[int], rounds: int =
                         wait_idle(page)
                     record["errors"] += [f"{title}: {e}" for e in errors(page)]
                     record["metrics"].setdefault(title, []).append(metrics(page))
+    except Exception:
+        if shots is not None:  # what each session showed when it went wrong
+            for i, page in enumerate(pages):
+                page.screenshot(path=str(shots / f"session-{i}.png"), full_page=True)
+        raise
     finally:
         for c in contexts:
             c.close()

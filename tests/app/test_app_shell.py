@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from analysis import load_model
+from analysis import WorkbenchError, load_model
 
 
 def _app(monkeypatch, mode: str | None) -> AppTest:
@@ -163,3 +163,39 @@ def test_values_survive_a_page_switch_and_a_bad_spec(monkeypatch):
     at.selectbox(key="zoo_name").set_value("digits-mlp").run()
     assert at.slider(key="overview_runs").value == 10
     assert at.number_input(key="batch_size").value == 8
+
+
+def _runtime_rows(at: AppTest) -> list[dict]:
+    frame = next(d.value for d in at.dataframe)
+    return frame.to_dict("records")
+
+
+def test_home_times_each_runtime_and_survives_an_export_failure(monkeypatch):
+    import streamlit as st
+
+    import analysis.runtime.onnx as onnx
+
+    st.cache_resource.clear()  # the prepared runtimes of earlier tests in this process
+    at = _app(monkeypatch, None).run()
+    at.number_input(key="batch_size").set_value(4).run()
+    assert_clean(at)
+    rows = _runtime_rows(at)
+    assert [r["runtime"] for r in rows] == ["eager", "onnxruntime"]
+    assert all(r["batch"] == 4 and r["p10 ms"] <= r["median ms"] <= r["p90 ms"] for r in rows)
+    assert rows[1]["provider"] == "CPUExecutionProvider"
+    help_text = next(m.help for m in at.metric if m.label == "Latency (median)")
+    assert "eager" in help_text and "batch 4" in help_text and "p90/p10" in help_text
+
+    def broken(*args, **kwargs):
+        raise WorkbenchError("cannot export to ONNX: operator aten::weird is not supported")
+
+    st.cache_resource.clear()
+    monkeypatch.setattr(onnx, "export_onnx", broken)
+    at = _app(monkeypatch, None).run()
+    at.number_input(key="batch_size").set_value(5).run()  # a batch size no earlier run has cached
+    assert_clean(at)
+    rows = _runtime_rows(at)
+    assert rows[0]["runtime"] == "eager" and rows[0]["median ms"] > 0
+    assert "aten::weird" in str(rows[1].get("note"))
+    assert any("aten::weird" in shown(c.value) for c in at.caption)
+    st.cache_resource.clear()
