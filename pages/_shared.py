@@ -71,9 +71,17 @@ def routing() -> Iterator[None]:
 
 
 def routed() -> None:
-    """Call first in every page: when the page was run without app.py, run app.py instead and stop."""
+    """Call first in every page: when the page was run without app.py, run app.py instead and stop.
+
+    `workbench()` calls it too, so a page that draws only its title before `workbench()` is covered: the
+    router's run starts again at the top of the page (its elements replace the title already drawn)."""
     if getattr(_ROUTER, "active", False):
         return
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        ctx.cursors.clear()  # write from the top again: the router's elements replace this run's so far
     runpy.run_path(str(APP_PATH), run_name="__main__")
     st.stop()
 
@@ -292,6 +300,7 @@ def load(spec: WorkbenchSpec) -> Workbench:
 
 def workbench() -> Workbench:
     """The model and data chosen in the sidebar (app.py stores the spec before running the page)."""
+    routed()
     spec = st.session_state.get(SPEC_KEY) or WorkbenchSpec()
     with guard("Loading the model"):
         check_spec(spec)
