@@ -154,6 +154,7 @@ def sidebar() -> WorkbenchSpec:
     sb = st.sidebar
     shared = _shared.shared()
     _shared.keep(*_shared.SIDEBAR_KEYS)
+    _shared.keep_all()  # page values too: their widgets are not drawn on other pages
     with _shared.guard("Reading the sidebar"):
         model, weights, trust = _model(sb, shared)
         input_shape = sb.text_input("Input shape (optional)", placeholder="1,3,224,224", key="input_shape")

@@ -235,13 +235,24 @@ _SHADOW = "_kept_"
 
 
 def keep(*keys: str) -> None:
-    """Keep the values of widgets `keys` across pages and failed runs (call before drawing them)."""
+    """Keep the values of widgets `keys` across pages and failed runs (call before drawing them).
+
+    The keys are remembered: app.py calls `keep_all()` on every run, whichever page it shows, so a value
+    changed just before leaving a page is kept too."""
+    registry = st.session_state.setdefault("_kept_keys", [])
     for key in keys:
+        if key not in registry:
+            registry.append(key)
         shadow = _SHADOW + key
         if key in st.session_state:
             st.session_state[shadow] = st.session_state[key]
         elif shadow in st.session_state:
             st.session_state[key] = st.session_state[shadow]
+
+
+def keep_all() -> None:
+    """`keep` every key any page has asked to keep in this session (app.py, before the page runs)."""
+    keep(*st.session_state.get("_kept_keys", []))
 
 
 def persist(key: str) -> str:
