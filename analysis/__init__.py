@@ -61,6 +61,7 @@ from analysis.policy import (
     operator_architectures,
     parse_mode,
     public_message,
+    strip_paths,
     serve_mode,
 )
 from analysis.progress import Progress, progress_bar
@@ -125,6 +126,7 @@ __all__ = [
     "operator_architectures",
     "parse_mode",
     "public_message",
+    "strip_paths",
     "serve_mode",
     "RunTimer",
     "sigint_stops",

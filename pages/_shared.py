@@ -42,6 +42,7 @@ from analysis import (
     public_message,
     purge_older_than,
     serve_mode,
+    strip_paths,
 )
 
 SPEC_KEY = "_workbench_spec"
@@ -107,6 +108,12 @@ def mode() -> ServeMode:
 
 def shared() -> bool:
     return mode() is ServeMode.SHARED
+
+
+def shown_spec(text: str) -> str:
+    """A model or data spec as the page may show it: a shared server cuts server paths to their last part
+    (an upload's content hash)."""
+    return strip_paths(text) if shared() else text
 
 
 class _SessionUploads:

@@ -48,7 +48,9 @@ def _prepared(model_key: str, runtime: str, threads: int | None, _model, _shape)
 st.title("Compression workbench")
 wb = _shared.workbench()
 spec = wb.spec
-st.caption(f"Model `{spec.model}` on data `{wb.data.spec}`, input {'x'.join(map(str, wb.input_shape))}")
+st.caption(
+    f"Model `{_shared.shown_spec(spec.model)}` on data `{_shared.shown_spec(wb.data.spec)}`, input {'x'.join(map(str, wb.input_shape))}"
+)
 
 slot, on_wait = _shared.waiting_notice()
 with _shared.guard("Measuring the model"):

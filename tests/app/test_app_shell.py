@@ -199,3 +199,21 @@ def test_home_times_each_runtime_and_survives_an_export_failure(monkeypatch):
     assert "aten::weird" in str(rows[1].get("note"))
     assert any("aten::weird" in shown(c.value) for c in at.caption)
     st.cache_resource.clear()
+
+
+def test_shared_mode_loads_uploaded_npz_data_and_shows_no_server_path(monkeypatch):
+    import numpy as np
+
+    from analysis import load_data
+
+    data = load_data("digits", (1, 16, 16))
+    buffer = io.BytesIO()
+    np.savez(buffer, x=data.x[:64].numpy(), y=data.y[:64].numpy())
+    at = _app(monkeypatch, "shared").run()
+    at.radio(key="data_source").set_value("Upload tensors").run()
+    at.sidebar.get("file_uploader")[-1].upload("digits.npz", buffer.getvalue())
+    at.run()
+    assert_clean(at)
+    assert next(m.help for m in at.metric if m.label == "Accuracy (top-1)") == "on 64 evaluation samples"
+    caption = at.caption[0].value
+    assert "tensors:" in caption and ".npz" in caption and "/" not in caption.split("on data")[1], caption
