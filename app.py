@@ -35,11 +35,8 @@ PAGES = [
     st.Page("pages/rankings.py", title="Rankings", icon=":material/leaderboard:", url_path="rankings"),
     st.Page("pages/compress.py", title="Compress", icon=":material/compress:", url_path="compress"),
     st.Page("pages/report.py", title="Report", icon=":material/description:", url_path="report"),
+    st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
 ]
-if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages", "history.py")):
-    PAGES.insert(
-        -1, st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history")
-    )
 LOCAL_SOURCES = ["Zoo", "Python callable", "torchvision", "Pickled module"]
 LOCAL_DATA = ["digits", "Upload tensors", "Path"]
 SHARED_DATA = ["digits", "Upload tensors"]

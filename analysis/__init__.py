@@ -1,17 +1,33 @@
 """The compression workbench's library: everything the app, the CLI and the notebooks call.
 
-Never imports streamlit (a test asserts it).
+The names below are the public API (the app's pages import nothing else). Layout: leaf modules (specs,
+data, zoo, cost, evaluate, latency, layers, validate, progress, errors, io, weight_stats), then `fx/`
+(graph rewriting, the downstream runner), `importance/` (criteria registry), `sensitivity/` (groups,
+sweeps), `compression/` (plan, pruning, quantization, fine-tuning, compress, suggest), `report/` (charts,
+HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. Never imports streamlit
+(a test asserts it).
 """
 
 from analysis.compression.compress import compress, save_model
 from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
+from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
 from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
 from analysis.compression.result import CompressionResult, ModelMetrics
+from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
+from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
 from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
 from analysis.compression.sparsity import sparsity_values
-from analysis.compression.suggest import Budget, PlanSuggestion, suggest, suggest_plan, uniform_plan
+from analysis.compression.suggest import (
+    Budget,
+    MixedSuggestion,
+    PlanSuggestion,
+    suggest,
+    suggest_mixed,
+    suggest_plan,
+    uniform_plan,
+)
 from analysis.compression.tables import (
     comparison_frame,
     pareto_front,
@@ -107,6 +123,9 @@ from analysis.workbench import (
 from analysis.zoo import ZOO
 
 __all__ = [
+    "NORMALIZATIONS",
+    "SCHEDULE_METHODS",
+    "SCHEDULE_TARGETS",
     "ScheduleResult",
     "ScheduleSettings",
     "run_schedule",
@@ -202,6 +221,8 @@ __all__ = [
     "Budget",
     "PlanSuggestion",
     "suggest",
+    "suggest_mixed",
+    "MixedSuggestion",
     "suggest_plan",
     "uniform_plan",
     "IMPORTANCE_CRITERIA",

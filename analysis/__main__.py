@@ -1,34 +1,10 @@
-"""`python -m analysis <command>`: see `python -m analysis --help` and CONTRACT section 3."""
+"""`python -m analysis <command>`: see `python -m analysis --help`; the parser is `analysis.cli.main`."""
 
-from __future__ import annotations
-
-import argparse
-import importlib
 import sys
 
-from analysis.cli.main import run
+from analysis.cli.main import build_parser, main
 
-# One module per family of commands; each has register(subparsers).
-COMMAND_MODULES = [
-    "analysis.cli.basic",
-    "analysis.cli.rank",
-    "analysis.cli.compress",
-    "analysis.cli.sensitivity",
-    "analysis.store.runs_cli",
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description="Model compression workbench")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,15 +6,14 @@ keeps evaluation, calibration and the sensitivity cache simple and deterministic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from analysis.checks import check_split
+from analysis.dataset import IMAGE_SUFFIXES, Dataset
+from analysis.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
@@ -22,60 +21,6 @@ DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibr
 DIGITS_INPUT_SHAPE = (1, 16, 16)
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Evaluation split (`x`, `y`) and the split used for fine-tuning, calibration and data-driven criteria.
-
-    `x_train`/`y_train` fall back to the evaluation split where a spec has no training split.
-    """
-
-    spec: str
-    x: torch.Tensor
-    y: torch.Tensor
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    num_classes: int
-    has_train_split: bool = True
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, without the batch dimension."""
-        return tuple(self.x.shape[1:])
-
-    def batches(
-        self, split: str = "test", batch_size: int = 256, limit: int | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield `(x, y)` batches of the `test` (evaluation) or `train` split, in a fixed order."""
-        x, y = (self.x, self.y) if split == "test" else (self.x_train, self.y_train)
-        n = len(x) if limit is None else min(limit, len(x))
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            yield x[start:stop], y[start:stop]
-
-    def subset(self, n: int) -> Dataset:
-        """The first `n` samples of each split: for quick tests and previews."""
-        return Dataset(
-            self.spec,
-            self.x[:n],
-            self.y[:n],
-            self.x_train[:n],
-            self.y_train[:n],
-            self.num_classes,
-            self.has_train_split,
-        )
-
-
-def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Resize N x C x H x W images to `shape` (C, H, W), repeating or averaging channels."""
-    c, h, w = shape
-    if x.shape[2:] != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    if x.shape[1] != c:
-        x = x.mean(dim=1, keepdim=True).expand(-1, c, -1, -1).contiguous()
-    return x
 
 
 def load_digits(input_shape: tuple[int, ...] | None = None) -> Dataset:

@@ -37,7 +37,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from analysis.data import IMAGE_SUFFIXES, Dataset, _resize
+from analysis.dataset import IMAGE_SUFFIXES, Dataset
+from analysis.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError
 
 # torchvision.transforms' documented ImageNet statistics (the values its pretrained weights expect).

@@ -191,12 +191,12 @@ def load_model(
 ) -> nn.Module:
     """Build the model a spec names, in eval mode, with `weights` (a state dict file) loaded if given."""
     spec = spec.strip()
-    from analysis.runtime.artifacts import artifact_kind, load_artifact
+    from analysis.runtime.loading import artifact_kind, load_artifact
 
     if artifact_kind(spec) in ("onnx", "pt2", "pruned"):
         if weights is not None:
             raise WorkbenchError(f"{spec} holds its own weights: drop --weights")
-        return load_artifact(spec).eval()
+        return load_artifact(spec, build=load_model, apply_weights=apply_weights).eval()
     if spec.startswith("zoo:"):
         from analysis import zoo
 

@@ -170,6 +170,15 @@ def parse_values(
     return out
 
 
+def parse_names(text: str, what: str = "names", allow_empty: bool = True) -> list[str]:
+    """`'conv1, fc  features.0'` -> `['conv1', 'fc', 'features.0']`: names separated by commas and/or spaces
+    (the text twin of `parse_values`), duplicates dropped, order kept."""
+    out = list(dict.fromkeys(text.replace(",", " ").split()))
+    if not out and not allow_empty:
+        raise WorkbenchError(f"{what} is empty: give names separated by commas or spaces, e.g. conv1, fc")
+    return out
+
+
 def _read(item: str, kind: Callable[[str], Any]) -> Any:
     if kind is int:
         number = float(item)

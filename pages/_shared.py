@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import dataclasses
 import json
-import re
 import runpy
 import threading
 import time
@@ -177,13 +176,7 @@ def check_spec(spec: WorkbenchSpec) -> None:
 
 # --- Errors as text ------------------------------------------------------------------------------------------
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$])")
-
-
-def plain(text: str) -> str:
-    """`text` escaped for st.error/st.warning/st.info (Markdown), so `Linear.__init__()` keeps its
-    underscores and `*`, `$`, `<...>` show as written."""
-    return _MARKDOWN.sub(r"\\\1", text)
+# `plain(text)` (further down, with the other page helpers) escapes Markdown: errors are shown as text.
 
 
 def show_error(text: str, where: Any = None) -> None:
@@ -480,12 +473,17 @@ def job_running(key: str) -> bool:
 
 
 def run_stoppable(
-    label: str, key: str, work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any]
+    label: str,
+    key: str,
+    work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
+    on_tick: Callable[[], None] | None = None,
 ) -> tuple[Any, bool]:
     """Run `work(progress, should_stop)` with a progress bar (elapsed time and time left) and a Stop button;
     return `(result, stopped)` once it has finished. `work` must return what it finished when
     `should_stop()` turns true (the library's sweeps, rankings and schedules do). Errors raised by `work`
-    are raised here (inside `guard`, they become a message)."""
+    are raised here (inside `guard`, they become a message). `on_tick()` is called in each polling
+    iteration and once at the end, so the page can redraw a live chart from records the work appends to a
+    thread-safe list."""
     jobs = _jobs()
     job = jobs.get(key)
     if job is None:
@@ -512,9 +510,107 @@ def run_stoppable(
         frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
         state = "stopping at the next unit" if job.stop.is_set() else job.timer.describe()
         bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
+        if on_tick is not None:
+            on_tick()
         time.sleep(0.2)
     bar.empty()
+    if on_tick is not None:
+        on_tick()
     jobs.pop(key, None)
     if job.error is not None:
         raise job.error
     return job.result, job.stop.is_set()
+
+
+# --- Recorded runs (issue 16): the results store, offered instead of recomputing -------------------------
+
+
+def sticky(key: str, default: Any) -> None:
+    """Keep widget `key`'s value across page switches (Streamlit drops a widget's state when its page is
+    not shown): call before the widget, and create the widget without a default value."""
+    shadow = f"_sticky::{key}"
+    if key in st.session_state:
+        st.session_state[shadow] = st.session_state[key]
+    else:
+        st.session_state[key] = st.session_state.get(shadow, default)
+
+
+def results_store() -> Any:
+    """The results store ($WORKBENCH_DATA_DIR), or None with a warning when it cannot be opened."""
+    from analysis import ResultsStore
+
+    try:
+        return ResultsStore()
+    except WorkbenchError as exc:
+        st.warning(f"Runs are not recorded: {exc}")
+        return None
+
+
+def fingerprint(wb: Workbench) -> str:
+    """The loaded model's fingerprint (its spec and a hash of its weights), as the results store keys it."""
+    from analysis import model_fingerprint
+
+    return cached(
+        "fingerprint", wb.spec.model_key(), {}, lambda p: model_fingerprint(wb.spec.model, wb.model)
+    )
+
+
+def record_run(kind: str, wb: Workbench, params: dict, payload: dict, status: str = "complete") -> int | None:
+    """Record a finished analysis of the loaded model; a failed write warns and keeps the result."""
+    store = results_store()
+    if store is None:
+        return None
+    try:
+        return store.record(kind, wb.spec.model, wb.spec.data, params, payload, status=status,
+                            fingerprint=fingerprint(wb))  # fmt: skip
+    except WorkbenchError as exc:
+        st.warning(f"The run was not recorded: {exc}")
+        return None
+
+
+def recorded_run(kind: str, wb: Workbench, params: dict) -> Any:
+    """The newest complete recorded run of `kind` on this model, data and parameters, or None."""
+    store = results_store()
+    return None if store is None else store.find(kind, fingerprint(wb), params, data=wb.spec.data)
+
+
+def sweep_from_dict(payload: dict) -> Any:
+    """A recorded sweep as a `SensitivityResult` (also for kinds its `from_dict` does not know yet)."""
+    from analysis import SensitivityCurve, SensitivityResult
+
+    try:
+        return SensitivityResult.from_dict(payload)
+    except WorkbenchError:
+        if payload.get("kind") not in ("lowrank", "share"):
+            raise
+    key = "bits" if "bits" in next(iter(payload["layers"].values()), {}) else "ratios"
+    layers = {
+        name: SensitivityCurve(tuple(map(float, e[key])), tuple(e["accuracy"]), tuple(e["loss"]))
+        for name, e in payload["layers"].items()
+    }
+    return SensitivityResult(
+        kind=payload["kind"], baseline_accuracy=float(payload["baseline"]["accuracy"]),
+        baseline_loss=float(payload["baseline"]["loss"]), seconds=float(payload["seconds"]), layers=layers,
+        notes=tuple(payload.get("notes", ())), samples=int(payload.get("samples", 0)),
+    )  # fmt: skip
+
+
+def accepts(function: Callable, parameter: str) -> bool:
+    """Whether `function` takes `parameter` (a library call gains `should_stop` in some branches first)."""
+    import inspect
+
+    try:
+        return parameter in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# --- Appended by the Compress page's helper: text as text, a ticking stoppable run ------------------------
+
+_MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|~<>$:"
+
+
+def plain(text: str) -> str:
+    """`text` escaped so st.error/st.warning/st.markdown show it as written (an error naming
+    `Linear.__init__()` keeps its underscores; no link, emoji or LaTeX is made of it)."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))

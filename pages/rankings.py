@@ -1,10 +1,15 @@
-"""Rankings: how each importance criterion scores each layer's channels, and how well it agrees with the oracle."""
+"""Rankings: how each importance criterion scores each layer's channels, and how well it agrees with the oracle.
+
+Every ranking is recorded in the results store; one already recorded for this model, data and parameters is
+shown instead of computed again (Recompute runs it anyway). Ranking runs in a worker with a Stop button.
+"""
 
 import streamlit as st
 
 from analysis import (
     DEFAULT_MAX_SAMPLES,
     IMPORTANCE_CRITERIA,
+    RankingResult,
     charts,
     out_channels,
     prunable_layers,
@@ -17,20 +22,26 @@ st.title("Rankings")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 measured = [c for c in IMPORTANCE_CRITERIA if c != "oracle"]
+JOB, JOB_PARAMS, FROM_RUN = "rankings", "_rank_job_params", "_rank_from_run"
+for name, default in [
+    ("rank_criteria", measured),
+    ("rank_layers", list(prunable_layers(wb.model))),
+    ("rank_oracle", True),
+    ("rank_samples", DEFAULT_MAX_SAMPLES),
+    ("rank_osamples", DEFAULT_MAX_SAMPLES),
+    ("rank_topk", 0.25),
+]:
+    _shared.sticky(name, default)
 
 with st.form("rank"):
-    criteria = st.multiselect("Criteria", measured, default=measured, key="rank_criteria")
+    criteria = st.multiselect("Criteria", measured, key="rank_criteria")
     layers = _shared.layer_picker("Layers", list(prunable_layers(wb.model)), key="rank_layers")
     c = st.columns(4)
-    oracle = c[0].checkbox("Oracle", True, key="rank_oracle", help="|loss change| with each channel zeroed")
-    samples = c[1].number_input(
-        "Calibration samples", 32, 100_000, DEFAULT_MAX_SAMPLES, 256, key="rank_samples"
-    )
-    oracle_samples = c[2].number_input(
-        "Oracle samples", 32, 100_000, DEFAULT_MAX_SAMPLES, 256, key="rank_osamples"
-    )
+    oracle = c[0].checkbox("Oracle", key="rank_oracle", help="|loss change| with each channel zeroed")
+    samples = c[1].number_input("Calibration samples", 32, 100_000, step=256, key="rank_samples")
+    oracle_samples = c[2].number_input("Oracle samples", 32, 100_000, step=256, key="rank_osamples")
     topk = c[3].slider(
-        "Top-k fraction", 0.05, 1.0, 0.25, 0.05, key="rank_topk", help="k = fraction x channels"
+        "Top-k fraction", 0.05, 1.0, step=0.05, key="rank_topk", help="k = fraction x channels"
     )
     run = st.form_submit_button("Rank channels", type="primary")
 channels = sum(out_channels(m) for m in prunable_layers(wb.model, layers).values())
@@ -38,32 +49,70 @@ st.caption(
     f"The oracle costs one evaluation per channel: {channels:,} channels x up to {oracle_samples:,} samples."
 )
 
+
+def _work(params: dict, model, data):
+    """The ranking as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread)."""
+
+    def work(progress, should_stop):
+        kwargs = dict(params)
+        if _shared.accepts(rank_channels, "should_stop"):
+            kwargs["should_stop"] = should_stop
+        return rank_channels(model, data, progress=progress, **kwargs)
+
+    return work
+
+
+def _recompute() -> None:
+    st.session_state["_rank_force"] = True
+
+
+force = st.session_state.pop("_rank_force", False)
 if run and not (criteria or oracle):
     st.warning("Choose at least one criterion or the oracle.")
-elif run:
+elif run or force:
+    params = _shared.result_params("rankings") if force else {
+        "criteria": criteria,
+        "layers": layers or None,
+        "max_samples": int(samples),
+        "oracle": oracle,
+        "oracle_max_samples": int(oracle_samples),
+        "topk_fraction": float(topk),
+    }  # fmt: skip
     with _shared.guard("Ranking the channels"):
-        params = {
-            "criteria": criteria,
-            "layers": layers or None,
-            "max_samples": int(samples),
-            "oracle": oracle,
-            "oracle_max_samples": int(oracle_samples),
-            "topk_fraction": float(topk),
-        }
-        result = _shared.cached(
-            "rankings",
-            key,
-            params,
-            lambda progress: rank_channels(wb.model, wb.data, progress=progress, **params),
-            progress="Scoring channels",
-        )
+        found = None if force else _shared.recorded_run("ranking", wb, params)
+        if found is not None:
+            _shared.keep_result("rankings", key, RankingResult.from_dict(found.result), params)
+    st.session_state[FROM_RUN] = None if found is None else found.id
+    if found is None:
+        st.session_state[JOB_PARAMS] = params
+if JOB_PARAMS in st.session_state:  # a ranking to start, or one still running after Stop or a page switch
+    params = st.session_state[JOB_PARAMS]
+    with _shared.guard("Ranking the channels"):
+        try:
+            result, stopped = _shared.run_stoppable("Scoring channels", JOB, _work(params, wb.model, wb.data))
+        except Exception:
+            st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
+            raise
+    st.session_state.pop(JOB_PARAMS, None)
+    partial = bool(getattr(result, "partial", False))
+    _shared.record_run("ranking", wb, params, result.to_dict(), "partial" if partial else "complete")
     _shared.keep_result("rankings", key, result, params)
+    if stopped:
+        st.warning("Stopped: the layers scored so far were kept (recorded as partial)." if partial
+                   else "Stopped after the last unit had started: the ranking finished.")  # fmt: skip
 
 result = _shared.session_result("rankings", key)
 if result is None:
     st.info("Choose criteria and layers and press **Rank channels**.")
     st.stop()
 
+if st.session_state.get(FROM_RUN) is not None:
+    c = st.columns([4, 1])
+    c[0].info(
+        f"Recorded run #{st.session_state[FROM_RUN]} had these parameters for this model and data: it is "
+        "shown instead of ranking again."
+    )
+    c[1].button("Recompute", on_click=_recompute, key="rank_recompute")
 st.caption(f"{len(result.layers)} layers, {result.samples:,} calibration samples, {result.seconds:.1f} s.")
 for note in result.notes:
     st.info(note)

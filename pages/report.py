@@ -1,5 +1,6 @@
 """Report: build this session's results (and any sweeps still missing) into HTML, CSV, JSON and Markdown."""
 
+import pandas as pd
 import streamlit as st
 
 from analysis import SENSITIVITY_KINDS, measure_latency, report_files, sensitivity_sweep
@@ -52,11 +53,33 @@ if build:
             wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model, applied
         )
     _shared.keep_result("report", key, files)
+    _shared.keep_result("report_latency", key, latency)
+    _shared.record_run("report", wb, {"sweeps": [r.kind for r in sweeps], "rankings": rankings is not None,
+                                      "compression": compression is not None}, {"md": files["md"]})  # fmt: skip
 
 files = _shared.session_result("report", key)
 if files is None:
     st.info("Press **Build report**.")
     st.stop()
+
+latency = _shared.session_result("report_latency", key)
+if latency is not None and getattr(latency, "warning", None):
+    st.warning(f"Latency: {latency.warning}")
+if compression is not None:
+    trajectory = getattr(compression, "trajectory", None) or []
+    runtimes = getattr(compression, "runtimes", None) or {}
+    if runtimes:
+        st.subheader("Last compression: runtimes")
+        rows = [
+            {"runtime": name, "when": when, "latency_ms": m.latency_ms, "accuracy": m.accuracy,
+             "kind": getattr(m, "latency_kind", ""), "warning": getattr(m, "latency_warning", None) or ""}
+            for name, pair in runtimes.items() for when, m in pair.items()
+        ]  # fmt: skip
+        _shared.table(pd.DataFrame(rows), "runtimes.csv", key="report_runtimes_csv")
+    if trajectory:
+        st.subheader("Last compression: trajectory")
+        frame = pd.DataFrame(trajectory).drop(columns=["channels"], errors="ignore")
+        _shared.table(frame, "trajectory.csv", key="report_trajectory_csv")
 
 FORMATS = [("html", "text/html", "HTML"), ("csv", "text/csv", "CSV"), ("json", "application/json", "JSON"),
            ("md", "text/markdown", "Markdown")]  # fmt: skip

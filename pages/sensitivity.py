@@ -1,5 +1,11 @@
-"""Sensitivity: accuracy per layer (or coupled group) as it is pruned or quantized alone."""
+"""Sensitivity: accuracy per layer (or coupled group) as it is pruned, quantized, factored or shared alone.
 
+Every sweep is recorded in the results store; one already recorded for this model, data and parameters is
+shown instead of computed again (Recompute runs it anyway). A sweep runs in a worker with a Stop button;
+stopped, it keeps (and records, as partial) the layers that finished.
+"""
+
+import pandas as pd
 import streamlit as st
 
 from analysis import (
@@ -7,27 +13,50 @@ from analysis import (
     DEFAULT_RATIOS,
     SENSITIVITY_KINDS,
     charts,
+    lowrank_sensitivity,
     parse_values,
     prunable_layers,
     safe_points,
     sensitivity_sweep,
+    share_sensitivity,
     to_json,
 )
 from pages import _shared
+
+KINDS = list(dict.fromkeys([*SENSITIVITY_KINDS, "lowrank", "share"]))
+BIT_KINDS = ("quant", "share")
+DEFAULT_RANKS = (0.75, 0.5, 0.25, 0.125)
+JOB = "sensitivity"
+PAYLOAD = "_sens_payload"  # the sweep's JSON (lowrank keeps its MACs saved there)
+JOB_PARAMS = "_sens_job_params"  # parameters of the sweep running in the worker
+FROM_RUN = "_sens_from_run"  # the recorded run the shown sweep came from, if it was not computed now
 
 st.title("Sensitivity")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 
+for name, default in [
+    ("sens_kind", KINDS[0]),
+    ("sens_ratios", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS)),
+    ("sens_bits", ", ".join(map(str, DEFAULT_BITS))),
+    ("sens_ranks", ", ".join(f"{r:g}" for r in DEFAULT_RANKS)),
+    ("sens_layers", []),
+    ("sens_early", 0.0),
+]:
+    _shared.sticky(name, default)
+
 with st.form("sweep"):
-    c = st.columns([2, 3, 3])
+    c = st.columns([2, 3, 3, 3])
     kind = c[0].radio(
-        "Kind", SENSITIVITY_KINDS, key="sens_kind", help="structured: coupled layers lose channels together"
+        "Kind",
+        KINDS,
+        key="sens_kind",
+        help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
+        "share: k-means weight sharing with 2^bits centroids",
     )
-    ratios = c[1].text_input(
-        "Ratios (pruning)", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS), key="sens_ratios"
-    )
-    bits = c[2].text_input("Bits (quant)", ", ".join(map(str, DEFAULT_BITS)), key="sens_bits")
+    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios")
+    bits = c[2].text_input("Bits (quant, share)", key="sens_bits")
+    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks")
     layers = _shared.layer_picker(
         "Layers (none chosen = all)",
         list(prunable_layers(wb.model)),
@@ -37,33 +66,94 @@ with st.form("sweep"):
         "keeps its outputs, so it is in no group.",
     )
     c = st.columns([2, 3])
-    early = c[0].number_input("Stop a layer after a drop of (points, 0 = never)", 0.0, 100.0, 0.0, 0.5)
+    early = c[0].number_input(
+        "Stop a layer after a drop of (points, 0 = never)", 0.0, 100.0, step=0.5, key="sens_early"
+    )
     run = c[1].form_submit_button("Run sweep", type="primary")
 
-if run:
-    with _shared.guard("The sensitivity sweep"):
-        params = {
-            "kind": kind,
-            "ratios": parse_values(ratios) if kind != "quant" else None,
-            "bits": parse_values(bits, int) if kind == "quant" else None,
-            "layers": layers or None,
-            "max_drop": early / 100 if early > 0 else None,
-        }
-        result = _shared.cached(
-            "sensitivity",
-            key,
-            params,
-            lambda progress: sensitivity_sweep(wb.model, wb.data, progress=progress, **params),
-            progress=f"Sweeping ({kind})",
-        )
+
+def _params() -> dict:
+    values = {"ratios": None, "bits": None}
+    if kind in BIT_KINDS:
+        values["bits"] = parse_values(bits, int)
+    else:
+        values["ratios"] = parse_values(ranks if kind == "lowrank" else ratios)
+    pruning = kind in ("structured", "unstructured", "quant")
+    return {"kind": kind, **values, "layers": layers or None,
+            "max_drop": early / 100 if early > 0 and pruning else None}  # fmt: skip
+
+
+def _work(params: dict, model, data):
+    """The sweep as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread)."""
+
+    def work(progress, should_stop):
+        kind = params["kind"]
+        if kind in SENSITIVITY_KINDS:  # the library's sweep (it dispatches lowrank/share once it knows them)
+            kwargs = {k: v for k, v in params.items() if v is not None or k in ("ratios", "bits")}
+            if _shared.accepts(sensitivity_sweep, "should_stop"):
+                kwargs["should_stop"] = should_stop
+            return sensitivity_sweep(model, data, progress=progress, **kwargs)
+        if kind == "lowrank":
+            return lowrank_sensitivity(model, data, params["ratios"], params["layers"], progress=progress)
+        return share_sensitivity(model, data, params["bits"], params["layers"], progress=progress)
+
+    return work
+
+
+def _show(result, params: dict, payload: dict, run_id: int | None) -> None:
     _shared.keep_result("sensitivity", key, result, params)
-    _shared.keep_result(f"sensitivity:{kind}", key, result, params)  # the report takes one sweep per kind
+    _shared.keep_result(f"sensitivity:{result.kind}", key, result, params)  # the report takes one per kind
+    st.session_state[PAYLOAD] = payload
+    st.session_state[FROM_RUN] = run_id
+
+
+def _recompute() -> None:
+    st.session_state["_sens_force"] = True
+
+
+force = st.session_state.pop("_sens_force", False)
+if run or force:
+    with _shared.guard("The sensitivity sweep"):
+        params = _params() if run else _shared.result_params("sensitivity")
+        found = None if force else _shared.recorded_run("sensitivity", wb, params)
+    if found is not None:
+        _show(_shared.sweep_from_dict(found.result), params, found.result, found.id)
+    else:
+        st.session_state[JOB_PARAMS] = params
+if JOB_PARAMS in st.session_state:  # a sweep to start, or one still running after Stop or a page switch
+    params = st.session_state[JOB_PARAMS]
+    with _shared.guard("The sensitivity sweep"):
+        try:
+            result, stopped = _shared.run_stoppable(
+                f"Sweeping ({params['kind']})", JOB, _work(params, wb.model, wb.data)
+            )
+        except Exception:
+            st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
+            raise
+    st.session_state.pop(JOB_PARAMS, None)
+    partial = bool(getattr(result, "partial", False))
+    payload = result.to_dict()
+    _shared.record_run("sensitivity", wb, params, payload, "partial" if partial else "complete")
+    _show(result, params, payload, None)
+    if stopped:
+        st.warning(
+            f"Stopped: {len(result.layers)} layers finished and were kept (recorded as partial)."
+            if partial
+            else "Stopped after the last layer had started: the sweep finished."
+        )
 
 result = _shared.session_result("sensitivity", key)
 if result is None:
     st.info("Choose what to sweep and press **Run sweep**.")
     st.stop()
 
+if st.session_state.get(FROM_RUN) is not None:
+    c = st.columns([4, 1])
+    c[0].info(
+        f"Recorded run #{st.session_state[FROM_RUN]} had these parameters for this model and data: it is "
+        "shown instead of sweeping again."
+    )
+    c[1].button("Recompute", on_click=_recompute, key="sens_recompute")
 st.caption(
     f"{result.kind} sweep over {len(result.layers)} {'groups' if result.kind == 'structured' else 'layers'} "
     f"in {result.seconds:.1f} s; baseline accuracy {result.baseline_accuracy:.2%} "
@@ -72,11 +162,34 @@ st.caption(
 for note in result.notes:
     st.info(note)
 frame = result.to_frame()
-_shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
+if result.kind == "share" and "ratio" in frame:
+    frame = frame.rename(columns={"ratio": "bits"})  # codebook bits, like quant's
+payload = st.session_state.get(PAYLOAD) or {}
+if result.kind == "lowrank":
+    rows = [
+        {"layer": name, "fraction": f, "accuracy": a, "macs_saved": m, "rank": r}
+        for name, e in payload.get("layers", {}).items()
+        for f, a, m, r in zip(
+            e.get("ratios", ()), e["accuracy"], e.get("macs_saved", ()), e.get("rank", ()), strict=False
+        )
+    ]
+    lowrank = pd.DataFrame(rows, columns=["layer", "fraction", "accuracy", "macs_saved", "rank"])
+    _shared.chart(charts.lowrank_curves(lowrank, result.baseline_accuracy), key="sens_lowrank")
+    frame = frame.merge(
+        lowrank.rename(columns={"fraction": "ratio"}).drop(columns="accuracy"),
+        on=["layer", "ratio"],
+        how="left",
+    )
+else:
+    _shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
 _shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy), key="sens_heatmap")
 
-st.subheader("Safe settings per layer")
-_shared.table(safe_points(result), "safe_settings.csv", key="sens_safe_csv")
+if result.kind in ("lowrank", "share"):
+    st.subheader("All points")
+    _shared.table(frame, "sensitivity_points.csv", key="sens_points_csv")
+else:
+    st.subheader("Safe settings per layer")
+    _shared.table(safe_points(result), "safe_settings.csv", key="sens_safe_csv")
 c = st.columns(2)
 with c[0]:
     _shared.download(
@@ -84,5 +197,9 @@ with c[0]:
     )
 with c[1]:
     _shared.download(
-        "Download JSON", to_json(result.to_dict()), "sensitivity.json", "application/json", "sens_json"
+        "Download JSON",
+        to_json(payload or result.to_dict()),
+        "sensitivity.json",
+        "application/json",
+        "sens_json",
     )

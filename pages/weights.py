@@ -1,8 +1,20 @@
-"""Weights: per-layer histograms, sparsity, spread and outliers, and the grid a bit width puts on them."""
+"""Weights: per-layer histograms, sparsity, spread and outliers, the grid a bit width puts on them, uniform
+quantization against k-means sharing at the same bits, and the BN-scale / filter-norm histograms that show
+what sparsity training did."""
 
 import streamlit as st
 
-from analysis import charts, prunable_layers, quantization_view, weight_histograms, weight_stats
+from analysis import (
+    charts,
+    example_input,
+    find_groups,
+    prunable_layers,
+    quant_vs_kmeans,
+    quantization_view,
+    sparsity_values,
+    weight_histograms,
+    weight_stats,
+)
 from pages import _shared
 
 st.title("Weights")
@@ -63,3 +75,92 @@ st.caption(
     "Symmetric, per-output-channel, uniform: each channel's grid is 2^(b-1) - 1 levels either side of zero, "
     "scaled to that channel's largest |w|. Dotted lines: the grid of the widest channel."
 )
+
+st.subheader("Uniform quantization vs k-means sharing")
+c = st.columns([2, 3])
+kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), value=4, key="weights_kbits")
+compare = c[1].button("Compare on the chosen layers", key="weights_kmeans")
+params = {"layers": layers, "bits": kbits}
+if compare:
+    with _shared.guard("Comparing uniform and k-means"):
+        qk = _shared.cached(
+            "quant_vs_kmeans", key, params,
+            lambda p: quant_vs_kmeans(wb.model, wb.data, kbits, layers, progress=p),
+            progress="Evaluating both per layer",
+        )  # fmt: skip
+    _shared.keep_result("quant_vs_kmeans", key, qk, params)
+qk = _shared.session_result("quant_vs_kmeans", key)
+if qk is None:
+    st.caption(
+        "Each layer alone (and all together) at the same bits: uniform, symmetric per-channel grid vs "
+        "2^bits k-means centroids per layer. Two evaluations per layer."
+    )
+else:
+    frame = qk.to_frame()
+    frame["better"] = [
+        "k-means" if k > u else "uniform" if u > k else "tie"
+        for u, k in zip(frame["accuracy_uniform"], frame["accuracy_kmeans"], strict=True)
+    ]
+    names = [n for n in frame.index if n != "(all layers)"]
+    series = {
+        "uniform": [frame.loc[n, "sqnr_uniform_db"] for n in names],
+        "k-means": [frame.loc[n, "sqnr_kmeans_db"] for n in names],
+    }
+    _shared.chart(
+        charts.grouped_bars(names, series, f"SQNR at {qk.bits} bits (higher = closer to float)", "SQNR (dB)"),
+        key="weights_kmeans_sqnr",
+    )
+    _shared.table(frame.reset_index().round(4), "quant_vs_kmeans.csv", key="weights_kmeans_csv")
+    st.caption(
+        f"Baseline accuracy {qk.baseline_accuracy:.2%}. " + " ".join(qk.notes)
+        + " `better`: the higher accuracy at these bits."
+    )  # fmt: skip
+
+
+def _evidence(result) -> dict | None:
+    """The before/after sparsity values of the last compression with sparsity training, if it has them."""
+    for holder in (result, getattr(result, "schedule", None), getattr(result, "schedule_result", None)):
+        evidence = getattr(holder, "evidence", None)
+        if isinstance(evidence, dict) and evidence.get("before"):
+            return evidence
+    return None
+
+
+st.subheader("BatchNorm scales and filter norms")
+evidence = _evidence(_shared.session_result("compress", key))
+if evidence is not None:
+    label = "|gamma| of BatchNorm" if evidence.get("kind") == "bn_scale" else "filter-group L2 norm"
+    _shared.chart(
+        charts.value_histograms(
+            evidence["before"], evidence.get("after"), label, f"{label}: before and after sparsity training"
+        ),
+        key="weights_sparsity",
+    )
+    st.caption("From the last compression on the Compress page. A mass near zero after training is the "
+               "penalty's work: those channels are what the method prunes.")  # fmt: skip
+else:
+    with _shared.guard("Reading BN scales and filter norms"):
+        values = _shared.cached(
+            "sparsity_values", key, {},
+            lambda p: {
+                "bn": sparsity_values(wb.model, "slimming", []),
+                "norms": sparsity_values(
+                    wb.model, "group-lasso", find_groups(wb.model, example_input(wb.input_shape))
+                ),
+            },
+        )  # fmt: skip
+    c = st.columns(2)
+    with c[0]:
+        if values["bn"]:
+            _shared.chart(
+                charts.value_histograms(values["bn"], None, "|gamma|", "BatchNorm scales (this model)"),
+                key="weights_bn",
+            )
+        else:
+            st.caption("The model has no affine BatchNorm.")
+    with c[1]:
+        _shared.chart(
+            charts.value_histograms(values["norms"], None, "L2 norm", "Filter-group norms (this model)"),
+            key="weights_norms",
+        )
+    st.caption("Run slimming or group lasso on the Compress page to see these before and after training.")

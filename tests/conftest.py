@@ -19,6 +19,19 @@ if str(ROOT) not in sys.path:
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_results_store(tmp_path_factory):
+    """The CLI records every run by default: keep the tests' runs out of the user's data directory."""
+    if "WORKBENCH_DATA_DIR" in os.environ:
+        yield
+        return
+    os.environ["WORKBENCH_DATA_DIR"] = str(tmp_path_factory.mktemp("workbench-data"))
+    try:
+        yield
+    finally:
+        os.environ.pop("WORKBENCH_DATA_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def digits():
     from analysis import load_data

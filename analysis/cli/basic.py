@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import (
+    add_common_run_args,
+    add_data_args,
+    add_device_args,
+    add_limit_arg,
+    add_model_args,
+    add_output_args,
+    check_counts,
+    device_options,
+    load_inputs,
+    record,
+    warn,
+)
 from analysis.cost import summarize
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
@@ -12,27 +24,65 @@ from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
 
 def _summary(args: argparse.Namespace) -> dict:
     loaded = load_inputs(args)
-    return summarize(loaded.model, loaded.input_shape).to_dict()
+    payload = summarize(loaded.model, loaded.input_shape).to_dict()
+    data = loaded.data.spec if loaded.data is not None else None
+    record(args, "summary", loaded.model, data, {"input_shape": list(loaded.input_shape)}, payload)
+    return payload
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    loaded = load_inputs(args, need_data=True)
-    result = evaluate(loaded.model, loaded.data, batch_size=args.batch_size)
-    return result.to_dict() | {"model": args.model, "data": loaded.data.spec}
+    check_counts(args, "batch_size", "limit")
+    device, dtype = device_options(args)
+    loaded = load_inputs(args, need_data=True, allow_no_data=True)
+    params = {"batch_size": args.batch_size, "limit": args.limit, "device": args.device, "dtype": dtype}
+    if loaded.data is None:
+        # Never measured on data the model was not made for: accuracy is absent, and said so.
+        payload = {"accuracy": None, "loss": None, "samples": 0, "notes": loaded.notes}
+        payload |= {"model": args.model, "data": None}
+        warn(loaded.notes[0])
+    else:
+        result = evaluate(loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype)
+        payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
+        if device is not None or dtype is not None:
+            payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
+    record(args, "evaluation", loaded.model, payload["data"], params, payload)
+    return payload
 
 
 def _latency(args: argparse.Namespace) -> dict:
+    check_counts(args, "batch_size", "runs", "threads")
+    device, dtype = device_options(args)
     loaded = load_inputs(args)
     result = measure_latency(
-        loaded.model, loaded.input_shape, batch_size=args.batch_size, threads=args.threads, runs=args.runs
+        loaded.model,
+        loaded.input_shape,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        runs=args.runs,
+        device=device,
+        dtype=dtype,
     )
-    return result.to_dict() | {"model": args.model, "input_shape": list(loaded.input_shape)}
+    warn(result.warning)  # p90/p10 above 1.5: the median may be off
+    payload = result.to_dict() | {"model": args.model, "input_shape": list(loaded.input_shape)}
+    if device is not None or dtype is not None:
+        payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
+    params = {
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "runs": args.runs,
+        "device": args.device,
+        "dtype": dtype,
+        "input_shape": list(loaded.input_shape),
+    }
+    record(args, "latency", loaded.model, None, params, payload)
+    return payload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("summary", help="params, MACs and FLOPs per layer and in total")
     add_model_args(p)
     add_data_args(p)
+    add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_summary)
 
@@ -42,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=256)
+    add_limit_arg(p)
+    add_device_args(p)
+    add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_evaluate)
 
@@ -51,5 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--runs", type=int, default=30)
+    add_device_args(p)
+    add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_latency)

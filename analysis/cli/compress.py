@@ -1,12 +1,11 @@
-"""`compress` (apply a plan, measure before and after) and `plan suggest` / `plan uniform` (make a plan)."""
+"""`compress`: apply a plan (prune, quantize, fine-tune) and measure before and after."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import add_data_args, add_model_args, add_output_args, load_inputs
 from analysis.compression.compress import compress, save_model
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -40,88 +39,6 @@ def _compress(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _load_sensitivity(path: str):
-    from analysis.sensitivity.sweep import SensitivityResult
-
-    file = Path(path)
-    if not file.exists():
-        raise WorkbenchError(f"sensitivity file not found: {file}")
-    try:
-        payload = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise WorkbenchError(f"{file} is not JSON: {exc}") from exc
-    return SensitivityResult.from_dict(payload)
-
-
-def _finetune_settings(args: argparse.Namespace) -> dict:
-    return {"epochs": args.epochs, "distill": args.distill}
-
-
-def _suggest(args: argparse.Namespace) -> dict:
-    from analysis.compression.suggest import suggest
-
-    loaded = load_inputs(args, need_data=True)
-    if args.sensitivity:
-        sensitivity = _load_sensitivity(args.sensitivity)
-    else:
-        from analysis.sensitivity.sweep import sensitivity_sweep
-
-        with progress_bar("sensitivity") as progress:
-            sensitivity = sensitivity_sweep(loaded.model, loaded.data, kind="structured", progress=progress)
-    result = suggest(
-        sensitivity,
-        args.budget,
-        model=loaded.model,
-        input_shape=loaded.input_shape,
-        data=loaded.data,
-        criterion=args.criterion,
-        max_ratio=args.max_ratio,
-        finetune=_finetune_settings(args),
-        batch_size=args.batch_size,
-        threads=args.threads,
-    )
-    about = {k: v for k, v in result.to_dict().items() if k != "plan"} | {"model": args.model}
-    # The file is the plan itself, loadable by `compress --plan`; "about" is ignored there.
-    return result.plan.to_dict() | {"about": about}
-
-
-def _uniform(args: argparse.Namespace) -> dict:
-    from analysis.compression.suggest import Budget, uniform_plan
-
-    loaded = load_inputs(args)
-    budget = Budget.parse(args.budget)
-    if budget.kind != "macs":
-        raise WorkbenchError("plan uniform takes a MAC budget, e.g. --budget macs=0.5")
-    plan, ratio = uniform_plan(
-        loaded.model,
-        loaded.input_shape,
-        budget.value,
-        criterion=args.criterion,
-        finetune=_finetune_settings(args),
-    )
-    return plan.to_dict() | {"about": {"budget": str(budget), "ratio": ratio, "model": args.model}}
-
-
-def _check(args: argparse.Namespace) -> dict:
-    plan = load_plan(args.plan)
-    loaded = load_inputs(args)
-    plan.check_layers(loaded.model)
-    return plan.to_dict() | {"about": {"valid_for": args.model}}
-
-
-def _no_plan_command(args: argparse.Namespace) -> dict:
-    raise WorkbenchError(
-        "choose a plan command: suggest, uniform or check (python -m analysis plan suggest -h)"
-    )
-
-
-def _add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs the plan asks for (default 0)")
-    p.add_argument(
-        "--distill", action="store_true", help="distil from the uncompressed model while fine-tuning"
-    )
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compress", help="apply a plan (prune, quantize, fine-tune) and measure before and after"
@@ -145,39 +62,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save", help="write the compressed model here (.pt, a pickled module)")
     add_output_args(p)
     p.set_defaults(func=_compress)
-
-    plan = subparsers.add_parser("plan", help="make or check compression plans: suggest, uniform, check")
-    plan_commands = plan.add_subparsers(title="plan commands", metavar="PLAN_COMMAND")
-    add_output_args(plan)
-    plan.set_defaults(func=_no_plan_command)
-
-    p = plan_commands.add_parser(
-        "suggest", help="per-group ratios meeting a budget, greedily from structured sensitivity curves"
-    )
-    add_model_args(p)
-    add_data_args(p)
-    p.add_argument("--budget", required=True, help="macs=0.5, latency=0.6 or drop=0.01 (accuracy units)")
-    p.add_argument("--sensitivity", help="structured sensitivity JSON (default: run the sweep)")
-    p.add_argument("--criterion", default="l1", help="ranking criterion for the plan (default l1)")
-    p.add_argument("--max-ratio", type=float, default=0.9, help="largest ratio for any group (default 0.9)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency budgets: batch size")
-    p.add_argument("--threads", type=int, default=None, help="latency budgets: intra-op threads")
-    _add_finetune_args(p)
-    add_output_args(p)
-    p.set_defaults(func=_suggest)
-
-    p = plan_commands.add_parser("uniform", help="the uniform ratio that meets a MAC budget")
-    add_model_args(p)
-    add_data_args(p)
-    p.add_argument("--budget", required=True, help="macs=0.5")
-    p.add_argument("--criterion", default="l1")
-    _add_finetune_args(p)
-    add_output_args(p)
-    p.set_defaults(func=_uniform)
-
-    p = plan_commands.add_parser("check", help="validate a plan against a model")
-    add_model_args(p)
-    add_data_args(p)
-    p.add_argument("--plan", required=True)
-    add_output_args(p)
-    p.set_defaults(func=_check)

@@ -5,30 +5,85 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import (
+    add_common_run_args,
+    add_data_args,
+    add_device_args,
+    add_limit_arg,
+    add_list_arg,
+    add_model_args,
+    add_output,
+    add_output_args,
+    add_ray_args,
+    check_counts,
+    device_options,
+    list_names,
+    load_inputs,
+    long_run,
+    ray_options,
+    record,
+    stopped,
+    warn,
+)
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
-from analysis.io import write_text_atomic
-from analysis.progress import progress_bar
+from analysis.validate import criterion
 
 
 def _rank(args: argparse.Namespace) -> dict:
+    check_counts(args, "max_samples", "oracle_max_samples", "limit")
+    criteria = list_names(args.criteria, "--criteria")
+    criteria = None if criteria is None else [criterion(c, CRITERIA, "--criteria") for c in criteria]
+    layers = list_names(args.layers, "--layers")
+    device, _ = device_options(args)
+    ray = ray_options(args)
     loaded = load_inputs(args, need_data=True)
-    with progress_bar("rank") as progress:
-        result = rank_channels(
-            loaded.model,
-            loaded.data,
-            criteria=args.criteria,
-            layers=args.layers,
-            max_samples=args.max_samples,
-            oracle=not args.no_oracle,
-            progress=progress,
-            oracle_max_samples=args.oracle_max_samples,
-            topk_fraction=args.topk_fraction,
-        )
+    options = dict(
+        criteria=criteria,
+        layers=layers,
+        max_samples=args.max_samples,
+        oracle=not args.no_oracle,
+        oracle_max_samples=args.oracle_max_samples,
+        topk_fraction=args.topk_fraction,
+    )
+    with long_run("rank") as run:
+        if ray is None:
+            result = rank_channels(loaded.model, loaded.data, progress=run.progress, device=device, **options)
+            partial = False
+        else:
+            from analysis.distributed.ray_sweep import ray_rank_channels
+
+            result = ray_rank_channels(
+                loaded.model,
+                loaded.data,
+                progress=run.progress,
+                should_stop=run.should_stop,
+                **ray,
+                **options,
+            )
+            partial = run.should_stop()
+            for note in result.notes:
+                if note.startswith("failed on Ray"):
+                    warn(note)
     if args.csv:
-        write_text_atomic(args.csv, result.to_frame().to_csv(index=False))
-    return {"model": args.model, "data": loaded.data.spec} | result.to_dict()
+        frame = result.to_frame()
+        add_output(args, args.csv, lambda p: frame.to_csv(p, index=False))
+    payload = {"model": args.model, "data": loaded.data.spec} | result.to_dict()
+    params = options | {"limit": args.limit, "device": args.device, "ray": args.ray}
+    if partial:
+        payload["partial"] = True
+    record(
+        args,
+        "ranking",
+        loaded.model,
+        loaded.data.spec,
+        params,
+        payload,
+        status="partial" if partial else "complete",
+    )
+    if partial:
+        stopped(args, "layers")
+    return payload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,15 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    p.add_argument(
-        "--criteria",
-        nargs="+",
-        metavar="NAME",
-        help=f"criteria to compute (default: all but oracle): {', '.join(CRITERIA)}",
+    add_list_arg(
+        p, "--criteria", f"criteria to compute (default: all but oracle): {', '.join(CRITERIA)}", "NAME"
     )
-    p.add_argument(
-        "--layers", nargs="+", metavar="LAYER", help="only these layers (default: every prunable one)"
-    )
+    add_list_arg(p, "--layers", "only these layers (default: every prunable one)", "LAYER")
     p.add_argument(
         "--max-samples",
         type=int,
@@ -62,6 +112,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_TOPK_FRACTION,
         help="fraction of channels compared by the top-k overlap (default: %(default)s)",
     )
+    add_limit_arg(p, "calibrate and run the oracle")
+    add_device_args(p, dtype=False)
+    add_ray_args(p)
     p.add_argument("--csv", help="also write one row per (layer, channel) with a column per criterion")
+    add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_rank)

@@ -4,81 +4,196 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import (
+    add_common_run_args,
+    add_data_args,
+    add_device_args,
+    add_limit_arg,
+    add_list_arg,
+    add_model_args,
+    add_output,
+    add_output_args,
+    add_ray_args,
+    check_counts,
+    device_options,
+    list_names,
+    list_values,
+    load_inputs,
+    long_run,
+    ray_options,
+    record,
+    stopped,
+    warn,
+)
 from analysis.errors import WorkbenchError
-from analysis.progress import progress_bar
 from analysis.report.files import write_csv, write_markdown
-from analysis.report.html import build_full_report, build_report
+from analysis.report.html import build_report
 from analysis.sensitivity.sweep import KINDS, sensitivity_sweep
-from analysis.validate import parse_values
 
 
-def _list(text: str | None, kind, what: str) -> list | None:
+def _list(value, kind, what: str) -> list | None:
     """A `--what` option's list (commas and/or spaces), None where the option was not given."""
-    return None if text is None else parse_values(text, kind, f"--{what}", allow_empty=False)
+    return list_names(value, f"--{what}") if kind is str else list_values(value, kind, f"--{what}")
+
+
+def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
+    """One sweep, local (stops between layers on Ctrl-C) or on Ray; failed Ray layers on standard error."""
+    if ray is None:
+        return sensitivity_sweep(
+            loaded.model,
+            loaded.data,
+            progress=run.progress,
+            should_stop=run.should_stop,
+            use_cache=not getattr(args, "no_cache", False),
+            device=device,
+            dtype=dtype,
+            **options,
+        )
+    from analysis.distributed.ray_sweep import ray_sensitivity_sweep
+
+    result = ray_sensitivity_sweep(
+        loaded.model, loaded.data, progress=run.progress, should_stop=run.should_stop, **ray, **options
+    )
+    for name, why in result.failed_layers.items():
+        warn(f"layer {name} could not be computed on Ray: {why}")
+    return result
+
+
+def _partial(result, run) -> bool:
+    return bool(getattr(result, "partial", False)) or run.should_stop()
 
 
 def _sensitivity(args: argparse.Namespace) -> dict:
+    check_counts(args, "batch_size", "limit")
     ratios = _list(args.ratios, float, "ratios")
     bits = _list(args.bits, int, "bits")
     layers = _list(args.layers, str, "layers")
+    device, dtype = device_options(args)
+    ray = ray_options(args)
     loaded = load_inputs(args, need_data=True)
-    with progress_bar(f"sensitivity ({args.kind})") as progress:
-        result = sensitivity_sweep(
+    options = dict(
+        kind=args.kind,
+        ratios=ratios,
+        bits=bits,
+        layers=layers,
+        max_drop=args.max_drop,
+        batch_size=args.batch_size,
+    )
+    with long_run(f"sensitivity ({args.kind})") as run:
+        result = _sweep(loaded, args, run, ray, device, dtype=dtype, **options)
+        partial = _partial(result, run)
+    # Every output is written together with the JSON, all or none (a failing report leaves no new CSV).
+    add_output(args, args.csv, lambda p: write_csv(result, p))
+    title = f"Sensitivity of {args.model}"
+    add_output(args, args.markdown, lambda p: write_markdown(result, p, title=title))
+    add_output(
+        args,
+        args.out,
+        lambda p: build_report(
             loaded.model,
             loaded.data,
-            kind=args.kind,
-            ratios=ratios,
-            bits=bits,
-            layers=layers,
-            progress=progress,
-            max_drop=args.max_drop,
-            use_cache=not args.no_cache,
-            batch_size=args.batch_size,
-            limit=args.limit,
-        )
-    if args.csv:
-        write_csv(result, args.csv)
-    if args.markdown:
-        write_markdown(result, args.markdown, title=f"Sensitivity of {args.model}")
-    if args.out:
-        build_report(
-            loaded.model,
-            loaded.data,
-            args.out,
+            p,
             sensitivity=result,
             model_spec=args.model,
             input_shape=loaded.input_shape,
-        )
-    return result.to_dict() | {"model": args.model, "data": loaded.data.spec}
+        ),
+    )
+    payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
+    if partial:
+        payload["partial"] = True
+    params = options | {"limit": args.limit, "device": args.device, "dtype": dtype, "ray": args.ray}
+    status = "partial" if partial else "complete"
+    record(args, "sensitivity", loaded.model, loaded.data.spec, params, payload, status=status)
+    if partial:
+        stopped(args, "layers")
+    return payload
 
 
 def _report(args: argparse.Namespace) -> dict:
     kinds = _list(args.kinds, str, "kinds") or list(KINDS)
     for kind in kinds:
         if kind not in KINDS:
-            raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use structured, unstructured, quant")
+            raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use {', '.join(KINDS)}")
+    check_counts(args, "limit")
+    device, _ = device_options(args)
+    ray = ray_options(args)
     loaded = load_inputs(args, need_data=True)
-    with progress_bar("report") as progress:
-        path, ran = build_full_report(
+    ran: dict = {"sections": ["environment", "summary", "baseline"]}
+    latency = None
+    if not args.no_latency:
+        from analysis.latency import measure_latency
+
+        latency = measure_latency(loaded.model, loaded.input_shape, device=device)
+        warn(latency.warning)
+        ran["sections"].append("latency")
+    results, rankings = [], None
+    with long_run("report") as run:
+        step_total = len(kinds) + (0 if args.no_rankings else 1)
+        for i, kind in enumerate(kinds):
+            if run.should_stop():
+                break
+
+            def step(done: int, total: int, i: int = i) -> None:
+                run.progress(i * total + done, step_total * total)
+
+            sub = type(run)(step, run.should_stop, run.timer)
+            results.append(_sweep(loaded, args, sub, ray, device, kind=kind))
+            ran["sections"].append(f"sensitivity:{kind}")
+        if not args.no_rankings and not run.should_stop():
+            rankings = _rankings(loaded, args, ray, device)
+            if rankings is not None:
+                ran["sections"].append("rankings")
+        partial = any(_partial(r, run) for r in results) or run.should_stop()
+    ran["sensitivity"] = {r.kind: r.to_dict() for r in results}
+    path = str(args.out)
+    add_output(
+        args,
+        args.out,
+        lambda p: build_report(
             loaded.model,
             loaded.data,
-            args.out,
-            kinds=kinds,
-            with_latency=not args.no_latency,
-            with_rankings=not args.no_rankings,
-            progress=progress,
+            p,
+            sensitivity=results,
+            rankings=rankings,
+            latency=latency,
             model_spec=args.model,
-            rankings_options={"oracle": not args.no_oracle},
-            limit=args.limit,
-        )
-    if args.csv or args.markdown:
-        results = [_from(d) for d in ran["sensitivity"].values()]
-        if args.csv:
-            write_csv(results, args.csv)
-        if args.markdown:
-            write_markdown(results, args.markdown, title=f"Sensitivity of {args.model}")
-    return {"out": str(path), "model": args.model, "data": loaded.data.spec} | ran
+        ),
+    )
+    if args.csv:
+        add_output(args, args.csv, lambda p: write_csv(results, p))
+    if args.markdown:
+        title = f"Sensitivity of {args.model}"
+        add_output(args, args.markdown, lambda p: write_markdown(results, p, title=title))
+    payload = {"out": path, "model": args.model, "data": loaded.data.spec} | ran
+    if latency is not None:
+        payload["latency"] = latency.to_dict()
+    if partial:
+        payload["partial"] = True
+    params = {
+        "kinds": kinds,
+        "limit": args.limit,
+        "latency": not args.no_latency,
+        "rankings": not args.no_rankings,
+        "oracle": not args.no_oracle,
+        "device": args.device,
+        "ray": args.ray,
+    }
+    status = "partial" if partial else "complete"
+    record(args, "report", loaded.model, loaded.data.spec, params, payload, status=status, artifacts=(path,))
+    if partial:
+        stopped(args, "analyses")
+    return payload
+
+
+def _rankings(loaded, args, ray: dict | None, device):
+    """The filter importance rankings for the report (the oracle unless --no-oracle)."""
+    if ray is None:
+        from analysis.importance.rankings import rank_channels
+
+        return rank_channels(loaded.model, loaded.data, oracle=not args.no_oracle, device=device)
+    from analysis.distributed.ray_sweep import ray_rank_channels
+
+    return ray_rank_channels(loaded.model, loaded.data, oracle=not args.no_oracle, **ray)
 
 
 def _from(payload: dict):
@@ -87,23 +202,31 @@ def _from(payload: dict):
     return SensitivityResult.from_dict(payload)
 
 
+def _add_run_options(p: argparse.ArgumentParser, dtype: bool = False) -> None:
+    """--device (--dtype), --ray, --no-record, --mlflow (issue 15 and 16 options of sensitivity and report)."""
+    add_device_args(p, dtype=dtype)
+    add_ray_args(p)
+    add_common_run_args(p)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sensitivity", help="accuracy and loss with each layer compressed alone")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--kind", choices=KINDS, default="structured", help="what to do to each layer")
-    p.add_argument("--ratios", help="pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)")
-    p.add_argument("--bits", help="bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8)")
-    p.add_argument("--layers", help="only these layers (structured: groups), comma-separated")
+    add_list_arg(p, "--ratios", "pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)", "RATIO")
+    add_list_arg(p, "--bits", "bit widths in 2..16 for --kind quant, e.g. 4,8 (default 2,3,4,6,8)", "BITS")
+    add_list_arg(p, "--layers", "only these layers (structured: groups)", "LAYER")
     p.add_argument(
         "--max-drop", type=float, help="stop a layer's sweep after a drop above this (0.01 = 1 point)"
     )
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, help="evaluate on the first N samples only")
+    add_limit_arg(p)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole network per point (slower)")
     p.add_argument("--out", help="also write a self-contained HTML report here")
     p.add_argument("--csv", help="also write the long-form CSV here")
     p.add_argument("--markdown", help="also write a short Markdown summary here")
+    _add_run_options(p, dtype=True)
     add_output_args(p)
     p.set_defaults(func=_sensitivity)
 
@@ -111,12 +234,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--out", default="report.html", help="the HTML file (default: %(default)s)")
-    p.add_argument("--kinds", help="sensitivity kinds to run (default: structured,unstructured,quant)")
+    add_list_arg(p, "--kinds", "sensitivity kinds to run (default: structured,unstructured,quant)", "KIND")
     p.add_argument("--limit", type=int, help="evaluate sensitivity on the first N samples only")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-rankings", action="store_true", help="skip the filter importance rankings")
     p.add_argument("--no-oracle", action="store_true", help="rankings without the (slow) oracle criterion")
     p.add_argument("--csv", help="also write every sweep's long-form CSV here")
     p.add_argument("--markdown", help="also write a short Markdown summary here")
+    _add_run_options(p)
     add_output_args(p)
     p.set_defaults(func=_report)

@@ -1,4 +1,4 @@
-"""Budgets for suggested plans (`macs=0.5`, `latency=0.6`, `drop=0.01`) and the MAC model that predicts
+"""Budgets for suggested plans (`macs=0.5`, `latency=0.6`, `size=0.5`, `drop=0.01`) and the MAC model that predicts
 a structured plan's MACs from layer costs and the groups' channel maps, without pruning."""
 
 from __future__ import annotations
@@ -13,37 +13,48 @@ from analysis.cost import summarize
 from analysis.errors import WorkbenchError
 from analysis.sensitivity.groups import PruningGroup
 
-BUDGET_KINDS = {"macs": "macs", "latency": "latency", "drop": "drop", "accuracy": "drop"}
+BUDGET_KINDS = {
+    "macs": "macs",
+    "latency": "latency",
+    "size": "size",
+    "bytes": "size",
+    "drop": "drop",
+    "accuracy": "drop",
+}
+FRACTION_KINDS = ("macs", "latency", "size")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """`macs` / `latency`: the fraction of the original to keep, in (0, 1]; `drop`: the largest accuracy
-    drop allowed, in accuracy units (0.01 = one point)."""
+    """`macs` / `latency` / `size` (stored bytes, params x bits / 8): the fraction of the original to keep,
+    in (0, 1]; `drop`: the largest accuracy drop allowed, in accuracy units (0.01 = one point)."""
 
     kind: str
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in ("macs", "latency", "drop"):
-            raise WorkbenchError(f"unknown budget {self.kind!r}: use macs=F, latency=F or drop=D")
+        if self.kind not in ("macs", "latency", "size", "drop"):
+            raise WorkbenchError(f"unknown budget {self.kind!r}: use macs=F, latency=F, size=F or drop=D")
         v = self.value
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise WorkbenchError(f"budget {self.kind} must be a number, got {v!r}")
-        if self.kind in ("macs", "latency") and not 0.0 < v <= 1.0:
+        if self.kind in FRACTION_KINDS and not 0.0 < v <= 1.0:
             raise WorkbenchError(f"budget {self.kind}={v}: give the fraction to keep, in (0, 1], e.g. 0.5")
         if self.kind == "drop" and not 0.0 <= v < 1.0:
             raise WorkbenchError(f"budget drop={v}: give an accuracy drop in [0, 1), e.g. 0.01 for one point")
 
     @classmethod
     def parse(cls, text: str | Budget) -> Budget:
-        """`"macs=0.5"`, `"latency=0.6"` or `"drop=0.01"` (`accuracy=` is an alias of `drop=`)."""
+        """`"macs=0.5"`, `"latency=0.6"`, `"size=0.5"` or `"drop=0.01"` (`accuracy=` is an alias of `drop=`,
+        `bytes=` of `size=`)."""
         if isinstance(text, Budget):
             return text
         key, sep, value = str(text).partition("=")
         kind = BUDGET_KINDS.get(key.strip().lower())
         if not sep or kind is None:
-            raise WorkbenchError(f"cannot read budget {text!r}: use macs=0.5, latency=0.6 or drop=0.01")
+            raise WorkbenchError(
+                f"cannot read budget {text!r}: use macs=0.5, latency=0.6, size=0.5 or drop=0.01"
+            )
         try:
             number = float(value)
         except ValueError:
@@ -63,6 +74,7 @@ class MacModel:
         self.groups = {g.name: g for g in groups}
         modules = dict(model.named_modules())
         self.layer_macs = {layer.name: layer.macs for layer in summary.layers if layer.macs}
+        self.layer_params = {layer.name: layer.params for layer in summary.layers if layer.params}
         # layer -> [(group, dim, number of its indices in that group)]
         self.links: dict[str, list[tuple[str, str, int]]] = {}
         self.widths: dict[str, tuple[int, int, bool]] = {}
@@ -84,8 +96,16 @@ class MacModel:
 
     def macs(self, ratios: Mapping[str, float]) -> float:
         """Predicted MACs per sample with each group at its ratio (groups not named: unpruned)."""
+        return self._scaled(self.layer_macs, ratios)
+
+    def params(self, ratios: Mapping[str, float]) -> float:
+        """Predicted parameters with each group at its ratio: a Conv/Linear's weights scale as its MACs do;
+        other layers (BatchNorm, ...) are counted whole, so the saving is slightly underestimated."""
+        return self._scaled(self.layer_params, ratios)
+
+    def _scaled(self, costs: Mapping[str, int], ratios: Mapping[str, float]) -> float:
         total = 0.0
-        for name, base in self.layer_macs.items():
+        for name, base in costs.items():
             links = self.links.get(name)
             if not links:
                 total += base

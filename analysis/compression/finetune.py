@@ -20,6 +20,7 @@ from torch import nn
 
 from analysis.compression.plan import FinetuneSettings
 from analysis.data import Dataset
+from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.layers import copy_model
 from analysis.progress import Progress
@@ -84,6 +85,7 @@ def finetune(
     progress: Progress | None = None,
     inplace: bool = False,
     lr_schedule: str = "constant",
+    device: str | torch.device | None = None,
 ) -> FinetuneResult:
     """Train `model` for `settings.epochs` epochs over `data`'s training split with Adam.
 
@@ -92,6 +94,8 @@ def finetune(
     `inplace` (for callers that own it); `torch.nn.utils.prune` masks on it stay in force throughout, so
     pruned weights stay zero. The model comes back in eval mode. `progress(done, total)` counts batches.
     `lr_schedule`: `constant`, or `cosine` (the rate decays from `settings.lr` to 0 over all batches).
+    `device` (auto, cpu, cuda[:N]) trains a private copy there (the teacher too) and brings the weights
+    back: the result's model is on the model's own device (with `inplace`, `model` gets the new weights).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
@@ -100,7 +104,15 @@ def finetune(
         raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
     if len(data.x_train) == 0:
         raise WorkbenchError("the data has no training samples to fine-tune on")
-    student = model if inplace else copy_model(model)
+    home = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dev = None if device is None else resolve_device(device)
+    if dev is not None and dev == home:
+        dev = None  # already there: the usual path
+    if dev is not None:
+        student = on_device(model, dev)
+        teacher = None if teacher is None else on_device(teacher, dev)
+    else:
+        student = model if inplace else copy_model(model)
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
         raise WorkbenchError("the model has no trainable parameters to fine-tune")
@@ -132,6 +144,8 @@ def finetune(
                 for begin in range(0, n, batch):
                     idx = order[begin : begin + batch]
                     x, y = data.x_train[idx], data.y_train[idx]
+                    if dev is not None:
+                        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                     logits = student(x)
                     if settings.distill:
                         with torch.no_grad():
@@ -157,6 +171,11 @@ def finetune(
         student.eval()
         if teacher is not None:
             teacher.train(teacher_mode)
+    if dev is not None:
+        student = student.to(home)
+        if inplace:
+            model.load_state_dict(student.state_dict())
+            student = model.eval()
     return FinetuneResult(
         model=student,
         epochs=settings.epochs,

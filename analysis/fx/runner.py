@@ -329,7 +329,7 @@ class DownstreamRunner:
 
     @staticmethod
     def _count(tally: Tally, i: int, logits: torch.Tensor, y: torch.Tensor) -> None:
-        loss = F.cross_entropy(logits, y, reduction="sum").item()
+        loss = F.cross_entropy(logits.float(), y, reduction="sum").item()  # float32 under --dtype too
         correct = int((logits.argmax(dim=1) == y).sum().item())
         if i < 0:
             tally.baseline_correct += correct

@@ -1,9 +1,13 @@
-"""The `Importance` protocol, the registry of criteria, and the prunable-layer helpers they share.
+"""The criterion type (`Criterion`, public name `Importance`), its weight and activation bases, and the
+registry: `get_importance(name, **config)` is the only way to a criterion (rankings, pruning and the app
+all go through it).
 
-A criterion is one class in its own file (`l1.py`, `taylor.py`, ...) with three class attributes and a
-`__call__` that returns one float score per output channel for each prunable layer. It only returns
-numbers: pruning is a separate step. Adding a criterion = writing one file and listing it once in
-`_REGISTRY` below; the contract test (tests/test_importance_contract.py) then covers it.
+A criterion is one class in its own file (`l1.py`, `taylor.py`, ...) with three class attributes, its
+configuration in `__init__` (`max_samples`), and a `scores` method that returns one float score per output
+channel for each prunable layer. It only returns numbers: pruning is a separate step. Adding a criterion =
+writing one file and listing it once in `_REGISTRY` below (an activation statistic also needs its line in
+`calibration.py`, which measures all of them in one pass); the contract test
+(tests/test_importance_contract.py) then covers it.
 
 Scores and directions (CONTRACT section 5): higher = more important for every criterion except `apoz`,
 which reports the raw fraction of zeros (pruning removes the highest). `bn-scale` gives NaN for every
@@ -146,8 +150,10 @@ class ActivationCriterion(Criterion):
         *,
         progress: Progress | None = None,
         features: FeatureGraph | None = None,
+        device: str | torch.device | None = None,
     ) -> CalibrationScores:
-        """Several activation criteria in ONE pass over the data (the first one's `max_samples`)."""
+        """Several activation criteria in ONE pass over the data (the first one's `max_samples`), on
+        `device` (a private copy there) where given."""
         return activation_scores(
             model,
             data,
@@ -156,6 +162,7 @@ class ActivationCriterion(Criterion):
             max_samples=criteria[0].max_samples,
             progress=progress,
             features=features,
+            device=device,
         )
 
 

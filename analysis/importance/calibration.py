@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
+from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.importance.features import FeatureGraph, build_tapped, find_features
 from analysis.progress import Progress
@@ -59,10 +60,12 @@ def activation_scores(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     features: FeatureGraph | None = None,
+    device: str | torch.device | None = None,
 ) -> CalibrationScores:
     """APoZ (fraction of zeros after norm+activation), mean activation (after norm+activation) and Taylor
     (mean over samples of |sum over positions of a x dL/da|, a after the norm) for every selected layer, in
-    one pass over at most `max_samples` samples of `data`'s train split. `progress(samples, total)`."""
+    one pass over at most `max_samples` samples of `data`'s train split. `progress(samples, total)`.
+    `device` (auto, cpu, cuda[:N]) runs the pass on a private copy there; scores come back on the CPU."""
     # ~80 lines of body: the three criteria share one hooked pass and its closures (one pass over the data
     # is the point of this function), so they stay in one place.
     wanted = tuple(dict.fromkeys(criteria))
@@ -78,13 +81,14 @@ def activation_scores(
     if total == 0:
         raise WorkbenchError("the calibration split is empty: the data spec has no training samples")
 
-    work = copy.deepcopy(model).eval()
+    dev = None if device is None else resolve_device(device)
+    work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
     tapped = build_tapped(work, features)
     taylor_taps = [(name, m) for name, modules in tapped.attribution_modules.items() for m in modules]
     if "taylor" in wanted and not features.traced:
         # Captum needs every hooked module to run: find the layers the forward actually calls.
         with torch.no_grad():
-            tapped.module(data.x_train[:1])
+            tapped.module(data.x_train[:1] if dev is None else data.x_train[:1].to(dev))
         called = {name for name, taps in tapped.post_norm.items() if any(t.calls for t in taps)}
         taylor_taps = [(name, m) for name, m in taylor_taps if name in called]
     zeros = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
@@ -96,8 +100,8 @@ def activation_scores(
         def record(x: torch.Tensor) -> None:
             with torch.no_grad():
                 x = x.detach()
-                zeros[name] += _reduce_to_channels((x == 0).double(), channel_dim).sum(0)
-                sums[name] += _reduce_to_channels(x.double(), channel_dim).sum(0)
+                zeros[name] += _reduce_to_channels((x == 0).double(), channel_dim).sum(0).cpu()
+                sums[name] += _reduce_to_channels(x.double(), channel_dim).sum(0).cpu()
                 counts[name] += x.numel() // features.layers[name].channels
 
         return record
@@ -118,6 +122,8 @@ def activation_scores(
 
     seen = 0
     for x, y in data.batches("train", batch_size, total):
+        if dev is not None:
+            x, y = x.to(dev), y.to(dev)
         if attribution is not None:
             attributions = attribution.attribute(x, additional_forward_args=(y,))
             per_layer: dict[str, torch.Tensor] = {}
@@ -125,7 +131,7 @@ def activation_scores(
                 channel_sums = _reduce_to_channels(attr.detach().double(), features.layers[name].channel_dim)
                 per_layer[name] = per_layer.get(name, 0) + channel_sums  # all calls of a shared layer
             for name, value in per_layer.items():
-                taylor[name] += value.abs().sum(0)
+                taylor[name] += value.abs().sum(0).cpu()
         else:
             with torch.no_grad():
                 tapped.module(x)

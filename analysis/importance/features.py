@@ -338,7 +338,7 @@ class Tap(nn.Module):
         if self.mask is not None:
             shape = [1] * x.ndim
             shape[self.channel_dim] = -1
-            x = x * self.mask.view(shape)
+            x = x * self.mask.to(x.device).view(shape)  # the mask is made on the CPU
         if self.callback is not None:
             self.callback(x)
         return x

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 BATCH_SIZE = 256
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter lives (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @dataclass(frozen=True)
 class OracleResult:
     """Per-layer |loss change| per channel, the unedited loss (nats), samples used, and how it was run."""
@@ -132,9 +137,11 @@ def oracle_scores(
     progress: Progress | None = None,
     features: FeatureGraph | None = None,
     use_runner: bool = True,
+    device: str | torch.device | None = None,
 ) -> OracleResult:
     """|loss change| per channel for every selected layer; one evaluation per channel over at most
-    `max_samples` samples of the train split. `progress(channels_done, channels_total)`."""
+    `max_samples` samples of the train split. `progress(channels_done, channels_total)`. `device` (auto,
+    cpu, cuda[:N]) evaluates a private copy there."""
     data = require_data("oracle", data)
     max_samples = whole(max_samples, "max_samples")
     features = features or find_features(model, None if layers is None else list(layers))
@@ -142,6 +149,12 @@ def oracle_scores(
     if total == 0:
         raise WorkbenchError("the calibration split is empty: the data spec has no training samples")
     batches = list(data.batches("train", batch_size, total))
+    if device is not None:  # the edits and loops below then see only the private device copy
+        from analysis.devices import on_device, resolve_device
+
+        dev = resolve_device(device)
+        model = on_device(model, dev).eval()
+        batches = [(x.to(dev), y.to(dev)) for x, y in batches]
     seen = sum(len(y) for _, y in batches)
     n_channels = sum(lf.channels for lf in features.layers.values() if lf.sites or not features.traced)
     done = 0
@@ -171,7 +184,10 @@ def oracle_scores(
     baseline = float("nan")
     if edits_by_layer:
         runner_cls, edit_cls = runner_api
-        runner = runner_cls(model, data.x_train[:total], data.y_train[:total], batch_size=batch_size)
+        xs, ys = data.x_train[:total], data.y_train[:total]
+        if device is not None:
+            xs, ys = xs.to(model_device(model)), ys.to(model_device(model))
+        runner = runner_cls(model, xs, ys, batch_size=batch_size)
         edits, owners = [], []
         for name, (modules, zero) in edits_by_layer.items():
             for c in range(features.layers[name].channels):
@@ -219,8 +235,15 @@ class OracleImportance(Criterion):
         *,
         progress: Progress | None = None,
         features: FeatureGraph | None = None,
+        device: str | torch.device | None = None,
     ) -> OracleResult:
         """The scores with how they were measured (samples, baseline loss, method per layer)."""
         return oracle_scores(
-            model, data, layers, max_samples=self.max_samples, progress=progress, features=features
+            model,
+            data,
+            layers,
+            max_samples=self.max_samples,
+            progress=progress,
+            features=features,
+            device=device,
         )

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata, spearmanr  # noqa: F401  (rankdata: part of this module's API)
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -51,6 +50,13 @@ DEFAULT_TOPK_FRACTION = 0.25
 STATISTICS = ("mean", "std", "min", "median", "max")
 
 
+def rankdata(values: Iterable[float]) -> np.ndarray:
+    """Ranks 1..n, ties at their average rank (`scipy.stats.rankdata`; scipy.stats loads on first use)."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return scipy_rankdata(np.asarray(values, dtype=np.float64))
+
+
 def spearman(a: Iterable[float], b: Iterable[float]) -> float:
     """Spearman's rank correlation (`scipy.stats.spearmanr`, ties at their average rank) of two
     equal-length sequences over the pairs where both are finite.
@@ -64,6 +70,8 @@ def spearman(a: Iterable[float], b: Iterable[float]) -> float:
     keep = np.isfinite(a) & np.isfinite(b)
     if keep.sum() < 2 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
         return float("nan")
+    from scipy.stats import spearmanr  # loading scipy.stats takes about a second: only when asked
+
     return float(spearmanr(a[keep], b[keep]).statistic)
 
 
@@ -311,13 +319,15 @@ def rank_channels(
     *,
     oracle_max_samples: int | None = None,
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
+    device: str | torch.device | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
     `criteria` defaults to every criterion but the oracle; `oracle=True` adds it (it costs one evaluation
     per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
-    batches. The model is not changed.
+    batches. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the
+    oracle on a private copy there; the weight criteria stay on the CPU.
     """
     # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
     # what keeps it together; the scoring itself is the registry's.
@@ -363,14 +373,25 @@ def rank_channels(
     samples = 0
     if together:
         calibration = ActivationCriterion.measure_together(
-            together, model, data, layer_list, progress=staged(0, calib_units), features=features
+            together,
+            model,
+            data,
+            layer_list,
+            progress=staged(0, calib_units),
+            features=features,
+            device=device,
         )
         scores.update(calibration.scores)
         samples = calibration.samples
     oracle_samples, baseline = 0, float("nan")
     if "oracle" in built:
         result = built["oracle"].measure(
-            model, data, layer_list, progress=staged(calib_units, oracle_units), features=features
+            model,
+            data,
+            layer_list,
+            progress=staged(calib_units, oracle_units),
+            features=features,
+            device=device,
         )
         scores["oracle"] = result.scores
         oracle_samples, baseline = result.samples, result.baseline_loss

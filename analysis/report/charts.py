@@ -216,34 +216,35 @@ def pareto_scatter(
     return _layout(fig, title, height=420)
 
 
-def sensitivity_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
-    """Accuracy (%) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
-    with the unpruned baseline dashed."""
+def sensitivity_curves(
+    frame: pd.DataFrame, baseline: float, title: str = "", metric: str = "accuracy"
+) -> go.Figure:
+    """Accuracy (%) or loss (`metric`) against ratio or bits, one line per layer (long-form frame of
+    `SensitivityResult`), with the uncompressed `baseline` (of that metric) dashed."""
     x = "bits" if "bits" in frame.columns else "ratio"
+    scale = 100 if metric == "accuracy" else 1
     fig = go.Figure()
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values(x)
         fig.add_trace(
             go.Scatter(
                 x=rows[x],
-                y=rows["accuracy"] * 100,
+                y=rows[metric] * scale,
                 mode="lines+markers",
                 name=str(layer),
                 line={"color": PALETTE[i % len(PALETTE)]},
-                customdata=rows[["loss"]],
-                hovertemplate=f"{layer}<br>{x} %{{x}}: %{{y:.2f}}%, loss %{{customdata[0]:.4f}}<extra></extra>",
+                customdata=rows[["accuracy", "loss"]],
+                hovertemplate=f"{layer}<br>{x} %{{x}}: accuracy %{{customdata[0]:.2%}}, "
+                "loss %{customdata[1]:.4f}<extra></extra>",
             )
         )
-    fig.add_hline(
-        y=baseline_accuracy * 100,
-        line={"dash": "dash", "color": "#444"},
-        annotation_text=f"baseline {baseline_accuracy:.2%}",
-    )
+    label = f"baseline {baseline:.2%}" if metric == "accuracy" else f"baseline {baseline:.4f}"
+    fig.add_hline(y=baseline * scale, line={"dash": "dash", "color": "#444"}, annotation_text=label)
     fig.update_xaxes(title="bits per weight" if x == "bits" else "pruning ratio (fraction removed)")
     if x == "bits":
         fig.update_xaxes(autorange="reversed")
-    fig.update_yaxes(title="accuracy (%)")
-    return _layout(fig, title or "Accuracy per layer", height=460)
+    fig.update_yaxes(title="accuracy (%)" if metric == "accuracy" else "loss (mean cross-entropy)")
+    return _layout(fig, title or f"{metric.capitalize()} per layer", height=460)
 
 
 def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
@@ -341,3 +342,170 @@ def grouped_bars(
     fig.update_layout(barmode="group")
     fig.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
     return _layout(fig, title, height=380)
+
+
+def lowrank_curves(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
+    """A `lowrank` sweep: accuracy (%) against the kept rank fraction, one solid line per layer, and the
+    MACs per sample each point saves (dotted, same colour) on the second axis. `frame`: long form with
+    columns layer, fraction, accuracy, macs_saved."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        rows = rows.sort_values("fraction")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["fraction"], y=rows["accuracy"] * 100, mode="lines+markers", name=layer,
+                legendgroup=layer, line={"color": color},
+                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:.2f}}%<extra></extra>",
+            ),
+            secondary_y=False,
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=rows["fraction"], y=rows["macs_saved"], mode="lines", name=f"{layer} MACs saved",
+                legendgroup=layer, showlegend=False, line={"color": color, "dash": "dot"},
+                hovertemplate=f"{layer}<br>rank %{{x:.2f}}: %{{y:,}} MACs saved<extra></extra>",
+            ),
+            secondary_y=True,
+        )  # fmt: skip
+    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": PALETTE[8]})
+    fig.update_xaxes(title="kept rank fraction (smaller = more compressed)")
+    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title="MACs saved per sample (dotted)", secondary_y=True, showgrid=False)
+    return _layout(fig, title or "Low-rank sensitivity: accuracy and MACs saved per kept rank", height=460)
+
+
+def value_histograms(
+    before: dict[str, list[float]], after: dict[str, list[float]] | None, x_title: str, title: str = ""
+) -> go.Figure:
+    """Values pooled over layers (BatchNorm |gamma| or filter norms), before and, when given, after sparsity
+    training, as overlaid histograms: a mass near zero after training is the penalty's evidence."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate((("before", before), ("after", after))):
+        if not values:
+            continue
+        pooled = [v for vs in values.values() for v in vs]
+        fig.add_trace(go.Histogram(x=pooled, name=name, opacity=0.6, marker_color=PALETTE[i], nbinsx=60))
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title="channels")
+    return _layout(fig, title, height=380)
+
+
+def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
+    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): accuracy
+    after (%) against latency after (ms per batch), one marker series per runtime measured, and each run's
+    original model (before) as a grey cross on the same axes."""
+    fig = go.Figure()
+    runtimes = [
+        c[len("latency_ms[") : -len("] after")]
+        for c in table.columns
+        if c.startswith("latency_ms[") and c.endswith("] after")
+    ]
+    for i, runtime in enumerate(runtimes):
+        col = f"latency_ms[{runtime}] after"
+        rows = table[table[col].notna() & table["accuracy after"].notna()]
+        fig.add_trace(
+            go.Scatter(
+                x=rows[col], y=rows["accuracy after"] * 100, mode="markers", name=runtime,
+                text=[f"run {i}" for i in rows.index], marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
+                hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra>" + runtime + "</extra>",
+            )
+        )  # fmt: skip
+        before = table[table[f"latency_ms[{runtime}] before"].notna() & table["accuracy before"].notna()]
+        fig.add_trace(
+            go.Scatter(
+                x=before[f"latency_ms[{runtime}] before"], y=before["accuracy before"] * 100, mode="markers",
+                name=f"original ({runtime})", text=[f"run {i}" for i in before.index],
+                marker={"size": 9, "symbol": "x", "color": PALETTE[8]},
+                hovertemplate="original, %{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_xaxes(title="measured latency (ms per batch)")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title or "Accuracy vs latency of every recorded plan", height=440)
+
+
+_KIND_SYMBOLS = {"real": "circle", "simulated": "diamond-open"}
+
+
+def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of every applied plan") -> go.Figure:
+    """Each applied plan against the baseline timed in the same run (columns label, run, role
+    'baseline'|'plan', latency_ms, accuracy in [0, 1], runtime, kind real|simulated, batch_size, threads,
+    spread, warning). A thin line joins a plan to its own baseline: numbers from different runs are never
+    compared. Colour = runtime, marker = real (filled circle) or simulated (open diamond); baselines are
+    drawn smaller and grey-edged."""
+    fig = go.Figure()
+    runtimes = list(dict.fromkeys(points["runtime"]))
+    for (_run, runtime), rows in points.groupby(["run", "runtime"], sort=False):
+        colour = PALETTE[runtimes.index(runtime) % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["latency_ms"],
+                y=rows["accuracy"] * 100,
+                mode="lines",
+                line={"color": colour, "width": 1, "dash": "dot"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for (runtime, kind, role), rows in points.groupby(["runtime", "kind", "role"], sort=False):
+        colour = PALETTE[runtimes.index(runtime) % len(PALETTE)]
+        symbol = _KIND_SYMBOLS.get(kind, "x")
+        warn = rows["warning"].fillna("").map(lambda w: f"<br>{w}" if w else "")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["latency_ms"],
+                y=rows["accuracy"] * 100,
+                mode="markers",
+                name=f"{runtime}, {kind}{' baseline' if role == 'baseline' else ''}",
+                text=rows["label"],
+                customdata=np.stack(
+                    [
+                        rows["runtime"],
+                        rows["batch_size"],
+                        rows["threads"],
+                        rows["spread"],
+                        warn,
+                        rows["kind"],
+                    ],
+                    axis=1,
+                ),
+                marker={
+                    "size": 8 if role == "baseline" else 12,
+                    "color": colour,
+                    "symbol": symbol,
+                    "line": {"color": "#777" if role == "baseline" else colour, "width": 1},
+                    "opacity": 0.6 if role == "baseline" else 1.0,
+                },
+                hovertemplate=(
+                    "%{text}<br>%{x:.2f} ms (%{customdata[5]}), %{y:.2f}%<br>runtime %{customdata[0]}, "
+                    "batch %{customdata[1]}, %{customdata[2]} threads<br>spread p90/p10 %{customdata[3]:.2f}"
+                    "%{customdata[4]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_xaxes(title="measured latency (ms per batch)")
+    fig.update_yaxes(title="accuracy (%)")
+    return _layout(fig, title, height=440)
+
+
+def trajectory_figure(trajectory: list[dict]) -> go.Figure:
+    """A schedule's steps: accuracy (%), MACs (millions) and loss per step, one panel each (records as
+    `run_schedule` makes them: step, accuracy in [0, 1], macs, loss)."""
+    frame = pd.DataFrame(trajectory)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("accuracy (%)", "MACs (millions)", "loss"))  # fmt: skip
+    if not frame.empty:
+        steps = frame["step"] if "step" in frame else pd.Series(range(len(frame)))
+        series = [("accuracy", 100.0), ("macs", 1e-6), ("loss", 1.0)]
+        for row, (column, scale) in enumerate(series, start=1):
+            if column in frame:
+                values = pd.to_numeric(frame[column], errors="coerce") * scale
+                fig.add_trace(
+                    go.Scatter(x=steps, y=values, mode="lines+markers", name=column,
+                               line={"color": PALETTE[row - 1]}, showlegend=False),
+                    row=row, col=1,
+                )  # fmt: skip
+    fig.update_xaxes(title="step", row=3, col=1)
+    return _layout(fig, "Per step", height=520)

@@ -99,6 +99,11 @@ def _section_latency(latency) -> str:
         f'<div class="kpi">p10 - p90<b>{latency.p10_ms:.2f} - {latency.p90_ms:.2f} ms</b></div>'
         f"<p>{latency.runs} runs, batch size {latency.batch_size}, {latency.threads} threads, {html.escape(kind)} "
         "kernels, under torch.inference_mode() after warm-up.</p>"
+        + (
+            f'<p class="note">{html.escape(warning)}</p>'
+            if (warning := getattr(latency, "warning", None))
+            else ""
+        )
     )
 
 
@@ -200,6 +205,20 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
     points = pareto_table(compression, list(applied or []))
     out.append(figures.html(charts.pareto_scatter(points)))
     out.append(_table(points.drop(columns=["plan"]), "{:,.4g}"))
+    import pandas as pd
+
+    runtimes = getattr(compression, "runtimes", None) or {}
+    if runtimes:  # {runtime: {"before": ModelMetrics, "after": ModelMetrics}}
+        rows = [
+            {"runtime": name, "model": when, "latency_ms": m.latency_ms, "accuracy": m.accuracy,
+             "warning": getattr(m, "latency_warning", None) or ""}
+            for name, pair in runtimes.items() for when, m in pair.items()
+        ]  # fmt: skip
+        out.append("<h3>Runtimes</h3>" + _table(pd.DataFrame(rows), "{:,.4g}"))
+    trajectory = getattr(compression, "trajectory", None) or []
+    if trajectory:  # schedule steps: accuracy, MACs, params, loss per step
+        steps = pd.DataFrame(trajectory).drop(columns=["channels"], errors="ignore")
+        out.append("<h3>Trajectory</h3>" + _table(steps, "{:,.4g}"))
     out.append(f"<h3>Plan</h3><pre>{html.escape(compression.plan.to_json())}</pre>")
     return "\n".join(out)
 

@@ -22,24 +22,14 @@ from torch import nn
 
 from analysis.errors import WorkbenchError
 from analysis.io import write_atomic
-
-PRUNED_SUFFIX = ".pruned.safetensors"
-PRUNED_FORMAT = "analysis.pruned/1"
-ARTIFACT_SUFFIXES = (".onnx", ".pt2", PRUNED_SUFFIX, ".pt", ".pth")
-
-
-def artifact_kind(path: str | Path) -> str | None:
-    """`onnx`, `pt2`, `pruned` or `pickle` for a path by its suffix; None for anything else."""
-    name = str(path).lower()
-    if name.endswith(PRUNED_SUFFIX):
-        return "pruned"
-    if name.endswith(".onnx"):
-        return "onnx"
-    if name.endswith(".pt2"):
-        return "pt2"
-    if name.endswith((".pt", ".pth")):
-        return "pickle"
-    return None
+from analysis.runtime.loading import (  # noqa: F401  (re-exported: the artifact API lives here)
+    ARTIFACT_SUFFIXES,
+    PRUNED_FORMAT,
+    PRUNED_SUFFIX,
+    artifact_kind,
+)
+from analysis.runtime.loading import load_artifact as _load_artifact
+from analysis.runtime.loading import load_pruned as _load_pruned
 
 
 def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -111,65 +101,6 @@ def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
     return write_atomic(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
-def load_pruned(path: str | Path) -> nn.Module:
-    """The model a `save_pruned` file holds: built from its spec, reshaped, weights loaded strictly."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from analysis.specs import apply_weights, load_model
-
-    path = Path(path)
-    if not path.exists():
-        raise WorkbenchError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:
-        raise WorkbenchError(f"cannot read {path} as safetensors: {exc}".splitlines()[0]) from exc
-    if meta.get("format") != PRUNED_FORMAT:
-        raise WorkbenchError(
-            f"{path} has no {PRUNED_FORMAT} metadata: a plain weights file goes in --weights next to --model"
-        )
-    model = load_model(meta["spec"])
-    for name, attrs in json.loads(meta.get("attributes", "{}")).items():
-        module = model.get_submodule(name)
-        for key, value in attrs.items():
-            current = getattr(module, key, None)
-            setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
-    for key, tensor in state.items():
-        owner_name, _, attr = key.rpartition(".")
-        owner = model.get_submodule(owner_name)
-        current = getattr(owner, attr, None)
-        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
-            continue
-        if isinstance(current, nn.Parameter):
-            setattr(owner, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
-        else:
-            owner.register_buffer(attr, torch.empty_like(tensor))
-    apply_weights(model, state, str(path))
-    return model.eval()
-
-
-class _ExportedModule(nn.Module):
-    """Holds a `torch.export` program's module. Exported modules refuse `.eval()`/`.train()`, which the
-    library's evaluation calls; the program is fixed in inference behaviour anyway, so the mode is only
-    recorded here."""
-
-    def __init__(self, program_module: nn.Module, input_shape: tuple[int, ...] | None) -> None:
-        super().__init__()
-        self.program = program_module
-        if input_shape:
-            self.input_shape = input_shape
-
-    def train(self, mode: bool = True) -> _ExportedModule:
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.program(x)
-
-
 def save_artifact(
     model: nn.Module,
     path: str | Path,
@@ -203,33 +134,19 @@ def save_artifact(
     )
 
 
+def load_pruned(path: str | Path) -> nn.Module:
+    """The model a `save_pruned` file holds (`analysis.runtime.loading.load_pruned` with the spec parser)."""
+    from analysis.specs import apply_weights, load_model
+
+    return _load_pruned(path, load_model, apply_weights)
+
+
 def load_artifact(path: str | Path, threads: int | None = None) -> nn.Module:
     """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
     (`threads` intra-op threads), `.pt2` as the exported program, `.pruned.safetensors` rebuilt."""
-    path = Path(path)
-    kind = artifact_kind(path)
-    if kind not in ("onnx", "pt2", "pruned"):
-        raise WorkbenchError(f"{path.name} is not a saved artifact: use .onnx, .pt2 or {PRUNED_SUFFIX}")
-    if not path.exists():
-        raise WorkbenchError(f"model file not found: {path}")
-    if kind == "pruned":
-        return load_pruned(path)
-    if kind == "onnx":
-        from analysis.runtime.onnx import OnnxModule
+    from analysis.specs import apply_weights, load_model
 
-        return OnnxModule(path.read_bytes(), threads)
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:
-        raise WorkbenchError(f"cannot load {path} as a torch.export program: {exc}".splitlines()[0]) from exc
-    shape = None
-    spec = program.graph_signature.user_inputs
-    if spec:
-        node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec[0]), None)
-        val = node.meta.get("val") if node is not None else None
-        if val is not None and all(isinstance(d, int) for d in val.shape[1:]):
-            shape = tuple(val.shape[1:])
-    return _ExportedModule(program.module(), shape)
+    return _load_artifact(path, threads, build=load_model, apply_weights=apply_weights)
 
 
 __all__ = [

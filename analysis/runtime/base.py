@@ -9,9 +9,7 @@ unchanged: the same batches, the same warm-up and the same alternating timing ro
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -20,46 +18,9 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult, evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, measure_latency
+from analysis.runtime.types import REAL, SIMULATED, Prepared, Runtime
 
 Progress = Callable[[int, int], None]
-REAL, SIMULATED = "real", "simulated"
-
-
-@runtime_checkable
-class Prepared(Protocol):
-    """A model ready to run on one runtime. `kind` is `real` when the kernels timed are the ones a deployment
-    runs (float, or real int8), `simulated` when quantized weights run as float."""
-
-    runtime: str
-    version: str
-    provider: str
-    kind: str
-
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch `x` (float32, batch first), as a torch tensor."""
-        ...
-
-    def as_module(self) -> nn.Module:
-        """An `nn.Module` whose forward is `run`, for code that takes modules."""
-        ...
-
-
-class Runtime(ABC):
-    """Something that runs models: a name, its version and execution provider, and `prepare`."""
-
-    name: str = ""
-
-    @property
-    @abstractmethod
-    def version(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def provider(self) -> str: ...
-
-    @abstractmethod
-    def prepare(self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None) -> Prepared:
-        """A `Prepared` model; `model` itself is never changed. `threads`: intra-op threads (None: as set)."""
 
 
 class _RunModule(nn.Module):

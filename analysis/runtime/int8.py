@@ -27,8 +27,8 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.runtime.base import REAL
 from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx
+from analysis.runtime.types import REAL
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.runtime.base import REAL, Runtime
+from analysis.runtime.types import REAL, Runtime
 
 PROVIDER = "CPUExecutionProvider"
 INPUT_NAME = "x"

@@ -33,8 +33,9 @@ from torch import nn
 from analysis import validate
 from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
+from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, Tally
+from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
 from analysis.layers import prunable_layers
 from analysis.progress import Progress
 from analysis.sensitivity.groups import PruningGroup, find_groups
@@ -72,6 +73,7 @@ class SensitivityResult:
     notes: tuple[str, ...] = ()
     samples: int = 0
     max_drop: float | None = field(default=None)
+    partial: bool = False  # stopped by `should_stop`: only the finished layers are in `layers`
 
     @property
     def x_key(self) -> str:
@@ -101,6 +103,8 @@ class SensitivityResult:
         }
         if self.max_drop is not None:
             out["max_drop"] = self.max_drop
+        if self.partial:
+            out["partial"] = True
         return out
 
     @classmethod
@@ -127,6 +131,7 @@ class SensitivityResult:
                 notes=tuple(payload.get("notes", ())),
                 samples=int(payload.get("samples", 0)),
                 max_drop=payload.get("max_drop"),
+                partial=bool(payload.get("partial", False)),
             )
         except (KeyError, TypeError) as exc:
             raise WorkbenchError(f"not a sensitivity result: missing or bad {exc}") from exc
@@ -275,6 +280,9 @@ def sensitivity_sweep(
     split: str = "test",
     limit: int | None = None,
     max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+    should_stop: Callable[[], bool] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> SensitivityResult:
     """Accuracy and loss with each layer (group, for `structured`) compressed alone, at each ratio or bits.
 
@@ -282,6 +290,9 @@ def sensitivity_sweep(
     `max_drop` (accuracy units, 0.01 = one point) stops a layer's sweep after the first point whose drop
     exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
     per point (same numbers; for comparison). The model is not changed.
+    `should_stop()` is checked between layers (groups): once it is True the finished ones are returned with
+    `partial=True`. `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16,
+    bfloat16) runs it in that precision (the channels and weights each point removes are chosen in float32).
     """
     start = time.perf_counter()
     if kind not in KINDS:
@@ -295,27 +306,38 @@ def sensitivity_sweep(
     )  # fmt: skip
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
-    work = copy.deepcopy(model).eval()
+    cast = parse_dtype(dtype)
+    dev = None if device is None and cast is None else resolve_device(device or "cpu")
+    work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
     if kind == "structured":
         example = (data.x if split == "test" else data.x_train)[:1]
+        example = example if dev is None else example.to(dev)
         edits, members, notes = _structured_edits(work, example, layers, values)
     else:
         edits, members, notes = _layer_edits(work, kind, layers, values)
     chains: dict[str, list[int]] = {}
     for i, edit in enumerate(edits):
         chains.setdefault(edit.key[0], []).append(i)
-    runner = DownstreamRunner.from_data(
+    x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
+    x, y = (x, y) if limit is None else (x[:limit], y[:limit])
+    x, y = (x, y) if dev is None else (x.to(dev), y.to(dev))
+    if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
+        work.to(dtype=cast)
+        x = x.to(cast)
+    runner = DownstreamRunner(
         work,
-        data,
-        split=split,
-        limit=limit,
+        x,
+        y,
         batch_size=batch_size,
         use_cache=use_cache,
         max_cache_bytes=max_cache_bytes,
         copy_model=False,
     )
     stop = _early_stop(chains, max_drop) if max_drop is not None else None
-    out = runner.evaluate(edits, progress=progress, stop=stop)
+    if should_stop is None:
+        out = runner.evaluate(edits, progress=progress, stop=stop)
+    else:
+        out, chains = _evaluate_until_stopped(runner, edits, chains, progress, max_drop, should_stop)
     notes = list(out.notes) + notes
     curves, stopped = _curves(out, edits, chains, members, max_drop)
     if stopped:
@@ -330,7 +352,36 @@ def sensitivity_sweep(
         notes=tuple(notes),
         samples=base.samples,
         max_drop=max_drop,
+        partial=len(chains) < len(members),
     )
+
+
+def _evaluate_until_stopped(runner, edits, chains, progress, max_drop, should_stop):
+    """`runner.evaluate` one layer (group) at a time, checking `should_stop()` before each: the results
+    (None for layers not run) and the chains that finished. Same numbers as one call over every edit."""
+    results: list = [None] * len(edits)
+    done_chains: dict[str, list[int]] = {}
+    baseline, notes, steps = None, [], [0, sum(map(len, chains.values()))]
+    for name, chain in chains.items():
+        if should_stop():
+            break
+        offset, n = steps[0], len(chain)
+
+        def report(done: int, total: int, offset: int = offset, n: int = n) -> None:
+            if progress:
+                progress(offset + round(n * done / max(total, 1)), steps[1])
+
+        sub = [edits[i] for i in chain]
+        sub_stop = None if max_drop is None else _early_stop({name: list(range(len(chain)))}, max_drop)
+        out = runner.evaluate(sub, progress=report, stop=sub_stop)
+        baseline, notes = out.baseline, list(dict.fromkeys(notes + list(out.notes)))
+        for i, r in zip(chain, out.results, strict=True):
+            results[i] = r
+        done_chains[name] = chain
+        steps[0] += len(chain)
+    if baseline is None:
+        baseline = runner.evaluate([], progress=None).baseline
+    return RunnerResult(baseline, results, tuple(notes)), done_chains
 
 
 def _structured_edits(

@@ -36,8 +36,6 @@ ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "analysis" / "_
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import plotly.express as px
-import plotly.graph_objects as go
 import plotly.io as pio
 
 pio.renderers.default = "plotly_mimetype+notebook"
@@ -63,7 +61,7 @@ print(f"zoo:digits-cnn on digits: accuracy {baseline.accuracy:.2%}, loss {baseli
 # given. `progress` is a callback `(done, total)`; the app turns it into a progress bar.
 
 # %%
-from analysis import sensitivity_sweep
+from analysis import charts, sensitivity_sweep
 
 unstructured = sensitivity_sweep(model, data, kind="unstructured", ratios=RATIOS)
 print(f"{len(unstructured.layers)} layers x {len(RATIOS)} ratios in {unstructured.seconds:.1f} s")
@@ -71,17 +69,10 @@ unstructured.to_frame().head(8)
 
 # %%
 def plot_curves(result, metric="accuracy", title=""):
-    """One line per layer (or group): accuracy or loss against ratio or bits, baseline dashed."""
-    frame = result.to_frame()
-    x = "bits" if result.kind == "quant" else "ratio"
-    fig = px.line(frame, x=x, y=metric, color="layer", markers=True, title=title, height=380)
+    """One line per layer (or group): accuracy or loss against ratio or bits, baseline dashed; the same
+    figure function the app and the HTML report use (`analysis.charts`)."""
     base = result.baseline_accuracy if metric == "accuracy" else result.baseline_loss
-    fig.add_hline(y=base, line_dash="dash", annotation_text="baseline", annotation_position="bottom left")
-    if metric == "accuracy":
-        fig.update_yaxes(tickformat=".0%")
-    if result.kind == "quant":
-        fig.update_xaxes(autorange="reversed", tickvals=sorted(frame.bits.unique()))
-    return fig
+    return charts.sensitivity_curves(result.to_frame(), base, title, metric=metric)
 
 
 plot_curves(unstructured, title="Unstructured pruning: accuracy with one layer pruned").show()

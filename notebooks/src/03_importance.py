@@ -176,18 +176,10 @@ fig.show()
 # norm) or constant are left out.
 
 # %%
+from analysis import charts  # the figures the app and the HTML report draw
+
 rho = ranking.spearman_frame()
-fig = px.imshow(
-    rho,
-    text_auto=".2f",
-    color_continuous_scale="RdBu",
-    zmin=-1,
-    zmax=1,
-    aspect="auto",
-    height=420,
-    title="Spearman ρ with the oracle (per layer, mean over layers, pooled)",
-)
-fig.show()
+charts.matrix_heatmap(rho, "Spearman ρ with the oracle (per layer, mean over layers, pooled)", "ρ").show()
 best_mean = rho.loc["mean per layer"].idxmax()
 best_pooled = rho.loc["pooled"].idxmax()
 print(f"best mean per-layer agreement: {best_mean} (ρ = {rho.loc['mean per layer', best_mean]:.2f})")
@@ -201,16 +193,8 @@ print(f"best pooled agreement:         {best_pooled} (ρ = {rho.loc['pooled', be
 
 # %%
 overlap = ranking.topk_frame()
-fig = px.imshow(
-    overlap,
-    text_auto=".2f",
-    color_continuous_scale="Blues",
-    zmin=0,
-    zmax=1,
-    height=460,
-    title=f"Overlap of the {ranking.topk_fraction:.0%} of channels each criterion prunes first",
-)
-fig.show()
+title = f"Overlap of the {ranking.topk_fraction:.0%} of channels each criterion prunes first"
+charts.matrix_heatmap(overlap, title, "Jaccard", zmin=0.0, zmax=1.0).show()
 
 # %% [markdown]
 # ## Reading the results

@@ -91,7 +91,7 @@ def nav_entries(page) -> list[str]:
 
 
 LOAD_MS = 120_000  # first visits compute (model card, ONNX export) on a possibly busy 2-core machine
-PAGE_TITLES = ["Home", "Overview", "Sensitivity", "Weights", "Rankings", "Compress", "Report"]
+PAGE_TITLES = ["Home", "Overview", "Sensitivity", "Weights", "Rankings", "Compress", "Report", "History"]
 
 # The script run has finished (no running indicator) and the page's title is drawn (not a stale one).
 IDLE = """() => {

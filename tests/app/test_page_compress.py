@@ -1,11 +1,45 @@
-"""Compress page: Apply a plan, compare before/after against hand counts, and never touch the cached model."""
+"""Compress page: Apply a plan, compare before/after against hand counts, never touch the cached model;
+coupled sliders, the preview before Apply, an honest Suggest, the same-run scatter, transforms refused as
+text, settings kept across navigation, and every applied result recorded."""
 
 from __future__ import annotations
 
-from apptools import assert_clean, charts, click, open_page, submit
+import base64
+import json
 
-from analysis import load_model, state_digest
+import numpy as np
+import pytest
+from apptools import assert_clean, charts, click, open_page
+
+from analysis import (
+    ResultsStore,
+    load_data,
+    load_model,
+    pruning_groups,
+    sensitivity_sweep,
+    state_digest,
+)
 from pages import _shared
+
+# Half of features.10's 64 filters go, with their BN entries and classifier.0's inputs (4x4 per channel).
+REMOVED = 32 * 64 * 9 + 2 * 32 + 32 * 16 * 128
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _figure(at, index: int = 0) -> dict:
+    return json.loads(charts(at)[index].proto.spec)
+
+
+def _values(array) -> list[float]:
+    """A plotly array as numbers (plotly may send it base64-encoded with its dtype)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
 
 
 def test_apply_prunes_and_leaves_the_cached_model_alone():
@@ -15,26 +49,112 @@ def test_apply_prunes_and_leaves_the_cached_model_alone():
     cached = _shared.load(spec).model  # the very object every session shares
     before = state_digest(cached)
     assert before == state_digest(load_model("zoo:digits-cnn"))
+    original = sum(p.numel() for p in load_model("zoo:digits-cnn").parameters())
 
-    at.slider(key="prune::features.10").set_value(0.5)
-    submit(at, "Apply")
+    at.slider(key="prune::features.10").set_value(0.5).run()
+    # The preview counts the plan before Apply.
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Params"].value == f"{original - REMOVED:,}"
+    click(at, "Apply")
     assert_clean(at)
     assert _shared.load(spec).model is cached
     assert state_digest(cached) == before
 
-    # Half of features.10's 64 filters go, with their BN entries and classifier.0's inputs (4x4 per channel).
-    removed = 32 * 64 * 9 + 2 * 32 + 32 * 16 * 128
-    original = sum(p.numel() for p in load_model("zoo:digits-cnn").parameters())
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Params"].value == f"{original - removed:,}"
-    assert metrics["Latency (real)"].value.endswith(" ms")
     assert metrics["Accuracy"].delta.endswith(" points")
-    assert len(charts(at)) == 1  # accuracy vs latency scatter
-    runs = at.dataframe[1].value
-    assert list(runs["label"]) == ["original", "plan 1"]
-    assert runs["pareto"].any()
+    assert metrics["Latency (real)"].value.endswith(" ms")
+    result = at.session_state["_result_compress"]["result"]
+    assert result.after.params == original - REMOVED
+
+    # The scatter: this plan against the baseline timed in the same run, never a re-timed one.
+    fig = _figure(at)
+    baseline = [t for t in fig["data"] if t.get("mode") == "markers" and "baseline" in t["name"]]
+    plan = [t for t in fig["data"] if t.get("mode") == "markers" and "baseline" not in t["name"]]
+    assert _values(baseline[0]["x"]) == [pytest.approx(result.before.latency_ms)]
+    assert _values(plan[0]["x"]) == [pytest.approx(result.after.latency_ms)]
+    assert "batch %{customdata[1]}" in plan[0]["hovertemplate"] and "spread" in plan[0]["hovertemplate"]
     labels = [d.label for d in at.get("download_button")]
-    assert "Download the plan (JSON)" in labels and "Download the compressed model (.pt)" in labels
+    for want in ("Download the plan (JSON)", "Download ONNX (.onnx)", "Download torch.export (.pt2)",
+                 "Download safe pruned (.pruned.safetensors)"):  # fmt: skip
+        assert want in labels
+
+    # A second Apply keeps the first plan with its own baseline (two runs, two baselines).
+    at.slider(key="prune::features.10").set_value(0.25).run()
+    click(at, "Apply")
+    assert_clean(at)
+    runs = at.dataframe[-1].value
+    assert sorted(set(runs["run"])) == [1, 2]
+    assert (runs["role"] == "baseline").sum() == 2
+
+    recorded = ResultsStore().list(kind="compression")
+    assert len(recorded) == 2
+
+
+def test_coupled_sliders_move_together_and_the_preview_follows():
+    at = open_page()
+    at.selectbox(key="zoo_name").set_value("digits-resnet").run()
+    at.switch_page("pages/compress.py").run()
+    assert_clean(at)
+    model = load_model("zoo:digits-resnet")
+    group = next(g for g in pruning_groups(model, (1, 16, 16)) if len(g.out_layers) > 1)
+    first, *others = group.out_layers
+    macs_before = {m.label: m.value for m in at.metric}["MACs per sample"]
+    at.slider(key=f"prune::{others[-1]}").set_value(0.5).run()
+    assert_clean(at)
+    for layer in group.out_layers:  # a residual add couples them: none shows 0 while its group is pruned
+        assert at.slider(key=f"prune::{layer}").value == 0.5
+    assert {m.label: m.value for m in at.metric}["MACs per sample"] != macs_before
+
+
+def test_suggest_an_unmet_latency_budget_is_a_warning_with_a_bounded_drop():
+    at = open_page()
+    at.selectbox(key="zoo_name").set_value("digits-resnet").run()
+    spec = at.session_state[_shared.SPEC_KEY]
+    model, data = load_model("zoo:digits-resnet"), load_data("digits", input_shape=(1, 16, 16))
+    sweep = sensitivity_sweep(model, data, "structured", ratios=[0.5, 0.9], limit=120)
+    at.session_state["_result_sensitivity:structured"] = {
+        "key": spec.model_key(),
+        "result": sweep,
+        "params": {},
+    }
+    at.switch_page("pages/compress.py").run()
+    at.selectbox(key="budget_kind").set_value("latency")
+    at.number_input(key="budget_value").set_value(0.5)
+    click(at, "Suggest")
+    assert_clean(at)
+    said = at.session_state["_suggested"]
+    texts = [w.value for w in at.warning] + [s.value for s in at.success]
+    assert any("predicted drop" in t for t in texts)
+    assert 0.0 <= said["drop"] <= 100.0
+    if not said["met"]:
+        assert not at.success and any(w.value.startswith("Budget not met") for w in at.warning)
+    if said["drop"] > 10:
+        assert any("collapse" in w.value for w in at.warning)
+
+
+def test_refused_transform_is_text_beside_the_layer_and_blocks_apply():
+    at = open_page("compress")
+    at.number_input(key="rank::classifier.0").set_value(0.25)
+    at.select_slider(key="bits::classifier.0").set_value(8).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    shown = at.error[0].value
+    assert "rank and bits 8 cannot go together" in shown.replace("\\", "")
+    assert "classifier\\.0" in shown  # escaped: Markdown cannot eat it
+    assert [b.disabled for b in at.button if b.label == "Apply"] == [True]
+
+
+def test_settings_survive_navigation():
+    at = open_page("compress")
+    at.slider(key="prune::features.0").set_value(0.3)
+    at.number_input(key="plan_epochs").set_value(2).run()
+    at.selectbox(key="meth_method").set_value("agp").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/compress.py").run()
+    assert_clean(at)
+    assert at.slider(key="prune::features.0").value == 0.3
+    assert at.number_input(key="plan_epochs").value == 2
+    assert at.selectbox(key="meth_method").value == "agp"
 
 
 def test_uniform_preset_sets_every_slider_but_the_classifier():
@@ -47,19 +167,3 @@ def test_uniform_preset_sets_every_slider_but_the_classifier():
     assert at.slider(key="prune::classifier.2").value == 0.0
     assert at.select_slider(key="bits::classifier.2").value == 8
     assert [b.disabled for b in at.button if b.label == "Suggest"] == [True]  # no sweep yet
-
-
-def test_suggest_from_a_structured_sweep_sets_the_sliders():
-    at = open_page("sensitivity")
-    at.text_input(key="sens_ratios").set_value("0.25, 0.5")
-    submit(at, "Run sweep")
-    assert_clean(at)
-    at.switch_page("pages/compress.py").run()
-    at.selectbox(key="budget_kind").set_value("macs")
-    at.number_input(key="budget_value").set_value(0.8)
-    click(at, "Suggest")
-    assert_clean(at)
-    assert at.success and "of the MACs" in at.success[0].value
-    ratios = {s.key: s.value for s in at.slider if s.key and s.key.startswith("prune::")}
-    assert any(v > 0 for v in ratios.values())
-    assert ratios["prune::classifier.2"] == 0.0

@@ -72,7 +72,7 @@ def test_unknown_callable_and_missing_torchvision_show_errors():
     at.radio(key="model_source").set_value("Python callable").run()
     at.text_input(key="callable_spec").set_value("no_such_module_xyz:build")
     assert "cannot import module" in _sidebar_error(at.run())
-    at.text_input(key="callable_spec").set_value("torch:get_num_threads")  # returns an int
+    at.text_input(key="callable_spec").set_value("pandas:DataFrame")  # stdlib callables are refused outright
     assert "not a torch.nn.Module" in _sidebar_error(at.run())
     at.text_input(key="callable_spec").set_value("torch.nn:Module")  # forward() is not implemented
     assert "cannot run on input" in _sidebar_error(at.run())

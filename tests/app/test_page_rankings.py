@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from apptools import assert_clean, charts, open_page, submit
 
 from analysis import load_model
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    """Each test records into its own results store."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
 
 
 def test_rankings_from_the_form():

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from apptools import assert_clean, open_page, submit
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    """Reports are recorded into a temporary results store."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
 
 
 def test_build_report_with_a_sweep_run_here():

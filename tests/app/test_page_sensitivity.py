@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from apptools import assert_clean, charts, open_page, shown, submit
 
 from analysis import load_data, load_model
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    """Each test records into its own results store."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
 
 
 def _plain_quant_accuracy(layer: str, bits: int) -> float:
@@ -87,3 +94,50 @@ def test_reruns_do_not_sweep_again(monkeypatch):
     submit(at, "Run sweep")
     assert calls == [[5], [4]]
     assert_clean(at)
+
+
+def test_lowrank_kind_draws_accuracy_and_macs_saved():
+    at = open_page("sensitivity")
+    at.radio(key="sens_kind").set_value("lowrank")
+    at.text_input(key="sens_ranks").set_value("0.5, 0.25")
+    at.multiselect(key="sens_layers").set_value(["classifier.0"])
+    submit(at, "Run sweep")
+    assert_clean(at)
+    assert len(charts(at)) == 2  # accuracy + MACs saved, heatmap
+    points = at.dataframe[0].value.set_index("ratio")
+    w = load_model("zoo:digits-cnn").get_submodule("classifier.0").weight
+    out, inp = w.shape
+    for fraction in (0.5, 0.25):
+        rank = int(points.loc[fraction, "rank"])
+        assert 1 <= rank < min(out, inp)
+        # A Linear layer factored at rank r costs r (in + out) MACs per sample instead of in x out.
+        assert points.loc[fraction, "macs_saved"] == out * inp - rank * (out + inp)
+
+
+def test_share_kind_renders_bits_and_is_recorded(tmp_path):
+    from analysis import ResultsStore
+
+    at = open_page("sensitivity")
+    at.radio(key="sens_kind").set_value("share")
+    at.text_input(key="sens_bits").set_value("4, 1")
+    at.multiselect(key="sens_layers").set_value(["features.7"])
+    submit(at, "Run sweep")
+    assert_clean(at)
+    assert len(charts(at)) == 2
+    points = at.dataframe[0].value
+    assert sorted(points["bits"]) == [1.0, 4.0]
+    [run] = ResultsStore().list(kind="sensitivity")
+    assert run.params["kind"] == "share" and run.params["bits"] == [4, 1]
+
+
+def test_form_state_survives_a_page_switch():
+    at = open_page("sensitivity")
+    at.radio(key="sens_kind").set_value("unstructured")
+    at.text_input(key="sens_ratios").set_value("0.3")
+    at.multiselect(key="sens_layers").set_value(["features.3"])
+    submit(at, "Run sweep")
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/sensitivity.py").run()
+    assert at.radio(key="sens_kind").value == "unstructured"
+    assert at.text_input(key="sens_ratios").value == "0.3"
+    assert at.multiselect(key="sens_layers").value == ["features.3"]

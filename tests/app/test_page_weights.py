@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from apptools import assert_clean, charts, open_page
 
 from analysis import load_model
@@ -10,7 +12,7 @@ from analysis import load_model
 
 def test_weight_statistics_match_numpy():
     at = open_page("weights")
-    assert len(charts(at)) == 2  # histograms + quantization
+    assert len(charts(at)) == 4  # histograms, quantization, BN scales, filter norms
     stats = at.dataframe[0].value.set_index("layer")
     model = load_model("zoo:digits-cnn")
     for name in ("features.3", "classifier.0"):
@@ -26,7 +28,7 @@ def test_small_multiples_and_layer_choice():
     at.radio(key="weights_view").set_value("Small multiples")
     at.multiselect(key="weights_layers").set_value(["features.0", "features.7"]).run()
     assert_clean(at)
-    assert len(charts(at)) == 2
+    assert len(charts(at)) == 4
     assert list(at.dataframe[0].value["layer"]) == ["features.0", "features.7"]
 
 
@@ -41,3 +43,46 @@ def test_bits_change_the_grid():
     at.select_slider(key="weights_bits").set_value(8).run()
     sqnr_8 = float(next(m.value for m in at.metric if m.label == "SQNR").split()[0])
     assert sqnr_8 > sqnr_3 + 20  # about 6 dB per bit
+
+
+def test_uniform_vs_kmeans_table_matches_a_plain_loop():
+    import torch
+    from apptools import click
+
+    from analysis import load_data
+
+    at = open_page("weights")
+    at.multiselect(key="weights_layers").set_value(["features.7", "classifier.0"]).run()
+    at.select_slider(key="weights_kbits").set_value(3).run()
+    click(at, "Compare on the chosen layers")
+    assert_clean(at)
+    table = at.dataframe[1].value.set_index("layer")
+    assert list(table.index) == ["features.7", "classifier.0", "(all layers)"]
+    assert set(table["better"]) <= {"uniform", "k-means", "tie"}
+    # Uniform 3-bit of classifier.0 alone, by a plain symmetric per-channel loop.
+    model = load_model("zoo:digits-cnn")
+    data = load_data("digits", model.input_shape)
+    layer = model.get_submodule("classifier.0")
+    w = layer.weight.detach().clone()
+    scale = w.abs().amax(dim=1, keepdim=True) / 3
+    q = torch.clamp(torch.round(w / scale), -3, 3) * scale
+    sqnr = 10 * np.log10(float((w.double() ** 2).sum()) / float(((w - q).double() ** 2).sum()))
+    assert table.loc["classifier.0", "sqnr_uniform_db"] == pytest.approx(sqnr, abs=1e-3)
+    with torch.no_grad():
+        layer.weight.copy_(q)
+        accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
+    assert table.loc["classifier.0", "accuracy_uniform"] == pytest.approx(accuracy, abs=1e-4)
+    assert len(charts(at)) == 5  # + SQNR bars
+
+
+def test_bn_scale_histogram_holds_every_channel():
+    import json
+
+    at = open_page("weights")
+    spec = json.loads(next(c for c in charts(at) if "BatchNorm scales" in c.proto.spec).proto.spec)
+    plotted = sorted(spec["data"][0]["x"])
+    model = load_model("zoo:digits-cnn")
+    gammas = sorted(
+        abs(float(v)) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for v in m.weight
+    )
+    assert plotted == pytest.approx(gammas)

@@ -17,7 +17,7 @@ def _check_routed(page, title: str) -> None:
     assert sidebar.get_by_text("Model", exact=True).count() >= 1  # the app's sidebar, drawn by app.py
     assert sidebar.get_by_text("Timing", exact=True).count() == 1
     entries = nav_entries(page)
-    assert entries[: len(PAGE_TITLES) - 1] == PAGE_TITLES[:-1] and entries[-1] == "Report", entries
+    assert entries == PAGE_TITLES, entries
     assert not [e for e in entries if "shared" in e.lower() or e in ("app", "home", "overview")]
     assert page.locator('[data-testid="stMain"] h1').count() == 1  # the page ran once, not twice
     assert not errors(page)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli.main import add_output_args
+from analysis.cli.common import add_output_args
 from analysis.errors import WorkbenchError
 from analysis.store.compare import compare, plan_diff
 from analysis.store.db import ResultsStore, clean_json

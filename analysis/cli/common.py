@@ -1,0 +1,367 @@
+"""Shared pieces of the command line: common options, loading, JSON output, one-line errors.
+
+Each command group lives in a module of `analysis/cli/` (basic, rank, compress, sensitivity, runs) with a
+`register(subparsers)` function; `__main__.py` lists those modules. A command's handler takes the parsed
+args and returns the JSON payload (a dict); extra output files go through `add_output` so that a command
+writes all of them or none (`analysis.io.write_all_atomic`), the JSON included.
+
+Options every analysis command shares (CONTRACT section 6):
+- lists (`--ratios`, `--bits`, `--layers`, `--criteria`, `--kinds`) take commas, spaces or both:
+  `--ratios 0.2,0.4 0.6` is `[0.2, 0.4, 0.6]` (`list_values`, `list_names`);
+- `--device auto|cpu|cuda[:N]` and `--dtype float32|float16|bfloat16` (`device_options`);
+- `--ray [ADDRESS]` for sweeps and rankings (`add_ray_args`);
+- `--no-record`, `--mlflow [URI]` (the results store, `record`).
+
+Data rule: without `--data`, the digits are used only where the model was made for them (a `zoo:` model,
+or a model that takes 1x16x16 inputs and has 10 outputs). Any other model without `--data` has no data:
+its accuracy is absent (null, with a note), and commands that cannot work without data say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from analysis.checks import check_labels, model_outputs
+from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
+from analysis.errors import WorkbenchError, first_line
+from analysis.io import to_json, write_all_atomic
+from analysis.specs import (
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    check_input_shape,
+    load_model,
+    model_input_shape,
+    parse_input_shape,
+)
+from analysis.store.recording import add_record_args, record_command
+from analysis.validate import parse_names, parse_values, whole
+
+DIGITS_CLASSES = 10
+EXIT_STOPPED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
+NO_DATA_NOTE = "no --data given, and the model is not made for the digits: accuracy not measured"
+DATA_HELP = (
+    "data spec: digits, tensors:<file>, imagefolder:<dir>[?resize=&crop=&normalize=&limit=]. Default: the "
+    "digits, but only for zoo models and models taking 1x16x16 inputs with 10 outputs; any other model "
+    "without --data has no accuracy (null, with a note)"
+)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model spec (default: %(default)s)")
+    parser.add_argument("--weights", help="state dict for the model: .safetensors, .pt or .pth")
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="allow loading a whole pickled model (runs code)"
+    )
+    parser.add_argument("--input-shape", help="input shape with batch first, e.g. 1,3,224,224")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help=DATA_HELP)
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        default="-",
+        help="write the result here ('-' = standard output; FIFOs, devices written as is)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_list_arg(parser: argparse.ArgumentParser, flag: str, help: str, metavar: str = "VALUE") -> None:
+    """A list option: `--flag a,b c` (commas, spaces or both; several words are joined)."""
+    parser.add_argument(flag, nargs="+", metavar=metavar, help=f"{help} (commas and/or spaces)")
+
+
+def _joined(value: list[str] | str | None) -> str | None:
+    return value if value is None or isinstance(value, str) else " ".join(value)
+
+
+def list_values(value: list[str] | str | None, kind: Callable[[str], Any], flag: str) -> list | None:
+    """Numbers of a list option (None where it was not given); an empty or bad list is one line."""
+    text = _joined(value)
+    return None if text is None else parse_values(text, kind, flag, allow_empty=False)
+
+
+def list_names(value: list[str] | str | None, flag: str) -> list[str] | None:
+    """Names of a list option (None where it was not given)."""
+    text = _joined(value)
+    return None if text is None else parse_names(text, flag, allow_empty=False)
+
+
+def add_device_args(parser: argparse.ArgumentParser, dtype: bool = True) -> None:
+    parser.add_argument(
+        "--device",
+        help="where the work runs: auto (a GPU if there is one), cpu, cuda or cuda:N (default: cpu); "
+        "the work happens on a private copy there",
+    )
+    if dtype:
+        parser.add_argument(
+            "--dtype",
+            choices=("float32", "float16", "bfloat16"),
+            help="run a copy cast to this precision (default: the model's own)",
+        )
+
+
+def device_options(args: argparse.Namespace) -> tuple[torch.device | None, str | None]:
+    """`--device` resolved (None when not given: the model's CPU copy as is) and `--dtype`; a GPU asked
+    for where there is none is one line, before anything is loaded."""
+    from analysis.devices import resolve_device
+
+    device = getattr(args, "device", None)
+    return (None if device is None else resolve_device(device)), getattr(args, "dtype", None)
+
+
+def add_ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run one task per layer on Ray: a local instance, or the cluster at ADDRESS (auto, host:port, "
+        "ray://host:port); same numbers as without",
+    )
+    parser.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
+
+
+def ray_options(args: argparse.Namespace) -> dict | None:
+    """Keyword arguments for the `analysis.distributed` functions, or None without `--ray`."""
+    if getattr(args, "ray", None) is None:
+        return None
+    if getattr(args, "device", None) is not None or getattr(args, "dtype", None) is not None:
+        raise WorkbenchError("--device and --dtype apply to local runs: drop them or --ray")
+    cpus = None if args.ray_cpus is None else whole(args.ray_cpus, "--ray-cpus")
+    return {"address": args.ray or None, "num_cpus": cpus}
+
+
+def add_limit_arg(parser: argparse.ArgumentParser, what: str = "evaluate") -> None:
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help=f"{what} on N samples only: a fixed, seeded, class-balanced subset of each split",
+    )
+
+
+def check_counts(args: argparse.Namespace, *names: str) -> None:
+    """Each named option, where given, a whole number of at least 1 (`--limit 0`, `--batch-size -1`)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            flag = f"--{name.replace('_', '-')}"
+            whole(value, f"{name.replace('_', ' ')} ({flag})" if "_" in name else flag)
+
+
+def balanced(data: Dataset, n: int | None) -> Dataset:
+    """`data` cut to `n` samples per split, a seeded class-balanced subset (`data_stream.balanced_subset`),
+    kept in the data's own order; `data` itself when `n` is None or covers everything."""
+    if n is None or (n >= len(data.y) and n >= len(data.y_train)):
+        return data
+    from analysis.data_stream import balanced_subset
+
+    def cut(x, y):
+        index = balanced_subset(y, n).sort().values
+        xs = x[index] if isinstance(x, torch.Tensor) else x.take(index.tolist())
+        return xs, y[index]
+
+    x, y = cut(data.x, data.y)
+    same = data.x_train is data.x and data.y_train is data.y
+    x_train, y_train = (x, y) if same else cut(data.x_train, data.y_train)
+    return dataclasses.replace(data, x=x, y=y, x_train=x_train, y_train=y_train)
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    data: Dataset | None
+    input_shape: tuple[int, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+def digits_fit(spec: str, model: nn.Module, shape: tuple[int, ...] | None) -> bool:
+    """Whether the digits may stand in for absent `--data`: a zoo model, or a model taking 1x16x16 inputs
+    (as given or declared) with 10 outputs. Never digits resized to another shape."""
+    if spec.startswith("zoo:"):
+        return True
+    if shape is not None and tuple(shape) != DIGITS_INPUT_SHAPE:
+        return False
+    try:
+        return model_outputs(model, DIGITS_INPUT_SHAPE) == DIGITS_CLASSES
+    except Exception:
+        return False  # the model does not take 1x16x16 inputs: not a digits model
+
+
+def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data: bool = False) -> Loaded:
+    """The model, the data (when given or needed) and the per-sample input shape from common args.
+
+    Without `--data`, a command that needs data gets the digits only where `digits_fit`; otherwise it is
+    one line (or, with `allow_no_data`, `data` is None and `notes` says why)."""
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    explicit = parse_input_shape(args.input_shape) if getattr(args, "input_shape", None) else None
+    data_spec = getattr(args, "data", None)
+    declared = explicit or getattr(model, "input_shape", None)
+    notes: list[str] = []
+    if not data_spec and need_data and not digits_fit(args.model, model, declared):
+        if not allow_no_data:
+            raise WorkbenchError(
+                f"no --data given, and {args.model} is not made for the digits (they are the default only "
+                "for zoo models and 1x16x16 models with 10 outputs): give --data"
+            )
+        notes.append(NO_DATA_NOTE)
+        need_data = False
+    data = None
+    if data_spec or need_data:
+        data = load_data(data_spec or DEFAULT_DATA, declared)
+        shape = explicit or data.input_shape
+    else:
+        shape = model_input_shape(model, explicit, args.model)
+    check_input_shape(model, shape)
+    if data is not None:
+        check_labels(
+            data, model_outputs(model, shape)
+        )  # labels past the outputs: a message, not an IndexError
+        data = balanced(data, getattr(args, "limit", None))
+    return Loaded(model, data, shape, notes)
+
+
+def add_output(args: argparse.Namespace, path: str | Path | None, write: Callable[[Path], None]) -> None:
+    """Queue an extra output file; `run` writes it with the JSON, all or none."""
+    if path:
+        args.__dict__.setdefault("_outputs", {})[str(path)] = write
+
+
+def record(
+    args: argparse.Namespace,
+    kind: str,
+    model: nn.Module,
+    data: str | None,
+    params: dict,
+    payload: dict,
+    *,
+    status: str = "complete",
+    artifacts: tuple = (),
+) -> int | None:
+    """Record `payload` in the results store (unless `--no-record`; MLflow too for compressions with
+    `--mlflow`), adding `run_id` to it. `model` is the loaded model, before any change. Every analysis
+    command makes this one call."""
+    return record_command(args, kind, model, data, params, payload, status=status, artifacts=artifacts)
+
+
+def add_common_run_args(parser: argparse.ArgumentParser) -> None:
+    """`--no-record` and `--mlflow [URI]`, for every command that records its result."""
+    add_record_args(parser)
+
+
+def stopped(args: argparse.Namespace, what: str) -> None:
+    """Mark the command as stopped by Ctrl-C: the partial result is still written and recorded, then the
+    process exits with EXIT_STOPPED."""
+    args.__dict__["_exit_code"] = EXIT_STOPPED
+    print(f"stopped: the {what} finished so far are written and recorded as partial", file=sys.stderr)
+
+
+@dataclass
+class LongRun:
+    """What a long command needs: `progress(done, total)` for the bar (with elapsed time and the time left),
+    `should_stop()` (True after Ctrl-C), and the timer."""
+
+    progress: Callable[[int, int], None]
+    should_stop: Callable[[], bool]
+    timer: Any
+
+
+@contextlib.contextmanager
+def long_run(desc: str) -> Iterator[LongRun]:
+    """A tqdm bar on standard error showing `RunTimer`'s elapsed time and estimate of the time left, and
+    Ctrl-C as Stop (the first one stops at the next unit of work, a second one aborts)."""
+    from tqdm import tqdm
+
+    from analysis.progress_eta import RunTimer, sigint_stops
+
+    timer = RunTimer()
+    bars: list = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=max(total, 1),
+                    desc=desc,
+                    file=sys.stderr,
+                    leave=False,
+                    dynamic_ncols=True,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}",
+                )
+            )
+        bar = bars[0]
+        bar.total = max(total, 1)
+        bar.n = done
+        bar.set_postfix_str(timer.describe(), refresh=True)
+
+    try:
+        with sigint_stops() as should_stop:
+            yield LongRun(timer.wrap(update), should_stop, timer)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def warn(text: str | None) -> None:
+    """One warning line on standard error (a noisy latency, say); nothing for None."""
+    if text:
+        print(f"warning: {text}", file=sys.stderr)
+
+
+def emit(payload: dict, dest: str, outputs: dict | None = None) -> None:
+    """Write the JSON payload to `dest` ('-' = standard output) together with the queued `outputs`: all of
+    them or none (temp files first, then renames; streams such as standard output and FIFOs last)."""
+    text = to_json(payload)
+    writers = dict(outputs or {})
+    if dest in writers:
+        raise WorkbenchError(f"--json and another output both name {dest}: give each its own file")
+    writers[dest] = lambda p: p.write_text(text, encoding="utf-8")
+    write_all_atomic(writers)
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, dispatch, write JSON; bad input becomes one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        payload = args.func(args)
+        if payload is not None:
+            emit(payload, args.json, args.__dict__.get("_outputs"))
+    except WorkbenchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (nothing written)", file=sys.stderr)
+        return EXIT_STOPPED
+    except Exception as exc:
+        # Errors from torch (an input shape the model does not take, say) are one line too; --debug shows more.
+        if args.debug:
+            raise
+        print(
+            f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return args.__dict__.get("_exit_code", 0)
+
+
+def option_list(text: str | None, kind, what: str) -> list | None:
+    """A `--what` option's list (commas and/or spaces), None where the option was not given."""
+    return None if text is None else parse_values(text, kind, f"--{what}", allow_empty=False)

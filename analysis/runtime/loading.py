@@ -1,0 +1,127 @@
+"""Loading saved artifacts (`.onnx`, `.pt2`, `.pruned.safetensors`): what `analysis.specs.load_model` calls.
+
+A leaf below `analysis.specs`: the pruned format rebuilds its architecture through the `build` callable the
+caller passes (`load_model`), so this module never imports the spec parser back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from analysis.errors import WorkbenchError
+
+PRUNED_SUFFIX = ".pruned.safetensors"
+PRUNED_FORMAT = "analysis.pruned/1"
+ARTIFACT_SUFFIXES = (".onnx", ".pt2", PRUNED_SUFFIX, ".pt", ".pth")
+
+
+def artifact_kind(path: str | Path) -> str | None:
+    """`onnx`, `pt2`, `pruned` or `pickle` for a path by its suffix; None for anything else."""
+    name = str(path).lower()
+    if name.endswith(PRUNED_SUFFIX):
+        return "pruned"
+    if name.endswith(".onnx"):
+        return "onnx"
+    if name.endswith(".pt2"):
+        return "pt2"
+    if name.endswith((".pt", ".pth")):
+        return "pickle"
+    return None
+
+
+def load_pruned(path: str | Path, build: Callable[[str], nn.Module], apply_weights: Callable) -> nn.Module:
+    """The model a `save_pruned` file holds: built from its spec by `build` (`analysis.specs.load_model`),
+    reshaped, weights loaded strictly by `apply_weights` (`analysis.specs.apply_weights`)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:
+        raise WorkbenchError(f"cannot read {path} as safetensors: {exc}".splitlines()[0]) from exc
+    if meta.get("format") != PRUNED_FORMAT:
+        raise WorkbenchError(
+            f"{path} has no {PRUNED_FORMAT} metadata: a plain weights file goes in --weights next to --model"
+        )
+    model = build(meta["spec"])
+    for name, attrs in json.loads(meta.get("attributes", "{}")).items():
+        module = model.get_submodule(name)
+        for key, value in attrs.items():
+            current = getattr(module, key, None)
+            setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
+    for key, tensor in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        current = getattr(owner, attr, None)
+        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
+            continue
+        if isinstance(current, nn.Parameter):
+            setattr(owner, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        else:
+            owner.register_buffer(attr, torch.empty_like(tensor))
+    apply_weights(model, state, str(path))
+    return model.eval()
+
+
+class _ExportedModule(nn.Module):
+    """Holds a `torch.export` program's module. Exported modules refuse `.eval()`/`.train()`, which the
+    library's evaluation calls; the program is fixed in inference behaviour anyway, so the mode is only
+    recorded here."""
+
+    def __init__(self, program_module: nn.Module, input_shape: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.program = program_module
+        if input_shape:
+            self.input_shape = input_shape
+
+    def train(self, mode: bool = True) -> _ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def load_artifact(
+    path: str | Path,
+    threads: int | None = None,
+    *,
+    build: Callable[[str], nn.Module],
+    apply_weights: Callable,
+) -> nn.Module:
+    """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
+    (`threads` intra-op threads), `.pt2` as the exported program, `.pruned.safetensors` rebuilt."""
+    path = Path(path)
+    kind = artifact_kind(path)
+    if kind not in ("onnx", "pt2", "pruned"):
+        raise WorkbenchError(f"{path.name} is not a saved artifact: use .onnx, .pt2 or {PRUNED_SUFFIX}")
+    if not path.exists():
+        raise WorkbenchError(f"model file not found: {path}")
+    if kind == "pruned":
+        return load_pruned(path, build, apply_weights)
+    if kind == "onnx":
+        from analysis.runtime.onnx import OnnxModule
+
+        return OnnxModule(path.read_bytes(), threads)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise WorkbenchError(f"cannot load {path} as a torch.export program: {exc}".splitlines()[0]) from exc
+    shape = None
+    spec = program.graph_signature.user_inputs
+    if spec:
+        node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec[0]), None)
+        val = node.meta.get("val") if node is not None else None
+        if val is not None and all(isinstance(d, int) for d in val.shape[1:]):
+            shape = tuple(val.shape[1:])
+    return _ExportedModule(program.module(), shape)

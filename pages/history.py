@@ -1,0 +1,199 @@
+"""History: the runs of the results store (app and CLI), compared side by side, re-opened, exported, deleted.
+
+Runs are keyed by the model's fingerprint (its spec and a hash of its weights), so "this model" means these
+exact weights. The store is `results.sqlite3` under $WORKBENCH_DATA_DIR (see the README).
+"""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from analysis import RankingResult, charts, compare_runs, plan_diff
+from pages import _shared
+
+# Where a re-opened run goes: the page, the session-state result names that page reads.
+REOPEN = {
+    "sensitivity": ("pages/sensitivity.py", "Sensitivity"),
+    "ranking": ("pages/rankings.py", "Rankings"),
+}
+COMPRESSION_KINDS = ("compression", "compress")
+
+st.title("History")
+wb = _shared.workbench()
+key = wb.spec.model_key()
+with _shared.guard("Opening the results store"):
+    store = _shared.results_store()
+    if store is None:
+        st.stop()
+    fp = _shared.fingerprint(wb)
+st.caption(f"Results store: `{store.path}`")
+
+scope = st.radio("Runs of", ["This model", "All models"], horizontal=True, key="hist_scope")
+with _shared.guard("Reading the results store"):
+    infos = store.list(fingerprint=fp if scope == "This model" else None)
+if not infos:
+    st.info(
+        "No recorded runs"
+        + (" for this model (these exact weights)" if scope == "This model" else "")
+        + " yet: sweeps, rankings and compressions are recorded as they finish, in the app and on the "
+        "command line (`python -m analysis ...`)."
+    )
+    st.stop()
+
+
+def _headline(info) -> str:
+    s = info.summary
+    if "after.accuracy" in s:
+        text = f"accuracy {s.get('before.accuracy', float('nan')):.2%} -> {s['after.accuracy']:.2%}"
+        return text + (f", {s['speedup']:.2f}x" if isinstance(s.get("speedup"), (int, float)) else "")
+    if "baseline.accuracy" in s:
+        return f"baseline {s['baseline.accuracy']:.2%}"
+    if isinstance(s.get("accuracy"), (int, float)):
+        return f"accuracy {s['accuracy']:.2%}"
+    return ""
+
+
+runs = pd.DataFrame(
+    [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "model": r.model,
+            "data": r.data,
+            "created": pd.Timestamp(r.created),
+            "status": r.status,
+            "this model": r.fingerprint == fp,
+            "headline": _headline(r),
+            "params": json.dumps(r.params, sort_keys=True),
+        }
+        for r in infos
+    ]
+)
+
+c = st.columns(4)
+kinds = c[0].multiselect("Kind", sorted(runs["kind"].unique()), key="hist_kinds", placeholder="all kinds")
+models = c[1].multiselect(
+    "Model", sorted(runs["model"].unique()), key="hist_models", placeholder="all models"
+)
+statuses = c[2].multiselect("Status", ["complete", "partial"], key="hist_status", placeholder="any status")
+first, last = runs["created"].min().date(), runs["created"].max().date()
+dates = c[3].date_input("Recorded between", (first, last), key="hist_dates")
+shown = runs
+if kinds:
+    shown = shown[shown["kind"].isin(kinds)]
+if models:
+    shown = shown[shown["model"].isin(models)]
+if statuses:
+    shown = shown[shown["status"].isin(statuses)]
+if isinstance(dates, (tuple, list)) and len(dates) == 2:
+    day = shown["created"].dt.date
+    shown = shown[(day >= dates[0]) & (day <= dates[1])]
+
+st.subheader(f"Runs ({len(shown)} of {len(runs)})")
+_shared.table(
+    shown.assign(created=shown["created"].dt.strftime("%Y-%m-%d %H:%M:%S")), "runs.csv", key="hist_runs_csv"
+)
+
+# --- side by side ------------------------------------------------------------------------------------------
+st.subheader("Compare compression results")
+compressions = [int(i) for i in shown.loc[shown["kind"].isin(COMPRESSION_KINDS), "id"]]
+chosen = st.multiselect(
+    "Compression runs (two or more)",
+    compressions,
+    format_func=lambda i: f"#{i}",
+    key="hist_compare",
+    help="Accuracy, latency per runtime, MACs and size side by side, and the plans diffed layer by layer.",
+)
+if not compressions:
+    st.caption("No compression run among the runs shown.")
+elif len(chosen) >= 2:
+    with _shared.guard("Comparing the runs"):
+        picked = [store.get(i) for i in chosen]
+        table = compare_runs(picked)
+        plans = {f"#{r.id}": r.result.get("plan") or {} for r in picked}
+        diff = plan_diff(plans)
+    st.caption(
+        "; ".join(f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}" for i, r in table.iterrows())
+    )
+    side = table.drop(columns=["model", "created", "status"]).astype(float).T  # one column per run
+    side.columns = [f"#{i}" for i in side.columns]
+    _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
+    st.markdown("**Plans, layer by layer**")
+    only = st.toggle("Only layers that differ", key="hist_only_diff")
+    diff = diff[diff["differs"]] if only else diff
+    _shared.table(diff.reset_index(), "plan_diff.csv", key="hist_diff_csv")
+else:
+    st.caption("Choose two or more compression runs.")
+
+# --- every recorded plan of a model ------------------------------------------------------------------------
+st.subheader("Accuracy vs latency of every recorded plan")
+targets = {"this model": fp} | {
+    m: None for m in sorted(runs.loc[runs["kind"].isin(COMPRESSION_KINDS), "model"].unique())
+}
+target = st.selectbox("Model", list(targets), key="hist_scatter_model")
+with _shared.guard("Reading the recorded plans"):
+    points = (
+        store.compression_table(fingerprint=fp)
+        if target == "this model"
+        else store.compression_table(model=target)
+    )
+if points is None:
+    st.caption("No compression recorded for it yet.")
+else:
+    _shared.chart(charts.recorded_plans_scatter(points), key="hist_scatter")
+
+# --- one run -----------------------------------------------------------------------------------------------
+st.subheader("One run")
+ids = [int(i) for i in shown["id"]]
+if not ids:
+    st.stop()
+run_id = st.selectbox("Run", ids, format_func=lambda i: f"#{i}", key="hist_run")
+with _shared.guard("Reading the run"):
+    run = store.get(run_id)
+st.markdown(
+    f"**#{run.id}** {run.kind} of `{run.model}` on `{run.data}`, {run.created}, {run.status}"
+    + ("" if run.fingerprint == fp else " (another model or other weights than the one loaded)")
+)
+c = st.columns(3)
+if run.kind in REOPEN:
+    page, title = REOPEN[run.kind]
+    other = run.fingerprint != fp
+    if c[0].button(
+        f"Open in {title}",
+        key="hist_open",
+        disabled=other,
+        help="Load this model and weights in the sidebar first" if other else "Shows it without recomputing",
+    ):
+        with _shared.guard("Re-opening the run"):
+            if run.kind == "sensitivity":
+                result = _shared.sweep_from_dict(run.result)
+                _shared.keep_result("sensitivity", key, result, run.params)
+                _shared.keep_result(f"sensitivity:{result.kind}", key, result, run.params)
+                st.session_state["_sens_payload"] = run.result
+                st.session_state["_sens_from_run"] = run.id
+            else:
+                _shared.keep_result("rankings", key, RankingResult.from_dict(run.result), run.params)
+                st.session_state["_rank_from_run"] = run.id
+        st.switch_page(page)
+with c[1]:
+    _shared.download(
+        "Export (JSON)",
+        json.dumps(run.to_dict(), indent=2, allow_nan=False),
+        f"run_{run.id}.json",
+        "application/json",
+        "hist_export",
+    )
+
+
+def _delete(run_id: int) -> None:
+    store.delete(run_id)
+    st.session_state.pop("hist_run", None)
+    st.session_state["_hist_deleted"] = run_id
+
+
+c[2].button("Delete", key="hist_delete", on_click=_delete, args=(run.id,), type="secondary")
+if (gone := st.session_state.pop("_hist_deleted", None)) is not None:
+    st.success(f"Run #{gone} deleted.")
+with st.expander("Parameters, summary and environment"):
+    st.json({"params": run.params, "summary": run.summary, "environment": run.environment})

@@ -1,0 +1,99 @@
+"""The History page in a real browser: runs written to the results store (by ResultsStore directly, as the
+CLI's recording does; the CLI commands do not record in this branch yet) appear in a fresh server's
+/history, and choosing two compression runs shows the comparison table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from test_browser import ARGS, CHROMIUM, LOAD_MS, ROOT, _free_port
+
+from analysis import ResultsStore, load_model, model_fingerprint
+
+pytestmark = pytest.mark.browser
+MODEL = "zoo:digits-cnn"
+
+
+def _run(acc_after: float, ms_after: float, prune: float) -> tuple[dict, dict]:
+    plan = {"default": {"prune": prune, "criterion": "l1"}, "layers": {}}
+    metrics = {
+        "accuracy": 0.99,
+        "loss": 0.1,
+        "params": 1000,
+        "macs": 4000,
+        "size_bytes": 4000,
+        "latency_ms": 8.0,
+    }
+    after = metrics | {"accuracy": acc_after, "latency_ms": ms_after, "macs": int(4000 * (1 - prune))}
+    return {"plan": plan}, {"before": metrics, "after": after, "plan": plan}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is not installed: run `make test` or `apt-get install -y chromium`")
+    data = tmp_path_factory.mktemp("data")
+    store = ResultsStore(data)
+    fp = model_fingerprint(MODEL, load_model(MODEL))
+    ids = [store.record("compression", MODEL, "digits", *_run(a, ms, p), fingerprint=fp)
+           for a, ms, p in ((0.97, 4.0, 0.5), (0.985, 6.0, 0.25))]  # fmt: skip
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
+    command += ["--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    env = os.environ | {"WORKBENCH_DATA_DIR": str(data)}
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; see {log.name}")
+            time.sleep(0.5)
+        yield url, ids
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group we started: streamlit and nothing else
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_history_lists_recorded_runs_and_compares_two(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, ids = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.set_default_timeout(LOAD_MS)
+        page.goto(f"{url}/history")
+        page.get_by_role("heading", name="History").wait_for()
+        page.get_by_text("Runs (2 of 2)").wait_for()
+        page.locator(".js-plotly-plot").first.wait_for()  # the scatter of every recorded plan
+        box = page.get_by_role("combobox", name="Compression runs (two or more)")
+        for run_id in ids:
+            box.click()
+            page.get_by_role("option", name=f"#{run_id}").click()
+        page.get_by_text("Plans, layer by layer").wait_for()
+        tables = page.locator('[data-testid="stDataFrame"]')
+        assert tables.count() >= 3  # runs, comparison, plan diff
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+        page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+        browser.close()

@@ -1,0 +1,86 @@
+"""Compress page methods: a schedule run from the page with its trajectory chart, Stop keeping a valid
+model, the predicted drop's arithmetic, and error text kept as text."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from apptools import assert_clean, charts, click, open_page
+
+from analysis import evaluate, load_data, load_model, summarize
+from pages import _shared
+from pages import compress as page
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
+
+
+def test_iterative_one_step_runs_from_the_page_and_plots_its_trajectory():
+    at = open_page("compress")
+    at.selectbox(key="meth_method").set_value("iterative").run()
+    at.selectbox(key="meth_criterion").set_value("l1")
+    at.number_input(key="meth_target_value").set_value(0.7)
+    at.number_input(key="meth_steps").set_value(1)
+    at.number_input(key="meth_epochs_per_step").set_value(0.0).run()
+    click(at, "Apply")
+    assert_clean(at)
+    result = at.session_state["_result_compress"]["result"]
+    extras = at.session_state["_result_compress"]["params"]["extras"]
+    assert len(extras["trajectory"]) >= 2  # step 0 (the original) and the step taken
+    assert result.after.macs <= 0.7 * result.before.macs * 1.02
+    assert result.before.macs == summarize(load_model("zoo:digits-cnn"), (1, 16, 16)).total_macs
+    assert len(charts(at)) == 2  # the trajectory and the scatter
+
+
+def test_stop_after_the_first_step_keeps_a_valid_model():
+    model = load_model("zoo:digits-cnn")
+    data = load_data("digits", input_shape=(1, 16, 16))
+    steps: list[dict] = []
+    plan = {"schedule": {"method": "iterative", "criterion": "l1", "target": {"macs": 0.3}, "steps": 4,
+                         "epochs_per_step": 0.0}}  # fmt: skip
+    result, extras = page.apply_plan(
+        model, data, plan, batch_size=8, threads=1, on_step=steps.append,
+        should_stop=lambda: len(steps) >= 2, latency_rounds=2,
+    )  # fmt: skip
+    assert extras["stopped"]
+    assert len(extras["trajectory"]) < 5  # not every step ran
+    assert result.after.macs > 0.3 * result.before.macs  # the target was not reached: stopped early
+    assert result.after.accuracy == pytest.approx(evaluate(result.model, data).accuracy)
+    assert result.before.accuracy == pytest.approx(evaluate(model, data).accuracy)
+
+
+def test_predicted_drop_is_the_bounded_sum_of_single_group_drops():
+    curve = types.SimpleNamespace
+    sweep = types.SimpleNamespace(
+        baseline_accuracy=0.9,
+        layers={
+            "a": curve(values=[0.5, 0.25], accuracy=[0.7, 0.85]),
+            "b": curve(values=[0.5], accuracy=[0.8]),
+        },
+    )
+    # a at 0.25: 0.90 - 0.85 = 5 points; b at 0.25: halfway to 0.5's 10 points = 5 points
+    drop, missing = page.predicted_drop_points(sweep, {"a": 0.25, "b": 0.25, "c": 0.5})
+    assert drop == pytest.approx(10.0) and missing == ["c"]
+    collapse = types.SimpleNamespace(
+        baseline_accuracy=0.99, layers={g: curve(values=[0.9], accuracy=[0.0]) for g in "abc"}
+    )
+    assert page.predicted_drop_points(collapse, {"a": 0.9, "b": 0.9, "c": 0.9})[0] == 100.0
+    assert page.predicted_drop_points(None, {"a": 0.5}) == (None, [])
+
+
+def test_error_text_keeps_underscores():
+    shown = _shared.plain("Linear.__init__() got an unexpected keyword 'out_features'")
+    assert shown.replace("\\", "") == "Linear.__init__() got an unexpected keyword 'out_features'"
+    assert "\\_\\_init\\_\\_" in shown
+
+
+def test_split_plan_moves_transforms_and_schedule_out():
+    plan = {"layers": {"a": {"prune": 0.5, "rank": 0.25}, "b": {"share_bits": 4}}, "huffman": True,
+            "schedule": {"method": "agp"}}  # fmt: skip
+    base, schedule, transforms, huffman = page.split_plan(plan)
+    assert base == {"layers": {"a": {"prune": 0.5}}}
+    assert schedule == {"method": "agp"} and huffman
+    assert transforms == {"a": {"rank": 0.25}, "b": {"share_bits": 4}}
