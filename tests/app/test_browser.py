@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browsertools import chromium, serve
+from browsertools import ARGS, CHROMIUM, ROOT, chromium, serve
+from browsertools import free_port as _free_port
+
+__all__ = ["ARGS", "CHROMIUM", "LOAD_MS", "ROOT", "_free_port"]  # test_browser_history uses these
 
 pytestmark = pytest.mark.browser
 
