@@ -1,6 +1,12 @@
 """The compression workbench: `streamlit run app.py`.
 
-The router and the shared sidebar (model, data, timing); every page is a file in pages/.
+The router and the shared sidebar (model, data, timing); every page is a file in pages/ and calls
+`_shared.routed()` first, so a page opened directly (a bookmark on a fresh server) still goes through here.
+
+Local mode (the default) offers every model and data source. Shared mode (`WORKBENCH_MODE=shared` in the
+server's environment, or `mode = "shared"` in .streamlit/secrets.toml; never set by the browser) offers only
+what cannot run code or read server files: zoo models, operator-listed architectures
+(`WORKBENCH_ARCHITECTURES`), uploaded .safetensors state dicts, the digits and uploaded tensors files.
 """
 
 from __future__ import annotations
@@ -10,7 +16,15 @@ import os
 import streamlit as st
 import torch
 
-from analysis import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ZOO, WorkbenchSpec, save_upload
+from analysis import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL,
+    RUNTIMES,
+    ZOO,
+    WorkbenchError,
+    WorkbenchSpec,
+    operator_architectures,
+)
 from pages import _shared
 
 PAGES = [
@@ -23,29 +37,43 @@ PAGES = [
     st.Page("pages/report.py", title="Report", icon=":material/description:", url_path="report"),
     st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
 ]
-SOURCES = ["Zoo", "Python callable", "torchvision", "Pickled module"]
+LOCAL_SOURCES = ["Zoo", "Python callable", "torchvision", "Pickled module"]
+LOCAL_DATA = ["digits", "Upload tensors", "Path"]
+SHARED_DATA = ["digits", "Upload tensors"]
+DEVICES = ["auto", "cpu", "cuda"]
 
 
-def _stored(upload) -> str | None:
-    """Path of an uploaded file, saved once by content (the same bytes always give the same path)."""
-    if upload is None:
+def _choice(key: str, options: list[str]) -> None:
+    """Drop a value of radio `key` the options do not have (a value kept from another mode, or forged)."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def _upload(sb, label: str, types: list[str], key: str) -> str | None:
+    """An uploader whose file goes to this session's private store; a bad file is a message."""
+    file = sb.file_uploader(label, type=types, key=key)
+    if file is None:
         return None
-    paths = st.session_state.setdefault("_uploads", {})
-    if upload.file_id not in paths:
-        paths[upload.file_id] = str(save_upload(upload.name, upload.getvalue()))
-    return paths[upload.file_id]
+    suffix = "." + file.name.rsplit(".", 1)[-1].lower() if "." in file.name else ""
+    if suffix.lstrip(".") not in types:
+        raise WorkbenchError(f"{label.split(':')[0]}: expected a {', '.join(types)} file")
+    return _shared.stored(file)
 
 
-def sidebar() -> WorkbenchSpec:
-    """The model, data and timing the pages work on, as a hashable spec."""
-    sb = st.sidebar
+def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
+    """The model spec, weights file and pickle trust chosen in the sidebar."""
     sb.header("Model")
-    source = sb.radio("Source", SOURCES, key="model_source", horizontal=True)
+    architectures = list(operator_architectures()) if shared else []
+    sources = ["Zoo"] + (["Operator architecture"] if architectures else []) if shared else LOCAL_SOURCES
+    _choice("model_source", sources)
+    source = sb.radio("Source", sources, key="model_source", horizontal=True)
     weights, trust = None, False
     if source == "Zoo":
         names = sorted(ZOO)
         default = names.index(DEFAULT_MODEL.removeprefix("zoo:"))
         model = "zoo:" + sb.selectbox("Zoo model", names, index=default, key="zoo_name")
+    elif source == "Operator architecture":
+        model = sb.selectbox("Architecture", architectures, key="arch_name")
     elif source == "Python callable":
         model = sb.text_input("Callable", placeholder="mypackage.models:build", key="callable_spec").strip()
         if not model:
@@ -58,43 +86,88 @@ def sidebar() -> WorkbenchSpec:
             sb.text_input("Architecture", "resnet18", key="tv_name").strip() or "resnet18"
         )
     else:
-        upload = sb.file_uploader("Whole pickled model (.pt, .pth)", type=["pt", "pth"], key="pickle_file")
         trust = sb.checkbox(
             "I trust this file", key="trust_pickle", help="Unpickling runs code from the file."
         )
-        if upload is None:
+        path = _upload(sb, "Whole pickled model (.pt, .pth)", ["pt", "pth"], "pickle_file")
+        if path is None:
             sb.caption(f"Upload a file; until then {DEFAULT_MODEL} is used.")
-        model = _stored(upload) or DEFAULT_MODEL
+        model = path or DEFAULT_MODEL
     if source != "Pickled module":
-        file = sb.file_uploader(
-            "Weights: state dict (.safetensors, .pt, .pth)",
-            type=["safetensors", "pt", "pth"],
-            key="weights_file",
+        types = ["safetensors"] if shared else ["safetensors", "pt", "pth"]
+        label = (
+            "Weights: state dict (.safetensors)"
+            if shared
+            else "Weights: state dict (.safetensors, .pt, .pth)"
         )
-        weights = _stored(file)
-    input_shape = sb.text_input("Input shape (optional)", placeholder="1,3,224,224", key="input_shape")
+        weights = _upload(sb, label, types, "weights_file")
+    return model, weights, trust
 
+
+def _data(sb, shared: bool) -> str:
     sb.header("Data")
-    data_source = sb.radio("Data", ["digits", "Upload tensors", "Path"], key="data_source", horizontal=True)
-    data = "digits"
+    options = SHARED_DATA if shared else LOCAL_DATA
+    _choice("data_source", options)
+    data_source = sb.radio("Data", options, key="data_source", horizontal=True)
     if data_source == "Upload tensors":
-        file = sb.file_uploader(
-            "x, y tensors (.pt, .safetensors, .npz)", type=["pt", "safetensors", "npz"], key="data_file"
-        )
-        data = f"tensors:{_stored(file)}" if file is not None else "digits"
-    elif data_source == "Path":
-        data = sb.text_input("Data spec", placeholder="tensors:<file> or imagefolder:<dir>", key="data_spec")
-        data = data.strip() or "digits"
+        types = ["safetensors", "npz"] if shared else ["pt", "safetensors", "npz"]
+        label = f"x, y tensors (.{', .'.join(types)})"
+        path = _upload(sb, label, types, "data_file")
+        return f"tensors:{path}" if path else "digits"
+    if data_source == "Path":
+        spec = sb.text_input("Data spec", placeholder="tensors:<file> or imagefolder:<dir>", key="data_spec")
+        return spec.strip() or "digits"
+    return "digits"
 
+
+def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
     sb.header("Timing")
     cores = os.cpu_count() or 1
     threads = sb.number_input("Threads", 1, cores, min(torch.get_num_threads(), cores), key="threads")
     batch = sb.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size")
-    return WorkbenchSpec(model, weights, trust, data, input_shape.strip(), int(batch), int(threads))
+    _choice("runtime", list(RUNTIMES))
+    runtime = sb.selectbox(
+        "Runtime",
+        list(RUNTIMES),
+        key="runtime",
+        help="Where latency is measured: PyTorch eager or ONNX Runtime",
+    )
+    devices = DEVICES if torch.cuda.is_available() else ["cpu"]
+    _choice("device", devices)
+    device = sb.selectbox("Device", devices, key="device", help="auto: the first GPU if there is one")
+    ray = ""
+    if not shared:  # a shared server does not connect where a browser user says
+        ray = sb.text_input(
+            "Ray address (optional)",
+            key="ray_address",
+            placeholder="auto or host:10001",
+            help="Sweeps and rankings run as Ray tasks on this cluster; empty: in this process",
+        ).strip()
+    return int(threads), int(batch), runtime, device, ray
+
+
+def sidebar() -> WorkbenchSpec:
+    """The model, data and timing the pages work on, as a hashable spec."""
+    sb = st.sidebar
+    shared = _shared.shared()
+    _shared.keep(*_shared.SIDEBAR_KEYS)
+    _shared.keep_all()  # page values too: their widgets are not drawn on other pages
+    with _shared.guard("Reading the sidebar"):
+        model, weights, trust = _model(sb, shared)
+        input_shape = sb.text_input("Input shape (optional)", placeholder="1,3,224,224", key="input_shape")
+        data = _data(sb, shared)
+        threads, batch, runtime, device, ray = _timing(sb, shared)
+    if shared:
+        sb.caption("Shared server: zoo models, uploaded .safetensors weights and tensors data only.")
+    return WorkbenchSpec(
+        model, weights, trust, data, input_shape.strip(), batch, threads, runtime, device, ray
+    )
 
 
 st.set_page_config(page_title="Compression workbench", page_icon=":material/compress:", layout="wide")
+_shared.purge_stale_uploads()
 page = st.navigation(PAGES)
 spec = sidebar()
 st.session_state[_shared.SPEC_KEY] = spec
-page.run()
+with _shared.routing():
+    page.run()

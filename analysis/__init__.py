@@ -75,7 +75,9 @@ from analysis.policy import (
     check_data_spec,
     check_model_spec,
     operator_architectures,
+    parse_mode,
     public_message,
+    strip_paths,
     serve_mode,
 )
 from analysis.progress import Progress, progress_bar
@@ -141,7 +143,9 @@ __all__ = [
     "check_data_spec",
     "check_model_spec",
     "operator_architectures",
+    "parse_mode",
     "public_message",
+    "strip_paths",
     "serve_mode",
     "RunTimer",
     "sigint_stops",

@@ -33,6 +33,9 @@ UPLOAD_ROOT = Path(tempfile.gettempdir()) / "compression-workbench" / "uploads"
 class WorkbenchSpec:
     """Everything that identifies a model, its data and how it is timed, as hashable plain values.
 
+    `runtime`, `device` and `ray_address` are the sidebar's timing choices the pages read (they never
+    change the loaded model, only where and how it is run).
+
     `weights` is a state-dict file for the model; `input_shape` is text like `1,3,224,224` (batch first)
     or empty to take the model's declared shape; `threads` None means torch's current setting.
     """
@@ -44,6 +47,11 @@ class WorkbenchSpec:
     input_shape: str = ""
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
+    runtime: str = "eager"  # analysis.RUNTIMES: where latency (and, where a page offers it, accuracy) is run
+    device: str = "cpu"  # auto | cpu | cuda[:N]: where the work runs (the cached model stays on the CPU)
+    ray_address: str = (
+        ""  # empty: sweeps and rankings run in this process; else a Ray cluster ("auto", host:port)
+    )
 
     def model_key(self) -> str:
         """A short digest of what determines the model and data (not the timing settings).
@@ -60,7 +68,7 @@ class WorkbenchSpec:
 
     def timing_key(self) -> str:
         """`model_key` plus batch size and threads: the key of anything measured in time."""
-        return f"{self.model_key()}-b{self.batch_size}-t{self.threads or 0}"
+        return f"{self.model_key()}-b{self.batch_size}-t{self.threads or 0}-{self.runtime}-{self.device}"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,10 +13,13 @@ import contextlib
 import contextvars
 import dataclasses
 import json
+import runpy
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,14 +28,269 @@ import streamlit as st
 from analysis import (
     DEFAULT_BATCH_SIZE,
     RunTimer,
+    ServeMode,
+    UploadStore,
     Workbench,
     WorkbenchError,
     WorkbenchSpec,
+    check_data_spec,
+    check_model_spec,
     first_line,
     load_workbench,
+    parse_mode,
+    public_message,
+    purge_older_than,
+    serve_mode,
+    strip_paths,
 )
 
 SPEC_KEY = "_workbench_spec"
+APP_PATH = Path(__file__).resolve().parents[1] / "app.py"
+UPLOAD_MAX_AGE_S = (
+    24 * 3600
+)  # uploads of sessions that ended without closing (a killed server) go after a day
+_ROUTER = threading.local()  # per script-run thread: whether app.py's router is running this page
+
+
+# --- Every entry point goes through app.py -----------------------------------------------------------------
+# On a fresh server, the first visit to a non-root path (a bookmark, a tab left open across a restart) runs
+# the page file directly: Streamlit sees the `pages/` folder and uses its automatic multipage mode until
+# `st.navigation` has run once. `routed()`, the first call of every page, then runs app.py (its router
+# draws the sidebar, sends the real navigation and runs this page inside it) and stops the direct run.
+
+
+@contextlib.contextmanager
+def routing() -> Iterator[None]:
+    """app.py runs the chosen page inside this."""
+    before = getattr(_ROUTER, "active", False)
+    _ROUTER.active = True
+    try:
+        yield
+    finally:
+        _ROUTER.active = before
+
+
+def routed() -> None:
+    """Call first in every page: when the page was run without app.py, run app.py instead and stop.
+
+    `workbench()` calls it too, so a page that draws only its title before `workbench()` is covered: the
+    router's run starts again at the top of the page (its elements replace the title already drawn)."""
+    if getattr(_ROUTER, "active", False):
+        return
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        ctx.cursors.clear()  # write from the top again: the router's elements replace this run's so far
+    runpy.run_path(str(APP_PATH), run_name="__main__")
+    st.stop()
+
+
+# --- Local or shared serving (analysis.policy) --------------------------------------------------------------
+
+
+def mode() -> ServeMode:
+    """The serving mode the operator set on the server: `WORKBENCH_MODE`, else `mode` in st.secrets.
+    Never anything the browser sends."""
+    env = serve_mode()
+    if env is ServeMode.SHARED:
+        return env
+    try:
+        if st.secrets.load_if_toml_exists():
+            return parse_mode(str(st.secrets.get("mode", "")))
+    except WorkbenchError:
+        raise
+    except Exception:  # an unreadable secrets file: the environment's setting stands
+        pass
+    return env
+
+
+def shared() -> bool:
+    return mode() is ServeMode.SHARED
+
+
+def shown_spec(text: str) -> str:
+    """A model or data spec as the page may show it: a shared server cuts server paths to their last part
+    (an upload's content hash)."""
+    return strip_paths(text) if shared() else text
+
+
+class _SessionUploads:
+    """Holds a session's UploadStore; the store's folder is removed when Streamlit drops the session state
+    (the session ended) -- Streamlit has no session-end hook, so a weakref finalizer does it."""
+
+    def __init__(self) -> None:
+        self.store = UploadStore()
+        self.paths: dict[str, str] = {}  # uploaded file id -> stored path
+        weakref.finalize(self, self.store.close)
+
+
+_last_purge = [0.0]
+
+
+def purge_stale_uploads() -> None:
+    """Remove upload folders of sessions left behind (a server that stopped without closing them); at most
+    every 10 minutes per server process (app.py calls it on each run)."""
+    now = time.time()
+    if now - _last_purge[0] > 600:
+        _last_purge[0] = now
+        with contextlib.suppress(OSError):
+            purge_older_than(UPLOAD_MAX_AGE_S)
+
+
+def uploads() -> UploadStore:
+    """This session's private upload folder (0700, content-hashed 0600 files, size limit)."""
+    purge_stale_uploads()
+    holder = st.session_state.get("_uploads_store")
+    if not isinstance(holder, _SessionUploads) or not holder.store.dir.is_dir():
+        holder = _SessionUploads()
+        st.session_state["_uploads_store"] = holder
+    return holder.store
+
+
+def stored(upload: Any) -> str | None:
+    """The path of an uploaded file in this session's store (saved once per upload; its content hash is
+    checked again on every reuse). A bad name or an oversized file raises WorkbenchError."""
+    if upload is None:
+        return None
+    store = uploads()
+    holder: _SessionUploads = st.session_state["_uploads_store"]
+    path = holder.paths.get(upload.file_id)
+    if path is None or not store.verify(path):
+        path = str(store.save(upload.name, upload.getvalue()))
+        holder.paths[upload.file_id] = path
+    return path
+
+
+def check_spec(spec: WorkbenchSpec) -> None:
+    """WorkbenchError if the serving mode does not allow what `spec` names (local mode allows all)."""
+    current = mode()
+    if current is ServeMode.LOCAL:
+        return
+    folder = uploads().dir
+    check_model_spec(spec.model, current, spec.weights, spec.trust_pickle, upload_dir=folder)
+    check_data_spec(spec.data, current, upload_dir=folder)
+    if spec.ray_address:
+        raise WorkbenchError("this server is shared: it cannot connect to a Ray cluster named by a user")
+
+
+# --- Errors as text ------------------------------------------------------------------------------------------
+
+# `plain(text)` (further down, with the other page helpers) escapes Markdown: errors are shown as text.
+
+
+def show_error(text: str, where: Any = None) -> None:
+    """An error box showing `text` as written (not as Markdown)."""
+    (where or st).error(plain(text))
+
+
+def error_text(exc: BaseException, what: str | None = None) -> str:
+    """The one line a user sees for `exc` (shared mode: no server paths, nothing internal)."""
+    if isinstance(exc, WorkbenchError) or shared():
+        return public_message(exc, mode())
+    return f"{what} failed: {type(exc).__name__}: {first_line(exc)}" if what else public_message(exc, mode())
+
+
+# --- Timing --------------------------------------------------------------------------------------------------
+
+
+def waiting_notice(where: Any = None) -> tuple[Any, Callable[[], None]]:
+    """A placeholder and an `on_wait()` callback for measure_latency/compare_latency/layer_times: shows
+    "waiting for another measurement" while another session holds the process-wide timing lock.
+    Runs in the context it was made in (see `progress_bar`), so cached functions may call it."""
+    slot = (where or st).empty()
+    outer = contextvars.copy_context()
+
+    def on_wait() -> None:
+        outer.run(slot.info, "Waiting for another measurement to finish (one timing at a time per server)...")
+
+    return slot, on_wait
+
+
+def latency_line(result: Any, runtime: str | None = None) -> str:
+    """Runtime, batch size, threads, device and spread of a LatencyResult, in one line."""
+    name = runtime or getattr(result, "runtime", None) or "eager"
+    version = getattr(result, "runtime_version", "") or ""
+    device = getattr(result, "device", None) or getattr(result, "provider", None) or "cpu"
+    return (
+        f"{name} {version}".strip() + f", batch {result.batch_size}, {result.threads} threads, {device}, "
+        f"median {result.median_ms:.2f} ms (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f}, "
+        f"p90/p10 {result.spread:.2f}), {result.kind}"
+    )
+
+
+def latency_warning(result: Any, where: Any = None) -> None:
+    """A warning box when the timing was noisy (p90/p10 above 1.5)."""
+    if getattr(result, "noisy", False) and result.warning:
+        (where or st).warning(plain(result.warning))
+
+
+# --- Form state you keep -------------------------------------------------------------------------------------
+# Streamlit drops a widget's value from st.session_state after a run in which the widget was not drawn
+# (another page, or a page that stopped early on a bad spec). `keep(*keys)` copies each widget key to a
+# shadow key on every run and puts the value back before the widget is drawn again. Call it before drawing
+# the widgets; values go when the model changes (`forget_on_model_change`).
+
+_SHADOW = "_kept_"
+
+
+def keep(*keys: str) -> None:
+    """Keep the values of widgets `keys` across pages and failed runs (call before drawing them).
+
+    The keys are remembered: app.py calls `keep_all()` on every run, whichever page it shows, so a value
+    changed just before leaving a page is kept too."""
+    registry = st.session_state.setdefault("_kept_keys", [])
+    for key in keys:
+        if key not in registry:
+            registry.append(key)
+        shadow = _SHADOW + key
+        if key in st.session_state:
+            st.session_state[shadow] = st.session_state[key]
+        elif shadow in st.session_state:
+            st.session_state[key] = st.session_state[shadow]
+
+
+def keep_all() -> None:
+    """`keep` every key any page has asked to keep in this session (app.py, before the page runs)."""
+    keep(*st.session_state.get("_kept_keys", []))
+
+
+def persist(key: str) -> str:
+    """`keep(key)` and return `key`, for `st.slider(..., key=persist("ratio"))`."""
+    keep(key)
+    return key
+
+
+def forget_on_model_change(model_key: str, keys_prefix: tuple[str, ...] = ()) -> None:
+    """Drop kept page values (not the sidebar's) when a different model has loaded (`workbench()` calls
+    this after each successful load, so a bad spec on the way keeps them); `keys_prefix` limits which."""
+    last = st.session_state.get("_kept_model")
+    if last is not None and last != model_key:
+        for shadow in [k for k in st.session_state if isinstance(k, str) and k.startswith(_SHADOW)]:
+            key = shadow.removeprefix(_SHADOW)
+            if key in SIDEBAR_KEYS or (keys_prefix and not key.startswith(keys_prefix)):
+                continue
+            del st.session_state[shadow]
+            st.session_state.pop(key, None)
+    st.session_state["_kept_model"] = model_key
+
+
+SIDEBAR_KEYS = (
+    "model_source",
+    "zoo_name",
+    "callable_spec",
+    "tv_name",
+    "arch_name",
+    "trust_pickle",
+    "input_shape",
+    "data_source",
+    "data_spec",
+    "threads",
+    "batch_size",
+    "runtime",
+    "device",
+    "ray_address",
+)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -44,15 +302,23 @@ def _load(spec: WorkbenchSpec) -> Workbench:
 def load(spec: WorkbenchSpec) -> Workbench:
     """The cached model and data of `spec` (batch size and threads do not reload them); a bad spec raises
     WorkbenchError."""
-    loaded = _load(dataclasses.replace(spec, batch_size=DEFAULT_BATCH_SIZE, threads=None))
+    base = dataclasses.replace(
+        spec, batch_size=DEFAULT_BATCH_SIZE, threads=None, runtime="eager", device="cpu", ray_address=""
+    )
+    loaded = _load(base)
     return dataclasses.replace(loaded, spec=spec)
 
 
 def workbench() -> Workbench:
     """The model and data chosen in the sidebar (app.py stores the spec before running the page)."""
+    routed()
     spec = st.session_state.get(SPEC_KEY) or WorkbenchSpec()
     with guard("Loading the model"):
-        return load(spec)
+        check_spec(spec)
+        loaded = load(spec)
+    # Page values kept by `keep` go with the model, not with a bad spec tried on the way.
+    forget_on_model_change(spec.model_key())
+    return loaded
 
 
 @contextlib.contextmanager
@@ -61,12 +327,13 @@ def guard(what: str = "This step") -> Iterator[None]:
     try:
         yield
     except WorkbenchError as exc:
-        st.error(str(exc))
+        show_error(error_text(exc))
         st.stop()
     except Exception as exc:  # a library bug or an odd model: say what failed, keep the app alive
-        st.error(f"{what} failed: {type(exc).__name__}: {first_line(exc)}")
-        with st.expander("Traceback"):
-            st.code("".join(traceback.format_exception(exc)), language="text")
+        show_error(error_text(exc, what))
+        if not shared():  # a traceback names server paths: only for the person running the server
+            with st.expander("Traceback"):
+                st.code("".join(traceback.format_exception(exc)), language="text")
         st.stop()
 
 

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from analysis import charts, model_card, summarize
+from analysis import RUNTIMES, WorkbenchError, charts, compare_runtime_latency, model_card, prepare, summarize
 from pages import _shared
+
+_shared.routed()
 
 PAGES = [
     (
@@ -32,20 +34,55 @@ PAGES = [
     ("pages/report.py", "Download everything as HTML, CSV, JSON and Markdown."),
 ]
 
+
+@st.cache_resource(max_entries=8, show_spinner="Preparing the model on each runtime (ONNX export)...")
+def _prepared(model_key: str, runtime: str, threads: int | None, _model, _shape) -> object:
+    """The model prepared on `runtime` (ONNX export once per model and threads), shared read-only; a failed
+    export is kept as its one-line message."""
+    try:
+        return prepare(_model, runtime, _shape, threads)
+    except WorkbenchError as exc:
+        return exc
+
+
 st.title("Compression workbench")
 wb = _shared.workbench()
 spec = wb.spec
-st.caption(f"Model `{spec.model}` on data `{wb.data.spec}`, input {'x'.join(map(str, wb.input_shape))}")
+st.caption(
+    f"Model `{_shared.shown_spec(spec.model)}` on data `{_shared.shown_spec(wb.data.spec)}`, input {'x'.join(map(str, wb.input_shape))}"
+)
 
+slot, on_wait = _shared.waiting_notice()
 with _shared.guard("Measuring the model"):
     card = _shared.cached(
         "model_card",
         spec.timing_key(),
         {},
-        lambda progress: model_card(wb.model, wb.data, wb.input_shape, spec.batch_size, spec.threads),
+        lambda progress: model_card(
+            wb.model, wb.data, wb.input_shape, spec.batch_size, spec.threads, on_wait=on_wait
+        ),
         progress="Evaluating and timing the model",
     )
     summary = _shared.cached("summary", spec.model_key(), {}, lambda p: summarize(wb.model, wb.input_shape))
+    prepared, notes = {}, {}
+    for name in RUNTIMES:
+        found = _prepared(spec.model_key(), name, spec.threads, wb.model, wb.input_shape)
+        if isinstance(found, Exception):
+            notes[name] = str(found)
+        else:
+            prepared[name] = found
+    latencies = _shared.cached(
+        "runtime_latency",
+        spec.timing_key(),
+        {"runtimes": sorted(prepared)},
+        lambda progress: compare_runtime_latency(
+            prepared, wb.input_shape, spec.batch_size, spec.threads, progress=progress, on_wait=on_wait
+        ),
+        progress="Timing the model on each runtime (alternating rounds)",
+    )
+slot.empty()
+chosen = spec.runtime if spec.runtime in latencies else "eager"
+latency = latencies[chosen]
 
 c = st.columns(4)
 c[0].metric("Parameters", f"{card.params:,}")
@@ -57,19 +94,43 @@ c[0].metric("Accuracy (top-1)", f"{card.accuracy:.2%}", help=f"on {card.samples:
 c[1].metric("Loss (cross-entropy)", f"{card.loss:.4f}")
 c[2].metric(
     "Latency (median)",
-    f"{card.latency_ms:.2f} ms",
-    help=f"p10 {card.latency_p10_ms:.2f} ms, p90 {card.latency_p90_ms:.2f} ms",
+    f"{latency.median_ms:.2f} ms",
+    help=_shared.latency_line(latency, chosen),
 )
 c[3].metric("Prunable layers", f"{card.prunable_layers} of {card.layers}")
+
+st.subheader("Latency on each runtime")
+rows = [
+    {
+        "runtime": name,
+        "version": getattr(r, "runtime_version", ""),
+        "provider": getattr(r, "provider", ""),
+        "median ms": round(r.median_ms, 3),
+        "p10 ms": round(r.p10_ms, 3),
+        "p90 ms": round(r.p90_ms, 3),
+        "p90/p10": round(r.spread, 2),
+        "batch": r.batch_size,
+        "threads": r.threads,
+        "device": "cpu",
+        "kind": r.kind,
+    }
+    for name, r in latencies.items()
+]
+rows += [{"runtime": name, "note": note} for name, note in notes.items()]
+st.dataframe(rows, hide_index=True)
+for r in latencies.values():
+    _shared.latency_warning(r)
+for name, note in notes.items():
+    st.caption(_shared.plain(f"{name}: {note} (eager still shown)"))
 st.caption(
-    f"Latency: one forward pass of a batch of {card.batch_size} under inference mode, median of repeated runs "
-    f"(p10 {card.latency_p10_ms:.2f} ms, p90 {card.latency_p90_ms:.2f} ms), {card.threads} threads, "
-    f"{card.cpu}, torch {card.torch_version}."
+    f"Latency: one forward pass of a batch of {latency.batch_size} under inference mode, timed in alternating "
+    f"rounds on each runtime (same input, threads and warm-up), median of {latency.runs} runs; "
+    f"{latency.threads} threads, {card.cpu}, torch {card.torch_version}."
 )
 if card.extra.get("differences"):
     st.info(
         "The two MAC counters disagree by more than 1%:\n\n"
-        + "\n".join(f"- {d}" for d in card.extra["differences"])
+        + "\n".join(f"- {_shared.plain(d)}" for d in card.extra["differences"])
     )
 
 frame = summary.to_frame()

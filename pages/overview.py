@@ -5,19 +5,35 @@ import streamlit as st
 from analysis import charts, cost_vs_time
 from pages import _shared
 
+_shared.routed()
+
 st.title("Overview")
 wb = _shared.workbench()
 spec = wb.spec
-runs = st.slider("Timed runs per layer", 5, 50, 10, step=5, help="More runs give steadier shares; slower.")
+runs = st.slider(
+    "Timed runs per layer",
+    5,
+    50,
+    10,
+    step=5,
+    key=_shared.persist("overview_runs"),
+    help="More runs give steadier shares; slower.",
+)
 
+slot, on_wait = _shared.waiting_notice()
 with _shared.guard("Measuring cost and time per layer"):
+    # cost_vs_time hooks a private copy of the model (layer_times and summarize copy): the cached model that
+    # every session shares is never hooked.
     frame = _shared.cached(
         "cost_vs_time",
         spec.timing_key(),
         {"runs": runs},
-        lambda progress: cost_vs_time(wb.model, wb.input_shape, spec.batch_size, spec.threads, runs),
+        lambda progress: cost_vs_time(
+            wb.model, wb.input_shape, spec.batch_size, spec.threads, runs, on_wait=on_wait
+        ),
         progress="Timing every layer",
     )
+slot.empty()
 
 total_macs, total_params = int(frame["macs"].sum()), int(frame["params"].sum())
 c = st.columns(3)
@@ -34,7 +50,7 @@ with right:
 _shared.chart(charts.share_comparison(frame), key="overview_shares")
 st.caption(
     f"Time per layer from hooks around each module's forward, median of {runs} runs at batch "
-    f"{spec.batch_size}; hooks add a little per call, so read shares, not totals. Layers whose share of time "
+    f"{spec.batch_size}, {spec.threads or 'default'} threads, eager PyTorch on the CPU; hooks add a little per call, so read shares, not totals. Layers whose share of time "
     "is far above their share of MACs (norms, activations, pooling) are memory-bound: pruning the MAC-heavy "
     "layers speeds those up less than the MAC count suggests."
 )

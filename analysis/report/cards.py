@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -47,12 +48,15 @@ def model_card(
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     runs: int = 20,
+    on_wait: Callable[[], None] | None = None,
 ) -> ModelCard:
     """Params, MACs and FLOPs per sample, weight bytes, test accuracy and loss, and latency (ms per batch)."""
 
     summary = summarize(model, input_shape)
     result = evaluate(model, data)
-    latency = measure_latency(model, input_shape, batch_size=batch_size, threads=threads, runs=runs)
+    latency = measure_latency(
+        model, input_shape, batch_size=batch_size, threads=threads, runs=runs, on_wait=on_wait
+    )
     return ModelCard(
         params=summary.total_params,
         macs=summary.total_macs,
@@ -80,6 +84,7 @@ def cost_vs_time(
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     runs: int = 10,
+    on_wait: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Per layer: params, MACs and share of MACs, next to measured time (ms per batch) and share of time.
 
@@ -88,7 +93,9 @@ def cost_vs_time(
     """
 
     summary = summarize(model, input_shape)
-    times = layer_times(model, input_shape, batch_size=batch_size, threads=threads, runs=runs)
+    times = layer_times(
+        model, input_shape, batch_size=batch_size, threads=threads, runs=runs, on_wait=on_wait
+    )
     frame = summary.to_frame()
     frame["time_ms"] = [times.get(name, 0.0) for name in frame["name"]]
     total_time = float(frame["time_ms"].sum())

@@ -146,6 +146,7 @@ def compare_runtime_latency(
     runs_per_round: int = 5,
     warmup: int = 5,
     progress: Progress | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> dict[str, LatencyResult]:
     """Time several prepared models (any runtimes) in alternating rounds, as `compare_latency` does, so
     drift on a busy machine hits them all alike; each result carries its own runtime labels."""
@@ -160,6 +161,7 @@ def compare_runtime_latency(
         warmup=warmup,
         kinds={name: p.kind for name, p in prepared.items()},
         progress=progress,
+        on_wait=on_wait,
     )
     return {name: _label(r, prepared[name]) for name, r in results.items()}
 

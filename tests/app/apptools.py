@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -43,3 +44,8 @@ def click(at: AppTest, label: str) -> AppTest:
     assert buttons, f"no button {label!r}"
     buttons[0].click()
     return at.run()
+
+
+def shown(markdown: str) -> str:
+    """The text a user reads for an error/warning body the app escaped for Markdown (`_shared.plain`)."""
+    return re.sub(r"\\(.)", r"\1", markdown)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import torch
-from apptools import APP, TIMEOUT, assert_clean, charts, open_page
+from apptools import APP, TIMEOUT, assert_clean, charts, open_page, shown
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
@@ -38,7 +38,7 @@ def test_home_shows_the_model_card_of_the_default_model():
 def _sidebar_error(at: AppTest) -> str:
     assert not at.exception, [e.value for e in at.exception]
     assert at.error, "expected an error message in the page"
-    return at.error[0].value
+    return shown(at.error[0].value)
 
 
 def test_weights_that_do_not_fit_show_an_error():
