@@ -77,8 +77,8 @@ from analysis.policy import (
     operator_architectures,
     parse_mode,
     public_message,
-    strip_paths,
     serve_mode,
+    strip_paths,
 )
 from analysis.progress import Progress, progress_bar
 from analysis.progress_eta import RunTimer, sigint_stops

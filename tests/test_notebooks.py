@@ -18,7 +18,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-EXPECTED = ["01_quickstart", "02_sensitivity", "03_importance", "04_prune_quantize_distill"]
+EXPECTED = [
+    "01_quickstart",
+    "02_sensitivity",
+    "03_importance",
+    "04_prune_quantize_distill",
+    "05_beyond_pruning",
+    "06_taylor_iterative",
+]
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MAX_NOTEBOOK_BYTES = 6_000_000  # plotly.js (about 4.8 MB) is inlined once per notebook, plus the figures
 
