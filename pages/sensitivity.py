@@ -173,7 +173,7 @@ with c[0]:
 with c[1]:
     _shared.download(
         "Download JSON",
-        to_json(payload or result.to_dict()),
+        to_json(st.session_state.get(PAYLOAD) or result.to_dict()),
         "sensitivity.json",
         "application/json",
         "sens_json",

@@ -7,13 +7,13 @@ import copy
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -167,24 +167,36 @@ def test_fingerprint_follows_spec_and_weights(cnn):
     assert weights_digest(cnn) == ref.hexdigest()
 
 
-def _writer(path: str, tag: str, n: int, barrier) -> None:
-    barrier.wait()  # both start together, racing to create and migrate the file too
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from analysis.store.db import ResultsStore
+    path, tag, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    while not go.exists():  # both start together, racing to create and migrate the file too
+        time.sleep(0.005)
     store = ResultsStore(path)
-    for i in range(n):
+    for i in range(50):
         store.record("latency", "m-" + tag, None, {"i": i}, {"i": i, "tag": tag}, environment={})
+    """
+)
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     db = tmp_path / "shared.sqlite3"
-    # fork: the children reuse this process's imports (they touch only sqlite, never torch's thread pool).
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_writer, args=(str(db), tag, 50, barrier)) for tag in ("a", "b")]
+    go = tmp_path / "go"
+    # Separate interpreters (not fork: the test process may hold threads a forked child would inherit).
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), tag, str(go)], cwd=ROOT, stderr=subprocess.PIPE
+        )
+        for tag in ("a", "b")
+    ]
+    time.sleep(0.5)
+    go.touch()
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
     store = ResultsStore(db)
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT model, params FROM runs").fetchall()

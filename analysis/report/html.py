@@ -112,7 +112,10 @@ def _section_latency(latency) -> str:
     the runtime with its version and execution provider, the spread and the noisy warning."""
     if latency is None:
         return ""
-    results = list(latency.values()) if isinstance(latency, dict) else as_list(latency)
+    if isinstance(latency, dict):
+        results = list(latency.values())
+    else:
+        results = list(latency) if isinstance(latency, (list, tuple)) else [latency]
     out = ["<h2>Latency</h2>"]
     for item in results:
         if isinstance(item, str):  # a runtime that could not run the model: its one-line reason

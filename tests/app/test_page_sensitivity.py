@@ -104,7 +104,7 @@ def test_lowrank_kind_draws_accuracy_and_macs_saved():
     submit(at, "Run sweep")
     assert_clean(at)
     assert len(charts(at)) == 2  # accuracy + MACs saved, heatmap
-    points = at.dataframe[0].value.set_index("ratio")
+    points = at.dataframe[0].value.set_index("kept_rank")
     w = load_model("zoo:digits-cnn").get_submodule("classifier.0").weight
     out, inp = w.shape
     for fraction in (0.5, 0.25):
