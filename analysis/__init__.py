@@ -46,6 +46,7 @@ from analysis.compression.transforms import (
 from analysis.cost import LayerCost, ModelSummary, count_macs, count_params, size_bytes, summarize
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset, load_data
 from analysis.devices import resolve_device
+from analysis.distributed import ray_rank_channels, ray_sensitivity_sweep
 from analysis.errors import WorkbenchError, first_line
 from analysis.evaluate import EvalResult, evaluate
 from analysis.fx.runner import DownstreamRunner, Edit
@@ -109,6 +110,7 @@ from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
 from analysis.store import ResultsStore, model_fingerprint, plan_diff
 from analysis.store import compare as compare_runs
+from analysis.store.mlflow_sink import log_compression
 from analysis.uploads import UploadStore, purge_older_than
 from analysis.validate import parse_values
 from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
@@ -123,6 +125,9 @@ from analysis.workbench import (
 from analysis.zoo import ZOO
 
 __all__ = [
+    "log_compression",
+    "ray_rank_channels",
+    "ray_sensitivity_sweep",
     "NORMALIZATIONS",
     "SCHEDULE_METHODS",
     "SCHEDULE_TARGETS",

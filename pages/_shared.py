@@ -526,13 +526,19 @@ def run_stoppable(
 
 
 def sticky(key: str, default: Any) -> None:
-    """Keep widget `key`'s value across page switches (Streamlit drops a widget's state when its page is
-    not shown): call before the widget, and create the widget without a default value."""
-    shadow = f"_sticky::{key}"
-    if key in st.session_state:
-        st.session_state[shadow] = st.session_state[key]
-    else:
-        st.session_state[key] = st.session_state.get(shadow, default)
+    """`keep(key)` with a first value: the widget keeps its value across page switches (create it without
+    a default value)."""
+    keep(key)
+    st.session_state.setdefault(key, default)
+
+
+def where_to_run(spec: WorkbenchSpec) -> dict:
+    """The sidebar's device and Ray choices as keyword arguments for the sweep and ranking calls: `device`
+    for a local run (None on the CPU, the default path), or `address` for Ray (`local` starts a local
+    Ray instance; `auto`, `host:port`, `ray://...` join a cluster)."""
+    if spec.ray_address:
+        return {"address": None if spec.ray_address == "local" else spec.ray_address}
+    return {"device": None if spec.device in ("", "cpu") else spec.device}
 
 
 def results_store() -> Any:

@@ -44,6 +44,7 @@ from analysis import (
     copy_model,
     evaluate_runtime,
     first_line,
+    log_compression,
     model_bytes,
     model_fingerprint,
     prepare,
@@ -572,6 +573,15 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     if not structured and layer_ratios:
         st.caption("Unstructured pruning zeroes weights: MACs and params stay, only the nonzero count falls.")
 
+    mlflow_uri = ""
+    if not _shared.shared():  # a shared server writes nowhere a browser user names
+        mlflow_uri = st.text_input(
+            "Also log to MLflow (tracking URI, optional)",
+            key=_shared.persist("cmp_mlflow"),
+            placeholder="file:/path/to/mlruns or http://host:5000",
+            help="Each Apply is also logged as an MLflow run (params = the plan, metrics = before/after); "
+            "needs mlflow-skinny installed. The results store records it either way.",
+        ).strip()
     apply = st.button(
         "Apply", type="primary", disabled=bool(refused) or (method != "oneshot" and schedule is None)
     )
@@ -618,6 +628,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
         runs.extend(run_points(result, extras, label, n))
         _record(spec, wb.model, pending, result, extras)
+        if mlflow_uri:
+            with guard("Logging to MLflow"):
+                run_id = log_compression(mlflow_uri, pending, result.to_dict(), run_name=label)
+            st.caption(_shared.plain(f"logged to MLflow as run {run_id}"))
 
     result = _shared.session_result("compress", key)
     if result is None:

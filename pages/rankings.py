@@ -14,6 +14,7 @@ from analysis import (
     out_channels,
     prunable_layers,
     rank_channels,
+    ray_rank_channels,
     to_json,
 )
 from pages import _shared
@@ -50,14 +51,17 @@ st.caption(
 )
 
 
-def _work(params: dict, model, data):
-    """The ranking as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread)."""
+def _work(params: dict, model, data, where: dict):
+    """The ranking as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread), on the
+    sidebar's device or Ray cluster (`_shared.where_to_run`)."""
 
     def work(progress, should_stop):
         kwargs = dict(params)
-        if _shared.accepts(rank_channels, "should_stop"):
-            kwargs["should_stop"] = should_stop
-        return rank_channels(model, data, progress=progress, **kwargs)
+        if "address" in where:  # Ray stops at the next task
+            return ray_rank_channels(
+                model, data, progress=progress, should_stop=should_stop, **kwargs, **where
+            )
+        return rank_channels(model, data, progress=progress, **kwargs, **where)
 
     return work
 
@@ -89,7 +93,9 @@ if JOB_PARAMS in st.session_state:  # a ranking to start, or one still running a
     params = st.session_state[JOB_PARAMS]
     with _shared.guard("Ranking the channels"):
         try:
-            result, stopped = _shared.run_stoppable("Scoring channels", JOB, _work(params, wb.model, wb.data))
+            result, stopped = _shared.run_stoppable(
+                "Scoring channels", JOB, _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec))
+            )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
             raise

@@ -14,6 +14,7 @@ from analysis import (
     charts,
     parse_values,
     prunable_layers,
+    ray_sensitivity_sweep,
     safe_points,
     sensitivity_sweep,
     to_json,
@@ -80,13 +81,18 @@ def _params() -> dict:
             "max_drop": early / 100 if early > 0 and pruning else None}  # fmt: skip
 
 
-def _work(params: dict, model, data):
+def _work(params: dict, model, data, where: dict):
     """The sweep as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread); the library
-    dispatches every kind, lowrank and share included, and returns the finished layers when stopped."""
+    dispatches every kind, lowrank and share included, and returns the finished layers when stopped.
+    `where`: the sidebar's device, or a Ray address (`_shared.where_to_run`)."""
 
     def work(progress, should_stop):
         kwargs = {k: v for k, v in params.items() if v is not None or k in ("ratios", "bits")}
-        return sensitivity_sweep(model, data, progress=progress, should_stop=should_stop, **kwargs)
+        if "address" in where:  # on Ray: same numbers; layers whose tasks failed are listed
+            return ray_sensitivity_sweep(
+                model, data, progress=progress, should_stop=should_stop, **kwargs, **where
+            )
+        return sensitivity_sweep(model, data, progress=progress, should_stop=should_stop, **kwargs, **where)
 
     return work
 
@@ -116,7 +122,9 @@ if JOB_PARAMS in st.session_state:  # a sweep to start, or one still running aft
     with _shared.guard("The sensitivity sweep"):
         try:
             result, stopped = _shared.run_stoppable(
-                f"Sweeping ({params['kind']})", JOB, _work(params, wb.model, wb.data)
+                f"Sweeping ({params['kind']})",
+                JOB,
+                _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec)),
             )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
@@ -152,6 +160,8 @@ st.caption(
 )
 for note in result.notes:
     st.info(note)
+for name, why in (getattr(result, "failed_layers", None) or {}).items():
+    st.warning(_shared.plain(f"{name} could not be computed on Ray: {why}"))
 frame = result.to_frame()
 if result.kind == "lowrank":  # kept rank fraction on x, MACs saved on the second axis
     _shared.chart(charts.lowrank_tradeoff(frame, result.baseline_accuracy), key="sens_lowrank")

@@ -45,14 +45,17 @@ def as_list(sensitivity) -> list[SensitivityResult]:
 
 
 def safe_points(result: SensitivityResult, drops: Sequence[float] = SAFE_DROPS) -> pd.DataFrame:
-    """Per layer of a `SensitivityResult`: the largest safe ratio (pruning) or smallest safe bits (quant)
-    at each accuracy drop in `drops` (0.01 = one point), the members of structured groups, and the drop
+    """Per layer of a `SensitivityResult`: the largest safe ratio (pruning), smallest safe bits (quant,
+    share) or smallest safe kept rank fraction (lowrank) at each accuracy drop in `drops` (0.01 = one point), the members of structured groups, and the drop
     at the sweep's most aggressive point."""
     rows = []
     for name, curve in result.layers.items():
         row: dict = {"layer": name}
         for drop in drops:
-            column = f"{'min bits' if result.kind == 'quant' else 'max ratio'} @ {drop * 100:g} pt"
+            label = {"quant": "min bits", "share": "min bits", "lowrank": "min kept rank"}.get(
+                result.kind, "max ratio"
+            )
+            column = f"{label} @ {drop * 100:g} pt"
             row[column] = result.safe_point(name, drop)
         drops_here = result.drops(name)
         row["worst drop (pt)"] = round(max(drops_here) * 100, 2) if drops_here else float("nan")
