@@ -1,9 +1,10 @@
-"""The History page in a real browser: runs written to the results store (by ResultsStore directly, as the
-CLI's recording does; the CLI commands do not record in this branch yet) appear in a fresh server's
-/history, and choosing two compression runs shows the comparison table."""
+"""The History page in a real browser: compressions recorded by the command line (`python -m analysis
+compress`, which records by default) appear in a fresh server's /history, and choosing two of them shows the
+comparison table and the plans diffed layer by layer."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,24 +15,20 @@ import urllib.request
 import pytest
 from test_browser import ARGS, CHROMIUM, LOAD_MS, ROOT, _free_port
 
-from analysis import ResultsStore, load_model, model_fingerprint
-
 pytestmark = pytest.mark.browser
 MODEL = "zoo:digits-cnn"
 
 
-def _run(acc_after: float, ms_after: float, prune: float) -> tuple[dict, dict]:
-    plan = {"default": {"prune": prune, "criterion": "l1"}, "layers": {}}
-    metrics = {
-        "accuracy": 0.99,
-        "loss": 0.1,
-        "params": 1000,
-        "macs": 4000,
-        "size_bytes": 4000,
-        "latency_ms": 8.0,
-    }
-    after = metrics | {"accuracy": acc_after, "latency_ms": ms_after, "macs": int(4000 * (1 - prune))}
-    return {"plan": plan}, {"before": metrics, "after": after, "plan": plan}
+def _cli_compress(data_dir, tmp_path, prune: float) -> int:
+    """One `compress` run through the CLI, recorded in `data_dir`'s store; its run id."""
+    plan = tmp_path / f"plan-{prune}.json"
+    plan.write_text(json.dumps({"default": {"prune": prune, "criterion": "l1"}}))
+    out = tmp_path / f"result-{prune}.json"
+    command = [sys.executable, "-m", "analysis", "compress", "--model", MODEL, "--plan", str(plan)]
+    command += ["--rounds", "2", "--json", str(out)]
+    env = os.environ | {"WORKBENCH_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    return int(json.loads(out.read_text())["run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +36,8 @@ def server(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is not installed: run `make test` or `apt-get install -y chromium`")
     data = tmp_path_factory.mktemp("data")
-    store = ResultsStore(data)
-    fp = model_fingerprint(MODEL, load_model(MODEL))
-    ids = [store.record("compression", MODEL, "digits", *_run(a, ms, p), fingerprint=fp)
-           for a, ms, p in ((0.97, 4.0, 0.5), (0.985, 6.0, 0.25))]  # fmt: skip
+    work = tmp_path_factory.mktemp("cli")
+    ids = [_cli_compress(data, work, prune) for prune in (0.5, 0.25)]
     port = _free_port()
     log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
