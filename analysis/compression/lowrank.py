@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.layers import copy_model
 
 
 @dataclass(frozen=True)
@@ -261,16 +262,6 @@ def output_positions(model: nn.Module, layers, input_shape: tuple[int, ...]) -> 
     return found
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    """Deep copy that also works with torch.nn.utils.prune masks attached (their non-leaf cached weight)."""
-    memo: dict[int, torch.Tensor] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
 def plan_factorization(
     model: nn.Module,
     specs: Mapping[str, LowRankSpec | float | Mapping],
@@ -293,7 +284,7 @@ def factorize(model: nn.Module, specs: Mapping[str, LowRankSpec | float | Mappin
     {"rank_energy": ...}. The model handed in is not changed.
     """
     choices = plan_factorization(model, specs)
-    work = _copy(model)
+    work = copy_model(model)
     with torch.no_grad():
         for name, choice in choices.items():
             _set_module(work, name, factor_layer(work.get_submodule(name), choice.rank))

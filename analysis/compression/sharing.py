@@ -22,7 +22,6 @@ of the weights in its cluster, and the centroid moves by SGD on it; the cluster 
 
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
 import math
@@ -39,6 +38,7 @@ from torch.nn.utils import prune as torch_prune
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.layers import copy_model
 
 Progress = Callable[[int, int], None]
 MIN_SHARE_BITS, MAX_SHARE_BITS = 1, 8
@@ -248,16 +248,6 @@ def share_weight(weight: torch.Tensor, bits: int, max_iter: int = KMEANS_MAX_ITE
     return SharedWeight(bits, centroids.float(), labels)
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    """Deep copy that also works with torch.nn.utils.prune masks attached."""
-    memo: dict[int, torch.Tensor] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
 def _bits_map(
     model: nn.Module, bits: int | Mapping[str, int], layers: Sequence[str] | None
 ) -> dict[str, int]:
@@ -277,7 +267,7 @@ def share_weights(
     """A copy of `model` with the weights of `layers` (default: every Conv/Linear) shared at `bits` (or
     per-layer bits), and each layer's SharedWeight. The model handed in is not changed."""
     chosen = _bits_map(model, bits, layers)
-    work = _copy(model)
+    work = copy_model(model)
     shared: dict[str, SharedWeight] = {}
     with torch.no_grad():
         for i, (name, b) in enumerate(chosen.items()):
@@ -360,7 +350,7 @@ def finetune_centroids(
         raise WorkbenchError(f"epochs and batches must be >= 0, got {epochs} and {batches}")
     if len(data.x_train) == 0:
         raise WorkbenchError("the data has no training samples to fine-tune on")
-    work = _copy(model).eval()
+    work = copy_model(model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
     centroids = {name: s.centroids.clone().requires_grad_(False) for name, s in shared.items()}
@@ -480,7 +470,7 @@ def deep_compression(
             }
         )
 
-    work = _copy(model).eval()
+    work = copy_model(model).eval()
     original_size = sum(t.numel() * 4 for t in list(work.parameters()) + list(work.buffers()))
     record("original (float32)", work, original_size)
     prune_unstructured(work, ratios)

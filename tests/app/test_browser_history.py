@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from test_browser import ARGS, CHROMIUM, LOAD_MS, ROOT, _free_port
+from browsertools import ARGS, CHROMIUM, LOAD_MS, ROOT, serve
 
 pytestmark = pytest.mark.browser
 MODEL = "zoo:digits-cnn"
@@ -38,36 +35,9 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     work = tmp_path_factory.mktemp("cli")
     ids = [_cli_compress(data, work, prune) for prune in (0.5, 0.25)]
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
-    command += ["--server.port", str(port), "--browser.gatherUsageStats", "false"]
-    env = os.environ | {"WORKBENCH_DATA_DIR": str(data)}
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start; see {log.name}")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with serve(log, env={"WORKBENCH_DATA_DIR": str(data)}) as url:
         yield url, ids
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group we started: streamlit and nothing else
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_history_lists_recorded_runs_and_compares_two(server, tmp_path):
