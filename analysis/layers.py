@@ -51,9 +51,7 @@ def example_input(input_shape: tuple[int, ...], batch_size: int = 2) -> torch.Te
 
 def final_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
     """The layers whose outputs are the model's outputs: the last prunable layer the forward pass runs."""
-    from analysis.concurrency import private_copy
-
-    model = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
+    model = copy_model(model).eval()  # hooked below: never the caller's (possibly shared) model
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = [

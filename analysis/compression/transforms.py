@@ -41,6 +41,7 @@ from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
+from analysis.layers import copy_model
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 
 Progress = Callable[[int, int], None]
@@ -152,7 +153,7 @@ def apply_transforms(
         if "rank" in f or "rank_energy" in f
     }
     choices = lowrank.plan_factorization(model, specs)
-    work = lowrank.factorize(model, specs) if specs else sharing._copy(model)
+    work = lowrank.factorize(model, specs) if specs else copy_model(model)
     layers: dict[str, dict] = {}
     for name, choice in choices.items():
         layers[name] = {
@@ -268,7 +269,7 @@ def lowrank_sensitivity(
     names = factorable_layers(model) if layers is None else list(dict.fromkeys(layers))
     if not names:
         raise WorkbenchError("the model has no Linear or Conv2d (groups=1) layers to factor")
-    work = sharing._copy(model).eval()
+    work = copy_model(model).eval()
     modules = dict(work.named_modules())
     for name in names:
         if name not in modules or not name:
@@ -343,7 +344,7 @@ def share_sensitivity(
     widths = sorted({sharing.check_share_bits(b) for b in bits_list}, reverse=True)
     if not widths:
         raise WorkbenchError("no bit widths given: give at least one in 1..8, e.g. 4,2")
-    work = sharing._copy(model).eval()
+    work = copy_model(model).eval()
     names = sharing._resolve(work, layers)
     if not names:
         raise WorkbenchError("the model has no Conv or Linear layers to share")
@@ -426,7 +427,7 @@ def quant_vs_kmeans(
     _check_split(split)
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= sharing.MAX_SHARE_BITS:
         raise WorkbenchError(f"bits must be a whole number in 2..8 for this comparison, got {bits!r}")
-    work = sharing._copy(model).eval()
+    work = copy_model(model).eval()
     names = sharing._resolve(work, layers)
     if not names:
         raise WorkbenchError("the model has no Conv or Linear layers to compare")
