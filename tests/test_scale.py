@@ -266,6 +266,17 @@ def test_ray_sweeps_equal_the_single_process_sweeps(ray_cluster):
         assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
+def test_ray_lowrank_and_share_sweeps_equal_the_single_process_ones(ray_cluster):
+    from analysis.distributed import ray_sensitivity_sweep
+
+    model, data = load_model("zoo:digits-mlp"), load_data("digits").subset(96)
+    for kind, options in (("lowrank", {"ratios": [0.5, 0.25]}), ("share", {"bits": [4, 2]})):
+        local = sensitivity_sweep(model, data, kind, **options)
+        remote = ray_sensitivity_sweep(model, data, kind, **options)
+        # the same points, and for lowrank the same ranks and MACs/params saved per layer
+        assert _comparable(remote.to_dict()) == _comparable(local.to_dict())
+
+
 def test_ray_oracle_ranking_equals_the_single_process_ranking(ray_cluster):
     from analysis.distributed import ray_rank_channels
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.sensitivity.sweep import SensitivityResult
+from analysis.sensitivity.result import LowRankSensitivity, SensitivityResult
 
 Progress = Callable[[int, int], None]
 DEFAULT_MAX_RETRIES = 2
@@ -242,6 +242,18 @@ class DistributedSensitivityResult(SensitivityResult):
         return out
 
 
+@dataclass(frozen=True)
+class DistributedLowRankSensitivity(LowRankSensitivity):
+    """A `lowrank` sweep run on Ray: `LowRankSensitivity` plus the layers whose tasks failed."""
+
+    failed_layers: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["failed_layers"] = dict(self.failed_layers)
+        return out
+
+
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
     from analysis.layers import prunable_layers
@@ -339,7 +351,7 @@ def ray_sensitivity_sweep(
     if stopped:
         notes.append(f"stopped before these were swept: {', '.join(stopped)}")
     first = ordered[0]
-    return DistributedSensitivityResult(
+    common = dict(
         kind=first.kind,
         baseline_accuracy=first.baseline_accuracy,
         baseline_loss=first.baseline_loss,
@@ -348,8 +360,16 @@ def ray_sensitivity_sweep(
         notes=tuple(notes),
         samples=first.samples,
         max_drop=first.max_drop,
+        partial=bool(stopped),
         failed_layers=failed,
     )
+    if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
+        per_layer = {
+            attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
+            for attr in ("ranks", "macs_saved", "params_saved")
+        }
+        return DistributedLowRankSensitivity(**common, **per_layer)
+    return DistributedSensitivityResult(**common)
 
 
 def ray_rank_channels(
