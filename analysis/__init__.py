@@ -12,6 +12,16 @@ from analysis.compression.compress import compress, save_model
 from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
 from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
+from analysis.compression.preview import (
+    apply_plan,
+    artifact_bytes,
+    compression_record,
+    group_ratios,
+    layer_groups,
+    predicted_drop_points,
+    preview_cost,
+    run_points,
+)
 from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
 from analysis.compression.result import CompressionResult, ModelMetrics
@@ -125,6 +135,14 @@ from analysis.workbench import (
 from analysis.zoo import ZOO
 
 __all__ = [
+    "apply_plan",
+    "artifact_bytes",
+    "compression_record",
+    "group_ratios",
+    "layer_groups",
+    "predicted_drop_points",
+    "preview_cost",
+    "run_points",
     "log_compression",
     "ray_rank_channels",
     "ray_sensitivity_sweep",

@@ -2,27 +2,18 @@
 Apply with a live chart and Stop; before/after on the chosen runtime; every applied plan against its own
 baseline on one scatter; downloads; each result recorded in the results store.
 
-The helpers above `main()` never call streamlit, so tests import them (`import pages.compress`); the page
-runs `main()` only when Streamlit executes it as a page (`__name__ == "__main__"`).
-
-`apply_plan` writes against the agreed `compress(..., runtimes=, on_step=, should_stop=)` (plans with a
-`schedule`, per-layer `rank`/`share_bits`/`weights` and `huffman`). Where the library's `compress` does not
-take those yet, it runs the same steps from the pieces that exist (run_schedule, compress, apply_transforms,
-the runtime layer) and times the original and the final model together in alternating rounds.
+What the page computes without streamlit (group ratios, predicted drop, preview cost, Apply, scatter rows,
+the results-store record, downloads) lives in `analysis/compression/preview.py`. The page runs `main()`
+only when Streamlit executes it as a page (`__name__ == "__main__"`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from torch import nn
@@ -32,27 +23,24 @@ from analysis import (
     NORMALIZATIONS,
     SCHEDULE_METHODS,
     SCHEDULE_TARGETS,
-    ModelMetrics,
     ResultsStore,
     ScheduleSettings,
     WorkbenchError,
-    apply_transforms,
+    apply_plan,
+    artifact_bytes,
     charts,
-    compare_runtime_latency,
     comparison_frame,
-    compress,
-    copy_model,
-    evaluate_runtime,
+    compression_record,
     first_line,
+    group_ratios,
+    layer_groups,
     log_compression,
     model_bytes,
     model_fingerprint,
-    prepare,
-    prune_structured,
+    predicted_drop_points,
+    preview_cost,
     pruning_groups,
-    run_schedule,
-    save_artifact,
-    size_bytes,
+    run_points,
     suggest,
     summarize,
     uniform_layer_table,
@@ -63,7 +51,6 @@ from pages import _shared
 BITS = [*range(2, 17), 32]
 SHARE_BITS = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # 0: no weight sharing
 WEIGHT_KINDS = ["float", "binary", "ternary", "pow2"]
-TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 METHOD_LABELS = {"oneshot": "one-shot (per-layer ratios)", "iterative": "iterative (global ranking)",
                  "agp": "AGP (gradual)", "slimming": "network slimming", "group-lasso": "group lasso"}  # fmt: skip
 COLLAPSE_POINTS = 10.0  # a predicted drop above this many points is called a collapse before Apply
@@ -80,247 +67,6 @@ KEPT_PREFIXES = (
     "budget_",
     "rt_",
 )
-
-
-# --------------------------------------------------------------------------- helpers (no streamlit here)
-
-
-def layer_groups(groups: list) -> dict[str, Any]:
-    """Layer name -> the coupled group whose output channels it loses (only layers in some group)."""
-    return {layer: g for g in groups for layer in g.out_layers}
-
-
-def group_ratios(groups: list, layer_ratio: Mapping[str, float]) -> dict[str, float]:
-    """Group name -> the ratio Apply will use: the largest of its members' (coupled sliders are equal)."""
-    out = {}
-    for g in groups:
-        r = max((float(layer_ratio.get(m, 0.0)) for m in g.out_layers), default=0.0)
-        if r > 0:
-            out[g.name] = r
-    return out
-
-
-def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[float | None, list[str]]:
-    """Predicted accuracy drop in points of pruning each group at its ratio: the sum of the groups'
-    single-group drops from a structured sweep (linear between swept ratios, the last point beyond),
-    bounded to [0, 100]. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
-    if sweep is None:
-        return None, []
-    total, missing = 0.0, []
-    for name, r in ratios.items():
-        curve = sweep.layers.get(name)
-        if curve is None:
-            missing.append(name)
-            continue
-        order = np.argsort(curve.values)
-        xs = np.concatenate([[0.0], np.asarray(curve.values, dtype=float)[order]])
-        accs = np.concatenate([[sweep.baseline_accuracy], np.asarray(curve.accuracy, dtype=float)[order]])
-        total += max(sweep.baseline_accuracy - float(np.interp(r, xs, accs)), 0.0)
-    return min(max(total * 100.0, 0.0), 100.0), missing
-
-
-def preview_cost(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    ratios: Mapping[str, float],
-    transforms: Mapping[str, dict],
-) -> dict[str, int]:
-    """MACs per sample and params after structured pruning at `ratios` (group -> ratio) and the layers'
-    low-rank transforms, counted on a pruned copy (the channels chosen do not change the counts)."""
-    work = copy_model(model).eval()
-    if ratios:
-        prune_structured(work, dict(ratios), input_shape)
-    if transforms:
-        work = apply_transforms(work, transforms).model
-    cost = summarize(work, input_shape)
-    return {"macs": int(cost.total_macs), "params": int(cost.total_params)}
-
-
-def new_compress() -> bool:
-    """Whether the library's `compress` takes runtimes, on_step and should_stop (PHASE2 interface 1)."""
-    return {"runtimes", "on_step", "should_stop"} <= set(inspect.signature(compress).parameters)
-
-
-def _metrics(ev: Any, counts: Mapping[str, int], timing: Any) -> ModelMetrics:
-    return ModelMetrics(
-        accuracy=ev.accuracy,
-        loss=ev.loss,
-        params=counts["params"],
-        nonzero_params=counts["nonzero"],
-        macs=counts["macs"],
-        size_bytes=counts["size"],
-        latency_ms=timing.median_ms,
-        latency_p10_ms=timing.p10_ms,
-        latency_p90_ms=timing.p90_ms,
-        latency_label=timing.kind,
-    )
-
-
-def _counts(model: nn.Module, input_shape: tuple[int, ...], size: int | None = None) -> dict[str, int]:
-    cost = summarize(model, input_shape)
-    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
-    return {"params": int(cost.total_params), "nonzero": nonzero, "macs": int(cost.total_macs),
-            "size": int(size if size is not None else size_bytes(model))}  # fmt: skip
-
-
-def measure_runtimes(
-    original: nn.Module,
-    final: nn.Module,
-    data: Any,
-    runtimes: tuple[str, ...],
-    after_counts: Mapping[str, int],
-    batch_size: int,
-    threads: int | None,
-    rounds: int = 10,
-) -> tuple[dict[str, dict[str, ModelMetrics]], dict[str, dict[str, Any]]]:
-    """Before and after on each runtime, timed together in alternating rounds and evaluated through the
-    runtime; also each latency's labels (runtime, version, kind, spread, warning)."""
-    shape = data.input_shape
-    before_counts = _counts(original, shape)
-    metrics, timing = {}, {}
-    for runtime in runtimes:
-        prepared = {
-            "before": prepare(original, runtime, shape, threads),
-            "after": prepare(final, runtime, shape, threads),
-        }
-        times = compare_runtime_latency(
-            prepared, shape, batch_size=batch_size, threads=threads, rounds=rounds
-        )
-        evals = {k: evaluate_runtime(p, data) for k, p in prepared.items()}
-        counts = {"before": before_counts, "after": after_counts}
-        metrics[runtime] = {k: _metrics(evals[k], counts[k], times[k]) for k in prepared}
-        timing[runtime] = {k: t.to_dict() for k, t in times.items()}
-    return metrics, timing
-
-
-def split_plan(plan: Mapping[str, Any]) -> tuple[dict, dict | None, dict[str, dict], bool]:
-    """The plan without schedule/transforms (what the current `compress` takes), its schedule, its
-    per-layer transforms and its huffman flag."""
-    plan = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in plan.items()}
-    schedule = plan.pop("schedule", None)
-    huffman = bool(plan.pop("huffman", False))
-    layers = {name: dict(s) for name, s in (plan.get("layers") or {}).items()}
-    transforms = {}
-    for name, settings in layers.items():
-        moved = {k: settings.pop(k) for k in TRANSFORM_KEYS if k in settings}
-        if moved:
-            transforms[name] = moved
-    plan["layers"] = {n: s for n, s in layers.items() if s}
-    return plan, schedule, transforms, huffman
-
-
-def apply_plan(
-    model: nn.Module,
-    data: Any,
-    plan: Mapping[str, Any],
-    *,
-    batch_size: int,
-    threads: int | None,
-    runtimes: tuple[str, ...] = ("eager",),
-    progress: Callable[[int, int], None] | None = None,
-    on_step: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    latency_rounds: int = 10,
-) -> tuple[Any, dict[str, Any]]:
-    """Compress a copy of `model` by `plan` (dict, CONTRACT sections 4 and 8) and measure before and after
-    on each of `runtimes`; returns the CompressionResult and its extras {runtimes, timing, trajectory,
-    stopped, onnx_bytes, transforms}. `model` is never changed."""
-    if new_compress():
-        result = compress(model, dict(plan), data, progress, batch_size, threads=threads, runtimes=tuple(runtimes),
-                          latency_rounds=latency_rounds, on_step=on_step, should_stop=should_stop)  # fmt: skip
-        extras = {
-            k: getattr(result, k, None)
-            for k in ("runtimes", "trajectory", "stopped", "onnx_bytes", "transforms")
-        }
-        extras["stopped"] = bool(extras["stopped"])
-        extras["trajectory"] = extras["trajectory"] or []
-        return result, extras
-    base, schedule, transforms, huffman = split_plan(plan)
-    staged, trajectory, stopped, notes = model, [], False, []
-    if schedule and schedule.get("method", "oneshot") != "oneshot":
-        sched = run_schedule(
-            model, data, schedule, on_step=on_step, should_stop=should_stop, progress=progress
-        )
-        staged, trajectory, stopped, notes = sched.model, sched.trajectory, sched.stopped, list(sched.notes)
-        for settings in base["layers"].values():  # the schedule chose the channels
-            settings.pop("prune", None)
-    rebase = staged is not model or bool(transforms) or tuple(runtimes) != ("eager",)
-    quick = (
-        {"latency_rounds": 1, "runs_per_round": 1, "warmup": 1}
-        if rebase
-        else {"latency_rounds": latency_rounds}
-    )
-    result = compress(
-        staged, base, data, None if trajectory else progress, batch_size, threads=threads, **quick
-    )
-    if not rebase:
-        return result, {
-            "runtimes": None,
-            "trajectory": [],
-            "stopped": False,
-            "onnx_bytes": None,
-            "transforms": None,
-        }
-    final, sizes, after_size = result.model, None, result.after.size_bytes
-    if transforms:
-        applied = apply_transforms(final, transforms, huffman=huffman)
-        final, sizes, after_size = (
-            applied.model,
-            applied.sizes,
-            int(applied.sizes.get("size_bytes", after_size)),
-        )
-        notes += list(applied.notes)
-    try:
-        after_counts = _counts(final, data.input_shape, after_size)
-    except Exception:  # an int8 module thop cannot count: compress counted its float twin
-        after_counts = {"params": result.after.params, "nonzero": result.after.nonzero_params,
-                        "macs": result.after.macs, "size": after_size}  # fmt: skip
-    metrics, timing = measure_runtimes(model, final, data, tuple(runtimes), after_counts, batch_size, threads,
-                                       rounds=latency_rounds)  # fmt: skip
-    first = metrics[runtimes[0]]
-    result = dataclasses.replace(result, before=first["before"], after=first["after"], model=final,
-                                 notes=[*result.notes, *notes])  # fmt: skip
-    return result, {"runtimes": metrics, "timing": timing, "trajectory": trajectory, "stopped": stopped,
-                    "onnx_bytes": None, "transforms": sizes}  # fmt: skip
-
-
-def _spread(m: ModelMetrics, timing: Mapping | None) -> tuple[float, str | None]:
-    spread = getattr(m, "latency_spread", None)
-    warning = getattr(m, "latency_warning", None)
-    if spread is None and timing:
-        spread, warning = timing.get("spread"), timing.get("warning")
-    if spread is None:
-        spread = m.latency_p90_ms / m.latency_p10_ms if m.latency_p10_ms > 0 else float("nan")
-        warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None
-    return float(spread), warning
-
-
-def run_points(result: Any, extras: Mapping[str, Any], label: str, run: int) -> list[dict]:
-    """Scatter rows of one applied plan: per runtime, its baseline and its plan, both from this run."""
-    per_runtime = extras.get("runtimes") or {
-        getattr(result.before, "runtime", None) or "eager": {"before": result.before, "after": result.after}
-    }
-    rows = []
-    for runtime, pair in per_runtime.items():
-        for role, key in (("baseline", "before"), ("plan", "after")):
-            m = pair[key]
-            spread, warning = _spread(m, ((extras.get("timing") or {}).get(runtime) or {}).get(key))
-            rows.append({
-                "label": f"original (run {run})" if role == "baseline" else label, "run": run, "role": role,
-                "runtime": runtime, "kind": getattr(m, "latency_kind", None) or m.latency_label,
-                "latency_ms": m.latency_ms, "accuracy": m.accuracy, "macs": m.macs, "params": m.params,
-                "size_bytes": m.size_bytes, "batch_size": result.batch_size, "threads": result.threads,
-                "spread": spread, "warning": warning,
-            })  # fmt: skip
-    return rows
-
-
-def artifact_bytes(model: nn.Module, suffix: str, *, spec: str | None, input_shape, onnx_bytes=None) -> bytes:
-    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_artifact(model, Path(tmp) / f"compressed{suffix}", spec=spec,
-                             input_shape=tuple(input_shape[1:]), onnx_bytes=onnx_bytes)  # fmt: skip
-        return Path(path).read_bytes()
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -360,18 +106,10 @@ def _couple(layer: str, members: list[str]) -> None:
 
 
 def _record(spec: Any, model: nn.Module, plan: Mapping, result: Any, extras: Mapping) -> int | None:
-    payload = result.to_dict() | {
-        "trajectory": extras.get("trajectory") or [],
-        "stopped": bool(extras.get("stopped")),
-    }
-    if extras.get("runtimes"):
-        payload["runtimes"] = {
-            rt: {k: m.to_dict() for k, m in pair.items()} for rt, pair in extras["runtimes"].items()
-        }
-    params = {"plan": dict(plan), "batch_size": spec.batch_size, "threads": spec.threads}
+    params, payload, status = compression_record(plan, result, extras, batch_size=spec.batch_size,
+                                                 threads=spec.threads)  # fmt: skip
     try:
-        return ResultsStore().record("compression", spec.model, spec.data, params, payload,
-                                     status="partial" if extras.get("stopped") else "complete",
+        return ResultsStore().record("compression", spec.model, spec.data, params, payload, status=status,
                                      fingerprint=model_fingerprint(spec.model, model))  # fmt: skip
     except Exception as exc:  # a full disk must not lose the result on screen
         st.warning(_shared.plain(f"the result was not recorded in the results store: {first_line(exc)}"))

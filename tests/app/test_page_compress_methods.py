@@ -8,9 +8,8 @@ import types
 import pytest
 from apptools import assert_clean, charts, click, open_page
 
-from analysis import evaluate, load_data, load_model, summarize
+from analysis import apply_plan, evaluate, load_data, load_model, predicted_drop_points, summarize
 from pages import _shared
-from pages import compress as page
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +40,7 @@ def test_stop_after_the_first_step_keeps_a_valid_model():
     steps: list[dict] = []
     plan = {"schedule": {"method": "iterative", "criterion": "l1", "target": {"macs": 0.3}, "steps": 4,
                          "epochs_per_step": 0.0}}  # fmt: skip
-    result, extras = page.apply_plan(
+    result, extras = apply_plan(
         model, data, plan, batch_size=8, threads=1, on_step=steps.append,
         should_stop=lambda: len(steps) >= 2, latency_rounds=2,
     )  # fmt: skip
@@ -62,25 +61,16 @@ def test_predicted_drop_is_the_bounded_sum_of_single_group_drops():
         },
     )
     # a at 0.25: 0.90 - 0.85 = 5 points; b at 0.25: halfway to 0.5's 10 points = 5 points
-    drop, missing = page.predicted_drop_points(sweep, {"a": 0.25, "b": 0.25, "c": 0.5})
+    drop, missing = predicted_drop_points(sweep, {"a": 0.25, "b": 0.25, "c": 0.5})
     assert drop == pytest.approx(10.0) and missing == ["c"]
     collapse = types.SimpleNamespace(
         baseline_accuracy=0.99, layers={g: curve(values=[0.9], accuracy=[0.0]) for g in "abc"}
     )
-    assert page.predicted_drop_points(collapse, {"a": 0.9, "b": 0.9, "c": 0.9})[0] == 100.0
-    assert page.predicted_drop_points(None, {"a": 0.5}) == (None, [])
+    assert predicted_drop_points(collapse, {"a": 0.9, "b": 0.9, "c": 0.9})[0] == 100.0
+    assert predicted_drop_points(None, {"a": 0.5}) == (None, [])
 
 
 def test_error_text_keeps_underscores():
     shown = _shared.plain("Linear.__init__() got an unexpected keyword 'out_features'")
     assert shown.replace("\\", "") == "Linear.__init__() got an unexpected keyword 'out_features'"
     assert "\\_\\_init\\_\\_" in shown
-
-
-def test_split_plan_moves_transforms_and_schedule_out():
-    plan = {"layers": {"a": {"prune": 0.5, "rank": 0.25}, "b": {"share_bits": 4}}, "huffman": True,
-            "schedule": {"method": "agp"}}  # fmt: skip
-    base, schedule, transforms, huffman = page.split_plan(plan)
-    assert base == {"layers": {"a": {"prune": 0.5}}}
-    assert schedule == {"method": "agp"} and huffman
-    assert transforms == {"a": {"rank": 0.25}, "b": {"share_bits": 4}}

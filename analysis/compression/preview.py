@@ -1,0 +1,156 @@
+"""What the Compress page shows before and after Apply, without streamlit: the coupled groups and their
+ratios, the predicted drop from a structured sweep, the cost of the settings, Apply itself (a thin call of
+`compress`), the scatter rows of an applied plan, its record for the results store and its files.
+
+Moved from pages/compress.py so the page stays the thin part; the app's page imports these from `analysis`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from analysis.compression.compress import compress
+from analysis.compression.pruning import prune_structured
+from analysis.compression.result import CompressionResult, ModelMetrics
+from analysis.compression.transforms import apply_transforms
+from analysis.cost import summarize
+from analysis.layers import copy_model
+from analysis.runtime import save_artifact
+
+
+def layer_groups(groups: list) -> dict[str, Any]:
+    """Layer name -> the coupled group whose output channels it loses (only layers in some group)."""
+    return {layer: g for g in groups for layer in g.out_layers}
+
+
+def group_ratios(groups: list, layer_ratio: Mapping[str, float]) -> dict[str, float]:
+    """Group name -> the ratio Apply will use: the largest of its members' (coupled sliders are equal)."""
+    out = {}
+    for g in groups:
+        r = max((float(layer_ratio.get(m, 0.0)) for m in g.out_layers), default=0.0)
+        if r > 0:
+            out[g.name] = r
+    return out
+
+
+def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[float | None, list[str]]:
+    """Predicted accuracy drop in points of pruning each group at its ratio: the sum of the groups'
+    single-group drops from a structured sweep (linear between swept ratios, the last point beyond),
+    bounded to [0, 100]. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
+    if sweep is None:
+        return None, []
+    total, missing = 0.0, []
+    for name, r in ratios.items():
+        curve = sweep.layers.get(name)
+        if curve is None:
+            missing.append(name)
+            continue
+        order = np.argsort(curve.values)
+        xs = np.concatenate([[0.0], np.asarray(curve.values, dtype=float)[order]])
+        accs = np.concatenate([[sweep.baseline_accuracy], np.asarray(curve.accuracy, dtype=float)[order]])
+        total += max(sweep.baseline_accuracy - float(np.interp(r, xs, accs)), 0.0)
+    return min(max(total * 100.0, 0.0), 100.0), missing
+
+
+def preview_cost(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    ratios: Mapping[str, float],
+    transforms: Mapping[str, dict],
+) -> dict[str, int]:
+    """MACs per sample and params after structured pruning at `ratios` (group -> ratio) and the layers'
+    low-rank transforms, counted on a pruned copy (the channels chosen do not change the counts)."""
+    work = copy_model(model).eval()
+    if ratios:
+        prune_structured(work, dict(ratios), input_shape)
+    if transforms:
+        work = apply_transforms(work, transforms).model
+    cost = summarize(work, input_shape)
+    return {"macs": int(cost.total_macs), "params": int(cost.total_params)}
+
+
+def apply_plan(
+    model: nn.Module,
+    data: Any,
+    plan: Mapping[str, Any],
+    *,
+    batch_size: int,
+    threads: int | None,
+    runtimes: tuple[str, ...] = ("eager",),
+    progress: Callable[[int, int], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    latency_rounds: int = 10,
+) -> tuple[CompressionResult, dict[str, Any]]:
+    """Compress a copy of `model` by `plan` (dict, CONTRACT sections 4 and 8) and measure before and after
+    on each of `runtimes` (latency in ms); returns the CompressionResult and its extras {runtimes,
+    trajectory, stopped, onnx_bytes, transforms}. `model` is never changed."""
+    result = compress(model, dict(plan), data, progress, batch_size, threads=threads, runtimes=tuple(runtimes),
+                      latency_rounds=latency_rounds, on_step=on_step, should_stop=should_stop)  # fmt: skip
+    extras = {
+        k: getattr(result, k, None) for k in ("runtimes", "trajectory", "stopped", "onnx_bytes", "transforms")
+    }
+    extras["stopped"] = bool(extras["stopped"])
+    extras["trajectory"] = extras["trajectory"] or []
+    return result, extras
+
+
+def _spread(m: ModelMetrics, timing: Mapping | None) -> tuple[float, str | None]:
+    spread = getattr(m, "latency_spread", None)
+    warning = getattr(m, "latency_warning", None)
+    if spread is None and timing:
+        spread, warning = timing.get("spread"), timing.get("warning")
+    if spread is None:
+        spread = m.latency_p90_ms / m.latency_p10_ms if m.latency_p10_ms > 0 else float("nan")
+        warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None
+    return float(spread), warning
+
+
+def run_points(result: Any, extras: Mapping[str, Any], label: str, run: int) -> list[dict]:
+    """Scatter rows of one applied plan: per runtime, its baseline and its plan, both from this run."""
+    per_runtime = extras.get("runtimes") or {
+        getattr(result.before, "runtime", None) or "eager": {"before": result.before, "after": result.after}
+    }
+    rows = []
+    for runtime, pair in per_runtime.items():
+        for role, key in (("baseline", "before"), ("plan", "after")):
+            m = pair[key]
+            spread, warning = _spread(m, ((extras.get("timing") or {}).get(runtime) or {}).get(key))
+            rows.append({
+                "label": f"original (run {run})" if role == "baseline" else label, "run": run, "role": role,
+                "runtime": runtime, "kind": getattr(m, "latency_kind", None) or m.latency_label,
+                "latency_ms": m.latency_ms, "accuracy": m.accuracy, "macs": m.macs, "params": m.params,
+                "size_bytes": m.size_bytes, "batch_size": result.batch_size, "threads": result.threads,
+                "spread": spread, "warning": warning,
+            })  # fmt: skip
+    return rows
+
+
+def compression_record(
+    plan: Mapping, result: Any, extras: Mapping, *, batch_size: int, threads: int | None
+) -> tuple[dict, dict, str]:
+    """The results store's (params, payload, status) of one applied plan: `partial` when it was stopped."""
+    payload = result.to_dict() | {
+        "trajectory": extras.get("trajectory") or [],
+        "stopped": bool(extras.get("stopped")),
+    }
+    if extras.get("runtimes"):
+        payload["runtimes"] = {
+            rt: {k: m.to_dict() for k, m in pair.items()} for rt, pair in extras["runtimes"].items()
+        }
+    params = {"plan": dict(plan), "batch_size": batch_size, "threads": threads}
+    return params, payload, "partial" if extras.get("stopped") else "complete"
+
+
+def artifact_bytes(model: nn.Module, suffix: str, *, spec: str | None, input_shape, onnx_bytes=None) -> bytes:
+    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_artifact(model, Path(tmp) / f"compressed{suffix}", spec=spec,
+                             input_shape=tuple(input_shape[1:]), onnx_bytes=onnx_bytes)  # fmt: skip
+        return Path(path).read_bytes()
