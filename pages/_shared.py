@@ -5,6 +5,9 @@ Not a page (st.navigation lists the pages explicitly). The one place that knows 
   shared by every session, so nobody may modify them (library calls copy before changing weights);
 - analyses: `st.cache_data`, keyed by the analysis name, the spec's key and the parameters as JSON; the
   model itself is never hashed.
+
+Split by job, re-exported here so every page keeps writing `_shared.<name>`: serving mode and uploads in
+`_serving.py`, kept form values in `_state.py`, stoppable work in `_jobs.py`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,9 @@ import contextlib
 import contextvars
 import dataclasses
 import json
-import runpy
-import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,151 +26,45 @@ import streamlit as st
 
 from analysis import (
     DEFAULT_BATCH_SIZE,
-    RunTimer,
-    ServeMode,
-    UploadStore,
     Workbench,
     WorkbenchError,
     WorkbenchSpec,
-    check_data_spec,
-    check_model_spec,
     first_line,
     load_workbench,
-    parse_mode,
     public_message,
-    purge_older_than,
-    serve_mode,
-    strip_paths,
+)
+
+# Re-exported (noqa F401): every page writes `_shared.<name>` for these too.
+from pages._jobs import (  # noqa: F401
+    Job,
+    job_running,
+    run_stoppable,
+)
+from pages._routing import (  # noqa: F401
+    APP_PATH,
+    routed,
+    routing,
+)
+from pages._serving import (  # noqa: F401
+    UPLOAD_MAX_AGE_S,
+    check_spec,
+    mode,
+    purge_stale_uploads,
+    shared,
+    shown_spec,
+    stored,
+    uploads,
+)
+from pages._state import (  # noqa: F401
+    SIDEBAR_KEYS,
+    forget_on_model_change,
+    keep,
+    keep_all,
+    persist,
+    sticky,
 )
 
 SPEC_KEY = "_workbench_spec"
-APP_PATH = Path(__file__).resolve().parents[1] / "app.py"
-UPLOAD_MAX_AGE_S = (
-    24 * 3600
-)  # uploads of sessions that ended without closing (a killed server) go after a day
-_ROUTER = threading.local()  # per script-run thread: whether app.py's router is running this page
-
-
-# --- Every entry point goes through app.py -----------------------------------------------------------------
-# On a fresh server, the first visit to a non-root path (a bookmark, a tab left open across a restart) runs
-# the page file directly: Streamlit sees the `pages/` folder and uses its automatic multipage mode until
-# `st.navigation` has run once. `routed()`, the first call of every page, then runs app.py (its router
-# draws the sidebar, sends the real navigation and runs this page inside it) and stops the direct run.
-
-
-@contextlib.contextmanager
-def routing() -> Iterator[None]:
-    """app.py runs the chosen page inside this."""
-    before = getattr(_ROUTER, "active", False)
-    _ROUTER.active = True
-    try:
-        yield
-    finally:
-        _ROUTER.active = before
-
-
-def routed() -> None:
-    """Call first in every page: when the page was run without app.py, run app.py instead and stop.
-
-    `workbench()` calls it too, so a page that draws only its title before `workbench()` is covered: the
-    router's run starts again at the top of the page (its elements replace the title already drawn)."""
-    if getattr(_ROUTER, "active", False):
-        return
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is not None:
-        ctx.cursors.clear()  # write from the top again: the router's elements replace this run's so far
-    runpy.run_path(str(APP_PATH), run_name="__main__")
-    st.stop()
-
-
-# --- Local or shared serving (analysis.policy) --------------------------------------------------------------
-
-
-def mode() -> ServeMode:
-    """The serving mode the operator set on the server: `WORKBENCH_MODE`, else `mode` in st.secrets.
-    Never anything the browser sends."""
-    env = serve_mode()
-    if env is ServeMode.SHARED:
-        return env
-    try:
-        if st.secrets.load_if_toml_exists():
-            return parse_mode(str(st.secrets.get("mode", "")))
-    except WorkbenchError:
-        raise
-    except Exception:  # an unreadable secrets file: the environment's setting stands
-        pass
-    return env
-
-
-def shared() -> bool:
-    return mode() is ServeMode.SHARED
-
-
-def shown_spec(text: str) -> str:
-    """A model or data spec as the page may show it: a shared server cuts server paths to their last part
-    (an upload's content hash)."""
-    return strip_paths(text) if shared() else text
-
-
-class _SessionUploads:
-    """Holds a session's UploadStore; the store's folder is removed when Streamlit drops the session state
-    (the session ended) -- Streamlit has no session-end hook, so a weakref finalizer does it."""
-
-    def __init__(self) -> None:
-        self.store = UploadStore()
-        self.paths: dict[str, str] = {}  # uploaded file id -> stored path
-        weakref.finalize(self, self.store.close)
-
-
-_last_purge = [0.0]
-
-
-def purge_stale_uploads() -> None:
-    """Remove upload folders of sessions left behind (a server that stopped without closing them); at most
-    every 10 minutes per server process (app.py calls it on each run)."""
-    now = time.time()
-    if now - _last_purge[0] > 600:
-        _last_purge[0] = now
-        with contextlib.suppress(OSError):
-            purge_older_than(UPLOAD_MAX_AGE_S)
-
-
-def uploads() -> UploadStore:
-    """This session's private upload folder (0700, content-hashed 0600 files, size limit)."""
-    purge_stale_uploads()
-    holder = st.session_state.get("_uploads_store")
-    if not isinstance(holder, _SessionUploads) or not holder.store.dir.is_dir():
-        holder = _SessionUploads()
-        st.session_state["_uploads_store"] = holder
-    return holder.store
-
-
-def stored(upload: Any) -> str | None:
-    """The path of an uploaded file in this session's store (saved once per upload; its content hash is
-    checked again on every reuse). A bad name or an oversized file raises WorkbenchError."""
-    if upload is None:
-        return None
-    store = uploads()
-    holder: _SessionUploads = st.session_state["_uploads_store"]
-    path = holder.paths.get(upload.file_id)
-    if path is None or not store.verify(path):
-        path = str(store.save(upload.name, upload.getvalue()))
-        holder.paths[upload.file_id] = path
-    return path
-
-
-def check_spec(spec: WorkbenchSpec) -> None:
-    """WorkbenchError if the serving mode does not allow what `spec` names (local mode allows all)."""
-    current = mode()
-    if current is ServeMode.LOCAL:
-        return
-    folder = uploads().dir
-    check_model_spec(spec.model, current, spec.weights, spec.trust_pickle, upload_dir=folder)
-    check_data_spec(spec.data, current, upload_dir=folder)
-    if spec.ray_address:
-        raise WorkbenchError("this server is shared: it cannot connect to a Ray cluster named by a user")
 
 
 # --- Errors as text ------------------------------------------------------------------------------------------
@@ -225,72 +118,6 @@ def latency_warning(result: Any, where: Any = None) -> None:
         (where or st).warning(plain(result.warning))
 
 
-# --- Form state you keep -------------------------------------------------------------------------------------
-# Streamlit drops a widget's value from st.session_state after a run in which the widget was not drawn
-# (another page, or a page that stopped early on a bad spec). `keep(*keys)` copies each widget key to a
-# shadow key on every run and puts the value back before the widget is drawn again. Call it before drawing
-# the widgets; values go when the model changes (`forget_on_model_change`).
-
-_SHADOW = "_kept_"
-
-
-def keep(*keys: str) -> None:
-    """Keep the values of widgets `keys` across pages and failed runs (call before drawing them).
-
-    The keys are remembered: app.py calls `keep_all()` on every run, whichever page it shows, so a value
-    changed just before leaving a page is kept too."""
-    registry = st.session_state.setdefault("_kept_keys", [])
-    for key in keys:
-        if key not in registry:
-            registry.append(key)
-        shadow = _SHADOW + key
-        if key in st.session_state:
-            st.session_state[shadow] = st.session_state[key]
-        elif shadow in st.session_state:
-            st.session_state[key] = st.session_state[shadow]
-
-
-def keep_all() -> None:
-    """`keep` every key any page has asked to keep in this session (app.py, before the page runs)."""
-    keep(*st.session_state.get("_kept_keys", []))
-
-
-def persist(key: str) -> str:
-    """`keep(key)` and return `key`, for `st.slider(..., key=persist("ratio"))`."""
-    keep(key)
-    return key
-
-
-def forget_on_model_change(model_key: str, keys_prefix: tuple[str, ...] = ()) -> None:
-    """Drop kept page values (not the sidebar's) when a different model has loaded (`workbench()` calls
-    this after each successful load, so a bad spec on the way keeps them); `keys_prefix` limits which."""
-    last = st.session_state.get("_kept_model")
-    if last is not None and last != model_key:
-        for shadow in [k for k in st.session_state if isinstance(k, str) and k.startswith(_SHADOW)]:
-            key = shadow.removeprefix(_SHADOW)
-            if key in SIDEBAR_KEYS or (keys_prefix and not key.startswith(keys_prefix)):
-                continue
-            del st.session_state[shadow]
-            st.session_state.pop(key, None)
-    st.session_state["_kept_model"] = model_key
-
-
-SIDEBAR_KEYS = (
-    "model_source",
-    "zoo_name",
-    "callable_spec",
-    "tv_name",
-    "arch_name",
-    "trust_pickle",
-    "input_shape",
-    "data_source",
-    "data_spec",
-    "threads",
-    "batch_size",
-    "runtime",
-    "device",
-    "ray_address",
-)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -442,94 +269,7 @@ def compression_metrics(result: Any) -> None:
     c[4].metric("Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB", delta_color="inverse")
 
 
-# --- Long work you can stop -------------------------------------------------------------------------------
-# The work runs in a worker thread (it never calls streamlit); the page polls it. A click on Stop reruns the
-# script, which interrupts the polling run; the next run finds the job in the session, sets its stop event
-# and polls on until the work returns what it finished. Navigating away leaves the job running; coming back
-# picks it up again.
-
-
-@dataclasses.dataclass
-class Job:
-    """A long analysis running in a worker thread: its progress, and how it ended."""
-
-    thread: threading.Thread
-    stop: threading.Event
-    timer: RunTimer
-    done: int = 0
-    total: int = 0
-    result: Any = None
-    error: BaseException | None = None
-
-
-def _jobs() -> dict[str, Job]:
-    return st.session_state.setdefault("_jobs", {})
-
-
-def job_running(key: str) -> bool:
-    """Whether a stoppable job `key` of this session is still to be collected (so the page calls
-    `run_stoppable` again on a rerun, e.g. after Stop was clicked, instead of waiting for its button)."""
-    return key in _jobs()
-
-
-def run_stoppable(
-    label: str,
-    key: str,
-    work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
-    on_tick: Callable[[], None] | None = None,
-) -> tuple[Any, bool]:
-    """Run `work(progress, should_stop)` with a progress bar (elapsed time and time left) and a Stop button;
-    return `(result, stopped)` once it has finished. `work` must return what it finished when
-    `should_stop()` turns true (the library's sweeps, rankings and schedules do). Errors raised by `work`
-    are raised here (inside `guard`, they become a message). `on_tick()` is called in each polling
-    iteration and once at the end, so the page can redraw a live chart from records the work appends to a
-    thread-safe list."""
-    jobs = _jobs()
-    job = jobs.get(key)
-    if job is None:
-        stop, timer = threading.Event(), RunTimer()
-        job = Job(thread=None, stop=stop, timer=timer)  # type: ignore[arg-type]
-
-        def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
-            timer.update(done, total)
-
-        def target() -> None:
-            try:
-                job.result = work(progress, stop.is_set)
-            except BaseException as exc:  # handed to the page, which shows it
-                job.error = exc
-
-        job.thread = threading.Thread(target=target, name=f"workbench-{key}", daemon=True)
-        jobs[key] = job
-        job.thread.start()
-    bar = st.progress(0.0, text=label)
-    if st.button("Stop", key=f"_stop_{key}", help="End at the next layer or step and keep what finished"):
-        job.stop.set()
-    while job.thread.is_alive():
-        frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
-        state = "stopping at the next unit" if job.stop.is_set() else job.timer.describe()
-        bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
-        if on_tick is not None:
-            on_tick()
-        time.sleep(0.2)
-    bar.empty()
-    if on_tick is not None:
-        on_tick()
-    jobs.pop(key, None)
-    if job.error is not None:
-        raise job.error
-    return job.result, job.stop.is_set()
-
-
 # --- Recorded runs (issue 16): the results store, offered instead of recomputing -------------------------
-
-
-def sticky(key: str, default: Any) -> None:
-    """`keep(key)` with a first value: the widget keeps its value across page switches (create it without
-    a default value)."""
-    keep(key)
-    st.session_state.setdefault(key, default)
 
 
 def where_to_run(spec: WorkbenchSpec) -> dict:
