@@ -4,7 +4,9 @@ baseline on one scatter; downloads; each result recorded in the results store.
 
 What the page computes without streamlit (group ratios, predicted drop, preview cost, Apply, scatter rows,
 the results-store record, downloads) lives in `analysis/compression/preview.py`. The page runs `main()`
-only when Streamlit executes it as a page (`__name__ == "__main__"`).
+only when Streamlit executes it as a page (`__name__ == "__main__"`). What remains (about 400 lines) is
+widgets only: the method, the per-layer table, the preview, Apply and the results, read top to bottom as the
+user sees them; splitting the widgets over files would scatter one screen's session-state keys.
 """
 
 from __future__ import annotations
