@@ -18,8 +18,8 @@ Combinations (`validate_transform_settings`), and why:
 - `weights: binary` with unstructured pruning: refused (binary weights have no zero: every pruned weight
   would come back as +-alpha). ternary and pow2 keep zeros, so they are allowed with it.
 
-Sensitivity kinds (in `transform_sweeps`, re-exported here) `lowrank` (accuracy vs kept rank fraction, with MACs and params saved per point) and
-`share` (accuracy vs codebook bits) return `analysis.sensitivity.SensitivityResult`s, computed with the same
+Sensitivity kinds (in `transform_sweeps`, re-exported here) `lowrank` (accuracy vs kept rank fraction,
+with MACs and params saved per point) and `share` (accuracy vs codebook bits) return `analysis.sensitivity.SensitivityResult`s, computed with the same
 cached downstream evaluation as the other sweeps: a factored layer computes exactly W_r x (+ b), so the
 sweep evaluates the model with the weight replaced by its rank-r truncation W_r (the test checks the
 equality against the factored model).
