@@ -6,15 +6,21 @@ sweeps (`suggest_mixed`). The pruning-only suggestions are in `analysis.compress
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from analysis.compression.budget import Budget, MacModel, pruned_copy, structured_curves
+from analysis.compression.mixed_options import (
+    NONE,
+    UNTOUCHED_BITS,
+    Option,
+    layer_options,
+    run_sweep,
+    sweeps_by_method,
+)
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
 from analysis.compression.pruning import pruning_groups
 from analysis.cost import size_bytes, summarize
@@ -23,24 +29,6 @@ from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 
 METHODS = ("prune", "rank", "bits")
-_SWEEP_METHOD = {"structured": "prune", "lowrank": "rank", "quant": "bits"}
-_UNTOUCHED = 32
-
-
-@dataclass(frozen=True)
-class _Option:
-    """One point of one unit's curve; method "" is the unit untouched. `drop`/`loss`: predicted accuracy
-    drop / loss increase (accuracy units, nats), made non-decreasing along the curve; savings are alone."""
-
-    method: str
-    level: float
-    drop: float = 0.0
-    loss: float = 0.0
-    macs_saved: float = 0.0
-    bytes_saved: float = 0.0
-
-
-_NONE = _Option("", 0.0)
 
 
 @dataclass(frozen=True)
@@ -105,126 +93,6 @@ def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     if not chosen:
         raise WorkbenchError("no methods given: choose from prune, rank, bits (e.g. prune,rank,bits)")
     return tuple(m for m in METHODS if m in chosen)
-
-
-def _as_sweep(obj):
-    """A SensitivityResult from a result or its JSON dict (lowrank dicts keep rank/macs/params saved)."""
-    from analysis.compression.transforms import LowRankSensitivity
-    from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
-
-    if isinstance(obj, SensitivityResult):
-        return obj
-    if not isinstance(obj, Mapping):
-        raise WorkbenchError(
-            f"not a sensitivity result: {type(obj).__name__}; give a sweep result or its JSON"
-        )
-    if obj.get("kind") != "lowrank":
-        return SensitivityResult.from_dict(obj)
-    try:
-        layers, ranks, macs, params = {}, {}, {}, {}
-        for name, entry in obj["layers"].items():
-            values = tuple(float(v) for v in entry["ratios"])
-            layers[name] = SensitivityCurve(
-                values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"]))
-            )
-            ranks[name] = tuple(int(v) for v in entry.get("rank", ()))
-            macs[name] = tuple(int(v) for v in entry["macs_saved"])
-            params[name] = tuple(int(v) for v in entry["params_saved"])
-        return LowRankSensitivity(
-            kind="lowrank",
-            baseline_accuracy=float(obj["baseline"]["accuracy"]),
-            baseline_loss=float(obj["baseline"]["loss"]),
-            seconds=float(obj.get("seconds", 0.0)),
-            layers=layers,
-            notes=tuple(obj.get("notes", ())),
-            samples=int(obj.get("samples", 0)),
-            ranks=ranks,
-            macs_saved=macs,
-            params_saved=params,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WorkbenchError(f"not a lowrank sensitivity result: missing or bad {exc}") from exc
-
-
-def _sweeps_by_method(sweeps) -> dict[str, Any]:
-    if sweeps is None:
-        return {}
-    items = list(sweeps.values()) if isinstance(sweeps, Mapping) and "kind" not in sweeps else (
-        [sweeps] if isinstance(sweeps, Mapping) or not isinstance(sweeps, Sequence) else list(sweeps)
-    )  # fmt: skip
-    out: dict[str, Any] = {}
-    for item in items:
-        result = _as_sweep(item)
-        method = _SWEEP_METHOD.get(result.kind)
-        if method is None:
-            raise WorkbenchError(
-                f"a {result.kind!r} sweep cannot guide a mixed plan: give structured, lowrank or quant sweeps"
-            )
-        if method in out:
-            raise WorkbenchError(f"two {result.kind!r} sweeps given: give one per kind")
-        out[method] = result
-    return out
-
-
-def _monotone(points, baseline_acc: float, baseline_loss: float):
-    """[(x, drop, loss increase)] in the given order (least to most compressed), never predicting that
-    compressing more helps (a curve that wiggles back up is noise)."""
-    worst_drop = worst_loss = 0.0
-    out = []
-    for x, acc, loss in points:
-        worst_drop = max(worst_drop, baseline_acc - acc)
-        worst_loss = max(worst_loss, loss - baseline_loss)
-        out.append((x, worst_drop, worst_loss))
-    return out
-
-
-def _layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: list[str]):
-    """Per layer: the rank and bits options from the lowrank and quant sweeps."""
-    from analysis.compression.quantization import SCALE_BYTES
-
-    modules = dict(model.named_modules())
-    options: dict[str, list[_Option]] = {}
-
-    def weight_of(name: str, kind: str):
-        module = modules.get(name) if name else None
-        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
-            raise WorkbenchError(
-                f"the {kind} sweep has layer {name!r}, which this model lacks: another model?"
-            )
-        return module.weight
-
-    if "rank" in methods and "rank" in sweeps:
-        sens = sweeps["rank"]
-        for name, curve in sens.layers.items():
-            w = weight_of(name, "lowrank")
-            macs = sens.macs_saved.get(name, ())
-            params = sens.params_saved.get(name, ())
-            if len(macs) != len(curve.values) or len(params) != len(curve.values):
-                raise WorkbenchError(
-                    f"the lowrank sweep of {name!r} lacks MACs/params saved per point: rerun it"
-                )
-            rows = sorted(
-                zip(curve.values, curve.accuracy, curve.loss, macs, params, strict=True), reverse=True
-            )
-            mono = _monotone([(r[0], r[1], r[2]) for r in rows], sens.baseline_accuracy, sens.baseline_loss)
-            for (f, drop, loss), row in zip(mono, rows, strict=True):
-                options.setdefault(name, []).append(
-                    _Option("rank", float(f), drop, loss, float(row[3]), float(row[4]) * w.element_size())
-                )
-    if "bits" in methods and "bits" in sweeps:
-        sens = sweeps["bits"]
-        for name, curve in sens.layers.items():
-            w = weight_of(name, "quant")
-            rows = sorted(zip(curve.values, curve.accuracy, curve.loss, strict=True), reverse=True)
-            rows = [r for r in rows if r[0] < _UNTOUCHED]
-            for b, drop, loss in _monotone(rows, sens.baseline_accuracy, sens.baseline_loss):
-                stored = math.ceil(w.numel() * b / 8) + w.shape[0] * SCALE_BYTES
-                saved = w.numel() * w.element_size() - stored
-                if saved > 0:
-                    options.setdefault(name, []).append(
-                        _Option("bits", int(b), drop, loss, 0.0, float(saved))
-                    )
-    return options
 
 
 def _mixed_greedy(units, saving, need: float, conflicts, allowed: set[str]):
@@ -345,7 +213,7 @@ def suggest_mixed(
 def _gather_sweeps(work, data, sweeps, methods, notes, sweep_args) -> dict[str, Any]:
     """The given sweeps by method, with each method's missing sweep run on `data` (notes say which)."""
     ratios, rank_fractions, bits, limit, progress = sweep_args
-    given = _sweeps_by_method(sweeps)
+    given = sweeps_by_method(sweeps)
     unused = [m for m in given if m not in methods]
     if unused:
         notes.append(f"sweeps for {', '.join(unused)} given but not among the methods: ignored")
@@ -353,7 +221,7 @@ def _gather_sweeps(work, data, sweeps, methods, notes, sweep_args) -> dict[str, 
     if todo and data is None:
         raise WorkbenchError(f"no {todo[0]} sweep given and no data to run it: pass sweeps or data")
     for m in todo:
-        given[m] = _run_sweep(m, work, data, ratios, rank_fractions, bits, limit, progress)
+        given[m] = run_sweep(m, work, data, ratios, rank_fractions, bits, limit, progress)
         notes.append(f"{m}: sweep run here ({given[m].kind}, {given[m].samples} samples)")
     return given
 
@@ -363,7 +231,7 @@ class _Space:
     """The choices: units (("group", name) or ("layer", name)) with their options, which units block which
     (a pruned group blocks rank and bits on the layers it touches), and the model's totals."""
 
-    units: dict[tuple[str, str], list[_Option]]
+    units: dict[tuple[str, str], list[Option]]
     occupied: dict[str, set[str]]
     conflicts: dict[tuple[str, str], set]
     macs: MacModel
@@ -407,7 +275,7 @@ def _build_space(work, input_shape, given, methods, max_ratio: float, by_macs: b
     elem = next((p.element_size() for p in work.parameters()), 4)
     total_macs = float(macs.total)
     total_bytes = float(size_bytes(work))
-    units: dict[tuple[str, str], list[_Option]] = {}
+    units: dict[tuple[str, str], list[Option]] = {}
     occupied: dict[str, set[str]] = {g.name: set() for g in groups}
     for layer, links in macs.links.items():
         for group, _dim, _count in links:
@@ -415,14 +283,14 @@ def _build_space(work, input_shape, given, methods, max_ratio: float, by_macs: b
     if "prune" in given and "prune" in methods:
         _, curves = structured_curves(given["prune"], groups, max_ratio)
         for name, points in curves.items():
-            opts = [_NONE]
+            opts = [NONE]
             for r, drop, loss in points[1:]:
                 saved_macs = macs.macs({}) - macs.macs({name: r})
                 saved_bytes = (macs.params({}) - macs.params({name: r})) * elem
-                opts.append(_Option("prune", r, drop, loss, saved_macs, saved_bytes))
+                opts.append(Option("prune", r, drop, loss, saved_macs, saved_bytes))
             units[("group", name)] = opts
-    for name, opts in _layer_options(work, given, methods, notes).items():
-        units[("layer", name)] = [_NONE, *opts]
+    for name, opts in layer_options(work, given, methods, notes).items():
+        units[("layer", name)] = [NONE, *opts]
     if not units:
         raise WorkbenchError("the sweeps hold no layer or group to choose from: check the methods and sweeps")
     conflicts: dict[tuple[str, str], set] = {u: set() for u in units}
@@ -510,7 +378,7 @@ def _result(
     )
     drop = min(1.0, max(0.0, sum(row["predicted_drop"] for row in choices)))
     plan_dict = {
-        "default": {"prune": 0.0, "criterion": criterion, "structured": True, "bits": _UNTOUCHED},
+        "default": {"prune": 0.0, "criterion": criterion, "structured": True, "bits": UNTOUCHED_BITS},
         "layers": layers,
         "finetune": dict(
             finetune if isinstance(finetune, Mapping) else (finetune.to_dict() if finetune else {})
@@ -575,21 +443,6 @@ def _measure(work, input_shape, units, pos, ratios_of, criterion, data) -> tuple
         model = apply_transforms(model, rank).model
     macs = summarize(model, input_shape).total_macs / summarize(work, input_shape).total_macs
     return macs, quantized_size_bytes(model, bits) / size_bytes(work)
-
-
-def _run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress):
-    from analysis.sensitivity.sweep import sensitivity_sweep
-
-    if method == "prune":
-        return sensitivity_sweep(
-            model, data, kind="structured", ratios=ratios, limit=limit, progress=progress
-        )
-    if method == "bits":
-        return sensitivity_sweep(model, data, kind="quant", bits=bits, limit=limit, progress=progress)
-    from analysis.compression.transforms import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
-
-    fractions = DEFAULT_RANK_FRACTIONS if rank_fractions is None else rank_fractions
-    return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress)
 
 
 __all__ = ["METHODS", "MixedSuggestion", "parse_methods", "suggest_mixed"]
