@@ -11,6 +11,8 @@ Order of work, on a private deep copy (the model handed in is never touched):
 6. 8-bit Linear layers swapped for the real dynamic int8 kernel where the CPU has one (eager); on ONNX
    Runtime 8-bit layers run real int8 (static QDQ);
 7. before and after timed on each runtime in alternating rounds at the same batch size, threads, warm-up.
+
+One module (runtime measurement is in `measure`): its helpers are the steps above, in order.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ Targets are fractions of the original to keep: `macs` and `params` counted exact
 measured ratio corrects the goal), `channels` (a fraction in (0, 1], or a whole count > 1, of the prunable
 channels). The channels to remove for a goal are found by bisection over the global order, each candidate
 pruned for real on a copy and counted.
+
+One module (settings are in `schedule_settings`): the five schedules share the `_Run` state they step.
 """
 
 from __future__ import annotations

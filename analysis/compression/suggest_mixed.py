@@ -1,6 +1,9 @@
 """Mixed suggestions: per layer at most one of structured pruning (of its group), SVD rank or weight bits,
 chosen greedily to meet a `macs=F` or `size=F` budget from the structured, lowrank and quant sensitivity
 sweeps (`suggest_mixed`). The pruning-only suggestions are in `analysis.compression.suggest`.
+
+One module (the options are in `mixed_options`): the greedy, its fitting and the result share the choice
+space.
 """
 
 from __future__ import annotations

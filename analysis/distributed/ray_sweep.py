@@ -17,6 +17,8 @@ Where the work runs: `address=None` starts (or reuses) a local Ray instance with
 `"auto"` joins the cluster this machine belongs to, `"ray://host:10001"` a remote one through Ray Client.
 Workers must be able to import `analysis` (install the package on every node) and, for `imagefolder:`
 data, read the same image paths (a shared file system): a streaming dataset travels as file paths.
+
+One module: the two Ray entry points share the task, chunking, fault and merge helpers.
 """
 
 from __future__ import annotations
