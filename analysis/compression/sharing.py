@@ -402,6 +402,7 @@ def deep_compression(
     Each stage's accuracy is measured on the evaluation split (first `eval_limit` samples). Sizes count the
     whole model: float32 dense, then the sparse/shared/Huffman formats of the module docstring.
     """
+    # Long: the pipeline's stages in order (prune, retrain, share, tune centroids, Huffman), each recorded.
     from analysis.compression.finetune import finetune
     from analysis.compression.finetune_settings import FinetuneSettings
     from analysis.compression.pruning import make_permanent, prune_unstructured

@@ -165,6 +165,7 @@ def suggest(
     any group's ratio. `input_shape` defaults to `data`'s. Latency budgets are timed at `batch_size` with
     `threads`. `model` is not changed.
     """
+    # Long mostly by its signature and docstring; the body is the budget's fit and the result.
     budget = Budget.parse(budget)
     if input_shape is None:
         if data is None:

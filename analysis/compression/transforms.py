@@ -135,6 +135,7 @@ def apply_transforms(
     Layers with none of the transform keys are left alone. Factored layers become `layer.0`/`layer.1`.
     `huffman` counts shared layers' indices Huffman-coded. The model handed in is not changed.
     """
+    # Long: every layer's settings checked, each transform applied with its stored size, the total counted.
     modules = dict(model.named_modules())
     todo: dict[str, dict] = {}
     for name, settings in layer_settings.items():

@@ -160,6 +160,7 @@ def sensitivity_sweep(
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
     """
+    # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
     if kind not in KINDS:
         raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
