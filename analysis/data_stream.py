@@ -22,6 +22,8 @@ Nothing decodes the whole folder: the dataset holds file paths and labels; `batc
 views that decode only the samples indexed. Callers that index a whole split (`x[:limit]`) still
 materialize what they index: the sensitivity sweep's and the oracle's `DownstreamRunner` (the evaluation /
 calibration samples it caches), `finetune` (one batch at a time, fine) and the zoo's trainer.
+
+One module: the streaming dataset, its image transform and the file listing are one data path.
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
 
 
 def _report(args: argparse.Namespace) -> dict:
+    # Long: one command's steps in order (options, latency, sweeps, rankings, outputs, record), each a call.
     kinds = _list(args.kinds, str, "kinds") or list(BASIC_KINDS)
     for kind in kinds:
         if kind not in KINDS:

@@ -3,12 +3,14 @@ a structured plan's MACs from layer costs and the groups' channel maps, without 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
 
+from analysis.compression.pruning import prune_structured
 from analysis.cost import summarize
 from analysis.errors import WorkbenchError
 from analysis.sensitivity.groups import PruningGroup
@@ -122,3 +124,44 @@ class MacModel:
             in_keep = max(0.0, 1.0 - in_gone / in_total)
             total += base * (out_keep if depthwise else out_keep * in_keep)
         return total
+
+
+def structured_curves(sensitivity, groups: list[PruningGroup], max_ratio: float):
+    """Per group: [(ratio, cumulative max drop, cumulative max loss increase)], starting at (0, 0, 0)."""
+    from analysis.sensitivity.sweep import SensitivityResult
+
+    if isinstance(sensitivity, Mapping):
+        sensitivity = SensitivityResult.from_dict(sensitivity)
+    if sensitivity.kind != "structured":
+        raise WorkbenchError(
+            f"suggested plans need a structured sensitivity sweep, got kind {sensitivity.kind!r}: "
+            "run `sensitivity --kind structured`"
+        )
+    known = {g.name for g in groups}
+    unknown = [name for name in sensitivity.layers if name not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"the sensitivity sweep has group {unknown[0]!r}, which this model does not: "
+            "was it run on another model?"
+        )
+    curves = {}
+    for name, curve in sensitivity.layers.items():
+        points = [(0.0, 0.0, 0.0)]
+        worst_drop = worst_loss = 0.0
+        for r, acc, loss in sorted(zip(curve.values, curve.accuracy, curve.loss, strict=True)):
+            if r <= 0 or r > max_ratio + 1e-12:
+                continue
+            # A curve that wiggles back up is noise: never predict that pruning more helps.
+            worst_drop = max(worst_drop, sensitivity.baseline_accuracy - acc)
+            worst_loss = max(worst_loss, loss - sensitivity.baseline_loss)
+            points.append((float(r), worst_drop, worst_loss))
+        curves[name] = points
+    return sensitivity, curves
+
+
+def pruned_copy(model: nn.Module, ratios: Mapping[str, float], input_shape, criterion: str, data):
+    """A deep copy of `model` with the groups structurally pruned at `ratios` (0 = untouched)."""
+    pruned = copy.deepcopy(model).eval()
+    active = {name: r for name, r in ratios.items() if r > 0}
+    prune_structured(pruned, active, input_shape, criteria=dict.fromkeys(active, criterion), data=data)
+    return pruned

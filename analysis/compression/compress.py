@@ -11,22 +11,32 @@ Order of work, on a private deep copy (the model handed in is never touched):
 6. 8-bit Linear layers swapped for the real dynamic int8 kernel where the CPU has one (eager); on ONNX
    Runtime 8-bit layers run real int8 (static QDQ);
 7. before and after timed on each runtime in alternating rounds at the same batch size, threads, warm-up.
+
+One module (runtime measurement is in `measure`): its helpers are the steps above, in order.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from analysis.compression.finetune import finetune
+from analysis.compression.measure import (
+    check_calibration,
+    check_runtimes,
+    deploy,
+    measure_runtimes,
+    metrics,
+    paired_speedup,
+    per_runtime_metrics,
+    resolve_eval_device,
+)
 from analysis.compression.plan import CompressionPlan, LayerSettings
 from analysis.compression.pruning import (
     SPARSE_FORMAT,
@@ -38,17 +48,14 @@ from analysis.compression.pruning import (
     sparse_size_bytes,
 )
 from analysis.compression.quantization import (
-    int8_backend,
     quantize_weights,
     quantized_size_bytes,
-    to_int8_linear,
 )
-from analysis.compression.result import REAL, SIMULATED, UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
+from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
 from analysis.compression.schedules import run_schedule
 from analysis.compression.transforms import apply_transforms
-from analysis.cost import count_params, size_bytes, summarize
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
-from analysis.errors import WorkbenchError, first_line
+from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
@@ -143,40 +150,6 @@ def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ..
     return structured, criteria, unstructured, bits, groups, notes
 
 
-def _paired_speedup(before, after, runs_per_round: int) -> float | None:
-    """Median over rounds of (before's median / after's median within the round): drift on a busy machine
-    slows both models of a round alike, so this ratio is steadier than the ratio of overall medians."""
-    b, a = np.asarray(before.times_ms), np.asarray(after.times_ms)
-    if len(b) != len(a) or len(b) % runs_per_round or not len(b):
-        return None
-    rounds_b = np.median(b.reshape(-1, runs_per_round), axis=1)
-    rounds_a = np.median(a.reshape(-1, runs_per_round), axis=1)
-    return float(np.median(rounds_b / rounds_a))
-
-
-def _nonzero(model: nn.Module) -> int:
-    return sum(int((p != 0).sum()) for p in model.parameters())
-
-
-def _check_runtimes(runtimes) -> tuple[str, ...]:
-    from analysis.runtime.base import get_runtime
-
-    names = [runtimes] if isinstance(runtimes, str) else list(runtimes or ())
-    if not names:
-        raise WorkbenchError("no runtime given: use eager, onnxruntime or both")
-    return tuple(dict.fromkeys(get_runtime(str(n)).name for n in names))
-
-
-def _check_calibration(calibration: str) -> str:
-    from analysis.runtime.int8 import CALIBRATION_METHODS
-
-    if calibration not in CALIBRATION_METHODS:
-        raise WorkbenchError(
-            f"unknown calibration {calibration!r}: use one of {', '.join(CALIBRATION_METHODS)}"
-        )
-    return calibration
-
-
 def _resolved_finetune(ft, data: Dataset):
     """The plan's fine-tuning with the recovery recipe's epochs filled in (recipe recovery, epochs 0)."""
     if ft.recovers and ft.epochs == 0:
@@ -242,13 +215,14 @@ def compress(
     `on_step(record)` after each step, `should_stop()` ends it at the next step, keeping the model as it
     stands (`result.stopped`). `device`: where eager evaluation runs (timing stays on the CPU).
     """
+    # ~100 lines only because the result's ~35 fields are listed one per line; each stage is a helper.
     started = time.perf_counter()
     if not isinstance(plan, CompressionPlan):
         plan = CompressionPlan.from_dict(plan)
     whole(batch_size, "batch size")
-    runtime_names = _check_runtimes(runtimes)
-    calibration = _check_calibration(calibration)
-    eval_device = _eval_device(device)
+    runtime_names = check_runtimes(runtimes)
+    calibration = check_calibration(calibration)
+    eval_device = resolve_eval_device(device)
     plan.check_layers(model)
     input_shape = data.input_shape
     reference = copy_model(model).eval()  # teacher and "before"; the caller's model is never run
@@ -265,36 +239,16 @@ def compress(
     )
     stages.finish("before")
 
-    trajectory: list[dict] = []
-    stopped, schedule_info, finetune_info = False, None, None
+    finetune_info = None
     if schedule is not None:
-        ran = run_schedule(
-            reference,
-            data,
-            schedule,
-            input_shape,
-            finetune=ft if (ft.epochs > 0 or ft.recovers) else None,
-            progress=stages.step("prune"),
-            on_step=on_step,
-            should_stop=should_stop,
+        work, trajectory, stopped, schedule_info = _schedule_step(
+            reference, data, schedule, ft, stages.step("prune"), on_step, should_stop, notes
         )
-        work, trajectory, stopped = ran.model, ran.trajectory, ran.stopped
-        notes.extend(ran.notes)
-        schedule_info = {
-            k: v for k, v in ran.to_dict().items() if k not in ("trajectory", "notes", "stopped")
-        }
         struct_groups: list[dict] = []
-        make_permanent(work)
     else:
-        struct = prune_structured(
-            work,
-            structured,
-            input_shape,
-            criteria=criteria,
-            data=data,
-            max_samples=max_samples,
-            groups=groups or None,
-        )
+        trajectory, stopped, schedule_info = [], False, None
+        struct = prune_structured(work, structured, input_shape, criteria=criteria, data=data,
+                                  max_samples=max_samples, groups=groups or None)  # fmt: skip
         notes.extend(struct.notes)
         struct_groups = struct.groups
         prune_unstructured(work, unstructured_ratios)
@@ -307,22 +261,9 @@ def compress(
         name: float((work.get_submodule(name).weight == 0).float().mean()) for name in unstructured_ratios
     }
     zeros, total = count_zeros(work)
-    transforms: dict = {}
-    saved_by_transforms = 0
-    if transform_settings:
-        applied = apply_transforms(work, transform_settings, huffman=plan.huffman)
-        work = applied.model
-        notes.extend(applied.notes)
-        transforms = applied.sizes
-        saved_by_transforms = sum(
-            entry["float32_bytes"] - entry["bytes"]
-            for entry in applied.sizes["layers"].values()
-            if "float32_bytes" in entry and "bytes" in entry
-        )
-    elif plan.huffman:
-        notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
+    work, transforms, saved_by_transforms = _transform_step(work, transform_settings, plan.huffman, notes)
     stages.finish("finetune")
-    deployed, int8_layers, label = _deploy(work, bits, quantized, real_int8, notes)
+    deployed, int8_layers, label = deploy(work, bits, quantized, real_int8, notes)
 
     after_eval = evaluate(
         deployed, data, batch_size=eval_batch_size, progress=stages.step("after"), device=eval_device
@@ -331,55 +272,24 @@ def compress(
         evaluate(work, data, batch_size=eval_batch_size, device=eval_device) if deployed is not work else None
     )
     stages.finish("after")
-
-    prepared, evals, onnx_bytes = _prepare_runtimes(
-        runtime_names, reference, work, deployed, label, bits, data, threads, calibration, max_samples,
-        eval_batch_size, notes,
+    timing = {"batch_size": batch_size, "threads": threads, "rounds": latency_rounds,
+              "runs_per_round": runs_per_round, "warmup": warmup}  # fmt: skip
+    evals, timings, onnx_bytes, measured = measure_runtimes(
+        runtime_names, (reference, work, deployed), label, bits, data, calibration, max_samples,
+        eval_batch_size, (before_eval, after_eval, simulated_eval), eval_device, timing,
+        stages.step("latency"), notes,
     )  # fmt: skip
-    evals[("eager", "before")], evals[("eager", "after")] = before_eval, after_eval
-    if simulated_eval is not None and "eager:after" in prepared:
-        from analysis.runtime.base import EagerPrepared
-
-        prepared["eager:simulated"] = EagerPrepared(work, kind=SIMULATED)
-    if eval_device is not None and eval_device.type != "cpu":
-        notes.append(f"accuracy was evaluated on {eval_device}; latency is timed on the CPU")
-    from analysis.runtime.base import compare_runtime_latency
-
-    timings = compare_runtime_latency(
-        prepared,
-        input_shape,
-        batch_size=batch_size,
-        threads=threads,
-        rounds=latency_rounds,
-        runs_per_round=runs_per_round,
-        warmup=warmup,
-        progress=stages.step("latency"),
-    )
     stages.finish("latency")
 
     after_size = quantized_size_bytes(work, bits) - saved_by_transforms
     if transforms:
         transforms["size_bytes_total"] = after_size
     sparse_bytes = _sparse_bytes(work, bits, unstructured_ratios, after_size, notes)
-    before_cost, after_cost = summarize(reference, input_shape), summarize(work, input_shape)
-    after_counts = (count_params(work), _nonzero(work), after_cost.total_macs, after_size)
-    before_counts = (
-        before_cost.total_params,
-        _nonzero(reference),
-        before_cost.total_macs,
-        size_bytes(reference),
+    per_runtime, after_counts = per_runtime_metrics(
+        measured, evals, timings, reference, work, input_shape, after_size
     )
-    measured = [name for name in runtime_names if f"{name}:before" in prepared]
-    if "eager" not in measured and "eager:before" in prepared:
-        measured.append("eager")  # eager stood in for a runtime that failed
-    per_runtime = {
-        name: {
-            "before": _metrics(evals[(name, "before")], *before_counts, timings[f"{name}:before"]),
-            "after": _metrics(evals[(name, "after")], *after_counts, timings[f"{name}:after"]),
-        }
-        for name in measured
-    }
     first = measured[0]
+    # What follows only fills in the result's fields, one per line.
     return CompressionResult(
         before=per_runtime[first]["before"],
         after=per_runtime[first]["after"],
@@ -394,7 +304,7 @@ def compress(
         sparsity=zeros / max(total, 1),
         sparse_size_bytes=sparse_bytes,
         simulated=(
-            _metrics(simulated_eval, *after_counts, timings["eager:simulated"])
+            metrics(simulated_eval, *after_counts, timings["eager:simulated"])
             if "eager:simulated" in timings
             else None
         ),
@@ -403,7 +313,7 @@ def compress(
         seconds=time.perf_counter() - started,
         cpu=timings[f"{first}:before"].cpu,
         torch_version=torch.__version__,
-        speedup_paired=_paired_speedup(timings[f"{first}:before"], timings[f"{first}:after"], runs_per_round),
+        speedup_paired=paired_speedup(timings[f"{first}:before"], timings[f"{first}:after"], runs_per_round),
         runtimes=per_runtime,
         trajectory=trajectory,
         stopped=stopped,
@@ -414,85 +324,40 @@ def compress(
     )
 
 
-def _eval_device(device):
-    if device is None:
-        return None
-    from analysis.devices import resolve_device
-
-    return resolve_device(device)
-
-
-def _prepare_runtimes(
-    names,
-    reference,
-    work,
-    deployed,
-    label,
-    bits,
-    data,
-    threads,
-    calibration,
-    max_samples,
-    eval_batch_size,
-    notes,
-):
-    """Prepared before/after models per runtime ("eager:before", ...), the non-eager evaluations, and the
-    ONNX bytes of the compressed model. A runtime that cannot take the model gets a note and is skipped;
-    eager is then measured in its place so there is always a before and an after."""
-    from analysis.runtime.base import EagerPrepared, evaluate_runtime
-
-    prepared: dict = {}
-    evals: dict = {}
-    onnx_bytes = None
-    for name in names:
-        if name == "eager":
-            prepared["eager:before"] = EagerPrepared(reference, kind=REAL)
-            prepared["eager:after"] = EagerPrepared(deployed, kind=label)
-            continue
-        try:
-            before, after = _onnx_pair(reference, work, bits, data, threads, calibration, max_samples, notes)
-        except WorkbenchError as exc:
-            notes.append(f"{name}: not measured: {first_line(exc)}; the eager numbers are given instead")
-            continue
-        onnx_bytes = after.model_bytes
-        prepared[f"{name}:before"], prepared[f"{name}:after"] = before, after
-        evals[(name, "before")] = evaluate_runtime(before, data, batch_size=eval_batch_size)
-        evals[(name, "after")] = evaluate_runtime(after, data, batch_size=eval_batch_size)
-    if not prepared:
-        prepared["eager:before"] = EagerPrepared(reference, kind=REAL)
-        prepared["eager:after"] = EagerPrepared(deployed, kind=label)
-    # Keep the order the caller asked for (the first runtime is `before`/`after`), eager last if substituted.
-    return prepared, evals, onnx_bytes
+def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, should_stop, notes):
+    """The plan's schedule run on `reference` (a copy is pruned): the model, trajectory, stopped, and the
+    schedule's summary."""
+    ran = run_schedule(
+        reference,
+        data,
+        schedule,
+        data.input_shape,
+        finetune=ft if (ft.epochs > 0 or ft.recovers) else None,
+        progress=progress,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
+    notes.extend(ran.notes)
+    info = {k: v for k, v in ran.to_dict().items() if k not in ("trajectory", "notes", "stopped")}
+    work = ran.model
+    make_permanent(work)
+    return work, ran.trajectory, ran.stopped, info
 
 
-def _onnx_pair(reference, work, bits, data, threads, calibration, max_samples, notes):
-    """The original and the compressed model on ONNX Runtime; 8-bit layers real int8 (QDQ)."""
-    from analysis.layers import example_input
-    from analysis.runtime.base import prepare
-    from analysis.runtime.int8 import prepare_int8
-
-    shape = data.input_shape
-    before = prepare(reference, "onnxruntime", shape, threads)
-    int8 = sorted(n for n, b in bits.items() if b == 8)
-    other = sorted(n for n, b in bits.items() if b != 8)
-    if int8:
-        after, quantized = prepare_int8(
-            work, data, int8, threads, calibration, max_samples, example_input=example_input(shape, 2)
-        )
-        notes.extend(f"onnxruntime: {note}" for note in quantized.notes)
-        notes.append(
-            f"onnxruntime: {len(quantized.int8_layers)} layer(s) run real int8 (static QDQ, {calibration} "
-            f"calibration on {quantized.calibration_samples} training samples); accuracy is the ONNX model's own"
-        )
-    else:
-        after = prepare(work, "onnxruntime", shape, threads)
-    if other:
-        after.kind = SIMULATED
-        notes.append(
-            f"onnxruntime: {', '.join(other[:4])}{', ...' if len(other) > 4 else ''} at bits other than 8 run "
-            "as float with weights on the b-bit grid: that latency is simulated"
-        )
-    return before, after
+def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str]):
+    """The model with the plan's transforms applied, their sizes, and the bytes they save."""
+    if not transform_settings:
+        if huffman:
+            notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
+        return work, {}, 0
+    applied = apply_transforms(work, transform_settings, huffman=huffman)
+    notes.extend(applied.notes)
+    saved = sum(
+        entry["float32_bytes"] - entry["bytes"]
+        for entry in applied.sizes["layers"].values()
+        if "float32_bytes" in entry and "bytes" in entry
+    )
+    return applied.model, applied.sizes, saved
 
 
 def _sparse_bytes(
@@ -539,54 +404,6 @@ def _finetune_step(
     if quantizes:
         notes.append("weights were quantized after fine-tuning (post-training quantization)")
     return trained.to_dict()
-
-
-def _deploy(
-    work: nn.Module, bits: Mapping[str, int], quantized: Mapping, real_int8: bool, notes: list[str]
-) -> tuple[nn.Module, list[str], str]:
-    """The model to run: `work`, or a copy with 8-bit Linear layers on the real int8 kernel where the CPU
-    has one; the int8 layers; and the latency label (`simulated` where a quantized layer runs float)."""
-    deployed, int8_layers = work, []
-    if real_int8 and any(b == 8 for b in bits.values()):
-        candidate = copy_model(work)
-        int8_layers = to_int8_linear(candidate, bits)
-        if int8_layers:
-            deployed = candidate
-            notes.append(
-                f"{', '.join(int8_layers)} run the real int8 kernel ({int8_backend()}): int8 weights (the same "
-                "integers as the fake quantization), activations quantized per batch at run time; `simulated` "
-                "gives the all-float model with the same weights"
-            )
-    fake_only = sorted(set(quantized) - set(int8_layers))
-    if fake_only:
-        notes.append(
-            f"{len(fake_only)} quantized layer(s) ({', '.join(fake_only[:4])}{', ...' if len(fake_only) > 4 else ''}) "
-            "have no real integer kernel here: their weights sit on the b-bit grid but are stored and run as "
-            "float32, so the latency is simulated (float kernels), not that of a b-bit kernel"
-        )
-    return deployed, int8_layers, SIMULATED if fake_only else REAL
-
-
-def _metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> ModelMetrics:
-    spread = timing.spread
-    return ModelMetrics(
-        accuracy=ev.accuracy,
-        loss=ev.loss,
-        params=params,
-        nonzero_params=nonzero,
-        macs=macs,
-        size_bytes=size,
-        latency_ms=timing.median_ms,
-        latency_p10_ms=timing.p10_ms,
-        latency_p90_ms=timing.p90_ms,
-        latency_label=timing.kind,
-        runtime=timing.runtime,
-        runtime_version=timing.runtime_version,
-        provider=timing.provider,
-        latency_kind=timing.kind,
-        latency_spread=spread if math.isfinite(spread) else None,
-        latency_warning=timing.warning,
-    )
 
 
 def save_model(model: nn.Module, path: str | Path) -> Path:

@@ -95,6 +95,7 @@ def finetune(
     `device` (auto, cpu, cuda[:N]) trains a private copy there (the teacher too) and brings the weights
     back: the result's model is on the model's own device (with `inplace`, `model` gets the new weights).
     """
+    # Long: one training loop with its device, schedule and teacher set-up and restore around it.
     if lr_schedule not in LR_SCHEDULES:
         raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
     settings = settings or FinetuneSettings()

@@ -18,16 +18,17 @@ lengths of a canonical code). Biases, norms and layers left out count at their s
 
 **Centroid fine-tuning** (`finetune_centroids`): the gradient of each centroid is the sum of the gradients
 of the weights in its cluster, and the centroid moves by SGD on it; the cluster assignment stays fixed.
+
+One module (Huffman coding is in `huffman`): the Deep Compression pipeline builds on all of the above and
+is imported from here, so moving it out would need a re-export that is an import cycle.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from analysis.compression.huffman import (  # noqa: F401  (re-exported)
+    gap_codes,
+    huffman_bits,
+    huffman_code_lengths,
+)
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
@@ -125,52 +131,6 @@ def kmeans_1d(
     centroids, _ = torch.sort(centroids)
     labels = torch.bucketize(v, (centroids[1:] + centroids[:-1]) / 2, right=False)
     return centroids, labels
-
-
-def huffman_code_lengths(counts: Mapping[Hashable, int]) -> dict[Hashable, int]:
-    """Code length (bits) of each symbol in a Huffman code for these frequencies (zero counts left out).
-
-    A lone symbol gets 1 bit. Ties merge in insertion order, so the lengths are reproducible.
-    """
-    items = [(int(c), s) for s, c in counts.items() if c > 0]
-    if not items:
-        return {}
-    if len(items) == 1:
-        return {items[0][1]: 1}
-    order = itertools.count()
-    heap = [(c, next(order), [s]) for c, s in items]
-    heapq.heapify(heap)
-    lengths = {s: 0 for _, s in items}
-    while len(heap) > 1:
-        c1, _, a = heapq.heappop(heap)
-        c2, _, b = heapq.heappop(heap)
-        for s in a + b:  # every symbol under the merged node sits one level deeper
-            lengths[s] += 1
-        heapq.heappush(heap, (c1 + c2, next(order), a + b))
-    return lengths
-
-
-def huffman_bits(counts: Mapping[Hashable, int]) -> int:
-    """Total bits of the symbols Huffman-coded with their own frequencies (the code table not included)."""
-    lengths = huffman_code_lengths(counts)
-    return sum(int(counts[s]) * n for s, n in lengths.items())
-
-
-def gap_codes(nonzero_positions: torch.Tensor, index_bits: int) -> Counter:
-    """Histogram of relative-index codes for nonzeros at these flat positions (ascending): code g - 1 for a
-    gap g <= 2^bits - 1, preceded by escape codes (2^bits - 1, "skip that many, no weight") for longer gaps."""
-    escape = 2**index_bits - 1
-    if len(nonzero_positions) == 0:
-        return Counter()
-    previous = torch.cat([torch.tensor([-1]), nonzero_positions[:-1]])
-    steps = (nonzero_positions - previous - 1).tolist()  # positions skipped before each nonzero
-    codes: Counter = Counter()
-    for skipped in steps:
-        fillers, rest = divmod(skipped, escape)
-        codes[rest] += 1
-        if fillers:
-            codes[escape] += fillers
-    return codes
 
 
 @dataclass(frozen=True)
@@ -442,6 +402,7 @@ def deep_compression(
     Each stage's accuracy is measured on the evaluation split (first `eval_limit` samples). Sizes count the
     whole model: float32 dense, then the sparse/shared/Huffman formats of the module docstring.
     """
+    # Long: the pipeline's stages in order (prune, retrain, share, tune centroids, Huffman), each recorded.
     from analysis.compression.finetune import finetune
     from analysis.compression.finetune_settings import FinetuneSettings
     from analysis.compression.pruning import make_permanent, prune_unstructured

@@ -60,6 +60,7 @@ def train(
     run in eval mode without gradients), plus `penalty(model)` where given. `torch.nn.utils.prune` masks
     stay in force. The model comes back in eval mode; the caller's RNG state is left alone.
     """
+    # Long mostly by its signature and docstring; the body is one training loop.
     if lr_schedule not in LR_SCHEDULES:
         raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
     if settings.distill and teacher is None:

@@ -18,8 +18,8 @@ Combinations (`validate_transform_settings`), and why:
 - `weights: binary` with unstructured pruning: refused (binary weights have no zero: every pruned weight
   would come back as +-alpha). ternary and pow2 keep zeros, so they are allowed with it.
 
-Sensitivity kinds `lowrank` (accuracy vs kept rank fraction, with MACs and params saved per point) and
-`share` (accuracy vs codebook bits) return `analysis.sensitivity.SensitivityResult`s, computed with the same
+Sensitivity kinds (in `transform_sweeps`, re-exported here) `lowrank` (accuracy vs kept rank fraction,
+with MACs and params saved per point) and `share` (accuracy vs codebook bits) return `analysis.sensitivity.SensitivityResult`s, computed with the same
 cached downstream evaluation as the other sweeps: a factored layer computes exactly W_r x (+ b), so the
 sweep evaluates the model with the weight replaced by its rank-r truncation W_r (the test checks the
 equality against the factored model).
@@ -27,28 +27,30 @@ equality against the factored model).
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from analysis.compression import lowbit, lowrank, sharing
-from analysis.compression.quantization import fake_quantize
-from analysis.data import Dataset
+from analysis.compression.transform_sweeps import (  # noqa: F401  (re-exported)
+    DEFAULT_RANK_FRACTIONS,
+    DEFAULT_SHARE_BITS,
+    QuantVsKmeans,
+    factorable_layers,
+    lowrank_sensitivity,
+    quant_vs_kmeans,
+    share_sensitivity,
+    sqnr_db,
+)
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.layers import copy_model
-from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
+from analysis.sensitivity.result import LowRankSensitivity
 
 Progress = Callable[[int, int], None]
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 UNTOUCHED_BITS = 32
-DEFAULT_RANK_FRACTIONS = (0.75, 0.5, 0.25, 0.125)
-DEFAULT_SHARE_BITS = (8, 6, 5, 4, 3, 2, 1)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -133,6 +135,7 @@ def apply_transforms(
     Layers with none of the transform keys are left alone. Factored layers become `layer.0`/`layer.1`.
     `huffman` counts shared layers' indices Huffman-coded. The model handed in is not changed.
     """
+    # Long: every layer's settings checked, each transform applied with its stored size, the total counted.
     modules = dict(model.named_modules())
     todo: dict[str, dict] = {}
     for name, settings in layer_settings.items():
@@ -210,283 +213,6 @@ def apply_transforms(
             seen.add(id(t))
             total += stored.get(id(t), _tensor_bytes(t))
     return AppliedTransforms(work, notes, {"layers": layers, "size_bytes": total})
-
-
-# ------------------------------------------------------------------------------------------- sensitivity
-
-
-def _few(names) -> str:
-    names = list(names)
-    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-
-
-def _weight_edit(name: str, new: torch.Tensor, key) -> Edit:
-    def apply(model: nn.Module) -> None:
-        model.get_submodule(name).weight.copy_(new)
-
-    return Edit((name,), apply, key)
-
-
-def _run(work, data, edits, split, limit, batch_size, progress):
-    runner = DownstreamRunner.from_data(
-        work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False
-    )
-    return runner.evaluate(edits, progress=progress)
-
-
-def _check_split(split: str) -> None:
-    if split not in ("test", "train"):
-        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
-
-
-def factorable_layers(model: nn.Module) -> list[str]:
-    """Linear and groups=1 Conv2d layers: the ones `lowrank` can factor."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if n and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))
-    ]
-
-
-def lowrank_sensitivity(
-    model: nn.Module,
-    data: Dataset,
-    rank_fractions: Sequence[float] = DEFAULT_RANK_FRACTIONS,
-    layers: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 256,
-) -> LowRankSensitivity:
-    """Accuracy and loss with each layer alone factored at each kept rank fraction (kind "lowrank"), plus
-    the MACs and params each point saves. A fraction at which a layer's rank saves nothing is left out of
-    that layer's curve, with a note. The model is not changed."""
-    start = time.perf_counter()
-    _check_split(split)
-    fractions = sorted({lowrank.check_rank(f) for f in rank_fractions}, reverse=True)
-    if not fractions:
-        raise WorkbenchError("no rank fractions given: give at least one in (0, 1), e.g. 0.5,0.25")
-    names = factorable_layers(model) if layers is None else list(dict.fromkeys(layers))
-    if not names:
-        raise WorkbenchError("the model has no Linear or Conv2d (groups=1) layers to factor")
-    work = copy_model(model).eval()
-    modules = dict(work.named_modules())
-    for name in names:
-        if name not in modules or not name:
-            raise WorkbenchError(
-                f"no layer named {name!r} in the model: choose one of {_few(factorable_layers(model))}"
-            )
-        lowrank._check_layer(name, modules[name])
-    positions = lowrank.output_positions(work, names, data.input_shape)
-    edits: list[Edit] = []
-    info: dict[tuple, lowrank.LowRankChoice] = {}
-    refused: list[str] = []
-    for name in names:
-        module = modules[name]
-        for f in fractions:
-            try:
-                choice = lowrank.choose_rank(name, module, f, positions[name])
-            except WorkbenchError:
-                refused.append(f"{name}@{f}")
-                continue
-            info[(name, f)] = choice
-            edits.append(_weight_edit(name, lowrank.truncated_weight(module, choice.rank), (name, f)))
-    out = _run(work, data, edits, split, limit, batch_size, progress)
-    curves: dict[str, SensitivityCurve] = {}
-    ranks: dict[str, list[int]] = {}
-    macs: dict[str, list[int]] = {}
-    params: dict[str, list[int]] = {}
-    points: dict[str, list] = {name: [] for name in names}
-    for edit, result in zip(edits, out.results, strict=True):
-        points[edit.key[0]].append((edit.key[1], result))
-    for name in names:
-        xs = [f for f, _ in points[name]]
-        curves[name] = SensitivityCurve(
-            tuple(xs),
-            tuple(r.accuracy for _, r in points[name]),
-            tuple(r.loss for _, r in points[name]),
-        )
-        ranks[name] = tuple(info[(name, f)].rank for f in xs)
-        macs[name] = tuple(info[(name, f)].macs_saved for f in xs)
-        params[name] = tuple(info[(name, f)].params_saved for f in xs)
-    notes = list(out.notes)
-    if refused:
-        notes.append(f"ranks that would save no MACs were left out: {_few(refused)}")
-    notes.append("values are kept rank fractions (smaller = more compressed); accuracy is before fine-tuning")
-    return LowRankSensitivity(
-        kind="lowrank",
-        baseline_accuracy=out.baseline.accuracy,
-        baseline_loss=out.baseline.loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(notes),
-        samples=out.baseline.samples,
-        ranks=ranks,
-        macs_saved=macs,
-        params_saved=params,
-    )
-
-
-def share_sensitivity(
-    model: nn.Module,
-    data: Dataset,
-    bits_list: Sequence[int] = DEFAULT_SHARE_BITS,
-    layers: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 256,
-) -> SensitivityResult:
-    """Accuracy and loss with each layer alone weight-shared by k-means at each codebook width (kind
-    "share"; values are bits, widest first). The model is not changed."""
-    start = time.perf_counter()
-    _check_split(split)
-    widths = sorted({sharing.check_share_bits(b) for b in bits_list}, reverse=True)
-    if not widths:
-        raise WorkbenchError("no bit widths given: give at least one in 1..8, e.g. 4,2")
-    work = copy_model(model).eval()
-    names = sharing._resolve(work, layers)
-    if not names:
-        raise WorkbenchError("the model has no Conv or Linear layers to share")
-    edits = []
-    for name in names:
-        w = work.get_submodule(name).weight
-        for b in widths:
-            edits.append(_weight_edit(name, sharing.share_weight(w, b).weight(w.dtype), (name, b)))
-    out = _run(work, data, edits, split, limit, batch_size, progress)
-    points: dict[str, list] = {name: [] for name in names}
-    for edit, result in zip(edits, out.results, strict=True):
-        points[edit.key[0]].append((edit.key[1], result))
-    curves = {
-        name: SensitivityCurve(
-            tuple(float(b) for b, _ in pts), tuple(r.accuracy for _, r in pts), tuple(r.loss for _, r in pts)
-        )
-        for name, pts in points.items()
-    }
-    return SensitivityResult(
-        kind="share",
-        baseline_accuracy=out.baseline.accuracy,
-        baseline_loss=out.baseline.loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(out.notes) + ("values are codebook bits (2^bits centroids per layer, k-means)",),
-        samples=out.baseline.samples,
-    )
-
-
-def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio 10 log10(sum w^2 / sum (w - q)^2) in dB (inf for no error)."""
-    ref = reference.detach().double()
-    noise = float(((ref - approx.detach().double()) ** 2).sum())
-    signal = float((ref**2).sum())
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-@dataclass(frozen=True)
-class QuantVsKmeans:
-    """Per layer (each alone) and for all layers together ("(all layers)"): SQNR (dB), accuracy, loss and
-    weight bytes of uniform fake quantization and of k-means sharing at the same bits."""
-
-    bits: int
-    baseline_accuracy: float
-    rows: list[dict]
-    seconds: float
-    notes: tuple[str, ...] = ()
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows).set_index("layer")
-
-    def to_dict(self) -> dict:
-        return {
-            "bits": self.bits,
-            "baseline_accuracy": self.baseline_accuracy,
-            "rows": self.rows,
-            "seconds": self.seconds,
-            "notes": list(self.notes),
-        }
-
-
-def quant_vs_kmeans(
-    model: nn.Module,
-    data: Dataset,
-    bits: int = 4,
-    layers: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 256,
-) -> QuantVsKmeans:
-    """Uniform (symmetric per-channel, `analysis.quantization.fake_quantize`) vs k-means sharing at the same
-    `bits` (2..8), per layer alone and all together: SQNR in dB, accuracy and loss, stored bytes (b bits per
-    weight plus a float32 scale per channel, or plus the 2^b float32 centroids). The model is not changed."""
-    start = time.perf_counter()
-    _check_split(split)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= sharing.MAX_SHARE_BITS:
-        raise WorkbenchError(f"bits must be a whole number in 2..8 for this comparison, got {bits!r}")
-    work = copy_model(model).eval()
-    names = sharing._resolve(work, layers)
-    if not names:
-        raise WorkbenchError("the model has no Conv or Linear layers to compare")
-    uniform, kmeans, rows = {}, {}, []
-    for name in names:
-        w = work.get_submodule(name).weight.detach()
-        uniform[name] = fake_quantize(w, bits)[0]
-        kmeans[name] = sharing.share_weight(w, bits).weight(w.dtype)
-        n = w.numel()
-        rows.append(
-            {
-                "layer": name,
-                "sqnr_uniform_db": sqnr_db(w, uniform[name]),
-                "sqnr_kmeans_db": sqnr_db(w, kmeans[name]),
-                "bytes_uniform": math.ceil(n * bits / 8) + w.shape[0] * sharing.CENTROID_BYTES,
-                "bytes_kmeans": math.ceil(n * bits / 8) + 2**bits * sharing.CENTROID_BYTES,
-            }
-        )
-    edits = []
-    for name in names:
-        edits.append(_weight_edit(name, uniform[name], (name, "uniform")))
-        edits.append(_weight_edit(name, kmeans[name], (name, "kmeans")))
-
-    def all_edit(table, key) -> Edit:
-        def apply(m: nn.Module) -> None:
-            for name in names:
-                m.get_submodule(name).weight.copy_(table[name])
-
-        return Edit(tuple(names), apply, key)
-
-    edits += [all_edit(uniform, ("(all layers)", "uniform")), all_edit(kmeans, ("(all layers)", "kmeans"))]
-    out = _run(work, data, edits, split, limit, batch_size, progress)
-    found = {e.key: r for e, r in zip(edits, out.results, strict=True)}
-    total = {
-        "layer": "(all layers)",
-        "sqnr_uniform_db": sqnr_db(
-            torch.cat([work.get_submodule(n).weight.flatten() for n in names]),
-            torch.cat([uniform[n].flatten() for n in names]),
-        ),
-        "sqnr_kmeans_db": sqnr_db(
-            torch.cat([work.get_submodule(n).weight.flatten() for n in names]),
-            torch.cat([kmeans[n].flatten() for n in names]),
-        ),
-        "bytes_uniform": sum(r["bytes_uniform"] for r in rows),
-        "bytes_kmeans": sum(r["bytes_kmeans"] for r in rows),
-    }
-    rows.append(total)
-    for row in rows:
-        for method in ("uniform", "kmeans"):
-            r = found[(row["layer"], method)]
-            row[f"accuracy_{method}"] = r.accuracy
-            row[f"loss_{method}"] = r.loss
-    notes = (
-        f"uniform has 2^{bits} - 1 levels per channel (symmetric, zero included), k-means 2^{bits} centroids per "
-        "layer (zeros of a pruned layer kept)",
-    )
-    return QuantVsKmeans(
-        bits, out.baseline.accuracy, rows, time.perf_counter() - start, tuple(out.notes) + notes
-    )
 
 
 __all__ = [

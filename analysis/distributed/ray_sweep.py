@@ -17,6 +17,8 @@ Where the work runs: `address=None` starts (or reuses) a local Ray instance with
 `"auto"` joins the cluster this machine belongs to, `"ray://host:10001"` a remote one through Ray Client.
 Workers must be able to import `analysis` (install the package on every node) and, for `imagefolder:`
 data, read the same image paths (a shared file system): a streaming dataset travels as file paths.
+
+One module: the two Ray entry points share the task, chunking, fault and merge helpers.
 """
 
 from __future__ import annotations
@@ -306,6 +308,7 @@ def ray_sensitivity_sweep(
     `progress(layers_done, layers_total)` is called as tasks finish; `should_stop()` cancels the tasks not
     yet finished (their layers are missing from the result, with a note). `seconds` is the wall time.
     """
+    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     start = time.perf_counter()
     connect(address, num_cpus)
     units = _sweep_units(model, data, kind, layers, split)
@@ -395,6 +398,7 @@ def ray_rank_channels(
     the activation criteria for those layers run in the task; scores are merged and the correlations and
     overlaps computed once in the driver, so the result equals the single-process one. Layers whose task
     failed after every retry are left out and named in `notes`."""
+    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     from analysis.importance.base import DEFAULT_MAX_SAMPLES, get_importance, prunable_layers
     from analysis.importance.rankings import DEFAULT_TOPK_FRACTION, RankingResult
 

@@ -252,6 +252,7 @@ class DownstreamRunner:
         stop: Callable[[Tally], Iterable[int]] | None = None,
     ) -> RunnerResult:
         """Loss and accuracy of the model under each edit (one at a time), plus the unedited baseline."""
+        # Long: one pass over the batches whose edits must be restored in the same try/finally.
         edits = list(edits)
         _check_modules(self.model, edits)
         notes = list(self.notes)

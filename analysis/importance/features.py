@@ -14,6 +14,8 @@ A layer whose output feeds a residual add or is read twice has no activation of 
 activation are then measured on the post-norm map. Where the model cannot be traced (data-dependent control
 flow), every criterion is measured at the layer's own output and a note says so. A MultiheadAttention's
 `out_proj` (never called as a module) is measured on the attention's output, which is its output.
+
+One module: the feature graph's tracing and the taps inserted at its measurement points share the same sites.
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ def oracle_scores(
     """|loss change| per channel for every selected layer; one evaluation per channel over at most
     `max_samples` samples of the train split. `progress(channels_done, channels_total)`. `device` (auto,
     cpu, cuda[:N]) evaluates a private copy there."""
+    # Long: the per-layer edits, the one cached downstream run and its progress share local state.
     data = require_data("oracle", data)
     max_samples = whole(max_samples, "max_samples")
     features = features or find_features(model, None if layers is None else list(layers))

@@ -13,6 +13,8 @@ Conventions:
   out of that criterion's correlations.
 - Top-k overlap of two criteria in a layer: Jaccard |A n B| / |A u B| of the k channels each would prune
   first, k = max(1, round(topk_fraction x channels)); the table holds its mean over layers.
+
+One module: the rank statistics and `rank_channels` define the one comparison table together.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Each function takes plain results (data frames, histograms) and returns a `plotl
 none computes anything expensive. Axis titles carry units. Every figure carries an explicit template
 (`TEMPLATE`: plotly_white with the workbench's palette as colorway), so an export never inherits whatever
 theme or default template the caller has set (the app's theme once turned every exported line near-black).
+
+One module by design: it is the only place figures are drawn, so every chart shares one layout and template.
 """
 
 from __future__ import annotations

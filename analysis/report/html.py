@@ -9,6 +9,8 @@ draws with, so the report shows the same colors and labels as the app.
         runs every available analysis first (summary, latency, sensitivity of each kind, rankings).
 
 The plain files (CSV, JSON, Markdown) are `analysis.report.files`.
+
+One module: its sections share the figure embedding and table helpers and make one document.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one per
 Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
 `analysis.fx.runner`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
 the |w| order of each swept layer (one int64 per weight), computed once instead of per point.
+
+One module: every sweep kind shares the edit, cut and merge helpers of the one loop.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def sensitivity_sweep(
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
     """
+    # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
     if kind not in KINDS:
         raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")

@@ -11,6 +11,8 @@ Safety: the file is in WAL mode with a busy timeout, so app sessions and CLI pro
 each record is one `BEGIN IMMEDIATE ... COMMIT`, so a run killed mid-write leaves no half-written row. The
 schema version is `PRAGMA user_version`; opening an older file migrates it forward in one transaction.
 JSON stored here never holds NaN or infinity (they become null).
+
+One module: the schema, its migrations and every query on it change together.
 """
 
 from __future__ import annotations
