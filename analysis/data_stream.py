@@ -41,7 +41,7 @@ import torch
 
 from analysis.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.dataset import resize_images as _resize
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 
 # torchvision.transforms' documented ImageNet statistics (the values its pretrained weights expect).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -428,7 +428,7 @@ def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
             (header_len,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(header_len))
     except (OSError, struct.error, ValueError) as exc:
-        raise WorkbenchError(f"cannot read {path} as safetensors: {str(exc).splitlines()[0]}") from exc
+        raise WorkbenchError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
     base = 8 + header_len
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():

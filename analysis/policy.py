@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 
 MODE_ENV = "WORKBENCH_MODE"
 ARCHITECTURES_ENV = "WORKBENCH_ARCHITECTURES"
@@ -156,7 +156,7 @@ def public_message(exc: BaseException, mode: ServeMode) -> str:
     Shared mode never shows a traceback or a server path: absolute paths are cut to their last part, and
     errors that are not the user's input get a generic line.
     """
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = first_line(exc) if str(exc).strip() else ""
     if isinstance(exc, WorkbenchError):
         text = first or "invalid input"
     else:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-Progress = Callable[[int, int], None]
+from analysis.progress import Progress
 
 
 def format_seconds(seconds: float) -> str:

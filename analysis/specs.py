@@ -146,7 +146,7 @@ def _import_callable(spec: str) -> nn.Module:
 
 
 def _failed(what: str, exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = first_line(exc) if str(exc).strip() else ""
     return f"{what} failed: {type(exc).__name__}" + (f": {first[:200]}" if first else "")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from analysis.compression.finetune import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.sparsity import SPARSITY_METHODS
+from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import CRITERIA
 
@@ -54,7 +55,7 @@ class ScheduleSettings:
     structured: bool = True
     initial_sparsity: float = 0.0
     min_fraction: float = 0.1
-    max_samples: int = 2048
+    max_samples: int = DEFAULT_MAX_SAMPLES
     lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:

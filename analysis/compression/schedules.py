@@ -60,9 +60,8 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.layers import copy_model, example_input
+from analysis.progress import Progress
 from analysis.sensitivity.groups import PruningGroup, is_prunable, remove_channels
-
-Progress = Callable[[int, int], None]
 
 LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
 LATENCY_RUNS = 20

@@ -45,8 +45,8 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.layers import copy_model
+from analysis.progress import Progress
 
-Progress = Callable[[int, int], None]
 MIN_SHARE_BITS, MAX_SHARE_BITS = 1, 8
 CENTROID_BYTES = 4  # float32 codebook entries
 CODE_TABLE_BYTES_PER_SYMBOL = 1  # a canonical Huffman code is rebuilt from its code lengths

@@ -17,8 +17,8 @@ from analysis.compression.finetune import LR_SCHEDULES, distillation_loss
 from analysis.compression.finetune_settings import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
+from analysis.progress import Progress
 
-Progress = Callable[[int, int], None]
 Penalty = Callable[[nn.Module], torch.Tensor]
 
 

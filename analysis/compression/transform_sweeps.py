@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +23,9 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.layers import copy_model
+from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 
-Progress = Callable[[int, int], None]
 DEFAULT_RANK_FRACTIONS = (0.75, 0.5, 0.25, 0.125)
 DEFAULT_SHARE_BITS = (8, 6, 5, 4, 3, 2, 1)
 

@@ -27,7 +27,7 @@ equality against the factored model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -46,9 +46,9 @@ from analysis.compression.transform_sweeps import (  # noqa: F401  (re-exported)
 )
 from analysis.errors import WorkbenchError
 from analysis.layers import copy_model
+from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity
 
-Progress = Callable[[int, int], None]
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 UNTOUCHED_BITS = 32
 

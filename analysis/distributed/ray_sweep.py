@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
+from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityResult
 
-Progress = Callable[[int, int], None]
 DEFAULT_MAX_RETRIES = 2
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -94,7 +94,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     except WorkbenchError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise WorkbenchError(f"cannot start or join Ray at {address or 'a local instance'}: {first}") from exc
 
 

@@ -18,9 +18,8 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult, evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, measure_latency
+from analysis.progress import Progress
 from analysis.runtime.types import REAL, SIMULATED, Prepared, Runtime
-
-Progress = Callable[[int, int], None]
 
 
 class _RunModule(nn.Module):

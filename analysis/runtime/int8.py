@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from analysis.data import Dataset
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx
 from analysis.runtime.types import REAL
 
@@ -153,7 +153,7 @@ def quantize_int8(
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise WorkbenchError(f"int8 quantization with ONNX Runtime failed: {first}") from exc
         finally:
             root.setLevel(level)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.errors import WorkbenchError
+from analysis.errors import WorkbenchError, first_line
 
 PRUNED_SUFFIX = ".pruned.safetensors"
 PRUNED_FORMAT = "analysis.pruned/1"
@@ -48,7 +48,7 @@ def load_pruned(path: str | Path, build: Callable[[str], nn.Module], apply_weigh
             meta = f.metadata() or {}
         state = load_file(str(path))
     except Exception as exc:
-        raise WorkbenchError(f"cannot read {path} as safetensors: {exc}".splitlines()[0]) from exc
+        raise WorkbenchError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
     if meta.get("format") != PRUNED_FORMAT:
         raise WorkbenchError(
             f"{path} has no {PRUNED_FORMAT} metadata: a plain weights file goes in --weights next to --model"
@@ -116,7 +116,7 @@ def load_artifact(
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise WorkbenchError(f"cannot load {path} as a torch.export program: {exc}".splitlines()[0]) from exc
+        raise WorkbenchError(f"cannot load {path} as a torch.export program: {first_line(exc)}") from exc
     shape = None
     spec = program.graph_signature.user_inputs
     if spec:
