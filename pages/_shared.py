@@ -341,17 +341,7 @@ def sweep_from_dict(payload: dict) -> Any:
     )  # fmt: skip
 
 
-def accepts(function: Callable, parameter: str) -> bool:
-    """Whether `function` takes `parameter` (a library call gains `should_stop` in some branches first)."""
-    import inspect
-
-    try:
-        return parameter in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-# --- Appended by the Compress page's helper: text as text, a ticking stoppable run ------------------------
+# --- Text as text ---------------------------------------------------------------------------------------------
 
 _MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|~<>$:"
 

@@ -280,6 +280,23 @@ def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None
     return names
 
 
+def _run_in_order(task, model, data, units: list[str], kwargs: dict, nothing: str, *, layers_per_task,
+                  threads_per_task, max_retries, progress, should_stop, fault):  # fmt: skip
+    """`_run_tasks` over `units` in chunks, the chunk results put back in the single-process order of
+    `units`: (ordered results, failed {unit: error}, stopped units). No result at all: WorkbenchError
+    starting with `nothing`."""
+    results, failed, stopped = _run_tasks(
+        task, model, data, _chunks(units, layers_per_task, _slots(threads_per_task)), kwargs,
+        threads_per_task=threads_per_task, max_retries=max_retries, progress=progress,
+        should_stop=should_stop, fault=fault,
+    )  # fmt: skip
+    if not results:
+        raise WorkbenchError(f"{nothing}: {next(iter(failed.values()), 'stopped before any task finished')}")
+    position = {name: i for i, name in enumerate(units)}
+    ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
+    return ordered, failed, stopped
+
+
 def ray_sensitivity_sweep(
     model: nn.Module,
     data,
@@ -323,24 +340,11 @@ def ray_sensitivity_sweep(
     )
     if max_cache_bytes is not None:
         kwargs["max_cache_bytes"] = max_cache_bytes
-    chunks = _chunks(units, layers_per_task, _slots(threads_per_task))
-    results, failed, stopped = _run_tasks(
-        _sweep_chunk,
-        model,
-        data,
-        chunks,
-        kwargs,
-        threads_per_task=threads_per_task,
-        max_retries=max_retries,
-        progress=progress,
-        should_stop=should_stop,
-        fault=fault,
-    )
-    if not results:
-        why = next(iter(failed.values()), "stopped before any task finished")
-        raise WorkbenchError(f"no layer of the sweep could be computed on Ray: {why}")
-    position = {name: i for i, name in enumerate(units)}
-    ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
+    ordered, failed, stopped = _run_in_order(
+        _sweep_chunk, model, data, units, kwargs, "no layer of the sweep could be computed on Ray",
+        layers_per_task=layers_per_task, threads_per_task=threads_per_task, max_retries=max_retries,
+        progress=progress, should_stop=should_stop, fault=fault,
+    )  # fmt: skip
     curves = {}
     for r in ordered:
         curves.update(r.layers)
@@ -418,23 +422,11 @@ def ray_rank_channels(
         oracle_max_samples=oracle_max_samples,
         topk_fraction=topk,
     )
-    results, failed, stopped = _run_tasks(
-        _rank_chunk,
-        model,
-        data,
-        _chunks(units, layers_per_task, _slots(threads_per_task)),
-        kwargs,
-        threads_per_task=threads_per_task,
-        max_retries=max_retries,
-        progress=progress,
-        should_stop=should_stop,
-        fault=fault,
-    )
-    if not results:
-        why = next(iter(failed.values()), "stopped before any task finished")
-        raise WorkbenchError(f"no layer could be ranked on Ray: {why}")
-    position = {name: i for i, name in enumerate(units)}
-    ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
+    ordered, failed, stopped = _run_in_order(
+        _rank_chunk, model, data, units, kwargs, "no layer could be ranked on Ray",
+        layers_per_task=layers_per_task, threads_per_task=threads_per_task, max_retries=max_retries,
+        progress=progress, should_stop=should_stop, fault=fault,
+    )  # fmt: skip
     first = ordered[0]
     per_layer = {}
     features = {}
