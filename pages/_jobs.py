@@ -76,7 +76,10 @@ def run_stoppable(
         jobs[key] = job
         job.thread.start()
     bar = st.progress(0.0, text=label)
-    if st.button("Stop", key=f"_stop_{key}", help="End at the next layer or step and keep what finished"):
+    stop_slot = st.empty()  # the Stop button goes away with the bar once the work has returned
+    if stop_slot.button(
+        "Stop", key=f"_stop_{key}", help="End at the next layer or step and keep what finished"
+    ):
         job.stop.set()
     while job.thread.is_alive():
         frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
@@ -86,6 +89,7 @@ def run_stoppable(
             on_tick()
         time.sleep(0.2)
     bar.empty()
+    stop_slot.empty()
     if on_tick is not None:
         on_tick()
     jobs.pop(key, None)
