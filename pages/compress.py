@@ -56,8 +56,7 @@ WEIGHT_KINDS = ["float", "binary", "ternary", "pow2"]
 METHOD_LABELS = {"oneshot": "one-shot (per-layer ratios)", "iterative": "iterative (global ranking)",
                  "agp": "AGP (gradual)", "slimming": "network slimming", "group-lasso": "group lasso"}  # fmt: skip
 COLLAPSE_POINTS = 10.0  # a predicted drop above this many points is called a collapse before Apply
-KEPT = "_kept::compress"
-KEPT_PREFIXES = (
+KEPT_PREFIXES = (  # the page's settings that survive navigation (`_shared.keep`), per layer too
     "prune::",
     "bits::",
     "rank::",
@@ -85,22 +84,6 @@ def guard(what: str) -> Iterator[None]:
             st.stop()
 
 
-def _restore(model_key: str) -> dict:
-    """The page's settings kept across navigation (Streamlit drops a widget's state when its page is left)."""
-    kept = st.session_state.get(KEPT)
-    if not kept or kept.get("model") != model_key:
-        kept = st.session_state[KEPT] = {"model": model_key, "values": {}}
-    for k, v in kept["values"].items():
-        if k not in st.session_state:
-            st.session_state[k] = v
-    return kept
-
-
-def _save(kept: dict) -> None:
-    kept["values"] = {k: st.session_state[k] for k in list(st.session_state.keys())
-                      if isinstance(k, str) and k.startswith(KEPT_PREFIXES)}  # fmt: skip
-
-
 def _couple(layer: str, members: list[str]) -> None:
     value = st.session_state[f"prune::{layer}"]
     for m in members:
@@ -122,7 +105,6 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     st.title("Compress")
     wb = _shared.workbench()
     spec, key = wb.spec, wb.spec.model_key()
-    kept = _restore(key)
     runtime = getattr(spec, "runtime", None) or "eager"
     with guard("Listing the layers"):
         table = _shared.cached(
@@ -262,7 +244,9 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     c = st.columns(2)
     epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs")
     distill = c[1].checkbox("Distill from the original", key="plan_distill")
-    _save(kept)
+    _shared.keep(
+        *(k for k in list(st.session_state.keys()) if isinstance(k, str) and k.startswith(KEPT_PREFIXES))
+    )
 
     plan: dict[str, Any] = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": bool(structured), "bits": 32},
