@@ -11,9 +11,8 @@ user sees them; splitting the widgets over files would scatter one screen's sess
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -73,17 +72,6 @@ KEPT_PREFIXES = (  # the page's settings that survive navigation (`_shared.keep`
 # ------------------------------------------------------------------------------------------------- page
 
 
-@contextlib.contextmanager
-def guard(what: str) -> Iterator[None]:
-    """`_shared.guard`, with a WorkbenchError shown as text (underscores and brackets stay as written)."""
-    with _shared.guard(what):
-        try:
-            yield
-        except WorkbenchError as exc:
-            st.error(_shared.plain(first_line(exc)))
-            st.stop()
-
-
 def _couple(layer: str, members: list[str]) -> None:
     value = st.session_state[f"prune::{layer}"]
     for m in members:
@@ -106,7 +94,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     wb = _shared.workbench()
     spec, key = wb.spec, wb.spec.model_key()
     runtime = getattr(spec, "runtime", None) or "eager"
-    with guard("Listing the layers"):
+    with _shared.guard("Listing the layers"):
         table = _shared.cached(
             "layer_table", key, {}, lambda p: uniform_layer_table(wb.model, wb.input_shape)
         )
@@ -173,7 +161,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
         if c[2].button("Suggest", disabled=sweep is None, help=no_sweep):
             budget = f"{kind}={value / 100 if kind == 'drop' else value}"
-            with guard("Suggesting a plan"):
+            with _shared.guard("Suggesting a plan"):
                 hint = _shared.cached(
                     "suggest", spec.timing_key(), {"budget": budget, "sweep": sweep.to_dict()},
                     lambda p: suggest(sweep, budget, model=wb.model, data=wb.data, progress=p,
@@ -263,7 +251,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     layer_ratios = {n: s["prune"] for n, s in layer_plan.items() if structured and s.get("prune", 0) > 0}
     ratios = group_ratios(groups, layer_ratios)
     rank_only = {n: {"rank": s["rank"]} for n, s in layer_plan.items() if "rank" in s and n not in refused}
-    with guard("Counting the plan's cost"):
+    with _shared.guard("Counting the plan's cost"):
         cost = _shared.cached("preview_cost", key, {"ratios": ratios, "rank": rank_only},
                               lambda p: preview_cost(wb.model, wb.input_shape, ratios, rank_only))  # fmt: skip
     drop, missing = predicted_drop_points(sweep, ratios)
@@ -343,7 +331,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             return apply_plan(wb.model, wb.data, pending, batch_size=spec.batch_size, threads=spec.threads,
                               runtimes=runtimes, progress=progress, on_step=on_step, should_stop=should_stop)  # fmt: skip
 
-        with guard("Compressing"):
+        with _shared.guard("Compressing"):
             (result, extras), _ = _shared.run_stoppable("Compressing and measuring", job_key, work, tick)
         placeholder.empty()
         _shared.keep_result("compress", key, result, {"extras": extras})
@@ -353,7 +341,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         runs.extend(run_points(result, extras, label, n))
         _record(spec, wb.model, pending, result, extras)
         if mlflow_uri:
-            with guard("Logging to MLflow"):
+            with _shared.guard("Logging to MLflow"):
                 run_id = log_compression(mlflow_uri, pending, result.to_dict(), run_name=label)
             st.caption(_shared.plain(f"logged to MLflow as run {run_id}"))
 
