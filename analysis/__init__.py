@@ -8,11 +8,19 @@ HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. 
 (a test asserts it).
 """
 
-from analysis.compression.compress import compress, save_model
-from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
-from analysis.compression.global_rank import NORMALIZATIONS
-from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
-from analysis.compression.preview import (
+from analysis.app_support.policy import (
+    ServeMode,
+    allowed_data_sources,
+    allowed_model_sources,
+    check_data_spec,
+    check_model_spec,
+    operator_architectures,
+    parse_mode,
+    public_message,
+    serve_mode,
+    strip_paths,
+)
+from analysis.app_support.preview import (
     apply_plan,
     artifact_bytes,
     compression_record,
@@ -22,8 +30,19 @@ from analysis.compression.preview import (
     preview_cost,
     run_points,
 )
-from analysis.compression.pruning import prune_structured, prune_unstructured, pruning_groups
-from analysis.compression.quantization import fake_quantize, quantize_weights, quantized_size_bytes
+from analysis.app_support.uploads import UploadStore, purge_older_than
+from analysis.app_support.workbench import (
+    Workbench,
+    WorkbenchSpec,
+    load_workbench,
+    model_bytes,
+    save_upload,
+    state_digest,
+)
+from analysis.compression.compress import compress, save_model
+from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
+from analysis.compression.global_rank import NORMALIZATIONS
+from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
 from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
@@ -37,21 +56,6 @@ from analysis.compression.suggest import (
     suggest_mixed,
     suggest_plan,
     uniform_plan,
-)
-from analysis.compression.tables import (
-    comparison_frame,
-    pareto_front,
-    pareto_table,
-    plan_from_table,
-    run_point,
-    uniform_layer_table,
-)
-from analysis.compression.transforms import (
-    apply_transforms,
-    lowrank_sensitivity,
-    quant_vs_kmeans,
-    share_sensitivity,
-    validate_transform_settings,
 )
 from analysis.cost import LayerCost, ModelSummary, count_macs, count_params, size_bytes, summarize
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset, load_data
@@ -79,18 +83,6 @@ from analysis.layers import (
     out_channels,
     prunable_layers,
 )
-from analysis.policy import (
-    ServeMode,
-    allowed_data_sources,
-    allowed_model_sources,
-    check_data_spec,
-    check_model_spec,
-    operator_architectures,
-    parse_mode,
-    public_message,
-    serve_mode,
-    strip_paths,
-)
 from analysis.progress import Progress, progress_bar
 from analysis.progress_eta import RunTimer, sigint_stops
 from analysis.report import charts
@@ -98,6 +90,14 @@ from analysis.report.bundle import report_files
 from analysis.report.cards import ModelCard, cost_vs_time, model_card
 from analysis.report.files import safe_points, write_csv, write_json, write_markdown
 from analysis.report.html import build_full_report, build_report
+from analysis.report.tables import (
+    comparison_frame,
+    pareto_front,
+    pareto_table,
+    plan_from_table,
+    run_point,
+    uniform_layer_table,
+)
 from analysis.runtime import (
     RUNTIMES,
     compare_runtime_latency,
@@ -108,7 +108,6 @@ from analysis.runtime import (
     prepare,
     save_artifact,
 )
-from analysis.sensitivity.groups import PruningGroup, find_groups
 from analysis.sensitivity.sweep import (
     DEFAULT_BITS,
     DEFAULT_RATIOS,
@@ -121,17 +120,18 @@ from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_
 from analysis.store import ResultsStore, model_fingerprint, plan_diff
 from analysis.store import compare as compare_runs
 from analysis.store.mlflow_sink import log_compression
-from analysis.uploads import UploadStore, purge_older_than
-from analysis.validate import parse_values
-from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
-from analysis.workbench import (
-    Workbench,
-    WorkbenchSpec,
-    load_workbench,
-    model_bytes,
-    save_upload,
-    state_digest,
+from analysis.transforms.fields import (
+    apply_transforms,
+    lowrank_sensitivity,
+    quant_vs_kmeans,
+    share_sensitivity,
+    validate_transform_settings,
 )
+from analysis.transforms.groups import PruningGroup, find_groups
+from analysis.transforms.pruning import prune_structured, prune_unstructured, pruning_groups
+from analysis.transforms.quantization import fake_quantize, quantize_weights, quantized_size_bytes
+from analysis.transforms.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis.validate import parse_values
 from analysis.zoo import ZOO
 
 __all__ = [

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.checks import check_batch_size, check_finite_result, check_labels_tensor
 from analysis.concurrency import eval_view
 from analysis.data import Dataset
+from analysis.data.checks import check_batch_size, check_finite_result, check_labels_tensor
 from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import count_macs, evaluate, load_data, load_model, measure_latency  # noqa: E402
 from analysis.compression.finetune import finetune  # noqa: E402
 from analysis.compression.plan import FinetuneSettings  # noqa: E402
-from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.compression.schedules import (  # noqa: E402
     RECOVERY_LR_SCHEDULE,
     recovery_epochs,
@@ -42,6 +41,7 @@ from analysis.compression.schedules import (  # noqa: E402
 from analysis.compression.suggest import suggest, uniform_plan  # noqa: E402
 from analysis.layers import copy_model  # noqa: E402
 from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
+from analysis.transforms.pruning import prune_structured, pruning_groups
 
 STEPS = 5
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch import nn  # noqa: E402
 
 from analysis import load_data, load_model  # noqa: E402
-from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.cost import size_bytes, summarize  # noqa: E402
 from analysis.layers import copy_model  # noqa: E402
 from analysis.runtime import compare_runtime_latency, evaluate_runtime, get_runtime  # noqa: E402
 from analysis.runtime.int8 import prepare_int8  # noqa: E402
+from analysis.transforms.pruning import prune_structured, pruning_groups
 
 VARIANTS = ("eager", "ort", "ort_int8", "p50_eager", "p50_ort", "p50_ort_int8")
 

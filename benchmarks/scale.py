@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import load_data  # noqa: E402
 from analysis.cost import count_macs  # noqa: E402
-from analysis.sensitivity.groups import find_groups  # noqa: E402
 from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
+from analysis.transforms.groups import find_groups  # noqa: E402
 
 RATIOS = (0.2, 0.4, 0.6, 0.8)
 CLASSES = 10

@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import evaluate, load_data, load_model  # noqa: E402
-from analysis.compression.quantization import fake_quantize  # noqa: E402
 from analysis.importance import prunable_layers  # noqa: E402
-from analysis.sensitivity.groups import find_groups  # noqa: E402
 from analysis.sensitivity.sweep import DEFAULT_BITS, DEFAULT_RATIOS, sensitivity_sweep  # noqa: E402
+from analysis.transforms.groups import find_groups  # noqa: E402
+from analysis.transforms.quantization import fake_quantize  # noqa: E402
 
 
 def naive_sweep(model, data, kind: str) -> dict[str, list[float]]:

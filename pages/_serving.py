@@ -1,4 +1,4 @@
-"""Local or shared serving (analysis.policy) for the pages: the mode the operator set, what a spec may
+"""Local or shared serving (analysis.app_support.policy) for the pages: the mode the operator set, what a spec may
 name in that mode, and each session's private upload folder.
 
 Not a page (st.navigation lists the pages explicitly); `pages._shared` re-exports every name here.

@@ -36,7 +36,7 @@ from analysis.report.charts import (
     sorted_bar,
 )
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
-from analysis.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis.transforms.weight_stats import quantization_view, weight_histograms, weight_stats
 
 
 def _front_by_sweep(acc, lat):

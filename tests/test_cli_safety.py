@@ -202,7 +202,7 @@ def test_digits_stay_the_default_for_zoo_and_digits_shaped_models(capsys, tmp_pa
 def test_limit_is_class_balanced(capsys):
     """`--limit 50` on the digits: 5 of each of the 10 classes (the first 50 would not be)."""
     from analysis import evaluate, load_data, load_model
-    from analysis.data_stream import balanced_subset
+    from analysis.data.stream import balanced_subset
 
     code, out, _ = _run(capsys, "evaluate", "--model", "zoo:digits-cnn", "--limit", "50", "--no-record")
     assert code == 0

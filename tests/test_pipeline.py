@@ -13,10 +13,10 @@ from conftest import run_cli
 from torch import nn
 
 from analysis.compression.compress import compress
-from analysis.compression.lowrank import LowRankSpec, plan_factorization
 from analysis.compression.plan import CompressionPlan
 from analysis.compression.schedules import METHODS
 from analysis.errors import WorkbenchError
+from analysis.transforms.lowrank import LowRankSpec, plan_factorization
 
 FAST = {"latency_rounds": 1, "runs_per_round": 1, "warmup": 1, "batch_size": 8, "threads": 1}
 
@@ -255,8 +255,8 @@ def test_cli_compress_refuses_an_unknown_save_suffix_and_runtime_in_one_line(tmp
 
 
 def test_sweep_kinds_lowrank_and_share_equal_the_transform_functions(cnn, small):
-    from analysis.compression.transforms import lowrank_sensitivity, share_sensitivity
     from analysis.sensitivity.sweep import SensitivityResult, sensitivity_sweep
+    from analysis.transforms.fields import lowrank_sensitivity, share_sensitivity
 
     layers = ["features.3", "classifier.0"]
     via = sensitivity_sweep(cnn, small, kind="lowrank", ratios=[0.5, 0.25], layers=layers)

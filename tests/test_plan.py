@@ -166,9 +166,9 @@ def test_budget_parsing_names_bad_input():
 
 
 def test_suggest_prunes_the_robust_groups_and_meets_the_mac_budget_exactly(cnn, digits):
-    from analysis.compression.pruning import prune_structured
     from analysis.compression.suggest import suggest
     from analysis.cost import summarize
+    from analysis.transforms.pruning import prune_structured
 
     sens = _fake_sensitivity(
         {
@@ -206,9 +206,9 @@ def test_suggest_respects_an_accuracy_drop_budget(cnn, digits):
 
 
 def test_uniform_plan_is_the_smallest_ratio_meeting_the_macs(cnn, digits):
-    from analysis.compression.pruning import prune_structured, pruning_groups
     from analysis.compression.suggest import uniform_plan
     from analysis.cost import summarize
+    from analysis.transforms.pruning import prune_structured, pruning_groups
 
     plan, ratio = uniform_plan(cnn, digits.input_shape, 0.5)
     assert plan.default.prune == ratio and plan.default.structured

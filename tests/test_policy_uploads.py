@@ -10,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from analysis.errors import WorkbenchError
-from analysis.policy import (
+from analysis.app_support.policy import (
     ServeMode,
     allowed_model_sources,
     check_data_spec,
@@ -20,7 +19,8 @@ from analysis.policy import (
     public_message,
     serve_mode,
 )
-from analysis.uploads import UploadStore, purge_older_than
+from analysis.app_support.uploads import UploadStore, purge_older_than
+from analysis.errors import WorkbenchError
 
 SHARED, LOCAL = ServeMode.SHARED, ServeMode.LOCAL
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from analysis.compression.compress import compress
 from analysis.compression.plan import CompressionPlan
-from analysis.compression.quantization import (
+from analysis.transforms.quantization import (
     fake_quantize,
     int8_backend,
     quantize_weights,

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from analysis import zoo
-from analysis.compression.pruning import prune_structured, pruning_groups
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.layers import copy_model
@@ -28,6 +27,7 @@ from analysis.runtime import (
 from analysis.runtime.int8 import node_modules, prepare_int8
 from analysis.runtime.onnx import PARITY_TOLERANCE, export_onnx
 from analysis.specs import load_model
+from analysis.transforms.pruning import prune_structured, pruning_groups
 
 ZOO_NAMES = sorted(zoo.ZOO)
 TEST_MODELS = ["functional", "tokens", "tabular"]  # residual + depthwise, attention, BatchNorm1d MLP

@@ -15,7 +15,7 @@ from torch import nn
 
 from analysis import load_data, load_model, rank_channels, sensitivity_sweep
 from analysis.data import Dataset, load_imagefolder
-from analysis.data_stream import IMAGENET_MEAN, IMAGENET_STD, balanced_subset, parse_normalize
+from analysis.data.stream import IMAGENET_MEAN, IMAGENET_STD, balanced_subset, parse_normalize
 from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
@@ -324,7 +324,7 @@ def test_local_path_does_not_import_ray():
     import sys
 
     code = (
-        "import sys, analysis, analysis.distributed, analysis.data_stream, analysis.devices;"
+        "import sys, analysis, analysis.distributed, analysis.data.stream, analysis.devices;"
         "print('ray' in sys.modules)"
     )
     root = str(Path(__file__).resolve().parents[1])  # another test may have changed the working directory
@@ -334,6 +334,6 @@ def test_local_path_does_not_import_ray():
 
 def test_in_memory_datasets_still_work_with_the_subclass():
     # StreamingDataset is a Dataset: code that type-checks for Dataset keeps working
-    from analysis.data_stream import StreamingDataset
+    from analysis.data.stream import StreamingDataset
 
     assert issubclass(StreamingDataset, Dataset)

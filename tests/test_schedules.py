@@ -12,7 +12,6 @@ from torch import nn
 
 from analysis.compression.global_rank import global_rank, keep_at_least, normalize_scores
 from analysis.compression.plan import FinetuneSettings
-from analysis.compression.pruning import pruning_groups
 from analysis.compression.schedules import (
     METHODS,
     ScheduleSettings,
@@ -24,7 +23,8 @@ from analysis.compression.sparsity import bn_scales, group_lasso_penalty, slimmi
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
 from analysis.layers import example_input
-from analysis.sensitivity.groups import remove_channels
+from analysis.transforms.groups import remove_channels
+from analysis.transforms.pruning import pruning_groups
 from analysis.zoo.models import DigitsResNet
 
 SHAPE = (1, 8, 8)

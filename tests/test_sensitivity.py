@@ -12,16 +12,16 @@ import torch_pruning as tp
 from conftest import Untraceable
 from torch import nn
 
-from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.importance import prunable_layers
-from analysis.sensitivity.groups import find_groups, remove_channels
 from analysis.sensitivity.sweep import (
     SensitivityResult,
     sensitivity_sweep,
 )
+from analysis.transforms.groups import find_groups, remove_channels
+from analysis.transforms.quantization import fake_quantize
 
 RATIOS = (0.3, 0.6)
 BITS = (3, 6)

@@ -11,11 +11,11 @@ from torch import nn
 
 from analysis import count_macs, load_data, load_model, suggest_mixed
 from analysis.compression.budget import Budget
-from analysis.compression.pruning import prune_structured
 from analysis.compression.suggest import parse_methods
-from analysis.compression.transforms import LowRankSensitivity, apply_transforms
 from analysis.errors import WorkbenchError
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
+from analysis.transforms.fields import LowRankSensitivity, apply_transforms
+from analysis.transforms.pruning import prune_structured
 
 BASE = 0.9
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.compression import lowbit, lowrank, sharing
-from analysis.compression.transforms import (
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.transforms import lowbit, lowrank, sharing
+from analysis.transforms.fields import (
     apply_transforms,
     lowrank_sensitivity,
     quant_vs_kmeans,
     share_sensitivity,
     validate_transform_settings,
 )
-from analysis.data import Dataset
-from analysis.errors import WorkbenchError
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -317,7 +317,7 @@ def test_sensitivity_kinds_return_sweep_results():
     rows = {r["layer"]: r for r in cmp.rows}
     assert set(rows) == {"fc", "out", "(all layers)"}
     w = model.fc.weight.detach().double()
-    from analysis.compression.quantization import fake_quantize
+    from analysis.transforms.quantization import fake_quantize
 
     q = fake_quantize(model.fc.weight, 3)[0].double()
     assert rows["fc"]["sqnr_uniform_db"] == pytest.approx(

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from analysis.checks import check_labels, model_outputs
 from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
+from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
 from analysis.io import to_json, write_all_atomic
 from analysis.specs import (
@@ -167,7 +167,7 @@ def balanced(data: Dataset, n: int | None) -> Dataset:
     kept in the data's own order; `data` itself when `n` is None or covers everything."""
     if n is None or (n >= len(data.y) and n >= len(data.y_train)):
         return data
-    from analysis.data_stream import balanced_subset
+    from analysis.data.stream import balanced_subset
 
     def cut(x, y):
         index = balanced_subset(y, n).sort().values

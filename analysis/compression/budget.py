@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from analysis.compression.pruning import prune_structured
 from analysis.cost import summarize
 from analysis.errors import WorkbenchError
-from analysis.sensitivity.groups import PruningGroup
+from analysis.transforms.groups import PruningGroup
+from analysis.transforms.pruning import prune_structured
 
 BUDGET_KINDS = {
     "macs": "macs",

@@ -27,7 +27,17 @@ import torch
 from torch import nn
 
 from analysis.compression.finetune import finetune
-from analysis.compression.measure import (
+from analysis.compression.plan import CompressionPlan, LayerSettings
+from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
+from analysis.compression.schedules import run_schedule
+from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
+from analysis.errors import WorkbenchError
+from analysis.evaluate import evaluate
+from analysis.io import write_atomic
+from analysis.latency import DEFAULT_BATCH_SIZE
+from analysis.layers import copy_model, final_classifier, prunable_layers
+from analysis.progress import Progress
+from analysis.runtime.measure import (
     check_calibration,
     check_runtimes,
     deploy,
@@ -37,8 +47,8 @@ from analysis.compression.measure import (
     per_runtime_metrics,
     resolve_eval_device,
 )
-from analysis.compression.plan import CompressionPlan, LayerSettings
-from analysis.compression.pruning import (
+from analysis.transforms.fields import apply_transforms
+from analysis.transforms.pruning import (
     SPARSE_FORMAT,
     count_zeros,
     make_permanent,
@@ -47,20 +57,10 @@ from analysis.compression.pruning import (
     pruning_groups,
     sparse_size_bytes,
 )
-from analysis.compression.quantization import (
+from analysis.transforms.quantization import (
     quantize_weights,
     quantized_size_bytes,
 )
-from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
-from analysis.compression.schedules import run_schedule
-from analysis.compression.transforms import apply_transforms
-from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
-from analysis.errors import WorkbenchError
-from analysis.evaluate import evaluate
-from analysis.io import write_atomic
-from analysis.latency import DEFAULT_BATCH_SIZE
-from analysis.layers import copy_model, final_classifier, prunable_layers
-from analysis.progress import Progress
 from analysis.validate import whole
 
 
@@ -164,7 +164,7 @@ def _resolved_finetune(ft, data: Dataset):
 def _transform_settings(plan: CompressionPlan, model: nn.Module) -> dict[str, dict]:
     """Resolved settings of each layer that has a transform (rank, share_bits, weights). A transform in the
     default reaches only the layers it can work on (rank: Linear and groups=1 Conv2d)."""
-    from analysis.compression.transforms import factorable_layers
+    from analysis.transforms.fields import factorable_layers
 
     factorable = set(factorable_layers(model))
     out = {}

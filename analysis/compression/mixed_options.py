@@ -36,8 +36,8 @@ NONE = Option("", 0.0)
 
 def _as_sweep(obj):
     """A SensitivityResult from a result or its JSON dict (lowrank dicts keep rank/macs/params saved)."""
-    from analysis.compression.transforms import LowRankSensitivity
     from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
+    from analysis.transforms.fields import LowRankSensitivity
 
     if isinstance(obj, SensitivityResult):
         return obj
@@ -107,7 +107,7 @@ def _monotone(points, baseline_acc: float, baseline_loss: float):
 
 def layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: list[str]):
     """Per layer: the rank and bits options from the lowrank and quant sweeps."""
-    from analysis.compression.quantization import SCALE_BYTES
+    from analysis.transforms.quantization import SCALE_BYTES
 
     modules = dict(model.named_modules())
     options: dict[str, list[Option]] = {}
@@ -161,7 +161,7 @@ def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress
         )
     if method == "bits":
         return sensitivity_sweep(model, data, kind="quant", bits=bits, limit=limit, progress=progress)
-    from analysis.compression.transforms import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
+    from analysis.transforms.fields import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
 
     fractions = DEFAULT_RANK_FRACTIONS if rank_fractions is None else rank_fractions
     return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress)

@@ -13,7 +13,7 @@ A layer entry overrides `default` key by key. `bits: 32` means untouched.
 
 CONTRACT section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
 `weights` (binary | ternary | pow2), checked on each resolved layer by
-`analysis.compression.transforms.validate_transform_settings` (refused combinations are one-line errors);
+`analysis.transforms.fields.validate_transform_settings` (refused combinations are one-line errors);
 top-level `huffman` (count shared indices Huffman-coded) and `schedule` (`ScheduleSettings`: iterative,
 AGP, slimming, group lasso). `finetune` takes `lr_schedule` (constant | cosine) and `recipe`: `recovery`
 fills what the plan leaves unsaid with the schedules' recovery recipe (distillation on, cosine decay, Adam
@@ -138,7 +138,7 @@ class LayerOverride:
 
 def _transform_fields(settings: Mapping[str, Any], layer: str | None) -> dict[str, Any]:
     """The transform fields of `settings`, normalized; a bad value or refused combination is one line."""
-    from analysis.compression.transforms import validate_transform_settings
+    from analysis.transforms.fields import validate_transform_settings
 
     return validate_transform_settings(layer or "", settings)
 

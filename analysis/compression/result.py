@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from analysis.compression.plan import CompressionPlan
-from analysis.compression.pruning import SPARSE_FORMAT
+from analysis.transforms.pruning import SPARSE_FORMAT
 
 REAL = "real"
 

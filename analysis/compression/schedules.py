@@ -38,7 +38,6 @@ from torch.nn.utils import prune as torch_prune
 from analysis.compression.finetune_settings import RECOVERY_LR, RECOVERY_LR_SCHEDULE, FinetuneSettings
 from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.global_rank import rank_globally, select
-from analysis.compression.pruning import make_permanent, pruning_groups
 from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported)
     MAX_EPOCHS,
     MAX_STEPS,
@@ -61,7 +60,8 @@ from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.layers import copy_model, example_input
 from analysis.progress import Progress
-from analysis.sensitivity.groups import PruningGroup, is_prunable, remove_channels
+from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
+from analysis.transforms.pruning import make_permanent, pruning_groups
 
 LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
 LATENCY_RUNS = 20

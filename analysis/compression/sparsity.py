@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from analysis.sensitivity.groups import PruningGroup
+from analysis.transforms.groups import PruningGroup
 
 SPARSITY_METHODS = ("slimming", "group-lasso")
 
@@ -92,7 +92,7 @@ def channel_values(model: nn.Module, method: str, groups: Sequence[PruningGroup]
     if method == "group-lasso":
         return {name: t.double() for name, t in filter_norms(model, groups).items()}
     from analysis.errors import WorkbenchError
-    from analysis.sensitivity.groups import group_scores as channel_scores
+    from analysis.transforms.groups import group_scores as channel_scores
 
     values = {}
     for g in groups:  # a group without a BatchNorm after each of its layers has no gamma: it is not pruned

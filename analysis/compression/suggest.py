@@ -32,13 +32,13 @@ from analysis.compression.budget import BUDGET_KINDS, Budget, MacModel  # noqa: 
 from analysis.compression.budget import pruned_copy as _pruned
 from analysis.compression.budget import structured_curves as _curves
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
-from analysis.compression.pruning import pruning_groups
 from analysis.compression.suggest_mixed import METHODS, MixedSuggestion, parse_methods, suggest_mixed  # noqa: F401  (re-exported)
 from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.progress import Progress
+from analysis.transforms.pruning import pruning_groups
 
 
 @dataclass(frozen=True)

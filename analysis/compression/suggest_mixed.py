@@ -25,11 +25,11 @@ from analysis.compression.mixed_options import (
     sweeps_by_method,
 )
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
-from analysis.compression.pruning import pruning_groups
 from analysis.cost import size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.progress import Progress
+from analysis.transforms.pruning import pruning_groups
 
 METHODS = ("prune", "rank", "bits")
 
@@ -433,8 +433,8 @@ def _best_greedy(units, saving, need, conflicts, methods, notes):
 def _measure(work, input_shape, units, pos, ratios_of, criterion, data) -> tuple[float, float]:
     """MACs and stored bytes (bits at b bits plus a float32 scale per output channel) after / before,
     counted on a copy pruned, then factored."""
-    from analysis.compression.quantization import quantized_size_bytes
-    from analysis.compression.transforms import apply_transforms
+    from analysis.transforms.fields import apply_transforms
+    from analysis.transforms.quantization import quantized_size_bytes
 
     ratios = ratios_of(pos)
     model = pruned_copy(work, ratios, input_shape, criterion, data) if ratios else copy.deepcopy(work)

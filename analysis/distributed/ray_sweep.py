@@ -259,8 +259,8 @@ class DistributedLowRankSensitivity(LowRankSensitivity):
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
     from analysis.layers import prunable_layers
-    from analysis.sensitivity.groups import find_groups
     from analysis.sensitivity.sweep import KINDS, _resolve_groups
+    from analysis.transforms.groups import find_groups
     from analysis.validate import check_layer_names
 
     if kind not in KINDS:

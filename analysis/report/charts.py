@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from analysis.weight_stats import Histogram, QuantizationView
+from analysis.transforms.weight_stats import Histogram, QuantizationView
 
 MAX_GRID_LINES = 64  # beyond this many quantization levels the grid is too fine to draw as lines
 PALETTE = (

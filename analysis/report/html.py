@@ -232,7 +232,7 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
     rows (`run_point`), their accuracy-vs-latency scatter with the Pareto front."""
     if compression is None:
         return ""
-    from analysis.compression.tables import comparison_frame, pareto_table
+    from analysis.report.tables import comparison_frame, pareto_table
 
     out = [
         "<h2>Compression</h2>",

@@ -1,6 +1,6 @@
 """What a sensitivity sweep returns (`SensitivityResult`, one `SensitivityCurve` per layer or group), in a
 leaf module: the sweeps here (`analysis.sensitivity.sweep`) and the transforms' sweeps
-(`analysis.compression.transforms`: kinds lowrank and share) build the same result type.
+(`analysis.transforms.fields`: kinds lowrank and share) build the same result type.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Per-layer sensitivity sweeps: accuracy and loss of the model with one layer (or group) compressed.
 
 Five kinds (CONTRACT sections 5 and 8); `lowrank` (SVD at kept rank fractions) and `share` (k-means
-weight sharing at codebook bits) are computed by `analysis.compression.transforms`, the first three here:
+weight sharing at codebook bits) are computed by `analysis.transforms.fields`, the first three here:
 - `unstructured`: per prunable layer, the `round(r x numel)` weights of smallest |w| zeroed (ties: lower
   flat index first).
-- `structured`: per prunable *group* (`analysis.sensitivity.groups`: layers coupled through residual adds or
+- `structured`: per prunable *group* (`analysis.transforms.groups`: layers coupled through residual adds or
   concatenations are one unit, named by its first layer), the `round(r x C_out)` channels of lowest
   group L1 removed (L1 summed over every Conv/Linear whose outputs the group removes), simulated by
   zeroing so that the logits equal physical removal. At least one channel is always kept.
@@ -34,14 +34,12 @@ import torch
 from torch import nn
 
 from analysis import validate
-from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
 from analysis.layers import prunable_layers
 from analysis.progress import Progress
-from analysis.sensitivity.groups import PruningGroup, find_groups
 from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
     _TOLERANCE,
     BASIC_KINDS,
@@ -51,6 +49,8 @@ from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep
     SensitivityCurve,
     SensitivityResult,
 )
+from analysis.transforms.groups import PruningGroup, find_groups
+from analysis.transforms.quantization import fake_quantize
 from analysis.validate import bit_widths, check_layer_names, few
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -155,7 +155,7 @@ def sensitivity_sweep(
     per point (same numbers; for comparison). The model is not changed.
 
     `lowrank` takes kept rank fractions in `ratios` (default 0.75, 0.5, 0.25, 0.125) and `share` codebook
-    bits in `bits` (default 8 ... 1); both are `analysis.compression.transforms`' sweeps. `should_stop()` is
+    bits in `bits` (default 8 ... 1); both are `analysis.transforms.fields`' sweeps. `should_stop()` is
     polled between layers (groups): the sweep then returns the finished ones with `partial=True`.
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
@@ -271,9 +271,9 @@ def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
 def _transform_sweep(
     model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
 ) -> SensitivityResult:
-    """`lowrank` / `share` through `analysis.compression.transforms`; with `should_stop`, one layer at a time
+    """`lowrank` / `share` through `analysis.transforms.fields`; with `should_stop`, one layer at a time
     (each call evaluates only that layer's points) and the finished layers merged."""
-    from analysis.compression import transforms
+    from analysis.transforms import fields as transforms
 
     sweep = transforms.lowrank_sensitivity if kind == "lowrank" else transforms.share_sensitivity
     if kind == "lowrank":

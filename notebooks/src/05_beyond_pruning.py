@@ -59,7 +59,7 @@ print(f"zoo:digits-cnn: accuracy {baseline.accuracy:.2%}, {count_macs(model, dat
 # the discarded squared singular values.
 
 # %%
-from analysis.compression.lowrank import singular_values
+from analysis.transforms.lowrank import singular_values
 
 fig = go.Figure()
 for name in ["features.3", "features.10", "classifier.0"]:
@@ -82,7 +82,7 @@ fig.show()
 # at a quarter of its rank:
 
 # %%
-from analysis.compression.lowrank import factorize, plan_factorization
+from analysis.transforms.lowrank import factorize, plan_factorization
 
 choice = plan_factorization(model, {"classifier.0": 0.25}, data.input_shape)["classifier.0"]
 factored = factorize(model, {"classifier.0": 0.25})
@@ -97,7 +97,7 @@ print(f"accuracy {evaluate(factored, data).accuracy:.2%} (was {baseline.accuracy
 # kept rank fractions, and also reports the MACs each point saves:
 
 # %%
-from analysis.compression.transforms import lowrank_sensitivity
+from analysis.transforms.fields import lowrank_sensitivity
 
 lowrank = lowrank_sensitivity(model, data, [0.75, 0.5, 0.25, 0.125])
 rows = []
@@ -123,7 +123,7 @@ frame.pivot(index="layer", columns="kept rank", values="accuracy drop (points)")
 # question:
 
 # %%
-from analysis.compression.transforms import quant_vs_kmeans
+from analysis.transforms.fields import quant_vs_kmeans
 
 comparison = quant_vs_kmeans(model, data, bits=4)
 comparison.to_frame()[["sqnr_uniform_db", "sqnr_kmeans_db", "accuracy_uniform", "accuracy_kmeans",
@@ -133,7 +133,7 @@ comparison.to_frame()[["sqnr_uniform_db", "sqnr_kmeans_db", "accuracy_uniform", 
 # The **share** sensitivity curve goes down in codebook bits, to a single bit (two values per layer):
 
 # %%
-from analysis.compression.transforms import share_sensitivity
+from analysis.transforms.fields import share_sensitivity
 
 share = share_sensitivity(model, data, [6, 4, 3, 2, 1])
 pd.DataFrame(
@@ -150,7 +150,7 @@ pd.DataFrame(
 # size of the whole model after each stage, and its accuracy, as the paper's table does.
 
 # %%
-from analysis.compression.sharing import deep_compression
+from analysis.transforms.sharing import deep_compression
 
 prune = {"features.0": 0.5, "features.3": 0.7, "features.7": 0.7, "features.10": 0.8,
          "classifier.0": 0.95, "classifier.2": 0.8}
@@ -177,7 +177,7 @@ pipeline.to_frame().round(4)
 # transformed weight at its stored size:
 
 # %%
-from analysis.compression.transforms import apply_transforms
+from analysis.transforms.fields import apply_transforms
 
 rows = []
 for kind in ["pow2", "ternary", "binary"]:

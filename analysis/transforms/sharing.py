@@ -36,16 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from analysis.compression.huffman import (  # noqa: F401  (re-exported)
-    gap_codes,
-    huffman_bits,
-    huffman_code_lengths,
-)
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.layers import copy_model
 from analysis.progress import Progress
+from analysis.transforms.huffman import (  # noqa: F401  (re-exported)
+    gap_codes,
+    huffman_bits,
+    huffman_code_lengths,
+)
 
 MIN_SHARE_BITS, MAX_SHARE_BITS = 1, 8
 CENTROID_BYTES = 4  # float32 codebook entries
@@ -405,7 +405,7 @@ def deep_compression(
     # Long: the pipeline's stages in order (prune, retrain, share, tune centroids, Huffman), each recorded.
     from analysis.compression.finetune import finetune
     from analysis.compression.finetune_settings import FinetuneSettings
-    from analysis.compression.pruning import make_permanent, prune_unstructured
+    from analysis.transforms.pruning import make_permanent, prune_unstructured
 
     start = time.perf_counter()
     names = list(prune) if isinstance(prune, Mapping) else _resolve(model, layers)

@@ -33,8 +33,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from analysis.compression import lowbit, lowrank, sharing
-from analysis.compression.transform_sweeps import (  # noqa: F401  (re-exported)
+from analysis.errors import WorkbenchError
+from analysis.layers import copy_model
+from analysis.progress import Progress
+from analysis.sensitivity.result import LowRankSensitivity
+from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)
     DEFAULT_RANK_FRACTIONS,
     DEFAULT_SHARE_BITS,
     QuantVsKmeans,
@@ -44,10 +47,7 @@ from analysis.compression.transform_sweeps import (  # noqa: F401  (re-exported)
     share_sensitivity,
     sqnr_db,
 )
-from analysis.errors import WorkbenchError
-from analysis.layers import copy_model
-from analysis.progress import Progress
-from analysis.sensitivity.result import LowRankSensitivity
+from analysis.transforms import lowbit, lowrank, sharing
 
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 UNTOUCHED_BITS = 32

@@ -1,4 +1,4 @@
-"""The `Dataset` every loader returns (a leaf: loaders in `analysis.data` and `analysis.data_stream` build it)."""
+"""The `Dataset` every loader returns (a leaf: loaders in `analysis.data` and `analysis.data.stream` build it)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from analysis.compression.quantization import int8_backend, to_int8_linear
 from analysis.compression.result import REAL, SIMULATED, ModelMetrics
 from analysis.cost import count_params, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.layers import copy_model
 from analysis.progress import Progress
+from analysis.transforms.quantization import int8_backend, to_int8_linear
 
 
 def nonzero(model: nn.Module) -> int:

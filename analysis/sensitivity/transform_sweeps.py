@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.compression import lowrank, sharing
-from analysis.compression.quantization import fake_quantize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.layers import copy_model
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
+from analysis.transforms import lowrank, sharing
+from analysis.transforms.quantization import fake_quantize
 
 DEFAULT_RANK_FRACTIONS = (0.75, 0.5, 0.25, 0.125)
 DEFAULT_SHARE_BITS = (8, 6, 5, 4, 3, 2, 1)

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.compression.quantization import channel_scales, fake_quantize, levels
 from analysis.importance.base import prunable_layers
+from analysis.transforms.quantization import channel_scales, fake_quantize, levels
 
 DEFAULT_OUTLIER_SIGMA = 3.0
 

@@ -5,7 +5,7 @@ A `WorkbenchSpec` names everything a page depends on (model spec, weights file, 
 timing settings) as plain strings and numbers, so an app can key its caches on it rather than on a model
 object; `load_workbench` turns it into a model and data. What the pages compute lives with the library
 part it belongs to (model cards: `analysis.report.cards`; plan tables and Pareto fronts:
-`analysis.compression.tables`; the report files: `analysis.report.bundle`). Nothing here imports streamlit.
+`analysis.report.tables`; the report files: `analysis.report.bundle`). Nothing here imports streamlit.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.checks import check_labels, model_outputs
 from analysis.data import Dataset, load_data
+from analysis.data.checks import check_labels, model_outputs
 from analysis.io import write_bytes_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, check_input_shape, load_model, parse_input_shape

@@ -1,6 +1,6 @@
 """Pruning that changes the model for real (CONTRACT section 5).
 
-- **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.sensitivity.groups`: a conv with
+- **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.transforms.groups`: a conv with
   its norm and the next layer's inputs; every layer tied by residual adds or concatenations), and
   `round(r x C_out)` output channels of lowest importance are physically removed from every member, so the
   tensors, the parameter count, the MACs and the latency all drop. A group is named by its first layer in
@@ -27,14 +27,14 @@ from torch.nn.utils import prune as torch_prune
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.layers import example_input, is_prunable
-from analysis.sensitivity.groups import PruningGroup, find_groups, group_scores, remove_channels
+from analysis.transforms.groups import PruningGroup, find_groups, group_scores, remove_channels
 from analysis.validate import ratio as check_ratio
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
 
 
 def pruning_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[PruningGroup]:
-    """Every coupled group of prunable layers (`analysis.sensitivity.groups`), the final classifier's left out."""
+    """Every coupled group of prunable layers (`analysis.transforms.groups`), the final classifier's left out."""
     return find_groups(model, example_input(input_shape))
 
 

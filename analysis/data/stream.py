@@ -39,8 +39,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from analysis.dataset import IMAGE_SUFFIXES, Dataset
-from analysis.dataset import resize_images as _resize
+from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
+from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
 
 # torchvision.transforms' documented ImageNet statistics (the values its pretrained weights expect).

@@ -16,12 +16,12 @@ import numpy as np
 from torch import nn
 
 from analysis.compression.compress import compress
-from analysis.compression.pruning import prune_structured
 from analysis.compression.result import CompressionResult, ModelMetrics
-from analysis.compression.transforms import apply_transforms
 from analysis.cost import summarize
 from analysis.layers import copy_model
 from analysis.runtime import save_artifact
+from analysis.transforms.fields import apply_transforms
+from analysis.transforms.pruning import prune_structured
 
 
 def layer_groups(groups: list) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.checks import check_split
-from analysis.dataset import IMAGE_SUFFIXES, Dataset
-from analysis.dataset import resize_images as _resize
+from analysis.data.checks import check_split
+from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
+from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
@@ -55,7 +55,7 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from analysis.data_stream import mmap_safetensors  # memory-mapped: larger-than-RAM files work
+            from analysis.data.stream import mmap_safetensors  # memory-mapped: larger-than-RAM files work
 
             return mmap_safetensors(path)
         if suffix == ".npz":
@@ -145,7 +145,7 @@ def load_data(spec: str = "digits", input_shape: tuple[int, ...] | None = None) 
     if spec.startswith("tensors:"):
         return load_tensors(spec.removeprefix("tensors:"))
     if spec.startswith("imagefolder:"):
-        from analysis.data_stream import load_imagefolder_stream  # streamed; options in its docstring
+        from analysis.data.stream import load_imagefolder_stream  # streamed; options in its docstring
 
         return load_imagefolder_stream(spec.removeprefix("imagefolder:"), input_shape)
     raise WorkbenchError(f"unknown data spec {spec!r}: use 'digits', 'tensors:<file>' or 'imagefolder:<dir>'")
