@@ -8,7 +8,8 @@ Linear. The final classifier (the last prunable layer the forward pass runs) nev
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -41,6 +42,21 @@ def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> di
     wanted = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers), found)
     keep = set(wanted)
     return {name: m for name, m in found.items() if name in keep}
+
+
+ModelInputs: TypeAlias = torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
+"""A batch of a model's inputs: one tensor (one positional input), a tuple (several positional inputs, in
+`forward`'s order) or a dict (inputs passed by name, e.g. `input_ids`, `attention_mask`). Torch-Pruning's
+`example_inputs`, `torch.onnx.export` and `torch.export` accept the same three forms."""
+
+
+def call_model(model: nn.Module, inputs: ModelInputs) -> Any:
+    """`model(x)`, `model(*inputs)` or `model(**inputs)` for the three forms of `ModelInputs`."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def example_input(input_shape: tuple[int, ...], batch_size: int = 2) -> torch.Tensor:
