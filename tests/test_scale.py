@@ -4,6 +4,7 @@ tensors, and sweeps/rankings on a local Ray cluster."""
 from __future__ import annotations
 
 import collections
+import math
 import os
 from pathlib import Path
 
@@ -238,11 +239,30 @@ def ray_cluster():
     ray.shutdown()
 
 
+class _Close(float):
+    """A float that equals another within 1e-5 relative (float32 sums): Ray workers run torch with their own thread
+    count, so a loss or a Taylor score summed in another order differs in the last bits; accuracies,
+    channel orders and every other value must still be equal exactly."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and math.isclose(self, other, rel_tol=1e-5, abs_tol=1e-12)
+
+    __hash__ = float.__hash__
+
+
+def _close(value):
+    if isinstance(value, dict):
+        return {k: _close(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_close(v) for v in value]
+    return _Close(value) if isinstance(value, float) else value
+
+
 def _comparable(d: dict) -> dict:
     d = dict(d)
     d.pop("seconds")
     d.pop("failed_layers", None)
-    return d
+    return _close(d)
 
 
 def test_ray_sweeps_equal_the_single_process_sweeps(ray_cluster):
@@ -315,7 +335,7 @@ def test_killed_task_is_retried_and_a_failing_layer_is_reported(ray_cluster, tmp
     assert (tmp_path / "raise" / f"attempts-{broken}").read_text() == "4"
     assert list(remote.layers) == [n for n in names if n != broken]
     for n in remote.layers:
-        assert remote.layers[n] == local.layers[n]
+        assert _close(vars(remote.layers[n])) == _close(vars(local.layers[n]))
     assert any(broken in note and "failed on Ray" in note for note in remote.notes)
 
 
