@@ -1,7 +1,7 @@
 """History: the runs of the results store (app and CLI), compared side by side, re-opened, exported, deleted.
 
 Runs are keyed by the model's fingerprint (its spec and a hash of its weights), so "this model" means these
-exact weights. The store is `results.sqlite3` under $WORKBENCH_DATA_DIR (see the README).
+exact weights. The store is `results.sqlite3` under $WORKBENCH_DATA_DIR (see docs/guides/results-store.md).
 """
 
 import json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -23,6 +24,33 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+# Opt-in: with WORKBENCH_DOCS_SHOTS set to a folder (`make screenshots` sets docs/img), the browser tests also
+# save the screenshots they take there, for the documentation's page-by-page guide of the app.
+DOCS_SHOTS_ENV = "WORKBENCH_DOCS_SHOTS"
+DOCS_SHOT_WIDTH = 1000  # px: the site's content column, and a few hundred kB a picture
+
+
+def docs_shot(page, name: str) -> Path | None:
+    """Save `page` as `<name>.png` in $WORKBENCH_DOCS_SHOTS (when set): the whole page, the empty space
+    below the main column's content cut off, scaled to the docs' width and reduced to 256 colours."""
+    folder = os.environ.get(DOCS_SHOTS_ENV)
+    if not folder:
+        return None
+    from PIL import Image, ImageChops
+
+    image = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    background = Image.new("RGB", image.size, image.getpixel((image.width - 1, image.height - 1)))
+    # Where the content ends, judged right of the sidebar (whose own background runs to the bottom)
+    box = ImageChops.difference(image, background).crop((image.width // 4, 0, *image.size)).getbbox()
+    if box:
+        image = image.crop((0, 0, image.width, min(image.height, box[3] + 24)))
+    image.thumbnail((DOCS_SHOT_WIDTH, 4 * DOCS_SHOT_WIDTH))
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=256).save(path, optimize=True)
+    return path
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browsertools import ARGS, CHROMIUM, ROOT, chromium, serve
+from browsertools import ARGS, CHROMIUM, ROOT, chromium, docs_shot, serve
 from browsertools import free_port as _free_port
 
 __all__ = ["ARGS", "CHROMIUM", "LOAD_MS", "ROOT", "_free_port"]  # test_browser_history uses these
@@ -72,6 +72,7 @@ def _shot(page, tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
+    docs_shot(page, name)  # only with WORKBENCH_DOCS_SHOTS set (`make screenshots`)
     return path
 
 

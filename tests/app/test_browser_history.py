@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from browsertools import ARGS, CHROMIUM, LOAD_MS, ROOT, serve
+from browsertools import ARGS, CHROMIUM, LOAD_MS, ROOT, docs_shot, serve
 
 pytestmark = pytest.mark.browser
 MODEL = "zoo:digits-cnn"
@@ -61,4 +61,5 @@ def test_history_lists_recorded_runs_and_compares_two(server, tmp_path):
         assert tables.count() >= 3  # runs, comparison, plan diff
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0
         page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+        docs_shot(page, "history")  # only with WORKBENCH_DOCS_SHOTS set (`make screenshots`)
         browser.close()
