@@ -47,9 +47,11 @@ class MetricInfo:
 
     name: str
     direction: str = HIGHER
-    label: str = ""
+    label: str = ""  # how a page writes it: "PSNR", "top-5 accuracy"
     unit: str = ""
     percent: bool = False
+    safe_drops: tuple[float, float] = (0.01, 0.02)  # the drops safe-point tables use by default
+    needs_labels: bool = False  # scored against labels (else against the original model's outputs)
 
     @property
     def title(self) -> str:
@@ -115,6 +117,7 @@ class Metric(ABC):
     percent: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     bounded: ClassVar[bool] = False
+    safe_drops: ClassVar[tuple[float, float]] = (0.01, 0.02)
 
     def __init__(self) -> None:
         self.total = 0.0
@@ -122,7 +125,15 @@ class Metric(ABC):
 
     @classmethod
     def info(cls) -> MetricInfo:
-        return MetricInfo(cls.name, cls.direction, cls.label or cls.name, cls.unit, cls.percent)
+        return MetricInfo(
+            cls.name,
+            cls.direction,
+            cls.label or cls.name,
+            cls.unit,
+            cls.percent,
+            cls.safe_drops,
+            cls.needs_labels,
+        )
 
     @abstractmethod
     def update(
@@ -210,6 +221,7 @@ class KLDivergence(Metric):
     class-score outputs. 0 = the same distributions; lower is better."""
 
     name, label, direction = "kl", "KL divergence", LOWER
+    safe_drops = (0.01, 0.05)
 
     def update(self, outputs, labels, reference) -> None:
         pairs = [(o, r) for o, r in _pairs(outputs, reference, self.name) if is_class_scores(r)]
@@ -257,6 +269,7 @@ class MSE(_PerOutput):
     """Mean squared difference from the original's output, per element; lower is better."""
 
     name, label, direction = "mse", "MSE", LOWER
+    safe_drops = (0.001, 0.01)
 
     def accumulate(self, acc, out, ref) -> None:
         acc[0] += float(((out - ref) ** 2).sum().item())
@@ -270,6 +283,7 @@ class Cosine(_PerOutput):
     """Cosine similarity of each sample's output (flattened) with the original's, averaged over samples."""
 
     name, label = "cosine", "cosine similarity"
+    safe_drops = (0.001, 0.01)
 
     def accumulate(self, acc, out, ref) -> None:
         acc[0] += float(F.cosine_similarity(out, ref, dim=1, eps=1e-12).sum().item())
@@ -285,6 +299,7 @@ class PSNR(_PerOutput):
     `PSNR_CAP_DB` (identical outputs). Higher is better."""
 
     name, label, unit = "psnr", "PSNR", "dB"
+    safe_drops = (60.0, 70.0)  # from the 100 dB of identical outputs: at least 40 and 30 dB
 
     def start(self) -> list[float]:
         return [0.0, 0.0, math.inf, -math.inf]  # squared error, elements, min and max of the reference
@@ -441,7 +456,9 @@ def batch_loss(
     return total / max(len(reference), 1)
 
 
-def per_sample_loss(out: object, labels: torch.Tensor | None, reference: Mapping | None = None) -> torch.Tensor:
+def per_sample_loss(
+    out: object, labels: torch.Tensor | None, reference: Mapping | None = None
+) -> torch.Tensor:
     """Each sample's loss, differentiable (the data-driven criteria's objective): cross-entropy against
     `labels`; without labels, averaged over outputs, cross-entropy against the top-1 class of `reference`
     (the model's own where None) for class scores, and for other outputs the mean squared difference from

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from analysis import RankingResult, charts, compare_runs, plan_diff
+from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff
 from pages import _shared
 
 # Where a re-opened run goes: the page, the session-state result names that page reads.
@@ -44,6 +44,13 @@ if not infos:
 
 def _headline(info) -> str:
     s = info.summary
+    for name in [m for m in METRICS if m != "accuracy"]:  # runs scored in another metric name it
+        if f"after.{name}" in s:
+            return f"{name} {s.get(f'before.{name}', float('nan')):.4g} -> {s[f'after.{name}']:.4g}"
+        if f"baseline.{name}" in s:
+            return f"baseline {name} {s[f'baseline.{name}']:.4g}"
+        if isinstance(s.get(name), (int, float)):
+            return f"{name} {s[name]:.4g}"
     if "after.accuracy" in s:
         text = f"accuracy {s.get('before.accuracy', float('nan')):.2%} -> {s['after.accuracy']:.2%}"
         return text + (f", {s['speedup']:.2f}x" if isinstance(s.get("speedup"), (int, float)) else "")
