@@ -127,7 +127,7 @@ def onnx_pair(reference, work, bits, data, threads, calibration, max_samples, no
         notes.extend(f"onnxruntime: {note}" for note in quantized.notes)
         notes.append(
             f"onnxruntime: {len(quantized.int8_layers)} layer(s) run real int8 (static QDQ, {calibration} "
-            f"calibration on {quantized.calibration_samples} training samples); accuracy is the ONNX model's own"
+            f"calibration on {quantized.calibration_samples} training samples); the score is the ONNX model's own"
         )
     else:
         after = prepare(work, "onnxruntime", shape, threads)

@@ -219,7 +219,8 @@ class OnnxModule(nn.Module):
     """An `nn.Module` whose forward runs an ONNX Runtime session: evaluation and timing code that takes
     modules runs the ONNX model unchanged. It takes the inputs as the PyTorch model did (by position in
     the session's input order, or by name) and returns one tensor, or for several outputs a dict under the
-    PyTorch model's output names (recorded at export). It has no parameters; `input_shape` (`input_spec`
+    PyTorch model's output names (recorded at export; a dict of one for a `ModelOutput` with one field).
+    It has no parameters; `input_shape` (`input_spec`
     for several inputs) is the per-sample input description where the ONNX file fixes it."""
 
     def __init__(self, model_bytes: bytes, threads: int | None = None) -> None:
@@ -233,7 +234,10 @@ class OnnxModule(nn.Module):
         meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}") or "{}")
         names = [o.name for o in self.session.get_outputs()]
         keys = meta.get("outputs")
-        self.output_keys = keys if isinstance(keys, list) and len(keys) == len(names) else names
+        recorded = isinstance(keys, list) and len(keys) == len(names)
+        self.output_keys = keys if recorded else names
+        # One plain tensor out: as recorded at export, or (a file made elsewhere) a single output.
+        self.single = keys == [SINGLE_OUTPUT] if recorded else len(names) == 1
         fields = []
         for i in inputs:
             dims = i.shape[1:]
@@ -251,7 +255,7 @@ class OnnxModule(nn.Module):
         feed = {name: _numpy(t) for name, t in zip(self.input_names, args, strict=False)}
         feed.update({name: _numpy(t) for name, t in kwargs.items()})
         out = [torch.from_numpy(o) for o in self.session.run(None, feed)]
-        if len(out) == 1:
+        if self.single:
             return out[0]
         return dict(zip(self.output_keys, out, strict=True))
 
