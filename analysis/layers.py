@@ -71,13 +71,14 @@ def final_layers(model: nn.Module, example_inputs: ModelInputs) -> list[str]:
 
     model = copy_model(model).eval()  # hooked below: never the caller's (possibly shared) model
     order: list[str] = []
-    produced: dict[int, str] = {}
+    # The tensors are kept (not only their ids): a freed tensor's id is reused by a later one.
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
     names = {m: n for n, m in model.named_modules()}
 
     def record(mod: nn.Module, _inp: Any, out: Any) -> None:
         order.append(names[mod])
         if isinstance(out, torch.Tensor):
-            produced[id(out)] = names[mod]
+            produced[id(out)] = (names[mod], out)
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if is_prunable(m)]
     try:
@@ -86,7 +87,7 @@ def final_layers(model: nn.Module, example_inputs: ModelInputs) -> list[str]:
     finally:
         for h in hooks:
             h.remove()
-    returned = [produced[id(t)] for t in outputs.values() if id(t) in produced]
+    returned = [produced[id(t)][0] for t in outputs.values() if id(t) in produced and produced[id(t)][1] is t]
     return list(dict.fromkeys(returned + order[-1:]))
 
 

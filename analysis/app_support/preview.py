@@ -154,8 +154,9 @@ def compression_record(
 
 
 def artifact_bytes(model: nn.Module, suffix: str, *, spec: str | None, input_shape, onnx_bytes=None) -> bytes:
-    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes."""
+    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes.
+    `input_shape`: per sample, as `Workbench.input_shape` holds it (an `InputSpec` for several inputs)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_artifact(model, Path(tmp) / f"compressed{suffix}", spec=spec,
-                             input_shape=tuple(input_shape[1:]), onnx_bytes=onnx_bytes)  # fmt: skip
+                             input_shape=input_shape, onnx_bytes=onnx_bytes)  # fmt: skip
         return Path(path).read_bytes()

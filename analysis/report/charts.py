@@ -314,7 +314,8 @@ def sensitivity_heatmap(
     )
     fig.update_xaxes(title=_X_TITLES[x], type="category")
     fig.update_yaxes(autorange="reversed")
-    default = f"{score.title} drop ({unit})"
+    label = score.label or score.name
+    default = f"{label[0].upper()}{label[1:]} drop ({unit})"
     return _layout(fig, title or default, height=max(300, 34 * len(grid) + 140))
 
 

@@ -459,11 +459,11 @@ def runtime_latencies(model, input_shape, runtimes, threads, ran: dict) -> dict:
     ran["latency"], ran["latency_errors"] = {}, {}
     for name in dict.fromkeys(runtimes):
         try:
-            prepared = prepare(model, name, tuple(input_shape), threads)
+            prepared = prepare(model, name, input_shape, threads)
         except WorkbenchError as exc:
             out[name] = ran["latency_errors"][name] = f"{name}: not measured: {first_line(exc)}"
             continue
-        out[name] = measure_runtime_latency(prepared, tuple(input_shape), threads=threads)
+        out[name] = measure_runtime_latency(prepared, input_shape, threads=threads)
         ran["latency"][name] = out[name].to_dict()
     return out
 

@@ -110,7 +110,7 @@ def save_artifact(
     path: str | Path,
     *,
     spec: str | None = None,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape=None,
     onnx_bytes: bytes | None = None,
 ) -> Path:
     """Save `model` in the format `path`'s suffix names (module docstring). For `.onnx`, `onnx_bytes` (e.g.
