@@ -145,6 +145,10 @@ def workbench() -> Workbench:
         loaded = load(spec)
     # Page values kept by `keep` go with the model, not with a bad spec tried on the way.
     forget_on_model_change(spec.model_key())
+    info = metric_info(loaded)  # every page names the metric its scores are in (auto made concrete)
+    better = "higher" if info.higher_is_better else "lower"
+    against = "labels" if info.needs_labels else "the original model's outputs"
+    st.sidebar.caption(f"Scores: {info.name} ({info.title}, {better} is better), against {against}.")
     return loaded
 
 

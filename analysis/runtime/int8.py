@@ -48,10 +48,13 @@ def node_modules(model_proto, module_names: Iterable[str]) -> dict[str, str]:
     to a module in `module_names` (weight initializer name first, then the exporter's name scopes)."""
     names = set(module_names)
     initializers = {init.name for init in model_proto.graph.initializer}
+    constants = {o for n in model_proto.graph.node if n.op_type == "Constant" for o in n.output}
     found: dict[str, str] = {}
     for node in model_proto.graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
+        if len(node.input) > 1 and node.input[1] not in initializers | constants:
+            continue  # two activations multiplied (attention's q.k, weights.v): no weight to quantize
         owner = None
         for inp in node.input[1:2]:
             if inp in initializers and inp.endswith(".weight") and inp.removesuffix(".weight") in names:
