@@ -39,6 +39,8 @@ def _check(page, shots, name: str) -> None:
 
 
 def test_every_page_names_psnr(page, tmp_path):
+    page.locator('[data-testid="stMetric"]', has_text="PSNR (dB)").first.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
     home = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(m.startswith("PSNR (dB)") and "100.00 dB" in m for m in home), home
     _check(page, tmp_path, "home")
