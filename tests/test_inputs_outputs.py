@@ -239,3 +239,47 @@ def test_cli_end_to_end_unlabelled(files, tmp_path):
     result = json.loads(done.stdout)
     assert result["metric"]["name"] == "psnr" and result["after"]["psnr"] < result["before"]["psnr"]
     assert result["after"]["params"] < result["before"]["params"] and out.exists()
+
+
+def test_training_split_per_input(tmp_path):
+    arrays = R.random_inputs("two_inputs", 10) | {
+        f"{k}_train": v for k, v in R.random_inputs("two_inputs", 16, 1).items()
+    }
+    save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp_path / "two.safetensors"))
+    data = load_data(f"tensors:{tmp_path / 'two.safetensors'}", None, ["a", "b"])
+    assert data.has_train_split and len(data.x) == 10 and len(data.x_train) == 16
+    assert torch.equal(data.x_train.parts["b"], arrays["b_train"])
+    del arrays["b_train"]
+    save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp_path / "half.safetensors"))
+    with pytest.raises(WorkbenchError, match="b_train"):
+        load_data(f"tensors:{tmp_path / 'half.safetensors'}")
+
+
+def test_oracle_without_labels_is_the_divergence_from_the_original(files):
+    """|loss change| of zeroing one of net.0's channels, the loss being the mean squared difference from the
+    original's outputs: by hand, that channel's filter and bias zeroed (after the ReLU, removal)."""
+    from analysis.importance.oracle import oracle_scores
+
+    model, data = _load("map_output", files)
+    result = oracle_scores(model, data, ["net.0"], max_samples=24)
+    assert result.baseline_loss == 0.0 and result.samples == 24
+    for c in (0, 5):
+        changed = R.build_map_output()
+        with torch.no_grad():
+            changed.net[0].weight[c] = 0
+            changed.net[0].bias[c] = 0
+            want = float(((changed(data.x) - model(data.x)) ** 2).mean())
+        assert float(result.scores["net.0"][c]) == pytest.approx(want, rel=1e-4)
+
+
+def test_finetune_without_labels_learns_the_original(files):
+    """Unlabelled fine-tuning distils the original model's outputs: the pruned model moves back towards
+    them (its PSNR against the original rises)."""
+    model, data = _load("map_output", files)
+    plan = {"default": {"prune": 0.5, "structured": True}, "finetune": {"epochs": 0}}
+    plain = compress(model, plan, data, latency_rounds=1, runs_per_round=1, warmup=0)
+    tuned = compress(model, plan | {"finetune": {"epochs": 8, "lr": 0.01}}, data, latency_rounds=1,
+                     runs_per_round=1, warmup=0)  # fmt: skip
+    assert tuned.finetune is not None and tuned.finetune["train_accuracy"] == []
+    assert any("learned the original model's outputs" in n for n in tuned.notes)
+    assert tuned.after.accuracy > plain.after.accuracy + 1.0  # dB
