@@ -134,7 +134,9 @@ def _metric(sb, shared: bool) -> str:
         "is enough",
     )
     if not shared:  # a callable runs code: never on a shared server
-        custom = sb.text_input("Custom metric (optional)", key="metric_callable", placeholder="mymetrics:score")
+        custom = sb.text_input(
+            "Custom metric (optional)", key="metric_callable", placeholder="mymetrics:score"
+        )
         metric = custom.strip() or metric
     return metric
 

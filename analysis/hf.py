@@ -34,7 +34,9 @@ def load_hf(ref: str) -> nn.Module:
         raise WorkbenchError("hf: specs need the transformers package (pip install transformers)") from exc
     local = Path(ref).expanduser()
     if local.exists() and not (local / "config.json").is_file():
-        raise WorkbenchError(f"{local} has no config.json: give a folder written by model.save_pretrained(...)")
+        raise WorkbenchError(
+            f"{local} has no config.json: give a folder written by model.save_pretrained(...)"
+        )
     source = str(local) if local.exists() else ref
     try:
         config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=False)

@@ -370,7 +370,9 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     for note in result.notes:
         st.info(_shared.plain(note))
     if extras.get("trajectory"):
-        _shared.chart(charts.trajectory_chart(extras["trajectory"], score=result.metric), key="cmp_trajectory")
+        _shared.chart(
+            charts.trajectory_chart(extras["trajectory"], score=result.metric), key="cmp_trajectory"
+        )
     points = pd.DataFrame(st.session_state.get(f"_runs::{key}", []))
     for w in points.loc[points["warning"].notna(), "warning"].unique() if not points.empty else []:
         st.warning(_shared.plain(w))

@@ -38,8 +38,14 @@ if build:
             have[kind] = _shared.cached(
                 "sensitivity",
                 key,
-                {"kind": kind, "ratios": None, "bits": None, "layers": None, "max_drop": None,
-                 "metric": spec.metric},
+                {
+                    "kind": kind,
+                    "ratios": None,
+                    "bits": None,
+                    "layers": None,
+                    "max_drop": None,
+                    "metric": spec.metric,
+                },
                 lambda progress, kind=kind: sensitivity_sweep(
                     wb.model, wb.data, kind=kind, progress=progress, metric=spec.metric
                 ),

@@ -405,7 +405,9 @@ def _finetune_step(
             "is optimistic (give x_train/y_train for an honest number)"
         )
     if not data.has_labels:
-        notes.append("the data has no labels: fine-tuning learned the original model's outputs (distillation)")
+        notes.append(
+            "the data has no labels: fine-tuning learned the original model's outputs (distillation)"
+        )
     trained = finetune(
         work,
         data,

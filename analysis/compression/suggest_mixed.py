@@ -209,7 +209,9 @@ def suggest_mixed(
     space = _build_space(work, input_shape, given, methods, max_ratio, budget.kind == "macs", notes)
     names = {s.metric.name for s in given.values()}
     if len(names) > 1:
-        raise WorkbenchError(f"the sweeps use different metrics ({', '.join(sorted(names))}): run them in one")
+        raise WorkbenchError(
+            f"the sweeps use different metrics ({', '.join(sorted(names))}): run them in one"
+        )
     space.percent = all(s.metric.percent for s in given.values())
     pos, steps, met, mac_fraction, size_fraction, measured = _fit(
         space, budget, methods, notes, measure, (work, input_shape, criterion, data)

@@ -65,7 +65,9 @@ def train(
     if settings.distill and teacher is None:
         raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
     if data.y_train is None and teacher is None:
-        raise WorkbenchError("the data has no labels: training then learns the original model's outputs (a teacher)")
+        raise WorkbenchError(
+            "the data has no labels: training then learns the original model's outputs (a teacher)"
+        )
     log = TrainLog()
     n = len(data.x_train)
     if batches <= 0 or n == 0:

@@ -98,7 +98,9 @@ def load_tensors(path: str | Path, input_names: Sequence[str] = ()) -> Dataset:
     has_train = any(t in arrays for t in train_names)
     if has_train and not all(t in arrays for t in train_names):
         missing = next(t for t in train_names if t not in arrays)
-        raise WorkbenchError(f"{path}: give a training array for every input ({missing!r} is missing), or none")
+        raise WorkbenchError(
+            f"{path}: give a training array for every input ({missing!r} is missing), or none"
+        )
     if has_train and ("y" in arrays) != ("y_train" in arrays):
         raise WorkbenchError(f"{path}: give both 'x_train' and 'y_train', or neither")
     if "y_train" in arrays and not has_train:

@@ -89,7 +89,9 @@ def check_dataset(data: Any) -> None:
     check_split(data.x_train, data.y_train, data.spec, ("x_train", "y_train"))
     if isinstance(data.x, InputBatch) or isinstance(data.x_train, InputBatch):
         if spec_of(data.x) != spec_of(data.x_train):
-            raise WorkbenchError(f"{data.spec}: the training inputs' shapes differ from the evaluation inputs'")
+            raise WorkbenchError(
+                f"{data.spec}: the training inputs' shapes differ from the evaluation inputs'"
+            )
         return
     if data.x_train.shape[1:] != data.x.shape[1:]:
         raise WorkbenchError(

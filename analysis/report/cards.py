@@ -45,7 +45,6 @@ class ModelCard:
         return out
 
 
-
 def model_card(
     model: nn.Module,
     data: Dataset,

@@ -406,7 +406,12 @@ def _layer_edits(
 
 
 def _curves(
-    out, edits: list[Edit], chains: dict[str, list[int]], members: dict, max_drop: float | None, metric: MetricInfo
+    out,
+    edits: list[Edit],
+    chains: dict[str, list[int]],
+    members: dict,
+    max_drop: float | None,
+    metric: MetricInfo,
 ):
     """Each layer's curve from the runner's results (cut where early stop dropped points), and the layers
     that early stop cut."""

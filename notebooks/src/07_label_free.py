@@ -112,7 +112,9 @@ side = pd.DataFrame(
         "accuracy drop (labels)": [d for g in with_labels.layers for d in with_labels.drops(g)],
         "agreement drop (no labels)": [d for g in without.layers for d in without.drops(g)],
     },
-    index=pd.MultiIndex.from_tuples([(g, r) for g in with_labels.layers for r in RATIOS], names=["group", "ratio"]),
+    index=pd.MultiIndex.from_tuples(
+        [(g, r) for g in with_labels.layers for r in RATIOS], names=["group", "ratio"]
+    ),
 )
 (100 * side).round(1)  # in points
 
@@ -132,9 +134,21 @@ mse.to_frame().round(5)
 import subprocess
 
 command = [
-    sys.executable, "-m", "analysis", "sensitivity", "--model", "zoo:digits-autoencoder",
-    "--data", f"tensors:{folder / 'inputs.safetensors'}", "--ratios", "0.5", "--metric", "psnr", "--no-record",
-    "--json", str(folder / "cli.json"),
+    sys.executable,
+    "-m",
+    "analysis",
+    "sensitivity",
+    "--model",
+    "zoo:digits-autoencoder",
+    "--data",
+    f"tensors:{folder / 'inputs.safetensors'}",
+    "--ratios",
+    "0.5",
+    "--metric",
+    "psnr",
+    "--no-record",
+    "--json",
+    str(folder / "cli.json"),
 ]
 print("$ python -m analysis " + " ".join(command[3:]))
 done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

@@ -15,9 +15,12 @@ NAMED = "Scores: psnr (PSNR (dB), higher is better), against the original model'
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("store")
-    with serve(
-        tmp_path_factory.mktemp("server") / "streamlit.log", env={"WORKBENCH_DATA_DIR": str(data_dir)}
-    ) as url, chromium() as browser:
+    with (
+        serve(
+            tmp_path_factory.mktemp("server") / "streamlit.log", env={"WORKBENCH_DATA_DIR": str(data_dir)}
+        ) as url,
+        chromium() as browser,
+    ):
         context = browser.new_context(viewport={"width": 1400, "height": 2000})
         page = context.new_page()
         page.set_default_timeout(LOAD_MS)
