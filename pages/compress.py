@@ -182,9 +182,9 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             drop = hint.predicted_drop * _shared.drop_scale(info)
             drop = min(max(drop, 0.0), 100.0) if info.percent else max(drop, 0.0)
             lat = f", {hint.latency_fraction:.0%} of the latency" if hint.latency_fraction is not None else ""
-            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted {info.name} drop "
-                    f"{drop:.2f} {points_unit} (an estimate: the sum of the groups' single-group drops from the "
-                    "sweep; groups interact)")  # fmt: skip
+            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted drop "
+                    f"{drop:.2f} {points_unit} of {info.name} (an estimate: the sum of the groups' single-group "
+                    "drops from the sweep; groups interact)")  # fmt: skip
             st.session_state["_suggested"] = {"met": hint.met, "text": text, "drop": drop, "key": key}
         said = st.session_state.get("_suggested")
         if said and said["key"] == key:

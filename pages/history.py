@@ -121,9 +121,13 @@ elif len(chosen) >= 2:
         plans = {f"#{r.id}": r.result.get("plan") or {} for r in picked}
         diff = plan_diff(plans)
     st.caption(
-        "; ".join(f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}" for i, r in table.iterrows())
+        "; ".join(
+            f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}, scored in {r.get('metric', 'accuracy')}"
+            for i, r in table.iterrows()
+        )
     )
-    side = table.drop(columns=["model", "created", "status"]).astype(float).T  # one column per run
+    text = ["model", "created", "status", "metric"]
+    side = table.drop(columns=[c for c in text if c in table.columns]).astype(float).T  # one column per run
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
@@ -134,7 +138,7 @@ else:
     st.caption("Choose two or more compression runs.")
 
 # --- every recorded plan of a model ------------------------------------------------------------------------
-st.subheader("Accuracy vs latency of every recorded plan")
+st.subheader("Score vs latency of every recorded plan")
 targets = {"this model": fp} | {
     m: None for m in sorted(runs.loc[runs["kind"].isin(COMPRESSION_KINDS), "model"].unique())
 }

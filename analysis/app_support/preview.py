@@ -19,6 +19,7 @@ from analysis.compression.compress import compress
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.cost import summarize
 from analysis.layers import copy_model
+from analysis.metrics import ACCURACY
 from analysis.runtime import save_artifact
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured
@@ -46,6 +47,7 @@ def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[floa
     PSNR), at least 0. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
     if sweep is None:
         return None, []
+    metric = getattr(sweep, "metric", ACCURACY)
     total, missing = 0.0, []
     for name, r in ratios.items():
         curve = sweep.layers.get(name)
@@ -55,8 +57,8 @@ def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[floa
         order = np.argsort(curve.values)
         xs = np.concatenate([[0.0], np.asarray(curve.values, dtype=float)[order]])
         accs = np.concatenate([[sweep.baseline_accuracy], np.asarray(curve.accuracy, dtype=float)[order]])
-        total += max(sweep.metric.drop(sweep.baseline_accuracy, float(np.interp(r, xs, accs))), 0.0)
-    if not sweep.metric.percent:
+        total += max(metric.drop(sweep.baseline_accuracy, float(np.interp(r, xs, accs))), 0.0)
+    if not metric.percent:
         return max(total, 0.0), missing
     return min(max(total * 100.0, 0.0), 100.0), missing
 

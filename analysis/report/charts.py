@@ -408,10 +408,17 @@ def value_histograms(
 
 
 def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
-    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): accuracy
-    after (%) against latency after (ms per batch), one marker series per runtime measured, and each run's
-    original model (before) as a grey cross on the same axes."""
+    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): the score
+    after (`score after`, in the runs' metric: accuracy in %) against latency after (ms per batch), one
+    marker series per runtime measured, and each run's original model (before) as a grey cross. Runs in
+    another metric than the first run's are left out (their scores are not comparable)."""
     fig = go.Figure()
+    table = _one_metric(table)
+    name = str(table["metric"].iloc[0]) if "metric" in table.columns and len(table) else "accuracy"
+    score = MetricInfo.from_dict({"name": name})
+    scale, axis, fmt = _axis(score)
+    after_col = "score after" if "score after" in table.columns else "accuracy after"
+    before_col = "score before" if "score before" in table.columns else "accuracy before"
     runtimes = [
         c[len("latency_ms[") : -len("] after")]
         for c in table.columns
@@ -419,26 +426,33 @@ def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
     ]
     for i, runtime in enumerate(runtimes):
         col = f"latency_ms[{runtime}] after"
-        rows = table[table[col].notna() & table["accuracy after"].notna()]
+        rows = table[table[col].notna() & table[after_col].notna()]
         fig.add_trace(
             go.Scatter(
-                x=rows[col], y=rows["accuracy after"] * 100, mode="markers", name=runtime,
+                x=rows[col], y=rows[after_col] * scale, mode="markers", name=runtime,
                 text=[f"run {i}" for i in rows.index], marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra>" + runtime + "</extra>",
+                hovertemplate=f"%{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra>" + runtime + "</extra>",
             )
         )  # fmt: skip
-        before = table[table[f"latency_ms[{runtime}] before"].notna() & table["accuracy before"].notna()]
+        before = table[table[f"latency_ms[{runtime}] before"].notna() & table[before_col].notna()]
         fig.add_trace(
             go.Scatter(
-                x=before[f"latency_ms[{runtime}] before"], y=before["accuracy before"] * 100, mode="markers",
+                x=before[f"latency_ms[{runtime}] before"], y=before[before_col] * scale, mode="markers",
                 name=f"original ({runtime})", text=[f"run {i}" for i in before.index],
                 marker={"size": 9, "symbol": "x", "color": PALETTE[8]},
-                hovertemplate="original, %{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+                hovertemplate=f"original, %{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra></extra>",
             )
         )  # fmt: skip
     fig.update_xaxes(title="measured latency (ms per batch)")
-    fig.update_yaxes(title="accuracy (%)")
-    return _layout(fig, title or "Accuracy vs latency of every recorded plan", height=440)
+    fig.update_yaxes(title=axis)
+    return _layout(fig, title or f"{score.title} vs latency of every recorded plan", height=440)
+
+
+def _one_metric(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored in the first row's metric (all of them for tables without a `metric` column)."""
+    if "metric" not in table.columns or table.empty:
+        return table
+    return table[table["metric"].fillna("accuracy") == table["metric"].fillna("accuracy").iloc[0]]
 
 
 _KIND_SYMBOLS = {"real": "circle", "simulated": "diamond-open"}
