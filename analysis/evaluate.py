@@ -70,13 +70,16 @@ def evaluate(
     check_batch_size(batch_size)
     if limit is not None and limit < 1:
         raise WorkbenchError(f"limit must be at least 1 sample, got {limit}")
-    score = scoring(metric, model, data)
-    reference = score.reference(split, limit, batch_size)
     dev, cast = None, None
     if device is not None or dtype is not None:
-        from analysis.devices import on_device, parse_dtype, resolve_device
+        from analysis.devices import parse_dtype, resolve_device
 
-        dev, cast = resolve_device(device or "cpu"), parse_dtype(dtype)
+        dev, cast = resolve_device(device or "cpu"), parse_dtype(dtype)  # a missing GPU: one line, first
+    score = scoring(metric, model, data)
+    reference = score.reference(split, limit, batch_size)
+    if dev is not None:
+        from analysis.devices import on_device
+
         model = on_device(model, dev, cast).eval()
     else:
         model = eval_view(model)

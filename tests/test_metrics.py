@@ -55,6 +55,7 @@ def test_registry_contract(name):
         assert same == pytest.approx(best[name], abs=1e-6)
         assert info.drop(same, value) >= 0  # worse than the original, measured in the metric's direction
     assert MetricInfo.from_dict(info.to_dict(value)) == info
+    assert MetricInfo.from_dict(None) == METRICS["accuracy"].info()  # results made before metrics
     assert get_metric(name.upper()) is cls
 
 

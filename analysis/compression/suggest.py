@@ -10,7 +10,7 @@ sum is an estimate, and the notes say so.
 Budgets (`Budget.parse`): `macs=0.5` (keep at most half the MACs), `latency=0.6` (at most 60% of the
 measured latency; MACs are the guide, then the pruned model is timed against the original in alternating
 rounds and tightened until it meets the target), `drop=0.01` (predicted accuracy drop at most one point,
-accuracy units as in the sensitivity sweep; with data, the pruned model is evaluated and steps undone
+in the sweep's metric and units (accuracy: 0.01 = one point); with data, the pruned model is evaluated and steps undone
 until the measured drop fits).
 
 MACs of a candidate are computed from the layer costs and the groups' channel maps: a Conv/Linear's MACs

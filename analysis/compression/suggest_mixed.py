@@ -42,7 +42,7 @@ class MixedSuggestion:
     "finetune"}); `plan`: the same as a `CompressionPlan` where that class accepts the keys used (per-layer
     `rank` needs the extended plan), else None. `choices`: one row per transformed layer or group (layer,
     method, level, macs_saved and bytes_saved alone, predicted_drop, members). `predicted_drop`: the sum
-    of the choices' single-transform drops from the sweeps, clipped to [0, 1] accuracy units (an
+    of the choices' single-transform drops from the sweeps, in their metric (a fraction's clipped to [0, 1]) (an
     estimate). `mac_fraction` / `size_fraction`: after / before, counted on the really transformed model
     when `measured`, else predicted from the sweeps. `met`: whether the budget holds (by those counts).
     """

@@ -72,15 +72,16 @@ class MetricInfo:
     @classmethod
     def from_dict(cls, payload: Mapping | None) -> MetricInfo:
         """The inverse of `to_dict` (None or a result without a `metric`: accuracy, as results always were)."""
-        from analysis.metrics.builtin import ACCURACY, METRICS  # the registry builds on this module
-
         if not payload:
             return ACCURACY
         name = str(payload.get("name", "accuracy"))
-        known = METRICS.get(name)
-        if known is not None:
-            return known.info()
+        if name in KNOWN:
+            return KNOWN[name]
         return cls(name, str(payload.get("direction", HIGHER)), name)
+
+
+ACCURACY = MetricInfo("accuracy", HIGHER, "accuracy", percent=True, needs_labels=True)
+KNOWN: dict[str, MetricInfo] = {}  # the registry's metrics by name (`analysis.metrics.builtin` fills it)
 
 
 class Metric(ABC):

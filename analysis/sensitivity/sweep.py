@@ -13,7 +13,8 @@ weight sharing at codebook bits) are computed by `analysis.transforms.fields`, t
 
 Each point edits the model in place and restores it (no copy per point), and only the part of the network
 downstream of the edited layer is recomputed, from cached activations (`analysis.fx.runner`). The numbers equal
-a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one percentage point.
+a naive copy-prune-evaluate loop's. Scores are in the sweep's metric (`analysis.metrics`; accuracy by
+default for labelled classifiers) and drops in its units and direction: 0.01 is one point of accuracy.
 
 Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
 `analysis.fx.runner`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
