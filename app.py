@@ -19,6 +19,7 @@ import torch
 from analysis import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MODEL,
+    METRIC_CHOICES,
     RUNTIMES,
     ZOO,
     WorkbenchError,
@@ -111,13 +112,33 @@ def _data(sb, shared: bool) -> str:
     data_source = sb.radio("Data", options, key="data_source", horizontal=True)
     if data_source == "Upload tensors":
         types = ["safetensors", "npz"] if shared else ["pt", "safetensors", "npz"]
-        label = f"x, y tensors (.{', .'.join(types)})"
+        label = f"inputs (x, or one array per input) and optional labels y (.{', .'.join(types)})"
         path = _upload(sb, label, types, "data_file")
         return f"tensors:{path}" if path else "digits"
     if data_source == "Path":
         spec = sb.text_input("Data spec", placeholder="tensors:<file> or imagefolder:<dir>", key="data_spec")
         return spec.strip() or "digits"
     return "digits"
+
+
+def _metric(sb, shared: bool) -> str:
+    """How every page scores outputs (`--metric`): a registry name; locally also your own module:callable."""
+    options = list(METRIC_CHOICES)
+    _choice("metric", options)
+    metric = sb.selectbox(
+        "Metric",
+        options,
+        key="metric",
+        help="auto: accuracy where the data has labels and the model one (N, classes) output; otherwise "
+        "agreement with the original model (class scores) or PSNR (any other output), so unlabelled data "
+        "is enough",
+    )
+    if not shared:  # a callable runs code: never on a shared server
+        custom = sb.text_input(
+            "Custom metric (optional)", key="metric_callable", placeholder="mymetrics:score"
+        )
+        metric = custom.strip() or metric
+    return metric
 
 
 def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
@@ -154,13 +175,20 @@ def sidebar() -> WorkbenchSpec:
     _shared.keep_all()  # page values too: their widgets are not drawn on other pages
     with _shared.guard("Reading the sidebar"):
         model, weights, trust = _model(sb, shared)
-        input_shape = sb.text_input("Input shape (optional)", placeholder="1,3,224,224", key="input_shape")
+        input_shape = sb.text_input(
+            "Input shape (optional)",
+            placeholder="1,3,224,224",
+            key="input_shape",
+            help="batch first; several inputs: one shape each, ';' between them, in forward's order (1,128;1,64); "
+            "name=1,16:int64 passes an input by name with its dtype",
+        )
         data = _data(sb, shared)
+        metric = _metric(sb, shared)
         threads, batch, runtime, device, ray = _timing(sb, shared)
     if shared:
         sb.caption("Shared server: zoo models, uploaded .safetensors weights and tensors data only.")
     return WorkbenchSpec(
-        model, weights, trust, data, input_shape.strip(), batch, threads, runtime, device, ray
+        model, weights, trust, data, input_shape.strip(), batch, threads, runtime, device, ray, metric
     )
 
 

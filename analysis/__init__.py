@@ -66,6 +66,7 @@ from analysis.evaluate import EvalResult, evaluate
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.importance import CRITERIA as IMPORTANCE_CRITERIA
 from analysis.importance import Importance, RankingResult, get_importance, rank_channels
+from analysis.inputs import InputBatch, InputField, InputSpec, ModelInputs, parse_input_spec
 from analysis.io import to_json
 from analysis.latency import (
     DEFAULT_BATCH_SIZE,
@@ -76,6 +77,7 @@ from analysis.latency import (
     measure_latency,
 )
 from analysis.layers import (
+    call_model,
     copy_model,
     example_input,
     final_classifier,
@@ -83,6 +85,17 @@ from analysis.layers import (
     out_channels,
     prunable_layers,
 )
+from analysis.metrics import (
+    METRIC_CHOICES,
+    METRICS,
+    Metric,
+    MetricInfo,
+    Scoring,
+    get_metric,
+    score_value,
+    scoring,
+)
+from analysis.outputs import flatten_outputs
 from analysis.progress import Progress, progress_bar
 from analysis.progress_eta import RunTimer, sigint_stops
 from analysis.report import charts
@@ -285,4 +298,19 @@ __all__ = [
     "load_model",
     "model_input_shape",
     "parse_input_shape",
+    "InputBatch",
+    "InputField",
+    "InputSpec",
+    "ModelInputs",
+    "parse_input_spec",
+    "call_model",
+    "flatten_outputs",
+    "METRIC_CHOICES",
+    "METRICS",
+    "Metric",
+    "MetricInfo",
+    "Scoring",
+    "get_metric",
+    "score_value",
+    "scoring",
 ]

@@ -22,6 +22,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from analysis.concurrency import ModuleScopes, private_copy
+from analysis.inputs import InputSpec, ModelInputs, as_input_spec
+from analysis.layers import call_model
 
 MAC_MODULE_TYPES = (
     nn.Conv1d,
@@ -57,9 +59,10 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """Per-layer and total cost of one forward pass of one sample of `input_shape`."""
+    """Per-layer and total cost of one forward pass of one sample of `input_shape` (a per-sample shape, or
+    an `InputSpec` for a model with several inputs)."""
 
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | InputSpec
     layers: list[LayerCost]
     total_params: int
     total_macs: int
@@ -77,7 +80,7 @@ class ModelSummary:
     def to_dict(self) -> dict:
         """The CONTRACT's `summary` JSON: `total`, `layers`, plus the cross-check."""
         return {
-            "input_shape": list(self.input_shape),
+            "input_shape": as_input_spec(self.input_shape).to_json(),
             "total": {"params": self.total_params, "macs": self.total_macs, "flops": self.total_flops},
             "layers": [
                 {k: v for k, v in asdict(layer).items() if k != "ops"} | {"flops": layer.flops}
@@ -120,7 +123,7 @@ def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> 
     return sdpa_flop_count(query, key, value)
 
 
-def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, dict[str, int]], dict]:
+def _flop_counter_macs(model: nn.Module, x: ModelInputs) -> tuple[dict[str, dict[str, int]], dict]:
     """Self MACs per module and aten op, and the output shape of every module (hooks `model`: pass a copy)."""
     root = type(model).__name__
     shapes: dict[str, list[int] | None] = {}
@@ -139,7 +142,7 @@ def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, dic
     try:
         # Autograd on: nn.MultiheadAttention's fused fast path (invisible to the counter) only runs without it.
         with torch.enable_grad(), counter:
-            model(x)
+            call_model(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -160,7 +163,18 @@ def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, dic
     return own, shapes
 
 
-def _thop_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+class _ByName(nn.Module):
+    """Calls the model with its inputs by name: thop passes inputs by position only."""
+
+    def __init__(self, inner: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.inner, self.names = inner, names
+
+    def forward(self, *args: torch.Tensor):
+        return self.inner(**dict(zip(self.names, args, strict=True)))
+
+
+def _thop_macs(model: nn.Module, x: ModelInputs) -> dict[str, int]:
     """thop's MACs for each MAC-type module (on a copy: thop leaves buffers behind on modules it skips)."""
     from thop import profile
 
@@ -176,19 +190,24 @@ def _thop_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
                 result[names[id(child)]] = int(ops)
             collect(child, sub, full)
 
+    if isinstance(x, dict):
+        root, inputs = _ByName(clone, list(x)), tuple(x.values())
+    else:
+        root, inputs = clone, (x if isinstance(x, tuple) else (x,))
     with torch.no_grad():
-        _, _, info = profile(clone, inputs=(x,), verbose=False, ret_layer_info=True)
-    collect(clone, info, "")
+        _, _, info = profile(root, inputs=inputs, verbose=False, ret_layer_info=True)
+    collect(root, info, "")
     return result
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
-    """Parameters and MACs per layer for one sample of `input_shape` (no batch dimension).
+def summarize(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> ModelSummary:
+    """Parameters and MACs per layer for one sample of `input_shape` (no batch dimension), or of each
+    input an `InputSpec` describes (several positional inputs, inputs by name, integer ids).
 
     Layers listed: every leaf module, and any other module that does matrix work itself (a functional
     matmul or attention in its forward). The model is left as it was (mode and state).
     """
-    x = torch.zeros(1, *input_shape)
+    x = as_input_spec(input_shape).zeros(1)
     work = private_copy(model).eval()  # hooked below: never the caller's (possibly shared) model
     own, shapes = _flop_counter_macs(work, x)
     thop = _thop_macs(work, x)
@@ -223,7 +242,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
                 ops = ", ".join(f"{op} {v:,}" for op, v in sorted(layer.ops.items()))
                 differences.append(f"{layer.name} ({layer.type}): {layer.macs:,} MACs in {ops}; {why}")
     return ModelSummary(
-        input_shape=tuple(input_shape),
+        input_shape=input_shape if isinstance(input_shape, InputSpec) else tuple(input_shape),
         layers=layers,
         total_params=sum(p.numel() for p in model.parameters()),
         total_macs=total_macs,
@@ -237,7 +256,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int:
     """Total MACs of one sample, per CONTRACT section 5."""
     return summarize(model, input_shape).total_macs
 

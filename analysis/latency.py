@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from analysis.concurrency import eval_view, private_copy
-from analysis.layers import example_input
+from analysis.inputs import InputSpec, to_device
+from analysis.layers import call_model, example_input
 from analysis.progress import Progress
 from analysis.validate import whole
 
@@ -150,15 +151,15 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
-def _time_once(model: nn.Module, x: torch.Tensor) -> float:
+def _time_once(model: nn.Module, x) -> float:
     start = time.perf_counter()
-    model(x)
+    call_model(model, x)
     return (time.perf_counter() - start) * 1000.0
 
 
 def measure_latency(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | InputSpec,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     runs: int = 30,
@@ -181,12 +182,12 @@ def measure_latency(
 
         dev = resolve_device(device or "cpu")
         if dev.type == "cuda":
-            from analysis.devices import cuda_times_ms, to_inputs
+            from analysis.devices import cuda_times_ms
 
             work = on_device(model, dev, dtype).eval()
-            x = to_inputs(example_input(input_shape, batch_size), dev, parse_dtype(dtype))
+            x = to_device(example_input(input_shape, batch_size), dev, parse_dtype(dtype))
             with latency_lock(on_wait), torch.inference_mode():
-                times = cuda_times_ms(lambda: work(x), runs, warmup, dev)
+                times = cuda_times_ms(lambda: call_model(work, x), runs, warmup, dev)
             if progress:
                 progress(runs, runs)
             return LatencyResult.from_times(times, batch_size, torch.get_num_threads(), kind)
@@ -197,11 +198,11 @@ def measure_latency(
     if dtype is not None:
         from analysis.devices import parse_dtype
 
-        x = x.to(parse_dtype(dtype))
+        x = to_device(x, "cpu", parse_dtype(dtype))
     model = eval_view(model)
     with latency_lock(on_wait), torch_threads(threads) as n_threads, torch.inference_mode():
         for _ in range(warmup):
-            model(x)
+            call_model(model, x)
         times = []
         for i in range(runs):
             times.append(_time_once(model, x))
@@ -212,7 +213,7 @@ def measure_latency(
 
 def compare_latency(
     models: dict[str, nn.Module],
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | InputSpec,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     rounds: int = 10,
@@ -242,7 +243,7 @@ def compare_latency(
     with latency_lock(on_wait), torch_threads(threads) as n_threads, torch.inference_mode():
         for m in views.values():
             for _ in range(warmup):
-                m(x)
+                call_model(m, x)
         done = 0
         for _ in range(rounds):
             for name, m in views.items():
@@ -259,7 +260,7 @@ def compare_latency(
 
 def layer_times(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | InputSpec,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     runs: int = 20,
@@ -290,10 +291,10 @@ def layer_times(
     try:
         with latency_lock(on_wait), torch_threads(threads), torch.inference_mode():
             for _ in range(warmup):
-                model(x)
+                call_model(model, x)
             samples.clear()
             for _ in range(runs):
-                model(x)
+                call_model(model, x)
     finally:
         for h in handles:
             h.remove()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import Any
 
 import torch
 from torch import nn
 
+from analysis.inputs import InputBatch, InputSpec, ModelInputs, as_input_spec, as_model_inputs
 from analysis.validate import check_layer_names
 
 
@@ -44,14 +45,10 @@ def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> di
     return {name: m for name, m in found.items() if name in keep}
 
 
-ModelInputs: TypeAlias = torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
-"""A batch of a model's inputs: one tensor (one positional input), a tuple (several positional inputs, in
-`forward`'s order) or a dict (inputs passed by name, e.g. `input_ids`, `attention_mask`). Torch-Pruning's
-`example_inputs`, `torch.onnx.export` and `torch.export` accept the same three forms."""
-
-
-def call_model(model: nn.Module, inputs: ModelInputs) -> Any:
-    """`model(x)`, `model(*inputs)` or `model(**inputs)` for the three forms of `ModelInputs`."""
+def call_model(model: nn.Module, inputs: ModelInputs | InputBatch) -> Any:
+    """`model(x)`, `model(*inputs)` or `model(**inputs)` for the three forms of `ModelInputs` (an
+    `InputBatch` of several inputs is called with its tuple or dict)."""
+    inputs = as_model_inputs(inputs)
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
@@ -59,35 +56,45 @@ def call_model(model: nn.Module, inputs: ModelInputs) -> Any:
     return model(inputs)
 
 
-def example_input(input_shape: tuple[int, ...], batch_size: int = 2) -> torch.Tensor:
+def example_input(input_shape: InputSpec | tuple[int, ...], batch_size: int = 2) -> ModelInputs:
     """A fixed random batch (seed 0) of `batch_size` samples: the same input for every model traced or
-    timed, so runs are comparable (two samples by default, so batch norms see a real batch)."""
-    return torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+    timed, so runs are comparable (two samples by default, so batch norms see a real batch). A per-sample
+    shape gives one tensor; an `InputSpec` of several inputs gives a tuple or dict (`InputSpec.example`)."""
+    return as_input_spec(input_shape).example(batch_size)
 
 
-def final_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
-    """The layers whose outputs are the model's outputs: the last prunable layer the forward pass runs."""
+def final_layers(model: nn.Module, example_inputs: ModelInputs) -> list[str]:
+    """The layers whose outputs are the model's outputs: every prunable layer whose output tensor the model
+    returns as one of its outputs (a tuple, dict or `ModelOutput` of several heads), and the last prunable
+    layer the forward pass runs."""
+    from analysis.outputs import flatten_outputs
+
     model = copy_model(model).eval()  # hooked below: never the caller's (possibly shared) model
     order: list[str] = []
+    # The tensors are kept (not only their ids): a freed tensor's id is reused by a later one.
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
     names = {m: n for n, m in model.named_modules()}
-    hooks = [
-        m.register_forward_hook(lambda mod, _inp, _out: order.append(names[mod]))
-        for m in model.modules()
-        if is_prunable(m)
-    ]
+
+    def record(mod: nn.Module, _inp: Any, out: Any) -> None:
+        order.append(names[mod])
+        if isinstance(out, torch.Tensor):
+            produced[id(out)] = (names[mod], out)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if is_prunable(m)]
     try:
         with torch.no_grad():
-            model(example_inputs)
+            outputs = flatten_outputs(call_model(model, example_inputs))
     finally:
         for h in hooks:
             h.remove()
-    return order[-1:]
+    returned = [produced[id(t)][0] for t in outputs.values() if id(t) in produced and produced[id(t)][1] is t]
+    return list(dict.fromkeys(returned + order[-1:]))
 
 
-def final_classifier(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+def final_classifier(model: nn.Module, input_shape: InputSpec | tuple[int, ...]) -> str | None:
     """The final classifier: the last prunable layer the forward pass runs (it keeps its outputs)."""
     found = final_layers(model, example_input(input_shape))
-    return found[0] if found else None
+    return found[-1] if found else None
 
 
 def copy_model(model: nn.Module) -> nn.Module:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
@@ -12,30 +11,29 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
+from analysis.inputs import (
+    MAX_SAMPLE_ELEMENTS,  # noqa: F401  (re-exported: it was defined here)
+    InputSpec,
+    as_input_spec,
+    parse_input_spec,
+    positional_names,
+    required_inputs,
+)
+from analysis.layers import call_model
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
-MAX_SAMPLE_ELEMENTS = 2**31  # values in one input sample; more is a typo, not a model
 
 
-def parse_input_shape(text: str) -> tuple[int, ...]:
-    """`'1,3,224,224'` -> `(3, 224, 224)`: the batch dimension is dropped, the rest kept."""
-    try:
-        dims = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        dims = ()
-    if len(dims) < 2 or any(d <= 0 for d in dims):
-        raise WorkbenchError(
-            f"cannot parse input shape {text!r}: give positive integers with the batch first, "
-            "like 1,3,224,224"
-        )
-    if math.prod(dims[1:]) > MAX_SAMPLE_ELEMENTS:
-        raise WorkbenchError(
-            f"input shape {text!r} is {math.prod(dims[1:]):,} values per sample, over the "
-            f"{MAX_SAMPLE_ELEMENTS:,} limit: check the numbers"
-        )
-    return dims[1:]
+def parse_input_shape(text: str, model: nn.Module | None = None) -> tuple[int, ...] | InputSpec:
+    """`'1,3,224,224'` -> `(3, 224, 224)`: the batch dimension is dropped, the rest kept. Several inputs
+    (`'1,128;1,64'`, in forward's order), named ones (`'input_ids=1,16:int64'`) or a dtype give an
+    `InputSpec`, its unnamed inputs named after `model.forward`'s positional parameters."""
+    spec = parse_input_spec(text, positional_names(model) if model is not None else ())
+    if spec.form == "tensor" and spec.fields[0].dtype == torch.float32 and "=" not in text:
+        return spec.fields[0].shape
+    return spec
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -201,6 +199,10 @@ def load_model(
         from analysis import zoo
 
         model = zoo.build(spec.removeprefix("zoo:"))
+    elif spec.startswith("hf:"):
+        from analysis.hf import load_hf
+
+        model = load_hf(spec.removeprefix("hf:"))
     elif spec.startswith("torchvision:"):
         model = _load_torchvision(spec.removeprefix("torchvision:"))
     elif spec.lower().endswith(PICKLE_SUFFIXES):
@@ -213,34 +215,50 @@ def load_model(
 
 
 def model_input_shape(
-    model: nn.Module, input_shape: tuple[int, ...] | None = None, spec: str = ""
-) -> tuple[int, ...]:
-    """The per-sample input shape: given explicitly, declared by the model, or known for torchvision."""
+    model: nn.Module, input_shape: tuple[int, ...] | InputSpec | None = None, spec: str = ""
+) -> tuple[int, ...] | InputSpec:
+    """The per-sample input shape (an `InputSpec` for several or named inputs): given explicitly, declared
+    by the model (`input_shape`, or `input_spec` for several inputs), built from a Hugging Face config,
+    or known for torchvision."""
     if input_shape:
-        return tuple(input_shape)
+        return input_shape if isinstance(input_shape, InputSpec) else tuple(input_shape)
+    declared = getattr(model, "input_spec", None)
+    if isinstance(declared, InputSpec):
+        return declared
     declared = getattr(model, "input_shape", None)
     if declared:
         return tuple(declared)
+    from analysis.hf import hf_input_spec
+
+    from_config = hf_input_spec(model)
+    if from_config is not None:
+        return from_config
     if spec.startswith("torchvision:"):
         return (3, 224, 224)
+    required = required_inputs(model)
+    several = " (one per input, ';' between them, e.g. 1,128;1,64)" if len(required) > 1 else ""
     raise WorkbenchError(
-        "cannot tell this model's input shape: give a data spec or --input-shape like 1,3,224,224"
+        f"cannot tell this model's input shape: give a data spec or --input-shape like 1,3,224,224{several}"
     )
 
 
-def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+def check_input_shape(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> None:
     """Run one sample of `input_shape` through the model; a model that cannot take it is bad input."""
+    spec = as_input_spec(input_shape)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
+            call_model(model, spec.zeros(1))
     except Exception as exc:
         first = first_line(exc)
-        shape = ",".join(map(str, (1, *input_shape)))
-        raise WorkbenchError(
-            f"the model cannot run on input of shape {shape} ({first}); give the shape it takes, "
-            "e.g. --input-shape 1,3,224,224, or data of that shape"
-        ) from exc
+        shape = spec.describe()
+        required = required_inputs(model)
+        hint = (
+            f"this model's forward takes {', '.join(required)}: give one shape per input, ';' between them"
+            if len(required) != len(spec.fields) and len(required) > 1
+            else "give the shape it takes, e.g. --input-shape 1,3,224,224, or data of that shape"
+        )
+        raise WorkbenchError(f"the model cannot run on input of shape {shape} ({first}); {hint}") from exc
     finally:
         model.train(was_training)

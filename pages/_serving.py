@@ -114,3 +114,5 @@ def check_spec(spec: WorkbenchSpec) -> None:
     check_data_spec(spec.data, current, upload_dir=folder)
     if spec.ray_address:
         raise WorkbenchError("this server is shared: it cannot connect to a Ray cluster named by a user")
+    if ":" in (spec.metric or ""):  # a module:callable metric imports and runs code
+        raise WorkbenchError("this server is shared: choose a metric from the list (no module:callable)")

@@ -145,6 +145,10 @@ def workbench() -> Workbench:
         loaded = load(spec)
     # Page values kept by `keep` go with the model, not with a bad spec tried on the way.
     forget_on_model_change(spec.model_key())
+    info = metric_info(loaded)  # every page names the metric its scores are in (auto made concrete)
+    better = "higher" if info.higher_is_better else "lower"
+    against = "labels" if info.needs_labels else "the original model's outputs"
+    st.sidebar.caption(f"Scores: {info.name} ({info.title}, {better} is better), against {against}.")
     return loaded
 
 
@@ -251,11 +255,34 @@ def result_params(name: str) -> dict:
     return entry["params"] if entry else {}
 
 
+def metric_info(wb: Workbench) -> Any:
+    """The sidebar's metric resolved for the loaded model and data (`auto` made concrete): its name,
+    direction, unit; a bad metric stops the page with one line."""
+    from analysis import scoring
+
+    with guard("Choosing the metric"):
+        return cached(
+            "metric_info", wb.spec.model_key(), {"metric": wb.spec.metric},
+            lambda p: scoring(wb.spec.metric, wb.model, wb.data).info,
+        )  # fmt: skip
+
+
+def drop_scale(info: Any) -> float:
+    """Form values of drops are in points for fractions (accuracy: 1 point = 0.01), in the unit otherwise."""
+    return 100.0 if info.percent else 1.0
+
+
 def compression_metrics(result: Any) -> None:
     """Before -> after of a CompressionResult as a row of metrics with their changes."""
     b, a = result.before, result.after
     c = st.columns(5)
-    c[0].metric("Accuracy", f"{a.accuracy:.2%}", f"{result.accuracy_delta * 100:+.2f} points")
+    score = result.metric
+    if score.percent:
+        c[0].metric(score.title, f"{a.accuracy:.2%}", f"{result.accuracy_delta * 100:+.2f} points",
+                    delta_color="normal" if score.higher_is_better else "inverse")  # fmt: skip
+    else:
+        c[0].metric(score.title, score.format(a.accuracy), f"{result.accuracy_delta:+.4g} {score.unit}".strip(),
+                    delta_color="normal" if score.higher_is_better else "inverse")  # fmt: skip
     c[1].metric(
         f"Latency ({a.latency_label})",
         f"{a.latency_ms:.2f} ms",
@@ -329,15 +356,18 @@ def sweep_from_dict(payload: dict) -> Any:
     except WorkbenchError:
         if payload.get("kind") not in ("lowrank", "share"):
             raise
+    from analysis import MetricInfo
+
+    metric = MetricInfo.from_dict(payload.get("metric"))
     key = "bits" if "bits" in next(iter(payload["layers"].values()), {}) else "ratios"
     layers = {
-        name: SensitivityCurve(tuple(map(float, e[key])), tuple(e["accuracy"]), tuple(e["loss"]))
+        name: SensitivityCurve(tuple(map(float, e[key])), tuple(e[metric.name]), tuple(e["loss"]))
         for name, e in payload["layers"].items()
     }
     return SensitivityResult(
-        kind=payload["kind"], baseline_accuracy=float(payload["baseline"]["accuracy"]),
+        kind=payload["kind"], baseline_accuracy=float(payload["baseline"][metric.name]),
         baseline_loss=float(payload["baseline"]["loss"]), seconds=float(payload["seconds"]), layers=layers,
-        notes=tuple(payload.get("notes", ())), samples=int(payload.get("samples", 0)),
+        notes=tuple(payload.get("notes", ())), samples=int(payload.get("samples", 0)), metric=metric,
     )  # fmt: skip
 
 

@@ -74,6 +74,8 @@ SIDEBAR_KEYS = (
     "runtime",
     "device",
     "ray_address",
+    "metric",
+    "metric_callable",
 )
 
 

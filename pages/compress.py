@@ -116,6 +116,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     for k, v in defaults.items():
         st.session_state.setdefault(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
+    info = _shared.metric_info(wb)
+    if sweep is not None and sweep.metric.name != info.name:
+        sweep = None  # a sweep in another metric does not predict drops in this one
+    points_unit = "points" if info.percent else (info.unit or info.name)
 
     # --- method
     st.subheader("Method")
@@ -156,14 +160,15 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                 st.session_state[f"bits::{r.layer}"] = bits
         c = st.columns([2, 2, 1])
         kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind",
-                              help="macs, latency: the fraction to keep; drop: the accuracy points you accept")  # fmt: skip
+                              help=f"macs, latency: the fraction to keep; drop: the {info.name} you accept to lose "
+                                   f"({points_unit})")  # fmt: skip
         value = c[1].number_input("Budget value", 0.0, 100.0, step=0.05, key="budget_value")
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
         if c[2].button("Suggest", disabled=sweep is None, help=no_sweep):
-            budget = f"{kind}={value / 100 if kind == 'drop' else value}"
+            budget = f"{kind}={value / _shared.drop_scale(info) if kind == 'drop' else value}"
             with _shared.guard("Suggesting a plan"):
                 hint = _shared.cached(
-                    "suggest", spec.timing_key(), {"budget": budget, "sweep": sweep.to_dict()},
+                    "suggest", spec.timing_key(), {"budget": budget, "sweep": sweep.to_dict(), "metric": info.name},
                     lambda p: suggest(sweep, budget, model=wb.model, data=wb.data, progress=p,
                                       batch_size=spec.batch_size, threads=spec.threads),
                     progress="Suggesting",
@@ -174,11 +179,12 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             for name, rr in hint.ratios.items():
                 for layer in by_name[name].out_layers if name in by_name else [name]:
                     st.session_state[f"prune::{layer}"] = float(rr)
-            drop = min(max(hint.predicted_drop * 100, 0.0), 100.0)
+            drop = hint.predicted_drop * _shared.drop_scale(info)
+            drop = min(max(drop, 0.0), 100.0) if info.percent else max(drop, 0.0)
             lat = f", {hint.latency_fraction:.0%} of the latency" if hint.latency_fraction is not None else ""
-            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted drop {drop:.2f} "
-                    "points (an estimate: the sum of the groups' single-group drops from the sweep, capped at "
-                    "100; groups interact)")  # fmt: skip
+            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted drop "
+                    f"{drop:.2f} {points_unit} of {info.name} (an estimate: the sum of the groups' single-group "
+                    "drops from the sweep; groups interact)")  # fmt: skip
             st.session_state["_suggested"] = {"met": hint.met, "text": text, "drop": drop, "key": key}
         said = st.session_state.get("_suggested")
         if said and said["key"] == key:
@@ -188,7 +194,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                 st.warning(
                     _shared.plain("Budget not met. " + said["text"] + ": the closest the curves allow.")
                 )
-            if said["drop"] > COLLAPSE_POINTS:
+            if info.percent and said["drop"] > COLLAPSE_POINTS:
                 st.warning(_shared.plain(f"Predicted to lose {said['drop']:.0f} points: accuracy would collapse. "
                                          "Choose a looser budget, fine-tune, or an iterative method."))  # fmt: skip
 
@@ -271,12 +277,12 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             "Predicted drop", "n/a", help="run a structured sweep on the Sensitivity page for an estimate"
         )
     else:
-        c[2].metric("Predicted drop (estimate)", f"{drop:.2f} points",
-                    help="sum of the groups' single-group drops from the structured sweep, capped at 100 points; "
+        c[2].metric(f"Predicted {info.name} drop (estimate)", f"{drop:.2f} {points_unit}",
+                    help="sum of the groups' single-group drops from the structured sweep; "
                          "groups interact, so this is an estimate")  # fmt: skip
         if missing:
             st.caption(_shared.plain(f"not in the sweep, not counted: {', '.join(missing)}"))
-        if drop > COLLAPSE_POINTS:
+        if info.percent and drop > COLLAPSE_POINTS:
             st.warning(f"These settings are predicted to lose {drop:.0f} points: accuracy would collapse.")
     if method != "oneshot":
         st.caption(
@@ -324,12 +330,13 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             if len(records) > drawn[0]:  # a new step: redraw (each drawing needs its own element id)
                 drawn[0] = len(records)
                 placeholder.plotly_chart(
-                    charts.trajectory_chart(records), key=f"live_{job_key}_{len(records)}"
+                    charts.trajectory_chart(records, score=info), key=f"live_{job_key}_{len(records)}"
                 )
 
         def work(progress, should_stop):
             return apply_plan(wb.model, wb.data, pending, batch_size=spec.batch_size, threads=spec.threads,
-                              runtimes=runtimes, progress=progress, on_step=on_step, should_stop=should_stop)  # fmt: skip
+                              runtimes=runtimes, progress=progress, on_step=on_step, should_stop=should_stop,
+                              metric=spec.metric)  # fmt: skip
 
         with _shared.guard("Compressing"):
             (result, extras), _ = _shared.run_stoppable("Compressing and measuring", job_key, work, tick)
@@ -357,17 +364,19 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     _shared.compression_metrics(result)
     for rt, pair in (extras.get("runtimes") or {}).items():
         b, a = pair["before"], pair["after"]
-        st.caption(f"{rt}: accuracy {b.accuracy:.2%} -> {a.accuracy:.2%}, latency {b.latency_ms:.2f} -> "
-                   f"{a.latency_ms:.2f} ms ({a.latency_label})")  # fmt: skip
+        st.caption(f"{rt}: {b.metric.name} {b.metric.format(b.accuracy)} -> {a.metric.format(a.accuracy)}, "
+                   f"latency {b.latency_ms:.2f} -> {a.latency_ms:.2f} ms ({a.latency_label})")  # fmt: skip
     _shared.table(comparison_frame(result), "before_after.csv", key="cmp_csv")
     for note in result.notes:
         st.info(_shared.plain(note))
     if extras.get("trajectory"):
-        _shared.chart(charts.trajectory_chart(extras["trajectory"]), key="cmp_trajectory")
+        _shared.chart(
+            charts.trajectory_chart(extras["trajectory"], score=result.metric), key="cmp_trajectory"
+        )
     points = pd.DataFrame(st.session_state.get(f"_runs::{key}", []))
     for w in points.loc[points["warning"].notna(), "warning"].unique() if not points.empty else []:
         st.warning(_shared.plain(w))
-    _shared.chart(charts.runs_scatter(points), key="cmp_pareto")
+    _shared.chart(charts.runs_scatter(points, score=result.metric), key="cmp_pareto")
     _shared.table(points, "applied_plans.csv", key="cmp_runs_csv")
 
     c = st.columns(5)

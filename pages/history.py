@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from analysis import RankingResult, charts, compare_runs, plan_diff
+from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff
 from pages import _shared
 
 # Where a re-opened run goes: the page, the session-state result names that page reads.
@@ -44,6 +44,13 @@ if not infos:
 
 def _headline(info) -> str:
     s = info.summary
+    for name in [m for m in METRICS if m != "accuracy"]:  # runs scored in another metric name it
+        if f"after.{name}" in s:
+            return f"{name} {s.get(f'before.{name}', float('nan')):.4g} -> {s[f'after.{name}']:.4g}"
+        if f"baseline.{name}" in s:
+            return f"baseline {name} {s[f'baseline.{name}']:.4g}"
+        if isinstance(s.get(name), (int, float)):
+            return f"{name} {s[name]:.4g}"
     if "after.accuracy" in s:
         text = f"accuracy {s.get('before.accuracy', float('nan')):.2%} -> {s['after.accuracy']:.2%}"
         return text + (f", {s['speedup']:.2f}x" if isinstance(s.get("speedup"), (int, float)) else "")
@@ -114,9 +121,13 @@ elif len(chosen) >= 2:
         plans = {f"#{r.id}": r.result.get("plan") or {} for r in picked}
         diff = plan_diff(plans)
     st.caption(
-        "; ".join(f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}" for i, r in table.iterrows())
+        "; ".join(
+            f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}, scored in {r.get('metric', 'accuracy')}"
+            for i, r in table.iterrows()
+        )
     )
-    side = table.drop(columns=["model", "created", "status"]).astype(float).T  # one column per run
+    text = ["model", "created", "status", "metric"]
+    side = table.drop(columns=[c for c in text if c in table.columns]).astype(float).T  # one column per run
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
@@ -127,7 +138,7 @@ else:
     st.caption("Choose two or more compression runs.")
 
 # --- every recorded plan of a model ------------------------------------------------------------------------
-st.subheader("Accuracy vs latency of every recorded plan")
+st.subheader("Score vs latency of every recorded plan")
 targets = {"this model": fp} | {
     m: None for m in sorted(runs.loc[runs["kind"].isin(COMPRESSION_KINDS), "model"].unique())
 }

@@ -49,7 +49,7 @@ st.title("Compression workbench")
 wb = _shared.workbench()
 spec = wb.spec
 st.caption(
-    f"Model `{_shared.shown_spec(spec.model)}` on data `{_shared.shown_spec(wb.data.spec)}`, input {'x'.join(map(str, wb.input_shape))}"
+    f"Model `{_shared.shown_spec(spec.model)}` on data `{_shared.shown_spec(wb.data.spec)}`, input {wb.shape_text}"
 )
 
 slot, on_wait = _shared.waiting_notice()
@@ -57,9 +57,15 @@ with _shared.guard("Measuring the model"):
     card = _shared.cached(
         "model_card",
         spec.timing_key(),
-        {},
+        {"metric": spec.metric},
         lambda progress: model_card(
-            wb.model, wb.data, wb.input_shape, spec.batch_size, spec.threads, on_wait=on_wait
+            wb.model,
+            wb.data,
+            wb.input_shape,
+            spec.batch_size,
+            spec.threads,
+            on_wait=on_wait,
+            metric=spec.metric,
         ),
         progress="Evaluating and timing the model",
     )
@@ -90,8 +96,19 @@ c[1].metric("MACs per sample", f"{card.macs / 1e6:,.2f} M", help="Multiply-accum
 c[2].metric("FLOPs per sample", f"{card.flops / 1e6:,.2f} M")
 c[3].metric("Weights size", f"{card.size_bytes / 1024:,.1f} KiB")
 c = st.columns(4)
-c[0].metric("Accuracy (top-1)", f"{card.accuracy:.2%}", help=f"on {card.samples:,} evaluation samples")
-c[1].metric("Loss (cross-entropy)", f"{card.loss:.4f}")
+score = card.metric
+if score.name == "accuracy":
+    c[0].metric("Accuracy (top-1)", f"{card.accuracy:.2%}", help=f"on {card.samples:,} evaluation samples")
+    c[1].metric("Loss (cross-entropy)", f"{card.loss:.4f}")
+else:
+    better = "higher" if score.higher_is_better else "lower"
+    c[0].metric(
+        score.title,
+        score.format(card.accuracy),
+        help=f"metric {score.name} ({better} is better) on {card.samples:,} evaluation samples"
+        + ("" if score.needs_labels else "; it compares with the original model, which scores its best here"),
+    )
+    c[1].metric("Loss", f"{card.loss:.4f}")
 c[2].metric(
     "Latency (median)",
     f"{latency.median_ms:.2f} ms",

@@ -9,7 +9,9 @@ from pages import _shared
 st.title("Report")
 wb = _shared.workbench()
 spec, key = wb.spec, wb.spec.model_key()
+info = _shared.metric_info(wb)
 have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in SENSITIVITY_KINDS}
+have = {k: r if r is None or r.metric.name == info.name else None for k, r in have.items()}
 rankings = _shared.session_result("rankings", key)
 compression = _shared.session_result("compress", key)
 
@@ -18,7 +20,10 @@ st.markdown(
     + (", ".join(f"the **{k}** sweep" for k, r in have.items() if r) or "no sensitivity sweep yet")
     + (", the **rankings**" if rankings else "")
     + (", the last **compression**" if compression else "")
-    + ". Sweeps and rankings come from their pages; the sweeps missing can be run here with default settings."
+    + f". Scores are in the metric **{info.name}** ({info.title}, "
+    + ("higher" if info.higher_is_better else "lower")
+    + " is better). Sweeps and rankings come from their pages; the sweeps missing can be run here with "
+    "default settings."
 )
 with st.form("report"):
     missing = [k for k, r in have.items() if r is None]
@@ -33,9 +38,16 @@ if build:
             have[kind] = _shared.cached(
                 "sensitivity",
                 key,
-                {"kind": kind, "ratios": None, "bits": None, "layers": None, "max_drop": None},
+                {
+                    "kind": kind,
+                    "ratios": None,
+                    "bits": None,
+                    "layers": None,
+                    "max_drop": None,
+                    "metric": spec.metric,
+                },
                 lambda progress, kind=kind: sensitivity_sweep(
-                    wb.model, wb.data, kind=kind, progress=progress
+                    wb.model, wb.data, kind=kind, progress=progress, metric=spec.metric
                 ),
                 progress=f"Sweeping ({kind})",
             )
@@ -50,8 +62,9 @@ if build:
         sweeps = [r for r in have.values() if r is not None]
         applied = st.session_state.get(f"_runs::{key}", [])  # every plan applied on the Compress page
         files = report_files(
-            wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model, applied
-        )
+            wb.model, wb.data, wb.input_shape, sweeps, rankings, latency, compression, spec.model, applied,
+            metric=spec.metric,
+        )  # fmt: skip
     _shared.keep_result("report", key, files)
     _shared.keep_result("report_latency", key, latency)
     _shared.record_run("report", wb, {"sweeps": [r.kind for r in sweeps], "rankings": rankings is not None,
@@ -71,7 +84,7 @@ if compression is not None:
     if runtimes:
         st.subheader("Last compression: runtimes")
         rows = [
-            {"runtime": name, "when": when, "latency_ms": m.latency_ms, "accuracy": m.accuracy,
+            {"runtime": name, "when": when, "latency_ms": m.latency_ms, m.metric.name: m.accuracy,
              "kind": getattr(m, "latency_kind", ""), "warning": getattr(m, "latency_warning", None) or ""}
             for name, pair in runtimes.items() for when, m in pair.items()
         ]  # fmt: skip

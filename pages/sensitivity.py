@@ -1,4 +1,5 @@
-"""Sensitivity: accuracy per layer (or coupled group) as it is pruned, quantized, factored or shared alone.
+"""Sensitivity: the score (the sidebar's metric) per layer (or coupled group) as it is pruned, quantized,
+factored or shared alone.
 
 Every sweep is recorded in the results store; one already recorded for this model, data and parameters is
 shown instead of computed again (Recompute runs it anyway). A sweep runs in a worker with a Stop button;
@@ -64,8 +65,16 @@ with st.form("sweep"):
         "keeps its outputs, so it is in no group.",
     )
     c = st.columns([2, 3])
+    info = _shared.metric_info(wb)
+    unit = "points" if info.percent else (info.unit or info.name)
     early = c[0].number_input(
-        "Stop a layer after a drop of (points, 0 = never)", 0.0, 100.0, step=0.5, key="sens_early"
+        f"Stop a layer after a drop of ({unit}, 0 = never)",
+        0.0,
+        100.0,
+        step=0.5,
+        key="sens_early",
+        help=f"Metric {info.name}: in points (hundredths) for accuracy and agreement; in the metric's own "
+        "units otherwise (dB for PSNR)",
     )
     run = c[1].form_submit_button("Run sweep", type="primary")
 
@@ -77,8 +86,9 @@ def _params() -> dict:
     else:
         values["ratios"] = parse_values(ranks if kind == "lowrank" else ratios)
     pruning = kind in ("structured", "unstructured", "quant")
-    return {"kind": kind, **values, "layers": layers or None,
-            "max_drop": early / 100 if early > 0 and pruning else None}  # fmt: skip
+    scale = _shared.drop_scale(info)
+    return {"kind": kind, **values, "layers": layers or None, "metric": wb.spec.metric,
+            "max_drop": early / scale if early > 0 and pruning else None}  # fmt: skip
 
 
 def _work(params: dict, model, data, where: dict):
@@ -153,10 +163,17 @@ if st.session_state.get(FROM_RUN) is not None:
         "shown instead of sweeping again."
     )
     c[1].button("Recompute", on_click=_recompute, key="sens_recompute")
+score = result.metric
+better = "higher" if score.higher_is_better else "lower"
 st.caption(
     f"{result.kind} sweep over {len(result.layers)} {'groups' if result.kind == 'structured' else 'layers'} "
-    f"in {result.seconds:.1f} s; baseline accuracy {result.baseline_accuracy:.2%} "
-    f"on {result.samples:,} samples."
+    f"in {result.seconds:.1f} s; metric {score.name} ({score.title}, {better} is better): baseline "
+    f"{score.format(result.baseline_accuracy)} on {result.samples:,} samples."
+    + (
+        ""
+        if score.needs_labels
+        else " It compares each output with the original model's, so the baseline is its best."
+    )
 )
 for note in result.notes:
     st.info(note)
@@ -164,10 +181,10 @@ for name, why in (getattr(result, "failed_layers", None) or {}).items():
     st.warning(_shared.plain(f"{name} could not be computed on Ray: {why}"))
 frame = result.to_frame()
 if result.kind == "lowrank":  # kept rank fraction on x, MACs saved on the second axis
-    _shared.chart(charts.lowrank_tradeoff(frame, result.baseline_accuracy), key="sens_lowrank")
+    _shared.chart(charts.lowrank_tradeoff(frame, result.baseline_accuracy, score=score), key="sens_lowrank")
 else:
-    _shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy), key="sens_curves")
-_shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy), key="sens_heatmap")
+    _shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy, score=score), key="sens_curves")
+_shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy, score=score), key="sens_heatmap")
 
 if result.kind in ("lowrank", "share"):
     st.subheader("All points")

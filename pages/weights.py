@@ -80,12 +80,12 @@ st.subheader("Uniform quantization vs k-means sharing")
 c = st.columns([2, 3])
 kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), value=4, key="weights_kbits")
 compare = c[1].button("Compare on the chosen layers", key="weights_kmeans")
-params = {"layers": layers, "bits": kbits}
+params = {"layers": layers, "bits": kbits, "metric": wb.spec.metric}
 if compare:
     with _shared.guard("Comparing uniform and k-means"):
         qk = _shared.cached(
             "quant_vs_kmeans", key, params,
-            lambda p: quant_vs_kmeans(wb.model, wb.data, kbits, layers, progress=p),
+            lambda p: quant_vs_kmeans(wb.model, wb.data, kbits, layers, progress=p, metric=wb.spec.metric),
             progress="Evaluating both per layer",
         )  # fmt: skip
     _shared.keep_result("quant_vs_kmeans", key, qk, params)
@@ -97,8 +97,9 @@ if qk is None:
     )
 else:
     frame = qk.to_frame()
+    sign = 1.0 if qk.metric.higher_is_better else -1.0
     frame["better"] = [
-        "k-means" if k > u else "uniform" if u > k else "tie"
+        "k-means" if sign * k > sign * u else "uniform" if sign * u > sign * k else "tie"
         for u, k in zip(frame["accuracy_uniform"], frame["accuracy_kmeans"], strict=True)
     ]
     names = [n for n in frame.index if n != "(all layers)"]
@@ -112,8 +113,9 @@ else:
     )
     _shared.table(frame.reset_index().round(4), "quant_vs_kmeans.csv", key="weights_kmeans_csv")
     st.caption(
-        f"Baseline accuracy {qk.baseline_accuracy:.2%}. " + " ".join(qk.notes)
-        + " `better`: the higher accuracy at these bits."
+        f"Metric {qk.metric.name}: baseline {qk.metric.format(qk.baseline_accuracy)} (the `accuracy_*` columns hold "
+        f"the {qk.metric.name}). " + " ".join(qk.notes)
+        + f" `better`: the better {qk.metric.name} at these bits."
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ EXPECTED = [
     "04_prune_quantize_distill",
     "05_beyond_pruning",
     "06_taylor_iterative",
+    "07_label_free",
 ]
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MAX_NOTEBOOK_BYTES = 1_500_000

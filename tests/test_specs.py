@@ -197,9 +197,12 @@ def test_tensor_file_errors(tmp_path):
         load_data(f"tensors:{tmp_path / 'absent.npz'}")
     assert "not found" in one_line(exc)
     np.savez(tmp_path / "noy.npz", x=np.zeros((3, 2), np.float32))
+    unlabelled = load_data(f"tensors:{tmp_path / 'noy.npz'}")  # inputs only: unlabelled, not an error
+    assert unlabelled.y is None and unlabelled.y_train is None and not unlabelled.has_labels
+    np.savez(tmp_path / "onlyy.npz", y=np.zeros(3, np.int64))
     with pytest.raises(WorkbenchError) as exc:
-        load_data(f"tensors:{tmp_path / 'noy.npz'}")
-    assert "'y'" in one_line(exc)
+        load_data(f"tensors:{tmp_path / 'onlyy.npz'}")
+    assert "no inputs" in one_line(exc)
     np.savez(tmp_path / "floaty.npz", x=np.zeros((3, 2), np.float32), y=np.zeros(3, np.float32))
     with pytest.raises(WorkbenchError):
         load_data(f"tensors:{tmp_path / 'floaty.npz'}")

@@ -19,6 +19,7 @@ from analysis.compression.compress import compress
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.cost import summarize
 from analysis.layers import copy_model
+from analysis.metrics import ACCURACY
 from analysis.runtime import save_artifact
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured
@@ -40,11 +41,13 @@ def group_ratios(groups: list, layer_ratio: Mapping[str, float]) -> dict[str, fl
 
 
 def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[float | None, list[str]]:
-    """Predicted accuracy drop in points of pruning each group at its ratio: the sum of the groups'
-    single-group drops from a structured sweep (linear between swept ratios, the last point beyond),
-    bounded to [0, 100]. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
+    """Predicted drop of pruning each group at its ratio, in the sweep's metric: the sum of the groups'
+    single-group drops from a structured sweep (linear between swept ratios, the last point beyond). For a
+    fraction (accuracy, agreement) in points, bounded to [0, 100]; otherwise in the metric's units (dB for
+    PSNR), at least 0. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
     if sweep is None:
         return None, []
+    metric = getattr(sweep, "metric", ACCURACY)
     total, missing = 0.0, []
     for name, r in ratios.items():
         curve = sweep.layers.get(name)
@@ -54,7 +57,9 @@ def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[floa
         order = np.argsort(curve.values)
         xs = np.concatenate([[0.0], np.asarray(curve.values, dtype=float)[order]])
         accs = np.concatenate([[sweep.baseline_accuracy], np.asarray(curve.accuracy, dtype=float)[order]])
-        total += max(sweep.baseline_accuracy - float(np.interp(r, xs, accs)), 0.0)
+        total += max(metric.drop(sweep.baseline_accuracy, float(np.interp(r, xs, accs))), 0.0)
+    if not metric.percent:
+        return max(total, 0.0), missing
     return min(max(total * 100.0, 0.0), 100.0), missing
 
 
@@ -87,12 +92,14 @@ def apply_plan(
     on_step: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     latency_rounds: int = 10,
+    metric: str = "auto",
 ) -> tuple[CompressionResult, dict[str, Any]]:
     """Compress a copy of `model` by `plan` (dict, CONTRACT sections 4 and 8) and measure before and after
     on each of `runtimes` (latency in ms); returns the CompressionResult and its extras {runtimes,
-    trajectory, stopped, onnx_bytes, transforms}. `model` is never changed."""
+    trajectory, stopped, onnx_bytes, transforms}, scored in `metric`. `model` is never changed."""
     result = compress(model, dict(plan), data, progress, batch_size, threads=threads, runtimes=tuple(runtimes),
-                      latency_rounds=latency_rounds, on_step=on_step, should_stop=should_stop)  # fmt: skip
+                      latency_rounds=latency_rounds, on_step=on_step, should_stop=should_stop,
+                      metric=metric)  # fmt: skip
     extras = {
         k: getattr(result, k, None) for k in ("runtimes", "trajectory", "stopped", "onnx_bytes", "transforms")
     }
@@ -149,8 +156,9 @@ def compression_record(
 
 
 def artifact_bytes(model: nn.Module, suffix: str, *, spec: str | None, input_shape, onnx_bytes=None) -> bytes:
-    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes."""
+    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes.
+    `input_shape`: per sample, as `Workbench.input_shape` holds it (an `InputSpec` for several inputs)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_artifact(model, Path(tmp) / f"compressed{suffix}", spec=spec,
-                             input_shape=tuple(input_shape[1:]), onnx_bytes=onnx_bytes)  # fmt: skip
+                             input_shape=input_shape, onnx_bytes=onnx_bytes)  # fmt: skip
         return Path(path).read_bytes()

@@ -21,8 +21,10 @@ from torch import nn
 
 from analysis.data import Dataset, load_data
 from analysis.data.checks import check_labels, model_outputs
+from analysis.inputs import InputSpec, positional_names
 from analysis.io import write_bytes_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
+from analysis.metrics import check_metric_name
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, check_input_shape, load_model, parse_input_shape
 from analysis.validate import whole
 
@@ -36,8 +38,10 @@ class WorkbenchSpec:
     `runtime`, `device` and `ray_address` are the sidebar's timing choices the pages read (they never
     change the loaded model, only where and how it is run).
 
-    `weights` is a state-dict file for the model; `input_shape` is text like `1,3,224,224` (batch first)
-    or empty to take the model's declared shape; `threads` None means torch's current setting.
+    `weights` is a state-dict file for the model; `input_shape` is text like `1,3,224,224` (batch first;
+    several inputs `1,128;1,64`, as `--input-shape`) or empty to take the model's declared shape;
+    `threads` None means torch's current setting; `metric` is the `--metric` of every analysis (it never
+    changes the loaded model: pages put it in their cache parameters).
     """
 
     model: str = DEFAULT_MODEL
@@ -52,6 +56,7 @@ class WorkbenchSpec:
     ray_address: str = (
         ""  # empty: sweeps and rankings run in this process; else a Ray cluster ("auto", host:port)
     )
+    metric: str = "auto"  # analysis.metrics: how every page scores outputs (auto, accuracy, psnr, ...)
 
     def model_key(self) -> str:
         """A short digest of what determines the model and data (not the timing settings).
@@ -76,12 +81,20 @@ class WorkbenchSpec:
 
 @dataclass(frozen=True)
 class Workbench:
-    """A loaded spec: the model (eval mode; never modify it, copy first), its data and per-sample shape."""
+    """A loaded spec: the model (eval mode; never modify it, copy first), its data and per-sample shape (an
+    `InputSpec` for several or named inputs)."""
 
     spec: WorkbenchSpec
     model: nn.Module
     data: Dataset
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | InputSpec
+
+    @property
+    def shape_text(self) -> str:
+        """The input as the sidebar writes it: `1x16x16`, or `a 12; b 6` for several inputs."""
+        if isinstance(self.input_shape, InputSpec):
+            return "; ".join(f"{f.name} {'x'.join(map(str, f.shape))}" for f in self.input_shape.fields)
+        return "x".join(map(str, self.input_shape))
 
 
 def save_upload(name: str, content: bytes, root: str | Path | None = None) -> Path:
@@ -104,10 +117,12 @@ def load_workbench(spec: WorkbenchSpec) -> Workbench:
     if spec.threads is not None:
         whole(spec.threads, "threads")
     model = load_model(spec.model, weights=spec.weights, trust_pickle=spec.trust_pickle)
-    explicit = parse_input_shape(spec.input_shape) if spec.input_shape.strip() else None
-    declared = explicit or getattr(model, "input_shape", None)
-    data = load_data(spec.data or DEFAULT_DATA, tuple(declared) if declared else None)
-    shape = tuple(explicit or data.input_shape)
+    check_metric_name(spec.metric)
+    explicit = parse_input_shape(spec.input_shape, model) if spec.input_shape.strip() else None
+    declared = explicit or getattr(model, "input_spec", None) or getattr(model, "input_shape", None)
+    declared = declared if isinstance(declared, InputSpec) or not declared else tuple(declared)
+    data = load_data(spec.data or DEFAULT_DATA, declared, positional_names(model))
+    shape = explicit or data.input_shape
     check_input_shape(model, shape)
     if data is not None:
         check_labels(

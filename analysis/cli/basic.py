@@ -9,16 +9,19 @@ from analysis.cli.common import (
     add_data_args,
     add_device_args,
     add_limit_arg,
+    add_metric_arg,
     add_model_args,
     add_output_args,
     check_counts,
     device_options,
     load_inputs,
+    metric_option,
     record,
     warn,
 )
 from analysis.cost import summarize
 from analysis.evaluate import evaluate
+from analysis.inputs import as_input_spec
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
 
 
@@ -26,22 +29,27 @@ def _summary(args: argparse.Namespace) -> dict:
     loaded = load_inputs(args)
     payload = summarize(loaded.model, loaded.input_shape).to_dict()
     data = loaded.data.spec if loaded.data is not None else None
-    record(args, "summary", loaded.model, data, {"input_shape": list(loaded.input_shape)}, payload)
+    record(args, "summary", loaded.model, data, {"input_shape": payload["input_shape"]}, payload)
     return payload
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
+    metric = metric_option(args)
     device, dtype = device_options(args)
     loaded = load_inputs(args, need_data=True, allow_no_data=True)
     params = {"batch_size": args.batch_size, "limit": args.limit, "device": args.device, "dtype": dtype}
+    if metric != "auto":
+        params["metric"] = metric
     if loaded.data is None:
         # Never measured on data the model was not made for: accuracy is absent, and said so.
         payload = {"accuracy": None, "loss": None, "samples": 0, "notes": loaded.notes}
         payload |= {"model": args.model, "data": None}
         warn(loaded.notes[0])
     else:
-        result = evaluate(loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype)
+        result = evaluate(
+            loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype, metric=metric
+        )
         payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
         if device is not None or dtype is not None:
             payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
@@ -63,7 +71,8 @@ def _latency(args: argparse.Namespace) -> dict:
         dtype=dtype,
     )
     warn(result.warning)  # p90/p10 above 1.5: the median may be off
-    payload = result.to_dict() | {"model": args.model, "input_shape": list(loaded.input_shape)}
+    shape = as_input_spec(loaded.input_shape).to_json()
+    payload = result.to_dict() | {"model": args.model, "input_shape": shape}
     if device is not None or dtype is not None:
         payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
     params = {
@@ -72,7 +81,7 @@ def _latency(args: argparse.Namespace) -> dict:
         "runs": args.runs,
         "device": args.device,
         "dtype": dtype,
-        "input_shape": list(loaded.input_shape),
+        "input_shape": shape,
     }
     record(args, "latency", loaded.model, None, params, payload)
     return payload
@@ -87,10 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser(
-        "evaluate", help="top-1 accuracy and mean cross-entropy on the evaluation split"
+        "evaluate", help="the score in --metric (top-1 accuracy for labelled classifiers) and the mean loss"
     )
     add_model_args(p)
     add_data_args(p)
+    add_metric_arg(p)
     p.add_argument("--batch-size", type=int, default=256)
     add_limit_arg(p)
     add_device_args(p)

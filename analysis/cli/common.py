@@ -34,7 +34,9 @@ from torch import nn
 from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
 from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
+from analysis.inputs import InputSpec, positional_names
 from analysis.io import to_json, write_all_atomic
+from analysis.metrics import METRIC_CHOICES, check_metric_name
 from analysis.specs import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -62,7 +64,26 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-pickle", action="store_true", help="allow loading a whole pickled model (runs code)"
     )
-    parser.add_argument("--input-shape", help="input shape with batch first, e.g. 1,3,224,224")
+    parser.add_argument(
+        "--input-shape",
+        help="input shape with batch first, e.g. 1,3,224,224; several inputs: one shape each, ';' between "
+        "them, in forward's order (1,128;1,64); name=shape passes an input by name, :int64 sets its dtype",
+    )
+
+
+def add_metric_arg(parser: argparse.ArgumentParser) -> None:
+    """`--metric`: how outputs are scored (`analysis.metrics`)."""
+    parser.add_argument(
+        "--metric",
+        default="auto",
+        help=f"how outputs are scored: {', '.join(METRIC_CHOICES)} or module:callable (default: auto = "
+        "accuracy with labels and one (N, classes) output, else agreement with the original model)",
+    )
+
+
+def metric_option(args: argparse.Namespace) -> str:
+    """`--metric` checked (a known name or module:callable) before anything is loaded."""
+    return check_metric_name(getattr(args, "metric", None))
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -163,16 +184,18 @@ def check_counts(args: argparse.Namespace, *names: str) -> None:
 
 
 def balanced(data: Dataset, n: int | None) -> Dataset:
-    """`data` cut to `n` samples per split, a seeded class-balanced subset (`data_stream.balanced_subset`),
-    kept in the data's own order; `data` itself when `n` is None or covers everything."""
-    if n is None or (n >= len(data.y) and n >= len(data.y_train)):
+    """`data` cut to `n` samples per split, a seeded class-balanced subset (`data_stream.balanced_subset`;
+    unlabelled data: a seeded subset), kept in the data's own order; `data` itself when `n` is None or
+    covers everything."""
+    if n is None or (n >= len(data.x) and n >= len(data.x_train)):
         return data
     from analysis.data.stream import balanced_subset
 
     def cut(x, y):
-        index = balanced_subset(y, n).sort().values
+        labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
+        index = balanced_subset(labels, n).sort().values
         xs = x[index] if isinstance(x, torch.Tensor) else x.take(index.tolist())
-        return xs, y[index]
+        return xs, None if y is None else y[index]
 
     x, y = cut(data.x, data.y)
     same = data.x_train is data.x and data.y_train is data.y
@@ -184,15 +207,17 @@ def balanced(data: Dataset, n: int | None) -> Dataset:
 class Loaded:
     model: nn.Module
     data: Dataset | None
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | InputSpec
     notes: list[str] = field(default_factory=list)
 
 
-def digits_fit(spec: str, model: nn.Module, shape: tuple[int, ...] | None) -> bool:
+def digits_fit(spec: str, model: nn.Module, shape: tuple[int, ...] | InputSpec | None) -> bool:
     """Whether the digits may stand in for absent `--data`: a zoo model, or a model taking 1x16x16 inputs
     (as given or declared) with 10 outputs. Never digits resized to another shape."""
     if spec.startswith("zoo:"):
         return True
+    if isinstance(shape, InputSpec):
+        return False
     if shape is not None and tuple(shape) != DIGITS_INPUT_SHAPE:
         return False
     try:
@@ -207,9 +232,9 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data
     Without `--data`, a command that needs data gets the digits only where `digits_fit`; otherwise it is
     one line (or, with `allow_no_data`, `data` is None and `notes` says why)."""
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
-    explicit = parse_input_shape(args.input_shape) if getattr(args, "input_shape", None) else None
+    explicit = parse_input_shape(args.input_shape, model) if getattr(args, "input_shape", None) else None
     data_spec = getattr(args, "data", None)
-    declared = explicit or getattr(model, "input_shape", None)
+    declared = explicit or declared_inputs(model)
     notes: list[str] = []
     if not data_spec and need_data and not digits_fit(args.model, model, declared):
         if not allow_no_data:
@@ -221,7 +246,7 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data
         need_data = False
     data = None
     if data_spec or need_data:
-        data = load_data(data_spec or DEFAULT_DATA, declared)
+        data = load_data(data_spec or DEFAULT_DATA, declared, positional_names(model))
         shape = explicit or data.input_shape
     else:
         shape = model_input_shape(model, explicit, args.model)
@@ -232,6 +257,15 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data
         )  # labels past the outputs: a message, not an IndexError
         data = balanced(data, getattr(args, "limit", None))
     return Loaded(model, data, shape, notes)
+
+
+def declared_inputs(model: nn.Module) -> tuple[int, ...] | InputSpec | None:
+    """What the model says it takes: `input_spec` (several inputs), `input_shape`, or a Hugging Face
+    config's inputs; None where it says nothing."""
+    try:
+        return model_input_shape(model)
+    except WorkbenchError:
+        return None
 
 
 def add_output(args: argparse.Namespace, path: str | Path | None, write: Callable[[Path], None]) -> None:

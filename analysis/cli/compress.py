@@ -19,10 +19,12 @@ from analysis.cli.common import (
     add_common_run_args,
     add_data_args,
     add_list_arg,
+    add_metric_arg,
     add_model_args,
     add_output_args,
     list_names,
     load_inputs,
+    metric_option,
 )
 from analysis.compression.compress import compress, save_model
 from analysis.compression.plan import load_plan
@@ -50,6 +52,7 @@ def _compress(args: argparse.Namespace) -> dict:
     from analysis.store.recording import COMPRESSION, record_command
 
     plan = load_plan(args.plan)
+    metric = metric_option(args)
     runtimes = list_names(args.runtime, "--runtime") or ["eager"]
     if args.save and artifact_kind(args.save) is None:
         raise WorkbenchError(
@@ -86,6 +89,7 @@ def _compress(args: argparse.Namespace) -> dict:
             device=args.device,
             on_step=on_step,
             should_stop=stop,
+            metric=metric,
         )
     for warning in result.latency_warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -102,6 +106,7 @@ def _compress(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "rounds": args.rounds,
         "device": args.device,
+        "metric": metric,
     }
     record_command(
         args,
@@ -143,6 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
+    add_metric_arg(p)
     p.add_argument("--plan", required=True, help="plan JSON (CONTRACT section 4)")
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size (default 32)"

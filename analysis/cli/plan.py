@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from analysis.cli.common import add_data_args, add_model_args, add_output_args, load_inputs
+from analysis.cli.common import (
+    add_data_args,
+    add_metric_arg,
+    add_model_args,
+    add_output_args,
+    load_inputs,
+    metric_option,
+)
 from analysis.compression.plan import load_plan
 from analysis.errors import WorkbenchError
 from analysis.latency import DEFAULT_BATCH_SIZE
@@ -52,6 +59,7 @@ def _suggest_mixed(args: argparse.Namespace, loaded) -> dict:
             max_ratio=args.max_ratio,
             finetune=_finetune_settings(args),
             progress=progress,
+            metric=metric_option(args),
         )
     about = {k: v for k, v in result.to_dict().items() if k != "plan"} | {"model": args.model}
     return result.plan_dict | {"about": about}
@@ -60,6 +68,7 @@ def _suggest_mixed(args: argparse.Namespace, loaded) -> dict:
 def _suggest(args: argparse.Namespace) -> dict:
     from analysis.compression.suggest import suggest
 
+    metric = metric_option(args)
     loaded = load_inputs(args, need_data=True)
     if args.methods or args.budget.strip().lower().startswith(("size", "bytes")):
         args.methods = args.methods or "prune,rank,bits"
@@ -73,7 +82,9 @@ def _suggest(args: argparse.Namespace) -> dict:
         from analysis.sensitivity.sweep import sensitivity_sweep
 
         with progress_bar("sensitivity") as progress:
-            sensitivity = sensitivity_sweep(loaded.model, loaded.data, kind="structured", progress=progress)
+            sensitivity = sensitivity_sweep(
+                loaded.model, loaded.data, kind="structured", progress=progress, metric=metric
+            )
     result = suggest(
         sensitivity,
         args.budget,
@@ -87,6 +98,7 @@ def _suggest(args: argparse.Namespace) -> dict:
         threads=args.threads,
     )
     about = {k: v for k, v in result.to_dict().items() if k != "plan"} | {"model": args.model}
+    about["metric"] = sensitivity.metric.to_dict()  # drops and budgets are in the sweep's metric
     # The file is the plan itself, loadable by `compress --plan`; "about" is ignored there.
     return result.plan.to_dict() | {"about": about}
 
@@ -139,8 +151,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
+    add_metric_arg(p)
     p.add_argument(
-        "--budget", required=True, help="macs=0.5, latency=0.6, size=0.5 (bytes kept) or drop=0.01 (accuracy)"
+        "--budget",
+        required=True,
+        help="macs=0.5, latency=0.6, size=0.5 (bytes kept) or drop=0.01 (in the metric's units: 0.01 = one "
+        "point of accuracy)",
     )
     p.add_argument(
         "--sensitivity",

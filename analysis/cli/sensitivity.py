@@ -10,6 +10,7 @@ from analysis.cli.common import (
     add_device_args,
     add_limit_arg,
     add_list_arg,
+    add_metric_arg,
     add_model_args,
     add_output,
     add_output_args,
@@ -20,6 +21,7 @@ from analysis.cli.common import (
     list_values,
     load_inputs,
     long_run,
+    metric_option,
     ray_options,
     record,
     stopped,
@@ -72,6 +74,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     layers = _list(args.layers, str, "layers")
     device, dtype = device_options(args)
     ray = ray_options(args)
+    metric = metric_option(args)
     loaded = load_inputs(args, need_data=True)
     options = dict(
         kind=args.kind,
@@ -80,6 +83,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
         layers=layers,
         max_drop=args.max_drop,
         batch_size=args.batch_size,
+        metric=metric,
     )
     with long_run(f"sensitivity ({args.kind})") as run:
         result = _sweep(loaded, args, run, ray, device, dtype=dtype, **options)
@@ -98,6 +102,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
             sensitivity=result,
             model_spec=args.model,
             input_shape=loaded.input_shape,
+            metric=metric,
         ),
     )
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
@@ -120,6 +125,7 @@ def _report(args: argparse.Namespace) -> dict:
     check_counts(args, "limit")
     device, _ = device_options(args)
     ray = ray_options(args)
+    metric = metric_option(args)
     runtimes = _list(args.runtime, str, "runtime")
     if runtimes:
         from analysis.runtime.base import get_runtime
@@ -150,7 +156,7 @@ def _report(args: argparse.Namespace) -> dict:
                 run.progress(i * total + done, step_total * total)
 
             sub = type(run)(step, run.should_stop, run.timer)
-            results.append(_sweep(loaded, args, sub, ray, device, kind=kind))
+            results.append(_sweep(loaded, args, sub, ray, device, kind=kind, metric=metric))
             ran["sections"].append(f"sensitivity:{kind}")
         if not args.no_rankings and not run.should_stop():
             rankings = _rankings(loaded, args, ray, device)
@@ -170,6 +176,7 @@ def _report(args: argparse.Namespace) -> dict:
             rankings=rankings,
             latency=latency,
             model_spec=args.model,
+            metric=metric,
         ),
     )
     if args.csv:
@@ -193,6 +200,7 @@ def _report(args: argparse.Namespace) -> dict:
         "device": args.device,
         "ray": args.ray,
         "runtimes": runtimes,
+        "metric": metric,
     }
     status = "partial" if partial else "complete"
     record(args, "report", loaded.model, loaded.data.spec, params, payload, status=status, artifacts=(path,))
@@ -226,9 +234,10 @@ def _add_run_options(p: argparse.ArgumentParser, dtype: bool = False) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sensitivity", help="accuracy and loss with each layer compressed alone")
+    p = subparsers.add_parser("sensitivity", help="the score and loss with each layer compressed alone")
     add_model_args(p)
     add_data_args(p)
+    add_metric_arg(p)
     p.add_argument("--kind", choices=KINDS, default="structured", help="what to do to each layer")
     add_list_arg(p, "--ratios", "pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)", "RATIO")
     add_list_arg(
@@ -246,7 +255,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_list_arg(p, "--layers", "only these layers (structured: groups)", "LAYER")
     p.add_argument(
-        "--max-drop", type=float, help="stop a layer's sweep after a drop above this (0.01 = 1 point)"
+        "--max-drop",
+        type=float,
+        help="stop a layer's sweep after a drop above this, in the metric's units (accuracy: 0.01 = 1 point)",
     )
     p.add_argument("--batch-size", type=int, default=256)
     add_limit_arg(p)
@@ -261,6 +272,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="every analysis in one self-contained HTML report")
     add_model_args(p)
     add_data_args(p)
+    add_metric_arg(p)
     p.add_argument("--out", default="report.html", help="the HTML file (default: %(default)s)")
     add_list_arg(p, "--kinds", "sensitivity kinds to run (default: structured,unstructured,quant)", "KIND")
     add_limit_arg(p)

@@ -29,7 +29,8 @@ FRACTION_KINDS = ("macs", "latency", "size")
 @dataclass(frozen=True)
 class Budget:
     """`macs` / `latency` / `size` (stored bytes, params x bits / 8): the fraction of the original to keep,
-    in (0, 1]; `drop`: the largest accuracy drop allowed, in accuracy units (0.01 = one point)."""
+    in (0, 1]; `drop`: the largest drop allowed in the sweep's metric, in its units (accuracy: 0.01 = one
+    point; PSNR: 1.0 = 1 dB)."""
 
     kind: str
     value: float
@@ -42,8 +43,11 @@ class Budget:
             raise WorkbenchError(f"budget {self.kind} must be a number, got {v!r}")
         if self.kind in FRACTION_KINDS and not 0.0 < v <= 1.0:
             raise WorkbenchError(f"budget {self.kind}={v}: give the fraction to keep, in (0, 1], e.g. 0.5")
-        if self.kind == "drop" and not 0.0 <= v < 1.0:
-            raise WorkbenchError(f"budget drop={v}: give an accuracy drop in [0, 1), e.g. 0.01 for one point")
+        if self.kind == "drop" and not v >= 0.0:
+            raise WorkbenchError(
+                f"budget drop={v}: give a non-negative drop in the metric's units, e.g. 0.01 for one point "
+                "of accuracy"
+            )
 
     @classmethod
     def parse(cls, text: str | Budget) -> Budget:
@@ -152,7 +156,7 @@ def structured_curves(sensitivity, groups: list[PruningGroup], max_ratio: float)
             if r <= 0 or r > max_ratio + 1e-12:
                 continue
             # A curve that wiggles back up is noise: never predict that pruning more helps.
-            worst_drop = max(worst_drop, sensitivity.baseline_accuracy - acc)
+            worst_drop = max(worst_drop, sensitivity.metric.drop(sensitivity.baseline_accuracy, acc))
             worst_loss = max(worst_loss, loss - sensitivity.baseline_loss)
             points.append((float(r), worst_drop, worst_loss))
         curves[name] = points

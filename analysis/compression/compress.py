@@ -36,6 +36,7 @@ from analysis.evaluate import evaluate
 from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.layers import copy_model, final_classifier, prunable_layers
+from analysis.metrics import Scoring, scoring
 from analysis.progress import Progress
 from analysis.runtime.measure import (
     check_calibration,
@@ -200,8 +201,13 @@ def compress(
     device: str | torch.device | None = None,
     on_step: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    metric: str | Scoring = "auto",
 ) -> CompressionResult:
     """Apply `plan` to a copy of `model` and measure before and after on `data`'s evaluation split.
+
+    Both are scored in `metric` (`analysis.metrics`; `auto`: accuracy for a labelled classifier, else
+    agreement or PSNR against the original model's outputs, computed once on a private copy). Without
+    labels, fine-tuning learns the original model's outputs.
 
     Latency: `latency_rounds` alternating rounds of `runs_per_round` forward passes of `batch_size` samples
     per model and runtime, after `warmup` passes, with `threads` intra-op threads (None: as set). With
@@ -226,6 +232,7 @@ def compress(
     plan.check_layers(model)
     input_shape = data.input_shape
     reference = copy_model(model).eval()  # teacher and "before"; the caller's model is never run
+    score = scoring(metric, reference, data)
     work = copy_model(model).eval()
     structured, criteria, unstructured_ratios, bits, groups, notes = _resolve(plan, work, input_shape)
     transform_settings = _transform_settings(plan, work)
@@ -235,14 +242,15 @@ def compress(
         data, ft if schedule is None else replace(ft, epochs=0), eval_batch_size, latency_rounds, progress
     )
     before_eval = evaluate(
-        reference, data, batch_size=eval_batch_size, progress=stages.step("before"), device=eval_device
-    )
+        reference, data, batch_size=eval_batch_size, progress=stages.step("before"), device=eval_device,
+        metric=score,
+    )  # fmt: skip
     stages.finish("before")
 
     finetune_info = None
     if schedule is not None:
         work, trajectory, stopped, schedule_info = _schedule_step(
-            reference, data, schedule, ft, stages.step("prune"), on_step, should_stop, notes
+            reference, data, schedule, ft, stages.step("prune"), on_step, should_stop, notes, score
         )
         struct_groups: list[dict] = []
     else:
@@ -266,10 +274,13 @@ def compress(
     deployed, int8_layers, label = deploy(work, bits, quantized, real_int8, notes)
 
     after_eval = evaluate(
-        deployed, data, batch_size=eval_batch_size, progress=stages.step("after"), device=eval_device
-    )
+        deployed, data, batch_size=eval_batch_size, progress=stages.step("after"), device=eval_device,
+        metric=score,
+    )  # fmt: skip
     simulated_eval = (
-        evaluate(work, data, batch_size=eval_batch_size, device=eval_device) if deployed is not work else None
+        evaluate(work, data, batch_size=eval_batch_size, device=eval_device, metric=score)
+        if deployed is not work
+        else None
     )
     stages.finish("after")
     timing = {"batch_size": batch_size, "threads": threads, "rounds": latency_rounds,
@@ -277,7 +288,7 @@ def compress(
     evals, timings, onnx_bytes, measured = measure_runtimes(
         runtime_names, (reference, work, deployed), label, bits, data, calibration, max_samples,
         eval_batch_size, (before_eval, after_eval, simulated_eval), eval_device, timing,
-        stages.step("latency"), notes,
+        stages.step("latency"), notes, score,
     )  # fmt: skip
     stages.finish("latency")
 
@@ -324,7 +335,7 @@ def compress(
     )
 
 
-def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, should_stop, notes):
+def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, should_stop, notes, score):
     """The plan's schedule run on `reference` (a copy is pruned): the model, trajectory, stopped, and the
     schedule's summary."""
     ran = run_schedule(
@@ -336,6 +347,7 @@ def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, sh
         progress=progress,
         on_step=on_step,
         should_stop=should_stop,
+        metric=score,
     )
     notes.extend(ran.notes)
     info = {k: v for k, v in ran.to_dict().items() if k not in ("trajectory", "notes", "stopped")}
@@ -392,11 +404,15 @@ def _finetune_step(
             "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "
             "is optimistic (give x_train/y_train for an honest number)"
         )
+    if not data.has_labels:
+        notes.append(
+            "the data has no labels: fine-tuning learned the original model's outputs (distillation)"
+        )
     trained = finetune(
         work,
         data,
         ft,
-        teacher=reference if ft.distill else None,
+        teacher=reference if ft.distill or not data.has_labels else None,
         progress=progress,
         inplace=True,
         lr_schedule=ft.lr_schedule,

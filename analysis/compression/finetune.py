@@ -22,7 +22,9 @@ from analysis.compression.finetune_settings import LR_SCHEDULES, FinetuneSetting
 from analysis.data import Dataset
 from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
-from analysis.layers import copy_model
+from analysis.inputs import to_device
+from analysis.layers import call_model, copy_model
+from analysis.outputs import flatten_outputs, is_class_scores
 from analysis.progress import Progress
 
 
@@ -52,9 +54,61 @@ def distillation_loss(
     return alpha * t * t * soft + (1.0 - alpha) * hard
 
 
+def label_free_loss(student_out: object, teacher_out: object, temperature: float = 4.0) -> torch.Tensor:
+    """Training on unlabelled data: match the teacher's (the original model's) outputs, averaged over
+    outputs: T^2 KL of the softened class distributions for class scores (Hinton et al.'s soft term), mean
+    squared error for any other output."""
+    student, teacher = flatten_outputs(student_out), flatten_outputs(teacher_out)
+    t = float(temperature)
+    terms = []
+    for key, target in teacher.items():
+        out = student[key]
+        if is_class_scores(target):
+            terms.append(
+                t * t * F.kl_div(
+                    F.log_softmax(out / t, dim=1), F.log_softmax(target.detach() / t, dim=1),
+                    reduction="batchmean", log_target=True,
+                )
+            )  # fmt: skip
+        else:
+            terms.append(F.mse_loss(out, target.detach()))
+    return torch.stack(terms).mean()
+
+
+def training_loss(
+    student: nn.Module, teacher: nn.Module | None, x, y: torch.Tensor | None, settings: FinetuneSettings
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch's training loss and the student's class scores (None for unlabelled data): cross-entropy,
+    Hinton's distillation loss with `settings.distill`, or without labels `label_free_loss` against the
+    teacher's outputs."""
+    out = call_model(student, x)
+    if y is None:
+        with torch.no_grad():
+            teacher_out = call_model(teacher, x)
+        return label_free_loss(out, teacher_out, settings.temperature), None
+    logits = _single(out)
+    if settings.distill:
+        with torch.no_grad():
+            teacher_logits = _single(call_model(teacher, x))
+        return distillation_loss(logits, teacher_logits, y, settings.temperature, settings.alpha), logits
+    return F.cross_entropy(logits, y), logits
+
+
+def _single(out: object) -> torch.Tensor:
+    """The class scores of a model with one output (labelled training needs exactly one)."""
+    outputs = flatten_outputs(out)
+    if len(outputs) != 1:
+        raise WorkbenchError(
+            f"training with labels needs one (N, classes) output; this model gives {len(outputs)}: give data "
+            "without labels ('y') to train it on the original model's outputs"
+        )
+    return next(iter(outputs.values()))
+
+
 @dataclass(frozen=True)
 class FinetuneResult:
-    """The trained model, and per epoch the mean training loss (nats) and training accuracy in [0, 1]."""
+    """The trained model, and per epoch the mean training loss (nats) and training accuracy in [0, 1]
+    (empty for unlabelled data, where the loss is the distance from the teacher's outputs)."""
 
     model: nn.Module = field(repr=False)
     epochs: int
@@ -101,6 +155,11 @@ def finetune(
     settings = settings or FinetuneSettings()
     if settings.distill and teacher is None:
         raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
+    labelled = data.y_train is not None
+    if not labelled and teacher is None:
+        raise WorkbenchError(
+            "the data has no labels: fine-tuning then learns the original model's outputs, so give it as teacher"
+        )
     if len(data.x_train) == 0:
         raise WorkbenchError("the data has no training samples to fine-tune on")
     home = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -142,30 +201,26 @@ def finetune(
                 loss_sum, correct = 0.0, 0
                 for begin in range(0, n, batch):
                     idx = order[begin : begin + batch]
-                    x, y = data.x_train[idx], data.y_train[idx]
+                    x = data.x_train[idx]
+                    y = data.y_train[idx] if labelled else None
                     if dev is not None:
-                        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                    logits = student(x)
-                    if settings.distill:
-                        with torch.no_grad():
-                            teacher_logits = teacher(x)
-                        loss = distillation_loss(
-                            logits, teacher_logits, y, settings.temperature, settings.alpha
-                        )
-                    else:
-                        loss = F.cross_entropy(logits, y)
+                        x = to_device(x, dev)
+                        y = None if y is None else y.to(dev, non_blocking=True)
+                    loss, logits = training_loss(student, teacher, x, y, settings)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     if scheduler is not None:
                         scheduler.step()
-                    loss_sum += loss.item() * len(y)
-                    correct += int((logits.argmax(dim=1) == y).sum())
+                    loss_sum += loss.item() * len(x)
+                    if logits is not None:
+                        correct += int((logits.argmax(dim=1) == y).sum())
                     done += 1
                     if progress:
                         progress(done, total)
                 losses.append(loss_sum / n)
-                accuracies.append(correct / n)
+                if labelled:
+                    accuracies.append(correct / n)
     finally:
         student.eval()
         if teacher is not None:
@@ -186,4 +241,4 @@ def finetune(
     )
 
 
-__all__ = ["FinetuneResult", "distillation_loss", "finetune"]
+__all__ = ["FinetuneResult", "distillation_loss", "finetune", "label_free_loss", "training_loss"]

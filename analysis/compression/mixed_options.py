@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.metrics import ACCURACY, MetricInfo
 
 _SWEEP_METHOD = {"structured": "prune", "lowrank": "rank", "quant": "bits"}
 UNTOUCHED_BITS = 32
@@ -48,18 +49,19 @@ def _as_sweep(obj):
     if obj.get("kind") != "lowrank":
         return SensitivityResult.from_dict(obj)
     try:
+        metric = MetricInfo.from_dict(obj.get("metric"))
         layers, ranks, macs, params = {}, {}, {}, {}
         for name, entry in obj["layers"].items():
             values = tuple(float(v) for v in entry["ratios"])
             layers[name] = SensitivityCurve(
-                values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"]))
+                values, tuple(map(float, entry[metric.name])), tuple(map(float, entry["loss"]))
             )
             ranks[name] = tuple(int(v) for v in entry.get("rank", ()))
             macs[name] = tuple(int(v) for v in entry["macs_saved"])
             params[name] = tuple(int(v) for v in entry["params_saved"])
         return LowRankSensitivity(
             kind="lowrank",
-            baseline_accuracy=float(obj["baseline"]["accuracy"]),
+            baseline_accuracy=float(obj["baseline"][metric.name]),
             baseline_loss=float(obj["baseline"]["loss"]),
             seconds=float(obj.get("seconds", 0.0)),
             layers=layers,
@@ -68,6 +70,7 @@ def _as_sweep(obj):
             ranks=ranks,
             macs_saved=macs,
             params_saved=params,
+            metric=metric,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise WorkbenchError(f"not a lowrank sensitivity result: missing or bad {exc}") from exc
@@ -93,13 +96,13 @@ def sweeps_by_method(sweeps) -> dict[str, Any]:
     return out
 
 
-def _monotone(points, baseline_acc: float, baseline_loss: float):
+def _monotone(points, baseline_acc: float, baseline_loss: float, metric: MetricInfo = ACCURACY):
     """[(x, drop, loss increase)] in the given order (least to most compressed), never predicting that
-    compressing more helps (a curve that wiggles back up is noise)."""
+    compressing more helps (a curve that wiggles back up is noise); drops in `metric`'s direction."""
     worst_drop = worst_loss = 0.0
     out = []
     for x, acc, loss in points:
-        worst_drop = max(worst_drop, baseline_acc - acc)
+        worst_drop = max(worst_drop, metric.drop(baseline_acc, acc))
         worst_loss = max(worst_loss, loss - baseline_loss)
         out.append((x, worst_drop, worst_loss))
     return out
@@ -133,7 +136,9 @@ def layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: l
             rows = sorted(
                 zip(curve.values, curve.accuracy, curve.loss, macs, params, strict=True), reverse=True
             )
-            mono = _monotone([(r[0], r[1], r[2]) for r in rows], sens.baseline_accuracy, sens.baseline_loss)
+            mono = _monotone(
+                [(r[0], r[1], r[2]) for r in rows], sens.baseline_accuracy, sens.baseline_loss, sens.metric
+            )
             for (f, drop, loss), row in zip(mono, rows, strict=True):
                 options.setdefault(name, []).append(
                     Option("rank", float(f), drop, loss, float(row[3]), float(row[4]) * w.element_size())
@@ -144,7 +149,7 @@ def layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: l
             w = weight_of(name, "quant")
             rows = sorted(zip(curve.values, curve.accuracy, curve.loss, strict=True), reverse=True)
             rows = [r for r in rows if r[0] < UNTOUCHED_BITS]
-            for b, drop, loss in _monotone(rows, sens.baseline_accuracy, sens.baseline_loss):
+            for b, drop, loss in _monotone(rows, sens.baseline_accuracy, sens.baseline_loss, sens.metric):
                 stored = math.ceil(w.numel() * b / 8) + w.shape[0] * SCALE_BYTES
                 saved = w.numel() * w.element_size() - stored
                 if saved > 0:
@@ -152,19 +157,21 @@ def layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: l
     return options
 
 
-def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress):
+def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress, metric="auto"):
     from analysis.sensitivity.sweep import sensitivity_sweep
 
     if method == "prune":
         return sensitivity_sweep(
-            model, data, kind="structured", ratios=ratios, limit=limit, progress=progress
+            model, data, kind="structured", ratios=ratios, limit=limit, progress=progress, metric=metric
         )
     if method == "bits":
-        return sensitivity_sweep(model, data, kind="quant", bits=bits, limit=limit, progress=progress)
+        return sensitivity_sweep(
+            model, data, kind="quant", bits=bits, limit=limit, progress=progress, metric=metric
+        )
     from analysis.transforms.fields import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
 
     fractions = DEFAULT_RANK_FRACTIONS if rank_fractions is None else rank_fractions
-    return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress)
+    return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress, metric=metric)
 
 
 __all__ = ["NONE", "UNTOUCHED_BITS", "Option", "layer_options", "run_sweep", "sweeps_by_method"]

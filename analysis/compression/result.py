@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from analysis.compression.plan import CompressionPlan
+from analysis.metrics import ACCURACY, MetricInfo
 from analysis.transforms.pruning import SPARSE_FORMAT
 
 REAL = "real"
@@ -25,9 +26,11 @@ UNSTRUCTURED_NOTE = (
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    """One model's measured numbers: top-1 accuracy in [0, 1], mean cross-entropy (nats), parameters (and how
-    many are nonzero), MACs per sample, size in bytes (quantized weights at their bits, CONTRACT section 5),
-    and median latency in ms of one batch (p10/p90 too), labelled `real` or `simulated`."""
+    """One model's measured numbers: its score in `metric` (top-1 accuracy in [0, 1] by default; the field
+    `accuracy` holds the score whatever the metric), mean loss (cross-entropy in nats with labels),
+    parameters (and how many are nonzero), MACs per sample, size in bytes (quantized weights at their bits,
+    CONTRACT section 5), and median latency in ms of one batch (p10/p90 too), labelled `real` or
+    `simulated`."""
 
     accuracy: float
     loss: float
@@ -45,14 +48,18 @@ class ModelMetrics:
     latency_kind: str = REAL
     latency_spread: float | None = None
     latency_warning: str | None = None
+    metric: MetricInfo = ACCURACY
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
 
     def to_dict(self) -> dict[str, Any]:
+        """The score under the metric's name (`accuracy` for accuracy runs), `metric: {name, direction,
+        value}`, and the counts and timing."""
         return {
-            "accuracy": self.accuracy,
+            self.metric.name: self.accuracy,
+            "metric": self.metric.to_dict(self.accuracy),
             "loss": self.loss,
             "params": self.params,
             "nonzero_params": self.nonzero_params,
@@ -141,8 +148,17 @@ class CompressionResult:
 
     @property
     def accuracy_delta(self) -> float:
-        """After minus before accuracy, in [−1, 1] (multiply by 100 for points)."""
+        """After minus before score in the metric (accuracy: in [−1, 1], multiply by 100 for points)."""
         return self.after.accuracy - self.before.accuracy
+
+    @property
+    def metric(self) -> MetricInfo:
+        return self.before.metric
+
+    @property
+    def metric_drop(self) -> float:
+        """How much worse after is than before, in the metric's units and direction (positive = worse)."""
+        return self.metric.drop(self.before.accuracy, self.after.accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         """CONTRACT section 3 `compress` keys (`before`, `after`, `plan`) plus the derived numbers."""
@@ -155,7 +171,8 @@ class CompressionResult:
             "efficiency": self.efficiency,
             "speedup_paired": self.speedup_paired,
             "efficiency_paired": self.efficiency_paired,
-            "accuracy_delta": self.accuracy_delta,
+            f"{self.metric.name}_delta": self.accuracy_delta,
+            "metric": self.metric.to_dict() | {"drop": self.metric_drop},
             "batch_size": self.batch_size,
             "threads": self.threads,
             "cpu": self.cpu,

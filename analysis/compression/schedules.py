@@ -58,7 +58,9 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.inputs import InputSpec
 from analysis.layers import copy_model, example_input
+from analysis.metrics import Scoring, scoring
 from analysis.progress import Progress
 from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups
@@ -129,14 +131,17 @@ class _Run:
     """State of one schedule run: the working model, its reference numbers and the trajectory."""
 
     def __init__(
-        self, model, data, settings, input_shape, finetune, progress, on_step, should_stop, eval_limit
-    ):
-        self.data, self.s, self.input_shape = data, settings, tuple(input_shape)
+        self, model, data, settings, input_shape, finetune, progress, on_step, should_stop, eval_limit,
+        metric="auto",
+    ):  # fmt: skip
+        shape = input_shape if isinstance(input_shape, InputSpec) else tuple(input_shape)
+        self.data, self.s, self.input_shape = data, settings, shape
         self.ft = finetune
         self.progress, self.on_step, self.should_stop = progress, on_step, should_stop
         self.eval_limit = eval_limit
         self.teacher = copy_model(model).eval()
         self.work = copy_model(model).eval()
+        self.score = scoring(metric, self.teacher, data)  # every step is scored against the original
         self.notes: list[str] = []
         self.trajectory: list[dict[str, Any]] = []
         self.started = time.perf_counter()
@@ -191,7 +196,7 @@ class _Run:
         return [(n, m.weight) for n, m in model.named_modules() if n and is_prunable(m)]
 
     def record(self, phase: str, train_loss: float | None = None, removed: int = 0) -> dict[str, Any]:
-        ev = evaluate(self.work, self.data, limit=self.eval_limit)
+        ev = evaluate(self.work, self.data, limit=self.eval_limit, metric=self.score)
         counted = self.work
         if not self.s.structured:  # summarize deep-copies the model, which prune masks' cached weights refuse
             counted = copy_model(self.work)
@@ -206,6 +211,7 @@ class _Run:
             "nonzero_fraction": self.nonzero_fraction(self.work),
             "accuracy": ev.accuracy,
             "loss": ev.loss,
+            "metric": ev.metric.name,
             "train_loss": train_loss,
             "seconds": time.perf_counter() - self.started,
         }
@@ -243,7 +249,7 @@ class _Run:
             return None
         log = train(
             self.work, self.data, batches, self.ft,
-            teacher=self.teacher if self.ft.distill else None,
+            teacher=self.teacher if self.ft.distill or self.data.y_train is None else None,
             penalty=penalty, lr_schedule=self.s.lr_schedule, seed=self.step, should_stop=self.should_stop,
         )  # fmt: skip
         if log.stopped:
@@ -407,6 +413,7 @@ def run_schedule(
     on_step: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     eval_limit: int | None = None,
+    metric: str | Scoring = "auto",
 ) -> ScheduleResult:
     """Run `settings`' schedule on a copy of `model` (never changed) and return the result.
 
@@ -415,11 +422,13 @@ def run_schedule(
     `recovery_finetune`. `progress(done, total)` counts steps; `on_step(record)` gets each trajectory record
     as it is made (a live chart); `should_stop()` is polled between batches and steps: the run then ends and
     returns the model as it was after the last whole step. `eval_limit` caps the evaluation samples per step.
+    Each step is scored in `metric` against the original model (`accuracy` in the trajectory holds the
+    score, `metric` names it); without labels, training learns the original model's outputs.
     """
     settings = ScheduleSettings.from_dict(settings)
-    input_shape = tuple(input_shape) if input_shape is not None else data.input_shape
+    input_shape = input_shape if input_shape is not None else data.input_shape
     ft = finetune if finetune is not None else recovery_finetune(len(data.x_train))
-    run = _Run(model, data, settings, input_shape, ft, progress, on_step, should_stop, eval_limit)
+    run = _Run(model, data, settings, input_shape, ft, progress, on_step, should_stop, eval_limit, metric)
     sparsity_method = settings.method in SPARSITY_METHODS
     total = (2 if sparsity_method else 1 if settings.method == "oneshot" else settings.steps) + (
         1 if settings.finetune_epochs else 0

@@ -10,7 +10,7 @@ sum is an estimate, and the notes say so.
 Budgets (`Budget.parse`): `macs=0.5` (keep at most half the MACs), `latency=0.6` (at most 60% of the
 measured latency; MACs are the guide, then the pruned model is timed against the original in alternating
 rounds and tightened until it meets the target), `drop=0.01` (predicted accuracy drop at most one point,
-accuracy units as in the sensitivity sweep; with data, the pruned model is evaluated and steps undone
+in the sweep's metric and units (accuracy: 0.01 = one point); with data, the pruned model is evaluated and steps undone
 until the measured drop fits).
 
 MACs of a candidate are computed from the layer costs and the groups' channel maps: a Conv/Linear's MACs
@@ -37,6 +37,7 @@ from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.metrics import scoring
 from analysis.progress import Progress
 from analysis.transforms.pruning import pruning_groups
 
@@ -209,7 +210,9 @@ def suggest(
         fraction, measured_drop = exact_fraction(ratios_of(pos)), None
         met = latency_fraction is not None and latency_fraction <= budget.value
     else:
-        pos, steps, measured_drop = _fit_drop(budget, macs, curves, ratios_of, pruned_copy, sens, data, notes)
+        pos, steps, measured_drop = _fit_drop(
+            budget, macs, curves, ratios_of, pruned_copy, sens, data, notes, work
+        )
         fraction, latency_fraction = exact_fraction(ratios_of(pos)), None
         met = measured_drop is None or measured_drop <= budget.value + 1e-9
     ratios = {name: r for name, r in ratios_of(pos).items() if r > 0}
@@ -273,14 +276,16 @@ def _fit_latency(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy,
     return pos, steps, latency_fraction
 
 
-def _fit_drop(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy, sens, data, notes):
+def _fit_drop(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy, sens, data, notes, original):
     """Greedy steps within the predicted accuracy drop; with data, steps undone until the evaluated drop
     of the pruned model fits."""
     pos, steps = _greedy(macs, curves, None, budget.value)
     measured_drop = None
     if data is not None:
         while True:
-            measured_drop = sens.baseline_accuracy - evaluate(pruned_copy(ratios_of(pos)), data).accuracy
+            score = scoring(sens.metric.name, original, data)  # scored against the unpruned model
+            measured = evaluate(pruned_copy(ratios_of(pos)), data, metric=score).accuracy
+            measured_drop = sens.metric.drop(sens.baseline_accuracy, measured)
             if measured_drop <= budget.value + 1e-9 or not steps:
                 break
             last = steps.pop()  # undo the last step: go back to the group's previous point
@@ -289,7 +294,9 @@ def _fit_drop(budget: Budget, macs: MacModel, curves, ratios_of, pruned_copy, se
             pos[name] = (
                 next(i for i, p in enumerate(curves[name]) if p[0] == earlier[-1]["ratio"]) if earlier else 0
             )
-        notes.append("the accuracy budget was checked by evaluating the pruned model (no fine-tuning)")
+        notes.append(
+            f"the {sens.metric.name} budget was checked by evaluating the pruned model (no fine-tuning)"
+        )
     return pos, steps, measured_drop
 
 

@@ -42,7 +42,7 @@ class MixedSuggestion:
     "finetune"}); `plan`: the same as a `CompressionPlan` where that class accepts the keys used (per-layer
     `rank` needs the extended plan), else None. `choices`: one row per transformed layer or group (layer,
     method, level, macs_saved and bytes_saved alone, predicted_drop, members). `predicted_drop`: the sum
-    of the choices' single-transform drops from the sweeps, clipped to [0, 1] accuracy units (an
+    of the choices' single-transform drops from the sweeps, in their metric (a fraction's clipped to [0, 1]) (an
     estimate). `mac_fraction` / `size_fraction`: after / before, counted on the really transformed model
     when `measured`, else predicted from the sweeps. `met`: whether the budget holds (by those counts).
     """
@@ -172,6 +172,7 @@ def suggest_mixed(
     finetune: FinetuneSettings | Mapping[str, Any] | None = None,
     measure: bool = True,
     progress: Progress | None = None,
+    metric: str = "auto",
 ) -> MixedSuggestion:
     """Per layer at most one of structured pruning (of its group), SVD rank or weight bits, chosen greedily
     by accuracy lost per MAC saved (`macs=F` budget) or per stored byte saved (`size=F`; bytes = params x
@@ -200,12 +201,18 @@ def suggest_mixed(
     work = copy.deepcopy(model).eval()
     notes = [
         "predicted drop = sum of each choice's drop measured alone in its sweep (an estimate: choices interact; "
-        "clipped to [0, 1] accuracy units, before any fine-tuning)"
+        "in the sweeps' metric, a fraction's drop clipped to [0, 1], before any fine-tuning)"
     ]
     given = _gather_sweeps(
-        work, data, sweeps, methods, notes, (ratios, rank_fractions, bits, limit, progress)
+        work, data, sweeps, methods, notes, (ratios, rank_fractions, bits, limit, progress, metric)
     )
     space = _build_space(work, input_shape, given, methods, max_ratio, budget.kind == "macs", notes)
+    names = {s.metric.name for s in given.values()}
+    if len(names) > 1:
+        raise WorkbenchError(
+            f"the sweeps use different metrics ({', '.join(sorted(names))}): run them in one"
+        )
+    space.percent = all(s.metric.percent for s in given.values())
     pos, steps, met, mac_fraction, size_fraction, measured = _fit(
         space, budget, methods, notes, measure, (work, input_shape, criterion, data)
     )
@@ -215,7 +222,7 @@ def suggest_mixed(
 
 def _gather_sweeps(work, data, sweeps, methods, notes, sweep_args) -> dict[str, Any]:
     """The given sweeps by method, with each method's missing sweep run on `data` (notes say which)."""
-    ratios, rank_fractions, bits, limit, progress = sweep_args
+    ratios, rank_fractions, bits, limit, progress, metric = sweep_args
     given = sweeps_by_method(sweeps)
     unused = [m for m in given if m not in methods]
     if unused:
@@ -224,7 +231,7 @@ def _gather_sweeps(work, data, sweeps, methods, notes, sweep_args) -> dict[str, 
     if todo and data is None:
         raise WorkbenchError(f"no {todo[0]} sweep given and no data to run it: pass sweeps or data")
     for m in todo:
-        given[m] = run_sweep(m, work, data, ratios, rank_fractions, bits, limit, progress)
+        given[m] = run_sweep(m, work, data, ratios, rank_fractions, bits, limit, progress, metric)
         notes.append(f"{m}: sweep run here ({given[m].kind}, {given[m].samples} samples)")
     return given
 
@@ -243,6 +250,7 @@ class _Space:
     total_macs: float
     total_bytes: float
     pruned_base: float
+    percent: bool = True  # the metric is a fraction (accuracy, agreement): drops clip at 1
 
     @property
     def whole(self) -> float:
@@ -379,7 +387,9 @@ def _result(
     choices.sort(
         key=lambda row: row["predicted_drop"] / max(row["macs_saved" if by_macs else "bytes_saved"], 1)
     )
-    drop = min(1.0, max(0.0, sum(row["predicted_drop"] for row in choices)))
+    drop = max(0.0, sum(row["predicted_drop"] for row in choices))
+    if space.percent:  # a fraction (accuracy, agreement) cannot drop by more than all of it
+        drop = min(1.0, drop)
     plan_dict = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": True, "bits": UNTOUCHED_BITS},
         "layers": layers,

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from analysis.compression.finetune import LR_SCHEDULES, distillation_loss
+from analysis.compression.finetune import LR_SCHEDULES, training_loss
 from analysis.compression.finetune_settings import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
@@ -65,6 +64,10 @@ def train(
         raise WorkbenchError(f"unknown lr_schedule {lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
     if settings.distill and teacher is None:
         raise WorkbenchError("distillation needs a teacher model (the uncompressed one)")
+    if data.y_train is None and teacher is None:
+        raise WorkbenchError(
+            "the data has no labels: training then learns the original model's outputs (a teacher)"
+        )
     log = TrainLog()
     n = len(data.x_train)
     if batches <= 0 or n == 0:
@@ -94,27 +97,23 @@ def train(
                     order, cursor = torch.randperm(n, generator=generator), 0
                 idx = order[cursor : cursor + settings.batch_size]
                 cursor += settings.batch_size
-                x, y = data.x_train[idx], data.y_train[idx]
-                logits = model(x)
-                if settings.distill:
-                    with torch.no_grad():
-                        teacher_logits = teacher(x)
-                    loss = distillation_loss(logits, teacher_logits, y, settings.temperature, settings.alpha)
-                else:
-                    loss = F.cross_entropy(logits, y)
+                x = data.x_train[idx]
+                y = None if data.y_train is None else data.y_train[idx]
+                loss, logits = training_loss(model, teacher, x, y, settings)
                 if penalty is not None:
                     extra = penalty(model)
-                    penalty_sum += float(extra.detach()) * len(y)
+                    penalty_sum += float(extra.detach()) * len(x)
                     loss = loss + extra
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-                loss_sum += loss.item() * len(y)
+                loss_sum += loss.item() * len(x)
                 log.losses.append(loss.item())
-                correct += int((logits.argmax(dim=1) == y).sum())
-                seen += len(y)
+                if logits is not None:
+                    correct += int((logits.argmax(dim=1) == y).sum())
+                seen += len(x)
                 log.batches = step + 1
                 if progress:
                     progress(step + 1, batches)
@@ -123,7 +122,8 @@ def train(
         if teacher is not None:
             teacher.train(teacher_mode)
     if seen:
-        log.loss, log.accuracy, log.penalty = loss_sum / seen, correct / seen, penalty_sum / seen
+        log.loss, log.penalty = loss_sum / seen, penalty_sum / seen
+        log.accuracy = correct / seen if data.y_train is not None else float("nan")
     return log
 
 

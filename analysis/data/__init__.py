@@ -6,6 +6,7 @@ keeps evaluation, calibration and the sensitivity cache simple and deterministic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from analysis.data.checks import check_split
 from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
+from analysis.inputs import InputBatch, spec_of
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
 
@@ -64,7 +66,7 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         if suffix in {".pt", ".pth"}:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(obj, dict):
-                raise WorkbenchError(f"{path} must hold a dict with tensors 'x' and 'y'")
+                raise WorkbenchError(f"{path} must hold a dict of tensors ('x', optional 'y')")
             return {k: torch.as_tensor(v) for k, v in obj.items()}
     except WorkbenchError:
         raise
@@ -73,25 +75,60 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     raise WorkbenchError(f"unknown data file type {suffix!r}: use .pt, .safetensors or .npz")
 
 
-def load_tensors(path: str | Path) -> Dataset:
-    """`tensors:<file>`: `x` (N x ...) float and `y` (N) integer labels, optional `x_train`/`y_train`."""
+def load_tensors(path: str | Path, input_names: Sequence[str] = ()) -> Dataset:
+    """`tensors:<file>`: the inputs and optional labels `y` (N integers), optional training split.
+
+    A single-input model's samples are `x` (N x ..., float; integer pixels are converted), as always. A
+    model with several inputs, or inputs passed by name, has one array per input named after `forward`'s
+    parameter (`input_ids`, `attention_mask`; integer ids stay integers), ordered as `input_names` (forward's
+    parameters) where given. Training split: `x_train` (`<name>_train`) and `y_train`. Without `y` the
+    data is unlabelled: metrics compare with the original model's outputs.
+    """
     path = Path(path)
     arrays = _load_tensor_file(path)
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise WorkbenchError(f"{path} has no {key!r}: it needs tensors 'x' (N x ...) and 'y' (N)")
-    if ("x_train" in arrays) != ("y_train" in arrays):
+    names = [k for k in arrays if k not in ("y", "y_train") and not k.endswith("_train")]
+    if not names:
+        raise WorkbenchError(
+            f"{path} has no inputs: it needs 'x' (N x ...) for a single-input model, or one array per input "
+            "named after forward's parameters, and optionally labels 'y' (N)"
+        )
+    order = {n: i for i, n in enumerate(input_names)}
+    names.sort(key=lambda n: order.get(n, len(order)))
+    train_names = [f"{n}_train" for n in names]
+    has_train = any(t in arrays for t in train_names)
+    if has_train and not all(t in arrays for t in train_names):
+        missing = next(t for t in train_names if t not in arrays)
+        raise WorkbenchError(
+            f"{path}: give a training array for every input ({missing!r} is missing), or none"
+        )
+    if has_train and ("y" in arrays) != ("y_train" in arrays):
         raise WorkbenchError(f"{path}: give both 'x_train' and 'y_train', or neither")
-    x, y = _as_float(arrays["x"], path, "x"), arrays["y"]
-    has_train = "x_train" in arrays and "y_train" in arrays
-    x_train = _as_float(arrays["x_train"], path, "x_train") if has_train else x
-    y_train = arrays["y_train"] if has_train else y
+    if "y_train" in arrays and not has_train:
+        raise WorkbenchError(f"{path}: 'y_train' needs training inputs ('x_train')")
+    x = _inputs(arrays, names, "", path)
+    x_train = _inputs(arrays, names, "_train", path) if has_train else x
+    y = arrays.get("y")
+    y_train = arrays.get("y_train") if has_train else y
     check_split(x, y, str(path))
     check_split(x_train, y_train, str(path), ("x_train", "y_train"))
-    if x_train.shape[1:] != x.shape[1:]:
+    if spec_of(x_train) != spec_of(x):
         raise WorkbenchError(f"{path}: 'x_train' samples must have the shape of 'x' samples")
+    if y is None:
+        return Dataset(f"tensors:{path}", x, None, x_train, None, 0, has_train)
     num_classes = int(max(y.max().item(), y_train.max().item())) + 1
     return Dataset(f"tensors:{path}", x, y.long(), x_train, y_train.long(), num_classes, has_train)
+
+
+def _inputs(arrays: dict[str, torch.Tensor], names: list[str], suffix: str, path: Path):
+    """The file's inputs: `x` alone as one float tensor, else an `InputBatch` by name."""
+    if names == ["x"]:
+        return _as_float(arrays["x" + suffix], path, "x" + suffix)
+    return InputBatch({n: _keep_dtype(arrays[n + suffix]) for n in names})
+
+
+def _keep_dtype(t: torch.Tensor) -> torch.Tensor:
+    """Named inputs keep integer dtypes (token ids, masks); float64 becomes float32."""
+    return t.float() if t.dtype == torch.float64 else t
 
 
 def _as_float(t: torch.Tensor, path: Path, key: str) -> torch.Tensor:
@@ -137,13 +174,18 @@ def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = Non
     return Dataset(f"imagefolder:{root}", x[test], y[test], x[train], y[train], len(classes))
 
 
-def load_data(spec: str = "digits", input_shape: tuple[int, ...] | None = None) -> Dataset:
-    """Resolve a data spec. `input_shape` (C, H, W) resizes image data to what the model takes."""
+def load_data(spec: str = "digits", input_shape=None, input_names: Sequence[str] = ()) -> Dataset:
+    """Resolve a data spec. `input_shape` (C, H, W) resizes image data to what the model takes (an
+    `InputSpec` of several inputs resizes nothing); `input_names` orders a `tensors:` file's inputs."""
+    from analysis.inputs import InputSpec
+
     spec = spec.strip()
+    if isinstance(input_shape, InputSpec):
+        input_shape = input_shape.shape if input_shape.form == "tensor" else None
     if spec == "digits":
         return load_digits(input_shape)
     if spec.startswith("tensors:"):
-        return load_tensors(spec.removeprefix("tensors:"))
+        return load_tensors(spec.removeprefix("tensors:"), input_names)
     if spec.startswith("imagefolder:"):
         from analysis.data.stream import load_imagefolder_stream  # streamed; options in its docstring
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from analysis.errors import WorkbenchError
+from analysis.inputs import InputBatch, InputSpec, spec_of
 
 SCAN_BYTES = 4 * 2**20
 
@@ -25,11 +26,23 @@ def check_batch_size(batch_size: int, what: str = "batch size") -> int:
     return batch_size
 
 
-def check_split(x: torch.Tensor, y: torch.Tensor, where: str, names: tuple[str, str] = ("x", "y")) -> None:
-    """One split: at least one sample, as many labels as inputs, float finite inputs, integer labels >= 0."""
+def check_split(
+    x: torch.Tensor | InputBatch,
+    y: torch.Tensor | None,
+    where: str,
+    names: tuple[str, str] = ("x", "y"),
+) -> None:
+    """One split: at least one sample, as many labels as inputs (where there are labels), float finite
+    inputs (integer ids allowed for named inputs), integer labels >= 0."""
     xn, yn = names
-    if x.ndim < 1 or len(x) == 0:
-        raise WorkbenchError(f"{where}: {xn!r} has no samples: give at least one")
+    tensors = x.parts.items() if isinstance(x, InputBatch) and isinstance(x.parts, dict) else None
+    if isinstance(x, InputBatch):
+        for name, t in tensors or [(f"{xn}[{i}]", t) for i, t in enumerate(x.tensors())]:
+            _check_inputs(t, where, name, allow_ids=True)
+    else:
+        _check_inputs(x, where, xn, allow_ids=False)
+    if y is None:
+        return
     if y.ndim != 1:
         raise WorkbenchError(
             f"{where}: {yn!r} must be one integer label per sample (shape N), got {tuple(y.shape)}"
@@ -38,10 +51,22 @@ def check_split(x: torch.Tensor, y: torch.Tensor, where: str, names: tuple[str, 
         raise WorkbenchError(
             f"{where}: {len(x)} samples in {xn!r} but {len(y)} labels in {yn!r}: they must match"
         )
-    if not x.dtype.is_floating_point:
-        raise WorkbenchError(f"{where}: {xn!r} must be floating point, got {x.dtype} (convert it to float32)")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise WorkbenchError(f"{where}: {yn!r} must hold integer class labels, got {y.dtype}")
+    if len(y) and int(y.min()) < 0:
+        raise WorkbenchError(
+            f"{where}: {yn!r} holds a negative label ({int(y.min())}): labels are 0..classes-1"
+        )
+
+
+def _check_inputs(x: torch.Tensor, where: str, xn: str, allow_ids: bool) -> None:
+    """One input tensor: samples, float (or integer ids where `allow_ids`), no NaN/Inf."""
+    if x.ndim < 1 or len(x) == 0:
+        raise WorkbenchError(f"{where}: {xn!r} has no samples: give at least one")
+    if not x.dtype.is_floating_point:
+        if allow_ids and not x.dtype.is_complex:
+            return
+        raise WorkbenchError(f"{where}: {xn!r} must be floating point, got {x.dtype} (convert it to float32)")
     # A file larger than this is memory-mapped for a reason: scanning it here would read it all into RAM.
     # Only its first samples are scanned; later NaN/Inf still surface as a non-finite loss in `evaluate`.
     scanned = (
@@ -56,16 +81,18 @@ def check_split(x: torch.Tensor, y: torch.Tensor, where: str, names: tuple[str, 
             f"{where}: {xn!r} holds {int(bad.sum())} NaN or infinite values (first in sample {first}): "
             "clean the data first"
         )
-    if int(y.min()) < 0:
-        raise WorkbenchError(
-            f"{where}: {yn!r} holds a negative label ({int(y.min())}): labels are 0..classes-1"
-        )
 
 
 def check_dataset(data: Any) -> None:
     """Both splits of a `Dataset` (evaluation `x`/`y`, training `x_train`/`y_train`), and matching shapes."""
     check_split(data.x, data.y, data.spec)
     check_split(data.x_train, data.y_train, data.spec, ("x_train", "y_train"))
+    if isinstance(data.x, InputBatch) or isinstance(data.x_train, InputBatch):
+        if spec_of(data.x) != spec_of(data.x_train):
+            raise WorkbenchError(
+                f"{data.spec}: the training inputs' shapes differ from the evaluation inputs'"
+            )
+        return
     if data.x_train.shape[1:] != data.x.shape[1:]:
         raise WorkbenchError(
             f"{data.spec}: 'x_train' samples are {tuple(data.x_train.shape[1:])}, "
@@ -73,9 +100,9 @@ def check_dataset(data: Any) -> None:
         )
 
 
-def check_labels_tensor(y: torch.Tensor, num_outputs: int, where: str = "the data") -> None:
-    """Every label in `y` is a valid index into `num_outputs` model outputs."""
-    if len(y) == 0:
+def check_labels_tensor(y: torch.Tensor | None, num_outputs: int, where: str = "the data") -> None:
+    """Every label in `y` is a valid index into `num_outputs` model outputs (nothing to check without)."""
+    if y is None or len(y) == 0:
         return
     low, high = int(y.min()), int(y.max())
     if low < 0 or high >= num_outputs:
@@ -94,16 +121,22 @@ def check_labels(data: Any, num_outputs: int | None) -> None:
     check_labels_tensor(data.y_train, num_outputs, f"{data.spec} (training split)")
 
 
-def model_outputs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int | None:
-    """Number of classes a classifier outputs (last dim of one forward pass), or None if not (N, C)."""
+def model_outputs(model: torch.nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int | None:
+    """Number of classes a classifier outputs (its one output is (N, C)), or None if not a classifier."""
     from analysis.concurrency import eval_view
+    from analysis.inputs import as_input_spec
+    from analysis.layers import call_model
+    from analysis.outputs import flatten_outputs
 
     try:
         with torch.inference_mode():
-            out = eval_view(model)(torch.zeros(1, *input_shape))
+            out = flatten_outputs(call_model(eval_view(model), as_input_spec(input_shape).zeros(1)))
     except Exception:  # not our job to diagnose here: the analysis that runs it will say what broke
         return None
-    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+    if len(out) != 1:
+        return None
+    (t,) = out.values()
+    return int(t.shape[1]) if t.is_floating_point() and t.ndim == 2 else None
 
 
 def non_finite_keys(payload: Any, prefix: str = "") -> list[str]:

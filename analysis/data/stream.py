@@ -234,14 +234,14 @@ class LazyImages:
 
 
 class _FilesDataset(torch.utils.data.Dataset):
-    def __init__(self, images: LazyImages, labels: torch.Tensor, n: int) -> None:
+    def __init__(self, images: LazyImages, labels: torch.Tensor | None, n: int) -> None:
         self.images, self.labels, self.n = images, labels, n
 
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        return self.images[i] if self.labels is None else (self.images[i], self.labels[i])
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,9 @@ class StreamingDataset(Dataset):
             num_workers=self.num_workers if n > batch_size else 0,  # one batch: workers only cost
             pin_memory=torch.cuda.is_available(),
         )
+        if y is None:
+            yield from ((batch, None) for batch in loader)
+            return
         yield from loader
 
     def subset(self, n: int) -> StreamingDataset:
@@ -276,9 +279,9 @@ class StreamingDataset(Dataset):
         return replace(
             self,
             x=_head(self.x, n),
-            y=self.y[:n],
+            y=None if self.y is None else self.y[:n],
             x_train=_head(self.x_train, n),
-            y_train=self.y_train[:n],
+            y_train=None if self.y_train is None else self.y_train[:n],
         )
 
     def materialize(self) -> Dataset:
@@ -325,13 +328,20 @@ def parse_imagefolder_spec(text: str) -> tuple[Path, dict[str, str]]:
     return Path(root), options
 
 
-def list_image_files(root: Path) -> tuple[list[str], list[int], list[str]]:
-    """(files, labels, class names): one sorted sub-folder per class, files sorted within each."""
+def list_image_files(root: Path) -> tuple[list[str], list[int] | None, list[str]]:
+    """(files, labels, class names): one sorted sub-folder per class, files sorted within each; a flat
+    folder of images (no sub-folders) is unlabelled: labels None, no classes."""
     if not root.is_dir():
         raise WorkbenchError(f"image folder not found: {root}")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
-        raise WorkbenchError(f"{root} has no class sub-folders: put each class's images in its own folder")
+        flat = sorted(str(p) for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not flat:
+            raise WorkbenchError(
+                f"{root} has no images and no class sub-folders: put images in it (unlabelled) or each "
+                "class's images in its own sub-folder"
+            )
+        return flat, None, []
     files, labels = [], []
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
@@ -371,7 +381,7 @@ def load_imagefolder_stream(spec: str, input_shape: tuple[int, ...] | None = Non
         raise WorkbenchError(f"imagefolder option test={opts['test']!r} must be a fraction in (0, 1]")
 
     files, labels, classes = list_image_files(root)
-    y_all = torch.tensor(labels)
+    y_all = torch.tensor(labels) if labels is not None else torch.zeros(len(files), dtype=torch.long)
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, int(round(len(files) * test_fraction)))
     test, train = order[:n_test], order[n_test:]
@@ -387,12 +397,13 @@ def load_imagefolder_stream(spec: str, input_shape: tuple[int, ...] | None = Non
         workers = _positive_int("workers", opts["workers"], minimum=0)
     else:
         workers = 0 if len(files) < 256 else min(4, max(0, (os.cpu_count() or 1) - 1))
+    unlabelled = labels is None  # a flat folder: balanced caps above saw one class, a seeded sample
     return StreamingDataset(
         f"imagefolder:{spec}",
         images.take(test),
-        y_all[test],
+        None if unlabelled else y_all[test],
         images.take(train),
-        y_all[train],
+        None if unlabelled else y_all[train],
         len(classes),
         has_train,
         num_workers=workers,

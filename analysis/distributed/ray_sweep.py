@@ -258,6 +258,7 @@ class DistributedLowRankSensitivity(LowRankSensitivity):
 
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
+    from analysis.inputs import as_model_inputs
     from analysis.layers import prunable_layers
     from analysis.sensitivity.sweep import KINDS, _resolve_groups
     from analysis.transforms.groups import find_groups
@@ -266,7 +267,7 @@ def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None
     if kind not in KINDS:
         raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
     if kind == "structured":
-        example = (data.x if split == "test" else data.x_train)[:1]
+        example = as_model_inputs((data.x if split == "test" else data.x_train)[:1])
         groups = _resolve_groups(find_groups(model, example), layers, model)
         if not groups:
             raise WorkbenchError(
@@ -318,6 +319,7 @@ def ray_sensitivity_sweep(
     max_retries: int = DEFAULT_MAX_RETRIES,
     should_stop: Callable[[], bool] | None = None,
     fault: FaultPlan | None = None,
+    metric: str = "auto",
 ):
     """`analysis.sensitivity_sweep` with one Ray task per layer/group (or chunk): same arguments, same
     numbers, plus `failed_layers` {name: error} for layers whose task failed after `max_retries` retries.
@@ -337,6 +339,7 @@ def ray_sensitivity_sweep(
         batch_size=batch_size,
         split=split,
         limit=limit,
+        metric=metric,  # a name: each task scores against its own copy of the original model
     )
     if max_cache_bytes is not None:
         kwargs["max_cache_bytes"] = max_cache_bytes
@@ -369,6 +372,7 @@ def ray_sensitivity_sweep(
         max_drop=first.max_drop,
         partial=bool(stopped),
         failed_layers=failed,
+        metric=first.metric,
     )
     if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
         per_layer = {

@@ -70,13 +70,16 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult
 from analysis.fx.slicing import Suffix, build_prefix, build_suffix, downstream
 from analysis.fx.trace import trace_model
+from analysis.inputs import InputBatch
+from analysis.layers import call_model
+from analysis.metrics import Accuracy, Agreement, MetricTally, Scoring
+from analysis.outputs import flatten_outputs
 from analysis.progress import Progress
 
 DEFAULT_MAX_CACHE_BYTES = 1 << 30
@@ -97,15 +100,22 @@ class Edit:
 
 @dataclass
 class Tally:
-    """Running sums after some batches: what a `stop` callback sees (read-only by convention)."""
+    """Running sums after some batches: what a `stop` callback sees (read-only by convention).
+
+    `correct` / `baseline_correct` are the sums of per-sample scores of a bounded metric (each sample 0..1:
+    accuracy's correct counts, agreement's agreeing samples), so a caller can bound what the remaining
+    samples could still do; `scores` / `baseline_score` are the metric tallies themselves.
+    """
 
     total: int
     seen: int = 0
-    baseline_correct: int = 0
+    baseline_correct: float = 0
     baseline_loss_sum: float = 0.0
-    correct: list[int] = field(default_factory=list)
+    correct: list[float] = field(default_factory=list)
     loss_sum: list[float] = field(default_factory=list)
     active: list[bool] = field(default_factory=list)
+    scores: list[MetricTally] = field(default_factory=list)
+    baseline_score: MetricTally | None = None
 
     @property
     def remaining(self) -> int:
@@ -203,20 +213,27 @@ class DownstreamRunner:
     def __init__(
         self,
         model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        x: torch.Tensor | InputBatch,
+        y: torch.Tensor | None,
         batch_size: int = 256,
         use_cache: bool = True,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         copy_model: bool = True,
+        scoring: Scoring | None = None,
     ) -> None:
         if batch_size < 1:
             raise WorkbenchError(f"batch size must be at least 1, got {batch_size}")
-        if len(x) != len(y):
+        if y is not None and len(x) != len(y):
             raise WorkbenchError(f"{len(x)} inputs but {len(y)} labels: they must match")
         self.model = copy.deepcopy(model) if copy_model else model
         self.model.eval()
         self.x, self.y = x, y
+        # How outputs are scored; without one, accuracy against the labels (agreement with the unedited
+        # model where there are none). A metric that needs the original's outputs reads the unedited pass
+        # of the same batch: the reference comes with the cache, at no extra cost.
+        self.scoring = scoring or Scoring(Accuracy if y is not None else Agreement, y is not None, y is None)
+        if y is None and self.scoring.uses_labels:
+            raise WorkbenchError("this metric needs labels and the data has none: use --metric agreement")
         self.batch_size = batch_size
         self.use_cache = use_cache
         self.max_cache_bytes = max_cache_bytes
@@ -235,15 +252,19 @@ class DownstreamRunner:
         """A runner over `data`'s evaluation split (or `train`), the first `limit` samples."""
         x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
         if limit is not None:
-            x, y = x[:limit], y[:limit]
+            x, y = x[:limit], None if y is None else y[:limit]
         return cls(model, x, y, **kwargs)
 
     @property
     def traced(self) -> bool:
         return self.gm is not None
 
-    def _batches(self, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(self.x[i : i + size], self.y[i : i + size]) for i in range(0, len(self.x), size)]
+    def _batches(self, size: int) -> list[tuple[torch.Tensor | InputBatch, torch.Tensor | None]]:
+        y = self.y
+        return [
+            (self.x[i : i + size], None if y is None else y[i : i + size])
+            for i in range(0, len(self.x), size)
+        ]
 
     def evaluate(
         self,
@@ -277,6 +298,8 @@ class DownstreamRunner:
         batches = self._batches(batch_size)
         tally = Tally(total=len(self.x), correct=[0] * len(edits), loss_sum=[0.0] * len(edits))
         tally.active = [True] * len(edits)
+        tally.scores = [self.scoring.tally() for _ in edits]
+        tally.baseline_score = self.scoring.tally()
         total_steps, done = len(batches) * len(edits), 0
         was_training = self.model.training
         self.model.eval()
@@ -284,11 +307,12 @@ class DownstreamRunner:
             for b, (x, y) in enumerate(batches):
                 with torch.inference_mode():
                     if prefix is not None:
-                        out, kept = prefix(x)
+                        out, kept = call_model(prefix, x)
                         cache = dict(zip(keep, kept, strict=True))
                     else:
-                        out, cache = self.model(x), {}
-                    self._count(tally, -1, out, y)
+                        out, cache = call_model(self.model, x), {}
+                    reference = flatten_outputs(out) if self.scoring.needs_reference else None
+                    self._count(tally, -1, out, y, reference)
                 for i, edit in enumerate(edits):
                     if not tally.active[i]:
                         continue
@@ -298,16 +322,16 @@ class DownstreamRunner:
                         with torch.inference_mode():
                             suffix = suffixes.get(frozenset(edit.modules))
                             if suffix is None:
-                                logits = self.model(x)
+                                logits = call_model(self.model, x)
                             else:
                                 logits = suffix.module(*[cache[n] for n in suffix.frontier])
-                            self._count(tally, i, logits, y)
+                            self._count(tally, i, logits, y, reference)
                     finally:
                         snapshots.restore(edit.modules)
                     done += 1
                     if progress:
                         progress(done, total_steps)
-                tally.seen += len(y)
+                tally.seen += len(x)
                 if stop is not None and tally.remaining > 0:
                     for i in stop(tally):
                         if tally.active[i]:
@@ -318,33 +342,37 @@ class DownstreamRunner:
         finally:
             self.model.train(was_training)
         n = tally.seen
+        info = self.scoring.info
         if n == 0:
             nan = float("nan")
-            return RunnerResult(EvalResult(nan, nan, 0), [EvalResult(nan, nan, 0)] * len(edits), tuple(notes))
-        baseline = EvalResult(tally.baseline_correct / n, tally.baseline_loss_sum / n, n)
+            empty = EvalResult(nan, nan, 0, info)
+            return RunnerResult(empty, [empty] * len(edits), tuple(notes))
+        base = tally.baseline_score
+        baseline = EvalResult(base.value(), base.loss, n, info)
         results = [
-            EvalResult(tally.correct[i] / n, tally.loss_sum[i] / n, n) if tally.active[i] else None
+            EvalResult(tally.scores[i].value(), tally.scores[i].loss, n, info) if tally.active[i] else None
             for i in range(len(edits))
         ]
         return RunnerResult(baseline, results, tuple(notes))
 
     @staticmethod
-    def _count(tally: Tally, i: int, logits: torch.Tensor, y: torch.Tensor) -> None:
-        loss = F.cross_entropy(logits.float(), y, reduction="sum").item()  # float32 under --dtype too
-        correct = int((logits.argmax(dim=1) == y).sum().item())
+    def _count(tally: Tally, i: int, out: object, y: torch.Tensor | None, reference: dict | None) -> None:
+        # Scores and losses in float32 under --dtype too (the metrics cast).
+        scores = tally.baseline_score if i < 0 else tally.scores[i]
+        scores.update(out, y, reference)
         if i < 0:
-            tally.baseline_correct += correct
-            tally.baseline_loss_sum += loss
+            tally.baseline_correct = scores.metric.total
+            tally.baseline_loss_sum = scores.loss_sum
         else:
-            tally.correct[i] += correct
-            tally.loss_sum[i] += loss
+            tally.correct[i] = scores.metric.total
+            tally.loss_sum[i] = scores.loss_sum
 
     def _fit_cache(self, prefix: fx.GraphModule, batch_size: int, notes: list[str]) -> int:
         """The batch size whose cache fits `max_cache_bytes`, measured on one sample."""
         if len(self.x) == 0:
             return batch_size
         with torch.inference_mode():
-            _, kept = prefix(self.x[:1])
+            _, kept = call_model(prefix, self.x[:1])
         per_sample = max(1, _tensor_bytes(kept))
         fit = max(1, self.max_cache_bytes // per_sample)
         if fit < min(batch_size, len(self.x)):

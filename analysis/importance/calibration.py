@@ -19,13 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.importance.features import FeatureGraph, build_tapped, find_features
+from analysis.inputs import InputBatch, to_device
+from analysis.layers import call_model
+from analysis.metrics import per_sample_loss
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 
@@ -88,7 +90,8 @@ def activation_scores(
     if "taylor" in wanted and not features.traced:
         # Captum needs every hooked module to run: find the layers the forward actually calls.
         with torch.no_grad():
-            tapped.module(data.x_train[:1] if dev is None else data.x_train[:1].to(dev))
+            first = data.x_train[:1]
+            call_model(tapped.module, first if dev is None else to_device(first, dev))
         called = {name for name, taps in tapped.post_norm.items() if any(t.calls for t in taps)}
         taylor_taps = [(name, m) for name, m in taylor_taps if name in called]
     zeros = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
@@ -115,17 +118,22 @@ def activation_scores(
     if "taylor" in wanted and taylor_taps:
         from captum.attr import LayerGradientXActivation
 
-        def per_sample_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(tapped.module(x), y, reduction="none")
+        spec = data.input_spec
 
-        attribution = LayerGradientXActivation(per_sample_loss, [tap for _, tap in taylor_taps])
+        def objective(*args: torch.Tensor) -> torch.Tensor:
+            # Captum passes the inputs as positional tensors, then the labels (None: unlabelled data).
+            *tensors, y = args
+            return per_sample_loss(call_model(tapped.module, spec.pack(tensors)), y)
+
+        attribution = LayerGradientXActivation(objective, [tap for _, tap in taylor_taps])
 
     seen = 0
     for x, y in data.batches("train", batch_size, total):
         if dev is not None:
-            x, y = x.to(dev), y.to(dev)
+            x, y = to_device(x, dev), None if y is None else y.to(dev)
         if attribution is not None:
-            attributions = attribution.attribute(x, additional_forward_args=(y,))
+            tensors = tuple(x.tensors()) if isinstance(x, InputBatch) else (x,)
+            attributions = attribution.attribute(tensors, additional_forward_args=(y,))
             per_layer: dict[str, torch.Tensor] = {}
             for (name, _), attr in zip(taylor_taps, attributions, strict=True):
                 channel_sums = _reduce_to_channels(attr.detach().double(), features.layers[name].channel_dim)
@@ -134,7 +142,7 @@ def activation_scores(
                 taylor[name] += value.abs().sum(0).cpu()
         else:
             with torch.no_grad():
-                tapped.module(x)
+                call_model(tapped.module, x)
         seen += len(x)
         if progress:
             progress(seen, total)

@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
+from analysis.inputs import num_samples, to_device
+from analysis.layers import call_model
+from analysis.metrics import per_sample_loss
+from analysis.outputs import flatten_outputs
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 
@@ -80,6 +83,14 @@ def _param_edit(
     return (target,), zero
 
 
+def _loss_scoring(labels: torch.Tensor | None):
+    """The runner's scoring for the oracle, which reads only the loss: cross-entropy against the labels,
+    or without labels the divergence from the unedited model's outputs (MSE scoring works on any output)."""
+    from analysis.metrics import MSE, Accuracy, Scoring
+
+    return Scoring(Accuracy, True, False) if labels is not None else Scoring(MSE, False, True)
+
+
 def _runner_class():
     try:
         from analysis.fx.runner import DownstreamRunner, Edit
@@ -98,13 +109,15 @@ def _plain_loop(
     """Zero each channel with a mask in a tapped copy and evaluate the whole network each time."""
     work = copy.deepcopy(model).eval()
     tapped = build_tapped(work, features)
-    seen = sum(len(y) for _, y in batches)
+    seen = sum(num_samples(x) for x, _ in batches)
+    with torch.inference_mode():  # unlabelled data: the loss is the divergence from these outputs
+        references = [flatten_outputs(call_model(work, x)) if y is None else None for x, y in batches]
 
     def loss() -> float:
         total = 0.0
         with torch.inference_mode():
-            for x, y in batches:
-                total += F.cross_entropy(tapped.module(x), y, reduction="sum").item()
+            for (x, y), ref in zip(batches, references, strict=True):
+                total += per_sample_loss(call_model(tapped.module, x), y, ref).sum().item()
         return total / seen
 
     baseline = loss()
@@ -155,8 +168,8 @@ def oracle_scores(
 
         dev = resolve_device(device)
         model = on_device(model, dev).eval()
-        batches = [(x.to(dev), y.to(dev)) for x, y in batches]
-    seen = sum(len(y) for _, y in batches)
+        batches = [(to_device(x, dev), None if y is None else y.to(dev)) for x, y in batches]
+    seen = sum(num_samples(x) for x, _ in batches)
     n_channels = sum(lf.channels for lf in features.layers.values() if lf.sites or not features.traced)
     done = 0
 
@@ -185,10 +198,12 @@ def oracle_scores(
     baseline = float("nan")
     if edits_by_layer:
         runner_cls, edit_cls = runner_api
-        xs, ys = data.x_train[:total], data.y_train[:total]
+        xs = data.x_train[:total]
+        ys = None if data.y_train is None else data.y_train[:total]
         if device is not None:
-            xs, ys = xs.to(model_device(model)), ys.to(model_device(model))
-        runner = runner_cls(model, xs, ys, batch_size=batch_size)
+            xs = to_device(xs, model_device(model))
+            ys = None if ys is None else ys.to(model_device(model))
+        runner = runner_cls(model, xs, ys, batch_size=batch_size, scoring=_loss_scoring(ys))
         edits, owners = [], []
         for name, (modules, zero) in edits_by_layer.items():
             for c in range(features.layers[name].channels):

@@ -23,11 +23,12 @@ def report_files(
     compression=None,
     model_spec: str | None = None,
     applied: list[dict] | None = None,
+    metric: str = "auto",
 ) -> dict[str, str]:
     """The report in four formats, as text: `html` (self-contained, `analysis.report.html.build_report`),
     `csv` (sensitivity points in long form, or the per-layer cost table where no sweep ran), `json`
     (every result given) and `md` (a short summary). `applied`: the applied plans' `run_point` rows, for
-    the compression section's scatter."""
+    the compression section's scatter. `metric` scores the baseline where no sweep gives it."""
 
     sweeps = list(sensitivity)
     summary = summarize(model, input_shape)
@@ -45,6 +46,7 @@ def report_files(
             input_shape=input_shape,
             compression=compression,
             applied=applied,
+            metric=metric,
         ).read_text(encoding="utf-8")
         csv = files.write_csv(sweeps, Path(tmp) / "s.csv").read_text() if sweeps else None
     if csv is None:
@@ -69,8 +71,10 @@ def report_files(
         )
     if compression is not None:
         b, a = compression.before, compression.after
+        score = compression.metric
         md += (
-            f"\n## Compression\n\nAccuracy {b.accuracy:.2%} -> {a.accuracy:.2%}, latency {b.latency_ms:.2f} -> "
+            f"\n## Compression\n\n{score.title} {score.format(b.accuracy)} -> {score.format(a.accuracy)}, "
+            f"latency {b.latency_ms:.2f} -> "
             f"{a.latency_ms:.2f} ms ({compression.speedup:.2f}x, {a.latency_label}), MACs {b.macs:,} -> "
             f"{a.macs:,}, size {b.size_bytes:,} -> {a.size_bytes:,} bytes.\n"
         )

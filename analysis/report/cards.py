@@ -13,6 +13,7 @@ from analysis.data import Dataset
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, layer_times, measure_latency
 from analysis.layers import prunable_layers
+from analysis.metrics import ACCURACY, MetricInfo
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,12 @@ class ModelCard:
     layers: int
     prunable_layers: int
     extra: dict = field(default_factory=dict)
+    metric: MetricInfo = ACCURACY  # what `accuracy` holds (top-1 accuracy by default)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["metric"] = self.metric.to_dict(self.accuracy)
+        return out
 
 
 def model_card(
@@ -49,11 +53,14 @@ def model_card(
     threads: int | None = None,
     runs: int = 20,
     on_wait: Callable[[], None] | None = None,
+    metric: str = "auto",
 ) -> ModelCard:
-    """Params, MACs and FLOPs per sample, weight bytes, test accuracy and loss, and latency (ms per batch)."""
+    """Params, MACs and FLOPs per sample, weight bytes, the score in `metric` (test accuracy for a labelled
+    classifier; a fidelity metric scores the model against itself: its best) and loss, and latency (ms
+    per batch)."""
 
     summary = summarize(model, input_shape)
-    result = evaluate(model, data)
+    result = evaluate(model, data, metric=metric)
     latency = measure_latency(
         model, input_shape, batch_size=batch_size, threads=threads, runs=runs, on_wait=on_wait
     )
@@ -75,6 +82,7 @@ def model_card(
         layers=len(summary.layers),
         prunable_layers=len(prunable_layers(model)),
         extra={"macs_thop": summary.macs_thop, "differences": list(summary.differences)},
+        metric=result.metric,
     )
 
 

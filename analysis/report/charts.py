@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from analysis.metrics import ACCURACY, MetricInfo
 from analysis.transforms.weight_stats import Histogram, QuantizationView
 
 MAX_GRID_LINES = 64  # beyond this many quantization levels the grid is too fine to draw as lines
@@ -37,6 +38,19 @@ PALETTE = (
 
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.colorway = PALETTE
+
+
+def _axis(score: MetricInfo) -> tuple[float, str, str]:
+    """How a metric is drawn: (scale, axis title, hover format): accuracy-like fractions in %, others in
+    their unit (`PSNR (dB)`), each title saying whether higher or lower is better."""
+    better = "higher is better" if score.higher_is_better else "lower is better"
+    if score.percent:
+        return 100.0, f"{score.label or score.name} (%, {better})", ".2f"
+    return 1.0, f"{score.title}, {better}", ".4g"
+
+
+def _drop_unit(score: MetricInfo) -> str:
+    return "points" if score.percent else (score.unit or score.name)
 
 
 def _layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
@@ -182,51 +196,57 @@ def quantization_figure(view: QuantizationView) -> go.Figure:
     return _layout(fig, title, height=420)
 
 
-def pareto_scatter(
-    points: pd.DataFrame, title: str = "Accuracy vs latency of every applied plan"
-) -> go.Figure:
-    """Applied configurations as points (columns label, latency_ms, accuracy, pareto), the Pareto front
-    (highest accuracy for its latency) joined by a line and drawn larger."""
+def pareto_scatter(points: pd.DataFrame, title: str = "", score: MetricInfo = ACCURACY) -> go.Figure:
+    """Applied configurations as points (columns label, latency_ms, accuracy (the score in `score`),
+    pareto), the Pareto front (best score for its latency) joined by a line and drawn larger."""
+    scale, axis, fmt = _axis(score)
+    title = title or f"{score.title} vs latency of every applied plan"
     fig = go.Figure()
     front = points[points["pareto"]].sort_values("latency_ms")
     rest = points[~points["pareto"]]
     fig.add_trace(
         go.Scatter(
             x=rest["latency_ms"],
-            y=rest["accuracy"] * 100,
+            y=rest["accuracy"] * scale,
             mode="markers",
             name="dominated",
             text=rest["label"],
             marker={"size": 9, "color": PALETTE[8]},
-            hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+            hovertemplate=f"%{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra></extra>",
         )
     )
     fig.add_trace(
         go.Scatter(
             x=front["latency_ms"],
-            y=front["accuracy"] * 100,
+            y=front["accuracy"] * scale,
             mode="lines+markers",
             name="Pareto front",
             text=front["label"],
             marker={"size": 13, "color": PALETTE[3], "symbol": "star"},
             line={"dash": "dash"},
-            hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+            hovertemplate=f"%{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra></extra>",
         )
     )
     fig.update_xaxes(title="measured latency (ms per batch)")
-    fig.update_yaxes(title="accuracy (%)")
+    fig.update_yaxes(title=axis)
     return _layout(fig, title, height=420)
 
 
 def sensitivity_curves(
-    frame: pd.DataFrame, baseline: float, title: str = "", metric: str = "accuracy"
+    frame: pd.DataFrame,
+    baseline: float,
+    title: str = "",
+    metric: str = "accuracy",
+    score: MetricInfo = ACCURACY,
 ) -> go.Figure:
-    """Accuracy (%) or loss (`metric`) against ratio or bits, one line per layer (long-form frame of
-    `SensitivityResult`), with the uncompressed `baseline` (of that metric) dashed. A lowrank frame (column
-    `kept_rank`) has the kept rank fraction on x, largest first, and each point's rank and MACs saved in the
-    hover."""
+    """The score in `score` (accuracy in %, PSNR in dB, ...; `metric="accuracy"`) or the loss
+    (`metric="loss"`) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
+    with the uncompressed `baseline` (of that column) dashed. A lowrank frame (column `kept_rank`) has the
+    kept rank fraction on x, largest first, and each point's rank and MACs saved in the hover."""
     x = _x_column(frame)
-    scale = 100 if metric == "accuracy" else 1
+    is_score = metric != "loss"
+    column = score.name if is_score else "loss"
+    scale, axis, fmt = _axis(score) if is_score else (1.0, "loss (mean)", ".4f")
     fig = go.Figure()
     extra = [c for c in ("rank", "macs_saved") if c in frame.columns]
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
@@ -235,22 +255,23 @@ def sensitivity_curves(
         fig.add_trace(
             go.Scatter(
                 x=rows[x],
-                y=rows[metric] * scale,
+                y=rows[column] * scale,
                 mode="lines+markers",
                 name=str(layer),
                 line={"color": PALETTE[i % len(PALETTE)]},
-                customdata=rows[["accuracy", "loss", *extra]],
-                hovertemplate=f"{layer}<br>{x} %{{x}}: accuracy %{{customdata[0]:.2%}}, "
+                customdata=rows[[score.name, "loss", *extra]],
+                hovertemplate=f"{layer}<br>{x} %{{x}}: {score.name} %{{customdata[0]:{'.2%' if score.percent else '.4g'}}}, "
                 f"loss %{{customdata[1]:.4f}}{more}<extra></extra>",
             )
         )
-    label = f"baseline {baseline:.2%}" if metric == "accuracy" else f"baseline {baseline:.4f}"
+    label = f"baseline {score.format(baseline)}" if is_score else f"baseline {baseline:.4f}"
     fig.add_hline(y=baseline * scale, line={"dash": "dash", "color": "#444"}, annotation_text=label)
     fig.update_xaxes(title=_X_TITLES[x])
     if x in ("bits", "kept_rank"):
         fig.update_xaxes(autorange="reversed")  # more compressed to the right, as for ratios
-    fig.update_yaxes(title="accuracy (%)" if metric == "accuracy" else "loss (mean cross-entropy)")
-    return _layout(fig, title or f"{metric.capitalize()} per layer", height=460)
+    fig.update_yaxes(title=axis)
+    name = score.title if is_score else "Loss"
+    return _layout(fig, title or f"{name} per layer", height=460)
 
 
 _X_TITLES = {
@@ -265,10 +286,15 @@ def _x_column(frame: pd.DataFrame) -> str:
     return next((c for c in ("bits", "kept_rank") if c in frame.columns), "ratio")
 
 
-def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
-    """Accuracy drop in points (baseline minus accuracy), layers x ratios (or bits)."""
+def sensitivity_heatmap(
+    frame: pd.DataFrame, baseline_accuracy: float, title: str = "", score: MetricInfo = ACCURACY
+) -> go.Figure:
+    """The drop in `score` (worse than the baseline, in points for accuracy, in the metric's unit
+    otherwise), layers x ratios (or bits)."""
     x = _x_column(frame)
-    drop = frame.assign(drop=(baseline_accuracy - frame["accuracy"]) * 100)
+    scale = 100.0 if score.percent else 1.0
+    unit = _drop_unit(score)
+    drop = frame.assign(drop=[score.drop(baseline_accuracy, v) * scale for v in frame[score.name]])
     grid = drop.pivot_table(index="layer", columns=x, values="drop", sort=False)
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
     if x in ("bits", "kept_rank"):
@@ -280,15 +306,17 @@ def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: st
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
-            colorbar={"title": "drop (points)"},
+            colorbar={"title": f"drop ({unit})"},
             text=np.round(grid.values, 1),
             texttemplate="%{text}",
-            hovertemplate="%{y} at %{x}: %{z:.2f} points<extra></extra>",
+            hovertemplate=f"%{{y}} at %{{x}}: %{{z:.2f}} {unit}<extra></extra>",
         )
     )
     fig.update_xaxes(title=_X_TITLES[x], type="category")
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title or "Accuracy drop (points)", height=max(300, 34 * len(grid) + 140))
+    label = score.label or score.name
+    default = f"{label[0].upper()}{label[1:]} drop ({unit})"
+    return _layout(fig, title or default, height=max(300, 34 * len(grid) + 140))
 
 
 def criterion_distributions(frame: pd.DataFrame, criteria: list[str], title: str = "") -> go.Figure:
@@ -380,10 +408,17 @@ def value_histograms(
 
 
 def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
-    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): accuracy
-    after (%) against latency after (ms per batch), one marker series per runtime measured, and each run's
-    original model (before) as a grey cross on the same axes."""
+    """Every recorded compression of a model (rows of `analysis.store.compare`, index = run id): the score
+    after (`score after`, in the runs' metric: accuracy in %) against latency after (ms per batch), one
+    marker series per runtime measured, and each run's original model (before) as a grey cross. Runs in
+    another metric than the first run's are left out (their scores are not comparable)."""
     fig = go.Figure()
+    table = _one_metric(table)
+    name = str(table["metric"].iloc[0]) if "metric" in table.columns and len(table) else "accuracy"
+    score = MetricInfo.from_dict({"name": name})
+    scale, axis, fmt = _axis(score)
+    after_col = "score after" if "score after" in table.columns else "accuracy after"
+    before_col = "score before" if "score before" in table.columns else "accuracy before"
     runtimes = [
         c[len("latency_ms[") : -len("] after")]
         for c in table.columns
@@ -391,37 +426,46 @@ def recorded_plans_scatter(table: pd.DataFrame, title: str = "") -> go.Figure:
     ]
     for i, runtime in enumerate(runtimes):
         col = f"latency_ms[{runtime}] after"
-        rows = table[table[col].notna() & table["accuracy after"].notna()]
+        rows = table[table[col].notna() & table[after_col].notna()]
         fig.add_trace(
             go.Scatter(
-                x=rows[col], y=rows["accuracy after"] * 100, mode="markers", name=runtime,
+                x=rows[col], y=rows[after_col] * scale, mode="markers", name=runtime,
                 text=[f"run {i}" for i in rows.index], marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate="%{text}<br>%{x:.2f} ms, %{y:.2f}%<extra>" + runtime + "</extra>",
+                hovertemplate=f"%{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra>" + runtime + "</extra>",
             )
         )  # fmt: skip
-        before = table[table[f"latency_ms[{runtime}] before"].notna() & table["accuracy before"].notna()]
+        before = table[table[f"latency_ms[{runtime}] before"].notna() & table[before_col].notna()]
         fig.add_trace(
             go.Scatter(
-                x=before[f"latency_ms[{runtime}] before"], y=before["accuracy before"] * 100, mode="markers",
+                x=before[f"latency_ms[{runtime}] before"], y=before[before_col] * scale, mode="markers",
                 name=f"original ({runtime})", text=[f"run {i}" for i in before.index],
                 marker={"size": 9, "symbol": "x", "color": PALETTE[8]},
-                hovertemplate="original, %{text}<br>%{x:.2f} ms, %{y:.2f}%<extra></extra>",
+                hovertemplate=f"original, %{{text}}<br>%{{x:.2f}} ms, %{{y:{fmt}}}<extra></extra>",
             )
         )  # fmt: skip
     fig.update_xaxes(title="measured latency (ms per batch)")
-    fig.update_yaxes(title="accuracy (%)")
-    return _layout(fig, title or "Accuracy vs latency of every recorded plan", height=440)
+    fig.update_yaxes(title=axis)
+    return _layout(fig, title or f"{score.title} vs latency of every recorded plan", height=440)
+
+
+def _one_metric(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored in the first row's metric (all of them for tables without a `metric` column)."""
+    if "metric" not in table.columns or table.empty:
+        return table
+    return table[table["metric"].fillna("accuracy") == table["metric"].fillna("accuracy").iloc[0]]
 
 
 _KIND_SYMBOLS = {"real": "circle", "simulated": "diamond-open"}
 
 
-def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of every applied plan") -> go.Figure:
+def runs_scatter(points: pd.DataFrame, title: str = "", score: MetricInfo = ACCURACY) -> go.Figure:
     """Each applied plan against the baseline timed in the same run (columns label, run, role
-    'baseline'|'plan', latency_ms, accuracy in [0, 1], runtime, kind real|simulated, batch_size, threads,
-    spread, warning). A thin line joins a plan to its own baseline: numbers from different runs are never
-    compared. Colour = runtime, marker = real (filled circle) or simulated (open diamond); baselines are
-    drawn smaller and grey-edged."""
+    'baseline'|'plan', latency_ms, accuracy (the score in `score`; accuracy in [0, 1]), runtime, kind
+    real|simulated, batch_size, threads, spread, warning). A thin line joins a plan to its own baseline:
+    numbers from different runs are never compared. Colour = runtime, marker = real (filled circle) or
+    simulated (open diamond); baselines are drawn smaller and grey-edged."""
+    scale, axis, fmt = _axis(score)
+    title = title or f"{score.title} vs latency of every applied plan"
     fig = go.Figure()
     runtimes = list(dict.fromkeys(points["runtime"]))
     for (_run, runtime), rows in points.groupby(["run", "runtime"], sort=False):
@@ -429,7 +473,7 @@ def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of ever
         fig.add_trace(
             go.Scatter(
                 x=rows["latency_ms"],
-                y=rows["accuracy"] * 100,
+                y=rows["accuracy"] * scale,
                 mode="lines",
                 line={"color": colour, "width": 1, "dash": "dot"},
                 hoverinfo="skip",
@@ -443,7 +487,7 @@ def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of ever
         fig.add_trace(
             go.Scatter(
                 x=rows["latency_ms"],
-                y=rows["accuracy"] * 100,
+                y=rows["accuracy"] * scale,
                 mode="markers",
                 name=f"{runtime}, {kind}{' baseline' if role == 'baseline' else ''}",
                 text=rows["label"],
@@ -466,20 +510,23 @@ def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of ever
                     "opacity": 0.6 if role == "baseline" else 1.0,
                 },
                 hovertemplate=(
-                    "%{text}<br>%{x:.2f} ms (%{customdata[5]}), %{y:.2f}%<br>runtime %{customdata[0]}, "
+                    f"%{{text}}<br>%{{x:.2f}} ms (%{{customdata[5]}}), %{{y:{fmt}}}<br>runtime %{{customdata[0]}}, "
                     "batch %{customdata[1]}, %{customdata[2]} threads<br>spread p90/p10 %{customdata[3]:.2f}"
                     "%{customdata[4]}<extra></extra>"
                 ),
             )
         )
     fig.update_xaxes(title="measured latency (ms per batch)")
-    fig.update_yaxes(title="accuracy (%)")
+    fig.update_yaxes(title=axis)
     return _layout(fig, title, height=440)
 
 
-def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
-    """A lowrank sweep (frame with kept_rank, accuracy, macs_saved): accuracy (%) per layer against the kept
+def lowrank_tradeoff(
+    frame: pd.DataFrame, baseline_accuracy: float, title: str = "", score: MetricInfo = ACCURACY
+) -> go.Figure:
+    """A lowrank sweep (frame with kept_rank, the score, macs_saved): the score per layer against the kept
     rank fraction (solid, left axis) and the MACs per sample that point saves (dotted, right axis)."""
+    scale, axis, fmt = _axis(score)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values("kept_rank")
@@ -487,12 +534,12 @@ def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str =
         fig.add_trace(
             go.Scatter(
                 x=rows["kept_rank"],
-                y=rows["accuracy"] * 100,
+                y=rows[score.name] * scale,
                 mode="lines+markers",
-                name=f"{layer} accuracy",
+                name=f"{layer} {score.name}",
                 legendgroup=str(layer),
                 line={"color": color},
-                hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:.2f}}%<extra></extra>",
+                hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:{fmt}}}<extra></extra>",
             ),
             secondary_y=False,
         )
@@ -509,19 +556,23 @@ def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str =
                 ),
                 secondary_y=True,
             )
-    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": "#444"})
+    fig.add_hline(y=baseline_accuracy * scale, line={"dash": "dash", "color": "#444"})
     fig.update_xaxes(title=_X_TITLES["kept_rank"], autorange="reversed")
-    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title=axis, secondary_y=False)
     fig.update_yaxes(title="MACs saved per sample", secondary_y=True)
-    return _layout(fig, title or "Low-rank: accuracy and MACs saved per layer", height=480)
+    return _layout(fig, title or f"Low-rank: {score.name} and MACs saved per layer", height=480)
 
 
-def trajectory_chart(trajectory: list[dict], title: str = "") -> go.Figure:
-    """A schedule's steps (`CompressionResult.trajectory`): accuracy (%), MACs per sample and loss (nats),
-    one panel each, against the step; step 0 is the original model."""
+def trajectory_chart(trajectory: list[dict], title: str = "", score: MetricInfo = ACCURACY) -> go.Figure:
+    """A schedule's steps (`CompressionResult.trajectory`): the score (accuracy in %, or the metric its
+    records name), MACs per sample and loss, one panel each, against the step; step 0 is the original."""
     frame = pd.DataFrame(trajectory)
+    if score is ACCURACY and "metric" in frame.columns and len(frame):
+        named = str(frame["metric"].iloc[0])
+        score = MetricInfo.from_dict({"name": named})
+    scale, axis, _ = _axis(score)
     panels = [
-        ("accuracy", "accuracy (%)", 100.0),
+        ("accuracy", axis, scale),
         ("macs", "MACs per sample", 1.0),
         ("loss", "loss (nats)", 1.0),
     ]

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from analysis.io import to_json, write_text_atomic
+from analysis.metrics import MetricInfo
 from analysis.sensitivity.sweep import SensitivityResult
 
 SAFE_DROPS = (0.01, 0.02)
@@ -44,10 +45,24 @@ def as_list(sensitivity) -> list[SensitivityResult]:
     return list(sensitivity)
 
 
-def safe_points(result: SensitivityResult, drops: Sequence[float] = SAFE_DROPS) -> pd.DataFrame:
+def safe_drops(metric: MetricInfo) -> tuple[float, ...]:
+    """The drops a safe-point table uses for `metric`: 1 and 2 points for accuracy (`SAFE_DROPS`), the
+    metric's own defaults otherwise (PSNR: 60 and 70 dB below the 100 dB of identical outputs)."""
+    return SAFE_DROPS if metric.percent else tuple(metric.safe_drops)
+
+
+def _drop_label(metric: MetricInfo, drop: float) -> str:
+    return f"{drop * 100:g} pt" if metric.percent else f"{drop:g} {metric.unit or metric.name}"
+
+
+def safe_points(result: SensitivityResult, drops: Sequence[float] | None = None) -> pd.DataFrame:
     """Per layer of a `SensitivityResult`: the largest safe ratio (pruning), smallest safe bits (quant,
-    share) or smallest safe kept rank fraction (lowrank) at each accuracy drop in `drops` (0.01 = one point), the members of structured groups, and the drop
-    at the sweep's most aggressive point."""
+    share) or smallest safe kept rank fraction (lowrank) at each drop in `drops` (in the sweep's metric:
+    0.01 = one point of accuracy; default `safe_drops(result.metric)`), the members of structured groups,
+    and the drop at the sweep's most aggressive point."""
+    metric = result.metric
+    drops = safe_drops(metric) if drops is None else drops
+    worst = "worst drop (pt)" if metric.percent else f"worst drop ({metric.unit or metric.name})"
     rows = []
     for name, curve in result.layers.items():
         row: dict = {"layer": name}
@@ -55,10 +70,13 @@ def safe_points(result: SensitivityResult, drops: Sequence[float] = SAFE_DROPS) 
             label = {"quant": "min bits", "share": "min bits", "lowrank": "min kept rank"}.get(
                 result.kind, "max ratio"
             )
-            column = f"{label} @ {drop * 100:g} pt"
+            column = f"{label} @ {_drop_label(metric, drop)}"
             row[column] = result.safe_point(name, drop)
         drops_here = result.drops(name)
-        row["worst drop (pt)"] = round(max(drops_here) * 100, 2) if drops_here else float("nan")
+        scale = 100 if metric.percent else 1
+        row[worst] = (
+            round(max(drops_here) * scale, 2 if metric.percent else 4) if drops_here else float("nan")
+        )
         if curve.members is not None:
             row["members"] = ", ".join(curve.members)
         rows.append(row)
@@ -75,12 +93,14 @@ def _long_frame(results: Sequence[SensitivityResult]):
     if not frames:
         return pd.DataFrame(columns=["layer", "kind", "ratio", "accuracy", "loss"])
     frame = pd.concat(frames, ignore_index=True)
-    columns = ["layer", "kind"] + [c for c in ("ratio", "bits") if c in frame.columns] + ["accuracy", "loss"]
+    scores = list(dict.fromkeys(r.metric.name for r in results))
+    columns = ["layer", "kind"] + [c for c in ("ratio", "bits") if c in frame.columns] + [*scores, "loss"]
     return frame[columns]
 
 
 def write_csv(results: SensitivityResult | Sequence[SensitivityResult], path: str | Path) -> Path:
-    """Long form CSV: layer, kind, ratio (and/or bits), accuracy, loss; one row per swept point."""
+    """Long form CSV: layer, kind, ratio (and/or bits), the score (a column named after the metric:
+    `accuracy`, `psnr`), loss; one row per swept point."""
     frame = _long_frame(as_list(results))
     return write_text_atomic(path, frame.to_csv(index=False))
 
@@ -119,14 +139,14 @@ def markdown_summary(
         lines += [
             f"## {r.kind} ({len(r.layers)} {'groups' if r.kind == 'structured' else 'layers'}, {r.seconds:.1f} s)",
             "",
-            f"Baseline: accuracy {r.baseline_accuracy:.4f}, loss {r.baseline_loss:.4f} ({r.samples} samples).",
+            f"Baseline: {r.metric.name} {r.baseline_accuracy:.4f}, loss {r.baseline_loss:.4f} ({r.samples} samples).",
             "",
         ]
         worst = sorted(r.layers, key=lambda n: -max(r.drops(n), default=0.0))[:top]
         if worst:
             lines.append(
                 "Most sensitive: "
-                + ", ".join(f"{n} (worst drop {max(r.drops(n)) * 100:.1f} points)" for n in worst)
+                + ", ".join(f"{n} (worst drop {r.metric.format_drop(max(r.drops(n)))})" for n in worst)
             )
             lines.append("")
         lines += [_md_table(safe_ratio_table(r)), ""]

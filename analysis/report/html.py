@@ -25,10 +25,12 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
+from analysis.inputs import InputSpec
 from analysis.io import write_text_atomic
+from analysis.metrics import ACCURACY, MetricInfo
 from analysis.progress import Progress
 from analysis.report import charts
-from analysis.report.files import as_list, environment, safe_points
+from analysis.report.files import as_list, environment, safe_drops, safe_points
 from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, SensitivityResult
 
 _CSS = """
@@ -134,11 +136,19 @@ def _section_latency(latency) -> str:
     return "\n".join(out)
 
 
-def _section_baseline(accuracy: float, loss: float, samples: int | None) -> str:
+def _section_baseline(accuracy: float, loss: float, samples: int | None, score: MetricInfo = ACCURACY) -> str:
     n = f" on {samples} samples" if samples else ""
+    if score.name == "accuracy":
+        return (
+            f"<h2>Baseline</h2><div class='kpi'>accuracy<b>{accuracy * 100:.2f}%</b></div>"
+            f"<div class='kpi'>loss (mean cross-entropy)<b>{loss:.4f}</b></div><p>Top-1 accuracy{n}.</p>"
+        )
+    better = "higher" if score.higher_is_better else "lower"
     return (
-        f"<h2>Baseline</h2><div class='kpi'>accuracy<b>{accuracy * 100:.2f}%</b></div>"
-        f"<div class='kpi'>loss (mean cross-entropy)<b>{loss:.4f}</b></div><p>Top-1 accuracy{n}.</p>"
+        f"<h2>Baseline</h2><div class='kpi'>{html.escape(score.title)}<b>{html.escape(score.format(accuracy))}"
+        f"</b></div><div class='kpi'>loss<b>{loss:.4f}</b></div><p>Metric: {html.escape(score.name)} "
+        f"({better} is better){n}; it compares each output with the original model's on the same inputs, so "
+        "the original scores its best here and every drop below is measured from it.</p>"
     )
 
 
@@ -151,11 +161,14 @@ def _section_sensitivity(result: SensitivityResult, figures: _Figures) -> str:
     ]
     out += [f'<p class="note">{html.escape(note)}</p>' for note in result.notes]
     frame = result.to_frame()
-    curves = charts.sensitivity_curves(frame, result.baseline_accuracy, f"Accuracy per {unit[:-1]}")
+    score = result.metric
+    curves = charts.sensitivity_curves(
+        frame, result.baseline_accuracy, f"{score.title} per {unit[:-1]}", score=score
+    )
     out.append(figures.html(curves))
-    out.append(figures.html(charts.sensitivity_heatmap(frame, result.baseline_accuracy)))
+    out.append(figures.html(charts.sensitivity_heatmap(frame, result.baseline_accuracy, score=score)))
     if result.kind == "lowrank":
-        out.append(figures.html(charts.lowrank_tradeoff(frame, result.baseline_accuracy)))
+        out.append(figures.html(charts.lowrank_tradeoff(frame, result.baseline_accuracy, score=score)))
     what = (
         "smallest bit width"
         if result.kind in ("quant", "share")
@@ -163,9 +176,10 @@ def _section_sensitivity(result: SensitivityResult, figures: _Figures) -> str:
         if result.kind == "lowrank"
         else "largest ratio"
     )
+    budgets = " and ".join(score.format_drop(d) for d in safe_drops(score))
     out.append(
-        f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {what} up to which every swept point stays within 1 and "
-        "2 accuracy points of the baseline (columns as in the app).</p>"
+        f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {what} up to which every swept point stays within "
+        f"{html.escape(budgets)} of the baseline {html.escape(score.name)} (columns as in the app).</p>"
     )
     out.append(_table(safe_points(result)))
     return "\n".join(out)
@@ -249,16 +263,16 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
             " (stopped by request: the model is the one after the last step)" if compression.stopped else ""
         )
         out.append(f"<h3>Schedule</h3><p>{len(trajectory) - 1} steps{stopped}.</p>")
-        out.append(figures.html(charts.trajectory_chart(trajectory)))
+        out.append(figures.html(charts.trajectory_chart(trajectory, score=compression.metric)))
     points = pareto_table(compression, list(applied or []))
-    out.append(figures.html(charts.pareto_scatter(points)))
+    out.append(figures.html(charts.pareto_scatter(points, score=compression.metric)))
     out.append(_table(points.drop(columns=["plan"]), "{:,.4g}"))
     import pandas as pd
 
     runtimes = getattr(compression, "runtimes", None) or {}
     if runtimes:  # {runtime: {"before": ModelMetrics, "after": ModelMetrics}}
         rows = [
-            {"runtime": name, "model": when, "latency_ms": m.latency_ms, "accuracy": m.accuracy,
+            {"runtime": name, "model": when, "latency_ms": m.latency_ms, m.metric.name: m.accuracy,
              "warning": getattr(m, "latency_warning", None) or ""}
             for name, pair in runtimes.items() for when, m in pair.items()
         ]  # fmt: skip
@@ -269,6 +283,14 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
         out.append("<h3>Trajectory</h3>" + _table(steps, "{:,.4g}"))
     out.append(f"<h3>Plan</h3><pre>{html.escape(compression.plan.to_json())}</pre>")
     return "\n".join(out)
+
+
+def _score_column(m) -> dict:
+    """A `ModelMetrics`' score as one table column: `accuracy (%)`, else `psnr (dB)` and the like."""
+    score = m.metric
+    if score.percent:
+        return {f"{score.name} (%)": m.accuracy * 100}
+    return {f"{score.name}{f' ({score.unit})' if score.unit else ''}": m.accuracy}
 
 
 def _runtimes_table(compression) -> str:
@@ -289,7 +311,7 @@ def _runtimes_table(compression) -> str:
                     "version": getattr(m, "runtime_version", ""),
                     "provider": getattr(m, "provider", ""),
                     "kind": getattr(m, "latency_kind", m.latency_label),
-                    "accuracy (%)": m.accuracy * 100,
+                    **_score_column(m),
                     "latency (ms)": m.latency_ms,
                     "p10 (ms)": m.latency_p10_ms,
                     "p90 (ms)": m.latency_p90_ms,
@@ -316,6 +338,7 @@ def build_report(
     input_shape: tuple[int, ...] | None = None,
     compression=None,
     applied: Sequence[dict] | None = None,
+    metric: str = "auto",
 ) -> Path:
     """Write one self-contained HTML report to `out_path` (atomically) and return its path.
 
@@ -323,6 +346,7 @@ def build_report(
     baseline (from the sensitivity results, or evaluated), one sensitivity section per result (a curve per
     layer, a heatmap layers x ratios, the safe-point table at 1 and 2 points), rankings (if given), the last
     compression (if given: before/after and `applied`, the applied plans' `run_point` rows, on a scatter).
+    Scores are in the sweeps' metric (or `metric` where the baseline is evaluated here).
     """
     results = as_list(sensitivity)
     shape = input_shape or (data.input_shape if data is not None else getattr(model, "input_shape", None))
@@ -330,20 +354,22 @@ def build_report(
         try:
             from analysis.cost import summarize
 
-            summary = summarize(model, tuple(shape))
+            summary = summarize(model, shape if isinstance(shape, InputSpec) else tuple(shape))
         except ImportError:
             summary = None
+    score = ACCURACY
     if results:
         base_acc, base_loss, samples = (
             results[0].baseline_accuracy,
             results[0].baseline_loss,
             results[0].samples,
         )
+        score = results[0].metric
     elif data is not None:
         from analysis.evaluate import evaluate
 
-        ev = evaluate(model, data)
-        base_acc, base_loss, samples = ev.accuracy, ev.loss, ev.samples
+        ev = evaluate(model, data, metric=metric)
+        base_acc, base_loss, samples, score = ev.accuracy, ev.loss, ev.samples, ev.metric
     else:
         base_acc = base_loss = float("nan")
         samples = None
@@ -355,7 +381,7 @@ def build_report(
         ),
         _section_summary(summary),
         _section_latency(latency),
-        _section_baseline(base_acc, base_loss, samples) if not math.isnan(base_acc) else "",
+        _section_baseline(base_acc, base_loss, samples, score) if not math.isnan(base_acc) else "",
         *[_section_sensitivity(r, figures) for r in results],
         _section_rankings(rankings, figures),
         _section_compression(compression, applied, figures),
@@ -433,11 +459,11 @@ def runtime_latencies(model, input_shape, runtimes, threads, ran: dict) -> dict:
     ran["latency"], ran["latency_errors"] = {}, {}
     for name in dict.fromkeys(runtimes):
         try:
-            prepared = prepare(model, name, tuple(input_shape), threads)
+            prepared = prepare(model, name, input_shape, threads)
         except WorkbenchError as exc:
             out[name] = ran["latency_errors"][name] = f"{name}: not measured: {first_line(exc)}"
             continue
-        out[name] = measure_runtime_latency(prepared, tuple(input_shape), threads=threads)
+        out[name] = measure_runtime_latency(prepared, input_shape, threads=threads)
         ran["latency"][name] = out[name].to_dict()
     return out
 

@@ -11,10 +11,13 @@ from analysis.compression.plan import CompressionPlan, LayerSettings
 from analysis.layers import final_classifier, out_channels, prunable_layers
 
 
-def pareto_front(accuracy: list[float] | np.ndarray, latency_ms: list[float] | np.ndarray) -> np.ndarray:
-    """Boolean mask of the points no other point beats: none has higher-or-equal accuracy at lower-or-equal
-    latency with at least one of the two strictly better."""
-    acc = np.asarray(accuracy, dtype=float)
+def pareto_front(
+    accuracy: list[float] | np.ndarray, latency_ms: list[float] | np.ndarray, higher_is_better: bool = True
+) -> np.ndarray:
+    """Boolean mask of the points no other point beats: none has a better-or-equal score (higher accuracy;
+    lower where `higher_is_better` is False, e.g. MSE) at lower-or-equal latency with at least one of the
+    two strictly better."""
+    acc = np.asarray(accuracy, dtype=float) * (1.0 if higher_is_better else -1.0)
     lat = np.asarray(latency_ms, dtype=float)
     mask = np.ones(len(acc), dtype=bool)
     for i in range(len(acc)):
@@ -71,13 +74,20 @@ def comparison_frame(result) -> pd.DataFrame:
     def ratio(x: float, y: float) -> str:
         return f"{x / y:.2f}x smaller" if y and x >= y else f"{y / x:.2f}x larger" if x else "n/a"
 
-    rows = [
-        (
-            "accuracy (%)",
+    score = getattr(b, "metric", None)
+    if score is None or score.percent:
+        name = "accuracy" if score is None else score.name
+        first = (
+            f"{name} (%)",
             b.accuracy * 100,
             a.accuracy * 100,
             f"{(a.accuracy - b.accuracy) * 100:+.2f} points",
-        ),
+        )
+    else:
+        unit = f" ({score.unit})" if score.unit else ""
+        first = (f"{score.name}{unit}", b.accuracy, a.accuracy, f"{a.accuracy - b.accuracy:+.4g}{unit}")
+    rows = [
+        first,
         ("loss", b.loss, a.loss, f"{a.loss - b.loss:+.4f}"),
         (
             f"latency (ms per batch of {result.batch_size})",
@@ -124,5 +134,6 @@ def pareto_table(result, runs: list[dict]) -> pd.DataFrame:
         "plan": "",
     }
     frame = pd.DataFrame([original, *runs])
-    frame["pareto"] = pareto_front(frame["accuracy"], frame["latency_ms"])
+    higher = getattr(getattr(b, "metric", None), "higher_is_better", True)
+    frame["pareto"] = pareto_front(frame["accuracy"], frame["latency_ms"], higher)
     return frame

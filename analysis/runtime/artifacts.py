@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.inputs import ModelInputs, as_model_inputs
 from analysis.io import write_atomic
 from analysis.runtime.loading import (  # noqa: F401  (re-exported: the artifact API lives here)
     ARTIFACT_SUFFIXES,
@@ -32,20 +33,23 @@ from analysis.runtime.loading import load_artifact as _load_artifact
 from analysis.runtime.loading import load_pruned as _load_pruned
 
 
-def _example(model: nn.Module, input_shape: tuple[int, ...] | None) -> torch.Tensor:
+def _example(model: nn.Module, input_shape) -> ModelInputs:
     from analysis.layers import example_input as example_batch
     from analysis.specs import model_input_shape
 
     return example_batch(model_input_shape(model, input_shape), 2)
 
 
-def export_program(model: nn.Module, example_input: torch.Tensor) -> torch.export.ExportedProgram:
-    """`torch.export.export` of a private eval-mode copy, batch dimension dynamic."""
+def export_program(model: nn.Module, example_input: ModelInputs) -> torch.export.ExportedProgram:
+    """`torch.export.export` of a private eval-mode copy, batch dimension of every input dynamic (inputs
+    by name passed as keyword arguments)."""
     from analysis.layers import copy_model
+    from analysis.runtime.onnx import export_arguments
 
     work = copy_model(model).eval()
+    args, kwargs, _, dynamic = export_arguments(work, as_model_inputs(example_input))
     try:
-        return torch.export.export(work, (example_input,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        return torch.export.export(work, tuple(args), kwargs=kwargs, dynamic_shapes=dynamic)
     except Exception as exc:
         from analysis.runtime.onnx import _first_line, failed_op
 
@@ -106,7 +110,7 @@ def save_artifact(
     path: str | Path,
     *,
     spec: str | None = None,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape=None,
     onnx_bytes: bytes | None = None,
 ) -> Path:
     """Save `model` in the format `path`'s suffix names (module docstring). For `.onnx`, `onnx_bytes` (e.g.

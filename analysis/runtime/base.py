@@ -18,6 +18,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult, evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, measure_latency
+from analysis.metrics import Scoring
 from analysis.progress import Progress
 from analysis.runtime.types import REAL, SIMULATED, Prepared, Runtime
 
@@ -29,8 +30,8 @@ class _RunModule(nn.Module):
         super().__init__()
         self.prepared = prepared
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.prepared.run(x)
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        return self.prepared.run(*args, **kwargs)
 
 
 @dataclasses.dataclass
@@ -43,9 +44,9 @@ class EagerPrepared:
     version: str = torch.__version__
     provider: str = "CPU"
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, *args: torch.Tensor, **kwargs: torch.Tensor):
         with torch.inference_mode():
-            return self.model(x)
+            return self.model(*args, **kwargs)
 
     def as_module(self) -> nn.Module:
         return self.model
@@ -100,10 +101,12 @@ def evaluate_runtime(
     batch_size: int = 256,
     limit: int | None = None,
     progress: Progress | None = None,
+    metric: str | Scoring | None = None,
 ) -> EvalResult:
-    """Accuracy in [0, 1], mean cross-entropy (nats) and samples seen, with every batch run by the runtime:
-    the same batches, in the same order, as `analysis.evaluate`."""
-    return evaluate(_module(prepared), data, split, batch_size, limit, progress)
+    """The score in `metric` (accuracy in [0, 1] for a labelled classifier), the mean loss and samples seen,
+    with every batch run by the runtime: the same batches, in the same order, as `analysis.evaluate`. Give
+    a `Scoring` built on the original model to compare a compressed model with it."""
+    return evaluate(_module(prepared), data, split, batch_size, limit, progress, metric=metric or "auto")
 
 
 def _label(result: LatencyResult, prepared: Prepared, kind: str | None = None) -> LatencyResult:

@@ -21,13 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx
+from analysis.inputs import ModelInputs, as_model_inputs
+from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx, feed_inputs
 from analysis.runtime.types import REAL
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -49,10 +48,13 @@ def node_modules(model_proto, module_names: Iterable[str]) -> dict[str, str]:
     to a module in `module_names` (weight initializer name first, then the exporter's name scopes)."""
     names = set(module_names)
     initializers = {init.name for init in model_proto.graph.initializer}
+    constants = {o for n in model_proto.graph.node if n.op_type == "Constant" for o in n.output}
     found: dict[str, str] = {}
     for node in model_proto.graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
+        if len(node.input) > 1 and node.input[1] not in initializers | constants:
+            continue  # two activations multiplied (attention's q.k, weights.v): no weight to quantize
         owner = None
         for inp in node.input[1:2]:
             if inp in initializers and inp.endswith(".weight") and inp.removesuffix(".weight") in names:
@@ -65,11 +67,12 @@ def node_modules(model_proto, module_names: Iterable[str]) -> dict[str, str]:
 
 
 class _Batches:
-    """A `CalibrationDataReader` over the first `limit` training samples, in batches."""
+    """A `CalibrationDataReader` over the first `limit` training samples, in batches: each of the model's
+    inputs fed under its ONNX input name (floats as float32, integer ids as they are)."""
 
-    def __init__(self, data: Dataset, input_name: str, limit: int, batch_size: int) -> None:
+    def __init__(self, data: Dataset, input_names: list[str], limit: int, batch_size: int) -> None:
         self._batches = (
-            {input_name: x.numpy().astype(np.float32)} for x, _ in data.batches("train", batch_size, limit)
+            feed_inputs(input_names, as_model_inputs(x)) for x, _ in data.batches("train", batch_size, limit)
         )
 
     def get_next(self) -> dict | None:
@@ -132,7 +135,7 @@ def quantize_int8(
     if not int8:
         return Int8Model(model_bytes, {}, float_nodes, calibration, 0, notes)
     n_samples = min(max_samples, len(data.x_train))
-    input_name = proto.graph.input[0].name
+    input_names = [i.name for i in proto.graph.input]
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(model_bytes)
@@ -143,7 +146,7 @@ def quantize_int8(
             quantize_static(
                 str(src),
                 str(dst),
-                _Batches(data, input_name, n_samples, CALIBRATION_BATCH),
+                _Batches(data, input_names, n_samples, CALIBRATION_BATCH),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 weight_type=QuantType.QInt8,
@@ -168,11 +171,11 @@ def prepare_int8(
     threads: int | None = None,
     calibration: str = "minmax",
     max_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-    example_input: torch.Tensor | None = None,
+    example_input: ModelInputs | None = None,
 ) -> tuple[OnnxPrepared, Int8Model]:
     """Export `model` (fp32 parity checked), quantize `layers` to real int8, and open it on ONNX Runtime
     with `threads` intra-op threads. Accuracy of the result is the quantized ONNX model's own."""
-    x = example_input if example_input is not None else data.x_train[:2]
+    x = example_input if example_input is not None else as_model_inputs(data.x_train[:2])
     exported = export_onnx(model, x)
     quantized = quantize_int8(
         exported.model_bytes,

@@ -78,18 +78,20 @@ class _ExportedModule(nn.Module):
     library's evaluation calls; the program is fixed in inference behaviour anyway, so the mode is only
     recorded here."""
 
-    def __init__(self, program_module: nn.Module, input_shape: tuple[int, ...] | None) -> None:
+    def __init__(self, program_module: nn.Module, input_shape) -> None:
         super().__init__()
         self.program = program_module
-        if input_shape:
+        if isinstance(input_shape, tuple):
             self.input_shape = input_shape
+        elif input_shape is not None:
+            self.input_spec = input_shape
 
     def train(self, mode: bool = True) -> _ExportedModule:
         self.training = mode
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.program(x)
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        return self.program(*args, **kwargs)
 
 
 def load_artifact(
@@ -117,11 +119,25 @@ def load_artifact(
         program = torch.export.load(str(path))
     except Exception as exc:
         raise WorkbenchError(f"cannot load {path} as a torch.export program: {first_line(exc)}") from exc
-    shape = None
-    spec = program.graph_signature.user_inputs
-    if spec:
-        node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec[0]), None)
+    return _ExportedModule(program.module(), _program_inputs(program))
+
+
+def _program_inputs(program):
+    """The per-sample shape of a one-input program, an `InputSpec` for several, None where not fixed."""
+    from analysis.inputs import InputField, InputSpec
+
+    names = list(program.graph_signature.user_inputs)
+    fields = []
+    in_spec = program.call_spec.in_spec  # (args, kwargs): inputs exported by name are called by name
+    keyword = in_spec is not None and in_spec.num_children == 2 and in_spec.child(1).num_leaves > 0
+    for name in names:
+        node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == name), None)
         val = node.meta.get("val") if node is not None else None
-        if val is not None and all(isinstance(d, int) for d in val.shape[1:]):
-            shape = tuple(val.shape[1:])
-    return _ExportedModule(program.module(), shape)
+        if val is None or not all(isinstance(d, int) for d in val.shape[1:]):
+            return None
+        fields.append(InputField(name, tuple(val.shape[1:]), val.dtype, keyword))
+    if not fields:
+        return None
+    if len(fields) == 1 and fields[0].dtype == torch.float32:
+        return fields[0].shape
+    return InputSpec(tuple(fields))

@@ -78,8 +78,10 @@ def prepare_runtimes(
     max_samples,
     eval_batch_size,
     notes,
+    score=None,
 ):
-    """Prepared before/after models per runtime ("eager:before", ...), the non-eager evaluations, and the
+    """Prepared before/after models per runtime ("eager:before", ...), the non-eager evaluations (scored as
+    `score`, a `Scoring` against the original model), and the
     ONNX bytes of the compressed model. A runtime that cannot take the model gets a note and is skipped;
     eager is then measured in its place so there is always a before and an after."""
     from analysis.runtime.base import EagerPrepared, evaluate_runtime
@@ -99,8 +101,8 @@ def prepare_runtimes(
             continue
         onnx_bytes = after.model_bytes
         prepared[f"{name}:before"], prepared[f"{name}:after"] = before, after
-        evals[(name, "before")] = evaluate_runtime(before, data, batch_size=eval_batch_size)
-        evals[(name, "after")] = evaluate_runtime(after, data, batch_size=eval_batch_size)
+        evals[(name, "before")] = evaluate_runtime(before, data, batch_size=eval_batch_size, metric=score)
+        evals[(name, "after")] = evaluate_runtime(after, data, batch_size=eval_batch_size, metric=score)
     if not prepared:
         prepared["eager:before"] = EagerPrepared(reference, kind=REAL)
         prepared["eager:after"] = EagerPrepared(deployed, kind=label)
@@ -125,7 +127,7 @@ def onnx_pair(reference, work, bits, data, threads, calibration, max_samples, no
         notes.extend(f"onnxruntime: {note}" for note in quantized.notes)
         notes.append(
             f"onnxruntime: {len(quantized.int8_layers)} layer(s) run real int8 (static QDQ, {calibration} "
-            f"calibration on {quantized.calibration_samples} training samples); accuracy is the ONNX model's own"
+            f"calibration on {quantized.calibration_samples} training samples); the score is the ONNX model's own"
         )
     else:
         after = prepare(work, "onnxruntime", shape, threads)
@@ -168,6 +170,7 @@ def metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> Mode
     """One model on one runtime: its evaluation, counts and timing as `ModelMetrics`."""
     spread = timing.spread
     return ModelMetrics(
+        metric=ev.metric,
         accuracy=ev.accuracy,
         loss=ev.loss,
         params=params,
@@ -189,7 +192,7 @@ def metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> Mode
 
 def measure_runtimes(
     names, models, label, bits, data: Dataset, calibration, max_samples, eval_batch_size, eager_evals,
-    eval_device, timing: Mapping[str, Any], progress: Progress | None, notes: list[str],
+    eval_device, timing: Mapping[str, Any], progress: Progress | None, notes: list[str], score=None,
 ):  # fmt: skip
     """Before and after on each runtime: the evaluations by (runtime, "before"/"after"), the timings by
     "runtime:before"/"runtime:after" (and "eager:simulated"), the ONNX bytes, and the runtimes measured
@@ -201,7 +204,7 @@ def measure_runtimes(
     before_eval, after_eval, simulated_eval = eager_evals
     prepared, evals, onnx_bytes = prepare_runtimes(
         names, reference, work, deployed, label, bits, data, timing["threads"], calibration, max_samples,
-        eval_batch_size, notes,
+        eval_batch_size, notes, score,
     )  # fmt: skip
     evals[("eager", "before")], evals[("eager", "after")] = before_eval, after_eval
     if simulated_eval is not None and "eager:after" in prepared:

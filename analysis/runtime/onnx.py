@@ -1,7 +1,8 @@
 """ONNX export (the dynamo exporter, dynamic batch) and ONNX Runtime sessions.
 
 `export_onnx` returns the serialized model as bytes (nothing touches the disk), checked against eager: the
-largest absolute difference of the logits on the example batch is reported with it. An export that fails
+largest absolute difference of the outputs on the example batch is reported with it. Several inputs (by
+position or by name) and several outputs (tuple, dict, `ModelOutput`) are exported with every one named. An export that fails
 becomes one `WorkbenchError` line naming the operator, and the caller keeps the eager path.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
 import warnings
@@ -20,6 +22,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.inputs import InputField, InputSpec, ModelInputs, as_model_inputs, map_tensors, positional_names
+from analysis.outputs import SINGLE_OUTPUT, flatten_outputs, onnx_name
 from analysis.runtime.types import REAL, Runtime
 
 PROVIDER = "CPUExecutionProvider"
@@ -85,40 +89,77 @@ def _first_line(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class OnnxExport:
     """A serialized ONNX model (`model_bytes`), its input/output names, and the largest absolute difference
-    between its logits and eager's on the example batch (`max_abs_diff`, in logit units)."""
+    between its outputs and eager's on the example batch (`max_abs_diff`, over every output)."""
 
     model_bytes: bytes = field(repr=False)
     max_abs_diff: float
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     opset: int = 0
+    input_names: tuple[str, ...] = (INPUT_NAME,)
+    output_names: tuple[str, ...] = (OUTPUT_NAME,)
 
     @property
     def size_bytes(self) -> int:
         return len(self.model_bytes)
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, check: bool = True) -> OnnxExport:
+def _with_batch_two(x: ModelInputs) -> ModelInputs:
+    # Two samples at least: the exporter specializes a dimension of size 1 and would fix the batch at 1.
+    def widen(t: torch.Tensor) -> torch.Tensor:
+        return t if t.shape[0] > 1 else t.repeat(2, *[1] * (t.dim() - 1))
+
+    return map_tensors(x, widen)
+
+
+def export_arguments(model: nn.Module, x: ModelInputs):
+    """(args, kwargs, input names, dynamic shapes) for `torch.onnx.export`: every input's dim 0 is the
+    dynamic batch; inputs by name go as keyword arguments."""
+    batch = torch.export.Dim("batch")
+    if isinstance(x, dict):
+        return (), dict(x), list(x), {k: {0: batch} for k in x}
+    if isinstance(x, tuple):
+        names = positional_names(model)[: len(x)]
+        names += [f"input{i}" for i in range(len(names), len(x))]
+        return x, None, names, tuple({0: batch} for _ in x)
+    return (x,), None, [INPUT_NAME], ({0: batch},)
+
+
+def feed_inputs(names: list[str], x: ModelInputs) -> dict[str, np.ndarray]:
+    """ONNX Runtime feeds: each input under its name (floats as float32, integer ids as they are)."""
+    tensors = list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, tuple) else [x]
+    return {n: _numpy(t) for n, t in zip(names, tensors, strict=True)}
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return t.numpy().astype(np.float32, copy=False) if t.is_floating_point() else t.numpy()
+
+
+def export_onnx(model: nn.Module, example_input: ModelInputs, check: bool = True) -> OnnxExport:
     """Export `model` (a private eval-mode copy) with `torch.onnx.export(..., dynamo=True)`, the batch
-    dimension dynamic; with `check`, run it on ONNX Runtime and report the max abs difference to eager."""
-    from analysis.layers import copy_model
+    dimension of every input dynamic, every output named (`logits` for a single output, else the names
+    of `analysis.outputs.flatten_outputs`, recorded in the file's metadata); with `check`, run it on ONNX
+    Runtime and report the max abs difference to eager over all outputs."""
+    from analysis.layers import call_model, copy_model
 
     work = copy_model(model).eval()
-    # Two samples at least: the exporter specializes a dimension of size 1 and would fix the batch at 1.
-    x = (
-        example_input
-        if example_input.shape[0] > 1
-        else example_input.repeat(2, *[1] * (example_input.dim() - 1))
-    )
+    x = _with_batch_two(as_model_inputs(example_input))
+    with torch.inference_mode():
+        want = flatten_outputs(call_model(work, x))
+    keys = list(want)
+    out_names = [OUTPUT_NAME] if keys == [SINGLE_OUTPUT] else [onnx_name(k) for k in keys]
+    args, kwargs, in_names, dynamic = export_arguments(work, x)
     try:
         with _quiet():
             program = torch.onnx.export(
                 work,
-                (x,),
+                args,
+                kwargs=kwargs,
                 dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_shapes=dynamic,
                 verbose=False,
             )
     except Exception as exc:
@@ -128,16 +169,33 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, check: bool = Tru
             f"ONNX export failed: {what}; the eager runtime still measures this model (--runtime eager)"
         ) from exc
     proto = program.model_proto
+    _set_metadata(proto, {"inputs": in_names, "form": _form(x), "outputs": keys})
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     data = proto.SerializeToString()
     diff = float("nan")
     if check:
         session = make_session(data, threads=1)
-        with torch.inference_mode():
-            want = work(x)
-        got = session.run(None, {INPUT_NAME: x.detach().numpy().astype(np.float32)})[0]
-        diff = float(np.max(np.abs(got - want.numpy()))) if got.size else 0.0
-    return OnnxExport(data, diff, opset=opset)
+        got = session.run(None, feed_inputs(in_names, x))
+        diffs = [
+            float(np.max(np.abs(g - w.numpy()))) if g.size else 0.0
+            for g, w in zip(got, want.values(), strict=True)
+        ]
+        diff = max(diffs) if diffs else 0.0
+    return OnnxExport(data, diff, in_names[0], out_names[0], opset, tuple(in_names), tuple(out_names))
+
+
+def _form(x: ModelInputs) -> str:
+    return "dict" if isinstance(x, dict) else "tuple" if isinstance(x, tuple) else "tensor"
+
+
+METADATA_KEY = "workbench_io"
+
+
+def _set_metadata(proto, value: dict) -> None:
+    """The inputs' form and the outputs' original names, so a loaded file returns outputs named as the
+    PyTorch model did (`flatten_outputs` names: a tuple's `0`, `1`, a dict's keys)."""
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(value)
 
 
 def make_session(model_bytes: bytes, threads: int | None = None):
@@ -159,25 +217,47 @@ def make_session(model_bytes: bytes, threads: int | None = None):
 
 class OnnxModule(nn.Module):
     """An `nn.Module` whose forward runs an ONNX Runtime session: evaluation and timing code that takes
-    modules runs the ONNX model unchanged. It has no parameters; `input_shape` is the model's per-sample
-    input shape where the ONNX file fixes it."""
+    modules runs the ONNX model unchanged. It takes the inputs as the PyTorch model did (by position in
+    the session's input order, or by name) and returns one tensor, or for several outputs a dict under the
+    PyTorch model's output names (recorded at export; a dict of one for a `ModelOutput` with one field).
+    It has no parameters; `input_shape` (`input_spec`
+    for several inputs) is the per-sample input description where the ONNX file fixes it."""
 
     def __init__(self, model_bytes: bytes, threads: int | None = None) -> None:
         super().__init__()
         self.model_bytes = model_bytes
         self.threads = threads
         self.session = make_session(model_bytes, threads)
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        dims = inp.shape[1:]
-        if dims and all(isinstance(d, int) and d > 0 for d in dims):
-            self.input_shape = tuple(dims)
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.input_name = self.input_names[0]
+        meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}") or "{}")
+        names = [o.name for o in self.session.get_outputs()]
+        keys = meta.get("outputs")
+        recorded = isinstance(keys, list) and len(keys) == len(names)
+        self.output_keys = keys if recorded else names
+        # One plain tensor out: as recorded at export, or (a file made elsewhere) a single output.
+        self.single = keys == [SINGLE_OUTPUT] if recorded else len(names) == 1
+        fields = []
+        for i in inputs:
+            dims = i.shape[1:]
+            if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+                fields = []
+                break
+            dtype = torch.int64 if "int64" in i.type else torch.int32 if "int32" in i.type else torch.float32
+            fields.append(InputField(i.name, tuple(dims), dtype, keyword=meta.get("form") == "dict"))
+        if len(fields) == 1 and fields[0].dtype == torch.float32 and not fields[0].keyword:
+            self.input_shape = fields[0].shape
+        elif fields:
+            self.input_spec = InputSpec(tuple(fields))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(
-            None, {self.input_name: x.detach().cpu().numpy().astype(np.float32, copy=False)}
-        )
-        return torch.from_numpy(out[0])
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        feed = {name: _numpy(t) for name, t in zip(self.input_names, args, strict=False)}
+        feed.update({name: _numpy(t) for name, t in kwargs.items()})
+        out = [torch.from_numpy(o) for o in self.session.run(None, feed)]
+        if self.single:
+            return out[0]
+        return dict(zip(self.output_keys, out, strict=True))
 
     def __deepcopy__(self, memo: dict) -> OnnxModule:
         # Sessions cannot be copied; a new one over the same bytes is an equal, independent model.
@@ -208,8 +288,8 @@ class OnnxPrepared:
     def model_bytes(self) -> bytes:
         return self.module.model_bytes
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+    def run(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        return self.module(*args, **kwargs)
 
     def as_module(self) -> nn.Module:
         return self.module
@@ -229,7 +309,7 @@ class OnnxRuntime(Runtime):
         return PROVIDER
 
     def prepare(
-        self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None
+        self, model: nn.Module, example_input: ModelInputs, threads: int | None = None
     ) -> OnnxPrepared:
         exported = export_onnx(model, example_input)
         return OnnxPrepared(OnnxModule(exported.model_bytes, threads), exported.max_abs_diff)
@@ -248,6 +328,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "export_onnx",
     "failed_op",
+    "feed_inputs",
     "load_onnx",
     "make_session",
     "ort_version",

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analysis.errors import WorkbenchError
+from analysis.metrics import ACCURACY, MetricInfo
 from analysis.validate import few
 
 BASIC_KINDS = ("structured", "unstructured", "quant")  # what `report` runs by default
@@ -20,7 +21,9 @@ _TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noi
 @dataclass(frozen=True)
 class SensitivityCurve:
     """One layer's (or group's) curve: `values` are ratios (pruning) or bit widths (quant), ascending for
-    ratios and descending for bits (the sweep order); `members` lists a structured group's layers."""
+    ratios and descending for bits (the sweep order); `accuracy` the score at each point in the sweep's
+    metric (top-1 accuracy for accuracy sweeps: the field keeps its historical name); `members` lists a
+    structured group's layers."""
 
     values: tuple[float, ...]
     accuracy: tuple[float, ...]
@@ -32,7 +35,9 @@ class SensitivityCurve:
 class SensitivityResult:
     """A sweep's outcome. `layers` maps layer (or group) name -> curve; do not mutate it.
 
-    Accuracy is top-1 in [0, 1], loss mean cross-entropy (nats), `seconds` the sweep's wall time.
+    Scores are in `metric` (top-1 accuracy in [0, 1] by default; `baseline_accuracy` and the curves'
+    `accuracy` hold the score whatever the metric), loss the mean loss (cross-entropy in nats with labels),
+    `seconds` the sweep's wall time. Drops are taken in the metric's direction (`metric.drop`).
     """
 
     kind: str
@@ -44,6 +49,7 @@ class SensitivityResult:
     samples: int = 0
     max_drop: float | None = field(default=None)
     partial: bool = False  # stopped by `should_stop`: only the finished layers are here
+    metric: MetricInfo = ACCURACY
 
     @property
     def x_key(self) -> str:
@@ -56,12 +62,14 @@ class SensitivityResult:
 
     def to_dict(self) -> dict:
         """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
-        members?}}, plus samples and notes."""
+        members?}}, plus samples, notes and `metric: {name, direction}`; scores are under the metric's
+        name (`accuracy` for accuracy sweeps, `psnr`, ...)."""
+        key = self.metric.name
         layers = {}
         for name, curve in self.layers.items():
             entry: dict = {
                 self.x_key: [int(v) if self.bits_kind else float(v) for v in curve.values],
-                "accuracy": list(curve.accuracy),
+                key: list(curve.accuracy),
                 "loss": list(curve.loss),
             }
             if curve.members is not None:
@@ -69,7 +77,8 @@ class SensitivityResult:
             layers[name] = entry
         out = {
             "kind": self.kind,
-            "baseline": {"accuracy": self.baseline_accuracy, "loss": self.baseline_loss},
+            "baseline": {key: self.baseline_accuracy, "loss": self.baseline_loss},
+            "metric": self.metric.to_dict(self.baseline_accuracy),
             "seconds": self.seconds,
             "samples": self.samples,
             "layers": layers,
@@ -88,6 +97,8 @@ class SensitivityResult:
             if kind not in KINDS:
                 raise WorkbenchError(f"unknown sensitivity kind {kind!r}: expected one of {', '.join(KINDS)}")
             key = "bits" if kind in BITS_KINDS else "ratios"
+            metric = MetricInfo.from_dict(payload.get("metric"))
+            score = metric.name
             layers = {}
             extra: dict = {"ranks": {}, "macs_saved": {}, "params_saved": {}}
             for name, entry in payload["layers"].items():
@@ -98,11 +109,11 @@ class SensitivityResult:
                     extra["params_saved"][name] = tuple(int(v) for v in entry.get("params_saved", ()))
                 members = tuple(entry["members"]) if entry.get("members") is not None else None
                 layers[name] = SensitivityCurve(
-                    values, tuple(map(float, entry["accuracy"])), tuple(map(float, entry["loss"])), members
+                    values, tuple(map(float, entry[score])), tuple(map(float, entry["loss"])), members
                 )
             common = {
                 "kind": kind,
-                "baseline_accuracy": float(payload["baseline"]["accuracy"]),
+                "baseline_accuracy": float(payload["baseline"][score]),
                 "baseline_loss": float(payload["baseline"]["loss"]),
                 "seconds": float(payload["seconds"]),
                 "layers": layers,
@@ -110,6 +121,7 @@ class SensitivityResult:
                 "samples": int(payload.get("samples", 0)),
                 "max_drop": payload.get("max_drop"),
                 "partial": bool(payload.get("partial", False)),
+                "metric": metric,
             }
             if kind == "lowrank":
                 return LowRankSensitivity(**common, **extra)
@@ -119,16 +131,18 @@ class SensitivityResult:
 
     def to_frame(self):
         """Long form pandas DataFrame: layer, kind, ratio (bits for quant/share, kept_rank for lowrank, with
-        its rank and macs_saved), accuracy, loss; one row per point."""
+        its rank and macs_saved), the score (column named after the metric: `accuracy`, `psnr`), loss; one
+        row per point."""
         import pandas as pd
 
         column = "bits" if self.bits_kind else "kept_rank" if self.kind == "lowrank" else "ratio"
+        score = self.metric.name
         rows = [
-            {"layer": name, "kind": self.kind, column: v, "accuracy": a, "loss": lo}
+            {"layer": name, "kind": self.kind, column: v, score: a, "loss": lo}
             for name, curve in self.layers.items()
             for v, a, lo in zip(curve.values, curve.accuracy, curve.loss, strict=True)
         ]
-        columns = ["layer", "kind", column, "accuracy", "loss"]
+        columns = ["layer", "kind", column, score, "loss"]
         extra = {key: getattr(self, key, None) for key in ("ranks", "macs_saved")}
         if self.kind == "lowrank" and all(v is not None for v in extra.values()):
             per_point = [
@@ -147,8 +161,8 @@ class SensitivityResult:
         return self.layers[layer]
 
     def drops(self, layer: str) -> list[float]:
-        """Accuracy drop from the baseline at each swept point (positive = worse)."""
-        return [self.baseline_accuracy - a for a in self._curve(layer).accuracy]
+        """Drop from the baseline at each swept point in the metric's units (positive = worse)."""
+        return [self.metric.drop(self.baseline_accuracy, a) for a in self._curve(layer).accuracy]
 
     def max_safe_ratio(self, layer: str, max_drop: float) -> float:
         """The largest swept ratio up to which every swept ratio stays within `max_drop` of the baseline

@@ -13,7 +13,8 @@ weight sharing at codebook bits) are computed by `analysis.transforms.fields`, t
 
 Each point edits the model in place and restores it (no copy per point), and only the part of the network
 downstream of the edited layer is recomputed, from cached activations (`analysis.fx.runner`). The numbers equal
-a naive copy-prune-evaluate loop's. Drops are in accuracy units: 0.01 is one percentage point.
+a naive copy-prune-evaluate loop's. Scores are in the sweep's metric (`analysis.metrics`; accuracy by
+default for labelled classifiers) and drops in its units and direction: 0.01 is one point of accuracy.
 
 Memory: one copy of the model, one batch's cached activations (bounded by `max_cache_bytes`, see
 `analysis.fx.runner`), a saved copy of each swept layer's parameters (for restoring), and for `unstructured`
@@ -38,7 +39,9 @@ from analysis.data import Dataset
 from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
+from analysis.inputs import as_model_inputs, to_device
 from analysis.layers import prunable_layers
+from analysis.metrics import MetricInfo, Scoring, scoring
 from analysis.progress import Progress
 from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
     _TOLERANCE,
@@ -112,7 +115,8 @@ def _resolve_groups(
 
 def _early_stop(chains: dict[str, list[int]], max_drop: float) -> Callable[[Tally], list[int]]:
     """Drop a layer's later points once one point's drop certainly exceeds `max_drop` (bounded with the
-    samples still to come), so the result equals sweeping in order and stopping after the first bad point."""
+    samples still to come), so the result equals sweeping in order and stopping after the first bad point.
+    For bounded metrics only (each sample scores 0..1, higher is better: accuracy, top5, agreement)."""
 
     def stop(tally: Tally) -> list[int]:
         dropped: list[int] = []
@@ -146,12 +150,16 @@ def sensitivity_sweep(
     should_stop: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    metric: str | Scoring = "auto",
 ) -> SensitivityResult:
-    """Accuracy and loss with each layer (group, for `structured`) compressed alone, at each ratio or bits.
+    """The score in `metric` and the loss with each layer (group, for `structured`) compressed alone, at
+    each ratio or bits.
 
-    `layers` restricts the sweep (structured: group names, or any layer a group removes outputs of).
-    `max_drop` (accuracy units, 0.01 = one point) stops a layer's sweep after the first point whose drop
-    exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
+    `metric` (`analysis.metrics`: `auto`, `accuracy`, `psnr`, ...): fidelity metrics compare with the
+    unedited model's outputs on the same batch, so unlabelled data is enough. `layers` restricts the sweep
+    (structured: group names, or any layer a group removes outputs of). `max_drop` (in the metric's units:
+    0.01 = one point of accuracy, 1.0 = 1 dB of PSNR) stops a layer's sweep after the first point whose
+    drop exceeds it, as NNI does; the curve then ends there. `use_cache=False` recomputes the whole network
     per point (same numbers; for comparison). The model is not changed.
 
     `lowrank` takes kept rank fractions in `ratios` (default 0.75, 0.5, 0.25, 0.125) and `share` codebook
@@ -166,14 +174,16 @@ def sensitivity_sweep(
         raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise WorkbenchError(
-            f"max_drop must be a non-negative accuracy drop (0.01 = 1 point), got {max_drop}"
+            f"max_drop must be a non-negative drop in the metric's units (accuracy: 0.01 = 1 point), got {max_drop}"
         )
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    score = scoring(metric, model, data)
     if kind in ("lowrank", "share"):
         return _transform_sweep(
-            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
-        )
+            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop,
+            score,
+        )  # fmt: skip
     values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
         DEFAULT_RATIOS if ratios is None else ratios
     )  # fmt: skip
@@ -183,8 +193,8 @@ def sensitivity_sweep(
     dev = None if device is None and cast is None else resolve_device(device or "cpu")
     work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
     if kind == "structured":
-        example = (data.x if split == "test" else data.x_train)[:1]
-        example = example if dev is None else example.to(dev)
+        example = as_model_inputs((data.x if split == "test" else data.x_train)[:1])
+        example = example if dev is None else to_device(example, dev)
         edits, members, notes = _structured_edits(work, example, layers, values)
     else:
         edits, members, notes = _layer_edits(work, kind, layers, values)
@@ -192,11 +202,11 @@ def sensitivity_sweep(
     for i, edit in enumerate(edits):
         chains.setdefault(edit.key[0], []).append(i)
     x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
-    x, y = (x, y) if limit is None else (x[:limit], y[:limit])
-    x, y = (x, y) if dev is None else (x.to(dev), y.to(dev))
+    x, y = (x, y) if limit is None else (x[:limit], None if y is None else y[:limit])
+    x, y = (x, y) if dev is None else (to_device(x, dev), None if y is None else y.to(dev))
     if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
         work.to(dtype=cast)
-        x = x.to(cast)
+        x = to_device(x, dev, cast)
     runner = DownstreamRunner(
         work,
         x,
@@ -205,17 +215,19 @@ def sensitivity_sweep(
         use_cache=use_cache,
         max_cache_bytes=max_cache_bytes,
         copy_model=False,
+        scoring=score,
     )
-    stop = _early_stop(chains, max_drop) if max_drop is not None else None
+    bounded = score.metric_class.bounded and score.info.higher_is_better
+    stop = _early_stop(chains, max_drop) if max_drop is not None and bounded else None
     partial = False
     if should_stop is None:
         out = runner.evaluate(edits, progress=progress, stop=stop)
     else:
         out, edits, chains, partial = _evaluate_by_layer(
-            runner, edits, chains, progress, max_drop, should_stop
+            runner, edits, chains, progress, max_drop if bounded else None, should_stop
         )
     notes = list(out.notes) + notes
-    curves, stopped = _curves(out, edits, chains, members, max_drop)
+    curves, stopped = _curves(out, edits, chains, members, max_drop, score.info)
     if stopped:
         notes.append(f"early stop at drop > {max_drop}: {few(stopped)} not swept past their first bad point")
     if partial:
@@ -231,6 +243,7 @@ def sensitivity_sweep(
         samples=base.samples,
         max_drop=max_drop,
         partial=partial,
+        metric=score.info,
     )
 
 
@@ -269,7 +282,7 @@ def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
 
 
 def _transform_sweep(
-    model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
+    model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop, score
 ) -> SensitivityResult:
     """`lowrank` / `share` through `analysis.transforms.fields`; with `should_stop`, one layer at a time
     (each call evaluates only that layer's points) and the finished layers merged."""
@@ -280,7 +293,7 @@ def _transform_sweep(
         values = transforms.DEFAULT_RANK_FRACTIONS if ratios is None else ratios
     else:
         values = transforms.DEFAULT_SHARE_BITS if bits is None else bits
-    options = {"split": split, "limit": limit, "batch_size": batch_size}
+    options = {"split": split, "limit": limit, "batch_size": batch_size, "metric": score}
     if should_stop is None:
         return _cut(sweep(model, data, values, layers, progress, **options), max_drop)
     if layers is None:
@@ -313,7 +326,7 @@ def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult
     for name, curve in result.layers.items():
         n = len(curve.values)
         for i, acc in enumerate(curve.accuracy):
-            if result.baseline_accuracy - acc > max_drop + _TOLERANCE:
+            if result.metric.drop(result.baseline_accuracy, acc) > max_drop + _TOLERANCE:
                 n = i + 1
                 break
         if n < len(curve.values):
@@ -393,7 +406,14 @@ def _layer_edits(
     return edits, members, []
 
 
-def _curves(out, edits: list[Edit], chains: dict[str, list[int]], members: dict, max_drop: float | None):
+def _curves(
+    out,
+    edits: list[Edit],
+    chains: dict[str, list[int]],
+    members: dict,
+    max_drop: float | None,
+    metric: MetricInfo,
+):
     """Each layer's curve from the runner's results (cut where early stop dropped points), and the layers
     that early stop cut."""
     curves: dict[str, SensitivityCurve] = {}
@@ -408,7 +428,7 @@ def _curves(out, edits: list[Edit], chains: dict[str, list[int]], members: dict,
             xs.append(edits[i].key[1])
             accs.append(result.accuracy)
             losses.append(result.loss)
-            if max_drop is not None and base.accuracy - result.accuracy > max_drop + _TOLERANCE:
+            if max_drop is not None and metric.drop(base.accuracy, result.accuracy) > max_drop + _TOLERANCE:
                 break
         if len(xs) < len(chain):
             stopped.append(name)

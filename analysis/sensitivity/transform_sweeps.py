@@ -21,6 +21,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.layers import copy_model
+from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 from analysis.transforms import lowrank, sharing
@@ -42,10 +43,11 @@ def _weight_edit(name: str, new: torch.Tensor, key) -> Edit:
     return Edit((name,), apply, key)
 
 
-def _run(work, data, edits, split, limit, batch_size, progress):
+def _run(work, data, edits, split, limit, batch_size, progress, metric):
     runner = DownstreamRunner.from_data(
-        work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False
-    )
+        work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False,
+        scoring=scoring(metric, work, data),
+    )  # fmt: skip
     return runner.evaluate(edits, progress=progress)
 
 
@@ -72,8 +74,9 @@ def lowrank_sensitivity(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
+    metric: str | Scoring = "auto",
 ) -> LowRankSensitivity:
-    """Accuracy and loss with each layer alone factored at each kept rank fraction (kind "lowrank"), plus
+    """The score in `metric` (`analysis.metrics`) and loss with each layer alone factored at each kept rank fraction (kind "lowrank"), plus
     the MACs and params each point saves. A fraction at which a layer's rank saves nothing is left out of
     that layer's curve, with a note. The model is not changed."""
     start = time.perf_counter()
@@ -106,7 +109,7 @@ def lowrank_sensitivity(
                 continue
             info[(name, f)] = choice
             edits.append(_weight_edit(name, lowrank.truncated_weight(module, choice.rank), (name, f)))
-    out = _run(work, data, edits, split, limit, batch_size, progress)
+    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
     curves: dict[str, SensitivityCurve] = {}
     ranks: dict[str, list[int]] = {}
     macs: dict[str, list[int]] = {}
@@ -139,6 +142,7 @@ def lowrank_sensitivity(
         ranks=ranks,
         macs_saved=macs,
         params_saved=params,
+        metric=out.baseline.metric,
     )
 
 
@@ -151,8 +155,9 @@ def share_sensitivity(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
+    metric: str | Scoring = "auto",
 ) -> SensitivityResult:
-    """Accuracy and loss with each layer alone weight-shared by k-means at each codebook width (kind
+    """The score in `metric` and loss with each layer alone weight-shared by k-means at each codebook width (kind
     "share"; values are bits, widest first). The model is not changed."""
     start = time.perf_counter()
     _check_split(split)
@@ -168,7 +173,7 @@ def share_sensitivity(
         w = work.get_submodule(name).weight
         for b in widths:
             edits.append(_weight_edit(name, sharing.share_weight(w, b).weight(w.dtype), (name, b)))
-    out = _run(work, data, edits, split, limit, batch_size, progress)
+    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
     points: dict[str, list] = {name: [] for name in names}
     for edit, result in zip(edits, out.results, strict=True):
         points[edit.key[0]].append((edit.key[1], result))
@@ -186,6 +191,7 @@ def share_sensitivity(
         layers=curves,
         notes=tuple(out.notes) + ("values are codebook bits (2^bits centroids per layer, k-means)",),
         samples=out.baseline.samples,
+        metric=out.baseline.metric,
     )
 
 
@@ -201,14 +207,16 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class QuantVsKmeans:
-    """Per layer (each alone) and for all layers together ("(all layers)"): SQNR (dB), accuracy, loss and
-    weight bytes of uniform fake quantization and of k-means sharing at the same bits."""
+    """Per layer (each alone) and for all layers together ("(all layers)"): SQNR (dB), the score in `metric`
+    (`accuracy_uniform`/`accuracy_kmeans` hold it whatever the metric), loss and weight bytes of uniform
+    fake quantization and of k-means sharing at the same bits."""
 
     bits: int
     baseline_accuracy: float
     rows: list[dict]
     seconds: float
     notes: tuple[str, ...] = ()
+    metric: MetricInfo = ACCURACY
 
     def to_frame(self):
         import pandas as pd
@@ -222,6 +230,7 @@ class QuantVsKmeans:
             "rows": self.rows,
             "seconds": self.seconds,
             "notes": list(self.notes),
+            "metric": self.metric.to_dict(self.baseline_accuracy),
         }
 
 
@@ -234,6 +243,7 @@ def quant_vs_kmeans(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
+    metric: str | Scoring = "auto",
 ) -> QuantVsKmeans:
     """Uniform (symmetric per-channel, `analysis.quantization.fake_quantize`) vs k-means sharing at the same
     `bits` (2..8), per layer alone and all together: SQNR in dB, accuracy and loss, stored bytes (b bits per
@@ -274,7 +284,7 @@ def quant_vs_kmeans(
         return Edit(tuple(names), apply, key)
 
     edits += [all_edit(uniform, ("(all layers)", "uniform")), all_edit(kmeans, ("(all layers)", "kmeans"))]
-    out = _run(work, data, edits, split, limit, batch_size, progress)
+    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
     found = {e.key: r for e, r in zip(edits, out.results, strict=True)}
     total = {
         "layer": "(all layers)",
@@ -300,8 +310,9 @@ def quant_vs_kmeans(
         "layer (zeros of a pruned layer kept)",
     )
     return QuantVsKmeans(
-        bits, out.baseline.accuracy, rows, time.perf_counter() - start, tuple(out.notes) + notes
-    )
+        bits, out.baseline.accuracy, rows, time.perf_counter() - start, tuple(out.notes) + notes,
+        out.baseline.metric,
+    )  # fmt: skip
 
 
 __all__ = [

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import WorkbenchError
+from analysis.metrics import score_value
 
 COMPRESSION_KINDS = ("compression", "compress")
 METRICS = ("accuracy", "loss", "params", "macs", "size_bytes")
@@ -36,7 +37,8 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 def compare(runs: Sequence[Any]) -> pd.DataFrame:
     """One row per compression run (index: run id): model, created, status, accuracy, loss, params, MACs and
-    size before and after, latency in ms before and after for each runtime measured
+    size before and after, the run's metric and its scores before and after (`score before`; accuracy
+    for accuracy runs), latency in ms before and after for each runtime measured
     (`latency_ms[eager] after`), speedup per runtime, MAC reduction and accuracy change. A runtime a run
     did not measure is empty (NaN) in its row."""
     if not runs:
@@ -59,6 +61,9 @@ def compare(runs: Sequence[Any]) -> pd.DataFrame:
         for metric in METRICS:
             row[f"{metric} before"] = before.get(metric)
             row[f"{metric} after"] = after.get(metric)
+        # Runs scored in another metric (PSNR, agreement): its name and the scores, whatever it is.
+        row["metric"] = (after.get("metric") or {}).get("name", "accuracy")
+        row["score before"], row["score after"] = score_value(before), score_value(after)
         row["accuracy change"] = (
             after["accuracy"] - before["accuracy"]
             if isinstance(after.get("accuracy"), (int, float))

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.layers import copy_model
+from analysis.inputs import as_input_spec, to_device
+from analysis.layers import call_model, copy_model
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def output_positions(model: nn.Module, layers, input_shape: tuple[int, ...]) -> dict[str, int]:
+def output_positions(model: nn.Module, layers, input_shape) -> dict[str, int]:
     """Output positions per sample of each layer (H_out x W_out for a conv, the product of the leading
     dims for a Linear), from one forward pass of a private copy with hooks."""
     work = copy.deepcopy(model).eval()
@@ -255,7 +256,8 @@ def output_positions(model: nn.Module, layers, input_shape: tuple[int, ...]) -> 
     try:
         with torch.inference_mode():
             p = next(work.parameters(), None)
-            work(torch.zeros((1, *input_shape), dtype=p.dtype if p is not None else torch.float32))
+            dtype = p.dtype if p is not None else torch.float32
+            call_model(work, to_device(as_input_spec(input_shape).zeros(1), "cpu", dtype))
     finally:
         for h in handles:
             h.remove()

@@ -32,14 +32,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.layers import copy_model
+from analysis.layers import call_model, copy_model
+from analysis.metrics import per_sample_loss, scoring
 from analysis.progress import Progress
 from analysis.transforms.huffman import (  # noqa: F401  (re-exported)
     gap_codes,
@@ -310,6 +310,8 @@ def finetune_centroids(
         raise WorkbenchError(f"epochs and batches must be >= 0, got {epochs} and {batches}")
     if len(data.x_train) == 0:
         raise WorkbenchError("the data has no training samples to fine-tune on")
+    if data.y_train is None:
+        raise WorkbenchError("fine-tuning the centroids needs labels (cross-entropy): the data has none")
     work = copy_model(model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -336,7 +338,7 @@ def finetune_centroids(
                 idx = order[begin : begin + batch_size]
                 for w in weights.values():
                     w.grad = None
-                loss = F.cross_entropy(work(data.x_train[idx]), data.y_train[idx])
+                loss = per_sample_loss(call_model(work, data.x_train[idx]), data.y_train[idx]).mean()
                 loss.backward()
                 for name, c in centroids.items():
                     keep = labels[name] >= 0
@@ -394,12 +396,14 @@ def deep_compression(
     index_bits: Mapping[str, int] | None = None,
     eval_limit: int | None = None,
     progress: Progress | None = None,
+    metric: str = "auto",
 ) -> DeepCompressionResult:
     """Han et al.'s pipeline on a copy of `model`: unstructured magnitude pruning at `prune` (a ratio or
     per-layer ratios), optional retraining with the zeros kept (`retrain_epochs`, `analysis.finetune`),
     k-means sharing at `bits`, optional centroid fine-tuning (`centroid_epochs`), then Huffman coding.
 
-    Each stage's accuracy is measured on the evaluation split (first `eval_limit` samples). Sizes count the
+    Each stage's score in `metric` (accuracy for a labelled classifier; the stages' `accuracy` key holds
+    it) is measured on the evaluation split (first `eval_limit` samples), against `model`. Sizes count the
     whole model: float32 dense, then the sparse/shared/Huffman formats of the module docstring.
     """
     # Long: the pipeline's stages in order (prune, retrain, share, tune centroids, Huffman), each recorded.
@@ -418,9 +422,10 @@ def deep_compression(
     total = len(steps)
     stages: list[dict] = []
     notes: list[str] = []
+    score = scoring(metric, model, data)  # every stage is scored against the original model
 
     def record(stage: str, m: nn.Module, size: int, result=None) -> None:
-        result = result or evaluate(m, data, limit=eval_limit)
+        result = result or evaluate(m, data, limit=eval_limit, metric=score)
         stages.append(
             {
                 "stage": stage,
@@ -444,19 +449,20 @@ def deep_compression(
             # keep the zeros through retraining: a mask equal to the current nonzero pattern
             module = work.get_submodule(name)
             torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
-        work = finetune(work, data, FinetuneSettings(epochs=retrain_epochs), inplace=True).model
+        teacher = model if data.y_train is None else None  # unlabelled: learn the original's outputs
+        work = finetune(work, data, FinetuneSettings(epochs=retrain_epochs), teacher, inplace=True).model
         make_permanent(work)
         record("pruned + retrained", work, sparse_float_size_bytes(work, names, index_bits))
     if progress:
         progress(2, total)
     work, shared = share_weights(work, bits_map)
-    shared_acc = evaluate(work, data, limit=eval_limit)
+    shared_acc = evaluate(work, data, limit=eval_limit, metric=score)
     record("shared (k-means)", work, model_size_bytes(work, shared, False, index_bits), shared_acc)
     if progress:
         progress(3, total)
     if centroid_epochs > 0:
         work, shared = finetune_centroids(work, shared, data, epochs=centroid_epochs, lr=centroid_lr)
-        shared_acc = evaluate(work, data, limit=eval_limit)
+        shared_acc = evaluate(work, data, limit=eval_limit, metric=score)
         record(
             "shared + centroid fine-tuning",
             work,
