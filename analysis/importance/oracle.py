@@ -27,6 +27,7 @@ from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
+from analysis.layers import filter_rows
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 
@@ -73,7 +74,7 @@ def _param_edit(
     def zero(m: nn.Module, c: int) -> None:
         module = m.get_submodule(target)
         with torch.no_grad():
-            module.weight[c] = 0
+            filter_rows(module)[c] = 0  # a view: a transposed conv's output channel is a weight column
             if getattr(module, "bias", None) is not None:
                 module.bias[c] = 0
 
