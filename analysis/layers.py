@@ -176,8 +176,8 @@ def channel_graph(model: nn.Module, inputs: ModelInputs):
     outputs: list[torch.Tensor] = []
 
     def traced(out: Any) -> list[torch.Tensor]:
-        outputs.extend(t for t in flat_outputs(out) if t.grad_fn is not None)
-        return outputs
+        outputs.extend(flat_outputs(out))
+        return [t for t in outputs if t.grad_fn is not None]
 
     frozen = [p for p in model.parameters() if not p.requires_grad]
     for p in frozen:  # the graph is traced through autograd
@@ -196,7 +196,8 @@ def channel_graph(model: nn.Module, inputs: ModelInputs):
         for p in frozen:
             p.requires_grad_(False)
     # An output computed by a module is that module's node, not an output node: remember those too.
-    graph.output_grad_fns = {t.grad_fn for t in outputs}
+    graph.output_grad_fns = {t.grad_fn for t in outputs if t.grad_fn is not None}
+    graph.output_shapes = [tuple(t.shape) for t in outputs]  # on trace_batch(inputs), as output_shapes
     _map_split_sections(graph)
     return graph
 

@@ -227,7 +227,7 @@ def find_groups(
     A group whose removal the model does not survive (tried on a copy) is left out, with one line in
     `notes`. The model is not changed.
     """
-    model = private_copy(model)  # the graph is built with hooks and requires_grad flips: on a private copy
+    original, model = model, private_copy(model)  # traced with hooks and requires_grad flips: on a copy
     module_names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(module_names.values())}
     unknown = set(ignored_layers or ()) - set(position)
@@ -250,7 +250,7 @@ def find_groups(
         for g in groups
         if g.channels > g.step
     ]
-    problems = apply_removals(model, example_inputs, trial, graph)
+    problems = apply_removals(model, example_inputs, trial, graph, original=original)
     if notes is not None:
         notes.extend(problems.values())
     return [g for g in groups if g.name not in problems]

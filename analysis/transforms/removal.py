@@ -40,21 +40,22 @@ def apply_removals(
     removals: Sequence[Removal],
     graph=None,
     keep_partial: bool = True,
+    original: nn.Module | None = None,
 ) -> dict[str, str]:
     """Apply `removals` to `model` IN PLACE (Torch-Pruning's `get_pruning_group(...).prune()`), then check
     that it runs on `inputs` and its outputs keep their shapes. Returns, for each removal that broke that
     and was put back, one line naming its layer and the failing operation. With `keep_partial=False`, any
-    failure puts the whole model back as it was. `graph` is the model's `channel_graph`, where the caller
-    has one. Put back means the model's attributes are restored from a copy taken first (submodule objects
-    are replaced, so references to them from outside go stale)."""
+    failure puts the whole model back as it was. `graph`: the model's `channel_graph`, where the caller has
+    one; `original`: an unchanged copy of `model` to restore from (else one is taken first). Put back means
+    the model's attributes are restored from that copy (submodule objects are replaced, so references to
+    them from outside go stale)."""
     removals = [r for r in removals if r.channels]
     if not removals:
         return {}
-    x = trace_batch(inputs)
-    reference = output_shapes(model, x)
-    snapshot = copy_model(model)
     graph = graph if graph is not None else channel_graph(model, inputs)
-    problem = _try(model, graph, removals, x, reference)
+    snapshot = original if original is not None else copy_model(model)
+    x = trace_batch(inputs)
+    problem = _try(model, graph, removals, x, graph.output_shapes)
     if problem is None:
         return {}
     _restore(model, snapshot)
@@ -73,8 +74,8 @@ def _one_by_one(
     """Each removal alone, checked: the failures, each put back. With `keep`, the good ones stay applied;
     without, the model ends as `snapshot` (used to name the culprits only)."""
     x = trace_batch(inputs)
-    reference = output_shapes(model, x)
     graph = channel_graph(model, inputs)
+    reference = graph.output_shapes
     good: list[Removal] = []
     problems: dict[str, str] = {}
     for removal in removals:
