@@ -2,8 +2,8 @@
 model's outputs expose, attention heads, a safe deep copy and a fixed example batch. A leaf: it imports only
 torch and the validation (and Torch-Pruning, inside the functions that trace the channel graph).
 
-Prunable (CONTRACT section 5): Conv1d/2d/3d with groups 1 or depthwise (groups == in == out channels),
-ConvTranspose1d/2d/3d with groups 1, or Linear. The layers whose output channels a model output exposes
+Prunable (CONTRACT section 5): Conv1d/2d/3d (any groups), ConvTranspose1d/2d/3d with groups 1, or
+Linear. The layers whose output channels a model output exposes
 (`output_layers`, found in the channel dependency graph) never lose their outputs.
 """
 
@@ -24,14 +24,12 @@ _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def is_prunable(module: nn.Module) -> bool:
-    """Conv1d/2d/3d with groups 1 or depthwise (groups == in == out channels), ConvTranspose1d/2d/3d with
-    groups 1, or Linear."""
-    if isinstance(module, nn.Linear):
+    """Conv1d/2d/3d (any groups: a grouped conv loses the same positions in each group), ConvTranspose1d/
+    2d/3d with groups 1, or Linear."""
+    if isinstance(module, (nn.Linear, *_CONV)):
         return True
     if isinstance(module, _CONV_TRANSPOSE):  # not a subclass of Conv*d
         return module.groups == 1
-    if isinstance(module, _CONV):
-        return module.groups == 1 or module.groups == module.in_channels == module.out_channels
     return False
 
 

@@ -229,6 +229,22 @@ class DepthwiseNet(nn.Module):
         return self.head((h + self.project(y)).mean(dim=(2, 3)))
 
 
+class GroupedNet(nn.Module):
+    """GroupNorm over 2 groups and a conv with groups=2 reading the same channels: both need the two
+    halves to keep one width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.grouped(F.relu(self.norm(self.conv(x))))
+        return self.head(F.relu(h).mean(dim=(2, 3)))
+
+
 class AttentionBlock(nn.Module):
     """Tokens through Linear embedding, nn.MultiheadAttention (4 heads), LayerNorm and an MLP."""
 
@@ -352,6 +368,7 @@ PATTERNS: dict[str, Pattern] = {
     "unused-parameter": Pattern(UnusedParameterNet, _randn(1, 8, 8), ("fc",)),
     "residual": Pattern(ResidualNet, _randn(1, 8, 8), ("head",)),
     "depthwise": Pattern(DepthwiseNet, _randn(3, 8, 8), ("head",)),
+    "grouped-conv": Pattern(GroupedNet, _randn(1, 8, 8), ("head",)),
     "multihead-attention": Pattern(AttentionBlock, _randn(6, 10), ("head",)),
     "tuple-output": Pattern(TupleOutput, _randn(1, 8, 8), ("classes", "embed")),
     "dict-output": Pattern(DictOutput, _randn(1, 8, 8), ("box", "cls")),

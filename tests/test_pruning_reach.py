@@ -166,7 +166,9 @@ def test_removal_equals_zeroing_only_the_root_channels(name):
             torch.testing.assert_close(call_model(simulated, x), call_model(zeroed, x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["convtranspose2d", "convtranspose1d", "hf-bert", "hf-vit", "depthwise"])
+@pytest.mark.parametrize(
+    "name", ["convtranspose2d", "convtranspose1d", "hf-bert", "hf-vit", "depthwise", "grouped-conv"]
+)
 def test_simulation_equals_removal_where_it_says_it_is_exact(name):
     _, inputs, _ = CASES[name]
     model = _build(name)
@@ -251,3 +253,20 @@ def test_transposed_convs_are_prunable_and_scored_by_their_output_channels():
     group = next(g for g in find_groups(model, torch.randn(2, 1, 16, 16)) if g.name == "up1")
     by_hand = torch.tensor([model.up1.weight[:, c].abs().sum().item() for c in range(8)], dtype=torch.float64)
     torch.testing.assert_close(group.l1_importance(model), by_hand)
+
+
+def test_a_grouped_conv_loses_the_same_positions_in_each_group_and_zeroing_its_inputs_is_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(6 * 16, 3)
+    ).eval()  # fmt: skip
+    x = torch.randn(4, 1, 4, 4)
+    group = next(g for g in find_groups(model, x) if g.name == "0")
+    assert group.channels == 4 and group.units == ((0, 4), (1, 5), (2, 6), (3, 7))
+    assert not group.approximate
+    simulated = copy.deepcopy(model)
+    group.zero_channels(simulated, [1, 3])
+    removed = remove_channels(copy.deepcopy(model), x, [group], {"0": [1, 3]})
+    assert removed[2].in_channels == 4 and removed[2].weight.shape[1] == 2
+    with torch.no_grad():
+        torch.testing.assert_close(simulated(x), removed(x), atol=1e-5, rtol=0)

@@ -53,7 +53,7 @@ from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
 # (LayerNorm, GroupNorm, attention, LSTM, grouped convs, ...) mix channels: simulation is approximate.
-_EXACT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
+_EXACT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU, nn.Embedding)
 _EXACT_NORMS = (nn.modules.instancenorm._InstanceNorm,)
 
 
@@ -190,6 +190,12 @@ def _zero_member(module: nn.Module, dim: str, idx: torch.Tensor) -> None:
                 module.bias.index_fill_(0, idx, 0.0)
         elif module.groups == 1:
             module.weight.index_fill_(0 if transposed else 1, idx, 0.0)
+        elif not transposed:
+            # A grouped conv: input channel c feeds only its own group's filters, at position c % per_group.
+            per_in, per_out = module.in_channels // module.groups, module.out_channels // module.groups
+            for c in idx.tolist():
+                g = c // per_in
+                module.weight[g * per_out : (g + 1) * per_out, c % per_in] = 0.0
     elif isinstance(module, nn.Linear):
         if dim == "out":
             module.weight.index_fill_(0, idx, 0.0)
@@ -210,7 +216,7 @@ def _zero_member(module: nn.Module, dim: str, idx: torch.Tensor) -> None:
 def _simulates_exactly(module: nn.Module) -> bool:
     """Whether zeroing reproduces this member's channel removal exactly (it acts on each channel alone)."""
     if isinstance(module, nn.modules.conv._ConvNd):
-        return module.groups == 1 or _is_depthwise(module)
+        return module.groups == 1 or _is_depthwise(module) or not module.transposed
     return isinstance(module, _EXACT_TYPES + _EXACT_NORMS)
 
 
