@@ -221,6 +221,7 @@ def _map_split_sections(graph) -> None:
                 break
             section[out] = indices.pop()
         if not section:
+            node.module.sections_unmapped = True  # groups through it say their simulation is approximate
             continue
         for out, k in section.items():
             for dep in node.dependencies:

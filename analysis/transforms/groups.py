@@ -216,7 +216,7 @@ def _zero_member(module: nn.Module, dim: str, idx: torch.Tensor) -> None:
 def _simulates_exactly(module: nn.Module) -> bool:
     """Whether zeroing reproduces this member's channel removal exactly (it acts on each channel alone)."""
     if isinstance(module, nn.modules.conv._ConvNd):
-        return module.groups == 1 or _is_depthwise(module) or not module.transposed
+        return module.groups == 1 or not module.transposed
     return isinstance(module, _EXACT_TYPES + _EXACT_NORMS)
 
 
@@ -267,39 +267,27 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
     members: list[GroupMember] = []
     approximate: list[str] = []
     ops: list[str] = []
-    items = []
+    keyed = []
     traced = all_pairs(graph, group[0].dep.target.module)
     for item in group.items:
         target = item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
         if not out and not graph.is_in_channel_pruning_fn(item.dep.handler):
             continue
-        pairs = [
-            (int(i), int(r))
-            for i, r in zip(
-                item.idxs, item.root_idxs if item.root_idxs is not None else item.idxs, strict=True
-            )
-            if r is not None
-        ]
+        pairs = _pairs(item)
         every = traced.get((item.dep.target, item.dep.handler), pairs)
-        items.append((unit_key(graph, target, out, heads, module_names), sorted(every)))
-        op = _OP_NAMES.get(type(target).__name__)
-        if op is not None and op not in ops:
-            ops.append(op)
+        keyed.append((unit_key(graph, target, out, heads, module_names), sorted(every)))
+        _add_once(ops, _OP_NAMES.get(type(target).__name__))
+        _add_once(approximate, _inexact(target, graph, module_names))
         name, kind, axis = _member_identity(graph, target, module_names)
-        if name is None:
-            continue  # functional ops (add, cat, reshape) carry no weights to zero
-        if kind == "Parameter" or not _simulates_exactly(target):
-            label = f"{name} ({kind})"
-            if label not in approximate:
-                approximate.append(label)
-        idxs, roots = zip(*pairs, strict=True) if pairs else ((), ())
-        members.append(GroupMember(name, kind, "out" if out else "in", idxs, roots, axis))
+        if name is not None:  # functional ops (add, cat, reshape) carry no weights to zero
+            idxs, roots = zip(*pairs, strict=True) if pairs else ((), ())
+            members.append(GroupMember(name, kind, "out" if out else "in", idxs, roots, axis))
     out_layers = [m.name for m in members if m.dim == "out" and m.type in _LAYER_TYPE_NAMES]
     if not out_layers:
         return None
     root = group[0].dep.target.module
-    unit_of, units = join_units(graph.get_out_channels(root), items)
+    unit_of, units = join_units(graph.get_out_channels(root), keyed)
     members = [replace(m, root_idxs=tuple(unit_of[r] for r in m.root_idxs)) for m in members]
     members.sort(key=lambda m: (position.get(_owner(m), -1), m.dim != "out"))
     return PruningGroup(
@@ -312,6 +300,27 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
         step=_head_step(members, module_names),
         ops=tuple(ops),
     )
+
+
+def _add_once(found: list[str], label: str | None) -> None:
+    if label is not None and label not in found:
+        found.append(label)
+
+
+def _pairs(item) -> list[tuple[int, int]]:
+    """(index, root channel) pairs of a merged Torch-Pruning group item (one root channel per index)."""
+    roots = item.root_idxs if item.root_idxs is not None else item.idxs
+    return [(int(i), int(r)) for i, r in zip(item.idxs, roots, strict=True) if r is not None]
+
+
+def _inexact(target, graph, module_names) -> str | None:
+    """A label for a group item whose removal zeroing cannot reproduce exactly, else None."""
+    if getattr(target, "sections_unmapped", False):
+        return "split (sections unmapped)"
+    name, kind, _ = _member_identity(graph, target, module_names)
+    if name is not None and (kind == "Parameter" or not _simulates_exactly(target)):
+        return f"{name} ({kind})"
+    return None
 
 
 def _owner(member: GroupMember) -> str:
