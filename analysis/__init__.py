@@ -81,6 +81,7 @@ from analysis.layers import (
     final_classifier,
     is_prunable,
     out_channels,
+    output_layers,
     prunable_layers,
 )
 from analysis.progress import Progress, progress_bar
@@ -203,6 +204,7 @@ __all__ = [
     "final_classifier",
     "is_prunable",
     "out_channels",
+    "output_layers",
     "prunable_layers",
     "comparison_frame",
     "pareto_front",

@@ -55,8 +55,8 @@ def _torch_pruning(model: nn.Module, inputs, kept: tuple[str, ...]) -> nn.Module
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MetaPruner(
             model, inputs, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
-            ignored_layers=[model.get_submodule(n) for n in kept], num_heads=heads, prune_num_heads=bool(heads),
-            prune_head_dims=not heads, head_pruning_ratio=0.5 if heads else 0.0,
+            ignored_layers=[model.get_submodule(n) for n in kept], num_heads=heads,
+            prune_num_heads=bool(heads), prune_head_dims=not heads, head_pruning_ratio=0.5 if heads else 0.0,
             output_transform=lambda out: [t for t in flat_outputs(out) if t.grad_fn is not None],
         )  # fmt: skip
         pruner.step()
@@ -257,9 +257,10 @@ def test_transposed_convs_are_prunable_and_scored_by_their_output_channels():
 
 def test_a_grouped_conv_loses_the_same_positions_in_each_group_and_zeroing_its_inputs_is_exact():
     torch.manual_seed(0)
+    grouped = nn.Conv2d(8, 6, 3, padding=1, groups=2)
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(6 * 16, 3)
-    ).eval()  # fmt: skip
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), grouped, nn.Flatten(), nn.Linear(96, 3)
+    ).eval()
     x = torch.randn(4, 1, 4, 4)
     group = next(g for g in find_groups(model, x) if g.name == "0")
     assert group.channels == 4 and group.units == ((0, 4), (1, 5), (2, 6), (3, 7))

@@ -103,7 +103,10 @@ def _try(model, graph, removals: Sequence[Removal], x: ModelInputs, reference) -
     except Exception as exc:  # any failure (Torch-Pruning's own checks, the forward pass) is reported
         return _describe(current, exc)
     if shapes != reference:
-        return f"{current.name}: kept whole: removing its channels changes the output shapes {reference} to {shapes}"
+        return (
+            f"{current.name}: kept whole: removing its channels changes the output shapes {reference} "
+            f"to {shapes}"
+        )
     return None
 
 
