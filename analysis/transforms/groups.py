@@ -268,7 +268,9 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
     approximate: list[str] = []
     ops: list[str] = []
     keyed = []
-    traced = all_pairs(graph, group[0].dep.target.module)
+    # Only a reshape maps several root channels to one index (Torch-Pruning's merge hides all but one).
+    reshapes = any(type(item.dep.target.module).__name__ == "_ReshapeOp" for item in group.items)
+    traced = all_pairs(graph, group[0].dep.target.module) if reshapes else {}
     for item in group.items:
         target = item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
