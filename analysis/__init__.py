@@ -83,6 +83,7 @@ from analysis.layers import (
     final_classifier,
     is_prunable,
     out_channels,
+    output_layers,
     prunable_layers,
 )
 from analysis.metrics import (
@@ -216,6 +217,7 @@ __all__ = [
     "final_classifier",
     "is_prunable",
     "out_channels",
+    "output_layers",
     "prunable_layers",
     "comparison_frame",
     "pareto_front",

@@ -126,7 +126,7 @@ def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ..
         s.structured and s.prune > 0 for s in [plan.default] + [plan.settings_for(n) for n in plan.layers]
     )
     if wants_structured:
-        groups = pruning_groups(model, input_shape)
+        groups = pruning_groups(model, input_shape, notes=notes)  # groups left whole, one line each
         for group in groups:
             members = group.out_layers
             named = [m for m in members if plan.names(m, "prune") or plan.names(m, "structured")]

@@ -27,7 +27,7 @@ from torch import nn
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.calibration import CalibrationScores, activation_scores
 from analysis.importance.features import FeatureGraph
-from analysis.layers import prunable_layers
+from analysis.layers import filter_rows, prunable_layers
 from analysis.progress import Progress
 from analysis.validate import criterion as check_criterion
 from analysis.validate import whole
@@ -66,8 +66,9 @@ def has_nan_scores(scores: dict[str, torch.Tensor]) -> list[str]:
 
 
 def filters(module: nn.Module) -> torch.Tensor:
-    """The layer's weights as one row per output channel (C_out x rest), detached, float32."""
-    return module.weight.detach().float().flatten(1)
+    """The layer's weights as one row per output channel (C_out x rest), detached, float32 (a transposed
+    conv's rows are its weight's columns)."""
+    return filter_rows(module).detach().float().flatten(1)
 
 
 class Criterion:

@@ -27,7 +27,7 @@ from analysis.errors import WorkbenchError
 from analysis.importance.base import Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
 from analysis.inputs import num_samples, to_device
-from analysis.layers import call_model
+from analysis.layers import call_model, filter_rows
 from analysis.metrics import per_sample_loss
 from analysis.outputs import flatten_outputs
 from analysis.progress import Progress
@@ -76,7 +76,7 @@ def _param_edit(
     def zero(m: nn.Module, c: int) -> None:
         module = m.get_submodule(target)
         with torch.no_grad():
-            module.weight[c] = 0
+            filter_rows(module)[c] = 0  # a view: a transposed conv's output channel is a weight column
             if getattr(module, "bias", None) is not None:
                 module.bias[c] = 0
 

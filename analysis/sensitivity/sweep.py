@@ -364,12 +364,13 @@ def _structured_edits(
 ) -> tuple[list[Edit], dict[str, tuple[str, ...]], list[str]]:
     """One edit per group and ratio (its lowest-L1 channels zeroed with every coupled member), the members
     per group, and notes."""
-    groups = _resolve_groups(find_groups(work, example), layers, work)
+    notes: list[str] = []  # groups the model cannot lose channels from, one line each
+    groups = _resolve_groups(find_groups(work, example, notes=notes), layers, work)
     if not groups:
         raise WorkbenchError(
             "the model has no prunable channel groups (Conv or Linear layers before the output)"
         )
-    edits, members, notes, clamped = [], {}, [], []
+    edits, members, clamped = [], {}, []
     for g in groups:
         members[g.name] = tuple(g.member_names)
         if g.approximate:

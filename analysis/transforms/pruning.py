@@ -1,9 +1,11 @@
 """Pruning that changes the model for real (CONTRACT section 5).
 
 - **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.transforms.groups`: a conv with
-  its norm and the next layer's inputs; every layer tied by residual adds or concatenations), and
-  `round(r x C_out)` output channels of lowest importance are physically removed from every member, so the
-  tensors, the parameter count, the MACs and the latency all drop. A group is named by its first layer in
+  its norm and the next layer's inputs; every layer tied by residual adds, concatenations, splits or
+  reshapes; attention heads), and `round(r x C)` units (channels, or heads) of lowest importance are
+  physically removed from every member, so the tensors, the parameter count, the MACs and the latency all
+  drop. After the edit the model must run with outputs of the original shapes: a group it does not survive
+  is put back and a note names its layer and the failing operation. A group is named by its first layer in
   `named_modules()` order, exactly as the structured sensitivity sweep names it, and with the `l1` criterion
   the same channels go as the sweep simulated (both score groups with `group_scores`).
 - **Unstructured**: `torch.nn.utils.prune.l1_unstructured` zeroes the `round(r x numel)` smallest-|w|
@@ -26,16 +28,21 @@ from torch.nn.utils import prune as torch_prune
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.layers import example_input, is_prunable
+from analysis.layers import InputsLike, example_inputs, is_prunable
 from analysis.transforms.groups import PruningGroup, find_groups, group_scores, remove_channels
 from analysis.validate import ratio as check_ratio
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
 
 
-def pruning_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[PruningGroup]:
-    """Every coupled group of prunable layers (`analysis.transforms.groups`), the final classifier's left out."""
-    return find_groups(model, example_input(input_shape))
+def pruning_groups(
+    model: nn.Module, input_shape: InputsLike, notes: list[str] | None = None
+) -> list[PruningGroup]:
+    """Every coupled group of prunable layers (`analysis.transforms.groups`); the layers a model output
+    exposes keep their outputs. `input_shape`: one input's shape, several shapes, or example inputs (a
+    tensor, tuple or dict: `example_inputs`). Groups the model cannot lose channels from are named in
+    `notes`."""
+    return find_groups(model, example_inputs(input_shape), notes=notes)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class StructuredPruning:
 def prune_structured(
     model: nn.Module,
     ratios: Mapping[str, float],
-    input_shape: tuple[int, ...],
+    input_shape: InputsLike,
     *,
     criteria: Mapping[str, str] | None = None,
     data=None,
@@ -62,72 +69,69 @@ def prune_structured(
     """Physically remove output channels, in place, group by group (Torch-Pruning's dependency graph).
 
     `ratios` maps a group's name (its first layer, see `pruning_groups`) to r in [0, 1):
-    `round(r x C_out)` channels of lowest importance go (at least one is kept), from every member and
-    every coupled layer. `criteria` (group name -> criterion, default `l1`) ranks them. `groups`: the
-    model's `pruning_groups`, where the caller has them already.
+    `round(r x C)` units (channels, or whole attention heads) of lowest importance go (at least one is
+    kept), from every member and every coupled layer. `criteria` (group name -> criterion, default `l1`)
+    ranks them. `groups`: the model's `pruning_groups`, where the caller has them already. `input_shape`
+    as in `pruning_groups`. A group whose removal the model does not survive is put back and noted.
     """
     for name, r in ratios.items():
         check_ratio(r, f"group {name!r}")
     wanted = {name: r for name, r in ratios.items() if r > 0}
     if not wanted:
         return StructuredPruning()
-    groups = groups if groups is not None else pruning_groups(model, input_shape)
+    inputs = example_inputs(input_shape)
+    result = StructuredPruning()
+    groups = groups if groups is not None else find_groups(model, inputs, notes=result.notes)
     by_name = {g.name: g for g in groups}
     missing = [name for name in wanted if name not in by_name]
     if missing:
         raise WorkbenchError(
             f"{missing[0]!r} does not name a prunable group: groups are named by their first layer "
-            f"({', '.join(list(by_name)[:8])}); the final classifier keeps its outputs"
+            f"({', '.join(list(by_name)[:8])}); the layers a model output exposes keep their outputs"
         )
     chosen = [by_name[name] for name in wanted]
     scores = group_scores(model, chosen, criteria or {}, data, max_samples)
-    result = StructuredPruning()
     removal: dict[str, list[int]] = {}
     for g in chosen:
         ratio = wanted[g.name]
-        n_remove = g.channels_to_remove(ratio)
-        if round(ratio * g.channels) >= g.channels:
-            result.notes.append(
-                f"{g.name}: ratio {ratio} would remove all {g.channels} channels; one is kept"
-            )
-        n_remove = _keep_whole_heads(model, g, n_remove, result.notes)
-        if n_remove == 0:
-            result.notes.append(f"{g.name}: ratio {ratio} removes no channel of {g.channels}")
+        n_remove = _count(g, ratio, result.notes)
         order = torch.argsort(scores[g.name], stable=True)
         removal[g.name] = sorted(order[:n_remove].tolist())
+    failed = len(result.notes)
+    remove_channels(model, inputs, groups, removal, notes=result.notes)
+    for g in chosen:
+        put_back = any(line.startswith(f"{g.name}: kept whole") for line in result.notes[failed:])
+        n_remove = 0 if put_back else len(removal[g.name])
         result.groups.append(
             {
                 "name": g.name,
                 "members": g.out_layers,
-                "ratio": ratio,
+                "ratio": wanted[g.name],
                 "channels_before": g.channels,
                 "channels_after": g.channels - n_remove,
                 "removed": n_remove,
             }
         )
-    remove_channels(model, example_input(input_shape), groups, removal)
     return result
 
 
-def _keep_whole_heads(model: nn.Module, group: PruningGroup, n_remove: int, notes: list[str]) -> int:
-    """Fewer channels removed where needed, so every attention layer in the group keeps a width its heads
+def _count(group: PruningGroup, ratio: float, notes: list[str]) -> int:
+    """The units `ratio` removes from `group` (`channels_to_remove`), with a note where that is not
+    `round(ratio x channels)`: one unit always stays, and an attention layer keeps a width its heads
     divide (nn.MultiheadAttention refuses any other)."""
-    heads = [
-        module.num_heads
-        for module in (model.get_submodule(m.name) for m in group.members)
-        if isinstance(module, nn.MultiheadAttention)
-    ]
-    if not heads:
-        return n_remove
-    step = math.lcm(*heads)
-    keep = group.channels - n_remove
-    rounded = min(group.channels, -(-keep // step) * step)
-    if rounded != keep:
+    n_remove = group.channels_to_remove(ratio)
+    asked = int(round(ratio * group.channels))
+    if asked >= group.channels:
+        notes.append(f"{group.name}: ratio {ratio} would remove all {group.channels} channels; one is kept")
+    elif n_remove != asked:
+        keep = group.channels - n_remove
         notes.append(
-            f"{group.name}: keeps {rounded} channels rather than {keep}, a multiple of the {step} attention "
-            "heads that share them"
+            f"{group.name}: keeps {keep} channels rather than {group.channels - asked}, a multiple of the "
+            f"{group.step} attention heads that share them"
         )
-    return group.channels - rounded
+    if n_remove == 0:
+        notes.append(f"{group.name}: ratio {ratio} removes no channel of {group.channels}")
+    return n_remove
 
 
 def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[str, int]:
