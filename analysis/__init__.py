@@ -8,6 +8,7 @@ HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. 
 (a test asserts it).
 """
 
+import analysis.startup  # noqa: F401  (first: Ctrl-C during the imports below is one line under `-m`)
 from analysis.app_support.policy import (
     ServeMode,
     allowed_data_sources,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import math
 import os
 import sys
 import sysconfig
@@ -17,11 +16,11 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
+from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
-MAX_SAMPLE_ELEMENTS = 2**31  # values in one input sample; more is a typo, not a model
 WORKBENCH_DIR = Path(__file__).resolve().parent
 _FILE_MODULES: dict[Path, object] = {}  # resolved path of a file.py spec -> its module, imported once
 _FILE_MODULES_LOCK = threading.Lock()
@@ -38,12 +37,7 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
             f"cannot parse input shape {text!r}: give positive integers with the batch first, "
             "like 1,3,224,224"
         )
-    if math.prod(dims[1:]) > MAX_SAMPLE_ELEMENTS:
-        raise WorkbenchError(
-            f"input shape {text!r} is {math.prod(dims[1:]):,} values per sample, over the "
-            f"{MAX_SAMPLE_ELEMENTS:,} limit: check the numbers"
-        )
-    return dims[1:]
+    return check_sample_shape(dims[1:], f"input shape {text!r}:")
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -322,7 +316,9 @@ def model_input_shape(
 
 
 def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Run one sample of `input_shape` through the model; a model that cannot take it is bad input."""
+    """Run one sample of `input_shape` through the model; a model that cannot take it is bad input (so is
+    a shape over the size limit, e.g. one an ONNX file declares)."""
+    check_sample_shape(input_shape, "the input shape")
     was_training = model.training
     model.eval()
     try:

@@ -17,14 +17,14 @@ from analysis.cli.common import (
     record,
     warn,
 )
-from analysis.cost import summarize
+from analysis.cost import onnx_summary, summarize
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
 
 
 def _summary(args: argparse.Namespace) -> dict:
     loaded = load_inputs(args)
-    payload = summarize(loaded.model, loaded.input_shape).to_dict()
+    payload = onnx_summary(summarize(loaded.model, loaded.input_shape).to_dict(), loaded.model)
     data = loaded.data.spec if loaded.data is not None else None
     record(args, "summary", loaded.model, data, {"input_shape": list(loaded.input_shape)}, payload)
     return payload

@@ -6,6 +6,7 @@ keeps evaluation, calibration and the sensitivity cache simple and deterministic
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from analysis.data.checks import check_split
 from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
+from analysis.limits import check_archive
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
 
@@ -59,9 +61,12 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
             return mmap_safetensors(path)
         if suffix == ".npz":
+            check_archive(path, what=str(path))  # sized by what it unpacks to, before unpacking
             with np.load(path, allow_pickle=False) as npz:
                 return {k: torch.from_numpy(npz[k]) for k in npz.files}
         if suffix in {".pt", ".pth"}:
+            if zipfile.is_zipfile(path):
+                check_archive(path, what=str(path))
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(obj, dict):
                 raise WorkbenchError(f"{path} must hold a dict with tensors 'x' and 'y'")
