@@ -118,7 +118,7 @@ from analysis.sensitivity.sweep import (
 )
 from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
-from analysis.store import ResultsStore, model_fingerprint, plan_diff
+from analysis.store import ResultsStore, model_fingerprint, plan_diff, public_environment
 from analysis.store import compare as compare_runs
 from analysis.store.mlflow_sink import log_compression
 from analysis.transforms.fields import (
@@ -184,6 +184,7 @@ __all__ = [
     "ResultsStore",
     "model_fingerprint",
     "plan_diff",
+    "public_environment",
     "compare_runs",
     "UploadStore",
     "purge_older_than",

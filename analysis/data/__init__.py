@@ -100,12 +100,18 @@ def load_tensors(path: str | Path) -> Dataset:
 
 
 def _as_float(t: torch.Tensor, path: Path, key: str) -> torch.Tensor:
-    """Float32 inputs; integer pixels (uint8 images) are taken as given, other dtypes refused."""
+    """Float32 inputs. 8-bit pixels are refused rather than guessed at: the model may expect 0..1, 0..255 or
+    normalized values, and passing 0..255 unscaled silently wrecks the accuracy."""
     if t.dtype.is_floating_point:
         return t.float()
-    if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+    if t.dtype in (torch.uint8, torch.int8):
+        raise WorkbenchError(
+            f"{path}: {key!r} holds {str(t.dtype).removeprefix('torch.')} values (8-bit pixels?): store float32 "
+            f"inputs scaled the way the model expects, e.g. x.astype('float32') / 255"
+        )
+    if t.dtype in (torch.int16, torch.int32, torch.int64):
         return t.float()
-    raise WorkbenchError(f"{path}: {key!r} must be floating point (or integer pixels), got {t.dtype}")
+    raise WorkbenchError(f"{path}: {key!r} must be floating point, got {t.dtype}")
 
 
 def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = None) -> Dataset:
