@@ -267,3 +267,14 @@ def test_a_read_only_store_can_be_listed():
     listed, refused = result.stdout.splitlines()[:2]
     assert sorted(json.loads(listed)) == sorted(ids)
     assert refused.startswith("WorkbenchError") and "read-only" in refused
+
+
+def test_a_zip_based_pt_data_file_is_sized_before_loading(tmp_path, monkeypatch):
+    import torch
+
+    path = tmp_path / "d.pt"
+    torch.save({"x": torch.zeros(1024, 1, 64, 64), "y": torch.zeros(1024, dtype=torch.long)}, path)
+    assert load_data(f"tensors:{path}").x.shape == (1024, 1, 64, 64)  # 16 MiB: within any real budget
+    monkeypatch.setattr(analysis.limits, "memory_bytes", lambda: 16 * 2**20)  # budget: half, 8 MiB
+    with pytest.raises(WorkbenchError, match="unpacks to"):
+        load_data(f"tensors:{path}")

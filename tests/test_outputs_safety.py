@@ -178,3 +178,36 @@ def test_typo_folders_are_never_created(capsys, tmp_path, monkeypatch):
     _refused(capsys, "no results store", "runs", "list", "--db", "new/deep/x.sqlite3")
     _refused(capsys, "is a folder", "summary", "--model", "zoo:digits-mlp", "--json", str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_link_to_a_fifo_is_written_through(capsys, tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "out.json"
+    link.symlink_to(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    code, lines = _run(capsys, "summary", "--model", "zoo:digits-mlp", "--json", str(link), "--no-record")
+    reader.join(timeout=60)
+    assert code == 0, lines
+    assert json.loads(got[0])["total"]["params"] > 0 and link.is_symlink()
+
+
+def test_the_data_file_and_the_results_store_are_inputs_too(capsys, tmp_path, store_dir):
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((4, 1, 16, 16), np.float32), y=np.zeros(4, np.int64))
+    before = _digest(data)
+    _refused(capsys, "--data", "evaluate", "--model", "zoo:digits-mlp", "--data", f"tensors:{data}",
+             "--json", str(data))  # fmt: skip
+    assert _digest(data) == before
+    ResultsStore().record("summary", "zoo:x", None, {}, {"a": 1})
+    db = store_dir / "results.sqlite3"
+    before = _digest(db)
+    _refused(capsys, "the results store", "summary", "--model", "zoo:digits-mlp", "--json", str(db))
+    assert _digest(db) == before and len(ResultsStore().list()) == 1

@@ -408,3 +408,13 @@ def test_a_callable_calling_os_exit_is_one_line(tmp_path):
     result = run_cli("summary", "--model", "quits.py:build", "--no-record", cwd=tmp_path)
     assert result.returncode == 2 and "tried to end the process" in result.stderr
     assert result.stdout == ""
+
+
+def test_the_allow_list_of_architectures_a_file_may_name(monkeypatch):
+    from analysis.runtime.pruned import allowed_architecture
+
+    monkeypatch.setenv("WORKBENCH_ARCHITECTURES", "pkg.models:build")
+    assert allowed_architecture("zoo:digits-cnn") and allowed_architecture("torchvision:resnet18")
+    assert allowed_architecture("pkg.models:build")
+    for spec in ("zoo:nope", "torchvision:../x", "torchvision:os.system", "pkg.models:other", "x.py:build"):
+        assert not allowed_architecture(spec), spec

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -129,7 +130,7 @@ class UploadStore:
                         )
                     h.update(chunk)
                     out.write(chunk)
-            if suffix in ARCHIVE_SUFFIXES:  # the limit counts what a compressed file unpacks to
+            if suffix in ARCHIVE_SUFFIXES and zipfile.is_zipfile(tmp):  # counts what it unpacks to
                 check_archive(tmp, self.max_bytes, f"the upload ({size_text(self.max_bytes)} limit)")
             target = self.dir / f"{h.hexdigest()}{suffix}"
             if target.exists() and not target.is_symlink() and self.verify(target):
