@@ -195,6 +195,8 @@ def test_pruned_metadata_never_chooses_code(tmp_path, mlp_state, monkeypatch, ki
     with pytest.raises(WorkbenchError) as info:
         load_model(str(path))
     assert "--model" in str(info.value) and "--weights" in str(info.value)
+    result = run_cli("evaluate", "--model", str(path), "--no-record", cwd=tmp_path)
+    assert result.returncode == 2 and "--weights" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
 
 
@@ -418,3 +420,45 @@ def test_the_allow_list_of_architectures_a_file_may_name(monkeypatch):
     assert allowed_architecture("pkg.models:build")
     for spec in ("zoo:nope", "torchvision:../x", "torchvision:os.system", "pkg.models:other", "x.py:build"):
         assert not allowed_architecture(spec), spec
+
+
+SAVE_PT2 = """
+import sys, torch
+from torch import nn
+from analysis.runtime.artifacts import export_program, save_artifact
+model = nn.Sequential(nn.Linear(4, 2)).eval()
+model.input_shape = (4,)
+if sys.argv[1] == "torch":
+    torch.export.save(export_program(model, torch.zeros(2, 4)), sys.argv[2])
+else:
+    save_artifact(model, sys.argv[2])
+"""
+
+
+def test_saving_a_pt2_names_no_temp_file(tmp_path):
+    """torch logs a warning naming any file that does not end in .pt2, such as a temp file renamed later."""
+    import subprocess
+    import sys
+
+    def stderr(how: str, name: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-c", SAVE_PT2, how, str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stderr
+
+    assert "ending in .pt2" in stderr("torch", "direct.tmp")  # the warning a temp name brings
+    err = stderr("workbench", "saved.pt2")
+    assert "ending in .pt2" not in err and ".tmp" not in err
+    assert (tmp_path / "saved.pt2").stat().st_size > 0
+
+
+def test_summary_of_an_onnx_model_counts_its_weights_and_says_macs_are_not_counted(tmp_path):
+    model = load_model("zoo:digits-mlp")
+    path = save_artifact(model, tmp_path / "mlp.onnx")
+    result = run_cli("summary", "--model", str(path), "--no-record")
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["total"]["params"] == sum(p.numel() for p in model.parameters())  # torch's own count
+    assert payload["total"]["macs"] is None and payload["crosscheck"]["agree_within_1pct"] is None
+    assert any("ONNX" in note and "MACs" in note for note in payload["notes"])

@@ -75,3 +75,16 @@ def test_shared_mode_shows_only_this_sessions_runs(store, monkeypatch):
     other = open_page("sensitivity")
     _run_sweep(other)
     assert len(store.list(kind="sensitivity")) == 2  # computed and recorded for this visitor, not reused
+
+
+@pytest.mark.parametrize("mode", ["local", "shared"])
+def test_a_store_that_cannot_open_warns_without_its_path_when_shared(tmp_path, monkeypatch, mode):
+    broken = tmp_path / "data"
+    (broken / "results.sqlite3").mkdir(parents=True)  # a folder where the store's file should be
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(broken))
+    monkeypatch.setenv("WORKBENCH_UPLOAD_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("WORKBENCH_MODE", mode)
+    at = open_page("history")
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Runs are not recorded" in warnings and "is a folder" in warnings
+    assert (str(broken) in warnings.replace("\\", "")) is (mode == "local")
