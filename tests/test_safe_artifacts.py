@@ -8,17 +8,14 @@ appears), so a refusal here is a real one; then the workbench loads it and the m
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sysconfig
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from artifact_payloads import Small, edit_json, marker_module, payloads, rewrite, write_pruned
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,27 +25,6 @@ from analysis.runtime.pruned import PRUNED_FORMAT
 from tests.conftest import ROOT, run_cli
 
 
-class Small(nn.Module):
-    input_shape = (4,)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(3, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-class _Touch:
-    """Unpickling this creates a file: the visible trace of code run from a pickle."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 @pytest.fixture(scope="module")
 def good_pt2(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pt2") / "good.pt2"
@@ -56,62 +32,10 @@ def good_pt2(tmp_path_factory) -> Path:
     return save_artifact(Small().eval(), path)
 
 
-def _rewrite(src: Path, dst: Path, edit) -> Path:
-    with zipfile.ZipFile(src) as z:
-        files = {i.filename: z.read(i.filename) for i in z.infolist()}
-    root = next(iter(files)).split("/")[0]
-    edit(files, root)
-    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return dst
-
-
-def _pickle(marker: Path) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(_Touch(marker), buffer)
-    return buffer.getvalue()
-
-
-def _edit_json(files: dict, name: str, change) -> None:
-    data = json.loads(files[name])
-    change(data)
-    files[name] = json.dumps(data).encode()
-
-
-def _payloads(marker: Path) -> dict:
-    touch = f"__import__('pathlib').Path({str(marker)!r}).touch()"
-
-    def weight(files, root):
-        config = f"{root}/data/weights/model_weights_config.json"
-        _edit_json(files, config, lambda d: d["config"]["fc1.bias"].update(use_pickle=True))
-        path_name = json.loads(files[config])["config"]["fc1.bias"]["path_name"]
-        files[f"{root}/data/weights/{path_name}"] = _pickle(marker)
-
-    def sample_inputs(files, root):
-        files[f"{root}/data/sample_inputs/model.pt"] = _pickle(marker)
-
-    def guards(files, root):
-        _edit_json(files, f"{root}/models/model.json", lambda d: d.update(guards_code=[f"{touch} is None"]))
-
-    def expression(files, root):
-        name = f"{root}/models/model.json"
-        text = files[name].decode()
-        symbol = text.split('"expr_str": "')[1].split('"')[0]
-        files[name] = text.replace(symbol, f"{symbol} + 0*len(str({touch}))".replace('"', "'")).encode()
-
-    return {
-        "pickled weight": weight,
-        "sample inputs": sample_inputs,
-        "guard code": guards,
-        "expression": expression,
-    }
-
-
 @pytest.mark.parametrize("payload", ["pickled weight", "sample inputs", "guard code", "expression"])
 def test_pt2_payloads_run_in_torch_but_not_in_the_workbench(good_pt2, tmp_path, payload):
     marker = tmp_path / "ran"
-    evil = _rewrite(good_pt2, tmp_path / "evil.pt2", _payloads(marker)[payload])
+    evil = rewrite(good_pt2, tmp_path / "evil.pt2", payloads(marker)[payload])
     with pytest.raises(WorkbenchError) as info:
         load_model(str(evil))
     assert not marker.exists()
@@ -131,18 +55,16 @@ def test_pt2_calling_a_python_function_is_refused(good_pt2, tmp_path):
             node = d["graph_module"]["graph"]["nodes"][0]
             node["target"] = "torch.os.system"
 
-        _edit_json(files, f"{root}/models/model.json", change)
+        edit_json(files, f"{root}/models/model.json", change)
 
-    evil = _rewrite(good_pt2, tmp_path / "target.pt2", edit)
+    evil = rewrite(good_pt2, tmp_path / "target.pt2", edit)
     with pytest.raises(WorkbenchError, match="torch.os.system"):
         load_model(str(evil))
 
 
 @pytest.mark.parametrize("member", ["data/aotinductor/model/x.so", "version", "serialized_state_dict.pt"])
 def test_pt2_with_code_or_legacy_members_is_refused(good_pt2, tmp_path, member):
-    evil = _rewrite(
-        good_pt2, tmp_path / "m.pt2", lambda files, root: files.update({f"{root}/{member}": b"x"})
-    )
+    evil = rewrite(good_pt2, tmp_path / "m.pt2", lambda files, root: files.update({f"{root}/{member}": b"x"}))
     with pytest.raises(WorkbenchError, match="trust-pickle"):
         load_model(str(evil))
 
@@ -158,19 +80,6 @@ def test_plain_pt2_loads_with_and_without_trust(good_pt2):
 # --- the pruned format ---------------------------------------------------------------------------------
 
 
-def _write_pruned(path: Path, state: dict, meta: dict) -> Path:
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
-    return path
-
-
-def _marker_module(folder: Path, marker: Path) -> Path:
-    source = folder / "sneaky.py"
-    source.write_text(
-        f"open({str(marker)!r}, 'w').close()\nimport torch\ndef build():\n    return torch.nn.Linear(2, 2)\n"
-    )
-    return source
-
-
 @pytest.fixture(scope="module")
 def mlp_state():
     return load_model("zoo:digits-mlp").state_dict()
@@ -179,7 +88,7 @@ def mlp_state():
 @pytest.mark.parametrize("kind", ["file", "module", "pt2", "stdlib"])
 def test_pruned_metadata_never_chooses_code(tmp_path, mlp_state, monkeypatch, kind):
     marker = tmp_path / "ran"
-    source = _marker_module(tmp_path, marker)
+    source = marker_module(tmp_path, marker)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = {
         "file": f"{source}:build",
@@ -187,7 +96,7 @@ def test_pruned_metadata_never_chooses_code(tmp_path, mlp_state, monkeypatch, ki
         "pt2": str(tmp_path / "x.pt2"),
         "stdlib": "os:getcwd",
     }[kind]
-    path = _write_pruned(
+    path = write_pruned(
         tmp_path / "m.pruned.safetensors",
         mlp_state,
         {"format": PRUNED_FORMAT, "spec": spec, "attributes": "{}"},
@@ -264,17 +173,17 @@ def test_pruned_attributes_are_checked(tmp_path, mlp_state, attributes, message)
     model = load_model("zoo:digits-mlp")
     names = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert "net.1" in names, names  # the attribute tables above name a real Linear
-    path = _write_pruned(tmp_path / "a.pruned.safetensors", mlp_state, _mlp_meta(attributes))
+    path = write_pruned(tmp_path / "a.pruned.safetensors", mlp_state, _mlp_meta(attributes))
     with pytest.raises(WorkbenchError, match=message) as info:
         load_model(str(path))
     assert "\n" not in str(info.value)
 
 
 def test_pruned_without_spec_or_format_is_one_line(tmp_path, mlp_state):
-    path = _write_pruned(tmp_path / "n.pruned.safetensors", mlp_state, {"format": PRUNED_FORMAT})
+    path = write_pruned(tmp_path / "n.pruned.safetensors", mlp_state, {"format": PRUNED_FORMAT})
     with pytest.raises(WorkbenchError, match="names no architecture"):
         load_model(str(path))
-    path = _write_pruned(tmp_path / "p.pruned.safetensors", mlp_state, {"spec": "zoo:digits-mlp"})
+    path = write_pruned(tmp_path / "p.pruned.safetensors", mlp_state, {"spec": "zoo:digits-mlp"})
     with pytest.raises(WorkbenchError, match="metadata"):
         load_model(str(path))
 
@@ -287,109 +196,9 @@ def test_int8_weights_are_not_cast_silently(tmp_path, mlp_state):
     save_file({k: v.contiguous() for k, v in state.items()}, str(plain))
     with pytest.raises(WorkbenchError, match="int8.*dequantize"):
         load_model("zoo:digits-mlp", weights=str(plain))
-    pruned = _write_pruned(tmp_path / "q.pruned.safetensors", state, _mlp_meta({}))
+    pruned = write_pruned(tmp_path / "q.pruned.safetensors", state, _mlp_meta({}))
     with pytest.raises(WorkbenchError, match="int8"):
         load_model(str(pruned))
-
-
-# --- fuzzing the metadata and the archives -------------------------------------------------------------
-
-_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**40), 2**40)
-    | st.floats(allow_nan=True)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6,
-)
-_MODULES = st.sampled_from(["", "net", "net.1", "net.3", "net.5", "net.1.weight", "x"]) | st.text(max_size=6)
-_KEYS = st.sampled_from(["in_features", "out_features", "training", "weight", "__class__", "bias"]) | st.text(
-    max_size=6
-)
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    spec=st.sampled_from(
-        ["zoo:digits-mlp", "SNEAKY", "sneaky:build", "os:system", "x.pt2", "torchvision:../x", ""]
-    )
-    | st.text(max_size=12),
-    attributes=st.dictionaries(_MODULES, st.dictionaries(_KEYS, _VALUES, max_size=3), max_size=3) | _VALUES,
-    drop=st.booleans(),
-)
-def test_fuzzed_pruned_metadata_loads_or_says_one_line(
-    tmp_path, mlp_state, monkeypatch, spec, attributes, drop
-):
-    marker = tmp_path / "ran"
-    source = _marker_module(tmp_path, marker)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spec = f"{source}:build" if spec == "SNEAKY" else spec
-    state = dict(mlp_state)
-    if drop:
-        state.pop(next(iter(state)))
-    meta = {"format": PRUNED_FORMAT, "spec": spec, "attributes": json.dumps(attributes)}
-    path = _write_pruned(tmp_path / "f.pruned.safetensors", state, meta)
-    try:
-        model = load_model(str(path))
-    except WorkbenchError as exc:
-        assert "\n" not in str(exc)
-    else:
-        assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
-    assert not marker.exists()
-
-
-_TARGETS = st.sampled_from(
-    [
-        "torch.os.system",
-        "builtins.eval",
-        "torch.ops.aten.relu.default",
-        "_operator.getitem",
-        "torch.load",
-        "#x",
-    ]
-) | st.text(max_size=20)
-_EXPRESSIONS = st.sampled_from(
-    ["__import__('os')", "Symbol('s0')", "s0*2", "Pow(Integer(9), Integer(99999))", "9**9**9", "exec", "s0.x"]
-) | st.text(alphabet="s0123()_'+*/.,=abcimport ", max_size=30)
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    target=st.none() | _TARGETS,
-    expression=st.none() | _EXPRESSIONS,
-    guards=st.lists(st.text(max_size=10), max_size=2),
-    pickled=st.booleans(),
-    member=st.none() | st.text(alphabet="abc/._", min_size=1, max_size=12),
-)
-def test_fuzzed_pt2_archives_load_or_say_one_line(
-    good_pt2, tmp_path, target, expression, guards, pickled, member
-):
-    marker = tmp_path / "ran"
-
-    def edit(files, root):
-        def change(d):
-            if target is not None:
-                d["graph_module"]["graph"]["nodes"][0]["target"] = target
-            if guards:
-                d["guards_code"] = guards
-            if expression is not None:
-                d["range_constraints"] = {expression: {"min_val": 0, "max_val": None}}
-
-        _edit_json(files, f"{root}/models/model.json", change)
-        if pickled:
-            _payloads(marker)["pickled weight"](files, root)
-        if member is not None:
-            files[f"{root}/{member}"] = b"x"
-
-    path = _rewrite(good_pt2, tmp_path / "z.pt2", edit)
-    try:
-        model = load_model(str(path))
-    except WorkbenchError as exc:
-        assert "\n" not in str(exc)
-    else:
-        model(torch.zeros(2, 4))
-    assert not marker.exists()
 
 
 # --- specs by path ---------------------------------------------------------------------------------------
