@@ -69,6 +69,18 @@ def test_pt2_with_code_or_legacy_members_is_refused(good_pt2, tmp_path, member):
         load_model(str(evil))
 
 
+def test_pt2_in_the_older_flat_layout_is_refused(tmp_path):
+    """torch.export.load reads a flat archive (a top-level `version`) through its pickle-based legacy path."""
+    import zipfile
+
+    path = tmp_path / "legacy.pt2"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("version", "1")
+        z.writestr("serialized_state_dict.pt", b"pickled")
+    with pytest.raises(WorkbenchError, match="older or unknown archive layout.*trust-pickle"):
+        load_model(str(path))
+
+
 def test_plain_pt2_loads_with_and_without_trust(good_pt2):
     x = torch.randn(5, 4)
     torch.manual_seed(0)

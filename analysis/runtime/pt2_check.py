@@ -97,7 +97,8 @@ def _members(path: Path) -> tuple[zipfile.ZipFile, str, list[str]]:
     roots = {n.split("/", 1)[0] for n in names}
     if len(roots) != 1 or not all("/" in n for n in names):
         archive.close()
-        raise WorkbenchError(f"{path} is not a torch.export archive (one top-level folder expected)")
+        # Older torch.export archives keep their members at the top; torch reads those with pickle.
+        raise _refuse(path, "has an older or unknown archive layout (no single top-level folder)")
     root = roots.pop()
     return archive, root, [n.split("/", 1)[1] for n in names]
 
