@@ -8,6 +8,7 @@ HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. 
 (a test asserts it).
 """
 
+import analysis.startup  # noqa: F401  (first: Ctrl-C during the imports below is one line under `-m`)
 from analysis.app_support.policy import (
     ServeMode,
     allowed_data_sources,
@@ -131,7 +132,7 @@ from analysis.sensitivity.sweep import (
 )
 from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
 from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
-from analysis.store import ResultsStore, model_fingerprint, plan_diff
+from analysis.store import ResultsStore, model_fingerprint, plan_diff, public_environment
 from analysis.store import compare as compare_runs
 from analysis.store.mlflow_sink import log_compression
 from analysis.transforms.fields import (
@@ -197,6 +198,7 @@ __all__ = [
     "ResultsStore",
     "model_fingerprint",
     "plan_diff",
+    "public_environment",
     "compare_runs",
     "UploadStore",
     "purge_older_than",

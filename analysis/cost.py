@@ -15,6 +15,7 @@ and ops that account for it.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -249,6 +250,32 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> Mod
         macs_thop=macs_thop,
         differences=differences,
     )
+
+
+def onnx_summary(payload: dict, model: nn.Module) -> dict:
+    """`summary` JSON of an ONNX model (`OnnxModule`), which torch sees as a module without parameters or
+    layers: params counted from the ONNX initializers, MACs and FLOPs null (the graph runs outside torch),
+    with a note saying so. Any other model's payload comes back unchanged."""
+    bytes_ = getattr(model, "model_bytes", None)
+    if bytes_ is None or not hasattr(model, "session"):
+        return payload
+    import onnx
+
+    graph = onnx.load_from_string(bytes_).graph
+    # Weights are float or 8-bit; 32/64-bit integer initializers are shape and axis constants.
+    shapes_only = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+    params = sum(math.prod(i.dims) for i in graph.initializer if i.data_type not in shapes_only)
+    out = dict(payload)
+    out["total"] = {"params": params, "macs": None, "flops": None}
+    out["layers"] = []
+    out["crosscheck"] = {"macs_thop": None, "agree_within_1pct": None, "differences": []}
+    note = (
+        "an ONNX model: params are the values of its float and 8-bit initializers (int8 weights count the "
+        "same; shape constants are left out); "
+        "MACs and FLOPs are not counted, because the graph runs on ONNX Runtime, outside torch"
+    )
+    out["notes"] = [*payload.get("notes", []), note]
+    return out
 
 
 def count_params(model: nn.Module) -> int:

@@ -12,7 +12,6 @@ A leaf: it imports only torch and the errors.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -21,8 +20,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
+from analysis.limits import check_sample_shape
 
-MAX_SAMPLE_ELEMENTS = 2**31  # values in one input sample; more is a typo, not a model
 DTYPE_NAMES = {
     "float32": torch.float32,
     "float": torch.float32,
@@ -178,12 +177,7 @@ def _parse_dims(text: str, whole: str) -> tuple[int, ...]:
             f"cannot parse input shape {whole!r}: give positive integers with the batch first, like "
             "1,3,224,224 (several inputs: 1,128;1,64, in forward's order)"
         )
-    if math.prod(dims[1:]) > MAX_SAMPLE_ELEMENTS:
-        raise WorkbenchError(
-            f"input shape {whole!r} is {math.prod(dims[1:]):,} values per sample, over the "
-            f"{MAX_SAMPLE_ELEMENTS:,} limit: check the numbers"
-        )
-    return dims[1:]
+    return check_sample_shape(dims[1:], f"input shape {whole!r}:")
 
 
 def parse_input_spec(text: str, names: Sequence[str] = ()) -> InputSpec:

@@ -4,6 +4,8 @@ not a regular file (standard output, a character device, a FIFO) is written dire
 - `write_atomic` writes a temp file next to the target and renames it over the target, keeping the old
   file's permission bits; a read-only target is refused with a message instead of being overwritten.
 - `write_all_atomic` writes several outputs all-or-none: every temp file first, then every rename.
+- `check_outputs` checks every output path before a command starts its work (writable, not a folder or a
+  link, folder exists; no output that is another output or one of the inputs).
 - `to_json` never writes NaN or Infinity (invalid JSON for strict parsers): they become null plus a note,
   or raise where the caller passes `strict=True`.
 """
@@ -69,8 +71,14 @@ def _write_stream(path: str | Path, write: Writer) -> None:
 
 def _prepare_target(path: Path) -> int | None:
     """The permission bits to give the new file: the existing file's, or None for a new file. Refuses
-    directories and read-only files (checked from the mode bits: root may write anything, but a file
-    someone made read-only should not be overwritten silently)."""
+    directories, symbolic links (a rename would replace the link, not write where it points) and
+    read-only files (checked from the mode bits: root may write anything, but a file someone made
+    read-only should not be overwritten silently)."""
+    if path.is_symlink():
+        raise WorkbenchError(
+            f"{path} is a symbolic link: name the file it points to (links are followed only to a FIFO or "
+            "device)"
+        )
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -85,10 +93,13 @@ def _prepare_target(path: Path) -> int | None:
     return mode
 
 
-def _temp_for(path: Path) -> tuple[Path, int | None]:
+def _temp_for(path: Path, make_parents: bool = False) -> tuple[Path, int | None]:
     mode = _prepare_target(path)
-    try:
+    if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise WorkbenchError(f"the folder {path.parent} does not exist: create it first, or fix the path")
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise WorkbenchError(f"cannot write in {path.parent}: {exc.strerror or exc}") from exc
@@ -101,17 +112,18 @@ def _finish_temp(tmp: Path, mode: int | None) -> None:
     os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], None], make_parents: bool = False) -> Path:
     """Call `write(tmp_path)`, then rename the temp file over `path` (same folder, so the rename is atomic).
 
     `-`, `/dev/stdout`, character devices and FIFOs are written directly instead. An existing file keeps
-    its permission bits; a read-only one is refused (WorkbenchError).
+    its permission bits; a read-only one, a folder or a symbolic link is refused (WorkbenchError), and so
+    is a missing folder unless `make_parents` (a typo never creates folders).
     """
     if is_stream_target(path):
         _write_stream(path, write)
         return Path(path)
     path = Path(path)
-    tmp_path, mode = _temp_for(path)
+    tmp_path, mode = _temp_for(path, make_parents)
     try:
         write(tmp_path)
         _finish_temp(tmp_path, mode)
@@ -151,12 +163,88 @@ def write_all_atomic(outputs: Mapping[str | Path, Writer]) -> list[Path]:
     return [*files, *(Path(p) for p in streams)]
 
 
+def check_outputs(
+    outputs: Mapping[str, str | Path | None], inputs: Mapping[str, str | Path | None] | None = None
+) -> None:
+    """Before any work starts: every output (option -> path) can be written where it is, no two outputs name
+    one file, and no output names an input (option -> path) of the same run. One line per problem.
+
+    Writable means: standard output, a FIFO or a device (also through a link); or a file that is not a
+    folder, a symbolic link or read-only, in a folder that exists and may be written."""
+    seen: dict[Any, str] = {}
+    for flag, path in outputs.items():
+        if path is None or str(path) == "":
+            continue
+        _check_output(flag, str(path))
+        key = _identity(str(path))
+        if key is None:
+            continue  # a character device (/dev/null, a terminal) takes any number of writers
+        if key in seen:
+            raise WorkbenchError(f"{seen[key]} and {flag} both name {path}: give each output its own file")
+        seen[key] = flag
+    for flag, path in (inputs or {}).items():
+        key = _identity(str(path)) if path else None
+        if key is not None and key in seen:
+            raise WorkbenchError(
+                f"{seen[key]} {path} is also this run's {flag}: writing it would destroy the input; "
+                "choose another output file"
+            )
+
+
+def _check_output(flag: str, path: str) -> None:
+    if path in STDOUT_NAMES or path.startswith(("/dev/fd/", "/proc/self/fd/")):
+        return
+    target = Path(path)
+    if target.is_symlink():
+        if is_stream_target(path):
+            return  # a link to a FIFO or device is written through
+        raise WorkbenchError(
+            f"{flag} {path} is a symbolic link: name the file it points to (links are followed only to a "
+            "FIFO or device)"
+        )
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise WorkbenchError(f"{flag} {path}: {exc.strerror or exc}") from exc
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise WorkbenchError(f"{flag} {path} is a folder: give a file name")
+        if not stat.S_ISREG(st.st_mode):
+            return  # FIFO, device, socket: written directly
+        if not stat.S_IMODE(st.st_mode) & 0o222 or not os.access(path, os.W_OK):
+            raise WorkbenchError(f"{flag} {path} is read-only: choose another file or make it writable first")
+    folder = target.parent
+    if not folder.is_dir():
+        raise WorkbenchError(
+            f"{flag} {path}: the folder {folder} does not exist; create it first, or fix the path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"{flag} {path}: cannot write in the folder {folder}")
+
+
+def _identity(path: str) -> Any:
+    """What makes two paths one file: the device and inode of an existing file (hard links and symbolic
+    links included), the resolved path of a new one, `stdout` for standard output; None for a character
+    device."""
+    if path in ("-", "/dev/stdout", "/proc/self/fd/1", "/dev/fd/1"):
+        return ("stdout",)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("new", os.path.realpath(os.path.abspath(path)))
+    if stat.S_ISCHR(st.st_mode):
+        return None
+    return ("file", st.st_dev, st.st_ino)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    return write_atomic(path, lambda p: p.write_bytes(data))
+def write_bytes_atomic(path: str | Path, data: bytes, make_parents: bool = False) -> Path:
+    return write_atomic(path, lambda p: p.write_bytes(data), make_parents)
 
 
 def finite_json(payload: Any, strict: bool = False) -> tuple[Any, list[str]]:

@@ -21,6 +21,7 @@ from torch import nn
 from analysis.concurrency import eval_view, private_copy
 from analysis.inputs import InputSpec, to_device
 from analysis.layers import call_model, example_input
+from analysis.limits import check_batch_memory, check_threads
 from analysis.progress import Progress
 from analysis.validate import whole
 
@@ -144,7 +145,7 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     """Run with `threads` intra-op threads (None: as set), restoring the previous setting afterwards."""
     previous = torch.get_num_threads()
     if threads is not None:
-        torch.set_num_threads(whole(threads, "threads"))
+        torch.set_num_threads(check_threads(threads, "threads"))
     try:
         yield torch.get_num_threads()
     finally:
@@ -177,6 +178,8 @@ def measure_latency(
     cuda[:N] (or auto with a GPU) times a private copy there with CUDA events after `warmup` synchronized
     runs (`analysis.devices.cuda_times_ms`); `dtype` casts that copy (float16, bfloat16).
     """
+    check_batch_memory(input_shape, batch_size)
+    check_threads(threads, "threads")
     if device is not None or dtype is not None:
         from analysis.devices import on_device, parse_dtype, resolve_device
 
@@ -236,6 +239,7 @@ def compare_latency(
             f"rounds, runs per round and batch size must be at least 1 "
             f"(got {rounds}, {runs_per_round}, {batch_size})"
         )
+    check_batch_memory(input_shape, batch_size)
     x = example_input(input_shape, batch_size)
     times: dict[str, list[float]] = {name: [] for name in models}
     views = {name: eval_view(m) for name, m in models.items()}
@@ -287,6 +291,7 @@ def layer_times(
             samples.setdefault(n, []).append((time.perf_counter() - starts[n]) * 1000.0)
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    check_batch_memory(input_shape, batch_size)
     x = example_input(input_shape, batch_size)
     try:
         with latency_lock(on_wait), torch_threads(threads), torch.inference_mode():

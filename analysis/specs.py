@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
+import sysconfig
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,7 +17,6 @@ from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import (
-    MAX_SAMPLE_ELEMENTS,  # noqa: F401  (re-exported: it was defined here)
     InputSpec,
     as_input_spec,
     parse_input_spec,
@@ -20,10 +24,14 @@ from analysis.inputs import (
     required_inputs,
 )
 from analysis.layers import call_model
+from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
+WORKBENCH_DIR = Path(__file__).resolve().parent
+_FILE_MODULES: dict[Path, object] = {}  # resolved path of a file.py spec -> its module, imported once
+_FILE_MODULES_LOCK = threading.Lock()
 
 
 def parse_input_shape(text: str, model: nn.Module | None = None) -> tuple[int, ...] | InputSpec:
@@ -66,6 +74,7 @@ def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    _check_dtypes(own, state, source)
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -85,6 +94,20 @@ def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     model.load_state_dict(state)
 
 
+def _check_dtypes(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    """Integer (quantized) weights into float parameters, or the reverse, would be cast without a word
+    (load_state_dict copies across dtypes): one line instead."""
+    for key, tensor in state.items():
+        mine = own.get(key)
+        if mine is None or mine.dtype == tensor.dtype:
+            continue
+        if mine.dtype.is_floating_point != tensor.dtype.is_floating_point:
+            raise WorkbenchError(
+                f"weights in {source}: {key} is {str(tensor.dtype).removeprefix('torch.')} but the model's is "
+                f"{str(mine.dtype).removeprefix('torch.')}; dequantize (or convert) the weights first"
+            )
+
+
 def _import_callable(spec: str) -> nn.Module:
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
@@ -92,6 +115,28 @@ def _import_callable(spec: str) -> nn.Module:
             f"cannot read model spec {spec!r}: use zoo:<name>, <module>:<callable>, "
             "torchvision:<name> or a .pt file"
         )
+    with _exits_refused():
+        if module_name.endswith(".py"):
+            module = _import_file(Path(module_name))
+        else:
+            _refuse_module(module_name)
+            module = _import_module(module_name)
+        factory = getattr(module, attr, None)
+        if factory is None or not callable(factory):
+            raise WorkbenchError(f"{module_name} has no callable {attr!r}")
+        try:
+            model = factory()
+        except (Exception, SystemExit) as exc:  # a callable that exits must not end the server or exit 0
+            raise WorkbenchError(_failed(f"calling {spec}()", exc)) from exc
+    if not isinstance(model, nn.Module):
+        raise WorkbenchError(
+            f"{spec} returned {type(model).__name__}, not a torch.nn.Module: "
+            "the callable must build and return the model"
+        )
+    return model
+
+
+def _refuse_module(module_name: str) -> None:
     top = module_name.split(".")[0]
     if top in sys.stdlib_module_names or top == "builtins":
         # No standard-library callable builds a model, and some end the process (sys:exit, os:abort).
@@ -105,45 +150,85 @@ def _import_callable(spec: str) -> nn.Module:
         raise WorkbenchError(
             f"{module_name!r} is part of the workbench itself: use zoo:<name> for its models"
         )
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.exists():
-            raise WorkbenchError(f"model file not found: {path}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+
+
+def _refuse_file(path: Path, resolved: Path) -> None:
+    """The module-name refusals, by resolved path: a path into the standard library or the workbench is
+    the same module under another name (`/usr/lib/python3.11/os.py:abort`, `analysis/zoo/train.py:main`)."""
+    libraries = [Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")]
+    stdlib = [Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib")]
+    in_site = any(resolved.is_relative_to(p) for p in libraries)
+    if not in_site and any(resolved.is_relative_to(p) for p in stdlib):
+        raise WorkbenchError(
+            f"{path} is a file of the Python standard library: a model spec names your own "
+            "file.py:callable that returns an nn.Module"
+        )
+    if resolved.is_relative_to(WORKBENCH_DIR):
+        raise WorkbenchError(f"{path} is part of the workbench itself: use zoo:<name> for its models")
+
+
+def _import_file(path: Path):
+    """The module of a `.py` file, executed once per process and resolved path, so that every spec naming
+    it builds the same classes (a saved pruned model then matches the architecture it is loaded into)."""
+    if not path.is_file():
+        raise WorkbenchError(f"model file not found: {path}")
+    resolved = path.resolve()
+    _refuse_file(path, resolved)
+    with _FILE_MODULES_LOCK:
+        module = _FILE_MODULES.get(resolved)
+        if module is not None:
+            return module
+        mod_spec = importlib.util.spec_from_file_location(path.stem, resolved)
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules.setdefault(path.stem, module)
         try:
             mod_spec.loader.exec_module(module)
         except (Exception, SystemExit) as exc:
+            if sys.modules.get(path.stem) is module:
+                del sys.modules[path.stem]
             raise WorkbenchError(_failed(f"running {path}", exc)) from exc
-    else:
-        cwd = str(Path.cwd())
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise WorkbenchError(
-                f"cannot import module {module_name!r} ({exc}); run from its folder or add it to PYTHONPATH"
-            ) from exc
-        except (Exception, SystemExit) as exc:
-            raise WorkbenchError(_failed(f"importing {module_name}", exc)) from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise WorkbenchError(f"{module_name} has no callable {attr!r}")
+        _FILE_MODULES[resolved] = module
+        return module
+
+
+def _import_module(module_name: str):
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
-        model = factory()
-    except (Exception, SystemExit) as exc:  # a callable that exits must not end the server or exit 0
-        raise WorkbenchError(_failed(f"calling {spec}()", exc)) from exc
-    if not isinstance(model, nn.Module):
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
         raise WorkbenchError(
-            f"{spec} returned {type(model).__name__}, not a torch.nn.Module: "
-            "the callable must build and return the model"
-        )
-    return model
+            f"cannot import module {module_name!r} ({exc}); run from its folder or add it to PYTHONPATH"
+        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise WorkbenchError(_failed(f"importing {module_name}", exc)) from exc
+
+
+class _ProcessExit(SystemExit):
+    """What `os._exit` / `os.abort` raise while a model spec is imported and built."""
+
+
+@contextlib.contextmanager
+def _exits_refused() -> Iterator[None]:
+    """While a user's module is imported and its callable runs, `os._exit()` and `os.abort()` raise instead
+    of ending the process: a model factory that calls them would otherwise end the CLI with no output (rc 0)
+    or take the whole app server down. Process-wide for that moment; nothing else calls them then."""
+
+    def refuse(*args: object) -> None:
+        raise _ProcessExit("the model code tried to end the process (os._exit or os.abort)")
+
+    saved = os._exit, os.abort
+    os._exit, os.abort = refuse, refuse
+    try:
+        yield
+    finally:
+        os._exit, os.abort = saved
 
 
 def _failed(what: str, exc: BaseException) -> str:
+    if isinstance(exc, _ProcessExit):
+        return f"{what} failed: {exc}"
     first = first_line(exc) if str(exc).strip() else ""
     return f"{what} failed: {type(exc).__name__}" + (f": {first[:200]}" if first else "")
 
@@ -194,7 +279,10 @@ def load_model(
     if artifact_kind(spec) in ("onnx", "pt2", "pruned"):
         if weights is not None:
             raise WorkbenchError(f"{spec} holds its own weights: drop --weights")
-        return load_artifact(spec, build=load_model, apply_weights=apply_weights).eval()
+        artifact = load_artifact(
+            spec, build=load_model, apply_weights=apply_weights, trust_pickle=trust_pickle
+        )
+        return artifact.eval()
     if spec.startswith("zoo:"):
         from analysis import zoo
 
@@ -210,7 +298,12 @@ def load_model(
     else:
         model = _import_callable(spec)
     if weights is not None:
-        apply_weights(model, load_state_dict_file(weights), str(weights))
+        from analysis.runtime.pruned import apply_pruned, is_pruned_file
+
+        if is_pruned_file(weights):  # the operator named the architecture: the file gives shapes and weights
+            apply_pruned(model, weights, apply_weights)
+        else:
+            apply_weights(model, load_state_dict_file(weights), str(weights))
     return model.eval()
 
 
@@ -243,8 +336,11 @@ def model_input_shape(
 
 
 def check_input_shape(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> None:
-    """Run one sample of `input_shape` through the model; a model that cannot take it is bad input."""
+    """Run one sample of `input_shape` through the model; a model that cannot take it is bad input (so is
+    a shape over the size limit, e.g. one an ONNX file declares)."""
     spec = as_input_spec(input_shape)
+    for field in spec.fields:
+        check_sample_shape(field.shape, f"the input shape of {field.name!r}")
     was_training = model.training
     model.eval()
     try:

@@ -308,15 +308,30 @@ def where_to_run(spec: WorkbenchSpec) -> dict:
     return {"device": None if spec.device in ("", "cpu") else spec.device}
 
 
+MY_RUNS = "_my_run_ids"  # the run ids this browser session recorded
+
+
 def results_store() -> Any:
-    """The results store ($WORKBENCH_DATA_DIR), or None with a warning when it cannot be opened."""
+    """The results store ($WORKBENCH_DATA_DIR), or None with a warning when it cannot be opened (shared
+    mode: the message names no server path)."""
     from analysis import ResultsStore
 
     try:
         return ResultsStore()
     except WorkbenchError as exc:
-        st.warning(f"Runs are not recorded: {exc}")
+        st.warning(plain(f"Runs are not recorded: {error_text(exc)}"))
         return None
+
+
+def remember_run(run_id: int | None) -> None:
+    """Note a run this browser session recorded: a shared server's History shows only those."""
+    if run_id is not None:
+        st.session_state.setdefault(MY_RUNS, []).append(int(run_id))
+
+
+def visible_runs() -> list[int] | None:
+    """The run ids History may show: every run locally (None), this session's own on a shared server."""
+    return list(st.session_state.get(MY_RUNS, [])) if shared() else None
 
 
 def fingerprint(wb: Workbench) -> str:
@@ -334,17 +349,21 @@ def record_run(kind: str, wb: Workbench, params: dict, payload: dict, status: st
     if store is None:
         return None
     try:
-        return store.record(kind, wb.spec.model, wb.spec.data, params, payload, status=status,
-                            fingerprint=fingerprint(wb))  # fmt: skip
+        run_id = store.record(kind, wb.spec.model, wb.spec.data, params, payload, status=status,
+                              fingerprint=fingerprint(wb))  # fmt: skip
     except WorkbenchError as exc:
-        st.warning(f"The run was not recorded: {exc}")
+        st.warning(plain(f"The run was not recorded: {error_text(exc)}"))
         return None
+    remember_run(run_id)
+    return run_id
 
 
 def recorded_run(kind: str, wb: Workbench, params: dict) -> Any:
     """The newest complete recorded run of `kind` on this model, data and parameters, or None."""
     store = results_store()
-    return None if store is None else store.find(kind, fingerprint(wb), params, data=wb.spec.data)
+    run = None if store is None else store.find(kind, fingerprint(wb), params, data=wb.spec.data)
+    mine = visible_runs()
+    return None if run is None or (mine is not None and run.id not in mine) else run
 
 
 def sweep_from_dict(payload: dict) -> Any:

@@ -82,11 +82,15 @@ def _record(spec: Any, model: nn.Module, plan: Mapping, result: Any, extras: Map
     params, payload, status = compression_record(plan, result, extras, batch_size=spec.batch_size,
                                                  threads=spec.threads)  # fmt: skip
     try:
-        return ResultsStore().record("compression", spec.model, spec.data, params, payload, status=status,
-                                     fingerprint=model_fingerprint(spec.model, model))  # fmt: skip
+        run_id = ResultsStore().record("compression", spec.model, spec.data, params, payload, status=status,
+                                       fingerprint=model_fingerprint(spec.model, model))  # fmt: skip
     except Exception as exc:  # a full disk must not lose the result on screen
-        st.warning(_shared.plain(f"the result was not recorded in the results store: {first_line(exc)}"))
+        st.warning(
+            _shared.plain(f"the result was not recorded in the results store: {_shared.error_text(exc)}")
+        )
         return None
+    _shared.remember_run(run_id)  # a shared server's History shows this session's runs only
+    return run_id
 
 
 def main() -> None:  # noqa: C901 (one page, read top to bottom)

@@ -2,6 +2,9 @@
 
 Runs are keyed by the model's fingerprint (its spec and a hash of its weights), so "this model" means these
 exact weights. The store is `results.sqlite3` under $WORKBENCH_DATA_DIR (see docs/guides/results-store.md).
+
+On a shared server the page shows only the runs this browser session made, no store path, no server paths
+in specs, only the software versions of the environment, and no Delete (the operator deletes from the CLI).
 """
 
 import json
@@ -9,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff
+from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff, public_environment, strip_paths
 from pages import _shared
 
 # Where a re-opened run goes: the page, the session-state result names that page reads.
@@ -27,19 +30,46 @@ with _shared.guard("Opening the results store"):
     if store is None:
         st.stop()
     fp = _shared.fingerprint(wb)
-st.caption(f"Results store: `{store.path}`")
+shared = _shared.shared()
+mine = _shared.visible_runs()  # None: every run; on a shared server, this session's only
+if shared:
+    st.caption("This server is shared: you see the runs you made in this browser session.")
+else:
+    st.caption(f"Results store: `{store.path}`")
 
 scope = st.radio("Runs of", ["This model", "All models"], horizontal=True, key="hist_scope")
 with _shared.guard("Reading the results store"):
-    infos = store.list(fingerprint=fp if scope == "This model" else None)
+    infos = store.list(fingerprint=fp if scope == "This model" else None, ids=mine)
 if not infos:
+    where = (
+        "in this browser session"
+        if shared
+        else "in the app and on the command line (`python -m analysis ...`)"
+    )
     st.info(
         "No recorded runs"
         + (" for this model (these exact weights)" if scope == "This model" else "")
-        + " yet: sweeps, rankings and compressions are recorded as they finish, in the app and on the "
-        "command line (`python -m analysis ...`)."
+        + f" yet: sweeps, rankings and compressions are recorded as they finish, {where}."
     )
     st.stop()
+
+
+def _shown(run_dict: dict) -> dict:
+    """A run as this server may show it: on a shared server, no paths and only the software versions."""
+    if not shared:
+        return run_dict
+    safe = json.loads(strip_paths(json.dumps(run_dict)))
+    if "environment" in safe:
+        safe["environment"] = public_environment(run_dict["environment"])
+    return safe
+
+
+def _valid_time(text: str) -> bool:
+    try:
+        pd.Timestamp(text)
+    except (ValueError, TypeError):
+        return False  # a damaged row: listed, without a date
+    return True
 
 
 def _headline(info) -> str:
@@ -66,9 +96,9 @@ runs = pd.DataFrame(
         {
             "id": r.id,
             "kind": r.kind,
-            "model": r.model,
-            "data": r.data,
-            "created": pd.Timestamp(r.created),
+            "model": _shared.shown_spec(r.model),
+            "data": None if r.data is None else _shared.shown_spec(r.data),
+            "created": pd.Timestamp(r.created) if _valid_time(r.created) else pd.NaT,
             "status": r.status,
             "this model": r.fingerprint == fp,
             "headline": _headline(r),
@@ -83,9 +113,12 @@ kinds = c[0].multiselect("Kind", sorted(runs["kind"].unique()), key="hist_kinds"
 models = c[1].multiselect(
     "Model", sorted(runs["model"].unique()), key="hist_models", placeholder="all models"
 )
-statuses = c[2].multiselect("Status", ["complete", "partial"], key="hist_status", placeholder="any status")
-first, last = runs["created"].min().date(), runs["created"].max().date()
-dates = c[3].date_input("Recorded between", (first, last), key="hist_dates")
+statuses = c[2].multiselect(
+    "Status", ["complete", "partial", "failed", "unreadable"], key="hist_status", placeholder="any status"
+)
+known = runs["created"].dropna()
+first, last = (known.min().date(), known.max().date()) if len(known) else (None, None)
+dates = c[3].date_input("Recorded between", (first, last), key="hist_dates") if first else None
 shown = runs
 if kinds:
     shown = shown[shown["kind"].isin(kinds)]
@@ -95,7 +128,7 @@ if statuses:
     shown = shown[shown["status"].isin(statuses)]
 if isinstance(dates, (tuple, list)) and len(dates) == 2:
     day = shown["created"].dt.date
-    shown = shown[(day >= dates[0]) & (day <= dates[1])]
+    shown = shown[((day >= dates[0]) & (day <= dates[1])) | shown["created"].isna()]
 
 st.subheader(f"Runs ({len(shown)} of {len(runs)})")
 _shared.table(
@@ -122,7 +155,8 @@ elif len(chosen) >= 2:
         diff = plan_diff(plans)
     st.caption(
         "; ".join(
-            f"#{i}: {r['model']}, {r['created'][:19]}, {r['status']}, scored in {r.get('metric', 'accuracy')}"
+            f"#{i}: {_shared.shown_spec(r['model'])}, {r['created'][:19]}, {r['status']}, "
+            f"scored in {r.get('metric', 'accuracy')}"
             for i, r in table.iterrows()
         )
     )
@@ -139,15 +173,14 @@ else:
 
 # --- every recorded plan of a model ------------------------------------------------------------------------
 st.subheader("Score vs latency of every recorded plan")
-targets = {"this model": fp} | {
-    m: None for m in sorted(runs.loc[runs["kind"].isin(COMPRESSION_KINDS), "model"].unique())
-}
+models = {r.model for r in infos if r.kind in COMPRESSION_KINDS}
+targets = {"this model": fp} | {_shared.shown_spec(m): m for m in sorted(models)}
 target = st.selectbox("Model", list(targets), key="hist_scatter_model")
 with _shared.guard("Reading the recorded plans"):
     points = (
-        store.compression_table(fingerprint=fp)
+        store.compression_table(fingerprint=fp, ids=mine)
         if target == "this model"
-        else store.compression_table(model=target)
+        else store.compression_table(model=targets[target], ids=mine)
     )
 if points is None:
     st.caption("No compression recorded for it yet.")
@@ -163,7 +196,8 @@ run_id = st.selectbox("Run", ids, format_func=lambda i: f"#{i}", key="hist_run")
 with _shared.guard("Reading the run"):
     run = store.get(run_id)
 st.markdown(
-    f"**#{run.id}** {run.kind} of `{run.model}` on `{run.data}`, {run.created}, {run.status}"
+    f"**#{run.id}** {run.kind} of `{_shared.shown_spec(run.model)}` on `{_shared.shown_spec(str(run.data))}`, "
+    f"{run.created}, {run.status}"
     + ("" if run.fingerprint == fp else " (another model or other weights than the one loaded)")
 )
 c = st.columns(3)
@@ -190,7 +224,7 @@ if run.kind in REOPEN:
 with c[1]:
     _shared.download(
         "Export (JSON)",
-        json.dumps(run.to_dict(), indent=2, allow_nan=False),
+        json.dumps(_shown(run.to_dict()), indent=2, allow_nan=False),
         f"run_{run.id}.json",
         "application/json",
         "hist_export",
@@ -203,8 +237,9 @@ def _delete(run_id: int) -> None:
     st.session_state["_hist_deleted"] = run_id
 
 
-c[2].button("Delete", key="hist_delete", on_click=_delete, args=(run.id,), type="secondary")
+if not shared:  # deleting is the operator's, from the command line (`python -m analysis runs delete ID`)
+    c[2].button("Delete", key="hist_delete", on_click=_delete, args=(run.id,), type="secondary")
 if (gone := st.session_state.pop("_hist_deleted", None)) is not None:
     st.success(f"Run #{gone} deleted.")
 with st.expander("Parameters, summary and environment"):
-    st.json({"params": run.params, "summary": run.summary, "environment": run.environment})
+    st.json(_shown({"params": run.params, "summary": run.summary, "environment": run.environment}))

@@ -102,6 +102,9 @@ def test_record_round_trips_exactly(store, tmp_path):
         k: v for k, v in run.to_dict().items() if k not in ("result", "environment", "schema")
     }
 
+    with pytest.raises(WorkbenchError, match="does not exist"):  # a typo never creates folders
+        store.export(run_id, tmp_path / "out" / "run.json")
+    (tmp_path / "out").mkdir()
     out = store.export(run_id, tmp_path / "out" / "run.json")
     assert json.loads(out.read_text()) == json.loads(json.dumps(run.to_dict()))
     assert not list(out.parent.glob(".*tmp"))
@@ -442,6 +445,7 @@ def test_runs_cli_list_show_compare_export_delete(tmp_path, monkeypatch, capsys)
     shown = json.loads(capsys.readouterr().out)
     assert shown["result"] == result_a and shown["id"] == a and shown["status"] == "complete"
     out = tmp_path / "export" / "a.json"
+    out.parent.mkdir()
     assert main(["runs", "export", str(a), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == shown
     capsys.readouterr()

@@ -1,8 +1,9 @@
 """Files a browser session uploads: private, content-addressed, size-limited, and removed afterwards.
 
 Each session gets its own directory (mode 0700, random name) under a root (`WORKBENCH_UPLOAD_DIR`, or a
-per-user folder in the system temp directory); each file is stored as `<sha256><suffix>` with mode 0600 and
-is re-hashed before an existing copy is trusted. `close()` removes the session's directory;
+per-user folder in the system temp directory; an existing root keeps its mode); each file is stored as
+`<sha256><suffix>` with mode 0600 and is re-hashed before an existing copy is trusted. The size limit counts
+bytes received and, for a `.npz`, what it unpacks to. `close()` removes the session's directory;
 `purge_older_than(seconds)` removes sessions left behind by a server that stopped without closing them.
 """
 
@@ -15,10 +16,12 @@ import secrets
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
 from analysis.errors import WorkbenchError
+from analysis.limits import check_archive
 
 ROOT_ENV = "WORKBENCH_UPLOAD_DIR"
 MAX_UPLOAD_BYTES_ENV = "WORKBENCH_MAX_UPLOAD_MB"
@@ -27,6 +30,7 @@ MAX_NAME_CHARS = 200
 _CHUNK = 1 << 20
 _SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16})$")
 _SESSION_NAME = re.compile(r"^session-[0-9a-f]{32}$")
+ARCHIVE_SUFFIXES = (".npz", ".zip")
 
 
 def default_root() -> Path:
@@ -70,9 +74,20 @@ def _digest_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; and an existing folder may be wider
+def _make_root(path: Path) -> None:
+    """The folder that holds the session folders: created private (0700) when missing; an existing one
+    keeps its mode (it may be a shared temporary folder, e.g. 1777: narrowing it would lock others out).
+    Each session's own folder is 0700 with a random name either way."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise WorkbenchError(f"{ROOT_ENV} must name a folder, and {path} is not one")
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+
+
+def size_text(n_bytes: int) -> str:
+    """A size limit in the unit `WORKBENCH_MAX_UPLOAD_MB` is given in (MiB, written MB), never rounded to 0."""
+    return f"{n_bytes / 2**20:.3g} MB"
 
 
 class UploadStore:
@@ -81,7 +96,7 @@ class UploadStore:
     def __init__(self, root: str | Path | None = None, max_bytes: int | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
-        _make_private_dir(self.root)
+        _make_root(self.root)
         # A random name: another session cannot guess (or pre-create) this one's folder.
         self.dir = self.root / f"session-{secrets.token_hex(16)}"
         self.dir.mkdir(mode=0o700)
@@ -111,10 +126,12 @@ class UploadStore:
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise WorkbenchError(
-                            f"the upload is over the {self.max_bytes / 1e6:.0f} MB limit: use a smaller file"
+                            f"the upload is over the {size_text(self.max_bytes)} limit: use a smaller file"
                         )
                     h.update(chunk)
                     out.write(chunk)
+            if suffix in ARCHIVE_SUFFIXES and zipfile.is_zipfile(tmp):  # counts what it unpacks to
+                check_archive(tmp, self.max_bytes, f"the upload ({size_text(self.max_bytes)} limit)")
             target = self.dir / f"{h.hexdigest()}{suffix}"
             if target.exists() and not target.is_symlink() and self.verify(target):
                 tmp.unlink()

@@ -103,7 +103,7 @@ def save_upload(name: str, content: bytes, root: str | Path | None = None) -> Pa
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
     path = Path(root or UPLOAD_ROOT) / digest / safe
     if not path.exists():
-        write_bytes_atomic(path, content)
+        write_bytes_atomic(path, content, make_parents=True)
     return path
 
 

@@ -19,7 +19,7 @@ from analysis.cli.common import (
     record,
     warn,
 )
-from analysis.cost import summarize
+from analysis.cost import onnx_summary, summarize
 from analysis.evaluate import evaluate
 from analysis.inputs import as_input_spec
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
@@ -27,7 +27,7 @@ from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
 
 def _summary(args: argparse.Namespace) -> dict:
     loaded = load_inputs(args)
-    payload = summarize(loaded.model, loaded.input_shape).to_dict()
+    payload = onnx_summary(summarize(loaded.model, loaded.input_shape).to_dict(), loaded.model)
     data = loaded.data.spec if loaded.data is not None else None
     record(args, "summary", loaded.model, data, {"input_shape": payload["input_shape"]}, payload)
     return payload

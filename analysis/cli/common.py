@@ -35,7 +35,7 @@ from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
 from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import InputSpec, positional_names
-from analysis.io import to_json, write_all_atomic
+from analysis.io import check_outputs, to_json, write_all_atomic
 from analysis.metrics import METRIC_CHOICES, check_metric_name
 from analysis.specs import (
     DEFAULT_DATA,
@@ -366,16 +366,68 @@ def emit(payload: dict, dest: str, outputs: dict | None = None) -> None:
     write_all_atomic(writers)
 
 
+OUTPUT_OPTIONS = ("json", "out", "csv", "markdown", "save")
+
+
+def run_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The files a run reads (option -> path) that an output must not overwrite: the model file (a saved
+    artifact, or the .py of a file spec), the weights, the plan, a tensors file, and the results store."""
+    from analysis.store.db import default_db_path
+
+    found: dict[str, str] = {}
+    model = getattr(args, "model", None) or ""
+    module, _, attr = model.rpartition(":")
+    found["--model"] = module if module.endswith(".py") and attr else model
+    for name in ("weights", "plan"):
+        if getattr(args, name, None):
+            found[f"--{name}"] = str(getattr(args, name))
+    data = getattr(args, "data", None) or ""
+    if data.startswith("tensors:"):
+        found["--data"] = data.removeprefix("tensors:")
+    found["the results store"] = str(getattr(args, "db", None) or default_db_path())
+    return {k: v for k, v in found.items() if v and Path(v).exists()}
+
+
+def check_run_outputs(args: argparse.Namespace) -> None:
+    """Every output option checked before any work starts (`analysis.io.check_outputs`)."""
+    outputs = {f"--{name}": getattr(args, name, None) for name in OUTPUT_OPTIONS}
+    check_outputs(outputs, run_inputs(args))
+
+
+def check_run_limits(args: argparse.Namespace) -> None:
+    """Limits known before any work: `--threads` at most the CPU count (`analysis.limits`)."""
+    from analysis.limits import check_threads
+
+    check_threads(getattr(args, "threads", None))
+
+
+def _mark_failed(args: argparse.Namespace, payload: dict) -> None:
+    """A run whose outputs could not be written is recorded as failed, not complete."""
+    run_id = payload.get("run_id")
+    if run_id is None:
+        return
+    from analysis.store.db import ResultsStore
+
+    with contextlib.suppress(WorkbenchError):
+        ResultsStore(getattr(args, "db", None)).set_status(run_id, "failed")
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse, dispatch, write JSON; bad input becomes one line on stderr and exit code 2."""
+    """Parse, check the outputs, dispatch, write JSON; bad input becomes one line on stderr and exit code 2."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     try:
+        check_run_outputs(args)
+        check_run_limits(args)
         payload = args.func(args)
         if payload is not None:
-            emit(payload, args.json, args.__dict__.get("_outputs"))
+            try:
+                emit(payload, args.json, args.__dict__.get("_outputs"))
+            except BaseException:
+                _mark_failed(args, payload)
+                raise
     except WorkbenchError as exc:
         if args.debug:
             raise
@@ -393,6 +445,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        for cleanup in args.__dict__.get("_cleanup", []):
+            cleanup()
     return args.__dict__.get("_exit_code", 0)
 
 

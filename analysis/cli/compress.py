@@ -4,15 +4,18 @@
 `before`/`after`; 8-bit layers run real int8 on ONNX Runtime, calibrated with `--calibration`); `--save FILE`
 writes the format its suffix names (.onnx, .pt2, .pruned.safetensors, .pt); noisy timings print a warning
 line on standard error. A plan with a `schedule` shows a bar over its steps, and Ctrl-C stops it at the next
-step and keeps the result (`stopped: true`). Every run is recorded in the results store (`--no-record`
-skips; a stopped run is recorded as partial).
+step: the JSON says `"partial": true` (and `stopped: true`), nothing is saved (the model in hand is not the
+plan's result), the run is recorded as partial and the exit code is 130. `--save` is written together with
+the JSON, all or none. Every run is recorded in the results store (`--no-record` skips).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from analysis.cli.common import (
@@ -21,10 +24,12 @@ from analysis.cli.common import (
     add_list_arg,
     add_metric_arg,
     add_model_args,
+    add_output,
     add_output_args,
     list_names,
     load_inputs,
     metric_option,
+    stopped,
 )
 from analysis.compression.compress import compress, save_model
 from analysis.compression.plan import load_plan
@@ -95,9 +100,14 @@ def _compress(args: argparse.Namespace) -> dict:
         print(f"warning: {warning}", file=sys.stderr)
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
     artifacts = []
-    if args.save:
-        payload["saved"] = str(_save(result, args.save, args.model, loaded.input_shape, payload))
-        artifacts.append(args.save)
+    if result.stopped:
+        # The model in hand is not the plan's result: it is never saved as if it were.
+        payload["partial"] = True
+        if args.save:
+            payload["notes"].append(f"{args.save} not written: the run was stopped before the plan finished")
+    elif args.save:
+        artifacts.append(_stage(args, result, loaded.input_shape, payload))
+        payload["saved"] = str(args.save)
     params = {
         "plan": plan.to_dict(),
         "runtimes": runtimes,
@@ -118,7 +128,22 @@ def _compress(args: argparse.Namespace) -> dict:
         status="partial" if result.stopped else "complete",
         artifacts=artifacts,
     )
+    if result.stopped:
+        stopped(args, "steps")
     return payload
+
+
+def _stage(args: argparse.Namespace, result, input_shape: tuple[int, ...], payload: dict) -> Path:
+    """Write the artifact into a private folder next to `--save` and queue its move into place with the
+    JSON (all outputs or none); MLflow, when asked, logs the staged file under the same name."""
+    target = Path(args.save)
+    staged = tempfile.TemporaryDirectory(prefix=".workbench-save-", dir=target.parent)
+    args.__dict__.setdefault("_cleanup", []).append(staged.cleanup)
+    path = _save(result, str(Path(staged.name) / target.name), args.model, input_shape, payload)
+    # The notes name the staged file; the user asked for args.save.
+    payload["notes"] = [str(n).replace(str(path), str(args.save)) for n in payload["notes"]]
+    add_output(args, args.save, lambda p: shutil.copyfile(path, p))
+    return path
 
 
 def _save(result, path: str, spec: str, input_shape: tuple[int, ...], payload: dict) -> Path:

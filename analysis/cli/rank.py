@@ -48,8 +48,15 @@ def _rank(args: argparse.Namespace) -> dict:
     )
     with long_run("rank") as run:
         if ray is None:
-            result = rank_channels(loaded.model, loaded.data, progress=run.progress, device=device, **options)
-            partial = False
+            result = rank_channels(
+                loaded.model,
+                loaded.data,
+                progress=run.progress,
+                device=device,
+                should_stop=run.should_stop,
+                **options,
+            )
+            partial = run.should_stop()
         else:
             from analysis.distributed.ray_sweep import ray_rank_channels
 

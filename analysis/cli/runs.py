@@ -14,11 +14,17 @@ from analysis.store.db import ResultsStore, clean_json
 
 
 def _store(args: argparse.Namespace) -> ResultsStore:
-    return ResultsStore(getattr(args, "db", None))
+    """The store the runs commands read: `--db` must name an existing store (a typo creates nothing)."""
+    db = getattr(args, "db", None)
+    return ResultsStore(db, create=db is None)
 
 
 def _list(args: argparse.Namespace) -> dict:
     store = _store(args)
+    if args.kind is not None and args.kind not in (kinds := store.kinds()):
+        raise WorkbenchError(f"--kind {args.kind!r} is no kind of run: use one of {', '.join(kinds)}")
+    if args.limit is not None and args.limit < 1:
+        raise WorkbenchError(f"--limit must be a whole number of at least 1, got {args.limit}")
     runs = store.list(model=args.model, kind=args.kind, limit=args.limit)
     return {"db": str(store.path), "runs": [r.to_dict() for r in runs]}
 

@@ -159,7 +159,7 @@ def _report(args: argparse.Namespace) -> dict:
             results.append(_sweep(loaded, args, sub, ray, device, kind=kind, metric=metric))
             ran["sections"].append(f"sensitivity:{kind}")
         if not args.no_rankings and not run.should_stop():
-            rankings = _rankings(loaded, args, ray, device)
+            rankings = _rankings(loaded, args, ray, device, run.should_stop)
             if rankings is not None:
                 ran["sections"].append("rankings")
         partial = any(_partial(r, run) for r in results) or run.should_stop()
@@ -209,15 +209,19 @@ def _report(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _rankings(loaded, args, ray: dict | None, device):
-    """The filter importance rankings for the report (the oracle unless --no-oracle)."""
+def _rankings(loaded, args, ray: dict | None, device, should_stop):
+    """The filter importance rankings for the report (the oracle unless --no-oracle); Ctrl-C stops them too."""
     if ray is None:
         from analysis.importance.rankings import rank_channels
 
-        return rank_channels(loaded.model, loaded.data, oracle=not args.no_oracle, device=device)
+        return rank_channels(
+            loaded.model, loaded.data, oracle=not args.no_oracle, device=device, should_stop=should_stop
+        )
     from analysis.distributed.ray_sweep import ray_rank_channels
 
-    return ray_rank_channels(loaded.model, loaded.data, oracle=not args.no_oracle, **ray)
+    return ray_rank_channels(
+        loaded.model, loaded.data, oracle=not args.no_oracle, should_stop=should_stop, **ray
+    )
 
 
 def _from(payload: dict):

@@ -57,12 +57,22 @@ def _where(layer: str | None) -> str:
     return f"layer {layer!r}" if layer else "default"
 
 
+def _json_number(value: Any, key: str, layer: str | None) -> Any:
+    """A plan is JSON: a number written as a string ("0.5") is a mistake to point out, as `true` is."""
+    if isinstance(value, str):
+        raise WorkbenchError(
+            f"{_where(layer)}: {key} {value!r} is a string; write the number without quotes, e.g. "
+            f'"{key}": {"0.5" if key == "prune" else "8"}'
+        )
+    return value
+
+
 def _check_prune(value: Any, layer: str | None) -> float:
-    return validate.ratio(value, _where(layer))
+    return validate.ratio(_json_number(value, "prune", layer), _where(layer))
 
 
 def _check_bits(value: Any, layer: str | None) -> int:
-    return validate.bits(value, f"{_where(layer)}, bits {value}", untouched=True)
+    return validate.bits(_json_number(value, "bits", layer), f"{_where(layer)}, bits {value}", untouched=True)
 
 
 def _check_criterion(value: Any, layer: str | None) -> str:

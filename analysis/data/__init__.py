@@ -6,6 +6,7 @@ keeps evaluation, calibration and the sensitivity cache simple and deterministic
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import InputBatch, spec_of
+from analysis.limits import check_archive
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
 
@@ -61,9 +63,12 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
             return mmap_safetensors(path)
         if suffix == ".npz":
+            check_archive(path, what=str(path))  # sized by what it unpacks to, before unpacking
             with np.load(path, allow_pickle=False) as npz:
                 return {k: torch.from_numpy(npz[k]) for k in npz.files}
         if suffix in {".pt", ".pth"}:
+            if zipfile.is_zipfile(path):
+                check_archive(path, what=str(path))
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(obj, dict):
                 raise WorkbenchError(f"{path} must hold a dict of tensors ('x', optional 'y')")
@@ -132,12 +137,18 @@ def _keep_dtype(t: torch.Tensor) -> torch.Tensor:
 
 
 def _as_float(t: torch.Tensor, path: Path, key: str) -> torch.Tensor:
-    """Float32 inputs; integer pixels (uint8 images) are taken as given, other dtypes refused."""
+    """Float32 inputs. 8-bit pixels are refused rather than guessed at: the model may expect 0..1, 0..255 or
+    normalized values, and passing 0..255 unscaled silently wrecks the accuracy."""
     if t.dtype.is_floating_point:
         return t.float()
-    if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+    if t.dtype in (torch.uint8, torch.int8):
+        raise WorkbenchError(
+            f"{path}: {key!r} holds {str(t.dtype).removeprefix('torch.')} values (8-bit pixels?): store float32 "
+            f"inputs scaled the way the model expects, e.g. x.astype('float32') / 255"
+        )
+    if t.dtype in (torch.int16, torch.int32, torch.int64):
         return t.float()
-    raise WorkbenchError(f"{path}: {key!r} must be floating point (or integer pixels), got {t.dtype}")
+    raise WorkbenchError(f"{path}: {key!r} must be floating point, got {t.dtype}")
 
 
 def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = None) -> Dataset:

@@ -12,7 +12,7 @@ class-balanced sample caps, and `tensors:` safetensors files memory-mapped inste
 | `train_limit=N` | the same for the training (calibration, fine-tuning) split |
 | `test=F` | fraction of the images held out for evaluation (default 0.2; `test=1` evaluates on every image) |
 | `seed=S` | seed of the split and of the caps (default 0) |
-| `workers=N` | DataLoader worker processes (default: 0 under 256 images, else min(4, CPUs - 1)) |
+| `workers=N` | DataLoader worker processes (default: 0 under 256 images, else min(4, CPUs - 1); at most the CPU count) |
 
 Without `resize`/`crop` every image is resized to the model's input H x W (the in-memory loader's rule,
 `analysis.data.load_imagefolder`), so a plain `imagefolder:<dir>` gives the same numbers as before.
@@ -28,9 +28,7 @@ One module: the streaming dataset, its image transform and the file listing are 
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +39,9 @@ import torch
 
 from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.data.dataset import resize_images as _resize
+from analysis.data.mmap import mmap_safetensors  # noqa: F401  (re-exported: tensors: files)
 from analysis.errors import WorkbenchError, first_line
+from analysis.limits import check_workers
 
 # torchvision.transforms' documented ImageNet statistics (the values its pretrained weights expect).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,9 +101,14 @@ def parse_normalize(text: str, channels: int) -> tuple[tuple[float, ...], tuple[
     except ValueError:
         mean, std = (), ()
     if not slash or not mean or len(mean) != len(std) or len(mean) not in (1, channels):
+        counts = "1 value each" if channels == 1 else f"1 or {channels} values each"
+        example = (
+            "0.5/0.25"
+            if channels == 1
+            else ",".join(["0.5"] * channels) + "/" + ",".join(["0.25"] * channels)
+        )
         raise WorkbenchError(
-            f"cannot read normalize={text!r}: use imagenet, none, or mean/std with 1 or {channels} values "
-            "each, like 0.5,0.5,0.5/0.25,0.25,0.25"
+            f"cannot read normalize={text!r}: use imagenet, none, or mean/std with {counts}, like {example}"
         )
     if any(s <= 0 for s in std):
         raise WorkbenchError(f"normalize={text!r}: every std must be positive")
@@ -130,6 +135,17 @@ class ImageTransform:
         return self.crop if self.crop is not None else self.size
 
     def __call__(self, path: str | Path) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            return self._decode(path)
+        except WorkbenchError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            # PIL's own message ("Truncated File Read") does not say which of thousands of files broke.
+            raise WorkbenchError(f"cannot read image {path}: {first_line(exc)}") from exc
+
+    def _decode(self, path: str | Path) -> torch.Tensor:
         from PIL import Image
 
         c = self.channels
@@ -312,8 +328,14 @@ def _positive_int(key: str, value: str, minimum: int = 1) -> int:
 
 def _crop_size(value: str) -> tuple[int, int]:
     h_text, x, w_text = value.lower().partition("x")
-    h = _positive_int("crop", h_text)
-    return (h, _positive_int("crop", w_text)) if x else (h, h)
+    try:
+        h = _positive_int("crop", h_text)
+        return (h, _positive_int("crop", w_text)) if x else (h, h)
+    except WorkbenchError:
+        # Quote the whole value (crop=3x), not the empty half that failed.
+        raise WorkbenchError(
+            f"imagefolder option crop={value!r} must be N or HxW with whole numbers >= 1, like crop=224"
+        ) from None
 
 
 def parse_imagefolder_spec(text: str) -> tuple[Path, dict[str, str]]:
@@ -394,7 +416,7 @@ def load_imagefolder_stream(spec: str, input_shape: tuple[int, ...] | None = Non
         train = train[balanced_subset(y_all[train], _positive_int("train_limit", opts["train_limit"]), seed)]
     images = LazyImages(files, transform)
     if "workers" in opts:
-        workers = _positive_int("workers", opts["workers"], minimum=0)
+        workers = check_workers(_positive_int("workers", opts["workers"], minimum=0))  # at most the CPUs
     else:
         workers = 0 if len(files) < 256 else min(4, max(0, (os.cpu_count() or 1) - 1))
     unlabelled = labels is None  # a flat folder: balanced caps above saw one class, a seeded sample
@@ -408,51 +430,3 @@ def load_imagefolder_stream(spec: str, input_shape: tuple[int, ...] | None = Non
         has_train,
         num_workers=workers,
     )
-
-
-# ---- tensors: safetensors through memory mapping ------------------------------------------------------
-
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a `.safetensors` file as a copy-on-write memory map: pages are read from disk when
-    touched, so a file larger than RAM opens at once and only the samples used are read.
-
-    Follows the format's spec: 8-byte little-endian header length, a JSON header with each tensor's dtype,
-    shape and byte range, then the raw little-endian data.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-    except (OSError, struct.error, ValueError) as exc:
-        raise WorkbenchError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
-    base = 8 + header_len
-    out: dict[str, torch.Tensor] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise WorkbenchError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end == begin:
-            out[name] = torch.empty(shape, dtype=dtype)
-            continue
-        raw = np.memmap(path, dtype=np.uint8, mode="c", offset=base + begin, shape=(end - begin,))
-        out[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
-    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -310,6 +310,10 @@ class RankingResult:
         return pd.DataFrame(self.topk_overlap, index=list(self.criteria), columns=list(self.criteria))
 
 
+class _Stopped(Exception):
+    """Raised from a progress callback when `should_stop()` says so; caught in `rank_channels`."""
+
+
 def rank_channels(
     model: nn.Module,
     data: Dataset | None,
@@ -322,6 +326,7 @@ def rank_channels(
     oracle_max_samples: int | None = None,
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
     device: str | torch.device | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
@@ -329,7 +334,9 @@ def rank_channels(
     per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
     batches. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the
-    oracle on a private copy there; the weight criteria stay on the CPU.
+    oracle on a private copy there; the weight criteria stay on the CPU. `should_stop()` (Ctrl-C, a Stop
+    button) is asked at every progress step: once True, the criteria finished so far are returned and the
+    rest are left out, with a note (the calibration pass and the oracle are each kept whole or not at all).
     """
     # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
     # what keeps it together; the scoring itself is the registry's.
@@ -359,6 +366,8 @@ def rank_channels(
 
     def staged(offset: int, units: int):
         def report(done: int, total: int) -> None:
+            if should_stop is not None and should_stop():
+                raise _Stopped  # unwinds the pass; its hooks and edits live on private copies
             if progress:
                 progress(offset + round(units * done / max(total, 1)), total_units)
 
@@ -373,33 +382,38 @@ def rank_channels(
         if not isinstance(imp, ActivationCriterion) and c != "oracle":
             scores[c] = imp(model, data, layer_list)
     samples = 0
-    if together:
-        calibration = ActivationCriterion.measure_together(
-            together,
-            model,
-            data,
-            layer_list,
-            progress=staged(0, calib_units),
-            features=features,
-            device=device,
-        )
-        scores.update(calibration.scores)
-        samples = calibration.samples
     oracle_samples, baseline = 0, float("nan")
-    if "oracle" in built:
-        result = built["oracle"].measure(
-            model,
-            data,
-            layer_list,
-            progress=staged(calib_units, oracle_units),
-            features=features,
-            device=device,
-        )
-        scores["oracle"] = result.scores
-        oracle_samples, baseline = result.samples, result.baseline_loss
-        slow = [n for n, m in result.method.items() if m == "full forward per channel"]
-        if slow:
-            notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
+    try:
+        if together:
+            calibration = ActivationCriterion.measure_together(
+                together,
+                model,
+                data,
+                layer_list,
+                progress=staged(0, calib_units),
+                features=features,
+                device=device,
+            )
+            scores.update(calibration.scores)
+            samples = calibration.samples
+        if "oracle" in built:
+            result = built["oracle"].measure(
+                model,
+                data,
+                layer_list,
+                progress=staged(calib_units, oracle_units),
+                features=features,
+                device=device,
+            )
+            scores["oracle"] = result.scores
+            oracle_samples, baseline = result.samples, result.baseline_loss
+            slow = [n for n, m in result.method.items() if m == "full forward per channel"]
+            if slow:
+                notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
+    except _Stopped:
+        missing = [c for c in wanted if c not in scores]
+        notes.append(f"stopped by request: not computed: {', '.join(missing)}")
+        wanted = [c for c in wanted if c in scores]
     for c, per_layer in scores.items():
         # bn-scale is NaN by design where a layer has no norm; anything else non-finite is broken input.
         bad = [n for n, t in per_layer.items() if not torch.isfinite(t).all() and c != "bn-scale"]

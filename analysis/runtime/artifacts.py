@@ -2,11 +2,14 @@
 
 - `.onnx`: the ONNX model ONNX Runtime runs (int8 where quantized, when given the quantized bytes);
 - `.pt2`: a `torch.export` program (`torch.export.save`), which loads without the model's source code;
+  loading checks first that nothing in it is unpickled or evaluated (`analysis.runtime.pt2_check`);
 - `.pruned.safetensors` (`PRUNED_SUFFIX`): the safe format for pruned models. The file is a plain
   safetensors file: the weights, plus JSON metadata with the model spec and every module attribute that
-  pruning changed (`out_channels`, `in_features`, `num_features`, ...). Loading builds the architecture from
-  its spec, sets those attributes, gives each parameter and buffer its saved shape and loads the weights
-  strictly: nothing is unpickled. (Torch-Pruning's `tp.state_dict` records the same shapes, but
+  pruning changed (`out_channels`, `in_features`, `num_features`, ...). Loading builds the architecture
+  the operator names (`--model SPEC --weights FILE`), or the one the metadata names when it is a zoo,
+  torchvision or operator-listed architecture, then checks and sets those attributes, gives each parameter
+  and buffer its saved shape and loads the weights strictly: nothing is unpickled or imported because the
+  file says so (`analysis.runtime.pruned`). (Torch-Pruning's `tp.state_dict` records the same shapes, but
   `tp.load_state_dict` expects the dict from `torch.save`, i.e. a pickle.) The double suffix keeps the
   file a valid `.safetensors` for any reader while telling it apart from a plain `--weights` file.
 - `.pt`/`.pth`: the pickled module (`analysis.compress.save_model`); loading needs `--trust-pickle`.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -30,7 +34,8 @@ from analysis.runtime.loading import (  # noqa: F401  (re-exported: the artifact
     artifact_kind,
 )
 from analysis.runtime.loading import load_artifact as _load_artifact
-from analysis.runtime.loading import load_pruned as _load_pruned
+from analysis.runtime.pruned import load_pruned as _load_pruned
+from analysis.runtime.pruned import module_attributes
 
 
 def _example(model: nn.Module, input_shape) -> ModelInputs:
@@ -60,22 +65,6 @@ def export_program(model: nn.Module, example_input: ModelInputs) -> torch.export
         ) from exc
 
 
-def _simple(value) -> bool:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return True
-    return isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value)
-
-
-def _attributes(module: nn.Module) -> dict:
-    """The plain public attributes of a module (sizes, strides, groups, ...), the way Torch-Pruning's
-    `tp.state_dict` records them, minus anything that is not JSON."""
-    return {
-        k: (list(v) if isinstance(v, tuple) else v)
-        for k, v in vars(module).items()
-        if not k.startswith("_") and k != "training" and _simple(v)
-    }
-
-
 def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
     """Write `model` (its spec's architecture, possibly pruned) as weights + JSON metadata, no pickle."""
     from safetensors.torch import save_file
@@ -96,7 +85,7 @@ def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
                 f"module {name or '(root)'} does not match the architecture {spec} builds: the "
                 f"{PRUNED_SUFFIX} format stores pruned shapes, not new layers; save as .pt2 instead"
             )
-        before, after = _attributes(own[name]), _attributes(module)
+        before, after = module_attributes(own[name]), module_attributes(module)
         diff = {k: v for k, v in after.items() if before.get(k) != v}
         if diff:
             changed[name] = diff
@@ -132,10 +121,18 @@ def save_artifact(
         return write_atomic(path, lambda tmp: Path(tmp).write_bytes(onnx_bytes))
     if kind == "pt2":
         program = export_program(model, _example(model, input_shape))
-        return write_atomic(path, lambda tmp: torch.export.save(program, tmp))
+        return write_atomic(path, lambda tmp: Path(tmp).write_bytes(_program_bytes(program)))
     raise WorkbenchError(
         f"cannot tell the format of {path.name}: use .onnx, .pt2, {PRUNED_SUFFIX} or .pt (pickle)"
     )
+
+
+def _program_bytes(program: torch.export.ExportedProgram) -> bytes:
+    # Saved to memory, then written: torch warns about (and names) any file whose name does not end in
+    # .pt2, such as the temp file write_atomic renames.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
 
 
 def load_pruned(path: str | Path) -> nn.Module:
@@ -145,12 +142,15 @@ def load_pruned(path: str | Path) -> nn.Module:
     return _load_pruned(path, load_model, apply_weights)
 
 
-def load_artifact(path: str | Path, threads: int | None = None) -> nn.Module:
+def load_artifact(path: str | Path, threads: int | None = None, trust_pickle: bool = False) -> nn.Module:
     """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
-    (`threads` intra-op threads), `.pt2` as the exported program, `.pruned.safetensors` rebuilt."""
+    (`threads` intra-op threads), `.pt2` as the exported program (checked unless `trust_pickle`),
+    `.pruned.safetensors` rebuilt."""
     from analysis.specs import apply_weights, load_model
 
-    return _load_artifact(path, threads, build=load_model, apply_weights=apply_weights)
+    return _load_artifact(
+        path, threads, build=load_model, apply_weights=apply_weights, trust_pickle=trust_pickle
+    )
 
 
 __all__ = [

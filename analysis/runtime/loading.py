@@ -2,11 +2,14 @@
 
 A leaf below `analysis.specs`: the pruned format rebuilds its architecture through the `build` callable the
 caller passes (`load_model`), so this module never imports the spec parser back.
+
+Nothing here runs code from a file unless the operator says so: `.onnx` is data for ONNX Runtime; a
+`.pruned.safetensors` is weights and checked JSON (`analysis.runtime.pruned`); a `.pt2` is checked by
+`analysis.runtime.pt2_check` before `torch.export.load` unless `trust_pickle` is set.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +17,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
+from analysis.runtime.pruned import PRUNED_FORMAT, PRUNED_SUFFIX, load_pruned  # noqa: F401  (re-exported)
 
-PRUNED_SUFFIX = ".pruned.safetensors"
-PRUNED_FORMAT = "analysis.pruned/1"
 ARTIFACT_SUFFIXES = (".onnx", ".pt2", PRUNED_SUFFIX, ".pt", ".pth")
 
 
@@ -32,45 +34,6 @@ def artifact_kind(path: str | Path) -> str | None:
     if name.endswith((".pt", ".pth")):
         return "pickle"
     return None
-
-
-def load_pruned(path: str | Path, build: Callable[[str], nn.Module], apply_weights: Callable) -> nn.Module:
-    """The model a `save_pruned` file holds: built from its spec by `build` (`analysis.specs.load_model`),
-    reshaped, weights loaded strictly by `apply_weights` (`analysis.specs.apply_weights`)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise WorkbenchError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:
-        raise WorkbenchError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
-    if meta.get("format") != PRUNED_FORMAT:
-        raise WorkbenchError(
-            f"{path} has no {PRUNED_FORMAT} metadata: a plain weights file goes in --weights next to --model"
-        )
-    model = build(meta["spec"])
-    for name, attrs in json.loads(meta.get("attributes", "{}")).items():
-        module = model.get_submodule(name)
-        for key, value in attrs.items():
-            current = getattr(module, key, None)
-            setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
-    for key, tensor in state.items():
-        owner_name, _, attr = key.rpartition(".")
-        owner = model.get_submodule(owner_name)
-        current = getattr(owner, attr, None)
-        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
-            continue
-        if isinstance(current, nn.Parameter):
-            setattr(owner, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
-        else:
-            owner.register_buffer(attr, torch.empty_like(tensor))
-    apply_weights(model, state, str(path))
-    return model.eval()
 
 
 class _ExportedModule(nn.Module):
@@ -100,9 +63,11 @@ def load_artifact(
     *,
     build: Callable[[str], nn.Module],
     apply_weights: Callable,
+    trust_pickle: bool = False,
 ) -> nn.Module:
     """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
-    (`threads` intra-op threads), `.pt2` as the exported program, `.pruned.safetensors` rebuilt."""
+    (`threads` intra-op threads), `.pt2` as the exported program (checked first unless `trust_pickle`),
+    `.pruned.safetensors` rebuilt."""
     path = Path(path)
     kind = artifact_kind(path)
     if kind not in ("onnx", "pt2", "pruned"):
@@ -115,11 +80,16 @@ def load_artifact(
         from analysis.runtime.onnx import OnnxModule
 
         return OnnxModule(path.read_bytes(), threads)
+    if not trust_pickle:
+        from analysis.runtime.pt2_check import check_pt2
+
+        check_pt2(path)
     try:
         program = torch.export.load(str(path))
+        module = program.module()
     except Exception as exc:
         raise WorkbenchError(f"cannot load {path} as a torch.export program: {first_line(exc)}") from exc
-    return _ExportedModule(program.module(), _program_inputs(program))
+    return _ExportedModule(module, _program_inputs(program))
 
 
 def _program_inputs(program):

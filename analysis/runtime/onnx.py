@@ -203,8 +203,10 @@ def make_session(model_bytes: bytes, threads: int | None = None):
     count, so both runtimes use the same), one inter-op thread and sequential execution."""
     import onnxruntime as ort
 
+    from analysis.limits import check_threads
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.intra_op_num_threads = int(check_threads(threads, "threads") or torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

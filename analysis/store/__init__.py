@@ -11,6 +11,7 @@ from analysis.store.db import (
     default_db_path,
     machine_environment,
     model_fingerprint,
+    public_environment,
     summarize_result,
     weights_digest,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "machine_environment",
     "model_fingerprint",
     "plan_diff",
+    "public_environment",
     "summarize_result",
     "weights_digest",
 ]

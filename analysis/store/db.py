@@ -18,27 +18,42 @@ One module: the schema, its migrations and every query on it change together.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata
 import json
-import math
 import os
-import platform
 import sqlite3
-import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from analysis.errors import WorkbenchError
 from analysis.io import write_text_atomic
+from analysis.store.fingerprint import (  # noqa: F401  (re-exported: the store's API)
+    machine_environment,
+    model_fingerprint,
+    public_environment,
+    weights_digest,
+)
+from analysis.store.records import (  # noqa: F401  (re-exported: the store's API)
+    MAX_RUN_ID,
+    UNREADABLE,
+    Run,
+    RunInfo,
+    _info,
+    _json_column,
+    check_run_id,
+    clean_json,
+    dumps,
+    summarize_result,
+    utc_now,
+)
 
 APP_NAME = "compression-workbench"
 DB_NAME = "results.sqlite3"
 DATA_DIR_ENV = "WORKBENCH_DATA_DIR"
-STATUSES = ("complete", "partial")
+STATUSES = ("complete", "partial", "failed")  # failed: computed, but its outputs could not be written
+# The kinds the command line and the app record (a store may hold more, from newer versions).
+RUN_KINDS = ("summary", "evaluation", "latency", "sensitivity", "ranking", "compression", "report")
 BUSY_TIMEOUT_MS = 30_000
 
 # MIGRATIONS[v] takes a file at schema version v to v + 1; the last index + 1 is the current version.
@@ -93,184 +108,6 @@ def default_db_path() -> Path:
     return data_dir() / DB_NAME
 
 
-# --- JSON without NaN -----------------------------------------------------------------------------------
-
-
-def clean_json(obj: Any) -> Any:
-    """`obj` as plain JSON values: NaN and infinities become None, tuples and sets lists, arrays and tensors
-    lists (`tolist`), objects with `to_dict` their dict, paths strings; dict keys become strings."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [clean_json(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return clean_json(obj.tolist())
-    if hasattr(obj, "to_dict"):
-        return clean_json(obj.to_dict())
-    raise WorkbenchError(
-        f"cannot store a {type(obj).__name__} as JSON: pass numbers, strings, lists or dicts"
-    )
-
-
-def dumps(obj: Any, sort_keys: bool = False) -> str:
-    """Compact JSON of `clean_json(obj)`; `sort_keys` gives one canonical text per value (for lookups)."""
-    return json.dumps(clean_json(obj), allow_nan=False, sort_keys=sort_keys, separators=(",", ":"))
-
-
-# --- what a run is --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One row of `runs list`: what was run on what, when, with which parameters, and its headline numbers."""
-
-    id: int
-    kind: str
-    model: str
-    fingerprint: str | None
-    data: str | None
-    created: str
-    status: str
-    params: dict
-    summary: dict
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "data": self.data,
-            "created": self.created,
-            "status": self.status,
-            "params": self.params,
-            "summary": self.summary,
-        }
-
-
-@dataclass(frozen=True)
-class Run(RunInfo):
-    """A whole recorded run: the listing fields plus the full result, the environment and the schema version
-    the row was written with."""
-
-    result: dict = field(default_factory=dict)
-    environment: dict = field(default_factory=dict)
-    schema: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return super().to_dict() | {
-            "result": self.result,
-            "environment": self.environment,
-            "schema": self.schema,
-        }
-
-
-def _info(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "model": row["model"],
-        "fingerprint": row["fingerprint"],
-        "data": row["data"],
-        "created": row["created"],
-        "status": row["status"],
-        "params": json.loads(row["params"]),
-        "summary": json.loads(row["summary"]),
-    }
-
-
-# --- fingerprints and environment -----------------------------------------------------------------------
-
-
-def weights_digest(model: Any) -> str:
-    """sha256 (hex) over the model's state_dict in name order: each name, dtype, shape and raw bytes."""
-    digest = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        digest.update(name.encode() + b"\0")
-        _hash_value(digest, value)
-    return digest.hexdigest()
-
-
-def _hash_value(digest: Any, value: Any) -> None:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
-        if t.is_quantized:
-            # Quantized tensors have no raw view: hash their scales (in the repr) and their integer values.
-            digest.update(repr(t).encode())
-            t = t.int_repr()
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        # A flat contiguous uint8 view reads the exact bytes of any dtype (bfloat16 included), without a copy.
-        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(value, (tuple, list)):
-        # Packed parameters (dynamic int8 Linear) sit in the state_dict as tuples of tensors.
-        digest.update(f"{type(value).__name__}{len(value)}".encode())
-        for item in value:
-            _hash_value(digest, item)
-    else:
-        digest.update(repr(value).encode())
-
-
-def model_fingerprint(spec: str, model: Any) -> str:
-    """sha256 (hex) of the model spec and its weights (`weights_digest`): the same spec with other weights,
-    or the same weights under another spec, is another fingerprint."""
-    return hashlib.sha256(f"{spec}\0{weights_digest(model)}".encode()).hexdigest()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_environment() -> dict[str, Any]:
-    """The machine and software a run used: Python, OS, torch, runtimes, CPU, GPU and torch's threads."""
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "onnxruntime": _version("onnxruntime"),
-        "torch_pruning": _version("torch-pruning"),
-    }
-    # torch is already loaded wherever a run was computed; do not import it just to describe the machine.
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        env["torch"] = torch.__version__
-        env["threads"] = torch.get_num_threads()
-        env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    else:
-        env["torch"] = _version("torch")
-    from analysis.latency import cpu_name
-
-    env["cpu"] = cpu_name()
-    return env
-
-
-def summarize_result(result: Mapping[str, Any]) -> dict[str, Any]:
-    """Headline numbers of a result: its top-level scalars and the scalars of `before`, `after` and
-    `baseline` (as `after.accuracy`, ...), so a listing shows them without loading the whole result."""
-    summary: dict[str, Any] = {}
-    for key, value in result.items():
-        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200):
-            summary[key] = value
-        elif key in ("before", "after", "baseline") and isinstance(value, Mapping):
-            for sub, v in value.items():
-                if isinstance(v, (bool, int, float, str)):
-                    summary[f"{key}.{sub}"] = v
-    return clean_json(summary)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 # --- the store ------------------------------------------------------------------------------------------
 
 
@@ -280,9 +117,33 @@ class ResultsStore:
 
     Each call opens its own connection, so one store may be shared across threads (Streamlit sessions)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        path = Path(path).expanduser() if path is not None else default_db_path()
-        self.path = path / DB_NAME if path.is_dir() else path
+    def __init__(self, path: str | Path | None = None, create: bool = True) -> None:
+        if path is None:
+            self.path = default_db_path()
+        else:
+            given = Path(path).expanduser()
+            self.path = given / DB_NAME if given.is_dir() and not given.name.endswith(".sqlite3") else given
+        if self.path.is_dir():
+            # Never a store inside a folder that has the store's own name: that hides the real problem.
+            raise WorkbenchError(
+                f"the results store {self.path} is a folder, not a database file: move it away or set "
+                f"{DATA_DIR_ENV} to another folder"
+            )
+        if not self.path.exists():
+            self._create_parent(path is None, create)
+        self._migrate()
+
+    def _create_parent(self, default: bool, create: bool) -> None:
+        """The data directory is created where it is the default one; a path the user typed must name an
+        existing folder (a typo never creates folders), and with `create=False` an existing file."""
+        if not create:
+            raise WorkbenchError(
+                f"no results store at {self.path}: check the path (nothing is recorded there)"
+            )
+        if not default and not self.path.parent.is_dir():
+            raise WorkbenchError(
+                f"the folder {self.path.parent} does not exist: create it first, or fix the --db path"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -290,25 +151,43 @@ class ResultsStore:
                 f"cannot create the results directory {self.path.parent}: {exc.strerror}; "
                 f"set {DATA_DIR_ENV} to a writable folder"
             ) from exc
-        self._migrate()
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self, write: bool) -> sqlite3.Connection:
+        """A connection in WAL mode; for reading a store this user cannot write (a read-only file or
+        folder: WAL needs to create its side files), an immutable read-only one instead."""
         try:
             # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as exc:
             raise WorkbenchError(f"cannot open the results store {self.path}: {exc}") from exc
         try:
-            conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # WAL: readers never block the writer and a killed writer's frames are ignored on recovery.
             # synchronous=NORMAL in WAL loses nothing when a process dies (only on power loss).
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "readonly" not in str(exc).replace("-", "").replace(" ", ""):
+                raise
+            if write:
+                raise WorkbenchError(
+                    f"the results store {self.path} is read-only for this user: it can be listed, not "
+                    f"written; set {DATA_DIR_ENV} to a writable folder to record runs"
+                ) from exc
+        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?immutable=1"
+        return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+    @contextlib.contextmanager
+    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        conn = None
+        try:
+            conn = self._open(write)
+            conn.row_factory = sqlite3.Row
             yield conn
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
@@ -317,13 +196,14 @@ class ResultsStore:
                 ) from exc
             raise WorkbenchError(f"the results store {self.path} cannot be read: {exc}") from exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: taken at once (IMMEDIATE, so two writers queue instead of deadlocking),
         committed whole or rolled back whole."""
-        with self._connect() as conn:
+        with self._connect(write=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -402,13 +282,19 @@ class ResultsStore:
         kind: str | None = None,
         fingerprint: str | None = None,
         limit: int | None = None,
+        ids: Iterable[int] | None = None,
     ) -> list[RunInfo]:
-        """Recorded runs, newest first, filtered by model spec, kind and fingerprint where given."""
+        """Recorded runs, newest first, filtered by model spec, kind, fingerprint and run ids where given
+        (a shared server lists only the ids its visitor's session recorded)."""
         where, args = [], []
         for column, value in (("model", model), ("kind", kind), ("fingerprint", fingerprint)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if ids is not None:
+            wanted = sorted({check_run_id(i) for i in ids})
+            where.append(f"id IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            args.extend(wanted)
         sql = f"SELECT {_LIST_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -420,19 +306,38 @@ class ResultsStore:
             return [RunInfo(**_info(row)) for row in conn.execute(sql, args)]
 
     def get(self, run_id: int) -> Run:
-        """The whole run `run_id`; a WorkbenchError if there is none."""
+        """The whole run `run_id`; a WorkbenchError if there is none or its stored JSON is damaged."""
+        run_id = check_run_id(run_id)
         with self._connect() as conn:
-            row = conn.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            row = conn.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise WorkbenchError(
                 f"no run {run_id} in {self.path}: see the recorded ids with `python -m analysis runs list`"
             )
-        return Run(
-            **_info(row),
-            result=json.loads(row["result"]),
-            environment=json.loads(row["environment"]),
-            schema=row["schema"],
-        )
+        info = _info(row)
+        try:
+            if info["status"] == UNREADABLE:
+                raise ValueError
+            result, environment = _json_column(row, "result"), _json_column(row, "environment")
+        except (TypeError, ValueError):
+            raise WorkbenchError(
+                f"run {run_id} in {self.path} is unreadable (its stored JSON is damaged): remove it with "
+                f"`python -m analysis runs delete {run_id}`"
+            ) from None
+        return Run(**info, result=result, environment=environment, schema=row["schema"])
+
+    def set_status(self, run_id: int, status: str) -> None:
+        """Change a recorded run's status (a run whose outputs could not be written becomes `failed`)."""
+        if status not in STATUSES:
+            raise WorkbenchError(f"run status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET status = ? WHERE id = ?", (status, check_run_id(run_id)))
+
+    def kinds(self) -> list[str]:
+        """Every kind of run recorded here and every kind the workbench records, sorted."""
+        with self._connect() as conn:
+            stored = {row[0] for row in conn.execute("SELECT DISTINCT kind FROM runs")}
+        return sorted(stored | set(RUN_KINDS))
 
     def find(
         self, kind: str, fingerprint: str, params: Mapping[str, Any], data: str | None = None
@@ -449,8 +354,9 @@ class ResultsStore:
         return None if row is None else self.get(row["id"])
 
     def delete(self, run_id: int) -> None:
+        run_id = check_run_id(run_id)
         with self._write() as conn:
-            if conn.execute("DELETE FROM runs WHERE id = ?", (int(run_id),)).rowcount == 0:
+            if conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise WorkbenchError(
                     f"no run {run_id} in {self.path}: see the recorded ids with `python -m analysis runs list`"
                 )
@@ -466,12 +372,19 @@ class ResultsStore:
 
         return compare([self.get(i) for i in run_ids])
 
-    def compression_table(self, model: str | None = None, fingerprint: str | None = None) -> Any:
+    def compression_table(
+        self, model: str | None = None, fingerprint: str | None = None, ids: Iterable[int] | None = None
+    ) -> Any:
         """`compare` over every complete or partial compression run of `model` / `fingerprint` (all runs when
-        neither is given), oldest first: the points of an accuracy-versus-latency scatter."""
+        neither is given; only `ids` when given), oldest first: the points of an accuracy-versus-latency
+        scatter."""
         from analysis.store.compare import COMPRESSION_KINDS, compare
 
-        infos = [r for r in self.list(model=model, fingerprint=fingerprint) if r.kind in COMPRESSION_KINDS]
+        infos = [
+            r
+            for r in self.list(model=model, fingerprint=fingerprint, ids=ids)
+            if r.kind in COMPRESSION_KINDS and r.status in ("complete", "partial")
+        ]
         return compare([self.get(r.id) for r in reversed(infos)]) if infos else None
 
     def integrity_check(self) -> str:
