@@ -56,11 +56,10 @@ from pages._serving import (  # noqa: F401
     uploads,
 )
 from pages._state import (  # noqa: F401
+    KEEP,
     SIDEBAR_KEYS,
     forget_on_model_change,
-    keep,
-    keep_all,
-    persist,
+    kept,
     sticky,
 )
 
@@ -231,9 +230,9 @@ def layer_picker(
     chosen = st.session_state.get(key)
     if chosen is not None and any(name not in options for name in chosen):
         st.session_state[key] = [name for name in chosen if name in options]
-    if key not in st.session_state:
-        st.session_state[key] = list(options if default is None else default)
-    return st.multiselect(label, options, key=key, help=help)
+    return st.multiselect(
+        label, options, help=help, **kept(key, list(options if default is None else default))
+    )
 
 
 def session_result(name: str, spec_key: str) -> Any:

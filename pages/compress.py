@@ -55,18 +55,6 @@ WEIGHT_KINDS = ["float", "binary", "ternary", "pow2"]
 METHOD_LABELS = {"oneshot": "one-shot (per-layer ratios)", "iterative": "iterative (global ranking)",
                  "agp": "AGP (gradual)", "slimming": "network slimming", "group-lasso": "group lasso"}  # fmt: skip
 COLLAPSE_POINTS = 10.0  # a predicted drop above this many points is called a collapse before Apply
-KEPT_PREFIXES = (  # the page's settings that survive navigation (`_shared.keep`), per layer too
-    "prune::",
-    "bits::",
-    "rank::",
-    "share::",
-    "wts::",
-    "plan_",
-    "meth_",
-    "uni_",
-    "budget_",
-    "rt_",
-)
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -103,39 +91,55 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     rows = list(table.itertuples(index=False))
     coupled = layer_groups(groups)
     for r in rows:
-        st.session_state.setdefault(f"prune::{r.layer}", 0.0)
-        st.session_state.setdefault(f"bits::{r.layer}", 32)
-        st.session_state.setdefault(f"rank::{r.layer}", 0.0)
-        st.session_state.setdefault(f"share::{r.layer}", 0)
-        st.session_state.setdefault(f"wts::{r.layer}", "float")
+        for prefix, first in (("prune", 0.0), ("bits", 32), ("rank", 0.0), ("share", 0), ("wts", "float")):
+            _shared.sticky(f"{prefix}::{r.layer}", first)
     defaults = {"uni_prune": 0.25, "uni_bits": 32, "budget_kind": "macs", "budget_value": 0.5, "plan_criterion": "l1",
                 "plan_structured": True, "plan_epochs": 0, "plan_distill": False, "plan_huffman": False,
                 "meth_method": "oneshot", "meth_criterion": "taylor", "meth_normalize": "l2", "meth_target": "macs",
                 "meth_target_value": 0.5, "meth_steps": 3, "meth_epochs_per_step": 1.0, "meth_strength": 1e-4,
                 "meth_epochs": 3, "meth_finetune": 0, "rt_both": False}  # fmt: skip
     for k, v in defaults.items():
-        st.session_state.setdefault(k, v)
+        _shared.sticky(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
 
     # --- method
     st.subheader("Method")
     c = st.columns(4)
-    method = c[0].selectbox("Method", SCHEDULE_METHODS, key="meth_method", format_func=METHOD_LABELS.get)
+    method = c[0].selectbox(
+        "Method",
+        SCHEDULE_METHODS,
+        key="meth_method",
+        persist_state=_shared.KEEP,
+        format_func=METHOD_LABELS.get,
+    )
     schedule = None
     if method != "oneshot":
-        crit = c[1].selectbox("Criterion (global ranking)", IMPORTANCE_CRITERIA, key="meth_criterion")
-        norm = c[2].selectbox("Normalization within a layer", NORMALIZATIONS, key="meth_normalize")
-        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target",
+        crit = c[1].selectbox(
+            "Criterion (global ranking)",
+            IMPORTANCE_CRITERIA,
+            key="meth_criterion",
+            persist_state=_shared.KEEP,
+        )
+        norm = c[2].selectbox(
+            "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_shared.KEEP
+        )
+        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_shared.KEEP,
                                 help="fraction to keep (MACs, params, latency) or channels (fraction or count)")  # fmt: skip
         c = st.columns(5)
-        value = c[0].number_input("Target value", 0.01, 10000.0, step=0.05, key="meth_target_value")
-        steps = c[1].number_input("Steps", 1, 100, key="meth_steps")
-        eps = c[2].number_input("Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step")
-        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength",
+        value = c[0].number_input(
+            "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_shared.KEEP
+        )
+        steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_shared.KEEP)
+        eps = c[2].number_input(
+            "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_shared.KEEP
+        )
+        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_shared.KEEP,
                                      disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs",
+        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_shared.KEEP,
                                    disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-        ft_epochs = st.number_input("Recovery epochs after the last step", 0, 50, key="meth_finetune")
+        ft_epochs = st.number_input(
+            "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_shared.KEEP
+        )
         try:
             schedule = ScheduleSettings(method=method, criterion=crit, normalize=norm, target={target: float(value)},
                                         steps=int(steps), epochs_per_step=float(eps), strength=float(strength),
@@ -148,16 +152,22 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     # --- presets and suggest
     with st.expander("Presets", expanded=method == "oneshot"):
         c = st.columns([2, 2, 1])
-        ratio = c[0].slider("Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune")
-        bits = c[1].select_slider("Uniform bits (32 = float)", BITS, key="uni_bits")
+        ratio = c[0].slider(
+            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_shared.KEEP
+        )
+        bits = c[1].select_slider(
+            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_shared.KEEP
+        )
         if c[2].button("Set every layer"):
             for r in rows:
                 st.session_state[f"prune::{r.layer}"] = 0.0 if r.final else ratio
                 st.session_state[f"bits::{r.layer}"] = bits
         c = st.columns([2, 2, 1])
-        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind",
+        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_shared.KEEP,
                               help="macs, latency: the fraction to keep; drop: the accuracy points you accept")  # fmt: skip
-        value = c[1].number_input("Budget value", 0.0, 100.0, step=0.05, key="budget_value")
+        value = c[1].number_input(
+            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_shared.KEEP
+        )
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
         if c[2].button("Suggest", disabled=sweep is None, help=no_sweep):
             budget = f"{kind}={value / 100 if kind == 'drop' else value}"
@@ -195,10 +205,19 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     # --- per-layer settings
     st.subheader("Per layer")
     c = st.columns(4)
-    criterion = c[0].selectbox("Criterion", IMPORTANCE_CRITERIA, key="plan_criterion")
-    structured = c[1].toggle("Structured (remove channels)", key="plan_structured")
-    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman")
-    both = c[3].checkbox("Time on eager and ONNX Runtime", key="rt_both", help=f"sidebar runtime: {runtime}")
+    criterion = c[0].selectbox(
+        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_shared.KEEP
+    )
+    structured = c[1].toggle(
+        "Structured (remove channels)", key="plan_structured", persist_state=_shared.KEEP
+    )
+    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_shared.KEEP)
+    both = c[3].checkbox(
+        "Time on eager and ONNX Runtime",
+        key="rt_both",
+        persist_state=_shared.KEEP,
+        help=f"sidebar runtime: {runtime}",
+    )
     refused: dict[str, str] = {}
     layer_plan: dict[str, dict] = {}
     for r in rows:
@@ -208,13 +227,17 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         c[0].markdown(
             f"**{_shared.plain(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
         )
-        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", disabled=bool(r.final) or method != "oneshot",
+        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_shared.KEEP, disabled=bool(r.final) or method != "oneshot",
                     on_change=_couple, args=(r.layer, members),
                     help=f"coupled with {', '.join(members)}: they lose the same channels" if members else None)  # fmt: skip
-        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}")
-        c[3].number_input("rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}")
-        c[4].selectbox("share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}")
-        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}")
+        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_shared.KEEP)
+        c[3].number_input(
+            "rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}", persist_state=_shared.KEEP
+        )
+        c[4].selectbox(
+            "share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}", persist_state=_shared.KEEP
+        )
+        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}", persist_state=_shared.KEEP)
         if members:
             c[0].caption(_shared.plain(f"group {group.name}: moves with {', '.join(members)}"))
         settings = {"prune": 0.0 if r.final or method != "oneshot" else float(st.session_state[f"prune::{r.layer}"]),
@@ -230,11 +253,8 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         if settings["prune"] > 0 or settings["bits"] != 32 or transforms:
             layer_plan[r.layer] = {k: v for k, v in settings.items() if k != "structured"} | transforms
     c = st.columns(2)
-    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs")
-    distill = c[1].checkbox("Distill from the original", key="plan_distill")
-    _shared.keep(
-        *(k for k in list(st.session_state.keys()) if isinstance(k, str) and k.startswith(KEPT_PREFIXES))
-    )
+    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_shared.KEEP)
+    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_shared.KEEP)
 
     plan: dict[str, Any] = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": bool(structured), "bits": 32},
@@ -289,7 +309,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     if not _shared.shared():  # a shared server writes nowhere a browser user names
         mlflow_uri = st.text_input(
             "Also log to MLflow (tracking URI, optional)",
-            key=_shared.persist("cmp_mlflow"),
+            **_shared.kept("cmp_mlflow", ""),
             placeholder="file:/path/to/mlruns or http://host:5000",
             help="Each Apply is also logged as an MLflow run (params = the plan, metrics = before/after); "
             "needs mlflow-skinny installed. The results store records it either way.",

@@ -29,7 +29,9 @@ with _shared.guard("Opening the results store"):
     fp = _shared.fingerprint(wb)
 st.caption(f"Results store: `{store.path}`")
 
-scope = st.radio("Runs of", ["This model", "All models"], horizontal=True, key="hist_scope")
+scope = st.radio(
+    "Runs of", ["This model", "All models"], horizontal=True, key="hist_scope", persist_state=_shared.KEEP
+)
 with _shared.guard("Reading the results store"):
     infos = store.list(fingerprint=fp if scope == "This model" else None)
 if not infos:
@@ -71,14 +73,34 @@ runs = pd.DataFrame(
     ]
 )
 
+
+def _label(run_id: int) -> str:
+    """What a picker shows for a run: its id, kind, model, when, and its headline numbers."""
+    row = runs.loc[runs["id"] == run_id].iloc[0]
+    parts = [f"#{run_id} {row['kind']}", _shared.shown_spec(row["model"]), f"{row['created']:%Y-%m-%d %H:%M}"]
+    return " · ".join(parts + ([row["headline"]] if row["headline"] else []))
+
+
 c = st.columns(4)
-kinds = c[0].multiselect("Kind", sorted(runs["kind"].unique()), key="hist_kinds", placeholder="all kinds")
-models = c[1].multiselect(
-    "Model", sorted(runs["model"].unique()), key="hist_models", placeholder="all models"
+kinds = c[0].multiselect(
+    "Kind",
+    sorted(runs["kind"].unique()),
+    key="hist_kinds",
+    persist_state=_shared.KEEP,
+    placeholder="all kinds",
 )
-statuses = c[2].multiselect("Status", ["complete", "partial"], key="hist_status", placeholder="any status")
+models = c[1].multiselect(
+    "Model",
+    sorted(runs["model"].unique()),
+    key="hist_models",
+    persist_state=_shared.KEEP,
+    placeholder="all models",
+)
+statuses = c[2].multiselect(
+    "Status", ["complete", "partial"], key="hist_status", persist_state=_shared.KEEP, placeholder="any status"
+)
 first, last = runs["created"].min().date(), runs["created"].max().date()
-dates = c[3].date_input("Recorded between", (first, last), key="hist_dates")
+dates = c[3].date_input("Recorded between", (first, last), key="hist_dates", persist_state=_shared.KEEP)
 shown = runs
 if kinds:
     shown = shown[shown["kind"].isin(kinds)]
@@ -101,8 +123,9 @@ compressions = [int(i) for i in shown.loc[shown["kind"].isin(COMPRESSION_KINDS),
 chosen = st.multiselect(
     "Compression runs (two or more)",
     compressions,
-    format_func=lambda i: f"#{i}",
+    format_func=_label,
     key="hist_compare",
+    persist_state=_shared.KEEP,
     help="Accuracy, latency per runtime, MACs and size side by side, and the plans diffed layer by layer.",
 )
 if not compressions:
@@ -120,7 +143,7 @@ elif len(chosen) >= 2:
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
-    only = st.toggle("Only layers that differ", key="hist_only_diff")
+    only = st.toggle("Only layers that differ", key="hist_only_diff", persist_state=_shared.KEEP)
     diff = diff[diff["differs"]] if only else diff
     _shared.table(diff.reset_index(), "plan_diff.csv", key="hist_diff_csv")
 else:
@@ -131,7 +154,7 @@ st.subheader("Accuracy vs latency of every recorded plan")
 targets = {"this model": fp} | {
     m: None for m in sorted(runs.loc[runs["kind"].isin(COMPRESSION_KINDS), "model"].unique())
 }
-target = st.selectbox("Model", list(targets), key="hist_scatter_model")
+target = st.selectbox("Model", list(targets), key="hist_scatter_model", persist_state=_shared.KEEP)
 with _shared.guard("Reading the recorded plans"):
     points = (
         store.compression_table(fingerprint=fp)
@@ -148,13 +171,27 @@ st.subheader("One run")
 ids = [int(i) for i in shown["id"]]
 if not ids:
     st.stop()
-run_id = st.selectbox("Run", ids, format_func=lambda i: f"#{i}", key="hist_run")
+run_id = st.selectbox("Run", ids, format_func=_label, key="hist_run", persist_state=_shared.KEEP)
 with _shared.guard("Reading the run"):
     run = store.get(run_id)
 st.markdown(
     f"**#{run.id}** {run.kind} of `{run.model}` on `{run.data}`, {run.created}, {run.status}"
     + ("" if run.fingerprint == fp else " (another model or other weights than the one loaded)")
 )
+
+
+def _sweep_form(kind: str, params: dict) -> None:
+    """The Sensitivity form as the re-opened sweep had it (its Kind radio included)."""
+    values = params.get("bits") if kind in ("quant", "share") else params.get("ratios")
+    field = {"quant": "sens_bits", "share": "sens_bits", "lowrank": "sens_ranks"}.get(kind, "sens_ratios")
+    st.session_state["sens_kind"] = kind
+    if values:
+        st.session_state[field] = ", ".join(f"{v:g}" for v in values)
+    st.session_state["sens_layers"] = list(params.get("layers") or [])
+    if params.get("max_drop"):
+        st.session_state["sens_early"] = float(params["max_drop"]) * 100
+
+
 c = st.columns(3)
 if run.kind in REOPEN:
     page, title = REOPEN[run.kind]
@@ -172,6 +209,7 @@ if run.kind in REOPEN:
                 _shared.keep_result(f"sensitivity:{result.kind}", key, result, run.params)
                 st.session_state["_sens_payload"] = run.result
                 st.session_state["_sens_from_run"] = run.id
+                _sweep_form(result.kind, run.params)
             else:
                 _shared.keep_result("rankings", key, RankingResult.from_dict(run.result), run.params)
                 st.session_state["_rank_from_run"] = run.id

@@ -35,14 +35,26 @@ for name, default in [
     _shared.sticky(name, default)
 
 with st.form("rank"):
-    criteria = st.multiselect("Criteria", measured, key="rank_criteria")
+    criteria = st.multiselect("Criteria", measured, key="rank_criteria", persist_state=_shared.KEEP)
     layers = _shared.layer_picker("Layers", list(prunable_layers(wb.model)), key="rank_layers")
     c = st.columns(4)
-    oracle = c[0].checkbox("Oracle", key="rank_oracle", help="|loss change| with each channel zeroed")
-    samples = c[1].number_input("Calibration samples", 32, 100_000, step=256, key="rank_samples")
-    oracle_samples = c[2].number_input("Oracle samples", 32, 100_000, step=256, key="rank_osamples")
+    oracle = c[0].checkbox(
+        "Oracle", key="rank_oracle", persist_state=_shared.KEEP, help="|loss change| with each channel zeroed"
+    )
+    samples = c[1].number_input(
+        "Calibration samples", 32, 100_000, step=256, key="rank_samples", persist_state=_shared.KEEP
+    )
+    oracle_samples = c[2].number_input(
+        "Oracle samples", 32, 100_000, step=256, key="rank_osamples", persist_state=_shared.KEEP
+    )
     topk = c[3].slider(
-        "Top-k fraction", 0.05, 1.0, step=0.05, key="rank_topk", help="k = fraction x channels"
+        "Top-k fraction",
+        0.05,
+        1.0,
+        step=0.05,
+        key="rank_topk",
+        persist_state=_shared.KEEP,
+        help="k = fraction x channels",
     )
     run = st.form_submit_button("Rank channels", type="primary")
 channels = sum(out_channels(m) for m in prunable_layers(wb.model, layers).values())

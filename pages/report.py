@@ -23,7 +23,10 @@ st.markdown(
 with st.form("report"):
     missing = [k for k, r in have.items() if r is None]
     run = st.multiselect(
-        "Also run these sweeps (default ratios and bits, all layers)", missing, key="report_run"
+        "Also run these sweeps (default ratios and bits, all layers)",
+        missing,
+        key="report_run",
+        persist_state=_shared.KEEP,
     )
     build = st.form_submit_button("Build report", type="primary")
 

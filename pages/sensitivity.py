@@ -49,12 +49,13 @@ with st.form("sweep"):
         "Kind",
         KINDS,
         key="sens_kind",
+        persist_state=_shared.KEEP,
         help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
         "share: k-means weight sharing with 2^bits centroids",
     )
-    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios")
-    bits = c[2].text_input("Bits (quant, share)", key="sens_bits")
-    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks")
+    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios", persist_state=_shared.KEEP)
+    bits = c[2].text_input("Bits (quant, share)", key="sens_bits", persist_state=_shared.KEEP)
+    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks", persist_state=_shared.KEEP)
     layers = _shared.layer_picker(
         "Layers (none chosen = all)",
         list(prunable_layers(wb.model)),
@@ -65,7 +66,12 @@ with st.form("sweep"):
     )
     c = st.columns([2, 3])
     early = c[0].number_input(
-        "Stop a layer after a drop of (points, 0 = never)", 0.0, 100.0, step=0.5, key="sens_early"
+        "Stop a layer after a drop of (points, 0 = never)",
+        0.0,
+        100.0,
+        step=0.5,
+        key="sens_early",
+        persist_state=_shared.KEEP,
     )
     run = c[1].form_submit_button("Run sweep", type="primary")
 
