@@ -40,7 +40,7 @@ def test_every_keyed_input_widget_keeps_its_value_across_pages():
     files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
     seen = {f.name: _keyed_inputs(f) for f in files}
     missing = [f"{name}:{line} {kind}" for name, rows in seen.items() for line, kind, ok in rows if not ok]
-    assert not missing, "widgets without persist_state (use **_shared.kept(key, first)): " + ", ".join(missing)
+    assert not missing, f"without persist_state (use **_shared.kept(key, first)): {', '.join(missing)}"
     # The check sees the widgets it guards (a renamed helper must not make it pass vacuously).
     assert sum(len(rows) for rows in seen.values()) > 40
     assert all(seen[f"{page}.py"] for page in ("compress", "sensitivity", "rankings", "weights", "overview"))
