@@ -29,6 +29,7 @@ from analysis.app_support.preview import (
     predicted_drop_points,
     preview_cost,
     run_points,
+    suggestion_verdict,
 )
 from analysis.app_support.uploads import UploadStore, purge_older_than
 from analysis.app_support.workbench import (
@@ -46,7 +47,7 @@ from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSe
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
 from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
-from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
+from analysis.compression.schedules import ScheduleResult, ScheduleSettings, recovery_epochs, run_schedule
 from analysis.compression.sparsity import sparsity_values
 from analysis.compression.suggest import (
     Budget,
@@ -141,6 +142,8 @@ __all__ = [
     "group_ratios",
     "layer_groups",
     "predicted_drop_points",
+    "suggestion_verdict",
+    "recovery_epochs",
     "preview_cost",
     "run_points",
     "log_compression",

@@ -111,6 +111,17 @@ def latency_line(result: Any, runtime: str | None = None) -> str:
     )
 
 
+NOISY_SPREAD = 1.5  # p90/p10 above this: the number is shown as a range, and warned about
+
+
+def ms(median: float, p10: float, p90: float) -> str:
+    """A latency as shown: `2.17 ms`, or with its p10-p90 range when the spread makes one number a guess
+    (`3.87 ms (noisy: 2.10-22.84)`)."""
+    if p10 > 0 and p90 / p10 > NOISY_SPREAD:
+        return f"{median:.2f} ms (noisy: {p10:.2f}-{p90:.2f})"
+    return f"{median:.2f} ms"
+
+
 def latency_warning(result: Any, where: Any = None) -> None:
     """A warning box when the timing was noisy (p90/p10 above 1.5)."""
     if getattr(result, "noisy", False) and result.warning:
@@ -219,8 +230,41 @@ def table(frame: pd.DataFrame, file_name: str, key: str, **kwargs: Any) -> None:
     download(f"Download {file_name}", frame.to_csv(index=False), file_name, "text/csv", key)
 
 
-def download(label: str, data: str | bytes, file_name: str, mime: str, key: str) -> None:
-    st.download_button(label, data, file_name=file_name, mime=mime, key=key, on_click="ignore")
+def download(label: str, data: str | bytes, file_name: str, mime: str, key: str, where: Any = None) -> None:
+    (where or st).download_button(label, data, file_name=file_name, mime=mime, key=key, on_click="ignore")
+
+
+def built_download(label: str, build: Callable[[], tuple[bytes, str]], file_name: str, key: str,
+                   where: Any = None) -> None:  # fmt: skip
+    """A button that makes a file when pressed, in this run: then its download button and the line `build`
+    returns saying what the file holds, or why it could not be made (one line, safe in shared mode). The
+    file stays until another `key` is used (a new result: put its number in `key`)."""
+    where = where or st
+    slot = f"_built::{key}"
+    if where.button(label, key=f"build::{key}", width="stretch"):
+        try:
+            with where, st.spinner(f"Making {file_name}..."):
+                data, what = build()
+            st.session_state[slot] = {"data": data, "what": what}
+        except Exception as exc:  # the page goes on; the error is the file's, said where it was asked for
+            st.session_state[slot] = {"error": error_text(exc, f"Making {file_name}")}
+    built = st.session_state.get(slot)
+    if built is None:
+        return
+    if "error" in built:
+        show_error(built["error"], where)
+        return
+    download(
+        f"Download {file_name}", built["data"], file_name, "application/octet-stream", f"dl::{key}", where
+    )
+    where.caption(plain(built["what"]))
+
+
+def forget_built(prefix: str) -> None:
+    """Drop the files `built_download` made under keys starting with `prefix` (they belong to a result
+    that is gone)."""
+    for k in [k for k in st.session_state if isinstance(k, str) and k.startswith(f"_built::{prefix}")]:
+        del st.session_state[k]
 
 
 def layer_picker(
@@ -257,15 +301,22 @@ def compression_metrics(result: Any) -> None:
     c[0].metric("Accuracy", f"{a.accuracy:.2%}", f"{result.accuracy_delta * 100:+.2f} points")
     c[1].metric(
         f"Latency ({a.latency_label})",
-        f"{a.latency_ms:.2f} ms",
+        ms(a.latency_ms, a.latency_p10_ms, a.latency_p90_ms),
         f"{result.speedup:.2f}x speedup",
         delta_color="off",
-        help=f"before {b.latency_ms:.2f} ms; batch {result.batch_size}, {result.threads} threads",
+        delta_arrow="up" if result.speedup >= 1 else "down",
+        help=f"before {ms(b.latency_ms, b.latency_p10_ms, b.latency_p90_ms)}; batch {result.batch_size}, "
+        f"{result.threads} threads; both from the same alternating run",
     )
-    c[2].metric("Params", f"{a.params:,}", f"{a.params - b.params:+,}", delta_color="inverse")
-    c[3].metric("MACs", f"{a.macs / 1e6:.2f} M", f"{result.mac_reduction:.2f}x fewer", delta_color="off")
+    # Reductions point down; an unchanged count shows no arrow (not a red "+0").
+    c[2].metric("Params", f"{a.params:,}", f"{a.params - b.params:+,}" if a.params != b.params else None,
+                delta_color="inverse")  # fmt: skip
+    fewer = f"{result.mac_reduction:.2f}x fewer" if a.macs != b.macs else None
+    c[3].metric("MACs", f"{a.macs / 1e6:.2f} M", fewer, delta_color="off", delta_arrow="down")
     kib = (a.size_bytes - b.size_bytes) / 1024
-    c[4].metric("Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB", delta_color="inverse")
+    c[4].metric(
+        "Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB" if kib else None, delta_color="inverse"
+    )
 
 
 # --- Recorded runs (issue 16): the results store, offered instead of recomputing -------------------------

@@ -36,13 +36,14 @@ from analysis import (
     group_ratios,
     layer_groups,
     log_compression,
-    model_bytes,
     model_fingerprint,
     predicted_drop_points,
     preview_cost,
     pruning_groups,
+    recovery_epochs,
     run_points,
     suggest,
+    suggestion_verdict,
     summarize,
     uniform_layer_table,
     validate_transform_settings,
@@ -64,6 +65,11 @@ def _couple(layer: str, members: list[str]) -> None:
     value = st.session_state[f"prune::{layer}"]
     for m in members:
         st.session_state[f"prune::{m}"] = value
+
+
+def _recovery(n_train: int) -> None:
+    """The recovery recipe in the fine-tune settings (one click from Suggest's warning)."""
+    st.session_state.update(plan_epochs=recovery_epochs(n_train), plan_distill=True, plan_recipe=True)
 
 
 def _record(spec: Any, model: nn.Module, plan: Mapping, result: Any, extras: Mapping) -> int | None:
@@ -97,7 +103,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                 "plan_structured": True, "plan_epochs": 0, "plan_distill": False, "plan_huffman": False,
                 "meth_method": "oneshot", "meth_criterion": "taylor", "meth_normalize": "l2", "meth_target": "macs",
                 "meth_target_value": 0.5, "meth_steps": 3, "meth_epochs_per_step": 1.0, "meth_strength": 1e-4,
-                "meth_epochs": 3, "meth_finetune": 0, "rt_both": False}  # fmt: skip
+                "meth_epochs": 3, "meth_finetune": 0, "rt_both": False, "budget_tolerance": 1.0, "plan_recipe": False}  # fmt: skip
     for k, v in defaults.items():
         _shared.sticky(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
@@ -162,14 +168,16 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             for r in rows:
                 st.session_state[f"prune::{r.layer}"] = 0.0 if r.final else ratio
                 st.session_state[f"bits::{r.layer}"] = bits
-        c = st.columns([2, 2, 1])
+        c = st.columns([2, 2, 2, 1])
         kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_shared.KEEP,
                               help="macs, latency: the fraction to keep; drop: the accuracy points you accept")  # fmt: skip
         value = c[1].number_input(
             "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_shared.KEEP
         )
+        tolerance = c[2].number_input("Accept a drop of (points)", 0.0, 100.0, step=0.5, key="budget_tolerance",
+                                      persist_state=_shared.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
-        if c[2].button("Suggest", disabled=sweep is None, help=no_sweep):
+        if c[3].button("Suggest", disabled=sweep is None, help=no_sweep):
             budget = f"{kind}={value / 100 if kind == 'drop' else value}"
             with _shared.guard("Suggesting a plan"):
                 hint = _shared.cached(
@@ -184,23 +192,18 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             for name, rr in hint.ratios.items():
                 for layer in by_name[name].out_layers if name in by_name else [name]:
                     st.session_state[f"prune::{layer}"] = float(rr)
-            drop = min(max(hint.predicted_drop * 100, 0.0), 100.0)
-            lat = f", {hint.latency_fraction:.0%} of the latency" if hint.latency_fraction is not None else ""
-            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted drop {drop:.2f} "
-                    "points (an estimate: the sum of the groups' single-group drops from the sweep, capped at "
-                    "100; groups interact)")  # fmt: skip
-            st.session_state["_suggested"] = {"met": hint.met, "text": text, "drop": drop, "key": key}
+            st.session_state["_suggested"] = {
+                "hint": hint,
+                "drop": predicted_drop_points(sweep, hint.ratios)[0],
+                "key": key,
+            }
         said = st.session_state.get("_suggested")
-        if said and said["key"] == key:
-            if said["met"]:
-                st.success(_shared.plain(said["text"] + "."))
-            else:
-                st.warning(
-                    _shared.plain("Budget not met. " + said["text"] + ": the closest the curves allow.")
-                )
-            if said["drop"] > COLLAPSE_POINTS:
-                st.warning(_shared.plain(f"Predicted to lose {said['drop']:.0f} points: accuracy would collapse. "
-                                         "Choose a looser budget, fine-tune, or an iterative method."))  # fmt: skip
+        if said and said["key"] == key and sweep is not None:
+            ok, text = suggestion_verdict(said["hint"], said["drop"], tolerance, sweep)
+            (st.success if ok else st.warning)(_shared.plain(text))
+            if said["drop"] > tolerance:
+                st.button("Fine-tune with the recovery recipe", on_click=_recovery, args=(len(wb.data.x_train),),
+                          help="distillation from the original, Adam at 1e-3 with cosine decay, epochs for the data size")  # fmt: skip
 
     # --- per-layer settings
     st.subheader("Per layer")
@@ -252,14 +255,18 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             st.error(_shared.plain(refused[r.layer]))
         if settings["prune"] > 0 or settings["bits"] != 32 or transforms:
             layer_plan[r.layer] = {k: v for k, v in settings.items() if k != "structured"} | transforms
-    c = st.columns(2)
+    c = st.columns(3)
     epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_shared.KEEP)
     distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_shared.KEEP)
+    recipe = c[2].checkbox(
+        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_shared.KEEP
+    )
 
     plan: dict[str, Any] = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": bool(structured), "bits": 32},
         "layers": layer_plan,
-        "finetune": {"epochs": int(epochs), "distill": bool(distill)},
+        "finetune": {"epochs": int(epochs), "distill": bool(distill)}
+        | ({"recipe": "recovery"} if recipe else {}),
     }
     if huffman:
         plan["huffman"] = True
@@ -277,13 +284,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     drop, missing = predicted_drop_points(sweep, ratios)
     c = st.columns(3)
     c[0].metric("MACs per sample", f"{cost['macs'] / 1e6:.2f} M", f"{cost['macs'] / base_cost.total_macs:.0%} of the original",
-                delta_color="off")  # fmt: skip
-    c[1].metric(
-        "Params",
-        f"{cost['params']:,}",
-        f"{cost['params'] - base_cost.total_params:+,}",
-        delta_color="inverse",
-    )
+                delta_color="off", delta_arrow="off")  # fmt: skip
+    fewer = base_cost.total_params - cost["params"]
+    c[1].metric("Params", f"{cost['params']:,}", f"{fewer:,} fewer" if fewer else None, delta_color="off",
+                delta_arrow="down")  # fmt: skip
     if method != "oneshot":
         c[2].metric("Predicted drop", "n/a", help="the schedule chooses the channels as it runs")
     elif drop is None:
@@ -296,8 +300,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                          "groups interact, so this is an estimate")  # fmt: skip
         if missing:
             st.caption(_shared.plain(f"not in the sweep, not counted: {', '.join(missing)}"))
-        if drop > COLLAPSE_POINTS:
-            st.warning(f"These settings are predicted to lose {drop:.0f} points: accuracy would collapse.")
+        if drop > tolerance:
+            collapse = ": accuracy would collapse" if drop > COLLAPSE_POINTS else ""
+            st.warning(f"These settings are predicted to lose {drop:.1f} points (an estimate), more than the "
+                       f"{tolerance:g} you accept{collapse}. Fine-tune (the recovery recipe) or prune less.")  # fmt: skip
     if method != "oneshot":
         st.caption(
             "MACs and params above are of the per-layer settings; the schedule's target decides the pruning."
@@ -354,9 +360,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         with _shared.guard("Compressing"):
             (result, extras), _ = _shared.run_stoppable("Compressing and measuring", job_key, work, tick)
         placeholder.empty()
-        _shared.keep_result("compress", key, result, {"extras": extras})
         runs = st.session_state.setdefault(f"_runs::{key}", [])
         n = 1 + max((p["run"] for p in runs), default=0)
+        _shared.keep_result("compress", key, result, {"extras": extras | {"run": n}})
+        _shared.forget_built("cmp")  # the last result's files
         label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
         runs.extend(run_points(result, extras, label, n))
         _record(spec, wb.model, pending, result, extras)
@@ -390,31 +397,40 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     _shared.chart(charts.runs_scatter(points), key="cmp_pareto")
     _shared.table(points, "applied_plans.csv", key="cmp_runs_csv")
 
+    _files(result, extras, spec, wb)
+
+
+def _files(result: Any, extras: Mapping, spec: Any, wb: Any) -> None:
+    """The plan and the compressed model in each format, each made when asked, its error said beside it."""
+    st.subheader("Files")
+    run = extras.get("run", 0)
+    shape, data = tuple(wb.input_shape), wb.data
+    rebuildable = spec.model.startswith(("zoo:", "torchvision:")) and not spec.weights
     c = st.columns(5)
-    with c[4]:
-        _shared.download("Download the compressed model (.pt)", lambda: model_bytes(result.model), "compressed.pt",
-                         "application/octet-stream", "cmp_model")  # fmt: skip
-        st.caption("A pickle: loading it runs code (`--trust-pickle`).")
-    with c[0]:
-        _shared.download(
-            "Download the plan (JSON)", result.plan.to_json(), "plan.json", "application/json", "cmp_plan"
+    _shared.download(
+        "Download plan.json", result.plan.to_json(), "plan.json", "application/json", "cmp_plan", c[0]
+    )
+    c[0].caption("The plan as applied (CONTRACT section 4).")
+    formats = [
+        (".onnx", "ONNX"),
+        (".pt2", "torch.export"),
+        (".pruned.safetensors", "safetensors"),
+        (".pt", "pickle"),
+    ]
+    for col, (suffix, name) in zip(c[1:], formats, strict=True):
+        if suffix == ".pruned.safetensors" and not rebuildable:
+            col.caption("The safe pruned format needs a rebuildable spec (a zoo or torchvision model).")
+            continue
+
+        def build(suffix: str = suffix) -> tuple[bytes, str]:
+            return artifact_bytes(result, suffix, spec=spec.model, input_shape=shape, data=data)
+
+        _shared.built_download(
+            f"Make {suffix} ({name})", build, f"compressed{suffix}", f"cmp{suffix}_{run}", col
         )
-    shape = wb.input_shape
-    with c[1]:
-        _shared.download("Download ONNX (.onnx)", lambda: artifact_bytes(result.model, ".onnx", spec=None, input_shape=shape,
-                         onnx_bytes=extras.get("onnx_bytes")), "compressed.onnx", "application/octet-stream", "cmp_onnx")  # fmt: skip
-    with c[2]:
-        _shared.download("Download torch.export (.pt2)", lambda: artifact_bytes(result.model, ".pt2", spec=None, input_shape=shape),
-                         "compressed.pt2", "application/octet-stream", "cmp_pt2")  # fmt: skip
-    with c[3]:
-        if spec.model.startswith(("zoo:", "torchvision:")) and not spec.weights:
-            _shared.download("Download safe pruned (.pruned.safetensors)",
-                             lambda: artifact_bytes(result.model, ".pruned.safetensors", spec=spec.model, input_shape=shape),
-                             "compressed.pruned.safetensors", "application/octet-stream", "cmp_safe")  # fmt: skip
-        else:
-            st.caption("The safe pruned format needs a rebuildable spec (a zoo or torchvision model).")
     st.caption(
-        "Files are made when you click; `.onnx` is int8 where the plan quantized to 8 bits and ONNX Runtime ran."
+        "Each file is made when you ask for it. `.onnx`: int8 where the plan has 8-bit layers; `.pt2` and "
+        "`.pruned.safetensors`: the float model; `.pt`: a pickle, loading it runs code (`--trust-pickle`)."
     )
 
 

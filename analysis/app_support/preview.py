@@ -19,7 +19,7 @@ from analysis.compression.compress import compress
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.cost import summarize
 from analysis.layers import copy_model
-from analysis.runtime import save_artifact
+from analysis.runtime import save_compressed
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured
 
@@ -41,8 +41,10 @@ def group_ratios(groups: list, layer_ratio: Mapping[str, float]) -> dict[str, fl
 
 def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[float | None, list[str]]:
     """Predicted accuracy drop in points of pruning each group at its ratio: the sum of the groups'
-    single-group drops from a structured sweep (linear between swept ratios, the last point beyond),
-    bounded to [0, 100]. An estimate: groups interact. Also the groups the sweep lacks. None without a sweep."""
+    single-group drops from a structured sweep, bounded to [0, 100]. A group's drop is the worst measured at
+    or below its ratio (a curve that wiggles back up is noise), linear between swept ratios, the last point
+    beyond: at swept ratios this is the number `suggest` predicts. An estimate: groups interact. Also the
+    groups the sweep lacks. None without a sweep."""
     if sweep is None:
         return None, []
     total, missing = 0.0, []
@@ -53,9 +55,35 @@ def predicted_drop_points(sweep: Any, ratios: Mapping[str, float]) -> tuple[floa
             continue
         order = np.argsort(curve.values)
         xs = np.concatenate([[0.0], np.asarray(curve.values, dtype=float)[order]])
-        accs = np.concatenate([[sweep.baseline_accuracy], np.asarray(curve.accuracy, dtype=float)[order]])
-        total += max(sweep.baseline_accuracy - float(np.interp(r, xs, accs)), 0.0)
+        drops = sweep.baseline_accuracy - np.asarray(curve.accuracy, dtype=float)[order]
+        worst = np.maximum.accumulate(np.concatenate([[0.0], np.maximum(drops, 0.0)]))
+        total += float(np.interp(r, xs, worst))
     return min(max(total * 100.0, 0.0), 100.0), missing
+
+
+def suggestion_verdict(
+    suggestion: Any, drop_points: float, tolerance_points: float, sweep: Any
+) -> tuple[bool, str]:
+    """Whether a suggested plan may be shown as a success, and the sentence that says what it does: one
+    predicted drop (`drop_points`, from `predicted_drop_points` on the suggested ratios, the number the
+    preview shows too), labelled an estimate, with its basis. A success needs the budget met and the
+    predicted drop within the user's `tolerance_points`; beyond it, the sentence says fine-tuning is needed."""
+    lat = "" if suggestion.latency_fraction is None else f", {suggestion.latency_fraction:.0%} of the latency"
+    samples = getattr(sweep, "samples", 0)
+    basis = (f"the sum of each group's drop when pruned alone in the structured sweep"
+             f"{f' ({samples:,} samples)' if samples else ''}; groups interact, so the real drop can be larger")  # fmt: skip
+    text = (f"Suggested for {suggestion.budget}: {suggestion.mac_fraction:.0%} of the MACs{lat}; predicted drop "
+            f"{drop_points:.2f} points (an estimate: {basis})")  # fmt: skip
+    if suggestion.measured_drop is not None:
+        text += f"; measured without fine-tuning: {suggestion.measured_drop * 100:.2f} points"
+    worst = max(drop_points, (suggestion.measured_drop or 0.0) * 100)
+    within = worst <= tolerance_points + 1e-9
+    if not suggestion.met:
+        text = f"Budget not met: the closest the curves allow. {text}"
+    if not within:
+        text += (f". That is more than the {tolerance_points:g} points you accept: this plan needs fine-tuning "
+                 "to come back within it (or a looser budget)")  # fmt: skip
+    return suggestion.met and within, text + "."
 
 
 def preview_cost(
@@ -148,9 +176,17 @@ def compression_record(
     return params, payload, "partial" if extras.get("stopped") else "complete"
 
 
-def artifact_bytes(model: nn.Module, suffix: str, *, spec: str | None, input_shape, onnx_bytes=None) -> bytes:
-    """The model saved by `analysis.save_artifact` as `suffix` (.onnx, .pt2, .pruned.safetensors), as bytes."""
+def artifact_bytes(
+    result: CompressionResult,
+    suffix: str,
+    *,
+    spec: str | None,
+    input_shape: tuple[int, ...],
+    data: Any = None,
+) -> tuple[bytes, str]:
+    """A compression result's model as a `suffix` file (.onnx, .pt2, .pruned.safetensors, .pt) and one line
+    saying what it holds (`analysis.runtime.save_compressed`); `input_shape` is per sample (no batch)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_artifact(model, Path(tmp) / f"compressed{suffix}", spec=spec,
-                             input_shape=tuple(input_shape[1:]), onnx_bytes=onnx_bytes)  # fmt: skip
-        return Path(path).read_bytes()
+        path, what = save_compressed(result, Path(tmp) / f"compressed{suffix}", spec=spec,
+                                     input_shape=tuple(input_shape), data=data)  # fmt: skip
+        return Path(path).read_bytes(), what

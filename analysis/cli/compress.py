@@ -24,7 +24,7 @@ from analysis.cli.common import (
     list_names,
     load_inputs,
 )
-from analysis.compression.compress import compress, save_model
+from analysis.compression.compress import compress
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
@@ -92,7 +92,7 @@ def _compress(args: argparse.Namespace) -> dict:
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
     artifacts = []
     if args.save:
-        payload["saved"] = str(_save(result, args.save, args.model, loaded.input_shape, payload))
+        payload["saved"] = str(_save(result, args.save, args.model, loaded.input_shape, loaded.data, payload))
         artifacts.append(args.save)
     params = {
         "plan": plan.to_dict(),
@@ -116,25 +116,15 @@ def _compress(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _save(result, path: str, spec: str, input_shape: tuple[int, ...], payload: dict) -> Path:
-    """Write the compressed model in the format `path`'s suffix names. `.onnx`: the ONNX model that ran on
-    ONNX Runtime (int8 where quantized), else an fp32 export; `.pt2` and the pruned format: the float model
-    (8-bit layers on their int8 grid in float); `.pt`: the model as measured (int8 kernels included)."""
-    from analysis.runtime.artifacts import artifact_kind, save_artifact
+def _save(result, path: str, spec: str, input_shape: tuple[int, ...], data, payload: dict) -> Path:
+    """Write the compressed model in the format `path`'s suffix names (`save_compressed`: `.onnx` is int8
+    where the plan has 8-bit layers, `.pt2` and the pruned format hold the float model, `.pt` the model as
+    measured); the line saying what the file holds goes to the notes."""
+    from analysis.runtime.artifacts import save_compressed
 
-    kind = artifact_kind(path)
-    float_model = result.float_model if result.float_model is not None else result.model
-    if kind == "onnx":
-        if result.onnx_bytes is None:
-            payload["notes"].append(
-                f"{path}: an fp32 ONNX export (run with --runtime onnxruntime for the int8 ONNX model)"
-            )
-        return save_artifact(float_model, path, input_shape=input_shape, onnx_bytes=result.onnx_bytes)
-    if kind == "pickle":
-        return save_model(result.model, path)
-    if result.float_model is not None and result.model is not result.float_model:
-        payload["notes"].append(f"{path}: saved with float kernels (the int8 Linear kernels are eager-only)")
-    return save_artifact(float_model, path, spec=spec, input_shape=input_shape)
+    saved, what = save_compressed(result, path, spec=spec, input_shape=input_shape, data=data)
+    payload["notes"].append(f"{path}: {what}")
+    return saved
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
