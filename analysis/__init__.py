@@ -26,8 +26,10 @@ from analysis.app_support.preview import (
     compression_record,
     group_ratios,
     layer_groups,
+    noisy_timings,
     predicted_drop_points,
     preview_cost,
+    remeasure,
     run_points,
     suggestion_verdict,
 )
@@ -70,6 +72,7 @@ from analysis.importance import Importance, RankingResult, get_importance, rank_
 from analysis.io import to_json
 from analysis.latency import (
     DEFAULT_BATCH_SIZE,
+    NOISY_SPREAD,
     LatencyResult,
     compare_latency,
     latency_lock_busy,
@@ -143,6 +146,9 @@ __all__ = [
     "layer_groups",
     "predicted_drop_points",
     "suggestion_verdict",
+    "remeasure",
+    "noisy_timings",
+    "NOISY_SPREAD",
     "recovery_epochs",
     "preview_cost",
     "run_points",

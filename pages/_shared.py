@@ -26,6 +26,7 @@ import streamlit as st
 
 from analysis import (
     DEFAULT_BATCH_SIZE,
+    NOISY_SPREAD,
     Workbench,
     WorkbenchError,
     WorkbenchSpec,
@@ -111,14 +112,11 @@ def latency_line(result: Any, runtime: str | None = None) -> str:
     )
 
 
-NOISY_SPREAD = 1.5  # p90/p10 above this: the number is shown as a range, and warned about
-
-
 def ms(median: float, p10: float, p90: float) -> str:
-    """A latency as shown: `2.17 ms`, or with its p10-p90 range when the spread makes one number a guess
-    (`3.87 ms (noisy: 2.10-22.84)`)."""
+    """A latency as shown: its median (`2.17 ms`), or its p10-p90 range when the spread makes one number a
+    guess (`2.10-22.84 ms`: a noisy timing reads as one in the number itself)."""
     if p10 > 0 and p90 / p10 > NOISY_SPREAD:
-        return f"{median:.2f} ms (noisy: {p10:.2f}-{p90:.2f})"
+        return f"{p10:.2f}-{p90:.2f} ms"
     return f"{median:.2f} ms"
 
 

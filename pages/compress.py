@@ -1,12 +1,10 @@
 """Compress: per-layer ratios, bits and transforms, or a pruning method; a preview of what Apply will do;
-Apply with a live chart and Stop; before/after on the chosen runtime; every applied plan against its own
-baseline on one scatter; downloads; each result recorded in the results store.
+Apply with a live chart and Stop; before/after on the chosen runtime, timed again on request; every applied
+plan against its own baseline on one scatter; files made when asked; each result recorded in the store.
 
-What the page computes without streamlit (group ratios, predicted drop, preview cost, Apply, scatter rows,
-the results-store record, downloads) lives in `analysis/compression/preview.py`. The page runs `main()`
-only when Streamlit executes it as a page (`__name__ == "__main__"`). What remains (about 400 lines) is
-widgets only: the method, the per-layer table, the preview, Apply and the results, read top to bottom as the
-user sees them; splitting the widgets over files would scatter one screen's session-state keys.
+What the page computes without streamlit (group ratios, predicted drop, Suggest's verdict, preview cost,
+Apply, timing again, scatter rows, the store's record, files) lives in `analysis/app_support/preview.py`.
+The page runs `main()` only when Streamlit executes it as a page (`__name__ == "__main__"`).
 """
 
 from __future__ import annotations
@@ -17,14 +15,12 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from torch import nn
 
 from analysis import (
     IMPORTANCE_CRITERIA,
     NORMALIZATIONS,
     SCHEDULE_METHODS,
     SCHEDULE_TARGETS,
-    ResultsStore,
     ScheduleSettings,
     WorkbenchError,
     apply_plan,
@@ -36,11 +32,12 @@ from analysis import (
     group_ratios,
     layer_groups,
     log_compression,
-    model_fingerprint,
+    noisy_timings,
     predicted_drop_points,
     preview_cost,
     pruning_groups,
     recovery_epochs,
+    remeasure,
     run_points,
     suggest,
     suggestion_verdict,
@@ -70,17 +67,6 @@ def _couple(layer: str, members: list[str]) -> None:
 def _recovery(n_train: int) -> None:
     """The recovery recipe in the fine-tune settings (one click from Suggest's warning)."""
     st.session_state.update(plan_epochs=recovery_epochs(n_train), plan_distill=True, plan_recipe=True)
-
-
-def _record(spec: Any, model: nn.Module, plan: Mapping, result: Any, extras: Mapping) -> int | None:
-    params, payload, status = compression_record(plan, result, extras, batch_size=spec.batch_size,
-                                                 threads=spec.threads)  # fmt: skip
-    try:
-        return ResultsStore().record("compression", spec.model, spec.data, params, payload, status=status,
-                                     fingerprint=model_fingerprint(spec.model, model))  # fmt: skip
-    except Exception as exc:  # a full disk must not lose the result on screen
-        st.warning(_shared.plain(f"the result was not recorded in the results store: {first_line(exc)}"))
-        return None
 
 
 def main() -> None:  # noqa: C901 (one page, read top to bottom)
@@ -216,7 +202,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     )
     huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_shared.KEEP)
     both = c[3].checkbox(
-        "Time on eager and ONNX Runtime",
+        "Time on both runtimes",
         key="rt_both",
         persist_state=_shared.KEEP,
         help=f"sidebar runtime: {runtime}",
@@ -366,7 +352,8 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         _shared.forget_built("cmp")  # the last result's files
         label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
         runs.extend(run_points(result, extras, label, n))
-        _record(spec, wb.model, pending, result, extras)
+        _shared.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
+                                                                   threads=spec.threads))  # fmt: skip
         if mlflow_uri:
             with _shared.guard("Logging to MLflow"):
                 run_id = log_compression(mlflow_uri, pending, result.to_dict(), run_name=label)
@@ -378,7 +365,12 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         st.stop()
     extras = _shared.result_params("compress").get("extras", {})
 
-    st.subheader(f"Before and after ({runtime})" if not extras.get("runtimes") else "Before and after")
+    c = st.columns([4, 1])
+    c[0].subheader(
+        "Before and after" + ("" if extras.get("runtimes") else f" ({result.before.runtime or 'eager'})")
+    )
+    if c[1].button("Measure again", help="Time the original and this plan again, in one alternating run"):
+        result, extras = _measure_again(result, extras, wb, key)
     if extras.get("stopped"):
         st.warning("Stopped: the result is the model after the last whole step.")
     _shared.compression_metrics(result)
@@ -392,12 +384,30 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     if extras.get("trajectory"):
         _shared.chart(charts.trajectory_chart(extras["trajectory"]), key="cmp_trajectory")
     points = pd.DataFrame(st.session_state.get(f"_runs::{key}", []))
-    for w in points.loc[points["warning"].notna(), "warning"].unique() if not points.empty else []:
-        st.warning(_shared.plain(w))
+    if noisy := noisy_timings(
+        points.to_dict("records")
+    ):  # the last run's, one box: earlier ones are in the table
+        st.warning(_shared.plain(noisy))
     _shared.chart(charts.runs_scatter(points), key="cmp_pareto")
     _shared.table(points, "applied_plans.csv", key="cmp_runs_csv")
 
     _files(result, extras, spec, wb)
+
+
+def _measure_again(result: Any, extras: dict, wb: Any, key: str) -> tuple[Any, dict]:
+    """The last plan timed again with the original in one alternating run; its scatter rows replaced."""
+    slot, on_wait = _shared.waiting_notice()
+    bar, update = _shared.progress_bar("Timing the original and the plan again")
+    with _shared.guard("Timing again"):
+        result = remeasure(result, wb.model, wb.input_shape, batch_size=wb.spec.batch_size, threads=wb.spec.threads,
+                           progress=update, on_wait=on_wait)  # fmt: skip
+    bar.empty(), slot.empty()
+    extras = extras | {"runtimes": result.runtimes}
+    n = extras.get("run", 0)
+    runs = [p for p in st.session_state.get(f"_runs::{key}", []) if p["run"] != n]
+    st.session_state[f"_runs::{key}"] = runs + run_points(result, extras, f"plan {n} (timed again)", n)
+    _shared.keep_result("compress", key, result, {"extras": extras})
+    return result, extras
 
 
 def _files(result: Any, extras: Mapping, spec: Any, wb: Any) -> None:

@@ -7,6 +7,7 @@ Moved from pages/compress.py so the page stays the thin part; the app's page imp
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -129,6 +130,58 @@ def apply_plan(
     return result, extras
 
 
+def remeasure(
+    result: CompressionResult,
+    reference: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int,
+    threads: int | None,
+    rounds: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> CompressionResult:
+    """`result` with its latencies measured again: the original (`reference`) and the compressed model in
+    one alternating run on each runtime it was measured on, so before and after always share a run.
+    Accuracy, counts and everything else stay; `reference` is not changed (eager times a private copy)."""
+    from analysis.runtime.base import EagerPrepared, compare_runtime_latency, prepare
+    from analysis.runtime.measure import paired_speedup
+    from analysis.runtime.onnx import load_onnx
+
+    pairs = result.runtimes or {
+        result.before.runtime or "eager": {"before": result.before, "after": result.after}
+    }
+    prepared: dict[str, Any] = {}
+    for rt, pair in pairs.items():
+        kind = pair["after"].latency_kind or pair["after"].latency_label
+        if rt == "eager":
+            prepared["eager:before"] = EagerPrepared(copy_model(reference).eval())
+            prepared["eager:after"] = EagerPrepared(result.model, kind=kind)
+            continue
+        prepared[f"{rt}:before"] = prepare(reference, rt, input_shape, threads)
+        after = load_onnx(result.onnx_bytes, threads) if result.onnx_bytes else None
+        prepared[f"{rt}:after"] = after or prepare(
+            result.float_model or result.model, rt, input_shape, threads
+        )
+        prepared[f"{rt}:after"].kind = kind
+    timings = compare_runtime_latency(prepared, input_shape, batch_size, threads, rounds, progress=progress,
+                                      on_wait=on_wait)  # fmt: skip
+
+    def timed(m: ModelMetrics, t: Any) -> ModelMetrics:
+        spread = t.spread if np.isfinite(t.spread) else None
+        return dataclasses.replace(m, latency_ms=t.median_ms, latency_p10_ms=t.p10_ms, latency_p90_ms=t.p90_ms,
+                                   latency_spread=spread, latency_warning=t.warning)  # fmt: skip
+
+    runtimes = {
+        rt: {w: timed(pair[w], timings[f"{rt}:{w}"]) for w in ("before", "after")}
+        for rt, pair in pairs.items()
+    }
+    first = next(iter(runtimes))
+    paired = paired_speedup(timings[f"{first}:before"], timings[f"{first}:after"], 5)  # 5: runs per round
+    return dataclasses.replace(result, before=runtimes[first]["before"], after=runtimes[first]["after"],
+                               runtimes=runtimes if result.runtimes else result.runtimes, speedup_paired=paired)  # fmt: skip
+
+
 def _spread(m: ModelMetrics, timing: Mapping | None) -> tuple[float, str | None]:
     spread = getattr(m, "latency_spread", None)
     warning = getattr(m, "latency_warning", None)
@@ -158,6 +211,21 @@ def run_points(result: Any, extras: Mapping[str, Any], label: str, run: int) -> 
                 "spread": spread, "warning": warning,
             })  # fmt: skip
     return rows
+
+
+def noisy_timings(rows: list[Mapping[str, Any]]) -> str | None:
+    """One line naming each noisy timing (p90/p10 above 1.5) of the newest run among scatter `rows`
+    (`run_points`): which run, runtime and model, and the spread; None when its timings were steady."""
+    if not rows:
+        return None
+    run = max(r["run"] for r in rows)
+    noisy = [r for r in rows if r["run"] == run and r.get("warning")]
+    if not noisy:
+        return None
+    parts = [f"{r['runtime']} {'original' if r['role'] == 'baseline' else 'plan'} p90/p10 = {r['spread']:.1f}"
+             for r in noisy]  # fmt: skip
+    return (f"Noisy timing in run {run} ({noisy[0]['label'] if noisy[0]['role'] != 'baseline' else 'plan ' + str(run)}): "
+            f"{'; '.join(parts)}. The numbers show their p10-p90 range; Measure again on a quieter machine.")  # fmt: skip
 
 
 def compression_record(
