@@ -344,7 +344,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                               runtimes=runtimes, progress=progress, on_step=on_step, should_stop=should_stop)  # fmt: skip
 
         with _shared.guard("Compressing"):
-            (result, extras), _ = _shared.run_stoppable("Compressing and measuring", job_key, work, tick)
+            (result, extras), _ = _shared.run_stoppable("Compressing", job_key, work, tick, None)
         placeholder.empty()
         runs = st.session_state.setdefault(f"_runs::{key}", [])
         n = 1 + max((p["run"] for p in runs), default=0)

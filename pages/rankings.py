@@ -58,9 +58,10 @@ with st.form("rank"):
     )
     run = st.form_submit_button("Rank channels", type="primary")
 channels = sum(out_channels(m) for m in prunable_layers(wb.model, layers).values())
-st.caption(
-    f"The oracle costs one evaluation per channel: {channels:,} channels x up to {oracle_samples:,} samples."
-)
+if oracle:
+    st.caption(
+        f"The oracle costs one evaluation per channel: {channels:,} channels x up to {oracle_samples:,} samples."
+    )
 
 
 def _work(params: dict, model, data, where: dict):
@@ -105,8 +106,16 @@ if JOB_PARAMS in st.session_state:  # a ranking to start, or one still running a
     params = st.session_state[JOB_PARAMS]
     with _shared.guard("Ranking the channels"):
         try:
+            where = _shared.where_to_run(wb.spec)
+            unit = (
+                "layers"
+                if "address" in where
+                else "channels (oracle)"
+                if params["oracle"]
+                else "calibration samples"
+            )
             result, stopped = _shared.run_stoppable(
-                "Scoring channels", JOB, _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec))
+                "Scoring channels", JOB, _work(params, wb.model, wb.data, where), unit=unit
             )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on

@@ -110,6 +110,16 @@ def _show(result, params: dict, payload: dict, run_id: int | None) -> None:
     st.session_state[FROM_RUN] = run_id
 
 
+def _unit(params: dict, where: dict) -> str:
+    """What the sweep's progress counts: evaluations (each layer or group at each value), or on Ray the
+    layers (groups) as their tasks finish."""
+    layers = "groups" if params["kind"] == "structured" else "layers"
+    if "address" in where:
+        return layers
+    values = {"quant": "bits", "share": "bits", "lowrank": "rank fractions"}.get(params["kind"], "ratios")
+    return f"evaluations ({layers} x {values})"
+
+
 def _recompute() -> None:
     st.session_state["_sens_force"] = True
 
@@ -127,10 +137,12 @@ if JOB_PARAMS in st.session_state:  # a sweep to start, or one still running aft
     params = st.session_state[JOB_PARAMS]
     with _shared.guard("The sensitivity sweep"):
         try:
+            where = _shared.where_to_run(wb.spec)
             result, stopped = _shared.run_stoppable(
                 f"Sweeping ({params['kind']})",
                 JOB,
-                _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec)),
+                _work(params, wb.model, wb.data, where),
+                unit=_unit(params, where),
             )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on

@@ -180,13 +180,14 @@ def _download_every_file(page, folder) -> dict[str, dict]:
     assert len(made) == 4, made
     loaded = {}
     for label in made:
-        page.get_by_role("button", name=label).click()
+        page.get_by_role("button", name=label, exact=True).click()
         name = f"compressed{label.split()[1]}"
-        page.get_by_role("button", name=f"Download {name}").wait_for()
+        button = page.get_by_role("button", name=f"Download {name}", exact=True)
+        button.wait_for()
         wait_idle(page)
         assert not errors(page), label
         with page.expect_download() as download:
-            page.get_by_role("button", name=f"Download {name}").click()
+            button.click()
         path = folder / name
         download.value.save_as(path)
         loaded[name] = _evaluate(path)
