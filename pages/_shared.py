@@ -223,7 +223,11 @@ def chart(fig: Any, key: str) -> None:
 
 
 def table(frame: pd.DataFrame, file_name: str, key: str, **kwargs: Any) -> None:
-    """A table and a button that downloads it as CSV (no rerun on click)."""
+    """A table and a button that downloads it as CSV (no rerun on click). Accuracy columns (fractions)
+    show as percentages (99.72%); the CSV keeps the fractions."""
+    percent = {c: st.column_config.NumberColumn(format="percent") for c in frame.columns
+               if str(c).startswith("accuracy") and pd.api.types.is_float_dtype(frame[c])}  # fmt: skip
+    kwargs["column_config"] = percent | kwargs.get("column_config", {})
     st.dataframe(frame, hide_index=True, **kwargs)
     download(f"Download {file_name}", frame.to_csv(index=False), file_name, "text/csv", key)
 
@@ -398,3 +402,8 @@ def plain(text: str) -> str:
     """`text` escaped so st.error/st.warning/st.markdown show it as written (an error naming
     `Linear.__init__()` keeps its underscores; no link, emoji or LaTeX is made of it)."""
     return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
+def breakable(name: str) -> str:
+    """A dotted layer name as Markdown text that wraps at its dots (`features.1.conv.0`), never mid-word."""
+    return plain(name).replace("\\.", "\\.\u200b")

@@ -214,7 +214,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         members = [m for m in group.out_layers if m != r.layer] if group else []
         c = st.columns([2, 3, 3, 2, 2, 2])
         c[0].markdown(
-            f"**{_shared.plain(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
+            f"**{_shared.breakable(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
         )
         c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_shared.KEEP, disabled=bool(r.final) or method != "oneshot",
                     on_change=_couple, args=(r.layer, members),

@@ -116,7 +116,7 @@ else:
     )
     _shared.table(frame.reset_index().round(4), "quant_vs_kmeans.csv", key="weights_kmeans_csv")
     st.caption(
-        f"Baseline accuracy {qk.baseline_accuracy:.2%}. " + " ".join(qk.notes)
+        f"Baseline accuracy {qk.baseline_accuracy:.2%}. " + " ".join(n[:1].upper() + n[1:].rstrip(".") + "." for n in qk.notes)
         + " `better`: the higher accuracy at these bits."
     )  # fmt: skip
 

@@ -276,7 +276,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, baseline_accuracy: float, title: st
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
-            x=[str(c) for c in grid.columns],
+            x=[f"{c:g}" for c in grid.columns],  # bits 8, not 8.0
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
@@ -479,41 +479,37 @@ def runs_scatter(points: pd.DataFrame, title: str = "Accuracy vs latency of ever
 
 def lowrank_tradeoff(frame: pd.DataFrame, baseline_accuracy: float, title: str = "") -> go.Figure:
     """A lowrank sweep (frame with kept_rank, accuracy, macs_saved): accuracy (%) per layer against the kept
-    rank fraction (solid, left axis) and the MACs per sample that point saves (dotted, right axis)."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    rank fraction above, the MACs per sample that point saves below (same x, one color and one legend
+    entry per layer), so each panel has one y-axis."""
+    saved = "macs_saved" in frame.columns
+    fig = make_subplots(rows=2 if saved else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values("kept_rank")
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
             go.Scatter(
-                x=rows["kept_rank"],
-                y=rows["accuracy"] * 100,
-                mode="lines+markers",
-                name=f"{layer} accuracy",
-                legendgroup=str(layer),
-                line={"color": color},
+                x=rows["kept_rank"], y=rows["accuracy"] * 100, mode="lines+markers", name=str(layer),
+                legendgroup=str(layer), line={"color": color},
                 hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:.2f}}%<extra></extra>",
             ),
-            secondary_y=False,
-        )
-        if "macs_saved" in rows:
+            row=1, col=1,
+        )  # fmt: skip
+        if saved:
             fig.add_trace(
                 go.Scatter(
-                    x=rows["kept_rank"],
-                    y=rows["macs_saved"],
-                    mode="lines",
-                    name=f"{layer} MACs saved",
-                    legendgroup=str(layer),
-                    line={"color": color, "dash": "dot"},
+                    x=rows["kept_rank"], y=rows["macs_saved"], mode="lines+markers", name=str(layer),
+                    legendgroup=str(layer), showlegend=False, line={"color": color},
                     hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:,}} MACs saved<extra></extra>",
                 ),
-                secondary_y=True,
-            )
-    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": "#444"})
-    fig.update_xaxes(title=_X_TITLES["kept_rank"], autorange="reversed")
-    fig.update_yaxes(title="accuracy (%)", secondary_y=False)
-    fig.update_yaxes(title="MACs saved per sample", secondary_y=True)
-    return _layout(fig, title or "Low-rank: accuracy and MACs saved per layer", height=480)
+                row=2, col=1,
+            )  # fmt: skip
+    fig.add_hline(y=baseline_accuracy * 100, line={"dash": "dash", "color": "#444"}, row=1, col=1)
+    fig.update_xaxes(autorange="reversed")
+    fig.update_xaxes(title=_X_TITLES["kept_rank"], row=2 if saved else 1, col=1)
+    fig.update_yaxes(title="accuracy (%)", row=1, col=1)
+    if saved:
+        fig.update_yaxes(title="MACs saved per sample", row=2, col=1)
+    return _layout(fig, title or "Low-rank: accuracy (top) and MACs saved (bottom) per layer", height=620)
 
 
 def trajectory_chart(trajectory: list[dict], title: str = "") -> go.Figure:

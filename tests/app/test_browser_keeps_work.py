@@ -207,6 +207,7 @@ def test_every_file_offered_for_a_pruned_cnn_arrives_and_loads(server, page, tmp
             page.get_by_role("option", name=runtime).click()
             _settle(page)
         page.get_by_role("button", name="Apply").click()
+        _settle(page)  # the last result's buttons stay on screen until this run has drawn the new ones
         page.get_by_role("button", name="Make .pt (pickle)").wait_for()
         wait_idle(page)
         accuracy = float(_metric(page, "Accuracy").rstrip("%")) / 100
