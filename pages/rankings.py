@@ -152,6 +152,16 @@ if result.spearman_per_layer:
         key="rank_rho",
     )
     _shared.table(rho.reset_index(names="layer").round(4), "spearman_vs_oracle.csv", key="rank_rho_csv")
+    st.caption(
+        "Spearman's rho of each criterion's ranking with the oracle's (|loss change| with the channel zeroed): 1 = "
+        "the same order, 0 = unrelated, below 0 = the opposite order (the channels it would prune first are the "
+        "ones whose loss the oracle finds costly). Every criterion is taken as higher = keep, so APoZ enters as "
+        "-APoZ (fewer zeros = keep): a negative rho for it means this model's channels with many zeros matter. "
+        "**mean per layer**: the average of the per-layer rhos, how well it orders channels within a layer "
+        "(what per-layer pruning needs). **pooled**: one rho over every channel of every layer, each criterion's "
+        "scores divided by their L2 norm within the layer, how well it also compares channels across layers "
+        "(what a global ranking needs)."
+    )
 else:
     st.info("Tick **Oracle** to see how each criterion agrees with it.")
 overlap = result.topk_frame()
