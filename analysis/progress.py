@@ -41,6 +41,21 @@ class Forward:
 LINE_EVERY = 0.05  # without a terminal: a line each time another 5% of the work is done
 
 
+def log_lines(desc: str, describe: Callable[[], str] | None = None) -> Progress:
+    """A `Progress` that prints `desc: 21 of 45 (47%)` (and `describe()`, e.g. the time left) on standard
+    error each time another `LINE_EVERY` of the work is done, and once at the end: progress for a log."""
+    printed = [-1.0]
+
+    def line(done: int, total: int) -> None:
+        frac = done / total if total > 0 else 1.0
+        if frac - printed[0] >= LINE_EVERY or (done >= total and printed[0] < 1.0):
+            printed[0] = frac
+            extra = f", {describe()}" if describe is not None else ""
+            print(f"{desc}: {done:,} of {total:,} ({frac:.0%}){extra}", file=sys.stderr, flush=True)
+
+    return line
+
+
 @contextmanager
 def progress_bar(desc: str) -> Iterator[Progress]:
     """A `Progress` callback drawing a tqdm bar on standard error, or, when standard error is not a
@@ -52,13 +67,7 @@ def progress_bar(desc: str) -> Iterator[Progress]:
     from tqdm import tqdm
 
     bars: list = []
-    printed = [-1.0]
-
-    def line(done: int, total: int) -> None:
-        frac = done / total if total > 0 else 1.0
-        if frac - printed[0] >= LINE_EVERY or (done >= total and printed[0] < 1.0):
-            printed[0] = frac
-            print(f"{desc}: {done:,} of {total:,} ({frac:.0%})", file=sys.stderr, flush=True)
+    line = log_lines(desc)
 
     def update(done: int, total: int) -> None:
         if not sys.stderr.isatty():

@@ -115,3 +115,14 @@ def test_a_redirected_log_gets_lines_not_carriage_returns(capsys):
     assert "\r" not in err
     lines = err.splitlines()
     assert 2 <= len(lines) <= 21 and lines[-1] == "Sweeping: 200 of 200 (100%)"
+
+
+def test_a_sweep_on_the_command_line_logs_lines_in_evaluations(tmp_path):
+    from conftest import run_cli
+
+    done = run_cli("sensitivity", "--kind", "quant", "--bits", "8", "4", "--layers", "features.0", "features.3",
+                   "--limit", "64", "--no-record", "--json", str(tmp_path / "s.json"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr  # standard error is a pipe here, as in a redirected log
+    lines = [ln for ln in done.stderr.splitlines() if " of " in ln]
+    assert lines and "4 of 4 (100%)" in lines[-1]  # 2 layers x 2 bit widths

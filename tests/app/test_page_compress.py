@@ -197,6 +197,13 @@ def test_settings_survive_navigation():
     assert at.slider(key="prune::features.0").value == 0.3
     assert at.number_input(key="plan_epochs").value == 2
     assert at.selectbox(key="meth_method").value == "agp"
+    # A sidebar setting that does not change the model (batch size, runtime) keeps them too.
+    at.number_input(key="batch_size").set_value(7).run()
+    at.selectbox(key="runtime").set_value("onnxruntime").run()
+    assert_clean(at)
+    assert at.slider(key="prune::features.0").value == 0.3
+    assert at.number_input(key="plan_epochs").value == 2
+    assert at.selectbox(key="meth_method").value == "agp"
 
 
 def test_uniform_preset_sets_every_slider_but_the_classifier():
@@ -243,3 +250,32 @@ def test_files_are_made_when_asked_and_their_errors_are_said_on_the_page(monkeyp
     assert not at.exception
     assert [e.value.replace("\\", "") for e in at.error] == ["torch.export failed at aten.kthvalue: no rule"]
     assert "Download compressed.onnx" in [d.label for d in at.get("download_button")]  # the other file stays
+
+
+def test_measure_again_times_the_original_and_the_plan_in_one_run(monkeypatch):
+    import analysis.runtime.base as base
+
+    at = open_page("compress")
+    at.slider(key="prune::features.10").set_value(0.5).run()
+    click(at, "Apply")
+    first = at.session_state["_result_compress"]["result"]
+    runs = []
+    real = base.compare_runtime_latency
+
+    def spy(prepared, *args, **kwargs):
+        runs.append(sorted(prepared))
+        return real(prepared, *args, **kwargs)
+
+    monkeypatch.setattr(base, "compare_runtime_latency", spy)
+    click(at, "Measure again")
+    assert_clean(at)
+    assert runs == [["eager:after", "eager:before"]]  # one alternating run holds both
+    again = at.session_state["_result_compress"]["result"]
+    assert (again.before.latency_ms, again.after.latency_ms) != (
+        first.before.latency_ms,
+        first.after.latency_ms,
+    )
+    assert again.after.accuracy == first.after.accuracy and again.after.params == first.after.params
+    points = at.dataframe[-1].value
+    assert list(points["label"]) == ["original (run 1)", "plan 1 (timed again)"]  # replaced, not added
+    assert list(points["latency_ms"]) == [again.before.latency_ms, again.after.latency_ms]
