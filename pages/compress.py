@@ -416,18 +416,15 @@ def _files(result: Any, extras: Mapping, spec: Any, wb: Any) -> None:
     run = extras.get("run", 0)
     shape, data = tuple(wb.input_shape), wb.data
     rebuildable = spec.model.startswith(("zoo:", "torchvision:")) and not spec.weights
-    c = st.columns(5)
-    _shared.download(
-        "Download plan.json", result.plan.to_json(), "plan.json", "application/json", "cmp_plan", c[0]
-    )
-    c[0].caption("The plan as applied (CONTRACT section 4).")
+    _shared.download("Download plan.json", result.plan.to_json(), "plan.json", "application/json", "cmp_plan")
     formats = [
         (".onnx", "ONNX"),
         (".pt2", "torch.export"),
         (".pruned.safetensors", "safetensors"),
         (".pt", "pickle"),
     ]
-    for col, (suffix, name) in zip(c[1:], formats, strict=True):
+    cells = [*st.columns(2), *st.columns(2)]  # two a row: each label and what its file holds fit
+    for col, (suffix, name) in zip(cells, formats, strict=True):
         if suffix == ".pruned.safetensors" and not rebuildable:
             col.caption("The safe pruned format needs a rebuildable spec (a zoo or torchvision model).")
             continue
