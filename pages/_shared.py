@@ -114,9 +114,10 @@ def latency_line(result: Any, runtime: str | None = None) -> str:
 
 def ms(median: float, p10: float, p90: float) -> str:
     """A latency as shown: its median (`2.17 ms`), or its p10-p90 range when the spread makes one number a
-    guess (`2.10-22.84 ms`: a noisy timing reads as one in the number itself)."""
+    guess (`2.1-22.8 ms`, three significant digits so it fits a metric: a noisy timing reads as one in the
+    number itself)."""
     if p10 > 0 and p90 / p10 > NOISY_SPREAD:
-        return f"{p10:.2f}-{p90:.2f} ms"
+        return f"{p10:.3g}-{p90:.3g} ms"
     return f"{median:.2f} ms"
 
 

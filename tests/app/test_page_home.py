@@ -125,7 +125,7 @@ def test_measure_again_times_anew_and_a_noisy_timing_reads_as_a_range(monkeypatc
     latency = next(m for m in at.metric if m.label == "Latency (median)")
     low, high = (float(v) for v in latency.value.removesuffix(" ms").split("-"))
     assert (
-        high == pytest.approx(4 * low, rel=0.01) and "noisy: median" in latency.delta
+        high == pytest.approx(4 * low, rel=0.02) and "noisy: median" in latency.delta
     )  # the range is p10-p90, the median beside it
     [warning] = [shown(w.value) for w in at.warning if "Noisy timing" in shown(w.value)]
     assert warning.startswith("Noisy timing in measurement 1 (batch 3") and "eager p90/p10 = 4.0" in warning
