@@ -102,3 +102,26 @@ def test_a_met_budget_beyond_the_tolerance_is_never_a_success():
     unmet = types.SimpleNamespace(**{**vars(hint), "met": False})
     ok, text = suggestion_verdict(unmet, 0.5, 1.0, sweep)
     assert not ok and text.startswith("Budget not met")
+
+
+def test_noisy_timings_name_the_newest_run_and_its_runtimes_once():
+    from analysis import noisy_timings
+
+    def row(run, role, runtime, spread):
+        warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None
+        label = f"original (run {run})" if role == "baseline" else f"plan {run}"
+        return {
+            "run": run,
+            "role": role,
+            "runtime": runtime,
+            "spread": spread,
+            "warning": warning,
+            "label": label,
+        }
+
+    rows = [row(1, "baseline", "eager", 3.0), row(1, "plan", "eager", 2.0),  # an older run's noise: in the table
+            row(2, "baseline", "eager", 1.1), row(2, "plan", "eager", 2.5), row(2, "plan", "onnxruntime", 1.9)]  # fmt: skip
+    said = noisy_timings(rows)
+    assert said.startswith("Noisy timing in run 2 (plan 2): ")
+    assert "eager plan p90/p10 = 2.5; onnxruntime plan p90/p10 = 1.9." in said and "3.0" not in said
+    assert noisy_timings(rows[2:3]) is None and noisy_timings([]) is None
