@@ -67,16 +67,20 @@ def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
     architectures = list(operator_architectures()) if shared else []
     sources = ["Zoo"] + (["Operator architecture"] if architectures else []) if shared else LOCAL_SOURCES
     _choice("model_source", sources)
-    source = sb.radio("Source", sources, key="model_source", horizontal=True)
+    source = sb.radio("Source", sources, key="model_source", persist_state=_shared.KEEP, horizontal=True)
     weights, trust = None, False
     if source == "Zoo":
         names = sorted(ZOO)
         default = names.index(DEFAULT_MODEL.removeprefix("zoo:"))
-        model = "zoo:" + sb.selectbox("Zoo model", names, index=default, key="zoo_name")
+        model = "zoo:" + sb.selectbox(
+            "Zoo model", names, index=default, key="zoo_name", persist_state=_shared.KEEP
+        )
     elif source == "Operator architecture":
-        model = sb.selectbox("Architecture", architectures, key="arch_name")
+        model = sb.selectbox("Architecture", architectures, key="arch_name", persist_state=_shared.KEEP)
     elif source == "Python callable":
-        model = sb.text_input("Callable", placeholder="mypackage.models:build", key="callable_spec").strip()
+        model = sb.text_input(
+            "Callable", placeholder="mypackage.models:build", key="callable_spec", persist_state=_shared.KEEP
+        ).strip()
         if not model:
             sb.caption(
                 f"Give `<module>:<callable>` (or `file.py:callable`); until then {DEFAULT_MODEL} is used."
@@ -84,11 +88,15 @@ def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
         model = model or DEFAULT_MODEL
     elif source == "torchvision":
         model = "torchvision:" + (
-            sb.text_input("Architecture", "resnet18", key="tv_name").strip() or "resnet18"
+            sb.text_input("Architecture", "resnet18", key="tv_name", persist_state=_shared.KEEP).strip()
+            or "resnet18"
         )
     else:
         trust = sb.checkbox(
-            "I trust this file", key="trust_pickle", help="Unpickling runs code from the file."
+            "I trust this file",
+            key="trust_pickle",
+            persist_state=_shared.KEEP,
+            help="Unpickling runs code from the file.",
         )
         path = _upload(sb, "Whole pickled model (.pt, .pth)", ["pt", "pth"], "pickle_file")
         if path is None:
@@ -109,14 +117,19 @@ def _data(sb, shared: bool) -> str:
     sb.header("Data")
     options = SHARED_DATA if shared else LOCAL_DATA
     _choice("data_source", options)
-    data_source = sb.radio("Data", options, key="data_source", horizontal=True)
+    data_source = sb.radio("Data", options, key="data_source", persist_state=_shared.KEEP, horizontal=True)
     if data_source == "Upload tensors":
         types = ["safetensors", "npz"] if shared else ["pt", "safetensors", "npz"]
         label = f"inputs (x, or one array per input) and optional labels y (.{', .'.join(types)})"
         path = _upload(sb, label, types, "data_file")
         return f"tensors:{path}" if path else "digits"
     if data_source == "Path":
-        spec = sb.text_input("Data spec", placeholder="tensors:<file> or imagefolder:<dir>", key="data_spec")
+        spec = sb.text_input(
+            "Data spec",
+            placeholder="tensors:<file> or imagefolder:<dir>",
+            key="data_spec",
+            persist_state=_shared.KEEP,
+        )
         return spec.strip() or "digits"
     return "digits"
 
@@ -129,13 +142,17 @@ def _metric(sb, shared: bool) -> str:
         "Metric",
         options,
         key="metric",
+        persist_state=_shared.KEEP,
         help="auto: accuracy where the data has labels and the model one (N, classes) output; otherwise "
         "agreement with the original model (class scores) or PSNR (any other output), so unlabelled data "
         "is enough",
     )
     if not shared:  # a callable runs code: never on a shared server
         custom = sb.text_input(
-            "Custom metric (optional)", key="metric_callable", placeholder="mymetrics:score"
+            "Custom metric (optional)",
+            key="metric_callable",
+            placeholder="mymetrics:score",
+            persist_state=_shared.KEEP,
         )
         metric = custom.strip() or metric
     return metric
@@ -144,23 +161,35 @@ def _metric(sb, shared: bool) -> str:
 def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
     sb.header("Timing")
     cores = os.cpu_count() or 1
-    threads = sb.number_input("Threads", 1, cores, min(torch.get_num_threads(), cores), key="threads")
-    batch = sb.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size")
+    threads = sb.number_input(
+        "Threads", 1, cores, min(torch.get_num_threads(), cores), key="threads", persist_state=_shared.KEEP
+    )
+    batch = sb.number_input(
+        "Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size", persist_state=_shared.KEEP
+    )
     _choice("runtime", list(RUNTIMES))
     runtime = sb.selectbox(
         "Runtime",
         list(RUNTIMES),
         key="runtime",
+        persist_state=_shared.KEEP,
         help="Where latency is measured: PyTorch eager or ONNX Runtime",
     )
     devices = DEVICES if torch.cuda.is_available() else ["cpu"]
     _choice("device", devices)
-    device = sb.selectbox("Device", devices, key="device", help="auto: the first GPU if there is one")
+    device = sb.selectbox(
+        "Device",
+        devices,
+        key="device",
+        persist_state=_shared.KEEP,
+        help="auto: the first GPU if there is one",
+    )
     ray = ""
     if not shared:  # a shared server does not connect where a browser user says
         ray = sb.text_input(
             "Ray address (optional)",
             key="ray_address",
+            persist_state=_shared.KEEP,
             placeholder="auto or host:10001",
             help="Sweeps and rankings run as Ray tasks on this cluster; empty: in this process",
         ).strip()
@@ -171,8 +200,6 @@ def sidebar() -> WorkbenchSpec:
     """The model, data and timing the pages work on, as a hashable spec."""
     sb = st.sidebar
     shared = _shared.shared()
-    _shared.keep(*_shared.SIDEBAR_KEYS)
-    _shared.keep_all()  # page values too: their widgets are not drawn on other pages
     with _shared.guard("Reading the sidebar"):
         model, weights, trust = _model(sb, shared)
         input_shape = sb.text_input(
@@ -181,6 +208,7 @@ def sidebar() -> WorkbenchSpec:
             key="input_shape",
             help="batch first; several inputs: one shape each, ';' between them, in forward's order (1,128;1,64); "
             "name=1,16:int64 passes an input by name with its dtype",
+            persist_state=_shared.KEEP,
         )
         data = _data(sb, shared)
         metric = _metric(sb, shared)

@@ -27,9 +27,12 @@ from analysis.app_support.preview import (
     compression_record,
     group_ratios,
     layer_groups,
+    noisy_timings,
     predicted_drop_points,
     preview_cost,
+    remeasure,
     run_points,
+    suggestion_verdict,
 )
 from analysis.app_support.uploads import UploadStore, purge_older_than
 from analysis.app_support.workbench import (
@@ -47,7 +50,7 @@ from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSe
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
 from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
-from analysis.compression.schedules import ScheduleResult, ScheduleSettings, run_schedule
+from analysis.compression.schedules import ScheduleResult, ScheduleSettings, recovery_epochs, run_schedule
 from analysis.compression.sparsity import sparsity_values
 from analysis.compression.suggest import (
     Budget,
@@ -71,6 +74,7 @@ from analysis.inputs import InputBatch, InputField, InputSpec, ModelInputs, pars
 from analysis.io import to_json
 from analysis.latency import (
     DEFAULT_BATCH_SIZE,
+    NOISY_SPREAD,
     LatencyResult,
     compare_latency,
     latency_lock_busy,
@@ -156,6 +160,11 @@ __all__ = [
     "group_ratios",
     "layer_groups",
     "predicted_drop_points",
+    "suggestion_verdict",
+    "remeasure",
+    "noisy_timings",
+    "NOISY_SPREAD",
+    "recovery_epochs",
     "preview_cost",
     "run_points",
     "log_compression",

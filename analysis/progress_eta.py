@@ -28,9 +28,14 @@ def format_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+MEANINGFUL_FRACTION = 0.05  # time left is shown once this share of the work is done...
+MEANINGFUL_SECONDS = 5.0  # ...and this long has passed: earlier, one quick first unit predicts nothing
+
+
 class RunTimer:
     """Elapsed seconds since it was made, and the time left estimated from the mean pace so far:
-    elapsed / done x (total - done). `clock` returns seconds (monotonic by default)."""
+    elapsed / done x (total - done), once it means something (`MEANINGFUL_FRACTION` of the work done and
+    `MEANINGFUL_SECONDS` passed). `clock` returns seconds (monotonic by default)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -57,10 +62,15 @@ class RunTimer:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, None before the first unit finishes; 0 when done."""
+        """Seconds left; None until the estimate means something (see the class); 0 when done."""
         if self.done <= 0 or self.total <= 0:
             return None
-        return max(0.0, self.elapsed_s / self.done * (self.total - self.done))
+        if self.done >= self.total:
+            return 0.0
+        elapsed = self.elapsed_s
+        if self.done / self.total < MEANINGFUL_FRACTION or elapsed < MEANINGFUL_SECONDS:
+            return None
+        return max(0.0, elapsed / self.done * (self.total - self.done))
 
     def describe(self) -> str:
         text = f"{format_seconds(self.elapsed_s)} elapsed"

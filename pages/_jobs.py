@@ -49,13 +49,15 @@ def run_stoppable(
     key: str,
     work: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
     on_tick: Callable[[], None] | None = None,
+    unit: str | None = "",
 ) -> tuple[Any, bool]:
     """Run `work(progress, should_stop)` with a progress bar (elapsed time and time left) and a Stop button;
     return `(result, stopped)` once it has finished. `work` must return what it finished when
     `should_stop()` turns true (the library's sweeps, rankings and schedules do). Errors raised by `work`
     are raised here (inside `guard`, they become a message). `on_tick()` is called in each polling
     iteration and once at the end, so the page can redraw a live chart from records the work appends to a
-    thread-safe list."""
+    thread-safe list. The bar reads "`done` of `total` `unit`" (the units the work counts in, e.g.
+    "evaluations (groups x ratios)"), or a percentage when `unit` is None (work counted in mixed units)."""
     jobs = _jobs()
     job = jobs.get(key)
     if job is None:
@@ -84,7 +86,10 @@ def run_stoppable(
     while job.thread.is_alive():
         frac = min(max(job.done / job.total, 0.0), 1.0) if job.total else 0.0
         state = "stopping at the next unit" if job.stop.is_set() else job.timer.describe()
-        bar.progress(frac, text=f"{label}: {job.done:,} of {job.total:,} ({state})")
+        count = (
+            f"{frac:.0%}" if unit is None else f"{job.done:,} of {job.total:,}{' ' + unit if unit else ''}"
+        )
+        bar.progress(frac, text=f"{label}: {count} ({state})")
         if on_tick is not None:
             on_tick()
         time.sleep(0.2)

@@ -26,6 +26,7 @@ import streamlit as st
 
 from analysis import (
     DEFAULT_BATCH_SIZE,
+    NOISY_SPREAD,
     Workbench,
     WorkbenchError,
     WorkbenchSpec,
@@ -56,11 +57,10 @@ from pages._serving import (  # noqa: F401
     uploads,
 )
 from pages._state import (  # noqa: F401
+    KEEP,
     SIDEBAR_KEYS,
     forget_on_model_change,
-    keep,
-    keep_all,
-    persist,
+    kept,
     sticky,
 )
 
@@ -110,6 +110,15 @@ def latency_line(result: Any, runtime: str | None = None) -> str:
         f"median {result.median_ms:.2f} ms (p10 {result.p10_ms:.2f}, p90 {result.p90_ms:.2f}, "
         f"p90/p10 {result.spread:.2f}), {result.kind}"
     )
+
+
+def ms(median: float, p10: float, p90: float) -> str:
+    """A latency as shown: its median (`2.17 ms`), or its p10-p90 range when the spread makes one number a
+    guess (`2.1-22.8 ms`, three significant digits so it fits a metric: a noisy timing reads as one in the
+    number itself)."""
+    if p10 > 0 and p90 / p10 > NOISY_SPREAD:
+        return f"{p10:.3g}-{p90:.3g} ms"
+    return f"{median:.2f} ms"
 
 
 def latency_warning(result: Any, where: Any = None) -> None:
@@ -219,13 +228,50 @@ def chart(fig: Any, key: str) -> None:
 
 
 def table(frame: pd.DataFrame, file_name: str, key: str, **kwargs: Any) -> None:
-    """A table and a button that downloads it as CSV (no rerun on click)."""
+    """A table and a button that downloads it as CSV (no rerun on click). Accuracy columns (fractions)
+    show as percentages (99.72%); the CSV keeps the fractions."""
+    percent = {c: st.column_config.NumberColumn(format="percent") for c in frame.columns
+               if str(c).startswith("accuracy") and pd.api.types.is_float_dtype(frame[c])}  # fmt: skip
+    kwargs["column_config"] = percent | kwargs.get("column_config", {})
     st.dataframe(frame, hide_index=True, **kwargs)
     download(f"Download {file_name}", frame.to_csv(index=False), file_name, "text/csv", key)
 
 
-def download(label: str, data: str | bytes, file_name: str, mime: str, key: str) -> None:
-    st.download_button(label, data, file_name=file_name, mime=mime, key=key, on_click="ignore")
+def download(label: str, data: str | bytes, file_name: str, mime: str, key: str, where: Any = None) -> None:
+    (where or st).download_button(label, data, file_name=file_name, mime=mime, key=key, on_click="ignore")
+
+
+def built_download(label: str, build: Callable[[], tuple[bytes, str]], file_name: str, key: str,
+                   where: Any = None) -> None:  # fmt: skip
+    """A button that makes a file when pressed, in this run: then its download button and the line `build`
+    returns saying what the file holds, or why it could not be made (one line, safe in shared mode). The
+    file stays until another `key` is used (a new result: put its number in `key`)."""
+    where = where or st
+    slot = f"_built::{key}"
+    if where.button(label, key=f"build::{key}", width="stretch"):
+        try:
+            with where, st.spinner(f"Making {file_name}..."):
+                data, what = build()
+            st.session_state[slot] = {"data": data, "what": what}
+        except Exception as exc:  # the page goes on; the error is the file's, said where it was asked for
+            st.session_state[slot] = {"error": error_text(exc, f"Making {file_name}")}
+    built = st.session_state.get(slot)
+    if built is None:
+        return
+    if "error" in built:
+        show_error(built["error"], where)
+        return
+    download(
+        f"Download {file_name}", built["data"], file_name, "application/octet-stream", f"dl::{key}", where
+    )
+    where.caption(plain(built["what"]))
+
+
+def forget_built(prefix: str) -> None:
+    """Drop the files `built_download` made under keys starting with `prefix` (they belong to a result
+    that is gone)."""
+    for k in [k for k in st.session_state if isinstance(k, str) and k.startswith(f"_built::{prefix}")]:
+        del st.session_state[k]
 
 
 def layer_picker(
@@ -235,9 +281,9 @@ def layer_picker(
     chosen = st.session_state.get(key)
     if chosen is not None and any(name not in options for name in chosen):
         st.session_state[key] = [name for name in chosen if name in options]
-    if key not in st.session_state:
-        st.session_state[key] = list(options if default is None else default)
-    return st.multiselect(label, options, key=key, help=help)
+    return st.multiselect(
+        label, options, help=help, **kept(key, list(options if default is None else default))
+    )
 
 
 def session_result(name: str, spec_key: str) -> Any:
@@ -285,15 +331,22 @@ def compression_metrics(result: Any) -> None:
                     delta_color="normal" if score.higher_is_better else "inverse")  # fmt: skip
     c[1].metric(
         f"Latency ({a.latency_label})",
-        f"{a.latency_ms:.2f} ms",
+        ms(a.latency_ms, a.latency_p10_ms, a.latency_p90_ms),
         f"{result.speedup:.2f}x speedup",
         delta_color="off",
-        help=f"before {b.latency_ms:.2f} ms; batch {result.batch_size}, {result.threads} threads",
+        delta_arrow="up" if result.speedup >= 1 else "down",
+        help=f"before {ms(b.latency_ms, b.latency_p10_ms, b.latency_p90_ms)}; batch {result.batch_size}, "
+        f"{result.threads} threads; both from the same alternating run",
     )
-    c[2].metric("Params", f"{a.params:,}", f"{a.params - b.params:+,}", delta_color="inverse")
-    c[3].metric("MACs", f"{a.macs / 1e6:.2f} M", f"{result.mac_reduction:.2f}x fewer", delta_color="off")
+    # Reductions point down; an unchanged count shows no arrow (not a red "+0").
+    c[2].metric("Params", f"{a.params:,}", f"{a.params - b.params:+,}" if a.params != b.params else None,
+                delta_color="inverse")  # fmt: skip
+    fewer = f"{result.mac_reduction:.2f}x fewer" if a.macs != b.macs else None
+    c[3].metric("MACs", f"{a.macs / 1e6:.2f} M", fewer, delta_color="off", delta_arrow="down")
     kib = (a.size_bytes - b.size_bytes) / 1024
-    c[4].metric("Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB", delta_color="inverse")
+    c[4].metric(
+        "Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB" if kib else None, delta_color="inverse"
+    )
 
 
 # --- Recorded runs (issue 16): the results store, offered instead of recomputing -------------------------
@@ -399,3 +452,8 @@ def plain(text: str) -> str:
     """`text` escaped so st.error/st.warning/st.markdown show it as written (an error naming
     `Linear.__init__()` keeps its underscores; no link, emoji or LaTeX is made of it)."""
     return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
+def breakable(name: str) -> str:
+    """A dotted layer name as Markdown text that wraps at its dots (`features.1.conv.0`), never mid-word."""
+    return plain(name).replace("\\.", "\\.\u200b")

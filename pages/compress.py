@@ -1,12 +1,10 @@
 """Compress: per-layer ratios, bits and transforms, or a pruning method; a preview of what Apply will do;
-Apply with a live chart and Stop; before/after on the chosen runtime; every applied plan against its own
-baseline on one scatter; downloads; each result recorded in the results store.
+Apply with a live chart and Stop; before/after on the chosen runtime, timed again on request; every applied
+plan against its own baseline on one scatter; files made when asked; each result recorded in the store.
 
-What the page computes without streamlit (group ratios, predicted drop, preview cost, Apply, scatter rows,
-the results-store record, downloads) lives in `analysis/compression/preview.py`. The page runs `main()`
-only when Streamlit executes it as a page (`__name__ == "__main__"`). What remains (about 400 lines) is
-widgets only: the method, the per-layer table, the preview, Apply and the results, read top to bottom as the
-user sees them; splitting the widgets over files would scatter one screen's session-state keys.
+What the page computes without streamlit (group ratios, predicted drop, Suggest's verdict, preview cost,
+Apply, timing again, scatter rows, the store's record, files) lives in `analysis/app_support/preview.py`.
+The page runs `main()` only when Streamlit executes it as a page (`__name__ == "__main__"`).
 """
 
 from __future__ import annotations
@@ -17,14 +15,12 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from torch import nn
 
 from analysis import (
     IMPORTANCE_CRITERIA,
     NORMALIZATIONS,
     SCHEDULE_METHODS,
     SCHEDULE_TARGETS,
-    ResultsStore,
     ScheduleSettings,
     WorkbenchError,
     apply_plan,
@@ -36,13 +32,15 @@ from analysis import (
     group_ratios,
     layer_groups,
     log_compression,
-    model_bytes,
-    model_fingerprint,
+    noisy_timings,
     predicted_drop_points,
     preview_cost,
     pruning_groups,
+    recovery_epochs,
+    remeasure,
     run_points,
     suggest,
+    suggestion_verdict,
     summarize,
     uniform_layer_table,
     validate_transform_settings,
@@ -55,18 +53,6 @@ WEIGHT_KINDS = ["float", "binary", "ternary", "pow2"]
 METHOD_LABELS = {"oneshot": "one-shot (per-layer ratios)", "iterative": "iterative (global ranking)",
                  "agp": "AGP (gradual)", "slimming": "network slimming", "group-lasso": "group lasso"}  # fmt: skip
 COLLAPSE_POINTS = 10.0  # a predicted drop above this many points is called a collapse before Apply
-KEPT_PREFIXES = (  # the page's settings that survive navigation (`_shared.keep`), per layer too
-    "prune::",
-    "bits::",
-    "rank::",
-    "share::",
-    "wts::",
-    "plan_",
-    "meth_",
-    "uni_",
-    "budget_",
-    "rt_",
-)
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -78,19 +64,9 @@ def _couple(layer: str, members: list[str]) -> None:
         st.session_state[f"prune::{m}"] = value
 
 
-def _record(spec: Any, model: nn.Module, plan: Mapping, result: Any, extras: Mapping) -> int | None:
-    params, payload, status = compression_record(plan, result, extras, batch_size=spec.batch_size,
-                                                 threads=spec.threads)  # fmt: skip
-    try:
-        run_id = ResultsStore().record("compression", spec.model, spec.data, params, payload, status=status,
-                                       fingerprint=model_fingerprint(spec.model, model))  # fmt: skip
-    except Exception as exc:  # a full disk must not lose the result on screen
-        st.warning(
-            _shared.plain(f"the result was not recorded in the results store: {_shared.error_text(exc)}")
-        )
-        return None
-    _shared.remember_run(run_id)  # a shared server's History shows this session's runs only
-    return run_id
+def _recovery(n_train: int) -> None:
+    """The recovery recipe in the fine-tune settings (one click from Suggest's warning)."""
+    st.session_state.update(plan_epochs=recovery_epochs(n_train), plan_distill=True, plan_recipe=True)
 
 
 def main() -> None:  # noqa: C901 (one page, read top to bottom)
@@ -107,18 +83,15 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     rows = list(table.itertuples(index=False))
     coupled = layer_groups(groups)
     for r in rows:
-        st.session_state.setdefault(f"prune::{r.layer}", 0.0)
-        st.session_state.setdefault(f"bits::{r.layer}", 32)
-        st.session_state.setdefault(f"rank::{r.layer}", 0.0)
-        st.session_state.setdefault(f"share::{r.layer}", 0)
-        st.session_state.setdefault(f"wts::{r.layer}", "float")
+        for prefix, first in (("prune", 0.0), ("bits", 32), ("rank", 0.0), ("share", 0), ("wts", "float")):
+            _shared.sticky(f"{prefix}::{r.layer}", first)
     defaults = {"uni_prune": 0.25, "uni_bits": 32, "budget_kind": "macs", "budget_value": 0.5, "plan_criterion": "l1",
                 "plan_structured": True, "plan_epochs": 0, "plan_distill": False, "plan_huffman": False,
                 "meth_method": "oneshot", "meth_criterion": "taylor", "meth_normalize": "l2", "meth_target": "macs",
                 "meth_target_value": 0.5, "meth_steps": 3, "meth_epochs_per_step": 1.0, "meth_strength": 1e-4,
-                "meth_epochs": 3, "meth_finetune": 0, "rt_both": False}  # fmt: skip
+                "meth_epochs": 3, "meth_finetune": 0, "rt_both": False, "budget_tolerance": 1.0, "plan_recipe": False}  # fmt: skip
     for k, v in defaults.items():
-        st.session_state.setdefault(k, v)
+        _shared.sticky(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
     info = _shared.metric_info(wb)
     if sweep is not None and sweep.metric.name != info.name:
@@ -128,22 +101,41 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     # --- method
     st.subheader("Method")
     c = st.columns(4)
-    method = c[0].selectbox("Method", SCHEDULE_METHODS, key="meth_method", format_func=METHOD_LABELS.get)
+    method = c[0].selectbox(
+        "Method",
+        SCHEDULE_METHODS,
+        key="meth_method",
+        persist_state=_shared.KEEP,
+        format_func=METHOD_LABELS.get,
+    )
     schedule = None
     if method != "oneshot":
-        crit = c[1].selectbox("Criterion (global ranking)", IMPORTANCE_CRITERIA, key="meth_criterion")
-        norm = c[2].selectbox("Normalization within a layer", NORMALIZATIONS, key="meth_normalize")
-        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target",
+        crit = c[1].selectbox(
+            "Criterion (global ranking)",
+            IMPORTANCE_CRITERIA,
+            key="meth_criterion",
+            persist_state=_shared.KEEP,
+        )
+        norm = c[2].selectbox(
+            "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_shared.KEEP
+        )
+        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_shared.KEEP,
                                 help="fraction to keep (MACs, params, latency) or channels (fraction or count)")  # fmt: skip
         c = st.columns(5)
-        value = c[0].number_input("Target value", 0.01, 10000.0, step=0.05, key="meth_target_value")
-        steps = c[1].number_input("Steps", 1, 100, key="meth_steps")
-        eps = c[2].number_input("Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step")
-        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength",
+        value = c[0].number_input(
+            "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_shared.KEEP
+        )
+        steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_shared.KEEP)
+        eps = c[2].number_input(
+            "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_shared.KEEP
+        )
+        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_shared.KEEP,
                                      disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs",
+        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_shared.KEEP,
                                    disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-        ft_epochs = st.number_input("Recovery epochs after the last step", 0, 50, key="meth_finetune")
+        ft_epochs = st.number_input(
+            "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_shared.KEEP
+        )
         try:
             schedule = ScheduleSettings(method=method, criterion=crit, normalize=norm, target={target: float(value)},
                                         steps=int(steps), epochs_per_step=float(eps), strength=float(strength),
@@ -156,19 +148,27 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     # --- presets and suggest
     with st.expander("Presets", expanded=method == "oneshot"):
         c = st.columns([2, 2, 1])
-        ratio = c[0].slider("Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune")
-        bits = c[1].select_slider("Uniform bits (32 = float)", BITS, key="uni_bits")
+        ratio = c[0].slider(
+            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_shared.KEEP
+        )
+        bits = c[1].select_slider(
+            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_shared.KEEP
+        )
         if c[2].button("Set every layer"):
             for r in rows:
                 st.session_state[f"prune::{r.layer}"] = 0.0 if r.final else ratio
                 st.session_state[f"bits::{r.layer}"] = bits
-        c = st.columns([2, 2, 1])
-        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind",
+        c = st.columns([2, 2, 2, 1])
+        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_shared.KEEP,
                               help=f"macs, latency: the fraction to keep; drop: the {info.name} you accept to lose "
                                    f"({points_unit})")  # fmt: skip
-        value = c[1].number_input("Budget value", 0.0, 100.0, step=0.05, key="budget_value")
+        value = c[1].number_input(
+            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_shared.KEEP
+        )
+        tolerance = c[2].number_input(f"Accept a drop of ({points_unit})", 0.0, 100.0, step=0.5, key="budget_tolerance",
+                                      persist_state=_shared.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
-        if c[2].button("Suggest", disabled=sweep is None, help=no_sweep):
+        if c[3].button("Suggest", disabled=sweep is None, help=no_sweep):
             budget = f"{kind}={value / _shared.drop_scale(info) if kind == 'drop' else value}"
             with _shared.guard("Suggesting a plan"):
                 hint = _shared.cached(
@@ -183,32 +183,35 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             for name, rr in hint.ratios.items():
                 for layer in by_name[name].out_layers if name in by_name else [name]:
                     st.session_state[f"prune::{layer}"] = float(rr)
-            drop = hint.predicted_drop * _shared.drop_scale(info)
-            drop = min(max(drop, 0.0), 100.0) if info.percent else max(drop, 0.0)
-            lat = f", {hint.latency_fraction:.0%} of the latency" if hint.latency_fraction is not None else ""
-            text = (f"Suggested for {budget}: {hint.mac_fraction:.0%} of the MACs{lat}, predicted drop "
-                    f"{drop:.2f} {points_unit} of {info.name} (an estimate: the sum of the groups' single-group "
-                    "drops from the sweep; groups interact)")  # fmt: skip
-            st.session_state["_suggested"] = {"met": hint.met, "text": text, "drop": drop, "key": key}
+            st.session_state["_suggested"] = {
+                "hint": hint,
+                "drop": predicted_drop_points(sweep, hint.ratios)[0],
+                "key": key,
+            }
         said = st.session_state.get("_suggested")
-        if said and said["key"] == key:
-            if said["met"]:
-                st.success(_shared.plain(said["text"] + "."))
-            else:
-                st.warning(
-                    _shared.plain("Budget not met. " + said["text"] + ": the closest the curves allow.")
-                )
-            if info.percent and said["drop"] > COLLAPSE_POINTS:
-                st.warning(_shared.plain(f"Predicted to lose {said['drop']:.0f} points: accuracy would collapse. "
-                                         "Choose a looser budget, fine-tune, or an iterative method."))  # fmt: skip
+        if said and said["key"] == key and sweep is not None:
+            ok, text = suggestion_verdict(said["hint"], said["drop"], tolerance, sweep)
+            (st.success if ok else st.warning)(_shared.plain(text))
+            if said["drop"] > tolerance:
+                st.button("Fine-tune with the recovery recipe", on_click=_recovery, args=(len(wb.data.x_train),),
+                          help="distillation from the original, Adam at 1e-3 with cosine decay, epochs for the data size")  # fmt: skip
 
     # --- per-layer settings
     st.subheader("Per layer")
     c = st.columns(4)
-    criterion = c[0].selectbox("Criterion", IMPORTANCE_CRITERIA, key="plan_criterion")
-    structured = c[1].toggle("Structured (remove channels)", key="plan_structured")
-    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman")
-    both = c[3].checkbox("Time on eager and ONNX Runtime", key="rt_both", help=f"sidebar runtime: {runtime}")
+    criterion = c[0].selectbox(
+        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_shared.KEEP
+    )
+    structured = c[1].toggle(
+        "Structured (remove channels)", key="plan_structured", persist_state=_shared.KEEP
+    )
+    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_shared.KEEP)
+    both = c[3].checkbox(
+        "Time on both runtimes",
+        key="rt_both",
+        persist_state=_shared.KEEP,
+        help=f"sidebar runtime: {runtime}",
+    )
     refused: dict[str, str] = {}
     layer_plan: dict[str, dict] = {}
     for r in rows:
@@ -216,15 +219,19 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         members = [m for m in group.out_layers if m != r.layer] if group else []
         c = st.columns([2, 3, 3, 2, 2, 2])
         c[0].markdown(
-            f"**{_shared.plain(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
+            f"**{_shared.breakable(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
         )
-        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", disabled=bool(r.final) or method != "oneshot",
+        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_shared.KEEP, disabled=bool(r.final) or method != "oneshot",
                     on_change=_couple, args=(r.layer, members),
                     help=f"coupled with {', '.join(members)}: they lose the same channels" if members else None)  # fmt: skip
-        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}")
-        c[3].number_input("rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}")
-        c[4].selectbox("share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}")
-        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}")
+        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_shared.KEEP)
+        c[3].number_input(
+            "rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}", persist_state=_shared.KEEP
+        )
+        c[4].selectbox(
+            "share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}", persist_state=_shared.KEEP
+        )
+        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}", persist_state=_shared.KEEP)
         if members:
             c[0].caption(_shared.plain(f"group {group.name}: moves with {', '.join(members)}"))
         settings = {"prune": 0.0 if r.final or method != "oneshot" else float(st.session_state[f"prune::{r.layer}"]),
@@ -239,17 +246,18 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             st.error(_shared.plain(refused[r.layer]))
         if settings["prune"] > 0 or settings["bits"] != 32 or transforms:
             layer_plan[r.layer] = {k: v for k, v in settings.items() if k != "structured"} | transforms
-    c = st.columns(2)
-    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs")
-    distill = c[1].checkbox("Distill from the original", key="plan_distill")
-    _shared.keep(
-        *(k for k in list(st.session_state.keys()) if isinstance(k, str) and k.startswith(KEPT_PREFIXES))
+    c = st.columns(3)
+    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_shared.KEEP)
+    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_shared.KEEP)
+    recipe = c[2].checkbox(
+        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_shared.KEEP
     )
 
     plan: dict[str, Any] = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": bool(structured), "bits": 32},
         "layers": layer_plan,
-        "finetune": {"epochs": int(epochs), "distill": bool(distill)},
+        "finetune": {"epochs": int(epochs), "distill": bool(distill)}
+        | ({"recipe": "recovery"} if recipe else {}),
     }
     if huffman:
         plan["huffman"] = True
@@ -267,13 +275,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     drop, missing = predicted_drop_points(sweep, ratios)
     c = st.columns(3)
     c[0].metric("MACs per sample", f"{cost['macs'] / 1e6:.2f} M", f"{cost['macs'] / base_cost.total_macs:.0%} of the original",
-                delta_color="off")  # fmt: skip
-    c[1].metric(
-        "Params",
-        f"{cost['params']:,}",
-        f"{cost['params'] - base_cost.total_params:+,}",
-        delta_color="inverse",
-    )
+                delta_color="off", delta_arrow="off")  # fmt: skip
+    fewer = base_cost.total_params - cost["params"]
+    c[1].metric("Params", f"{cost['params']:,}", f"{fewer:,} fewer" if fewer else None, delta_color="off",
+                delta_arrow="down")  # fmt: skip
     if method != "oneshot":
         c[2].metric("Predicted drop", "n/a", help="the schedule chooses the channels as it runs")
     elif drop is None:
@@ -286,8 +291,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                          "groups interact, so this is an estimate")  # fmt: skip
         if missing:
             st.caption(_shared.plain(f"not in the sweep, not counted: {', '.join(missing)}"))
-        if info.percent and drop > COLLAPSE_POINTS:
-            st.warning(f"These settings are predicted to lose {drop:.0f} points: accuracy would collapse.")
+        if drop > tolerance:
+            collapse = f": {info.name} would collapse" if info.percent and drop > COLLAPSE_POINTS else ""
+            st.warning(f"These settings are predicted to lose {drop:.1f} {points_unit} of {info.name} (an estimate), "
+                       f"more than the {tolerance:g} you accept{collapse}. Fine-tune (the recovery recipe) or prune less.")  # fmt: skip
     if method != "oneshot":
         st.caption(
             "MACs and params above are of the per-layer settings; the schedule's target decides the pruning."
@@ -299,7 +306,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     if not _shared.shared():  # a shared server writes nowhere a browser user names
         mlflow_uri = st.text_input(
             "Also log to MLflow (tracking URI, optional)",
-            key=_shared.persist("cmp_mlflow"),
+            **_shared.kept("cmp_mlflow", ""),
             placeholder="file:/path/to/mlruns or http://host:5000",
             help="Each Apply is also logged as an MLflow run (params = the plan, metrics = before/after); "
             "needs mlflow-skinny installed. The results store records it either way.",
@@ -343,14 +350,16 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                               metric=spec.metric)  # fmt: skip
 
         with _shared.guard("Compressing"):
-            (result, extras), _ = _shared.run_stoppable("Compressing and measuring", job_key, work, tick)
+            (result, extras), _ = _shared.run_stoppable("Compressing", job_key, work, tick, None)
         placeholder.empty()
-        _shared.keep_result("compress", key, result, {"extras": extras})
         runs = st.session_state.setdefault(f"_runs::{key}", [])
         n = 1 + max((p["run"] for p in runs), default=0)
+        _shared.keep_result("compress", key, result, {"extras": extras | {"run": n}})
+        _shared.forget_built("cmp")  # the last result's files
         label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
         runs.extend(run_points(result, extras, label, n))
-        _record(spec, wb.model, pending, result, extras)
+        _shared.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
+                                                                   threads=spec.threads))  # fmt: skip
         if mlflow_uri:
             with _shared.guard("Logging to MLflow"):
                 run_id = log_compression(mlflow_uri, pending, result.to_dict(), run_name=label)
@@ -362,7 +371,12 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         st.stop()
     extras = _shared.result_params("compress").get("extras", {})
 
-    st.subheader(f"Before and after ({runtime})" if not extras.get("runtimes") else "Before and after")
+    c = st.columns([4, 1])
+    c[0].subheader(
+        "Before and after" + ("" if extras.get("runtimes") else f" ({result.before.runtime or 'eager'})")
+    )
+    if c[1].button("Measure again", help="Time the original and this plan again, in one alternating run"):
+        result, extras = _measure_again(result, extras, wb, key)
     if extras.get("stopped"):
         st.warning("Stopped: the result is the model after the last whole step.")
     _shared.compression_metrics(result)
@@ -378,36 +392,60 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             charts.trajectory_chart(extras["trajectory"], score=result.metric), key="cmp_trajectory"
         )
     points = pd.DataFrame(st.session_state.get(f"_runs::{key}", []))
-    for w in points.loc[points["warning"].notna(), "warning"].unique() if not points.empty else []:
-        st.warning(_shared.plain(w))
+    if noisy := noisy_timings(
+        points.to_dict("records")
+    ):  # the last run's, one box: earlier ones are in the table
+        st.warning(_shared.plain(noisy))
     _shared.chart(charts.runs_scatter(points, score=result.metric), key="cmp_pareto")
     _shared.table(points, "applied_plans.csv", key="cmp_runs_csv")
 
-    c = st.columns(5)
-    with c[4]:
-        _shared.download("Download the compressed model (.pt)", lambda: model_bytes(result.model), "compressed.pt",
-                         "application/octet-stream", "cmp_model")  # fmt: skip
-        st.caption("A pickle: loading it runs code (`--trust-pickle`).")
-    with c[0]:
-        _shared.download(
-            "Download the plan (JSON)", result.plan.to_json(), "plan.json", "application/json", "cmp_plan"
+    _files(result, extras, spec, wb)
+
+
+def _measure_again(result: Any, extras: dict, wb: Any, key: str) -> tuple[Any, dict]:
+    """The last plan timed again with the original in one alternating run; its scatter rows replaced."""
+    slot, on_wait = _shared.waiting_notice()
+    bar, update = _shared.progress_bar("Timing the original and the plan again")
+    with _shared.guard("Timing again"):
+        result = remeasure(result, wb.model, wb.input_shape, batch_size=wb.spec.batch_size, threads=wb.spec.threads,
+                           progress=update, on_wait=on_wait)  # fmt: skip
+    bar.empty(), slot.empty()
+    extras = extras | {"runtimes": result.runtimes}
+    n = extras.get("run", 0)
+    runs = [p for p in st.session_state.get(f"_runs::{key}", []) if p["run"] != n]
+    st.session_state[f"_runs::{key}"] = runs + run_points(result, extras, f"plan {n} (timed again)", n)
+    _shared.keep_result("compress", key, result, {"extras": extras})
+    return result, extras
+
+
+def _files(result: Any, extras: Mapping, spec: Any, wb: Any) -> None:
+    """The plan and the compressed model in each format, each made when asked, its error said beside it."""
+    st.subheader("Files")
+    run = extras.get("run", 0)
+    shape, data = tuple(wb.input_shape), wb.data
+    rebuildable = spec.model.startswith(("zoo:", "torchvision:")) and not spec.weights
+    _shared.download("Download plan.json", result.plan.to_json(), "plan.json", "application/json", "cmp_plan")
+    formats = [
+        (".onnx", "ONNX"),
+        (".pt2", "torch.export"),
+        (".pruned.safetensors", "safetensors"),
+        (".pt", "pickle"),
+    ]
+    cells = [*st.columns(2), *st.columns(2)]  # two a row: each label and what its file holds fit
+    for col, (suffix, name) in zip(cells, formats, strict=True):
+        if suffix == ".pruned.safetensors" and not rebuildable:
+            col.caption("The safe pruned format needs a rebuildable spec (a zoo or torchvision model).")
+            continue
+
+        def build(suffix: str = suffix) -> tuple[bytes, str]:
+            return artifact_bytes(result, suffix, spec=spec.model, input_shape=shape, data=data)
+
+        _shared.built_download(
+            f"Make {suffix} ({name})", build, f"compressed{suffix}", f"cmp{suffix}_{run}", col
         )
-    shape = wb.input_shape
-    with c[1]:
-        _shared.download("Download ONNX (.onnx)", lambda: artifact_bytes(result.model, ".onnx", spec=None, input_shape=shape,
-                         onnx_bytes=extras.get("onnx_bytes")), "compressed.onnx", "application/octet-stream", "cmp_onnx")  # fmt: skip
-    with c[2]:
-        _shared.download("Download torch.export (.pt2)", lambda: artifact_bytes(result.model, ".pt2", spec=None, input_shape=shape),
-                         "compressed.pt2", "application/octet-stream", "cmp_pt2")  # fmt: skip
-    with c[3]:
-        if spec.model.startswith(("zoo:", "torchvision:")) and not spec.weights:
-            _shared.download("Download safe pruned (.pruned.safetensors)",
-                             lambda: artifact_bytes(result.model, ".pruned.safetensors", spec=spec.model, input_shape=shape),
-                             "compressed.pruned.safetensors", "application/octet-stream", "cmp_safe")  # fmt: skip
-        else:
-            st.caption("The safe pruned format needs a rebuildable spec (a zoo or torchvision model).")
     st.caption(
-        "Files are made when you click; `.onnx` is int8 where the plan quantized to 8 bits and ONNX Runtime ran."
+        "Each file is made when you ask for it. `.onnx`: int8 where the plan has 8-bit layers; `.pt2` and "
+        "`.pruned.safetensors`: the float model; `.pt`: a pickle, loading it runs code (`--trust-pickle`)."
     )
 
 

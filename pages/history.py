@@ -37,7 +37,9 @@ if shared:
 else:
     st.caption(f"Results store: `{store.path}`")
 
-scope = st.radio("Runs of", ["This model", "All models"], horizontal=True, key="hist_scope")
+scope = st.radio(
+    "Runs of", ["This model", "All models"], horizontal=True, key="hist_scope", persist_state=_shared.KEEP
+)
 with _shared.guard("Reading the results store"):
     infos = store.list(fingerprint=fp if scope == "This model" else None, ids=mine)
 if not infos:
@@ -108,17 +110,43 @@ runs = pd.DataFrame(
     ]
 )
 
+
+def _label(run_id: int) -> str:
+    """What a picker shows for a run: its id, kind, model, when, and its headline numbers."""
+    row = runs.loc[runs["id"] == run_id].iloc[0]
+    parts = [f"#{run_id} {row['kind']}", _shared.shown_spec(row["model"]), f"{row['created']:%Y-%m-%d %H:%M}"]
+    return " · ".join(parts + ([row["headline"]] if row["headline"] else []))
+
+
 c = st.columns(4)
-kinds = c[0].multiselect("Kind", sorted(runs["kind"].unique()), key="hist_kinds", placeholder="all kinds")
+kinds = c[0].multiselect(
+    "Kind",
+    sorted(runs["kind"].unique()),
+    key="hist_kinds",
+    persist_state=_shared.KEEP,
+    placeholder="all kinds",
+)
 models = c[1].multiselect(
-    "Model", sorted(runs["model"].unique()), key="hist_models", placeholder="all models"
+    "Model",
+    sorted(runs["model"].unique()),
+    key="hist_models",
+    persist_state=_shared.KEEP,
+    placeholder="all models",
 )
 statuses = c[2].multiselect(
-    "Status", ["complete", "partial", "failed", "unreadable"], key="hist_status", placeholder="any status"
+    "Status",
+    ["complete", "partial", "failed", "unreadable"],
+    key="hist_status",
+    placeholder="any status",
+    persist_state=_shared.KEEP,
 )
 known = runs["created"].dropna()
 first, last = (known.min().date(), known.max().date()) if len(known) else (None, None)
-dates = c[3].date_input("Recorded between", (first, last), key="hist_dates") if first else None
+dates = (
+    c[3].date_input("Recorded between", (first, last), key="hist_dates", persist_state=_shared.KEEP)
+    if first
+    else None
+)
 shown = runs
 if kinds:
     shown = shown[shown["kind"].isin(kinds)]
@@ -141,8 +169,9 @@ compressions = [int(i) for i in shown.loc[shown["kind"].isin(COMPRESSION_KINDS),
 chosen = st.multiselect(
     "Compression runs (two or more)",
     compressions,
-    format_func=lambda i: f"#{i}",
+    format_func=_label,
     key="hist_compare",
+    persist_state=_shared.KEEP,
     help="Accuracy, latency per runtime, MACs and size side by side, and the plans diffed layer by layer.",
 )
 if not compressions:
@@ -165,7 +194,7 @@ elif len(chosen) >= 2:
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
-    only = st.toggle("Only layers that differ", key="hist_only_diff")
+    only = st.toggle("Only layers that differ", key="hist_only_diff", persist_state=_shared.KEEP)
     diff = diff[diff["differs"]] if only else diff
     _shared.table(diff.reset_index(), "plan_diff.csv", key="hist_diff_csv")
 else:
@@ -175,7 +204,7 @@ else:
 st.subheader("Score vs latency of every recorded plan")
 models = {r.model for r in infos if r.kind in COMPRESSION_KINDS}
 targets = {"this model": fp} | {_shared.shown_spec(m): m for m in sorted(models)}
-target = st.selectbox("Model", list(targets), key="hist_scatter_model")
+target = st.selectbox("Model", list(targets), key="hist_scatter_model", persist_state=_shared.KEEP)
 with _shared.guard("Reading the recorded plans"):
     points = (
         store.compression_table(fingerprint=fp, ids=mine)
@@ -192,7 +221,7 @@ st.subheader("One run")
 ids = [int(i) for i in shown["id"]]
 if not ids:
     st.stop()
-run_id = st.selectbox("Run", ids, format_func=lambda i: f"#{i}", key="hist_run")
+run_id = st.selectbox("Run", ids, format_func=_label, key="hist_run", persist_state=_shared.KEEP)
 with _shared.guard("Reading the run"):
     run = store.get(run_id)
 st.markdown(
@@ -200,6 +229,20 @@ st.markdown(
     f"{run.created}, {run.status}"
     + ("" if run.fingerprint == fp else " (another model or other weights than the one loaded)")
 )
+
+
+def _sweep_form(kind: str, params: dict) -> None:
+    """The Sensitivity form as the re-opened sweep had it (its Kind radio included)."""
+    values = params.get("bits") if kind in ("quant", "share") else params.get("ratios")
+    field = {"quant": "sens_bits", "share": "sens_bits", "lowrank": "sens_ranks"}.get(kind, "sens_ratios")
+    st.session_state["sens_kind"] = kind
+    if values:
+        st.session_state[field] = ", ".join(f"{v:g}" for v in values)
+    st.session_state["sens_layers"] = list(params.get("layers") or [])
+    if params.get("max_drop"):
+        st.session_state["sens_early"] = float(params["max_drop"]) * 100
+
+
 c = st.columns(3)
 if run.kind in REOPEN:
     page, title = REOPEN[run.kind]
@@ -217,6 +260,7 @@ if run.kind in REOPEN:
                 _shared.keep_result(f"sensitivity:{result.kind}", key, result, run.params)
                 st.session_state["_sens_payload"] = run.result
                 st.session_state["_sens_from_run"] = run.id
+                _sweep_form(result.kind, run.params)
             else:
                 _shared.keep_result("rankings", key, RankingResult.from_dict(run.result), run.params)
                 st.session_state["_rank_from_run"] = run.id

@@ -32,7 +32,17 @@ PAGES = [
         "and size before and after.",
     ),
     ("pages/report.py", "Download everything as HTML, CSV, JSON and Markdown."),
+    (
+        "pages/history.py",
+        "Every recorded run (the command line's too): filter, compare compressions side by side, re-open a "
+        "sweep or ranking without recomputing.",
+    ),
 ]
+TAKE = "_home_take"  # which measurement of the runtimes' latency this session shows (Measure again: the next)
+
+
+def _measure_again() -> None:
+    st.session_state[TAKE] = st.session_state.get(TAKE, 1) + 1
 
 
 @st.cache_resource(max_entries=8, show_spinner="Preparing the model on each runtime (ONNX export)...")
@@ -77,10 +87,11 @@ with _shared.guard("Measuring the model"):
             notes[name] = str(found)
         else:
             prepared[name] = found
+    take = st.session_state.get(TAKE, 1)
     latencies = _shared.cached(
         "runtime_latency",
         spec.timing_key(),
-        {"runtimes": sorted(prepared)},
+        {"runtimes": sorted(prepared), "take": take},
         lambda progress: compare_runtime_latency(
             prepared, wb.input_shape, spec.batch_size, spec.threads, progress=progress, on_wait=on_wait
         ),
@@ -111,12 +122,17 @@ else:
     c[1].metric("Loss", f"{card.loss:.4f}")
 c[2].metric(
     "Latency (median)",
-    f"{latency.median_ms:.2f} ms",
+    _shared.ms(latency.median_ms, latency.p10_ms, latency.p90_ms),
+    f"noisy: median {latency.median_ms:.2f} ms" if latency.noisy else None,
+    delta_color="off",
+    delta_arrow="off",
     help=_shared.latency_line(latency, chosen),
 )
 c[3].metric("Prunable layers", f"{card.prunable_layers} of {card.layers}")
 
-st.subheader("Latency on each runtime")
+c = st.columns([4, 1])
+c[0].subheader("Latency on each runtime")
+c[1].button("Measure again", on_click=_measure_again, help="Time every runtime again, in one alternating run")
 rows = [
     {
         "runtime": name,
@@ -135,8 +151,18 @@ rows = [
 ]
 rows += [{"runtime": name, "note": note} for name, note in notes.items()]
 st.dataframe(rows, hide_index=True)
-for r in latencies.values():
-    _shared.latency_warning(r)
+noisy = [
+    f"{name} p90/p10 = {r.spread:.1f} ({r.p10_ms:.2f}-{r.p90_ms:.2f} ms)"
+    for name, r in latencies.items()
+    if r.noisy
+]
+if noisy:  # one box for this measurement, replaced by the next
+    st.warning(
+        _shared.plain(
+            f"Noisy timing in measurement {take} (batch {latency.batch_size}, {latency.threads} "
+            f"threads): {'; '.join(noisy)}. The machine was busy: read the ranges, or Measure again."
+        )
+    )
 for name, note in notes.items():
     st.caption(_shared.plain(f"{name}: {note} (eager still shown)"))
 st.caption(

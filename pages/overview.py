@@ -14,9 +14,8 @@ runs = st.slider(
     "Timed runs per layer",
     5,
     50,
-    10,
     step=5,
-    key=_shared.persist("overview_runs"),
+    **_shared.kept("overview_runs", 10),
     help="More runs give steadier shares; slower.",
 )
 

@@ -35,20 +35,33 @@ for name, default in [
     _shared.sticky(name, default)
 
 with st.form("rank"):
-    criteria = st.multiselect("Criteria", measured, key="rank_criteria")
+    criteria = st.multiselect("Criteria", measured, key="rank_criteria", persist_state=_shared.KEEP)
     layers = _shared.layer_picker("Layers", list(prunable_layers(wb.model)), key="rank_layers")
     c = st.columns(4)
-    oracle = c[0].checkbox("Oracle", key="rank_oracle", help="|loss change| with each channel zeroed")
-    samples = c[1].number_input("Calibration samples", 32, 100_000, step=256, key="rank_samples")
-    oracle_samples = c[2].number_input("Oracle samples", 32, 100_000, step=256, key="rank_osamples")
+    oracle = c[0].checkbox(
+        "Oracle", key="rank_oracle", persist_state=_shared.KEEP, help="|loss change| with each channel zeroed"
+    )
+    samples = c[1].number_input(
+        "Calibration samples", 32, 100_000, step=256, key="rank_samples", persist_state=_shared.KEEP
+    )
+    oracle_samples = c[2].number_input(
+        "Oracle samples", 32, 100_000, step=256, key="rank_osamples", persist_state=_shared.KEEP
+    )
     topk = c[3].slider(
-        "Top-k fraction", 0.05, 1.0, step=0.05, key="rank_topk", help="k = fraction x channels"
+        "Top-k fraction",
+        0.05,
+        1.0,
+        step=0.05,
+        key="rank_topk",
+        persist_state=_shared.KEEP,
+        help="k = fraction x channels",
     )
     run = st.form_submit_button("Rank channels", type="primary")
 channels = sum(out_channels(m) for m in prunable_layers(wb.model, layers).values())
-st.caption(
-    f"The oracle costs one evaluation per channel: {channels:,} channels x up to {oracle_samples:,} samples."
-)
+if oracle:
+    st.caption(
+        f"The oracle costs one evaluation per channel: {channels:,} channels x up to {oracle_samples:,} samples."
+    )
 
 
 def _work(params: dict, model, data, where: dict):
@@ -93,8 +106,16 @@ if JOB_PARAMS in st.session_state:  # a ranking to start, or one still running a
     params = st.session_state[JOB_PARAMS]
     with _shared.guard("Ranking the channels"):
         try:
+            where = _shared.where_to_run(wb.spec)
+            unit = (
+                "layers"
+                if "address" in where
+                else "channels (oracle)"
+                if params["oracle"]
+                else "calibration samples"
+            )
             result, stopped = _shared.run_stoppable(
-                "Scoring channels", JOB, _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec))
+                "Scoring channels", JOB, _work(params, wb.model, wb.data, where), unit=unit
             )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
@@ -131,6 +152,16 @@ if result.spearman_per_layer:
         key="rank_rho",
     )
     _shared.table(rho.reset_index(names="layer").round(4), "spearman_vs_oracle.csv", key="rank_rho_csv")
+    st.caption(
+        "Spearman's rho of each criterion's ranking with the oracle's (|loss change| with the channel zeroed): 1 = "
+        "the same order, 0 = unrelated, below 0 = the opposite order (the channels it would prune first are the "
+        "ones whose loss the oracle finds costly). Every criterion is taken as higher = keep, so APoZ enters as "
+        "-APoZ (fewer zeros = keep): a negative rho for it means this model's channels with many zeros matter. "
+        "**mean per layer**: the average of the per-layer rhos, how well it orders channels within a layer "
+        "(what per-layer pruning needs). **pooled**: one rho over every channel of every layer, each criterion's "
+        "scores divided by their L2 norm within the layer, how well it also compares channels across layers "
+        "(what a global ranking needs)."
+    )
 else:
     st.info("Tick **Oracle** to see how each criterion agrees with it.")
 overlap = result.topk_frame()

@@ -3,7 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from analysis import SENSITIVITY_KINDS, measure_latency, report_files, sensitivity_sweep
+from analysis import (
+    SENSITIVITY_KINDS,
+    WorkbenchError,
+    first_line,
+    measure_runtime_latency,
+    prepare,
+    report_files,
+    sensitivity_sweep,
+)
 from pages import _shared
 
 st.title("Report")
@@ -28,9 +36,22 @@ st.markdown(
 with st.form("report"):
     missing = [k for k, r in have.items() if r is None]
     run = st.multiselect(
-        "Also run these sweeps (default ratios and bits, all layers)", missing, key="report_run"
+        "Also run these sweeps (default ratios and bits, all layers)",
+        missing,
+        key="report_run",
+        persist_state=_shared.KEEP,
     )
     build = st.form_submit_button("Build report", type="primary")
+
+
+def _latency(runtime: str):
+    """The model's latency on `runtime`, or the line saying why that runtime cannot run it."""
+    try:
+        prepared = prepare(wb.model, runtime, wb.input_shape, spec.threads)
+    except WorkbenchError as exc:
+        return f"{runtime}: not measured: {first_line(exc)}"
+    return measure_runtime_latency(prepared, wb.input_shape, spec.batch_size, spec.threads)
+
 
 if build:
     with _shared.guard("Building the report"):
@@ -52,13 +73,14 @@ if build:
                 progress=f"Sweeping ({kind})",
             )
             _shared.keep_result(f"sensitivity:{kind}", key, have[kind])
-        latency = _shared.cached(
-            "latency",
-            spec.timing_key(),
-            {},
-            lambda p: measure_latency(wb.model, wb.input_shape, spec.batch_size, spec.threads, progress=p),
-            progress="Timing the model",
+        # The sidebar's runtime, and any other the last compression was timed on.
+        runtimes = list(
+            dict.fromkeys([spec.runtime or "eager", *(getattr(compression, "runtimes", None) or {})])
         )
+        latency = _shared.cached(
+            "latency", spec.timing_key(), {"runtimes": runtimes},
+            lambda p: {rt: _latency(rt) for rt in runtimes}, progress="Timing the model",
+        )  # fmt: skip
         sweeps = [r for r in have.values() if r is not None]
         applied = st.session_state.get(f"_runs::{key}", [])  # every plan applied on the Compress page
         files = report_files(
@@ -75,9 +97,12 @@ if files is None:
     st.info("Press **Build report**.")
     st.stop()
 
-latency = _shared.session_result("report_latency", key)
-if latency is not None and getattr(latency, "warning", None):
-    st.warning(f"Latency: {latency.warning}")
+latency = _shared.session_result("report_latency", key) or {}
+noisy = [f"{rt}: {r.warning}" for rt, r in latency.items() if not isinstance(r, str) and r.warning]
+if noisy:
+    st.warning(_shared.plain("Latency: " + "; ".join(noisy)))
+for note in (r for r in latency.values() if isinstance(r, str)):
+    st.caption(_shared.plain(note))
 if compression is not None:
     trajectory = getattr(compression, "trajectory", None) or []
     runtimes = getattr(compression, "runtimes", None) or {}

@@ -50,12 +50,13 @@ with st.form("sweep"):
         "Kind",
         KINDS,
         key="sens_kind",
+        persist_state=_shared.KEEP,
         help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
         "share: k-means weight sharing with 2^bits centroids",
     )
-    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios")
-    bits = c[2].text_input("Bits (quant, share)", key="sens_bits")
-    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks")
+    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios", persist_state=_shared.KEEP)
+    bits = c[2].text_input("Bits (quant, share)", key="sens_bits", persist_state=_shared.KEEP)
+    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks", persist_state=_shared.KEEP)
     layers = _shared.layer_picker(
         "Layers (none chosen = all)",
         list(prunable_layers(wb.model)),
@@ -75,6 +76,7 @@ with st.form("sweep"):
         key="sens_early",
         help=f"Metric {info.name}: in points (hundredths) for accuracy and agreement; in the metric's own "
         "units otherwise (dB for PSNR)",
+        persist_state=_shared.KEEP,
     )
     run = c[1].form_submit_button("Run sweep", type="primary")
 
@@ -114,6 +116,16 @@ def _show(result, params: dict, payload: dict, run_id: int | None) -> None:
     st.session_state[FROM_RUN] = run_id
 
 
+def _unit(params: dict, where: dict) -> str:
+    """What the sweep's progress counts: evaluations (each layer or group at each value), or on Ray the
+    layers (groups) as their tasks finish."""
+    layers = "groups" if params["kind"] == "structured" else "layers"
+    if "address" in where:
+        return layers
+    values = {"quant": "bits", "share": "bits", "lowrank": "rank fractions"}.get(params["kind"], "ratios")
+    return f"evaluations ({layers} x {values})"
+
+
 def _recompute() -> None:
     st.session_state["_sens_force"] = True
 
@@ -131,10 +143,12 @@ if JOB_PARAMS in st.session_state:  # a sweep to start, or one still running aft
     params = st.session_state[JOB_PARAMS]
     with _shared.guard("The sensitivity sweep"):
         try:
+            where = _shared.where_to_run(wb.spec)
             result, stopped = _shared.run_stoppable(
                 f"Sweeping ({params['kind']})",
                 JOB,
-                _work(params, wb.model, wb.data, _shared.where_to_run(wb.spec)),
+                _work(params, wb.model, wb.data, where),
+                unit=_unit(params, where),
             )
         except Exception:
             st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on

@@ -24,11 +24,15 @@ names = list(prunable_layers(wb.model))
 
 layers = _shared.layer_picker("Layers", names, key="weights_layers")
 c = st.columns(3)
-view = c[0].radio("Histograms", ["Overlay", "Small multiples"], horizontal=True, key="weights_view")
-standardize = c[1].checkbox(
-    "Standardize ((w - mean) / std)", key="weights_std", help="Compare shapes, not scales."
+view = c[0].radio(
+    "Histograms", ["Overlay", "Small multiples"], horizontal=True, **_shared.kept("weights_view")
 )
-sigma = c[2].number_input("Outlier threshold (std)", 1.0, 10.0, 3.0, 0.5, key="weights_sigma")
+standardize = c[1].checkbox(
+    "Standardize ((w - mean) / std)", **_shared.kept("weights_std", False), help="Compare shapes, not scales."
+)
+sigma = c[2].number_input(
+    "Outlier threshold (std)", 1.0, 10.0, step=0.5, **_shared.kept("weights_sigma", 3.0)
+)
 
 if not layers:
     st.info("Choose at least one layer.")
@@ -60,8 +64,8 @@ st.caption(
 
 st.subheader("Quantization")
 c = st.columns([2, 3])
-layer = c[0].selectbox("Layer", layers, key="weights_qlayer")
-bits = c[1].select_slider("Bits", list(range(2, 17)), value=8, key="weights_bits")
+layer = c[0].selectbox("Layer", layers, **_shared.kept("weights_qlayer"))
+bits = c[1].select_slider("Bits", list(range(2, 17)), **_shared.kept("weights_bits", 8))
 with _shared.guard("Quantizing the weights"):
     qview = _shared.cached(
         "quant_view", key, {"layer": layer, "bits": bits}, lambda p: quantization_view(wb.model, layer, bits)
@@ -78,7 +82,7 @@ st.caption(
 
 st.subheader("Uniform quantization vs k-means sharing")
 c = st.columns([2, 3])
-kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), value=4, key="weights_kbits")
+kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), **_shared.kept("weights_kbits", 4))
 compare = c[1].button("Compare on the chosen layers", key="weights_kmeans")
 params = {"layers": layers, "bits": kbits, "metric": wb.spec.metric}
 if compare:
@@ -114,7 +118,7 @@ else:
     _shared.table(frame.reset_index().round(4), "quant_vs_kmeans.csv", key="weights_kmeans_csv")
     st.caption(
         f"Metric {qk.metric.name}: baseline {qk.metric.format(qk.baseline_accuracy)} (the `accuracy_*` columns hold "
-        f"the {qk.metric.name}). " + " ".join(qk.notes)
+        f"the {qk.metric.name}). " + " ".join(n[:1].upper() + n[1:].rstrip(".") + "." for n in qk.notes)
         + f" `better`: the better {qk.metric.name} at these bits."
     )  # fmt: skip
 

@@ -228,12 +228,13 @@ def test_cli_compress_saves_each_format_and_it_reloads_to_the_same_accuracy(cnn,
     payload = json.loads(done.stdout)
     assert set(payload["runtimes"]) == {"eager", "onnxruntime"} and payload["saved"] == str(onnx_path)
     expected = payload["runtimes"]["onnxruntime"]["after"]["accuracy"]
+    assert f"{onnx_path}: the ONNX model ONNX Runtime measured" in payload["notes"]
     paths = {onnx_path: expected}
     # The other formats from the same compression run in the library (a CLI run per format is slow here).
     result = compress(cnn, {"default": {"prune": 0.25}}, digits, **FAST)
     for suffix in (".pt2", ".pruned.safetensors", ".pt"):
         path = tmp_path / f"m{suffix}"
-        _save(result, str(path), "zoo:digits-cnn", digits.input_shape, {"notes": []})
+        _save(result, str(path), "zoo:digits-cnn", digits.input_shape, digits, {"notes": []})
         paths[path] = result.after.accuracy
     for path, accuracy in paths.items():
         extra = ["--trust-pickle"] if path.suffix == ".pt" else []

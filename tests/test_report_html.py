@@ -66,7 +66,8 @@ def app_report():
         timing = {"latency_rounds": 2, "runs_per_round": 2, "warmup": 1}
         first = compress(model, CompressionPlan.from_dict({"default": {"prune": 0.25}}), data, **timing)
         last = compress(model, CompressionPlan.from_dict({"default": {"prune": 0.5}}), data, **timing)
-        applied = [run_point(first, "plan 1"), run_point(last, "plan 2")]
+        noisy = "noisy timing: p90/p10 = 3.0 (p10 1.00 ms, p90 3.00 ms); the machine was busy"
+        applied = [run_point(first, "plan 1"), dict(run_point(last, "plan 2"), warning=noisy)]
         files = report_files(
             model, data, data.input_shape, sweeps, None, None, last, "zoo:digits-mlp", applied
         )
@@ -103,3 +104,6 @@ def test_compression_section_with_before_after_and_the_applied_plans(app_report)
     labels = sorted(label for tr in scatter[0] for label in tr["text"])
     assert labels == ["original", "plan 1", "plan 2"]  # every applied plan is a point
     assert "max ratio @ 1 pt" in page and "min bits @ 1 pt" in page  # the app's labels
+    # A noisy timing's warning is a note under the plans' table, not a cell that stretches its row.
+    assert ">warning<" not in section
+    assert '<p class="note">plan 2 (eager): noisy timing: p90/p10 = 3.0' in section

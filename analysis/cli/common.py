@@ -315,16 +315,21 @@ class LongRun:
 
 @contextlib.contextmanager
 def long_run(desc: str) -> Iterator[LongRun]:
-    """A tqdm bar on standard error showing `RunTimer`'s elapsed time and estimate of the time left, and
+    """A tqdm bar on standard error (lines in a log) showing `RunTimer`'s elapsed time and the time left, and
     Ctrl-C as Stop (the first one stops at the next unit of work, a second one aborts)."""
     from tqdm import tqdm
 
+    from analysis.progress import log_lines
     from analysis.progress_eta import RunTimer, sigint_stops
 
     timer = RunTimer()
     bars: list = []
+    line = log_lines(desc, timer.describe)  # a log (not a terminal) gets lines, not carriage returns
 
     def update(done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            line(done, total)
+            return
         if not bars:
             bars.append(
                 tqdm(

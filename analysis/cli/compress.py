@@ -31,7 +31,7 @@ from analysis.cli.common import (
     metric_option,
     stopped,
 )
-from analysis.compression.compress import compress, save_model
+from analysis.compression.compress import compress
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
@@ -106,7 +106,7 @@ def _compress(args: argparse.Namespace) -> dict:
         if args.save:
             payload["notes"].append(f"{args.save} not written: the run was stopped before the plan finished")
     elif args.save:
-        artifacts.append(_stage(args, result, loaded.input_shape, payload))
+        artifacts.append(_stage(args, result, loaded.input_shape, loaded.data, payload))
         payload["saved"] = str(args.save)
     params = {
         "plan": plan.to_dict(),
@@ -133,38 +133,28 @@ def _compress(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _stage(args: argparse.Namespace, result, input_shape: tuple[int, ...], payload: dict) -> Path:
+def _stage(args: argparse.Namespace, result, input_shape, data, payload: dict) -> Path:
     """Write the artifact into a private folder next to `--save` and queue its move into place with the
     JSON (all outputs or none); MLflow, when asked, logs the staged file under the same name."""
     target = Path(args.save)
     staged = tempfile.TemporaryDirectory(prefix=".workbench-save-", dir=target.parent)
     args.__dict__.setdefault("_cleanup", []).append(staged.cleanup)
-    path = _save(result, str(Path(staged.name) / target.name), args.model, input_shape, payload)
+    path = _save(result, str(Path(staged.name) / target.name), args.model, input_shape, data, payload)
     # The notes name the staged file; the user asked for args.save.
     payload["notes"] = [str(n).replace(str(path), str(args.save)) for n in payload["notes"]]
     add_output(args, args.save, lambda p: shutil.copyfile(path, p))
     return path
 
 
-def _save(result, path: str, spec: str, input_shape: tuple[int, ...], payload: dict) -> Path:
-    """Write the compressed model in the format `path`'s suffix names. `.onnx`: the ONNX model that ran on
-    ONNX Runtime (int8 where quantized), else an fp32 export; `.pt2` and the pruned format: the float model
-    (8-bit layers on their int8 grid in float); `.pt`: the model as measured (int8 kernels included)."""
-    from analysis.runtime.artifacts import artifact_kind, save_artifact
+def _save(result, path: str, spec: str, input_shape: tuple[int, ...], data, payload: dict) -> Path:
+    """Write the compressed model in the format `path`'s suffix names (`save_compressed`: `.onnx` is int8
+    where the plan has 8-bit layers, `.pt2` and the pruned format hold the float model, `.pt` the model as
+    measured); the line saying what the file holds goes to the notes."""
+    from analysis.runtime.artifacts import save_compressed
 
-    kind = artifact_kind(path)
-    float_model = result.float_model if result.float_model is not None else result.model
-    if kind == "onnx":
-        if result.onnx_bytes is None:
-            payload["notes"].append(
-                f"{path}: an fp32 ONNX export (run with --runtime onnxruntime for the int8 ONNX model)"
-            )
-        return save_artifact(float_model, path, input_shape=input_shape, onnx_bytes=result.onnx_bytes)
-    if kind == "pickle":
-        return save_model(result.model, path)
-    if result.float_model is not None and result.model is not result.float_model:
-        payload["notes"].append(f"{path}: saved with float kernels (the int8 Linear kernels are eager-only)")
-    return save_artifact(float_model, path, spec=spec, input_shape=input_shape)
+    saved, what = save_compressed(result, path, spec=spec, input_shape=input_shape, data=data)
+    payload["notes"].append(f"{path}: {what}")
+    return saved
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

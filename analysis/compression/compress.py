@@ -37,7 +37,7 @@ from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.layers import copy_model, final_classifier, prunable_layers
 from analysis.metrics import Scoring, scoring
-from analysis.progress import Progress
+from analysis.progress import Forward, Progress
 from analysis.runtime.measure import (
     check_calibration,
     check_runtimes,
@@ -76,16 +76,20 @@ class _Stages:
         self.sizes = dict(sizes)
         self.total = total
         self.progress = progress
+        self.forward = Forward(progress, total)  # only forward, each value once
 
     @classmethod
-    def for_compress(cls, data: Dataset, ft, eval_batch_size: int, latency_rounds: int, progress) -> _Stages:
-        """The stages of `compress`, sized in evaluation batches, training steps and latency runs."""
+    def for_compress(
+        cls, data: Dataset, ft, eval_batch_size: int, latency_rounds: int, progress, schedule=None
+    ) -> _Stages:
+        """The stages of `compress`, sized in evaluation batches, training steps and latency runs; a
+        schedule's pruning by the training and evaluation its steps do, so the bar moves as it works."""
         evals = max(len(data.x) // eval_batch_size, 1)
-        steps = ft.epochs * ((len(data.x_train) + ft.batch_size - 1) // ft.batch_size)
+        train_batches = (len(data.x_train) + ft.batch_size - 1) // ft.batch_size
         sizes = {
             "before": evals,
-            "prune": 1,
-            "finetune": steps,
+            "prune": 1 if schedule is None else _schedule_size(schedule, train_batches, evals),
+            "finetune": ft.epochs * train_batches,
             "after": evals,
             "latency": latency_rounds * 3,
         }
@@ -97,13 +101,24 @@ class _Stages:
         offset, size = self.offsets[name], self.sizes[name]
 
         def report(done: int, total: int) -> None:
-            self.progress(offset + round(size * done / max(total, 1)), self.total)
+            self.forward.report(offset + round(size * done / max(total, 1)))
 
         return report
 
     def finish(self, name: str) -> None:
-        if self.progress is not None:
-            self.progress(self.offsets[name] + self.sizes[name], self.total)
+        self.forward.report(self.offsets[name] + self.sizes[name])
+
+
+def _schedule_size(schedule, train_batches: int, evals: int) -> int:
+    """A schedule's work in training and evaluation batches: its epochs of training and one evaluation per
+    step."""
+    if schedule.method in ("slimming", "group-lasso"):
+        epochs, steps = schedule.epochs, 2
+    elif schedule.method == "oneshot":
+        epochs, steps = 0, 1
+    else:
+        epochs, steps = schedule.steps * schedule.epochs_per_step, schedule.steps
+    return max(1, round((epochs + schedule.finetune_epochs) * train_batches) + steps * evals)
 
 
 def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ...]):
@@ -239,8 +254,9 @@ def compress(
     ft = _resolved_finetune(plan.finetune, data)
     schedule = plan.schedule if plan.scheduled or (plan.schedule and not plan.prunes_per_layer) else None
     stages = _Stages.for_compress(
-        data, ft if schedule is None else replace(ft, epochs=0), eval_batch_size, latency_rounds, progress
-    )
+        data, ft if schedule is None else replace(ft, epochs=0), eval_batch_size, latency_rounds, progress,
+        schedule,
+    )  # fmt: skip
     before_eval = evaluate(
         reference, data, batch_size=eval_batch_size, progress=stages.step("before"), device=eval_device,
         metric=score,

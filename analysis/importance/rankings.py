@@ -37,10 +37,9 @@ from analysis.importance.base import (
     get_importance,
     has_nan_scores,
 )
-from analysis.importance.calibration import ACTIVATION_CRITERIA, BATCH_SIZE
+from analysis.importance.calibration import ACTIVATION_CRITERIA
 from analysis.importance.features import find_features
-from analysis.importance.oracle import BATCH_SIZE as ORACLE_BATCH_SIZE
-from analysis.progress import Progress
+from analysis.progress import Forward, Progress
 from analysis.validate import whole
 
 if TYPE_CHECKING:
@@ -332,11 +331,12 @@ def rank_channels(
 
     `criteria` defaults to every criterion but the oracle; `oracle=True` adds it (it costs one evaluation
     per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
-    share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
-    batches. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the
-    oracle on a private copy there; the weight criteria stay on the CPU. `should_stop()` (Ctrl-C, a Stop
-    button) is asked at every progress step: once True, the criteria finished so far are returned and the
-    rest are left out, with a note (the calibration pass and the oracle are each kept whole or not at all).
+    share one pass over at most `max_samples` train samples. `progress(done, total)` counts the oracle's
+    channels when it runs (the calibration pass before them counts 0), else the calibration samples. The
+    model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the oracle on a
+    private copy there; the weight criteria stay on the CPU. `should_stop()` (Ctrl-C, a Stop button) is
+    asked at every progress step: once True, the criteria finished so far are returned and the rest are
+    left out, with a note (the calibration pass and the oracle are each kept whole or not at all).
     """
     # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
     # what keeps it together; the scoring itself is the registry's.
@@ -357,21 +357,25 @@ def rank_channels(
     notes = [features.note] if features.note else []
     activation = [c for c in wanted if c in ACTIVATION_CRITERIA]
     n_train = len(data.x_train) if data is not None else 0
-    calib_units = math.ceil(min(max_samples, n_train) / BATCH_SIZE) if activation else 0
     n_channels = sum(lf.channels for lf in features.layers.values())
-    oracle_units = (
-        n_channels * math.ceil(min(oracle_cap, n_train) / ORACLE_BATCH_SIZE) if "oracle" in wanted else 0
-    )
-    total_units = max(1, calib_units + oracle_units)
+    # Progress in what the page says it costs: the oracle's channels (the short calibration pass before
+    # them counts 0), else the calibration pass's samples.
+    if "oracle" in wanted:
+        forward = Forward(progress, n_channels)
+        calibration_progress, oracle_progress = None, forward.part(0, n_channels)
+    else:
+        forward = Forward(progress, min(max_samples, n_train) if activation else 1)
+        calibration_progress, oracle_progress = forward.part(0, forward.total), None
+    forward.report(0)
 
-    def staged(offset: int, units: int):
-        def report(done: int, total: int) -> None:
+    def stoppable(report):
+        def call(done: int, total: int) -> None:
             if should_stop is not None and should_stop():
                 raise _Stopped  # unwinds the pass; its hooks and edits live on private copies
-            if progress:
-                progress(offset + round(units * done / max(total, 1)), total_units)
+            if report is not None:
+                report(done, total)
 
-        return report
+        return call
 
     # Every criterion comes from the registry; the activation ones share one calibration pass and the
     # oracle reports how it measured, so those two kinds are asked for together / in detail.
@@ -390,7 +394,7 @@ def rank_channels(
                 model,
                 data,
                 layer_list,
-                progress=staged(0, calib_units),
+                progress=stoppable(calibration_progress),
                 features=features,
                 device=device,
             )
@@ -401,7 +405,7 @@ def rank_channels(
                 model,
                 data,
                 layer_list,
-                progress=staged(calib_units, oracle_units),
+                progress=stoppable(oracle_progress),
                 features=features,
                 device=device,
             )
@@ -425,8 +429,7 @@ def rank_channels(
     no_norm = has_nan_scores(scores["bn-scale"]) if "bn-scale" in scores else []
     if no_norm:
         notes.append(f"bn-scale is NaN for layers without a following per-channel norm: {', '.join(no_norm)}")
-    if progress:
-        progress(total_units, total_units)
+    forward.report(forward.total)
     return RankingResult.from_scores(
         {c: scores[c] for c in wanted},
         topk_fraction=topk_fraction,

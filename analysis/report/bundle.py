@@ -28,7 +28,9 @@ def report_files(
     """The report in four formats, as text: `html` (self-contained, `analysis.report.html.build_report`),
     `csv` (sensitivity points in long form, or the per-layer cost table where no sweep ran), `json`
     (every result given) and `md` (a short summary). `applied`: the applied plans' `run_point` rows, for
-    the compression section's scatter. `metric` scores the baseline where no sweep gives it."""
+    the compression section's scatter. `metric` scores the baseline where no sweep gives it. `latency`: a
+    LatencyResult, or one per runtime ({name: result or the line saying why that runtime could not run the
+    model})."""
 
     sweeps = list(sensitivity)
     summary = summarize(model, input_shape)
@@ -56,7 +58,7 @@ def report_files(
         "model": model_spec,
         "data": data.spec,
         "summary": summary.to_dict(),
-        "latency": latency.to_dict() if latency is not None else None,
+        "latency": _latency_dict(latency),
         "sensitivity": [r.to_dict() for r in sweeps],
         "rankings": rankings.to_dict() if rankings is not None else None,
         "compression": compression.to_dict() if compression is not None else None,
@@ -79,3 +81,10 @@ def report_files(
             f"{a.macs:,}, size {b.size_bytes:,} -> {a.size_bytes:,} bytes.\n"
         )
     return {"html": page, "csv": csv, "json": to_json(payload), "md": md}
+
+
+def _latency_dict(latency):
+    """A LatencyResult, or {runtime: LatencyResult or its one-line reason}, as JSON values."""
+    if isinstance(latency, dict):
+        return {name: r if isinstance(r, str) else r.to_dict() for name, r in latency.items()}
+    return latency.to_dict() if latency is not None else None

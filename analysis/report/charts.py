@@ -302,7 +302,7 @@ def sensitivity_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
-            x=[str(c) for c in grid.columns],
+            x=[f"{c:g}" for c in grid.columns],  # bits 8, not 8.0
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
@@ -525,42 +525,40 @@ def lowrank_tradeoff(
     frame: pd.DataFrame, baseline_accuracy: float, title: str = "", score: MetricInfo = ACCURACY
 ) -> go.Figure:
     """A lowrank sweep (frame with kept_rank, the score, macs_saved): the score per layer against the kept
-    rank fraction (solid, left axis) and the MACs per sample that point saves (dotted, right axis)."""
+    rank fraction above, the MACs per sample that point saves below (same x, one color and one legend
+    entry per layer), so each panel has one y-axis."""
     scale, axis, fmt = _axis(score)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    saved = "macs_saved" in frame.columns
+    fig = make_subplots(rows=2 if saved else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for i, (layer, rows) in enumerate(frame.groupby("layer", sort=False)):
         rows = rows.sort_values("kept_rank")
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
             go.Scatter(
-                x=rows["kept_rank"],
-                y=rows[score.name] * scale,
-                mode="lines+markers",
-                name=f"{layer} {score.name}",
-                legendgroup=str(layer),
-                line={"color": color},
+                x=rows["kept_rank"], y=rows[score.name] * scale, mode="lines+markers", name=str(layer),
+                legendgroup=str(layer), line={"color": color},
                 hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:{fmt}}}<extra></extra>",
             ),
-            secondary_y=False,
-        )
-        if "macs_saved" in rows:
+            row=1, col=1,
+        )  # fmt: skip
+        if saved:
             fig.add_trace(
                 go.Scatter(
-                    x=rows["kept_rank"],
-                    y=rows["macs_saved"],
-                    mode="lines",
-                    name=f"{layer} MACs saved",
-                    legendgroup=str(layer),
-                    line={"color": color, "dash": "dot"},
+                    x=rows["kept_rank"], y=rows["macs_saved"], mode="lines+markers", name=str(layer),
+                    legendgroup=str(layer), showlegend=False, line={"color": color},
                     hovertemplate=f"{layer}<br>kept %{{x}}: %{{y:,}} MACs saved<extra></extra>",
                 ),
-                secondary_y=True,
-            )
-    fig.add_hline(y=baseline_accuracy * scale, line={"dash": "dash", "color": "#444"})
-    fig.update_xaxes(title=_X_TITLES["kept_rank"], autorange="reversed")
-    fig.update_yaxes(title=axis, secondary_y=False)
-    fig.update_yaxes(title="MACs saved per sample", secondary_y=True)
-    return _layout(fig, title or f"Low-rank: {score.name} and MACs saved per layer", height=480)
+                row=2, col=1,
+            )  # fmt: skip
+    fig.add_hline(y=baseline_accuracy * scale, line={"dash": "dash", "color": "#444"}, row=1, col=1)
+    fig.update_xaxes(autorange="reversed")
+    fig.update_xaxes(title=_X_TITLES["kept_rank"], row=2 if saved else 1, col=1)
+    fig.update_yaxes(title=axis, row=1, col=1)
+    if saved:
+        fig.update_yaxes(title="MACs saved per sample", row=2, col=1)
+    return _layout(
+        fig, title or f"Low-rank: {score.name} (top) and MACs saved (bottom) per layer", height=620
+    )
 
 
 def trajectory_chart(trajectory: list[dict], title: str = "", score: MetricInfo = ACCURACY) -> go.Figure:

@@ -204,11 +204,13 @@ def _section_rankings(rankings, figures: _Figures) -> str:
     if rankings is None:
         return ""
     criteria = list(rankings.criteria)
+    oracle = (f", oracle on {rankings.oracle_samples} training samples (one evaluation per channel)"
+              if "oracle" in criteria and rankings.oracle_samples else ", no oracle")  # fmt: skip
     out = [
         "<h2>Filter importance rankings</h2>",
         f"<p>{len(criteria)} criteria over {len(rankings.layers)} prunable layers; activation criteria on "
-        f"{rankings.samples} training samples (one pass), oracle on {rankings.oracle_samples} training samples "
-        f"(one evaluation per channel); {rankings.seconds:.1f} s. Scores are per output channel, measured "
+        f"{rankings.samples} training samples (one pass){oracle}; {rankings.seconds:.1f} s. Scores are per "
+        "output channel, measured "
         "after the layer's norm (and its activation for APoZ and mean activation). Higher = more important, "
         "except APoZ (the fraction of zeros), which every comparison below negates.</p>",
     ]
@@ -266,19 +268,13 @@ def _section_compression(compression, applied: Sequence[dict] | None, figures: _
         out.append(figures.html(charts.trajectory_chart(trajectory, score=compression.metric)))
     points = pareto_table(compression, list(applied or []))
     out.append(figures.html(charts.pareto_scatter(points, score=compression.metric)))
-    out.append(_table(points.drop(columns=["plan"]), "{:,.4g}"))
-    import pandas as pd
-
-    runtimes = getattr(compression, "runtimes", None) or {}
-    if runtimes:  # {runtime: {"before": ModelMetrics, "after": ModelMetrics}}
-        rows = [
-            {"runtime": name, "model": when, "latency_ms": m.latency_ms, m.metric.name: m.accuracy,
-             "warning": getattr(m, "latency_warning", None) or ""}
-            for name, pair in runtimes.items() for when, m in pair.items()
-        ]  # fmt: skip
-        out.append("<h3>Runtimes</h3>" + _table(pd.DataFrame(rows), "{:,.4g}"))
-    trajectory = getattr(compression, "trajectory", None) or []
+    out.append(_table(points.drop(columns=["plan", "warning"], errors="ignore"), "{:,.4g}"))
+    noisy = dict.fromkeys(f"{r['label']} ({r.get('runtime', 'eager')}): {r['warning']}" for r in points.to_dict(
+        "records") if isinstance(r.get("warning"), str) and r["warning"])  # fmt: skip
+    out += [f'<p class="note">{html.escape(w)}</p>' for w in noisy]  # notes: a cell would outgrow the page
     if trajectory:  # schedule steps: accuracy, MACs, params, loss per step
+        import pandas as pd
+
         steps = pd.DataFrame(trajectory).drop(columns=["channels"], errors="ignore")
         out.append("<h3>Trajectory</h3>" + _table(steps, "{:,.4g}"))
     out.append(f"<h3>Plan</h3><pre>{html.escape(compression.plan.to_json())}</pre>")

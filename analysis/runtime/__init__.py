@@ -1,6 +1,12 @@
 """Runtimes (eager PyTorch, ONNX Runtime), real int8 on ONNX Runtime, and deployable artifacts (issue 12)."""
 
-from analysis.runtime.artifacts import PRUNED_SUFFIX, artifact_kind, load_artifact, save_artifact
+from analysis.runtime.artifacts import (
+    PRUNED_SUFFIX,
+    artifact_kind,
+    load_artifact,
+    save_artifact,
+    save_compressed,
+)
 from analysis.runtime.base import (
     REAL,
     RUNTIMES,
@@ -29,4 +35,5 @@ __all__ = [
     "measure_runtime_latency",
     "prepare",
     "save_artifact",
+    "save_compressed",
 ]

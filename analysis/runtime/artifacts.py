@@ -135,6 +135,71 @@ def _program_bytes(program: torch.export.ExportedProgram) -> bytes:
     return buffer.getvalue()
 
 
+def _layers(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def _compressed_onnx(
+    result, float_model: nn.Module, input_shape, data, calibration: str
+) -> tuple[bytes, str]:
+    """The ONNX bytes of a compression result and one line saying what they are (see `save_compressed`)."""
+    bits = dict(getattr(result, "quantized", None) or {})
+    int8 = sorted(n for n, b in bits.items() if b == 8)
+    if getattr(result, "onnx_bytes", None) is not None:
+        what = "the ONNX model ONNX Runtime measured"
+        return result.onnx_bytes, what + (f", int8 (static QDQ) for {_layers(int8)}" if int8 else "")
+    from analysis.runtime.onnx import export_onnx
+
+    exported = export_onnx(float_model, _example(float_model, input_shape), check=False).model_bytes
+    if not int8:
+        return exported, "fp32 ONNX"
+    if data is None:
+        return exported, f"fp32 ONNX: the 8-bit layers ({_layers(int8)}) hold their int8 grid in float"
+    from analysis.runtime.int8 import quantize_int8
+
+    names = [name for name, _ in float_model.named_modules()]
+    quantized = quantize_int8(exported, int8, names, data, calibration)
+    return quantized.model_bytes, (
+        f"int8 ONNX: {_layers(sorted(quantized.int8_layers))} quantized in ONNX (static QDQ, {calibration} "
+        f"calibration on {quantized.calibration_samples} training samples), the rest fp32"
+    )
+
+
+def save_compressed(
+    result,
+    path: str | Path,
+    *,
+    spec: str | None = None,
+    input_shape=None,
+    data=None,
+    calibration: str = "minmax",
+) -> tuple[Path, str]:
+    """Save a `CompressionResult`'s model in the format `path`'s suffix names; returns the path and one line
+    saying what the file holds. `input_shape`: per sample (no batch), where the model does not declare it.
+
+    - `.pt`: the model as measured (its int8 kernels included), pickled;
+    - `.onnx`: the ONNX model ONNX Runtime measured, if it ran; else the float model exported, and its 8-bit
+      layers quantized to int8 in ONNX (static QDQ, calibrated on `data`'s training split) when `data` is
+      given (without it, fp32 with the 8-bit layers on their int8 grid);
+    - `.pt2` and `.pruned.safetensors`: the float model (8-bit layers on their int8 grid in float: neither
+      format holds the eager int8 kernels)."""
+    path = Path(path)
+    kind = artifact_kind(path)
+    float_model = result.float_model if getattr(result, "float_model", None) is not None else result.model
+    if kind == "pickle":
+        from analysis.compression.compress import save_model
+
+        return save_model(result.model, path), "the model as measured, pickled: loading it runs code"
+    if kind == "onnx":
+        data_bytes, what = _compressed_onnx(result, float_model, input_shape, data, calibration)
+        return save_artifact(float_model, path, onnx_bytes=data_bytes), what
+    quantized = sorted(dict(getattr(result, "quantized", None) or {}))
+    what = "the float model" + (
+        f"; {_layers(quantized)} hold their quantized grid in float" if quantized else ""
+    )
+    return save_artifact(float_model, path, spec=spec, input_shape=input_shape), what
+
+
 def load_pruned(path: str | Path) -> nn.Module:
     """The model a `save_pruned` file holds (`analysis.runtime.loading.load_pruned` with the spec parser)."""
     from analysis.specs import apply_weights, load_model
@@ -161,5 +226,6 @@ __all__ = [
     "load_artifact",
     "load_pruned",
     "save_artifact",
+    "save_compressed",
     "save_pruned",
 ]

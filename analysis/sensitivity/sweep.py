@@ -42,7 +42,7 @@ from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, 
 from analysis.inputs import as_model_inputs, to_device
 from analysis.layers import prunable_layers
 from analysis.metrics import MetricInfo, Scoring, scoring
-from analysis.progress import Progress
+from analysis.progress import Forward, Progress
 from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
     _TOLERANCE,
     BASIC_KINDS,
@@ -220,11 +220,12 @@ def sensitivity_sweep(
     bounded = score.metric_class.bounded and score.info.higher_is_better
     stop = _early_stop(chains, max_drop) if max_drop is not None and bounded else None
     partial = False
+    forward = Forward(progress, len(edits))  # evaluations: layers (groups) x ratios, skipped ones done
     if should_stop is None:
-        out = runner.evaluate(edits, progress=progress, stop=stop)
+        out = runner.evaluate(edits, progress=forward.part(0, len(edits)), stop=stop)
     else:
         out, edits, chains, partial = _evaluate_by_layer(
-            runner, edits, chains, progress, max_drop if bounded else None, should_stop
+            runner, edits, chains, forward, max_drop if bounded else None, should_stop
         )
     notes = list(out.notes) + notes
     curves, stopped = _curves(out, edits, chains, members, max_drop, score.info)
@@ -251,7 +252,7 @@ def _unit(kind: str) -> str:
     return "groups" if kind == "structured" else "layers"
 
 
-def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
+def _evaluate_by_layer(runner, edits, chains, forward: Forward, max_drop, should_stop):
     """The runner over one layer's (group's) edits at a time, asking `should_stop()` before each: the
     results so far (as one RunnerResult over the finished edits), those edits and chains, and whether it
     stopped early. Each point's numbers equal the all-at-once run's (every edit is evaluated alone)."""
@@ -262,13 +263,12 @@ def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
     notes: list[str] = []
     baseline = None
     names = list(chains)
-    for done, name in enumerate(names):
+    for name in names:
         if should_stop():
             break
         chunk = [edits[i] for i in chains[name]]
-        step = (lambda d, t, done=done: progress(done * t + d, len(names) * t)) if progress else None
         stop = _early_stop({name: list(range(len(chunk)))}, max_drop) if max_drop is not None else None
-        out = runner.evaluate(chunk, progress=step, stop=stop)
+        out = runner.evaluate(chunk, progress=forward.part(len(finished_edits), len(chunk)), stop=stop)
         baseline = baseline or out.baseline
         notes += [n for n in out.notes if n not in notes]
         finished_chains[name] = list(range(len(finished_edits), len(finished_edits) + len(chunk)))
@@ -306,10 +306,11 @@ def _transform_sweep(
     if not names:
         raise WorkbenchError(f"the model has no layers for a {kind} sweep")
     parts = []
+    forward = Forward(progress, len(names) * len(values))  # evaluations: layers x values
     for done, name in enumerate(names):
         if should_stop():
             break
-        step = (lambda d, t, done=done: progress(done * t + d, len(names) * t)) if progress else None
+        step = forward.part(done * len(values), len(values))
         parts.append(sweep(model, data, values, [name], step, **options))
     if not parts:  # stopped before the first layer: nothing finished, the baseline still measured
         parts.append(dataclasses.replace(sweep(model, data, values, names[:1], None, **options), layers={}))

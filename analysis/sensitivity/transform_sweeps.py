@@ -22,7 +22,7 @@ from analysis.errors import WorkbenchError
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.layers import copy_model
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
-from analysis.progress import Progress
+from analysis.progress import Forward, Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 from analysis.transforms import lowrank, sharing
 from analysis.transforms.quantization import fake_quantize
@@ -48,7 +48,7 @@ def _run(work, data, edits, split, limit, batch_size, progress, metric):
         work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False,
         scoring=scoring(metric, work, data),
     )  # fmt: skip
-    return runner.evaluate(edits, progress=progress)
+    return runner.evaluate(edits, progress=Forward(progress, len(edits)).part(0, len(edits)))  # evaluations
 
 
 def _check_split(split: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -55,7 +56,7 @@ def test_history_lists_recorded_runs_and_compares_two(server, tmp_path):
         box = page.get_by_role("combobox", name="Compression runs (two or more)")
         for run_id in ids:
             box.click()
-            page.get_by_role("option", name=f"#{run_id}").click()
+            page.get_by_role("option", name=re.compile(rf"^#{run_id} compression")).click()  # named, not bare
         page.get_by_text("Plans, layer by layer").wait_for()
         tables = page.locator('[data-testid="stDataFrame"]')
         assert tables.count() >= 3  # runs, comparison, plan diff

@@ -68,9 +68,60 @@ def test_predicted_drop_is_the_bounded_sum_of_single_group_drops():
     )
     assert predicted_drop_points(collapse, {"a": 0.9, "b": 0.9, "c": 0.9})[0] == 100.0
     assert predicted_drop_points(None, {"a": 0.5}) == (None, [])
+    # A curve that wiggles back up is noise: pruning more never predicts less drop (as `suggest` reads it).
+    wiggle = types.SimpleNamespace(
+        baseline_accuracy=0.9, layers={"a": curve(values=[0.25, 0.5], accuracy=[0.8, 0.85])}
+    )
+    assert predicted_drop_points(wiggle, {"a": 0.5})[0] == pytest.approx(10.0)
 
 
 def test_error_text_keeps_underscores():
     shown = _shared.plain("Linear.__init__() got an unexpected keyword 'out_features'")
     assert shown.replace("\\", "") == "Linear.__init__() got an unexpected keyword 'out_features'"
     assert "\\_\\_init\\_\\_" in shown
+
+
+def test_a_met_budget_beyond_the_tolerance_is_never_a_success():
+    from analysis import suggestion_verdict
+
+    hint = types.SimpleNamespace(
+        budget="macs=0.5", mac_fraction=0.5, latency_fraction=None, measured_drop=None, met=True
+    )
+    sweep = types.SimpleNamespace(samples=359)
+    ok, text = suggestion_verdict(hint, 1.5, 1.0, sweep)
+    assert (
+        not ok
+        and "needs fine-tuning" in text
+        and "1.50 points (an estimate" in text
+        and "359 samples" in text
+    )
+    assert suggestion_verdict(hint, 0.5, 1.0, sweep)[0]
+    # A measured drop beyond the tolerance counts too, whatever the sweep predicted.
+    measured = types.SimpleNamespace(**{**vars(hint), "measured_drop": 0.03})
+    assert not suggestion_verdict(measured, 0.5, 1.0, sweep)[0]
+    unmet = types.SimpleNamespace(**{**vars(hint), "met": False})
+    ok, text = suggestion_verdict(unmet, 0.5, 1.0, sweep)
+    assert not ok and text.startswith("Budget not met")
+
+
+def test_noisy_timings_name_the_newest_run_and_its_runtimes_once():
+    from analysis import noisy_timings
+
+    def row(run, role, runtime, spread):
+        warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None
+        label = f"original (run {run})" if role == "baseline" else f"plan {run}"
+        return {
+            "run": run,
+            "role": role,
+            "runtime": runtime,
+            "spread": spread,
+            "warning": warning,
+            "label": label,
+        }
+
+    rows = [row(1, "baseline", "eager", 3.0), row(1, "plan", "eager", 2.0),  # an older run's noise: in the table
+            row(2, "baseline", "eager", 1.1), row(2, "plan", "eager", 2.5), row(2, "plan", "onnxruntime", 1.9)]  # fmt: skip
+    said = noisy_timings(rows)
+    assert said.startswith("Noisy timing in run 2 (plan 2): ")
+    assert "eager plan p90/p10 = 2.5; onnxruntime plan p90/p10 = 1.9." in said and "3.0" not in said
+    assert noisy_timings(rows[2:3]) is None and noisy_timings([]) is None

@@ -63,6 +63,9 @@ def test_lists_filters_and_compares_two_compressions(store, fingerprint):
     at.multiselect(key="hist_models").set_value([MODEL]).run()
     assert sorted(_runs(at)["id"]) == [ids["a"], ids["b"]]
 
+    # The pickers name each run by more than its id: kind, model and headline numbers.
+    label = next(o for o in at.multiselect(key="hist_compare").options if o.startswith(f"#{ids['a']} "))
+    assert "compression" in label and MODEL in label and "99.00% -> 97.00%" in label
     at.multiselect(key="hist_compare").set_value([ids["a"], ids["b"]]).run()
     assert_clean(at)
     side = at.dataframe[1].value.set_index("metric")
@@ -116,6 +119,10 @@ def test_reopen_a_recorded_sweep_without_recomputing(store, fingerprint, monkeyp
     shown = at.session_state["_result_sensitivity"]["result"]
     assert shown.layers["features.7"].accuracy == sweep.layers["features.7"].accuracy
     assert any(f"#{run_id}" in i.value for i in at.info)
+    # The form shows what the sweep was: its kind (not the radio's first option), bits and layers.
+    assert at.radio(key="sens_kind").value == "quant"
+    assert at.text_input(key="sens_bits").value == "4, 2"
+    assert at.multiselect(key="sens_layers").value == ["features.7"]
 
 
 def test_sweep_with_recorded_parameters_is_not_computed_again(store, monkeypatch):

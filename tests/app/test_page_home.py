@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from apptools import APP, TIMEOUT, assert_clean, charts, open_page, shown
 from streamlit.testing.v1 import AppTest
@@ -32,7 +33,8 @@ def test_home_shows_the_model_card_of_the_default_model():
     assert _metric(at, "MACs per sample") == f"{macs / 1e6:,.2f} M"
     assert _metric(at, "FLOPs per sample") == f"{2 * macs / 1e6:,.2f} M"
     assert len(charts(at)) == 1
-    assert len(at.get("page_link")) == 6
+    links = at.get("page_link")
+    assert len(links) == 7 and "history" in links[-1].proto.page  # every page, History too
 
 
 def _sidebar_error(at: AppTest) -> str:
@@ -104,3 +106,39 @@ def test_data_upload_without_labels_is_scored_against_the_original():
     assert_clean(at)  # unlabelled data is enough: the classifier is scored by agreement with itself
     assert next(m.value for m in at.metric if m.label == "Agreement") == "100.00%"
     assert any("Scores: agreement" in c.value for c in at.sidebar.caption)
+
+
+def test_measure_again_times_anew_and_a_noisy_timing_reads_as_a_range(monkeypatch):
+    import dataclasses
+
+    import analysis
+
+    real, calls = analysis.compare_runtime_latency, []
+
+    def noisy(*args, **kwargs):  # the real timings, with a spread a busy machine gives (p90/p10 = 4)
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return {
+            n: dataclasses.replace(r, p10_ms=r.median_ms / 2, p90_ms=r.median_ms * 2) for n, r in out.items()
+        }
+
+    monkeypatch.setattr(analysis, "compare_runtime_latency", noisy)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.number_input(key="batch_size").set_value(3).run()  # a batch size no other test has cached
+    assert_clean(at)
+    first = len(calls)
+    latency = next(m for m in at.metric if m.label == "Latency (median)")
+    low, high = (float(v) for v in latency.value.removesuffix(" ms").split("-"))
+    assert (
+        high == pytest.approx(4 * low, rel=0.02) and "noisy: median" in latency.delta
+    )  # the range is p10-p90, the median beside it
+    [warning] = [shown(w.value) for w in at.warning if "Noisy timing" in shown(w.value)]
+    assert warning.startswith("Noisy timing in measurement 1 (batch 3") and "eager p90/p10 = 4.0" in warning
+    [button] = [b for b in at.button if b.label == "Measure again"]
+    button.click().run()
+    assert_clean(at)
+    assert len(calls) == first + 1  # timed anew, not the cached measurement
+    warnings = [shown(w.value) for w in at.warning if "Noisy timing" in shown(w.value)]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "Noisy timing in measurement 2"
+    )  # replaced, not stacked

@@ -32,6 +32,9 @@ def test_rankings_from_the_form():
     assert list(rho.columns) == ["l1", "apoz", "taylor"]
     assert {"features.10", "pooled"} <= set(rho.index)
     assert ((rho.abs() <= 1 + 1e-9) | rho.isna()).all().all()
+    [said] = [c.value for c in at.caption if "Spearman's rho" in c.value]
+    assert "-APoZ" in said and "**mean per layer**" in said and "**pooled**" in said
+    assert any("one evaluation per channel: 64 channels" in c.value for c in at.caption)  # the oracle ran
 
 
 def test_rankings_without_oracle_say_so():
@@ -43,3 +46,4 @@ def test_rankings_without_oracle_say_so():
     assert_clean(at)
     assert len(charts(at)) == 2
     assert any("Oracle" in i.value for i in at.info)
+    assert not any("one evaluation per channel" in c.value for c in at.caption)  # no oracle, no oracle cost

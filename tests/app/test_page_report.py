@@ -44,3 +44,22 @@ def test_report_includes_the_sweep_from_the_sensitivity_page():
     assert_clean(at)
     payload = json.loads(at.session_state["_result_report"]["result"]["json"])
     assert [s["kind"] for s in payload["sensitivity"]] == ["unstructured"]
+
+
+def test_the_report_times_the_sidebars_runtime_and_says_when_no_oracle_ran():
+    import onnxruntime as ort
+
+    at = open_page("rankings")
+    at.multiselect(key="rank_criteria").set_value(["l1"])
+    at.multiselect(key="rank_layers").set_value(["features.0"])
+    at.checkbox(key="rank_oracle").uncheck()
+    submit(at, "Rank channels")
+    at.selectbox(key="runtime").set_value("onnxruntime").run()
+    at.switch_page("pages/report.py").run()
+    submit(at, "Build report")
+    assert_clean(at)
+    files = at.session_state["_result_report"]["result"]
+    latency = json.loads(files["json"])["latency"]
+    assert list(latency) == ["onnxruntime"] and latency["onnxruntime"]["runtime"] == "onnxruntime"
+    assert f"onnxruntime {ort.__version__}" in files["html"]  # the latency section names the runtime timed
+    assert "no oracle" in files["html"] and "oracle on 0" not in files["html"]

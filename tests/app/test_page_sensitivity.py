@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -104,6 +105,13 @@ def test_lowrank_kind_draws_accuracy_and_macs_saved():
     submit(at, "Run sweep")
     assert_clean(at)
     assert len(charts(at)) == 2  # accuracy + MACs saved, heatmap
+    fig = json.loads(charts(at)[0].proto.spec)
+    # Two panels (accuracy above, MACs saved below), each with its own axis: no axis overlays another.
+    assert not any("overlaying" in v for k, v in fig["layout"].items() if k.startswith("yaxis"))
+    assert [t["name"] for t in fig["data"] if t.get("showlegend", True)] == [
+        "classifier.0"
+    ]  # one entry a layer
+    assert json.loads(at.dataframe[0].proto.columns)["accuracy"]["type_config"]["format"] == "percent"
     points = at.dataframe[0].value.set_index("kept_rank")
     w = load_model("zoo:digits-cnn").get_submodule("classifier.0").weight
     out, inp = w.shape
@@ -126,6 +134,8 @@ def test_share_kind_renders_bits_and_is_recorded(tmp_path):
     assert len(charts(at)) == 2
     points = at.dataframe[0].value
     assert sorted(points["bits"]) == [1.0, 4.0]
+    heatmap = json.loads(charts(at)[1].proto.spec)["data"][0]
+    assert heatmap["x"] == ["4", "1"]  # bits, not "4.0"
     [run] = ResultsStore().list(kind="sensitivity")
     assert run.params["kind"] == "share" and run.params["bits"] == [4, 1]
 

@@ -73,6 +73,8 @@ def test_uniform_vs_kmeans_table_matches_a_plain_loop():
         accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
     assert table.loc["classifier.0", "accuracy_uniform"] == pytest.approx(accuracy, abs=1e-4)
     assert len(charts(at)) == 5  # + SQNR bars
+    [caption] = [c.value for c in at.caption if "`better`" in c.value]
+    assert "kept). `better`" in caption  # each note a sentence of its own, not run into the next
 
 
 def test_bn_scale_histogram_holds_every_channel():
