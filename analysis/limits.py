@@ -75,14 +75,19 @@ def check_sample_shape(shape: Sequence[int], where: str = "the input shape") -> 
     return dims
 
 
-def check_batch_memory(shape: Sequence[int], batch_size: int, what: str = "a batch of inputs") -> None:
-    """A batch of `batch_size` float32 samples of `shape` fits in a quarter of the machine's memory."""
-    check_sample_shape(shape)
-    need = math.prod(shape) * int(batch_size) * BYTES_PER_VALUE
+def check_batch_memory(shape, batch_size: int, what: str = "a batch of inputs") -> None:
+    """A batch of `batch_size` float32 samples of `shape` fits in a quarter of the machine's memory. `shape`
+    is one input's per-sample shape, or an input description with `fields` (one shape per input, added)."""
+    fields = getattr(shape, "fields", None)
+    shapes = [tuple(f.shape) for f in fields] if fields is not None else [tuple(shape)]
+    for one in shapes:
+        check_sample_shape(one)
+    need = sum(math.prod(one) for one in shapes) * int(batch_size) * BYTES_PER_VALUE
     budget = memory_bytes() // 4
     if need > budget:
+        shown = " + ".join(str(one) for one in shapes)
         raise WorkbenchError(
-            f"{what} of {batch_size} x {tuple(shape)} takes {_gib(need)}, over a quarter of this machine's "
+            f"{what} of {batch_size} x {shown} takes {_gib(need)}, over a quarter of this machine's "
             f"memory ({_gib(budget)}): use a smaller batch size or input shape"
         )
 
