@@ -83,7 +83,7 @@ def suggestion_verdict(
     basis = (f"the sum of each group's drop when pruned alone in the structured sweep"
              f"{f' ({samples:,} samples)' if samples else ''}; groups interact, so the real drop can be larger")  # fmt: skip
     text = (f"Suggested for {suggestion.budget}: {suggestion.mac_fraction:.0%} of the MACs{lat}; predicted drop "
-            f"{drop_points:.2f} {unit} of {metric.name} (an estimate: {basis})")  # fmt: skip
+            f"{drop_points:.2f} {unit} (an estimate in {metric.name}: {basis})")  # fmt: skip
     if suggestion.measured_drop is not None:
         text += f"; measured without fine-tuning: {suggestion.measured_drop * scale:.2f} {unit}"
     worst = max(drop_points, (suggestion.measured_drop or 0.0) * scale)

@@ -166,7 +166,7 @@ def test_suggest_for_half_the_macs_of_a_resnet_is_a_warning_with_one_recovery_cl
     assert "needs fine-tuning" in said
     # The preview shows the same single number, under the same name.
     assert {m.label: m.value for m in at.metric}[
-        "Predicted drop (estimate)"
+        "Predicted accuracy drop (estimate)"
     ] == f"{min(by_hand * 100, 100):.2f} points"
     click(at, "Fine-tune with the recovery recipe")
     assert_clean(at)
