@@ -17,6 +17,13 @@ from analysis.cli.common import (
     record,
     warn,
 )
+from analysis.cli.runtimes import (
+    add_runtime_arg,
+    evaluate_on_runtimes,
+    for_model,
+    latency_on_runtimes,
+    runtime_names,
+)
 from analysis.cost import summarize
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
@@ -33,13 +40,21 @@ def _summary(args: argparse.Namespace) -> dict:
 def _evaluate(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
     device, dtype = device_options(args)
+    runtimes = runtime_names(args)
     loaded = load_inputs(args, need_data=True, allow_no_data=True)
+    runtimes = for_model(runtimes, loaded.model)
     params = {"batch_size": args.batch_size, "limit": args.limit, "device": args.device, "dtype": dtype}
+    params["runtimes"] = runtimes
     if loaded.data is None:
         # Never measured on data the model was not made for: accuracy is absent, and said so.
         payload = {"accuracy": None, "loss": None, "samples": 0, "notes": loaded.notes}
         payload |= {"model": args.model, "data": None}
         warn(loaded.notes[0])
+    elif runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
+        payload = evaluate_on_runtimes(
+            loaded.model, loaded.data, loaded.input_shape, runtimes, args.batch_size
+        )
+        payload |= {"model": args.model, "data": loaded.data.spec}
     else:
         result = evaluate(loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype)
         payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
@@ -52,18 +67,26 @@ def _evaluate(args: argparse.Namespace) -> dict:
 def _latency(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "runs", "threads")
     device, dtype = device_options(args)
+    runtimes = runtime_names(args)
     loaded = load_inputs(args)
-    result = measure_latency(
-        loaded.model,
-        loaded.input_shape,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        runs=args.runs,
-        device=device,
-        dtype=dtype,
-    )
-    warn(result.warning)  # p90/p10 above 1.5: the median may be off
-    payload = result.to_dict() | {"model": args.model, "input_shape": list(loaded.input_shape)}
+    runtimes = for_model(runtimes, loaded.model)
+    if runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
+        payload = latency_on_runtimes(
+            loaded.model, loaded.input_shape, runtimes, args.batch_size, args.threads, args.runs
+        )
+    else:
+        result = measure_latency(
+            loaded.model,
+            loaded.input_shape,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            runs=args.runs,
+            device=device,
+            dtype=dtype,
+        )
+        warn(result.warning)  # p90/p10 above 1.5: the median may be off
+        payload = result.to_dict()
+    payload |= {"model": args.model, "input_shape": list(loaded.input_shape)}
     if device is not None or dtype is not None:
         payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
     params = {
@@ -73,6 +96,7 @@ def _latency(args: argparse.Namespace) -> dict:
         "device": args.device,
         "dtype": dtype,
         "input_shape": list(loaded.input_shape),
+        "runtimes": runtimes,
     }
     record(args, "latency", loaded.model, None, params, payload)
     return payload
@@ -94,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     add_limit_arg(p)
     add_device_args(p)
+    add_runtime_arg(p, "evaluate on each of these runtimes (default: eager; the first one gives accuracy)")
     add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_evaluate)
@@ -105,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--runs", type=int, default=30)
     add_device_args(p)
+    add_runtime_arg(p, "time on each of these runtimes, in alternating rounds (default: eager)")
     add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_latency)
