@@ -48,6 +48,7 @@ from analysis.runtime.measure import (
     resolve_eval_device,
 )
 from analysis.transforms.fields import apply_transforms
+from analysis.transforms.lowrank import CALIBRATION_SAMPLES as LOWRANK_CALIBRATION_SAMPLES
 from analysis.transforms.pruning import (
     SPARSE_FORMAT,
     count_zeros,
@@ -261,7 +262,9 @@ def compress(
         name: float((work.get_submodule(name).weight == 0).float().mean()) for name in unstructured_ratios
     }
     zeros, total = count_zeros(work)
-    work, transforms, saved_by_transforms = _transform_step(work, transform_settings, plan.huffman, notes)
+    work, transforms, saved_by_transforms = _transform_step(
+        work, transform_settings, plan.huffman, notes, data
+    )
     stages.finish("finetune")
     deployed, int8_layers, label = deploy(work, bits, quantized, real_int8, notes)
 
@@ -344,13 +347,15 @@ def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, sh
     return work, ran.trajectory, ran.stopped, info
 
 
-def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str]):
-    """The model with the plan's transforms applied, their sizes, and the bytes they save."""
+def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str], data: Dataset):
+    """The model with the plan's transforms applied (factored layers fitted to their outputs on training
+    samples, as the `lowrank` sweep does), their sizes, and the bytes they save."""
     if not transform_settings:
         if huffman:
             notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
         return work, {}, 0
-    applied = apply_transforms(work, transform_settings, huffman=huffman)
+    calibration = data.x_train[:LOWRANK_CALIBRATION_SAMPLES]
+    applied = apply_transforms(work, transform_settings, huffman=huffman, calibration=calibration)
     notes.extend(applied.notes)
     saved = sum(
         entry["float32_bytes"] - entry["bytes"]

@@ -170,7 +170,6 @@ def prepare(
 ) -> Prepared:
     """`model` ready on `runtime` (a name or a Runtime), with a fixed example batch of `input_shape`."""
     from analysis.layers import example_input as example_batch
-
     from analysis.runtime.onnx import OnnxModule, load_onnx
 
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime

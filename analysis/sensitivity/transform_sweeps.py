@@ -93,6 +93,7 @@ def lowrank_sensitivity(
             )
         lowrank._check_layer(name, modules[name])
     positions = lowrank.output_positions(work, names, data.input_shape)
+    moments = lowrank.output_moments(work, names, data.x_train[: lowrank.CALIBRATION_SAMPLES])
     edits: list[Edit] = []
     info: dict[tuple, lowrank.LowRankChoice] = {}
     refused: list[str] = []
@@ -100,12 +101,13 @@ def lowrank_sensitivity(
         module = modules[name]
         for f in fractions:
             try:
-                choice = lowrank.choose_rank(name, module, f, positions[name])
+                choice = lowrank.choose_rank(name, module, f, positions[name], moments[name])
             except WorkbenchError:
                 refused.append(f"{name}@{f}")
                 continue
             info[(name, f)] = choice
-            edits.append(_weight_edit(name, lowrank.truncated_weight(module, choice.rank), (name, f)))
+            new = lowrank.truncated_weight(module, choice.rank, moments[name])
+            edits.append(_weight_edit(name, new, (name, f)))
     out = _run(work, data, edits, split, limit, batch_size, progress)
     curves: dict[str, SensitivityCurve] = {}
     ranks: dict[str, list[int]] = {}
