@@ -349,7 +349,9 @@ def test_sensitivity_kinds_return_sweep_results():
     # the cached sweep equals evaluating the really factored model
     from analysis.evaluate import evaluate
 
-    direct = evaluate(lowrank.factorize(model, {"fc": 0.25}, data.x_train[: lowrank.CALIBRATION_SAMPLES]), data)
+    direct = evaluate(
+        lowrank.factorize(model, {"fc": 0.25}, data.x_train[: lowrank.CALIBRATION_SAMPLES]), data
+    )
     assert lr.layers["fc"].accuracy[1] == direct.accuracy
     assert lr.layers["fc"].loss[1] == pytest.approx(direct.loss, abs=1e-5)
     assert lr.to_dict()["layers"]["fc"]["macs_saved"] == list(lr.macs_saved["fc"])
