@@ -147,13 +147,25 @@ def singular_values(module: nn.Module) -> torch.Tensor:
     return torch.linalg.svdvals(weight_matrix(module))
 
 
+def _eigh(moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, on one thread: LAPACK's result
+    depends on the thread count in the last bits, and a sweep split over Ray workers must give the same
+    numbers as one process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(moment)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _energies(module: nn.Module, moment: torch.Tensor | None) -> torch.Tensor:
     """The spectrum a rank is chosen on, as energies (descending, float64, length = full rank): squared
     singular values of W, or with `moment` the eigenvalues of the outputs' E[y y^T]."""
     full = min(module.weight.shape[0], module.weight[0].numel())
     if moment is None:
         return singular_values(module) ** 2
-    return torch.linalg.eigvalsh(moment).flip(0)[:full].clamp_min(0.0)
+    return _eigh(moment)[0].flip(0)[:full].clamp_min(0.0)
 
 
 def _basis(module: nn.Module, r: int, moment: torch.Tensor | None) -> torch.Tensor:
@@ -161,7 +173,7 @@ def _basis(module: nn.Module, r: int, moment: torch.Tensor | None) -> torch.Tens
     if moment is None:
         u, _, _ = torch.linalg.svd(weight_matrix(module), full_matrices=False)
         return u[:, :r]
-    _, vectors = torch.linalg.eigh(moment)
+    _, vectors = _eigh(moment)
     return vectors.flip(1)[:, :r]
 
 
