@@ -51,6 +51,18 @@ def for_model(names: list[str] | None, model: nn.Module) -> list[str] | None:
     return ["onnxruntime"] if names is None and isinstance(model, OnnxModule) else names
 
 
+def one_runtime(args: argparse.Namespace, ray: dict | None = None) -> str | None:
+    """The single runtime a command evaluates its points on (`sensitivity`, `rank`'s oracle), or None."""
+    names = runtime_names(args)
+    if names is None:
+        return None
+    if len(names) > 1:
+        raise WorkbenchError("--runtime: this command evaluates on one runtime: give eager or onnxruntime")
+    if ray is not None and names != ["eager"]:
+        raise WorkbenchError("--runtime onnxruntime applies to local runs: drop it or --ray")
+    return names[0]
+
+
 def _labels(prepared) -> dict:
     labels = {"runtime": prepared.runtime, "runtime_version": prepared.version, "provider": prepared.provider}
     diff = getattr(prepared, "max_abs_diff", float("nan"))

@@ -25,6 +25,7 @@ from analysis.cli.common import (
     stopped,
     warn,
 )
+from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
 from analysis.report.html import build_report, runtime_latencies
@@ -36,7 +37,7 @@ def _list(value, kind, what: str) -> list | None:
     return list_names(value, f"--{what}") if kind is str else list_values(value, kind, f"--{what}")
 
 
-def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
+def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, runtime=None, **options):
     """One sweep, local (stops between layers on Ctrl-C) or on Ray; failed Ray layers on standard error."""
     if ray is None:
         return sensitivity_sweep(
@@ -47,6 +48,7 @@ def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
             use_cache=not getattr(args, "no_cache", False),
             device=device,
             dtype=dtype,
+            runtime=runtime,
             **options,
         )
     from analysis.distributed.ray_sweep import ray_sensitivity_sweep
@@ -72,6 +74,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     layers = _list(args.layers, str, "layers")
     device, dtype = device_options(args)
     ray = ray_options(args)
+    runtime = one_runtime(args, ray)
     loaded = load_inputs(args, need_data=True)
     options = dict(
         kind=args.kind,
@@ -82,7 +85,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
     )
     with long_run(f"sensitivity ({args.kind})") as run:
-        result = _sweep(loaded, args, run, ray, device, dtype=dtype, **options)
+        result = _sweep(loaded, args, run, ray, device, dtype=dtype, runtime=runtime, **options)
         partial = _partial(result, run)
     # Every output is written together with the JSON, all or none (a failing report leaves no new CSV).
     add_output(args, args.csv, lambda p: write_csv(result, p))
@@ -104,6 +107,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     if partial:
         payload["partial"] = True
     params = options | {"limit": args.limit, "device": args.device, "dtype": dtype, "ray": args.ray}
+    params["runtime"] = runtime
     status = "partial" if partial else "complete"
     record(args, "sensitivity", loaded.model, loaded.data.spec, params, payload, status=status)
     if partial:
@@ -245,6 +249,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "F",
     )
     add_list_arg(p, "--layers", "only these layers (structured: groups)", "LAYER")
+    add_runtime_arg(
+        p,
+        "where every point is evaluated (default eager: only the layers after the change recomputed; "
+        "onnxruntime: one export, weights swapped per point, a full pass each)",
+    )
     p.add_argument(
         "--max-drop", type=float, help="stop a layer's sweep after a drop above this (0.01 = 1 point)"
     )

@@ -30,6 +30,7 @@ from analysis.compression.finetune import finetune
 from analysis.compression.plan import CompressionPlan, LayerSettings
 from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
 from analysis.compression.schedules import run_schedule
+from analysis.compression.training import recalibrate_bn
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
@@ -389,9 +390,12 @@ def _finetune_step(
     progress: Progress | None,
     notes: list[str],
 ) -> dict | None:
-    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary."""
+    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary. The
+    recovery recipe first re-estimates the BatchNorm statistics the pruning left stale (`recalibrate_bn`)."""
     if ft.epochs <= 0:
         return None
+    if ft.recovers and recalibrate_bn(work, data):
+        notes.append("BatchNorm statistics re-estimated on the training split before fine-tuning")
     if not data.has_train_split:
         notes.append(
             "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "

@@ -326,6 +326,11 @@ class DownstreamRunner:
                 self.model.to(memory_format=torch.contiguous_format)
         return results
 
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole model's output for batch `x` (under inference mode); a runner on another runtime
+        (`analysis.runtime.edit_runner`) runs it there instead."""
+        return self.model(x)
+
     def _suffixes(self, edits: Sequence[Edit], notes: list[str]) -> dict[frozenset[str], Suffix | None]:
         """The suffix graph of each distinct set of edited modules (None: evaluated with a full pass)."""
         suffixes: dict[frozenset[str], Suffix | None] = {}
@@ -345,7 +350,7 @@ class DownstreamRunner:
         with torch.inference_mode():
             if prefix is None:
                 if baseline:
-                    self._count(run.base, -1, self.model(x), y)
+                    self._count(run.base, -1, self._full(x), y)
                     run.base.seen += len(y)
                 return {}
             out = prefix(x)
@@ -373,7 +378,7 @@ class DownstreamRunner:
                 with torch.inference_mode():
                     suffix = suffixes.get(frozenset(edit.modules))
                     if suffix is None:
-                        logits = self.model(x)
+                        logits = self._full(x)
                     else:
                         logits = suffix.module(*[cache[n] for n in suffix.frontier])
                     self._count(tally, i, logits, y)

@@ -322,6 +322,7 @@ def rank_channels(
     oracle_max_samples: int | None = None,
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
     device: str | torch.device | None = None,
+    runtime: str | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
@@ -329,7 +330,8 @@ def rank_channels(
     per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts forward-pass
     batches. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the
-    oracle on a private copy there; the weight criteria stay on the CPU.
+    oracle on a private copy there; the weight criteria stay on the CPU. `runtime` (eager, onnxruntime)
+    is where the oracle's evaluations run (`analysis.runtime.edit_runner`).
     """
     # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
     # what keeps it together; the scoring itself is the registry's.
@@ -394,6 +396,7 @@ def rank_channels(
             progress=staged(calib_units, oracle_units),
             features=features,
             device=device,
+            runtime=runtime,
         )
         scores["oracle"] = result.scores
         oracle_samples, baseline = result.samples, result.baseline_loss

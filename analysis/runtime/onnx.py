@@ -98,9 +98,13 @@ class OnnxExport:
         return len(self.model_bytes)
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, check: bool = True) -> OnnxExport:
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, check: bool = True, optimize: bool = True
+) -> OnnxExport:
     """Export `model` (a private eval-mode copy) with `torch.onnx.export(..., dynamo=True)`, the batch
-    dimension dynamic; with `check`, run it on ONNX Runtime and report the max abs difference to eager."""
+    dimension dynamic; with `check`, run it on ONNX Runtime and report the max abs difference to eager.
+    `optimize=False` skips the exporter's graph optimizer, so every parameter and buffer stays an
+    initializer under its own name (BatchNorm not folded into the convolutions)."""
     from analysis.layers import copy_model
 
     work = copy_model(model).eval()
@@ -120,6 +124,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, check: bool = Tru
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
+                optimize=optimize,
             )
     except Exception as exc:
         op = failed_op(exc)

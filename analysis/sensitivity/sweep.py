@@ -146,6 +146,7 @@ def sensitivity_sweep(
     should_stop: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    runtime: str | None = None,
 ) -> SensitivityResult:
     """Accuracy and loss with each layer (group, for `structured`) compressed alone, at each ratio or bits.
 
@@ -159,6 +160,8 @@ def sensitivity_sweep(
     polled between layers (groups): the sweep then returns the finished ones with `partial=True`.
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
+    `runtime` `onnxruntime` evaluates every point on ONNX Runtime instead (`analysis.runtime.edit_runner`:
+    one export, weights swapped per point; a full pass each).
     """
     # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
@@ -170,9 +173,17 @@ def sensitivity_sweep(
         )
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    from analysis.runtime.edit_runner import runner_class
+
+    runner_cls = runner_class(runtime)
+    if runner_cls is not DownstreamRunner and (device is not None or dtype is not None):
+        raise WorkbenchError(
+            "--device and --dtype apply to the eager runtime: drop them or use --runtime eager"
+        )
     if kind in ("lowrank", "share"):
+        options = (split, limit, should_stop, runtime)
         return _transform_sweep(
-            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
+            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, options
         )
     values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
         DEFAULT_RATIOS if ratios is None else ratios
@@ -197,7 +208,7 @@ def sensitivity_sweep(
     if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
         work.to(dtype=cast)
         x = x.to(cast)
-    runner = DownstreamRunner(
+    runner = runner_cls(
         work,
         x,
         y,
@@ -260,9 +271,7 @@ def _evaluate_by_layer(runner, edits, chains, progress, max_drop, should_stop):
     return merged, finished_edits, finished_chains, len(finished_chains) < len(names)
 
 
-def _transform_sweep(
-    model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop
-) -> SensitivityResult:
+def _transform_sweep(model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, options):
     """`lowrank` / `share` through `analysis.transforms.fields` (which stop between layers on
     `should_stop`), each curve cut at `max_drop`."""
     from analysis.transforms import fields as transforms
@@ -272,8 +281,9 @@ def _transform_sweep(
         values = transforms.DEFAULT_RANK_FRACTIONS if ratios is None else ratios
     else:
         values = transforms.DEFAULT_SHARE_BITS if bits is None else bits
-    options = {"split": split, "limit": limit, "batch_size": batch_size, "should_stop": should_stop}
-    return _cut(sweep(model, data, values, layers, progress, **options), max_drop)
+    split, limit, should_stop, runtime = options
+    kwargs = {"split": split, "limit": limit, "batch_size": batch_size, "should_stop": should_stop}
+    return _cut(sweep(model, data, values, layers, progress, runtime=runtime, **kwargs), max_drop)
 
 
 def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult:

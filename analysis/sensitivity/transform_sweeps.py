@@ -19,7 +19,7 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DownstreamRunner, Edit, RunnerResult
+from analysis.fx.runner import Edit, RunnerResult
 from analysis.layers import copy_model
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
@@ -42,10 +42,12 @@ def _weight_edit(name: str, new: torch.Tensor, key) -> Edit:
     return Edit((name,), apply, key)
 
 
-def _run(work, data, edits, split, limit, batch_size, progress, should_stop=None):
-    """The runner over each layer's edits in turn (`should_stop()` asked before each layer): a RunnerResult
-    over the edits of the layers that finished, and those edits."""
-    runner = DownstreamRunner.from_data(
+def _run(work, data, edits, split, limit, batch_size, progress, should_stop=None, runtime=None):
+    """The runner (on `runtime`) over each layer's edits in turn (`should_stop()` asked before each layer): a
+    RunnerResult over the edits of the layers that finished, and those edits."""
+    from analysis.runtime.edit_runner import runner_class
+
+    runner = runner_class(runtime).from_data(
         work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False
     )
     chunks: dict[str, list[Edit]] = {}
@@ -91,6 +93,7 @@ def lowrank_sensitivity(
     limit: int | None = None,
     batch_size: int = 256,
     should_stop: Callable[[], bool] | None = None,
+    runtime: str | None = None,
 ) -> LowRankSensitivity:
     """Accuracy and loss with each layer alone factored at each kept rank fraction (kind "lowrank"), plus
     the MACs and params each point saves. A fraction at which a layer's rank saves nothing is left out of
@@ -128,7 +131,7 @@ def lowrank_sensitivity(
             info[(name, f)] = choice
             new = lowrank.truncated_weight(module, choice.rank, moments[name])
             edits.append(_weight_edit(name, new, (name, f)))
-    out, done = _run(work, data, edits, split, limit, batch_size, progress, should_stop)
+    out, done = _run(work, data, edits, split, limit, batch_size, progress, should_stop, runtime)
     curves: dict[str, SensitivityCurve] = {}
     ranks: dict[str, list[int]] = {}
     macs: dict[str, list[int]] = {}
@@ -178,6 +181,7 @@ def share_sensitivity(
     limit: int | None = None,
     batch_size: int = 256,
     should_stop: Callable[[], bool] | None = None,
+    runtime: str | None = None,
 ) -> SensitivityResult:
     """Accuracy and loss with each layer alone weight-shared by k-means at each codebook width (kind
     "share"; values are bits, widest first). `should_stop()` is asked before each layer (the finished ones
@@ -196,7 +200,7 @@ def share_sensitivity(
         w = work.get_submodule(name).weight
         for b in widths:
             edits.append(_weight_edit(name, sharing.share_weight(w, b).weight(w.dtype), (name, b)))
-    out, done = _run(work, data, edits, split, limit, batch_size, progress, should_stop)
+    out, done = _run(work, data, edits, split, limit, batch_size, progress, should_stop, runtime)
     finished = _finished(names, edits, done)
     points: dict[str, list] = {name: [] for name in finished}
     for edit, result in zip(done, out.results, strict=True):
