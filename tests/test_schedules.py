@@ -302,7 +302,7 @@ SMALL = {
     "iterative": {"steps": 3, "epochs_per_step": 1, "finetune_epochs": 1},
     "agp": {"steps": 3, "epochs_per_step": 1, "finetune_epochs": 1},
     "slimming": {"epochs": 2, "strength": 1e-4, "finetune_epochs": 3},
-    "group-lasso": {"epochs": 2, "strength": 1e-4, "finetune_epochs": 3},
+    "group-lasso": {"epochs": 3, "strength": 5e-3, "finetune_epochs": 3},
 }
 
 

@@ -3,6 +3,7 @@ training loops and the schedules can all import it without importing each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,4 +83,40 @@ class FinetuneSettings:
         return {key: getattr(self, key) for key in FINETUNE_KEYS}
 
 
-__all__ = ["RECOVERY_WARMUP", "FINETUNE_KEYS", "LR_SCHEDULES", "RECIPES", "FinetuneSettings"]
+RECOVERY_BATCHES = 400  # optimizer steps the recovery aims for, whatever the data size (measured, README)
+RECOVERY_MIN_EPOCHS, RECOVERY_MAX_EPOCHS = 3, 30
+
+
+def recovery_epochs(n_train: int, batch_size: int = 32) -> int:
+    """Epochs of recovery for `n_train` training samples: about `RECOVERY_BATCHES` optimizer steps, between
+    `RECOVERY_MIN_EPOCHS` and `RECOVERY_MAX_EPOCHS` (small data gets more passes, large data fewer)."""
+    per_epoch = max(1, (int(n_train) + batch_size - 1) // batch_size)
+    return max(RECOVERY_MIN_EPOCHS, min(RECOVERY_MAX_EPOCHS, math.ceil(RECOVERY_BATCHES / per_epoch)))
+
+
+def recovery_finetune(n_train: int, **overrides: Any) -> FinetuneSettings:
+    """The default recovery recipe: distillation on (T=4, alpha=0.5), Adam at `RECOVERY_LR` with a linear
+    warm-up over `RECOVERY_WARMUP` of the steps and a cosine decay (pass `lr_schedule=RECOVERY_LR_SCHEDULE`
+    to `finetune`), epochs from `recovery_epochs`."""
+    values: dict[str, Any] = {
+        "epochs": recovery_epochs(n_train),
+        "distill": True,
+        "lr": RECOVERY_LR,
+        "warmup": RECOVERY_WARMUP,
+        "lr_schedule": RECOVERY_LR_SCHEDULE,
+        "recipe": "recovery",
+    }
+    values.update(overrides)
+    return FinetuneSettings(**values)
+
+
+__all__ = [
+    "RECOVERY_BATCHES",
+    "RECOVERY_WARMUP",
+    "FINETUNE_KEYS",
+    "recovery_epochs",
+    "recovery_finetune",
+    "LR_SCHEDULES",
+    "RECIPES",
+    "FinetuneSettings",
+]

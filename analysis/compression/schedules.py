@@ -34,11 +34,15 @@ from typing import Any
 from torch import nn
 
 from analysis.compression.agp import agp_sparsity, agp_structured, agp_unstructured
-from analysis.compression.finetune_settings import (
+from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* re-exported)
+    RECOVERY_BATCHES,
     RECOVERY_LR,
     RECOVERY_LR_SCHEDULE,
-    RECOVERY_WARMUP,
+    RECOVERY_MAX_EPOCHS,
+    RECOVERY_MIN_EPOCHS,
     FinetuneSettings,
+    recovery_epochs,
+    recovery_finetune,
 )
 from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.global_rank import keep_at_least, rank_globally, select
@@ -69,34 +73,6 @@ from analysis.transforms.pruning import make_permanent, pruning_groups
 
 LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
 LATENCY_RUNS = 20
-
-
-# --- recovery defaults ----------------------------------------------------------------------------------
-
-RECOVERY_BATCHES = 400  # optimizer steps the recovery aims for, whatever the data size (measured, README)
-RECOVERY_MIN_EPOCHS, RECOVERY_MAX_EPOCHS = 3, 30
-
-
-def recovery_epochs(n_train: int, batch_size: int = 32) -> int:
-    """Epochs of recovery for `n_train` training samples: about `RECOVERY_BATCHES` optimizer steps, between
-    `RECOVERY_MIN_EPOCHS` and `RECOVERY_MAX_EPOCHS` (small data gets more passes, large data fewer)."""
-    per_epoch = max(1, (int(n_train) + batch_size - 1) // batch_size)
-    return max(RECOVERY_MIN_EPOCHS, min(RECOVERY_MAX_EPOCHS, math.ceil(RECOVERY_BATCHES / per_epoch)))
-
-
-def recovery_finetune(n_train: int, **overrides: Any) -> FinetuneSettings:
-    """The default recovery recipe: distillation on (T=4, alpha=0.5), Adam at `RECOVERY_LR` with a linear
-    warm-up over `RECOVERY_WARMUP` of the steps and a cosine decay (pass `lr_schedule=RECOVERY_LR_SCHEDULE`
-    to `finetune`), epochs from `recovery_epochs`."""
-    values: dict[str, Any] = {
-        "epochs": recovery_epochs(n_train),
-        "distill": True,
-        "lr": RECOVERY_LR,
-        "warmup": RECOVERY_WARMUP,
-        "recipe": "recovery",
-    }
-    values.update(overrides)
-    return FinetuneSettings(**values)
 
 
 # --- result ---------------------------------------------------------------------------------------------
