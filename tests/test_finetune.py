@@ -99,3 +99,83 @@ def test_finetune_is_repeatable_and_in_place_on_request():
 def test_distillation_without_a_teacher_is_refused():
     with pytest.raises(WorkbenchError, match="teacher"):
         finetune(_mlp(), _toy_data(), FinetuneSettings(epochs=1, distill=True))
+
+
+# --------------------------------------------------------------------------- the recovery recipe (issue 23)
+
+
+@pytest.mark.parametrize(
+    "raw,recipe,epochs",
+    [
+        (None, "default", 0),  # no finetune: no training, as before
+        (False, "default", 0),
+        ({"epochs": 0}, "default", 0),
+        ({}, "recovery", 0),  # asked for, without saying how: the recovery recipe (epochs from the data)
+        (True, "recovery", 0),
+        ({"epochs": 3}, "recovery", 3),  # named epochs are kept, the rest is the recipe
+        ({"epochs": 3, "recipe": "default"}, "default", 3),  # the plain loop, on request
+    ],
+)
+def test_a_plan_that_asks_for_finetuning_gets_the_recovery_recipe(raw, recipe, epochs):
+    from analysis.compression.finetune_settings import RECOVERY_LR, RECOVERY_WARMUP
+    from analysis.compression.plan import CompressionPlan
+
+    plan = CompressionPlan.from_dict({} if raw is None else {"finetune": raw})
+    ft = plan.finetune
+    assert (ft.recipe, ft.epochs) == (recipe, epochs)
+    if recipe == "recovery":
+        assert (
+            ft.distill
+            and ft.lr == RECOVERY_LR
+            and ft.lr_schedule == "cosine"
+            and ft.warmup == RECOVERY_WARMUP
+        )
+    else:
+        assert not ft.distill and ft.lr == 1e-3 and ft.warmup == 0.0
+    assert CompressionPlan.from_dict(plan.to_dict()).finetune == ft  # round trip
+
+
+def test_warmup_then_cosine_learning_rate_by_hand():
+    from analysis.compression.finetune import lr_scheduler
+
+    weight = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = lr_scheduler(optimizer, "cosine", total=10, warmup=0.2)  # 2 warm-up steps, 8 of cosine
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    hand = [0.1 / 3, 0.2 / 3] + [0.05 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert seen == pytest.approx(hand)
+
+
+def test_bn_recalibration_sets_the_statistics_of_the_norms_inputs():
+    """After `recalibrate_bn`, a BatchNorm's running mean and (unbiased) variance are those of its input
+    over the training samples, computed here by hand from the conv's outputs."""
+    from analysis.compression.training import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(100, 1, 6, 6)
+    model(x[:2])
+    model.eval()
+    data = Dataset(
+        "synthetic", x, torch.zeros(100, dtype=torch.long), x, torch.zeros(100, dtype=torch.long), 3
+    )
+    assert recalibrate_bn(model, data, samples=100, batch_size=100)
+    with torch.no_grad():
+        h = model[0](x).transpose(0, 1).reshape(4, -1)
+    assert torch.allclose(model[1].running_mean, h.mean(1), atol=1e-5)
+    assert torch.allclose(model[1].running_var, h.var(1, unbiased=True), atol=1e-4)
+    assert not model.training and model[1].momentum == 0.1
+
+
+def test_default_finetune_recovers_half_the_filters_of_a_residual_net_within_a_point(resnet, digits):
+    """Issue 23: 50% of the filters of zoo:digits-resnet, `"finetune": {}`, loses at most one point."""
+    from analysis import evaluate
+    from analysis.compression.compress import compress
+
+    plan = {"default": {"prune": 0.5, "criterion": "l1", "structured": True}, "finetune": {}}
+    result = compress(resnet, plan, digits, latency_rounds=1, runs_per_round=1, warmup=1, batch_size=8)
+    assert result.after.accuracy >= evaluate(resnet, digits).accuracy - 0.01

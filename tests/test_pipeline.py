@@ -311,3 +311,13 @@ def test_report_shows_runtimes_spread_and_the_trajectory(cnn, digits, tmp_path):
     fig = charts.trajectory_chart(result.trajectory)
     assert len(fig.data) == 3 and list(fig.data[1].y) == [r["macs"] for r in result.trajectory]
     assert fig.layout.template.layout.colorway == charts.TEMPLATE.layout.colorway
+
+
+def test_compress_factors_a_layer_as_the_lowrank_sweep_predicts(cnn, small):
+    """The sweep's point and `compress` with that `rank` evaluate the same rank-r weight (both fitted to the
+    layer's outputs on the training split), so the accuracy the sweep shows is the one compress gets."""
+    from analysis.sensitivity.sweep import sensitivity_sweep
+
+    sweep = sensitivity_sweep(cnn, small, kind="lowrank", ratios=[0.5], layers=["features.0"])
+    result = compress(cnn, {"layers": {"features.0": {"rank": 0.5}}}, small, **FAST)
+    assert result.after.accuracy == sweep.layers["features.0"].accuracy[0]

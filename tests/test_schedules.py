@@ -273,3 +273,52 @@ def test_recovery_defaults():
     ft = recovery_finetune(1438)
     assert ft.distill and ft.epochs >= 3
     assert recovery_finetune(10**7).epochs == 3  # big data: fewer passes, never below the floor
+
+
+def test_structured_agp_takes_each_group_down_the_cubic_schedule(data):
+    """Zhu & Gupta's schedule is per layer: after step t every group keeps its original channels minus
+    round(s_t x original), with s_t the cubic formula and s_f one uniform fraction (by hand)."""
+    model = tiny_resnet()
+    settings = {"method": "agp", "target": {"macs": 0.5}, "steps": 3, "epochs_per_step": 0.2,
+                "criterion": "l1", "min_fraction": 0.0}  # fmt: skip
+    result = run_schedule(model, data, settings, SHAPE, finetune=FT)
+    original = result.trajectory[0]["channels"]
+    groups = pruning_groups(model, SHAPE)
+    final_kept = {g.name: result.trajectory[-1]["channels"][g.name] for g in groups}
+    # the final fraction s_f, read back from the widest group (the one that rounds least)
+    widest = max(groups, key=lambda g: g.channels)
+    s_f = 1 - final_kept[widest.name] / widest.channels
+    for t, record in enumerate(result.trajectory[1:], start=1):
+        s_t = s_f * (1 - (1 - t / 3) ** 3)
+        for g in groups:
+            n = original[g.name]
+            assert abs(record["channels"][g.name] - (n - round(s_t * n))) <= 1, (t, g.name)
+    assert result.met
+
+
+ZOO_NETS = {"plain": "zoo:digits-cnn", "residual": "zoo:digits-resnet", "depthwise": "zoo:digits-mobilenet"}
+SMALL = {
+    "oneshot": {"finetune_epochs": 2},
+    "iterative": {"steps": 3, "epochs_per_step": 1, "finetune_epochs": 1},
+    "agp": {"steps": 3, "epochs_per_step": 1, "finetune_epochs": 1},
+    "slimming": {"epochs": 2, "strength": 1e-4, "finetune_epochs": 3},
+    "group-lasso": {"epochs": 3, "strength": 5e-3, "finetune_epochs": 3},
+}
+
+
+@pytest.mark.parametrize("method", list(SMALL))
+@pytest.mark.parametrize("net", list(ZOO_NETS))
+def test_each_schedule_meets_its_target_within_two_points(net, method):
+    """Every schedule, on a plain, a residual and a depthwise net, reaches half the MACs and keeps the
+    accuracy within 2 points of the original after its fine-tuning (small settings: a few epochs)."""
+    from analysis import count_macs, evaluate, load_model
+
+    model = load_model(ZOO_NETS[net])
+    digits = load_data("digits")
+    settings = {"method": method, "target": {"macs": 0.5}, **SMALL[method]}
+    fast = FinetuneSettings(batch_size=64, lr=2e-3, warmup=0.1)  # no distillation: half the work
+    result = run_schedule(model, digits, settings, finetune=fast)
+    macs = count_macs(result.model, digits.input_shape) / count_macs(model, digits.input_shape)
+    before, after = evaluate(model, digits).accuracy, evaluate(result.model, digits).accuracy
+    assert result.met and macs <= 0.5 + 1e-9
+    assert after >= before - 0.02, (net, method, before, after)

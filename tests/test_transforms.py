@@ -110,6 +110,50 @@ def test_factorize_copies_renames_and_saves_params():
     assert new(torch.zeros(1, 2, 6, 6)).shape == (1, 3)
 
 
+def _outputs(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's outputs before its bias, one row per sample and position (a plain reference)."""
+    y = layer(x) - layer.bias.reshape(1, -1, *[1] * (x.dim() - 2))
+    return (y.movedim(1, -1) if x.dim() == 4 else y).reshape(-1, y.shape[1])
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_calibrated_truncation_is_the_best_rank_r_approximation_of_the_outputs(kind):
+    """With calibration inputs, the output error of the rank-r weight is the discarded energy of the
+    outputs' singular values (Eckart-Young on Y, by torch.linalg.svd of the output matrix): it falls as
+    the rank grows, reaches 0 at full rank, and never exceeds the plain SVD's output error."""
+    torch.manual_seed(0)
+    layer = (nn.Linear(12, 20) if kind == "linear" else nn.Conv2d(3, 16, 3, padding=1)).double()
+    g = _gen(2)
+    x = torch.randn(64, 12, generator=g) if kind == "linear" else torch.randn(16, 3, 6, 6, generator=g)
+    x = (x * torch.linspace(0.1, 3, x.shape[1]).reshape(1, -1, *[1] * (x.dim() - 2))).double()
+    moment = lowrank.output_moments(layer, [""], x)[""]
+    with torch.no_grad():
+        y = _outputs(layer, x)
+    s = torch.linalg.svdvals(y) ** 2 / len(y)
+    full = min(layer.weight.shape[0], layer.weight[0].numel())
+    errors = []
+    for r in range(1, full + 1):
+        w_r = lowrank.truncated_weight(layer, r, moment)
+        plain = lowrank.truncated_weight(layer, r)
+        with torch.no_grad():
+            err = float(((y - _outputs(_with_weight(layer, w_r), x)) ** 2).sum() / len(y))
+            err_plain = float(((y - _outputs(_with_weight(layer, plain), x)) ** 2).sum() / len(y))
+        assert err == pytest.approx(float(s[r:].sum()), rel=1e-6, abs=1e-9)
+        assert err <= err_plain + 1e-9
+        errors.append(err)
+    assert errors == sorted(errors, reverse=True) and errors[-1] == pytest.approx(0.0, abs=1e-9)
+    fact = lowrank.factor_layer(layer, 2, moment)
+    with torch.no_grad():
+        assert torch.allclose(fact(x), _with_weight(layer, lowrank.truncated_weight(layer, 2, moment))(x))
+
+
+def _with_weight(layer: nn.Module, w: torch.Tensor) -> nn.Module:
+    new = copy.deepcopy(layer)
+    with torch.no_grad():
+        new.weight.copy_(w)
+    return new
+
+
 def test_rank_energy_picks_the_smallest_rank_keeping_that_share():
     layer = nn.Linear(4, 4, bias=False)
     with torch.no_grad():
@@ -305,7 +349,9 @@ def test_sensitivity_kinds_return_sweep_results():
     # the cached sweep equals evaluating the really factored model
     from analysis.evaluate import evaluate
 
-    direct = evaluate(lowrank.factorize(model, {"fc": 0.25}), data)
+    direct = evaluate(
+        lowrank.factorize(model, {"fc": 0.25}, data.x_train[: lowrank.CALIBRATION_SAMPLES]), data
+    )
     assert lr.layers["fc"].accuracy[1] == direct.accuracy
     assert lr.layers["fc"].loss[1] == pytest.approx(direct.loss, abs=1e-5)
     assert lr.to_dict()["layers"]["fc"]["macs_saved"] == list(lr.macs_saved["fc"])

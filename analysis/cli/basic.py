@@ -19,6 +19,13 @@ from analysis.cli.common import (
     record,
     warn,
 )
+from analysis.cli.runtimes import (
+    add_runtime_arg,
+    evaluate_on_runtimes,
+    for_model,
+    latency_on_runtimes,
+    runtime_names,
+)
 from analysis.cost import onnx_summary, summarize
 from analysis.evaluate import evaluate
 from analysis.inputs import as_input_spec
@@ -37,15 +44,23 @@ def _evaluate(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
     metric = metric_option(args)
     device, dtype = device_options(args)
+    runtimes = runtime_names(args)
     loaded = load_inputs(args, need_data=True, allow_no_data=True)
+    runtimes = for_model(runtimes, loaded.model)
     params = {"batch_size": args.batch_size, "limit": args.limit, "device": args.device, "dtype": dtype}
     if metric != "auto":
         params["metric"] = metric
+    params["runtimes"] = runtimes
     if loaded.data is None:
         # Never measured on data the model was not made for: accuracy is absent, and said so.
         payload = {"accuracy": None, "loss": None, "samples": 0, "notes": loaded.notes}
         payload |= {"model": args.model, "data": None}
         warn(loaded.notes[0])
+    elif runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
+        payload = evaluate_on_runtimes(
+            loaded.model, loaded.data, loaded.input_shape, runtimes, args.batch_size, metric
+        )
+        payload |= {"model": args.model, "data": loaded.data.spec}
     else:
         result = evaluate(
             loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype, metric=metric
@@ -60,19 +75,27 @@ def _evaluate(args: argparse.Namespace) -> dict:
 def _latency(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "runs", "threads")
     device, dtype = device_options(args)
+    runtimes = runtime_names(args)
     loaded = load_inputs(args)
-    result = measure_latency(
-        loaded.model,
-        loaded.input_shape,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        runs=args.runs,
-        device=device,
-        dtype=dtype,
-    )
-    warn(result.warning)  # p90/p10 above 1.5: the median may be off
+    runtimes = for_model(runtimes, loaded.model)
+    if runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
+        payload = latency_on_runtimes(
+            loaded.model, loaded.input_shape, runtimes, args.batch_size, args.threads, args.runs
+        )
+    else:
+        result = measure_latency(
+            loaded.model,
+            loaded.input_shape,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            runs=args.runs,
+            device=device,
+            dtype=dtype,
+        )
+        warn(result.warning)  # p90/p10 above 1.5: the median may be off
+        payload = result.to_dict()
     shape = as_input_spec(loaded.input_shape).to_json()
-    payload = result.to_dict() | {"model": args.model, "input_shape": shape}
+    payload |= {"model": args.model, "input_shape": shape}
     if device is not None or dtype is not None:
         payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
     params = {
@@ -82,6 +105,7 @@ def _latency(args: argparse.Namespace) -> dict:
         "device": args.device,
         "dtype": dtype,
         "input_shape": shape,
+        "runtimes": runtimes,
     }
     record(args, "latency", loaded.model, None, params, payload)
     return payload
@@ -104,6 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     add_limit_arg(p)
     add_device_args(p)
+    add_runtime_arg(p, "evaluate on each of these runtimes (default: eager; the first one gives accuracy)")
     add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_evaluate)
@@ -115,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--runs", type=int, default=30)
     add_device_args(p)
+    add_runtime_arg(p, "time on each of these runtimes, in alternating rounds (default: eager)")
     add_common_run_args(p)
     add_output_args(p)
     p.set_defaults(func=_latency)

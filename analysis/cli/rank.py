@@ -25,6 +25,7 @@ from analysis.cli.common import (
     stopped,
     warn,
 )
+from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
 from analysis.validate import criterion
@@ -37,6 +38,7 @@ def _rank(args: argparse.Namespace) -> dict:
     layers = list_names(args.layers, "--layers")
     device, _ = device_options(args)
     ray = ray_options(args)
+    runtime = one_runtime(args, ray)
     loaded = load_inputs(args, need_data=True)
     options = dict(
         criteria=criteria,
@@ -54,6 +56,7 @@ def _rank(args: argparse.Namespace) -> dict:
                 progress=run.progress,
                 device=device,
                 should_stop=run.should_stop,
+                runtime=runtime,
                 **options,
             )
             partial = run.should_stop()
@@ -76,7 +79,7 @@ def _rank(args: argparse.Namespace) -> dict:
         frame = result.to_frame()
         add_output(args, args.csv, lambda p: frame.to_csv(p, index=False))
     payload = {"model": args.model, "data": loaded.data.spec} | result.to_dict()
-    params = options | {"limit": args.limit, "device": args.device, "ray": args.ray}
+    params = options | {"limit": args.limit, "device": args.device, "ray": args.ray, "runtime": runtime}
     if partial:
         payload["partial"] = True
     record(
@@ -121,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_limit_arg(p, "calibrate and run the oracle")
     add_device_args(p, dtype=False)
+    add_runtime_arg(p, "where the oracle's per-channel evaluations run (default eager)")
     add_ray_args(p)
     p.add_argument("--csv", help="also write one row per (layer, channel) with a column per criterion")
     add_common_run_args(p)

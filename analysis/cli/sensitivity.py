@@ -27,6 +27,7 @@ from analysis.cli.common import (
     stopped,
     warn,
 )
+from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
 from analysis.report.html import build_report, runtime_latencies
@@ -38,7 +39,7 @@ def _list(value, kind, what: str) -> list | None:
     return list_names(value, f"--{what}") if kind is str else list_values(value, kind, f"--{what}")
 
 
-def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
+def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, runtime=None, **options):
     """One sweep, local (stops between layers on Ctrl-C) or on Ray; failed Ray layers on standard error."""
     if ray is None:
         return sensitivity_sweep(
@@ -49,6 +50,7 @@ def _sweep(loaded, args, run, ray: dict | None, device, dtype=None, **options):
             use_cache=not getattr(args, "no_cache", False),
             device=device,
             dtype=dtype,
+            runtime=runtime,
             **options,
         )
     from analysis.distributed.ray_sweep import ray_sensitivity_sweep
@@ -75,6 +77,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     device, dtype = device_options(args)
     ray = ray_options(args)
     metric = metric_option(args)
+    runtime = one_runtime(args, ray)
     loaded = load_inputs(args, need_data=True)
     options = dict(
         kind=args.kind,
@@ -86,7 +89,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
         metric=metric,
     )
     with long_run(f"sensitivity ({args.kind})") as run:
-        result = _sweep(loaded, args, run, ray, device, dtype=dtype, **options)
+        result = _sweep(loaded, args, run, ray, device, dtype=dtype, runtime=runtime, **options)
         partial = _partial(result, run)
     # Every output is written together with the JSON, all or none (a failing report leaves no new CSV).
     add_output(args, args.csv, lambda p: write_csv(result, p))
@@ -109,6 +112,7 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     if partial:
         payload["partial"] = True
     params = options | {"limit": args.limit, "device": args.device, "dtype": dtype, "ray": args.ray}
+    params["runtime"] = runtime
     status = "partial" if partial else "complete"
     record(args, "sensitivity", loaded.model, loaded.data.spec, params, payload, status=status)
     if partial:
@@ -258,6 +262,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "F",
     )
     add_list_arg(p, "--layers", "only these layers (structured: groups)", "LAYER")
+    add_runtime_arg(
+        p,
+        "where every point is evaluated (default eager: only the layers after the change recomputed; "
+        "onnxruntime: one export, weights swapped per point, a full pass each)",
+    )
     p.add_argument(
         "--max-drop",
         type=float,

@@ -30,6 +30,7 @@ from analysis.compression.finetune import finetune
 from analysis.compression.plan import CompressionPlan, LayerSettings
 from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
 from analysis.compression.schedules import run_schedule
+from analysis.compression.training import recalibrate_bn
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
@@ -49,6 +50,7 @@ from analysis.runtime.measure import (
     resolve_eval_device,
 )
 from analysis.transforms.fields import apply_transforms
+from analysis.transforms.lowrank import CALIBRATION_SAMPLES as LOWRANK_CALIBRATION_SAMPLES
 from analysis.transforms.pruning import (
     SPARSE_FORMAT,
     count_zeros,
@@ -285,7 +287,9 @@ def compress(
         name: float((work.get_submodule(name).weight == 0).float().mean()) for name in unstructured_ratios
     }
     zeros, total = count_zeros(work)
-    work, transforms, saved_by_transforms = _transform_step(work, transform_settings, plan.huffman, notes)
+    work, transforms, saved_by_transforms = _transform_step(
+        work, transform_settings, plan.huffman, notes, data
+    )
     stages.finish("finetune")
     deployed, int8_layers, label = deploy(work, bits, quantized, real_int8, notes)
 
@@ -372,13 +376,15 @@ def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, sh
     return work, ran.trajectory, ran.stopped, info
 
 
-def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str]):
-    """The model with the plan's transforms applied, their sizes, and the bytes they save."""
+def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str], data: Dataset):
+    """The model with the plan's transforms applied (factored layers fitted to their outputs on training
+    samples, as the `lowrank` sweep does), their sizes, and the bytes they save."""
     if not transform_settings:
         if huffman:
             notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
         return work, {}, 0
-    applied = apply_transforms(work, transform_settings, huffman=huffman)
+    calibration = data.x_train[:LOWRANK_CALIBRATION_SAMPLES]
+    applied = apply_transforms(work, transform_settings, huffman=huffman, calibration=calibration)
     notes.extend(applied.notes)
     saved = sum(
         entry["float32_bytes"] - entry["bytes"]
@@ -412,9 +418,12 @@ def _finetune_step(
     progress: Progress | None,
     notes: list[str],
 ) -> dict | None:
-    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary."""
+    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary. The
+    recovery recipe first re-estimates the BatchNorm statistics the pruning left stale (`recalibrate_bn`)."""
     if ft.epochs <= 0:
         return None
+    if ft.recovers and recalibrate_bn(work, data):
+        notes.append("BatchNorm statistics re-estimated on the training split before fine-tuning")
     if not data.has_train_split:
         notes.append(
             "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "

@@ -11,6 +11,7 @@ with the KL divergence averaged over the batch. The teacher is the uncompressed 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -26,6 +27,27 @@ from analysis.inputs import to_device
 from analysis.layers import call_model, copy_model
 from analysis.outputs import flatten_outputs, is_class_scores
 from analysis.progress import Progress
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total: int, warmup: float = 0.0):
+    """The learning-rate schedule of one training run of `total` steps: `constant` or `cosine` (to 0 over
+    the run), after a linear warm-up from 0 over the first `warmup` fraction of the steps (Goyal et al.
+    2017: the first steps after pruning see large gradients; warming up keeps them from undoing what the
+    surviving weights knew). None where the rate stays constant."""
+    ramp = int(round(warmup * total))
+    if ramp <= 0:
+        if schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+        return None
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / (ramp + 1)
+        if schedule != "cosine":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (step - ramp) / max(total - ramp, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def distillation_loss(
@@ -180,11 +202,7 @@ def finetune(
     steps_per_epoch = (n + batch - 1) // batch
     total = settings.epochs * steps_per_epoch
     optimizer = torch.optim.Adam(params, lr=settings.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
-        if lr_schedule == "cosine"
-        else None
-    )
+    scheduler = lr_scheduler(optimizer, lr_schedule, total, settings.warmup)
     generator = torch.Generator().manual_seed(settings.seed)
     teacher_mode = teacher.training if teacher is not None else False
     losses: list[float] = []

@@ -107,9 +107,12 @@ def rank_globally(
     normalize: str = "l2",
     min_keep: int = 1,
     min_fraction: float = 0.0,
+    floors: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[tuple[str, int]]]:
     """Normalized scores per group and the global removal order: (group, channel) pairs, least important
-    first, each group's floor (`keep_at_least`) excluded. Ties go to the earlier group, then lower index."""
+    first, each group's floor (`keep_at_least`, or `floors[name]` where higher: a schedule's floor is a
+    fraction of the ORIGINAL channels, so steps cannot ratchet a group down) excluded. Ties go to the
+    earlier group, then lower index."""
     check_normalize(normalize)
     if not 0.0 <= min_fraction < 1.0:
         raise WorkbenchError(f"min_fraction must be in [0, 1), got {min_fraction}")
@@ -117,7 +120,8 @@ def rank_globally(
     candidates: list[tuple[float, int, int, str]] = []
     for position, (name, s) in enumerate(normalized.items()):
         n = int(channels[name]) if channels is not None else len(s)
-        removable = n - keep_at_least(n, min_keep, min_fraction)
+        floor = max(keep_at_least(n, min_keep, min_fraction), int((floors or {}).get(name, 0)))
+        removable = max(0, n - floor)
         order = torch.argsort(s, stable=True)[:removable].tolist()  # a group can lose only its lowest ones
         # A channel scored inf or NaN (no gamma to read, say) is never a candidate.
         candidates.extend((float(s[c]), position, int(c), name) for c in order if math.isfinite(float(s[c])))

@@ -35,6 +35,7 @@ from analysis.compression.finetune_settings import (
     FINETUNE_KEYS,
     RECOVERY_LR,
     RECOVERY_LR_SCHEDULE,
+    RECOVERY_WARMUP,
     FinetuneSettings,
 )
 from analysis.errors import WorkbenchError
@@ -179,19 +180,26 @@ def _layer_override(name: Any, raw: Any) -> LayerOverride:
 
 
 def _finetune_settings(raw: Any) -> FinetuneSettings:
+    """A plan's `finetune`: absent, null or false is none; `true`, `{}` or any object that asks for epochs
+    is the recovery recipe for whatever it leaves unsaid (`"recipe": "default"` keeps the plain loop)."""
     if isinstance(raw, FinetuneSettings):
         return raw
-    if raw is None:
+    if raw is None or raw is False:
         return FinetuneSettings()
+    if raw is True:
+        raw = {}
     if not isinstance(raw, Mapping):
-        raise WorkbenchError(f"plan 'finetune' must be an object like {{\"epochs\": 3}}, got {raw!r}")
+        raise WorkbenchError(f"plan 'finetune' must be an object like {{\"epochs\": 3}} or true, got {raw!r}")
     validate.known_keys(raw, FINETUNE_KEYS, "finetune")
     values = dict(raw)
-    if values.get("recipe") == "recovery":
+    if "recipe" not in values:  # {"epochs": 0} asks for no training: nothing to fill in
+        values["recipe"] = "default" if values.get("epochs") == 0 else "recovery"
+    if values["recipe"] == "recovery":
         # What the plan leaves unsaid comes from the recovery recipe (schedules.recovery_finetune).
         values.setdefault("distill", True)
         values.setdefault("lr_schedule", RECOVERY_LR_SCHEDULE)
         values.setdefault("lr", RECOVERY_LR)
+        values.setdefault("warmup", RECOVERY_WARMUP)
     return FinetuneSettings(**values)
 
 
@@ -309,7 +317,7 @@ class CompressionPlan:
         return cls(
             default={} if data.get("default") is None else data["default"],
             layers={} if data.get("layers") is None else data["layers"],
-            finetune={} if data.get("finetune") is None else data["finetune"],
+            finetune=data.get("finetune"),
             huffman=False if data.get("huffman") is None else data["huffman"],
             schedule=data.get("schedule"),
         )
@@ -335,7 +343,7 @@ class CompressionPlan:
         """The same ratio and bits for every prunable layer (the final classifier keeps its outputs)."""
         return cls(
             default=LayerSettings(prune=prune, criterion=criterion, structured=structured, bits=bits),
-            finetune=finetune if finetune is not None else {},
+            finetune=finetune,
         )
 
     def with_layers(self, layers: Mapping[str, Mapping[str, Any]]) -> CompressionPlan:

@@ -7,11 +7,10 @@ between steps, and records the trajectory.
 - `iterative` (Molchanov et al. 2017): repeat {rank on the training split, remove N channels, fine-tune
   `epochs_per_step`} for `steps` steps; N = the channels the first ranking needs for the target / steps
   (the last step removes whatever is still needed, so the target is met).
-- `agp` (Zhu & Gupta 2017, "To prune, or not to prune"): the removed fraction follows
-  s_t = s_f + (s_i - s_f)(1 - t/n)^3, t = 1..n. Structured: s is the fraction of the target quantity
-  (MACs, params, latency, channels) removed, by global ranking. Unstructured (`structured: false`): s is the
-  fraction of prunable weights zeroed by global magnitude (`torch.nn.utils.prune.global_unstructured`),
-  target `params` = the fraction of those weights kept.
+- `agp` (Zhu & Gupta 2017, "To prune, or not to prune"; `agp.py`): the pruned fraction follows
+  s_t = s_f + (s_i - s_f)(1 - t/n)^3, t = 1..n, per layer as in the paper. Structured: every group loses
+  s_t of its original channels (s_f uniform, meeting the target); unstructured (`structured: false`): s is
+  the fraction of prunable weights zeroed by global magnitude, target `params` = the fraction kept.
 - `slimming` / `group-lasso` (`sparsity.py`): `epochs` of training with the penalty at `strength`, then the
   channels below `threshold` (or the smallest, to the target) pruned globally, then `finetune_epochs`.
 
@@ -33,11 +32,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
-from analysis.compression.finetune_settings import RECOVERY_LR, RECOVERY_LR_SCHEDULE, FinetuneSettings
+from analysis.compression.agp import agp_sparsity, agp_structured, agp_unstructured
+from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* re-exported)
+    RECOVERY_BATCHES,
+    RECOVERY_LR,
+    RECOVERY_LR_SCHEDULE,
+    RECOVERY_MAX_EPOCHS,
+    RECOVERY_MIN_EPOCHS,
+    FinetuneSettings,
+    recovery_epochs,
+    recovery_finetune,
+)
 from analysis.compression.global_rank import group_scores as _group_scores
-from analysis.compression.global_rank import rank_globally, select
+from analysis.compression.global_rank import keep_at_least, rank_globally, select
 from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported)
     MAX_EPOCHS,
     MAX_STEPS,
@@ -53,7 +61,7 @@ from analysis.compression.sparsity import (
     slimming_penalty,
     sparsity_values,
 )
-from analysis.compression.training import batches_for, train
+from analysis.compression.training import batches_for, recalibrate_bn, train
 from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
@@ -67,27 +75,6 @@ from analysis.transforms.pruning import make_permanent, pruning_groups
 
 LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
 LATENCY_RUNS = 20
-
-
-# --- recovery defaults ----------------------------------------------------------------------------------
-
-RECOVERY_BATCHES = 400  # optimizer steps the recovery aims for, whatever the data size (measured, README)
-RECOVERY_MIN_EPOCHS, RECOVERY_MAX_EPOCHS = 3, 30
-
-
-def recovery_epochs(n_train: int, batch_size: int = 32) -> int:
-    """Epochs of recovery for `n_train` training samples: about `RECOVERY_BATCHES` optimizer steps, between
-    `RECOVERY_MIN_EPOCHS` and `RECOVERY_MAX_EPOCHS` (small data gets more passes, large data fewer)."""
-    per_epoch = max(1, (int(n_train) + batch_size - 1) // batch_size)
-    return max(RECOVERY_MIN_EPOCHS, min(RECOVERY_MAX_EPOCHS, math.ceil(RECOVERY_BATCHES / per_epoch)))
-
-
-def recovery_finetune(n_train: int, **overrides: Any) -> FinetuneSettings:
-    """The default recovery recipe: distillation on (T=4, alpha=0.5), Adam at `RECOVERY_LR` with a cosine
-    decay (pass `lr_schedule=RECOVERY_LR_SCHEDULE` to `finetune`), epochs from `recovery_epochs`."""
-    values: dict[str, Any] = {"epochs": recovery_epochs(n_train), "distill": True, "lr": RECOVERY_LR}
-    values.update(overrides)
-    return FinetuneSettings(**values)
 
 
 # --- result ---------------------------------------------------------------------------------------------
@@ -153,6 +140,10 @@ class _Run:
                 "the model has no prunable channel groups (the final classifier keeps its outputs)"
             )
         self.base_channels = sum(g.channels for g in self.groups)
+        # Floors are fractions of the original widths: taken of the current width, every step lowered them
+        # (digits-resnet's layer3 went 64 -> 6 channels under AGP, and the accuracy with it).
+        self.floors = {g.name: keep_at_least(g.channels, 1, settings.min_fraction) for g in self.groups}
+        self.original_channels = {g.name: g.channels for g in self.groups}
         value = settings.target_value
         # A channel count becomes the fraction of the prunable channels it keeps.
         self.target_fraction = value if value <= 1 else min(1.0, value / max(self.base_channels, 1))
@@ -257,6 +248,9 @@ class _Run:
         return log.loss
 
     # structured pruning
+    def current_groups(self) -> list[PruningGroup]:
+        return pruning_groups(self.work, self.input_shape)
+
     def order(self, criterion: str, normalize: str) -> tuple[list[PruningGroup], list[tuple[str, int]]]:
         """The current groups and their global removal order (least important first)."""
         groups = pruning_groups(self.work, self.input_shape)
@@ -269,6 +263,7 @@ class _Run:
             {g.name: g.channels for g in groups},
             normalize=normalize,
             min_fraction=self.s.min_fraction,
+            floors=self.floors,
         )
         return groups, order
 
@@ -299,36 +294,13 @@ class _Run:
         return low
 
     def remove(self, groups, order, k: int) -> int:
+        """Remove the first `k` channels of `order`, then re-estimate the BatchNorm statistics (the inputs
+        of every norm after a removed channel changed; `recalibrate_bn`) before any training."""
         removal = {n: c for n, c in select(order, k, [g.name for g in groups]).items() if c}
         if removal:
             remove_channels(self.work, example_input(self.input_shape), groups, removal)
+            recalibrate_bn(self.work, self.data)
         return sum(len(c) for c in removal.values())
-
-
-def agp_sparsity(step: int, steps: int, final: float, initial: float = 0.0) -> float:
-    """Zhu & Gupta's cubic schedule: s_t = s_f + (s_i - s_f)(1 - t/n)^3, for t in [0, n]."""
-    t = min(max(step, 0), steps)
-    return final + (initial - final) * (1.0 - t / steps) ** 3
-
-
-def _agp_unstructured(run: _Run, report) -> None:
-    s = run.s
-    final = 1.0 - run.target_fraction
-    layers = run.prunable_weights(run.work)
-    total = sum(w.numel() for _, w in layers)
-    for t in range(1, s.steps + 1):
-        run.check_stop()
-        run.step = t
-        sparsity = agp_sparsity(t, s.steps, final, s.initial_sparsity)
-        make_permanent(run.work)  # zeros stay zero; they are the smallest |w|, so the next mask keeps them
-        params = [(run.work.get_submodule(n), "weight") for n, _ in layers]
-        torch_prune.global_unstructured(
-            params, pruning_method=torch_prune.L1Unstructured, amount=round(sparsity * total)
-        )
-        loss = run.train_epochs(s.epochs_per_step)
-        run.record("agp", loss, removed=round(sparsity * total))
-        report(t)
-    make_permanent(run.work)
 
 
 def _structured_steps(run: _Run, report) -> None:
@@ -344,10 +316,7 @@ def _structured_steps(run: _Run, report) -> None:
         run.step = t
         groups, order = run.order(s.criterion, s.normalize)
         needed = run.channels_for(groups, order, value)
-        if s.method == "agp":
-            goal = 1.0 - agp_sparsity(min(t, plan_steps), plan_steps, 1.0 - value, s.initial_sparsity)
-            k = run.channels_for(groups, order, goal)
-        elif s.method == "iterative":
+        if s.method == "iterative":
             if per_step is None:
                 per_step = max(1, math.ceil(needed / plan_steps))
             k = needed if t >= plan_steps else min(per_step, needed)
@@ -390,7 +359,7 @@ def _sparsity(run: _Run, report, evidence: dict) -> None:
     report(1)
     run.check_stop()
     run.step = 2
-    current, order = run.order(s.method, "none")
+    current, order = run.order(s.method, s.normalize)
     if s.threshold is not None:
         values = channel_values(run.work, s.method, current)
         k = sum(1 for name, c in order if float(values[name][c]) < s.threshold)
@@ -445,7 +414,9 @@ def run_schedule(
         if sparsity_method:
             _sparsity(run, report, evidence)
         elif not settings.structured:
-            _agp_unstructured(run, report)
+            agp_unstructured(run, report)
+        elif settings.method == "agp":
+            agp_structured(run, report, LATENCY_EXTRA_STEPS if settings.target_kind == "latency" else 0)
         else:
             _structured_steps(run, report)
         if settings.finetune_epochs:

@@ -142,7 +142,7 @@ def _plan_from(ratios: Mapping[str, float], criterion: str, finetune: FinetuneSe
     return CompressionPlan(
         default={"prune": 0.0, "criterion": criterion, "structured": True, "bits": 32},
         layers={name: {"prune": r} for name, r in ratios.items() if r > 0},
-        finetune=finetune if finetune is not None else {},
+        finetune=finetune,
     )
 
 
@@ -342,7 +342,7 @@ def uniform_plan(
         ratio = round(ratio + 0.001, 3)
     plan = CompressionPlan(
         default={"prune": ratio, "criterion": criterion, "structured": True, "bits": 32},
-        finetune=finetune if finetune is not None else {},
+        finetune=finetune,
     )
     return plan, ratio
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from analysis.compression.finetune import LR_SCHEDULES, training_loss
+from analysis.compression.finetune import LR_SCHEDULES, lr_scheduler, training_loss
 from analysis.compression.finetune_settings import FinetuneSettings
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
@@ -74,11 +74,7 @@ def train(
         return log
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=batches)
-        if lr_schedule == "cosine"
-        else None
-    )
+    scheduler = lr_scheduler(optimizer, lr_schedule, batches, settings.warmup)
     generator = torch.Generator().manual_seed(settings.seed + seed)
     teacher_mode = teacher.training if teacher is not None else False
     loss_sum, penalty_sum, correct, seen = 0.0, 0.0, 0, 0
@@ -127,4 +123,40 @@ def train(
     return log
 
 
-__all__ = ["Penalty", "TrainLog", "batches_for", "train"]
+BN_RECALIBRATION_SAMPLES = 512
+
+
+def recalibrate_bn(
+    model: nn.Module, data: Dataset, samples: int = BN_RECALIBRATION_SAMPLES, batch_size: int = 64
+) -> bool:
+    """Re-estimate every BatchNorm's running mean and variance IN PLACE from `samples` training samples
+    (a cumulative average over forward passes, no gradient; everything else stays in eval mode). After
+    channels are removed, the statistics the next layers' norms kept no longer describe their inputs; fresh
+    ones recover much of the accuracy before any training (Li et al. 2020, "EagleEye", adaptive BN).
+    Returns whether the model had a BatchNorm."""
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms or len(data.x_train) == 0:
+        return False
+    momenta = [m.momentum for m in norms]
+    # A seeded sample of the split (a file sorted by class would otherwise give one class's statistics).
+    n = min(samples, len(data.x_train))
+    chosen = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:n]
+    model.eval()
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch weighs the same
+            m.train()
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                model(data.x_train[chosen[start : start + batch_size]])
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return True
+
+
+__all__ = ["BN_RECALIBRATION_SAMPLES", "Penalty", "TrainLog", "batches_for", "recalibrate_bn", "train"]

@@ -4,7 +4,9 @@ Recomputing the whole network for every candidate change (every layer x ratio of
 channel of the oracle criterion) wastes the work upstream of the change, which the change cannot affect.
 This module traces the model once with `torch.fx`, and for each set of changed modules builds a *suffix*
 GraphModule: only the nodes downstream of those modules, fed with the cached values of the upstream nodes
-they read. Numbers are identical to a full forward pass (same ops on the same inputs).
+they read. Numbers are those of a full forward pass (same ops on the same inputs; the runner computes in
+channels-last memory format where the model has 2-d convolutions, which CPU convolutions run 1.3-1.9x
+faster, equal to the standard layout's up to float rounding; `channels_last=False` keeps the standard one).
 
 Public API (stable; other modules and helpers code against it)
 --------------------------------------------------------------
@@ -15,19 +17,25 @@ Public API (stable; other modules and helpers code against it)
     after evaluating the edit, so `apply` needs no undo. `key` is free for the caller (e.g. (layer, ratio)).
 
 `DownstreamRunner(model, x, y, batch_size=256, use_cache=True, max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
-copy_model=True)`
+copy_model=True, channels_last=True)`
     Holds a deep copy of `model` (eval mode, `runner.model`; edits are applied to that copy, so the caller's
     model is never touched) and the evaluation data `x`, `y` (tensors; class labels in `y`).
     `DownstreamRunner.from_data(model, data, split="test", limit=None, **kw)` takes an `analysis.Dataset`.
 
     `runner.evaluate(edits, progress=None, stop=None) -> RunnerResult`
-        Evaluates every edit over all the data. Loop order: for each batch, one full forward pass caches the
-        activations the suffixes read (and gives the unedited baseline), then every edit is applied, its
-        suffix run on that batch, and its parameters restored. `RunnerResult.baseline` is the unedited
-        `EvalResult`; `RunnerResult.results[i]` the `EvalResult` of `edits[i]` (None if `stop` dropped it).
+        Evaluates every edit over all the data: one full forward pass per batch caches the activations the
+        suffixes read (and gives the unedited baseline); then every edit is applied, its suffix run on each
+        batch, and its parameters restored. `RunnerResult.baseline` is the unedited `EvalResult`;
+        `RunnerResult.results[i]` the `EvalResult` of `edits[i]` (None if `stop` dropped it).
         `progress(done, total)` counts batch x edit steps. `stop(tally) -> iterable of edit indices`, called
         after each batch with a `Tally` (running correct counts and loss sums), lets a caller drop edits
         early (the sensitivity sweep's early stop uses it).
+
+    `runner.evaluate_chunks(chunks, progress=None, stop_for=None, should_stop=None) -> [RunnerResult]`
+        The same over chunks of edits (a sweep: one chunk per layer), one chunk after the other, asking
+        `should_stop()` before each (a stopped sweep keeps the finished layers). The cached activations are
+        computed once for every chunk, not once per chunk: with 3 points per layer, recomputing them per
+        layer cost as much as the points themselves.
 
     `runner.traced` (bool) and `runner.notes` (list of str) say whether fx tracing worked; where it did not
     (data-dependent control flow, say) every edit is evaluated with a full forward pass instead, same
@@ -44,11 +52,13 @@ full forward pass.
 
 Memory bound
 ------------
-The cache holds, for ONE batch, the values of every node that some edit's suffix reads (the union over the
-edits' "frontiers"). Its size is measured on the first batch; if it exceeds `max_cache_bytes` (default
-1 GiB) the batch is split into smaller chunks so one chunk's cache fits (down to one sample; past that the
-cache of a single sample is used anyway and a note says so). Smaller chunks give the same numbers up to
-float rounding of the kernels.
+The cache holds the values of every node that some edit's suffix reads (the union over the edits'
+"frontiers"), measured on one sample. Where that fits `max_cache_bytes` (default 1 GiB) for every sample,
+it is kept for all the batches, and each value is freed after the last chunk that reads it. Otherwise it
+is kept for one batch at a time and recomputed per chunk (only the nodes upstream of that chunk); and if
+one batch's cache is over the limit, the batch is split so one chunk's cache fits (down to one sample;
+past that the cache of a single sample is used anyway and a note says so). Smaller batches give the same
+numbers up to float rounding of the kernels.
 
 Example (oracle criterion: |loss change| when channel c of a conv and its BN are zeroed)::
 
@@ -75,6 +85,7 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult
 from analysis.fx.slicing import Suffix, build_prefix, build_suffix, downstream
+from analysis.fx.snapshots import Snapshots, check_modules, last_use, tensor_bytes
 from analysis.fx.trace import trace_model
 from analysis.inputs import InputBatch
 from analysis.layers import call_model
@@ -131,76 +142,59 @@ class RunnerResult:
     notes: tuple[str, ...] = ()
 
 
-def _tensor_bytes(values: Iterable[object]) -> int:
-    """Bytes the tensors in `values` span, counting a view that appears twice once.
-
-    A view's own extent, not its storage's: the one-sample input a cache is sized on is a view of the whole
-    data set, and scaling that storage by the batch size overstated the cache a hundredfold.
-    """
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for value in values:
-        for t in _tensors(value):
-            key = (t.data_ptr(), t.numel())
-            if key not in seen:
-                seen.add(key)
-                total += t.numel() * t.element_size()
-    return total
+REFERENCE = "<reference>"
+"""The cache key of the unedited model's outputs on a batch, which a fidelity metric compares with."""
 
 
-def _tensors(value: object) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
+class _Run:
+    """The counters of one `evaluate_chunks` call: the baseline's tally, and progress over batch x edit
+    steps (an edit dropped by early stop counts its skipped batches as done)."""
 
+    def __init__(self, total: int, steps: int, progress: Progress | None, scoring: Scoring) -> None:
+        self.scoring = scoring
+        self.base = Tally(total=total, baseline_score=scoring.tally())
+        self.steps, self.done, self.progress = steps, 0, progress
 
-class _Snapshots:
-    """Copies of the parameters and buffers of edited modules, to restore them after each edit."""
+    def tally(self, n: int) -> Tally:
+        return Tally(
+            total=self.base.total,
+            correct=[0] * n,
+            loss_sum=[0.0] * n,
+            active=[True] * n,
+            scores=[self.scoring.tally() for _ in range(n)],
+        )
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._saved: dict[str, list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]] = {}
+    def step(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.steps)
 
-    def _entries(self, name: str) -> list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]:
-        if name not in self._saved:
-            root = self.model.get_submodule(name)
-            entries = []
-            for module in root.modules():
-                for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
-                    if t is not None:
-                        entries.append((module, attr, t, t.detach().clone()))
-            self._saved[name] = entries
-        return self._saved[name]
+    def drop(self, tally: Tally, stop: Callable[[Tally], Iterable[int]], batches_left: int) -> None:
+        """Ask `stop` which edits to drop (it sees the baseline counted so far) and drop them."""
+        tally.baseline_correct, tally.baseline_loss_sum, tally.baseline_score = (
+            self.base.baseline_correct,
+            self.base.baseline_loss_sum,
+            self.base.baseline_score,
+        )
+        for i in stop(tally):
+            if tally.active[i]:
+                tally.active[i] = False
+                self.done += batches_left
+        self.step(0)
 
-    def prepare(self, names: Iterable[str]) -> None:
-        for name in names:
-            self._entries(name)
-
-    def restore(self, names: Iterable[str]) -> None:
-        with torch.no_grad():
-            for name in names:
-                for module, attr, original, saved in self._entries(name):
-                    current = module._parameters.get(attr, module._buffers.get(attr))
-                    if current is not original:  # `apply` replaced the tensor object: put ours back
-                        if attr in module._parameters:
-                            module._parameters[attr] = original
-                        else:
-                            module._buffers[attr] = original
-                    original.copy_(saved)
-
-
-def _check_modules(model: nn.Module, edits: Sequence[Edit]) -> None:
-    names = {n for n, _ in model.named_modules()}
-    for edit in edits:
-        for m in edit.modules:
-            if m not in names:
-                raise WorkbenchError(
-                    f"no layer named {m!r} in the model: use a name from model.named_modules()"
-                )
+    def result(self, tally: Tally, notes: list[str]) -> RunnerResult:
+        n, base, info = tally.seen, self.base, self.scoring.info
+        if base.seen == 0:
+            nan = float("nan")
+            empty = EvalResult(nan, nan, 0, info)
+            return RunnerResult(empty, [empty] * len(tally.correct), tuple(notes))
+        score = base.baseline_score
+        baseline = EvalResult(score.value(), score.loss, base.seen, info)
+        results = [
+            EvalResult(tally.scores[i].value(), tally.scores[i].loss, n, info) if tally.active[i] else None
+            for i in range(len(tally.correct))
+        ]
+        return RunnerResult(baseline, results, tuple(notes))
 
 
 class DownstreamRunner:
@@ -220,6 +214,7 @@ class DownstreamRunner:
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         copy_model: bool = True,
         scoring: Scoring | None = None,
+        channels_last: bool = True,
     ) -> None:
         if batch_size < 1:
             raise WorkbenchError(f"batch size must be at least 1, got {batch_size}")
@@ -237,6 +232,7 @@ class DownstreamRunner:
         self.batch_size = batch_size
         self.use_cache = use_cache
         self.max_cache_bytes = max_cache_bytes
+        self.channels_last = channels_last
         self.notes: list[str] = []
         self.gm: fx.GraphModule | None = None
         if use_cache:
@@ -259,12 +255,33 @@ class DownstreamRunner:
     def traced(self) -> bool:
         return self.gm is not None
 
-    def _batches(self, size: int) -> list[tuple[torch.Tensor | InputBatch, torch.Tensor | None]]:
+    def _batches(
+        self, size: int, channels_last: bool = False
+    ) -> list[tuple[torch.Tensor | InputBatch, torch.Tensor | None]]:
         y = self.y
-        return [
+        batches = [
             (self.x[i : i + size], None if y is None else y[i : i + size])
             for i in range(0, len(self.x), size)
         ]
+        if channels_last:
+            batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+        return batches
+
+    def _use_channels_last(self) -> bool:
+        """Whether to run in channels-last memory format: CPU convolutions then skip oneDNN's layout reorders
+        (1.3-1.9x faster on the zoo and ResNet-18). Numbers equal the standard layout's up to float rounding.
+        Only for one 4-d input tensor where the model has 2-d convolutions, all in the standard layout (so
+        restoring it is exact)."""
+        x = self.x
+        if (
+            not self.channels_last
+            or not isinstance(x, torch.Tensor)
+            or x.dim() != 4
+            or x.device.type != "cpu"
+        ):
+            return False
+        weights = [m.weight for m in self.model.modules() if isinstance(m, nn.Conv2d)]
+        return bool(weights) and all(w.is_contiguous() for w in weights)
 
     def evaluate(
         self,
@@ -273,87 +290,146 @@ class DownstreamRunner:
         stop: Callable[[Tally], Iterable[int]] | None = None,
     ) -> RunnerResult:
         """Loss and accuracy of the model under each edit (one at a time), plus the unedited baseline."""
-        # Long: one pass over the batches whose edits must be restored in the same try/finally.
-        edits = list(edits)
-        _check_modules(self.model, edits)
+        return self.evaluate_chunks([edits], progress, None if stop is None else (lambda _: stop))[0]
+
+    def evaluate_chunks(
+        self,
+        chunks: Sequence[Sequence[Edit]],
+        progress: Progress | None = None,
+        stop_for: Callable[[int], Callable[[Tally], Iterable[int]] | None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[RunnerResult]:
+        """`evaluate` over several chunks of edits (a sweep's chunk: one layer's points), one chunk at a
+        time, asking `should_stop()` before each: one RunnerResult per finished chunk (fewer when stopped).
+        `stop_for(c)` is chunk c's early-stop callback (indices within the chunk).
+
+        The upstream activations every chunk reads are computed once, for all the batches, and kept while
+        a later chunk still reads them, where they fit `max_cache_bytes`; otherwise once per chunk and
+        batch. Same numbers either way, and the same as `evaluate` on each chunk alone.
+        """
+        chunks = [list(c) for c in chunks]
+        edits = [e for c in chunks for e in c]
+        check_modules(self.model, edits)
         notes = list(self.notes)
-        snapshots = _Snapshots(self.model)
+        snapshots = Snapshots(self.model)
         snapshots.prepare({m for e in edits for m in e.modules})
-        suffixes: dict[frozenset[str], Suffix | None] = {}
-        prefix = None
-        batch_size = self.batch_size
-        if self.gm is not None and edits:
-            for edit in edits:
-                key = frozenset(edit.modules)
-                if key not in suffixes:
-                    down = downstream(self.gm, sorted(key))
-                    suffixes[key] = None if down is None else build_suffix(self.gm, down)
-            if any(s is None for s in suffixes.values()):
-                notes.append(
-                    "some edited modules are not called in the traced graph: those use full evaluation"
-                )
-            keep = sorted({name for s in suffixes.values() if s is not None for name in s.frontier})
-            prefix = build_prefix(self.gm, keep)
-            batch_size = self._fit_cache(prefix, batch_size, notes)
-        batches = self._batches(batch_size)
-        tally = Tally(total=len(self.x), correct=[0] * len(edits), loss_sum=[0.0] * len(edits))
-        tally.active = [True] * len(edits)
-        tally.scores = [self.scoring.tally() for _ in edits]
-        tally.baseline_score = self.scoring.tally()
-        total_steps, done = len(batches) * len(edits), 0
+        suffixes = self._suffixes(edits, notes)
+        keep = sorted({name for s in suffixes.values() if s is not None for name in s.frontier})
+        prefix = build_prefix(self.gm, keep) if suffixes else None
+        batch_size, held = self.batch_size, True
+        if prefix is not None:
+            batch_size, per_sample = self._fit_cache(prefix, self.batch_size, notes)
+            held = per_sample * len(self.x) <= self.max_cache_bytes
+        fast = self._use_channels_last()
+        batches = self._batches(batch_size, fast)
+        run = _Run(len(self.x), len(batches) * len(edits), progress, self.scoring)
         was_training = self.model.training
         self.model.eval()
+        if fast:
+            self.model.to(memory_format=torch.channels_last)
         try:
-            for b, (x, y) in enumerate(batches):
-                with torch.inference_mode():
-                    if prefix is not None:
-                        out, kept = call_model(prefix, x)
-                        cache = dict(zip(keep, kept, strict=True))
+            caches = self._baseline(prefix, keep, batches, run) if held else None
+            last_reader = last_use(chunks, suffixes)
+            results = []
+            for c, chunk in enumerate(chunks):
+                if should_stop is not None and should_stop():
+                    break
+                if caches is None:  # too large to hold for every batch: this chunk's values, per batch
+                    frontier = sorted(
+                        {n for e in chunk if (s := suffixes.get(frozenset(e.modules))) for n in s.frontier}
+                    )
+                    with_output = c == 0 or self.scoring.needs_reference
+                    chunk_prefix = build_prefix(self.gm, frontier, output=with_output) if c > 0 else prefix
+                    names = frontier if c > 0 else keep
+                else:
+                    chunk_prefix, names = None, keep
+                tally = run.tally(len(chunk))
+                stop = stop_for(c) if stop_for is not None else None
+                for b, (x, y) in enumerate(batches):
+                    if caches is not None:
+                        cache = caches[b]
                     else:
-                        out, cache = call_model(self.model, x), {}
-                    reference = flatten_outputs(out) if self.scoring.needs_reference else None
-                    self._count(tally, -1, out, y, reference)
-                for i, edit in enumerate(edits):
-                    if not tally.active[i]:
-                        continue
-                    with torch.no_grad():
-                        edit.apply(self.model)
-                    try:
-                        with torch.inference_mode():
-                            suffix = suffixes.get(frozenset(edit.modules))
-                            if suffix is None:
-                                logits = call_model(self.model, x)
-                            else:
-                                logits = suffix.module(*[cache[n] for n in suffix.frontier])
-                            self._count(tally, i, logits, y, reference)
-                    finally:
-                        snapshots.restore(edit.modules)
-                    done += 1
-                    if progress:
-                        progress(done, total_steps)
-                tally.seen += len(x)
-                if stop is not None and tally.remaining > 0:
-                    for i in stop(tally):
-                        if tally.active[i]:
-                            tally.active[i] = False
-                            done += len(batches) - b - 1
-                    if progress:
-                        progress(done, total_steps)
+                        cache = self._upstream(chunk_prefix, names, x, y, run, c == 0, with_output)
+                    self._run_chunk(chunk, tally, x, y, cache, suffixes, snapshots, run)
+                    tally.seen += len(x)
+                    if stop is not None and tally.remaining > 0:
+                        run.drop(tally, stop, len(batches) - b - 1)
+                results.append(run.result(tally, notes))
+                if caches is not None:  # values no later chunk reads are freed as the sweep moves on
+                    for cache in caches:
+                        for name in [n for n in cache if n != REFERENCE and last_reader.get(n, -1) <= c]:
+                            del cache[name]
+            if not chunks:
+                results.append(run.result(run.tally(0), notes))
         finally:
             self.model.train(was_training)
-        n = tally.seen
-        info = self.scoring.info
-        if n == 0:
-            nan = float("nan")
-            empty = EvalResult(nan, nan, 0, info)
-            return RunnerResult(empty, [empty] * len(edits), tuple(notes))
-        base = tally.baseline_score
-        baseline = EvalResult(base.value(), base.loss, n, info)
-        results = [
-            EvalResult(tally.scores[i].value(), tally.scores[i].loss, n, info) if tally.active[i] else None
-            for i in range(len(edits))
-        ]
-        return RunnerResult(baseline, results, tuple(notes))
+            if fast:
+                self.model.to(memory_format=torch.contiguous_format)
+        return results
+
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole model's output for batch `x` (under inference mode); a runner on another runtime
+        (`analysis.runtime.edit_runner`) runs it there instead."""
+        return call_model(self.model, x)
+
+    def _suffixes(self, edits: Sequence[Edit], notes: list[str]) -> dict[frozenset[str], Suffix | None]:
+        """The suffix graph of each distinct set of edited modules (None: evaluated with a full pass)."""
+        suffixes: dict[frozenset[str], Suffix | None] = {}
+        if self.gm is None or not edits:
+            return suffixes
+        for edit in edits:
+            key = frozenset(edit.modules)
+            if key not in suffixes:
+                down = downstream(self.gm, sorted(key))
+                suffixes[key] = None if down is None else build_suffix(self.gm, down)
+        if any(s is None for s in suffixes.values()):
+            notes.append("some edited modules are not called in the traced graph: those use full evaluation")
+        return suffixes
+
+    def _upstream(self, prefix, names, x, y, run: _Run, baseline: bool, with_output: bool = True) -> dict:
+        """The cached values `names` for batch `x`, the unedited outputs under `REFERENCE` where the metric
+        compares with them, and with `baseline` the unedited counts. `prefix` returns (outputs, values)
+        when built `with_output`, else the values alone; None runs the whole model (no cache)."""
+        needs_reference = self.scoring.needs_reference
+        with torch.inference_mode():
+            out, cache = None, {}
+            if prefix is None:
+                if baseline or needs_reference:
+                    out = self._full(x)
+            else:
+                got = call_model(prefix, x)
+                out, kept = got if with_output else (None, got)
+                cache = dict(zip(names, kept, strict=True))
+            if needs_reference and out is not None:
+                cache[REFERENCE] = flatten_outputs(out)
+            if baseline:
+                self._count(run.base, -1, out, y, cache.get(REFERENCE))
+                run.base.seen += len(x)
+            return cache
+
+    def _baseline(self, prefix, keep, batches, run: _Run) -> list[dict[str, object]]:
+        """One full pass over every batch: the baseline counts, and each batch's cached values, kept."""
+        return [self._upstream(prefix, keep, x, y, run, True) for x, y in batches]
+
+    def _run_chunk(self, chunk, tally: Tally, x, y, cache, suffixes, snapshots: Snapshots, run: _Run) -> None:
+        """Each active edit of `chunk` on one batch: applied, its suffix run from the cache (or the whole
+        model), counted, restored."""
+        for i, edit in enumerate(chunk):
+            if not tally.active[i]:
+                continue
+            with torch.no_grad():
+                edit.apply(self.model)
+            try:
+                with torch.inference_mode():
+                    suffix = suffixes.get(frozenset(edit.modules))
+                    if suffix is None:
+                        logits = self._full(x)
+                    else:
+                        logits = suffix.module(*[cache[n] for n in suffix.frontier])
+                    self._count(tally, i, logits, y, cache.get(REFERENCE))
+            finally:
+                snapshots.restore(edit.modules)
+            run.step(1)
 
     @staticmethod
     def _count(tally: Tally, i: int, out: object, y: torch.Tensor | None, reference: dict | None) -> None:
@@ -367,13 +443,14 @@ class DownstreamRunner:
             tally.correct[i] = scores.metric.total
             tally.loss_sum[i] = scores.loss_sum
 
-    def _fit_cache(self, prefix: fx.GraphModule, batch_size: int, notes: list[str]) -> int:
-        """The batch size whose cache fits `max_cache_bytes`, measured on one sample."""
+    def _fit_cache(self, prefix: fx.GraphModule, batch_size: int, notes: list[str]) -> tuple[int, int]:
+        """The batch size whose cache fits `max_cache_bytes`, and the cache's bytes per sample, measured
+        on one sample."""
         if len(self.x) == 0:
-            return batch_size
+            return batch_size, 0
         with torch.inference_mode():
             _, kept = call_model(prefix, self.x[:1])
-        per_sample = max(1, _tensor_bytes(kept))
+        per_sample = max(1, tensor_bytes(kept))
         fit = max(1, self.max_cache_bytes // per_sample)
         if fit < min(batch_size, len(self.x)):
             notes.append(
@@ -385,5 +462,5 @@ class DownstreamRunner:
                     else ""
                 )
             )
-            return int(fit)
-        return batch_size
+            return int(fit), per_sample
+        return batch_size, per_sample

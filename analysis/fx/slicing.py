@@ -78,11 +78,17 @@ def build_suffix(gm: fx.GraphModule, down: set[fx.Node]) -> Suffix:
     return Suffix(fx.GraphModule(gm, graph), [n.name for n in frontier])
 
 
-def build_prefix(gm: fx.GraphModule, keep: list[str]) -> fx.GraphModule:
-    """The full graph, returning (output, tuple of the values of the nodes named in `keep`)."""
+def build_prefix(gm: fx.GraphModule, keep: list[str], output: bool = True) -> fx.GraphModule:
+    """The full graph, returning (output, tuple of the values of the nodes named in `keep`); without
+    `output`, only that tuple, computed by the nodes it needs (the ones upstream of `keep`)."""
     graph = fx.Graph()
     val_map: dict[fx.Node, fx.Node] = {}
     out = graph.graph_copy(gm.graph, val_map)
     by_name = {n.name: val_map[n] for n in gm.graph.nodes if n in val_map}
-    graph.output((out, tuple(by_name[name] for name in keep)))
-    return fx.GraphModule(gm, graph)
+    kept = tuple(by_name[name] for name in keep)
+    graph.output((out, kept) if output else kept)
+    prefix = fx.GraphModule(gm, graph)
+    if not output:
+        prefix.graph.eliminate_dead_code()
+        prefix.recompile()
+    return prefix

@@ -151,10 +151,12 @@ def oracle_scores(
     features: FeatureGraph | None = None,
     use_runner: bool = True,
     device: str | torch.device | None = None,
+    runtime: str | None = None,
 ) -> OracleResult:
     """|loss change| per channel for every selected layer; one evaluation per channel over at most
     `max_samples` samples of the train split. `progress(channels_done, channels_total)`. `device` (auto,
-    cpu, cuda[:N]) evaluates a private copy there."""
+    cpu, cuda[:N]) evaluates a private copy there; `runtime` `onnxruntime` evaluates the channels the
+    runner can edit on ONNX Runtime (`analysis.runtime.edit_runner`)."""
     # Long: the per-layer edits, the one cached downstream run and its progress share local state.
     data = require_data("oracle", data)
     max_samples = whole(max_samples, "max_samples")
@@ -198,6 +200,10 @@ def oracle_scores(
     baseline = float("nan")
     if edits_by_layer:
         runner_cls, edit_cls = runner_api
+        if runtime is not None:
+            from analysis.runtime.edit_runner import runner_class
+
+            runner_cls = runner_class(runtime)
         xs = data.x_train[:total]
         ys = None if data.y_train is None else data.y_train[:total]
         if device is not None:
@@ -252,6 +258,7 @@ class OracleImportance(Criterion):
         progress: Progress | None = None,
         features: FeatureGraph | None = None,
         device: str | torch.device | None = None,
+        runtime: str | None = None,
     ) -> OracleResult:
         """The scores with how they were measured (samples, baseline loss, method per layer)."""
         return oracle_scores(
@@ -262,4 +269,5 @@ class OracleImportance(Criterion):
             progress=progress,
             features=features,
             device=device,
+            runtime=runtime,
         )

@@ -326,6 +326,7 @@ def rank_channels(
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
     device: str | torch.device | None = None,
     should_stop: Callable[[], bool] | None = None,
+    runtime: str | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
@@ -334,7 +335,8 @@ def rank_channels(
     share one pass over at most `max_samples` train samples. `progress(done, total)` counts the oracle's
     channels when it runs (the calibration pass before them counts 0), else the calibration samples. The
     model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the oracle on a
-    private copy there; the weight criteria stay on the CPU. `should_stop()` (Ctrl-C, a Stop button) is
+    private copy there; the weight criteria stay on the CPU. `runtime` (eager, onnxruntime) is where the
+    oracle's evaluations run (`analysis.runtime.edit_runner`). `should_stop()` (Ctrl-C, a Stop button) is
     asked at every progress step: once True, the criteria finished so far are returned and the rest are
     left out, with a note (the calibration pass and the oracle are each kept whole or not at all).
     """
@@ -408,6 +410,7 @@ def rank_channels(
                 progress=stoppable(oracle_progress),
                 features=features,
                 device=device,
+                runtime=runtime,
             )
             scores["oracle"] = result.scores
             oracle_samples, baseline = result.samples, result.baseline_loss

@@ -173,8 +173,15 @@ def prepare(
 ) -> Prepared:
     """`model` ready on `runtime` (a name or a Runtime), with a fixed example batch of `input_shape`."""
     from analysis.layers import example_input as example_batch
+    from analysis.runtime.onnx import OnnxModule, load_onnx
 
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+    if isinstance(model, OnnxModule):  # a saved .onnx: it already is an ONNX Runtime session
+        if rt.name != "onnxruntime":
+            raise WorkbenchError(
+                f"an ONNX model runs on ONNX Runtime only, not {rt.name}: use --runtime onnxruntime"
+            )
+        return load_onnx(model.model_bytes, threads)
     return rt.prepare(model, example_batch(input_shape, 2), threads)
 
 

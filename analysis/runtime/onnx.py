@@ -136,11 +136,15 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy().astype(np.float32, copy=False) if t.is_floating_point() else t.numpy()
 
 
-def export_onnx(model: nn.Module, example_input: ModelInputs, check: bool = True) -> OnnxExport:
+def export_onnx(
+    model: nn.Module, example_input: ModelInputs, check: bool = True, optimize: bool = True
+) -> OnnxExport:
     """Export `model` (a private eval-mode copy) with `torch.onnx.export(..., dynamo=True)`, the batch
     dimension of every input dynamic, every output named (`logits` for a single output, else the names
     of `analysis.outputs.flatten_outputs`, recorded in the file's metadata); with `check`, run it on ONNX
-    Runtime and report the max abs difference to eager over all outputs."""
+    Runtime and report the max abs difference to eager over all outputs. `optimize=False` skips the
+    exporter's graph optimizer, so every parameter and buffer stays an initializer under its own name
+    (BatchNorm not folded into the convolutions)."""
     from analysis.layers import call_model, copy_model
 
     work = copy_model(model).eval()
@@ -161,6 +165,7 @@ def export_onnx(model: nn.Module, example_input: ModelInputs, check: bool = True
                 output_names=out_names,
                 dynamic_shapes=dynamic,
                 verbose=False,
+                optimize=optimize,
             )
     except Exception as exc:
         op = failed_op(exc)

@@ -151,6 +151,7 @@ def sensitivity_sweep(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     metric: str | Scoring = "auto",
+    runtime: str | None = None,
 ) -> SensitivityResult:
     """The score in `metric` and the loss with each layer (group, for `structured`) compressed alone, at
     each ratio or bits.
@@ -167,6 +168,8 @@ def sensitivity_sweep(
     polled between layers (groups): the sweep then returns the finished ones with `partial=True`.
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
+    `runtime` `onnxruntime` evaluates every point on ONNX Runtime instead (`analysis.runtime.edit_runner`:
+    one export, weights swapped per point; a full pass each).
     """
     # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
@@ -179,10 +182,17 @@ def sensitivity_sweep(
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
     score = scoring(metric, model, data)
+    from analysis.runtime.edit_runner import runner_class
+
+    runner_cls = runner_class(runtime)
+    if runner_cls is not DownstreamRunner and (device is not None or dtype is not None):
+        raise WorkbenchError(
+            "--device and --dtype apply to the eager runtime: drop them or use --runtime eager"
+        )
     if kind in ("lowrank", "share"):
         return _transform_sweep(
-            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop,
-            score,
+            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size,
+            (split, limit, should_stop, runtime, score),
         )  # fmt: skip
     values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
         DEFAULT_RATIOS if ratios is None else ratios
@@ -207,7 +217,7 @@ def sensitivity_sweep(
     if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
         work.to(dtype=cast)
         x = to_device(x, dev, cast)
-    runner = DownstreamRunner(
+    runner = runner_cls(
         work,
         x,
         y,
@@ -218,15 +228,10 @@ def sensitivity_sweep(
         scoring=score,
     )
     bounded = score.metric_class.bounded and score.info.higher_is_better
-    stop = _early_stop(chains, max_drop) if max_drop is not None and bounded else None
-    partial = False
     forward = Forward(progress, len(edits))  # evaluations: layers (groups) x ratios, skipped ones done
-    if should_stop is None:
-        out = runner.evaluate(edits, progress=forward.part(0, len(edits)), stop=stop)
-    else:
-        out, edits, chains, partial = _evaluate_by_layer(
-            runner, edits, chains, forward, max_drop if bounded else None, should_stop
-        )
+    out, edits, chains, partial = _evaluate_by_layer(
+        runner, edits, chains, forward, max_drop if bounded else None, should_stop
+    )
     notes = list(out.notes) + notes
     curves, stopped = _curves(out, edits, chains, members, max_drop, score.info)
     if stopped:
@@ -253,39 +258,39 @@ def _unit(kind: str) -> str:
 
 
 def _evaluate_by_layer(runner, edits, chains, forward: Forward, max_drop, should_stop):
-    """The runner over one layer's (group's) edits at a time, asking `should_stop()` before each: the
+    """The runner over one layer's (group's) edits at a time, asking `should_stop()` (if given) before each: the
     results so far (as one RunnerResult over the finished edits), those edits and chains, and whether it
-    stopped early. Each point's numbers equal the all-at-once run's (every edit is evaluated alone)."""
+    stopped early. The upstream activations are computed once for all layers (`evaluate_chunks`), and each
+    point's numbers equal the all-at-once run's (every edit is evaluated alone)."""
+    names = list(chains)
+    chunks = [[edits[i] for i in chains[name]] for name in names]
 
+    def stop_for(c: int):
+        return (
+            _early_stop({names[c]: list(range(len(chunks[c])))}, max_drop) if max_drop is not None else None
+        )
+
+    outs = runner.evaluate_chunks(
+        chunks, progress=forward.part(0, len(edits)), stop_for=stop_for, should_stop=should_stop
+    )
+    if not outs:  # stopped before the first layer: still report the baseline
+        outs = [runner.evaluate([])]
+        chunks = [[]]
     finished_edits: list[Edit] = []
     finished_chains: dict[str, list[int]] = {}
     results: list = []
-    notes: list[str] = []
-    baseline = None
-    names = list(chains)
-    for name in names:
-        if should_stop():
-            break
-        chunk = [edits[i] for i in chains[name]]
-        stop = _early_stop({name: list(range(len(chunk)))}, max_drop) if max_drop is not None else None
-        out = runner.evaluate(chunk, progress=forward.part(len(finished_edits), len(chunk)), stop=stop)
-        baseline = baseline or out.baseline
-        notes += [n for n in out.notes if n not in notes]
-        finished_chains[name] = list(range(len(finished_edits), len(finished_edits) + len(chunk)))
+    for name, chunk, out in zip(names, chunks, outs, strict=False):
+        if chunk:
+            finished_chains[name] = list(range(len(finished_edits), len(finished_edits) + len(chunk)))
         finished_edits += chunk
         results += list(out.results)
-    if baseline is None:  # stopped before the first layer: still report the baseline
-        out = runner.evaluate([])
-        baseline, notes = out.baseline, list(out.notes)
-    merged = RunnerResult(baseline=baseline, results=results, notes=notes)
+    merged = RunnerResult(baseline=outs[0].baseline, results=results, notes=outs[0].notes)
     return merged, finished_edits, finished_chains, len(finished_chains) < len(names)
 
 
-def _transform_sweep(
-    model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, split, limit, should_stop, score
-) -> SensitivityResult:
-    """`lowrank` / `share` through `analysis.transforms.fields`; with `should_stop`, one layer at a time
-    (each call evaluates only that layer's points) and the finished layers merged."""
+def _transform_sweep(model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, options):
+    """`lowrank` / `share` through `analysis.transforms.fields` (which stop between layers on
+    `should_stop`), each curve cut at `max_drop`."""
     from analysis.transforms import fields as transforms
 
     sweep = transforms.lowrank_sensitivity if kind == "lowrank" else transforms.share_sensitivity
@@ -293,28 +298,10 @@ def _transform_sweep(
         values = transforms.DEFAULT_RANK_FRACTIONS if ratios is None else ratios
     else:
         values = transforms.DEFAULT_SHARE_BITS if bits is None else bits
-    options = {"split": split, "limit": limit, "batch_size": batch_size, "metric": score}
-    if should_stop is None:
-        return _cut(sweep(model, data, values, layers, progress, **options), max_drop)
-    if layers is None:
-        layers = (
-            transforms.factorable_layers(model)
-            if kind == "lowrank"
-            else transforms.sharing._resolve(model, None)
-        )
-    names = list(dict.fromkeys(layers))
-    if not names:
-        raise WorkbenchError(f"the model has no layers for a {kind} sweep")
-    parts = []
-    forward = Forward(progress, len(names) * len(values))  # evaluations: layers x values
-    for done, name in enumerate(names):
-        if should_stop():
-            break
-        step = forward.part(done * len(values), len(values))
-        parts.append(sweep(model, data, values, [name], step, **options))
-    if not parts:  # stopped before the first layer: nothing finished, the baseline still measured
-        parts.append(dataclasses.replace(sweep(model, data, values, names[:1], None, **options), layers={}))
-    return _cut(_merge(parts, len(names)), max_drop)
+    split, limit, should_stop, runtime, score = options
+    kwargs = {"split": split, "limit": limit, "batch_size": batch_size, "should_stop": should_stop}
+    kwargs |= {"runtime": runtime, "metric": score}
+    return _cut(sweep(model, data, values, layers, progress, **kwargs), max_drop)
 
 
 def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult:
@@ -339,25 +326,6 @@ def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult
         (f"early stop at drop > {max_drop}: {few(cut)} cut at their first bad point",) if cut else ()
     )
     return dataclasses.replace(result, layers=layers, notes=notes, max_drop=max_drop, **extra)
-
-
-def _merge(parts: list[SensitivityResult], total: int) -> SensitivityResult:
-    first = parts[0]
-    layers = {name: curve for part in parts for name, curve in part.layers.items()}
-    partial = len(layers) < total
-    notes = list(dict.fromkeys(n for part in parts for n in part.notes))
-    if partial:
-        notes.append(f"stopped by request after {len(layers)} of {total} layers")
-    changes: dict = {
-        "layers": layers,
-        "notes": tuple(notes),
-        "seconds": sum(p.seconds for p in parts),
-        "partial": partial,
-    }
-    for key in ("ranks", "macs_saved", "params_saved"):
-        if hasattr(first, key):
-            changes[key] = {n: v for part in parts for n, v in getattr(part, key).items()}
-    return dataclasses.replace(first, **changes)
 
 
 def _structured_edits(

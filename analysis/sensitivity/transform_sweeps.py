@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DownstreamRunner, Edit
+from analysis.fx.runner import Edit, RunnerResult
 from analysis.layers import copy_model
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
 from analysis.progress import Forward, Progress
@@ -43,12 +43,33 @@ def _weight_edit(name: str, new: torch.Tensor, key) -> Edit:
     return Edit((name,), apply, key)
 
 
-def _run(work, data, edits, split, limit, batch_size, progress, metric):
-    runner = DownstreamRunner.from_data(
+def _run(work, data, edits, split, limit, batch_size, progress, metric, should_stop=None, runtime=None):
+    """The runner (on `runtime`, scoring `metric`) over each layer's edits in turn (`should_stop()` asked
+    before each layer): a RunnerResult over the edits of the layers that finished, and those edits."""
+    from analysis.runtime.edit_runner import runner_class
+
+    runner = runner_class(runtime).from_data(
         work, data, split=split, limit=limit, batch_size=batch_size, copy_model=False,
         scoring=scoring(metric, work, data),
     )  # fmt: skip
-    return runner.evaluate(edits, progress=Forward(progress, len(edits)).part(0, len(edits)))  # evaluations
+    chunks: dict[str, list[Edit]] = {}
+    for edit in edits:
+        chunks.setdefault(edit.key[0], []).append(edit)
+    step = Forward(progress, len(edits)).part(0, len(edits))  # evaluations
+    outs = runner.evaluate_chunks(list(chunks.values()), progress=step, should_stop=should_stop)
+    if not outs:  # stopped before the first layer: the baseline is still reported
+        return runner.evaluate([]), []
+    done = [e for chunk in list(chunks.values())[: len(outs)] for e in chunk]
+    results = [r for out in outs for r in out.results]
+    return RunnerResult(outs[0].baseline, results, outs[0].notes), done
+
+
+def _finished(names: Sequence[str], edits: Sequence[Edit], done: Sequence[Edit]) -> list[str]:
+    """The layers whose points were all evaluated: every layer unless stopped, else the swept ones."""
+    if len(done) == len(edits):
+        return list(names)
+    swept = {e.key[0] for e in done}
+    return [n for n in names if n in swept]
 
 
 def _check_split(split: str) -> None:
@@ -75,10 +96,13 @@ def lowrank_sensitivity(
     limit: int | None = None,
     batch_size: int = 256,
     metric: str | Scoring = "auto",
+    should_stop: Callable[[], bool] | None = None,
+    runtime: str | None = None,
 ) -> LowRankSensitivity:
     """The score in `metric` (`analysis.metrics`) and loss with each layer alone factored at each kept rank fraction (kind "lowrank"), plus
     the MACs and params each point saves. A fraction at which a layer's rank saves nothing is left out of
-    that layer's curve, with a note. The model is not changed."""
+    that layer's curve, with a note. `should_stop()` is asked before each layer: the layers finished are
+    returned, `partial=True`. The model is not changed."""
     start = time.perf_counter()
     _check_split(split)
     fractions = sorted({lowrank.check_rank(f) for f in rank_fractions}, reverse=True)
@@ -96,6 +120,7 @@ def lowrank_sensitivity(
             )
         lowrank._check_layer(name, modules[name])
     positions = lowrank.output_positions(work, names, data.input_shape)
+    moments = lowrank.output_moments(work, names, data.x_train[: lowrank.CALIBRATION_SAMPLES])
     edits: list[Edit] = []
     info: dict[tuple, lowrank.LowRankChoice] = {}
     refused: list[str] = []
@@ -103,21 +128,23 @@ def lowrank_sensitivity(
         module = modules[name]
         for f in fractions:
             try:
-                choice = lowrank.choose_rank(name, module, f, positions[name])
+                choice = lowrank.choose_rank(name, module, f, positions[name], moments.get(name))
             except WorkbenchError:
                 refused.append(f"{name}@{f}")
                 continue
             info[(name, f)] = choice
-            edits.append(_weight_edit(name, lowrank.truncated_weight(module, choice.rank), (name, f)))
-    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
+            new = lowrank.truncated_weight(module, choice.rank, moments.get(name))
+            edits.append(_weight_edit(name, new, (name, f)))
+    out, done = _run(work, data, edits, split, limit, batch_size, progress, metric, should_stop, runtime)
     curves: dict[str, SensitivityCurve] = {}
     ranks: dict[str, list[int]] = {}
     macs: dict[str, list[int]] = {}
     params: dict[str, list[int]] = {}
-    points: dict[str, list] = {name: [] for name in names}
-    for edit, result in zip(edits, out.results, strict=True):
+    finished = _finished(names, edits, done)
+    points: dict[str, list] = {name: [] for name in finished}
+    for edit, result in zip(done, out.results, strict=True):
         points[edit.key[0]].append((edit.key[1], result))
-    for name in names:
+    for name in finished:
         xs = [f for f, _ in points[name]]
         curves[name] = SensitivityCurve(
             tuple(xs),
@@ -131,6 +158,8 @@ def lowrank_sensitivity(
     if refused:
         notes.append(f"ranks that would save no MACs were left out: {_few(refused)}")
     notes.append("values are kept rank fractions (smaller = more compressed); accuracy is before fine-tuning")
+    if len(finished) < len(names):
+        notes.append(f"stopped by request after {len(finished)} of {len(names)} layers")
     return LowRankSensitivity(
         kind="lowrank",
         baseline_accuracy=out.baseline.accuracy,
@@ -143,6 +172,7 @@ def lowrank_sensitivity(
         macs_saved=macs,
         params_saved=params,
         metric=out.baseline.metric,
+        partial=len(finished) < len(names),
     )
 
 
@@ -156,9 +186,12 @@ def share_sensitivity(
     limit: int | None = None,
     batch_size: int = 256,
     metric: str | Scoring = "auto",
+    should_stop: Callable[[], bool] | None = None,
+    runtime: str | None = None,
 ) -> SensitivityResult:
-    """The score in `metric` and loss with each layer alone weight-shared by k-means at each codebook width (kind
-    "share"; values are bits, widest first). The model is not changed."""
+    """The score in `metric` and loss with each layer alone weight-shared by k-means at each codebook width
+    (kind "share"; values are bits, widest first). `should_stop()` is asked before each layer (the finished
+    ones are returned, `partial=True`). The model is not changed."""
     start = time.perf_counter()
     _check_split(split)
     widths = sorted({sharing.check_share_bits(b) for b in bits_list}, reverse=True)
@@ -173,9 +206,10 @@ def share_sensitivity(
         w = work.get_submodule(name).weight
         for b in widths:
             edits.append(_weight_edit(name, sharing.share_weight(w, b).weight(w.dtype), (name, b)))
-    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
-    points: dict[str, list] = {name: [] for name in names}
-    for edit, result in zip(edits, out.results, strict=True):
+    out, done = _run(work, data, edits, split, limit, batch_size, progress, metric, should_stop, runtime)
+    finished = _finished(names, edits, done)
+    points: dict[str, list] = {name: [] for name in finished}
+    for edit, result in zip(done, out.results, strict=True):
         points[edit.key[0]].append((edit.key[1], result))
     curves = {
         name: SensitivityCurve(
@@ -189,9 +223,16 @@ def share_sensitivity(
         baseline_loss=out.baseline.loss,
         seconds=time.perf_counter() - start,
         layers=curves,
-        notes=tuple(out.notes) + ("values are codebook bits (2^bits centroids per layer, k-means)",),
+        notes=tuple(out.notes)
+        + ("values are codebook bits (2^bits centroids per layer, k-means)",)
+        + (
+            (f"stopped by request after {len(finished)} of {len(names)} layers",)
+            if len(finished) < len(names)
+            else ()
+        ),
         samples=out.baseline.samples,
         metric=out.baseline.metric,
+        partial=len(finished) < len(names),
     )
 
 
@@ -284,7 +325,7 @@ def quant_vs_kmeans(
         return Edit(tuple(names), apply, key)
 
     edits += [all_edit(uniform, ("(all layers)", "uniform")), all_edit(kmeans, ("(all layers)", "kmeans"))]
-    out = _run(work, data, edits, split, limit, batch_size, progress, metric)
+    out, _ = _run(work, data, edits, split, limit, batch_size, progress, metric)
     found = {e.key: r for e, r in zip(edits, out.results, strict=True)}
     total = {
         "layer": "(all layers)",

@@ -128,12 +128,15 @@ def apply_transforms(
     layer_settings: Mapping[str, Mapping],
     huffman: bool = False,
     progress: Progress | None = None,
+    calibration: torch.Tensor | None = None,
 ) -> AppliedTransforms:
     """Apply each layer's `rank`/`rank_energy`, `share_bits` and `weights` to a copy of `model` (other
     keys, such as prune and bits, are only checked for combinations; applying them is `compress`'s job).
 
     Layers with none of the transform keys are left alone. Factored layers become `layer.0`/`layer.1`.
-    `huffman` counts shared layers' indices Huffman-coded. The model handed in is not changed.
+    `huffman` counts shared layers' indices Huffman-coded. `calibration` (training inputs) makes each
+    factored layer the best rank-r approximation of its outputs on them (`analysis.transforms.lowrank`);
+    without it, the truncated SVD of its weight. The model handed in is not changed.
     """
     # Long: every layer's settings checked, each transform applied with its stored size, the total counted.
     modules = dict(model.named_modules())
@@ -155,8 +158,10 @@ def apply_transforms(
         for name, f in todo.items()
         if "rank" in f or "rank_energy" in f
     }
-    choices = lowrank.plan_factorization(model, specs)
-    work = lowrank.factorize(model, specs) if specs else copy_model(model)
+    calibrated = bool(specs) and calibration is not None
+    moments = lowrank.output_moments(model, list(specs), calibration) if calibrated else {}
+    choices = lowrank.plan_factorization(model, specs, moments=moments)
+    work = lowrank.factorize(model, specs, moments=moments) if specs else copy_model(model)
     layers: dict[str, dict] = {}
     for name, choice in choices.items():
         layers[name] = {
@@ -169,7 +174,7 @@ def apply_transforms(
         }
         notes.append(
             f"{name}: factored at rank {choice.rank} of {choice.full_rank} ({choice.energy_kept:.1%} of the "
-            f"singular-value energy kept); now {name}.0 and {name}.1"
+            f"energy kept); now {name}.0 and {name}.1"
         )
     stored: dict[int, int] = {}  # id(weight) -> stored bytes, for the size total
     shared_any = False

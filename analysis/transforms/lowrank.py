@@ -1,20 +1,33 @@
 """Low-rank factorization of Linear and Conv2d layers by truncated SVD (a real structural change).
 
-- **Linear** W (out x in) ~ U_r S_r V_r^T becomes two Linear layers: `in -> r` (weight sqrt(S_r) V_r^T, no
-  bias) then `r -> out` (weight U_r sqrt(S_r), the original bias).
-- **Conv2d** k x k (out x in) is factored through the SVD of its weight reshaped to out x (in k k): a k x k
+- **Linear** W (out x in) ~ A B becomes two Linear layers: `in -> r` (weight B, no bias) then `r -> out`
+  (weight A, the original bias).
+- **Conv2d** k x k (out x in) is factored through its weight reshaped to out x (in k k): a k x k
   convolution with r outputs (same stride, padding, dilation and padding mode, no bias) followed by a 1x1
   convolution r -> out carrying the bias. Grouped convolutions (groups != 1) are refused.
 
-By Eckart-Young the truncation is the best rank-r approximation in the Frobenius norm; the squared error is
-the sum of the discarded squared singular values. The singular values are split evenly (sqrt on each side) so
-both factors have the same scale, which helps fine-tuning afterwards.
+Which rank-r weight: W_r = U_r U_r^T W, the projection of the layer's outputs on r directions U_r.
+- Without data, U_r are the top-r left singular vectors of W: W_r is the truncated SVD, the best rank-r
+  approximation in the Frobenius norm (Eckart-Young; the squared error is the sum of the discarded squared
+  singular values).
+- With calibration inputs (`output_moments`), U_r are the top-r eigenvectors of the outputs' second moment
+  E[y y^T] (y = W x, before the bias): W_r is then the best rank-r approximation of the layer's *outputs*
+  on that data, min E||(W - W_r) x||^2 (Zhang et al. 2015, "Efficient and accurate approximations of
+  nonlinear convolutional networks", linear case). This is what `compress` and the `lowrank` sweep use: a
+  plain SVD drops weight directions regardless of how much input energy they carry. On the first conv of
+  `zoo:digits-cnn`, whose 3x3 image patches are dominated by their mean, the plain SVD at rank 7 of 9
+  loses 85 points (the dropped direction shifts every channel's mean past its BatchNorm statistics) while
+  rank 1 loses 70: not monotone. The output-optimal W_r loses 0.0 at rank 7 and falls monotonically.
+
+The A and B factors carry the same scale (each row of U_r^T W split by the square root of its norm; with
+no data that is the usual sqrt(S) on each side), which helps fine-tuning afterwards.
 
 The rank is a fraction of the full rank min(out, in k k) kept (`rank`: r = max(1, round(rank x full))) or an
-energy threshold (`rank_energy`: the smallest r whose singular values keep that share of sum(s^2)). Per
-output position the factored layer does r x (in k k + out) MACs instead of out x (in k k), and stores as many
-weights; a rank at which that is not smaller is refused. The factored layer replaces the original as an
-`nn.Sequential`, so its state-dict names become `layer.0.*` and `layer.1.*`.
+energy threshold (`rank_energy`: the smallest r whose spectrum keeps that share of the energy: squared
+singular values of W without data, eigenvalues of E[y y^T] with it). Per output position the factored
+layer does r x (in k k + out) MACs instead of out x (in k k), and stores as many weights; a rank at which
+that is not smaller is refused. The factored layer replaces the original as an `nn.Sequential`, so its
+state-dict names become `layer.0.*` and `layer.1.*`.
 """
 
 from __future__ import annotations
@@ -28,8 +41,11 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import as_input_spec, to_device
+from analysis.inputs import InputBatch, as_input_spec, to_device
 from analysis.layers import call_model, copy_model
+
+# Training samples whose layer outputs choose each rank-r weight, in `compress` and the `lowrank` sweep alike.
+CALIBRATION_SAMPLES = 512
 
 
 @dataclass(frozen=True)
@@ -132,12 +148,43 @@ def singular_values(module: nn.Module) -> torch.Tensor:
     return torch.linalg.svdvals(weight_matrix(module))
 
 
-def rank_for(spec: LowRankSpec, s: torch.Tensor) -> int:
-    """The rank `spec` asks for, given the singular values `s` (descending)."""
+def _eigh(moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, on one thread: LAPACK's result
+    depends on the thread count in the last bits, and a sweep split over Ray workers must give the same
+    numbers as one process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(moment)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _energies(module: nn.Module, moment: torch.Tensor | None) -> torch.Tensor:
+    """The spectrum a rank is chosen on, as energies (descending, float64, length = full rank): squared
+    singular values of W, or with `moment` the eigenvalues of the outputs' E[y y^T]."""
+    full = min(module.weight.shape[0], module.weight[0].numel())
+    if moment is None:
+        return singular_values(module) ** 2
+    return _eigh(moment)[0].flip(0)[:full].clamp_min(0.0)
+
+
+def _basis(module: nn.Module, r: int, moment: torch.Tensor | None) -> torch.Tensor:
+    """U_r (out x r, float64): the output directions kept (see the module docstring)."""
+    if moment is None:
+        u, _, _ = torch.linalg.svd(weight_matrix(module), full_matrices=False)
+        return u[:, :r]
+    _, vectors = _eigh(moment)
+    return vectors.flip(1)[:, :r]
+
+
+def rank_for(spec: LowRankSpec, s: torch.Tensor, energies: bool = False) -> int:
+    """The rank `spec` asks for, given the singular values `s` (descending; with `energies`, `s` already
+    holds squared singular values or eigenvalues)."""
     full = len(s)
     if spec.rank is not None:
         return max(1, min(full, round(spec.rank * full)))
-    energy = torch.cumsum(s**2, 0)
+    energy = torch.cumsum(s if energies else s**2, 0)
     total = float(energy[-1])
     if total == 0.0:
         return 1
@@ -150,17 +197,22 @@ def _params(module: nn.Module) -> int:
 
 
 def choose_rank(
-    name: str, module: nn.Module, spec: LowRankSpec | float | Mapping, positions: int | None = None
+    name: str,
+    module: nn.Module,
+    spec: LowRankSpec | float | Mapping,
+    positions: int | None = None,
+    moment: torch.Tensor | None = None,
 ) -> LowRankChoice:
     """The rank for `module` under `spec`, and the params (and MACs, given the number of output
     `positions` per sample: H_out x W_out for a conv, 1 for a Linear on flat inputs) before and after.
+    `moment` (the layer's `output_moments` entry) measures the energy kept on data.
 
     Refuses, with a one-line WorkbenchError, a rank that would not save MACs and params.
     """
     _check_layer(name, module)
     spec = as_spec(spec)
-    s = singular_values(module)
-    r = rank_for(spec, s)
+    energy = _energies(module, moment)
+    r = rank_for(spec, energy, energies=True)
     out, cols = module.weight.shape[0], module.weight[0].numel()
     full = min(out, cols)
     before = out * cols
@@ -177,7 +229,6 @@ def choose_rank(
             f"per position); {hint}"
         )
     bias = module.bias.numel() if module.bias is not None else 0
-    energy = s**2
     kept = float(energy[:r].sum() / energy.sum()) if float(energy.sum()) > 0 else 1.0
     return LowRankChoice(
         layer=name,
@@ -191,20 +242,28 @@ def choose_rank(
     )
 
 
-def truncated_weight(module: nn.Module, r: int) -> torch.Tensor:
-    """W_r = U_r S_r V_r^T reshaped to the weight's shape, in its dtype (the best rank-r approximation)."""
-    u, s, vh = torch.linalg.svd(weight_matrix(module), full_matrices=False)
-    w_r = (u[:, :r] * s[:r]) @ vh[:r]
-    return w_r.reshape(module.weight.shape).to(module.weight.dtype)
+def _factors(module: nn.Module, r: int, moment: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B), float64, with A @ B = W_r: A is out x r, B is r x (in k k), rows of B and columns of A
+    scaled alike."""
+    u = _basis(module, r, moment)
+    b = u.T @ weight_matrix(module)
+    root = b.norm(dim=1).sqrt().clamp_min(1e-30)
+    return u * root, b / root[:, None]
 
 
-def factor_layer(module: nn.Module, r: int) -> nn.Sequential:
-    """A new nn.Sequential of two layers whose composition is the rank-`r` truncation of `module`."""
+def truncated_weight(module: nn.Module, r: int, moment: torch.Tensor | None = None) -> torch.Tensor:
+    """W_r reshaped to the weight's shape, in its dtype: the truncated SVD without `moment`, the best rank-r
+    approximation of the outputs with it (see the module docstring)."""
+    a, b = _factors(module, r, moment)
+    return (a @ b).reshape(module.weight.shape).to(module.weight.dtype)
+
+
+def factor_layer(module: nn.Module, r: int, moment: torch.Tensor | None = None) -> nn.Sequential:
+    """A new nn.Sequential of two layers whose composition is `truncated_weight(module, r, moment)`."""
     w = module.weight
-    u, s, vh = torch.linalg.svd(weight_matrix(module), full_matrices=False)
-    root = torch.sqrt(s[:r])
-    first = (root[:, None] * vh[:r]).to(w.dtype)  # r x (in k k)
-    second = (u[:, :r] * root).to(w.dtype)  # out x r
+    a, b = _factors(module, r, moment)
+    first = b.to(w.dtype)  # r x (in k k)
+    second = a.to(w.dtype)  # out x r
     has_bias = module.bias is not None
     factory = {"device": w.device, "dtype": w.dtype}
     if type(module) is nn.Linear:
@@ -264,32 +323,79 @@ def output_positions(model: nn.Module, layers, input_shape) -> dict[str, int]:
     return found
 
 
+def output_moments(
+    model: nn.Module, layers, inputs: torch.Tensor | InputBatch, batch_size: int = 64
+) -> dict[str, torch.Tensor]:
+    """E[y y^T] (float64, out x out) of each layer's outputs before its bias, over every sample and output
+    position of `inputs` (calibration samples, batch first; the training split): the metric in which
+    `truncated_weight(..., moment)` is the best rank-r approximation. Runs a private eval-mode copy."""
+    work = copy.deepcopy(model).eval()
+    sums: dict[str, torch.Tensor] = {}
+    rows: dict[str, int] = {}
+    handles = []
+    for name in layers:
+        module = work.get_submodule(name)
+
+        def hook(m, _inp, out, name=name):
+            y = out if m.bias is None else out - m.bias.reshape(-1, *[1] * (out.dim() - 2))
+            y = y.movedim(1, -1) if isinstance(m, nn.Conv2d) else y
+            y = y.reshape(-1, y.shape[-1]).double()
+            sums[name] = sums.get(name, 0) + y.T @ y
+            rows[name] = rows.get(name, 0) + len(y)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(inputs), batch_size):
+                call_model(work, inputs[start : start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: sums[name] / rows[name] for name in sums}
+
+
 def plan_factorization(
     model: nn.Module,
     specs: Mapping[str, LowRankSpec | float | Mapping],
     input_shape: tuple[int, ...] | None = None,
+    moments: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, LowRankChoice]:
     """The rank and savings per layer that `factorize` would apply (nothing is changed). MACs are filled
-    in where `input_shape` (one sample, no batch dim) is given."""
+    in where `input_shape` (one sample, no batch dim) is given; `moments` (`output_moments`) measure the
+    energy kept on data."""
     modules = dict(model.named_modules())
     for name in specs:
         if name not in modules or not name:
             raise WorkbenchError(f"no layer named {name!r} in the model: use a name from named_modules()")
     positions = output_positions(model, list(specs), input_shape) if input_shape else {}
-    return {name: choose_rank(name, modules[name], spec, positions.get(name)) for name, spec in specs.items()}
+    moments = moments or {}
+    return {
+        name: choose_rank(name, modules[name], spec, positions.get(name), moments.get(name))
+        for name, spec in specs.items()
+    }
 
 
-def factorize(model: nn.Module, specs: Mapping[str, LowRankSpec | float | Mapping]) -> nn.Module:
-    """A deep copy of `model` with each layer in `specs` replaced by its truncated-SVD factorization.
+def factorize(
+    model: nn.Module,
+    specs: Mapping[str, LowRankSpec | float | Mapping],
+    calibration: torch.Tensor | None = None,
+    moments: Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """A deep copy of `model` with each layer in `specs` replaced by its rank-r factorization.
 
     `specs` maps a layer name to a LowRankSpec, a bare kept-rank fraction, or {"rank": ...} /
-    {"rank_energy": ...}. The model handed in is not changed.
+    {"rank_energy": ...}. With `calibration` inputs (training samples) each layer keeps the rank-r
+    approximation of its outputs on them, else its truncated SVD (`moments`: their `output_moments`, where
+    already measured). The model handed in is not changed.
     """
-    choices = plan_factorization(model, specs)
+    if moments is None:
+        moments = output_moments(model, list(specs), calibration) if calibration is not None else {}
+    choices = plan_factorization(model, specs, moments=moments)
     work = copy_model(model)
     with torch.no_grad():
         for name, choice in choices.items():
-            _set_module(work, name, factor_layer(work.get_submodule(name), choice.rank))
+            new = factor_layer(work.get_submodule(name), choice.rank, moments.get(name))
+            _set_module(work, name, new)
     return work
 
 
@@ -302,6 +408,7 @@ __all__ = [
     "choose_rank",
     "factor_layer",
     "factorize",
+    "output_moments",
     "output_positions",
     "plan_factorization",
     "rank_for",
