@@ -107,6 +107,17 @@ class PruningGroup:
         return names
 
     @property
+    def module_names(self) -> list[str]:
+        """Every module whose tensors the group changes (for a raw parameter, the module holding it), the
+        group's name first, each once: what an edit must snapshot and recompute from."""
+        names = [self.name]
+        for m in self.members:
+            owner = _owner(m)
+            if owner not in names:
+                names.append(owner)
+        return names
+
+    @property
     def out_layers(self) -> list[str]:
         """The Conv/ConvTranspose/Linear layers whose output channels the group removes."""
         names: list[str] = []
@@ -327,7 +338,9 @@ def _inexact(target, graph, module_names) -> str | None:
 
 def _owner(member: GroupMember) -> str:
     """The module a member belongs to: itself, or the module holding a raw parameter."""
-    return member.name.rsplit(".", 1)[0] if member.type == "Parameter" else member.name
+    if member.type != "Parameter":
+        return member.name
+    return member.name.rsplit(".", 1)[0] if "." in member.name else ""  # "" is the model itself
 
 
 def _head_step(members: Sequence[GroupMember], module_names) -> int:

@@ -1,0 +1,268 @@
+"""Issue 19's end-to-end promise: models nobody here wrote for the workbench (every pattern of
+tests/pattern_models.py, tests/reach_models.py and tests/e2e_models.py, the zoo autoencoder and ViT, a tiny
+Hugging Face BERT and ViT through `hf:` specs) each go through summary, a structured sensitivity sweep, 50%
+structured pruning with a plan, int8 on ONNX Runtime and a safe save that reloads, on random UNLABELLED
+inputs (metric auto: agreement or PSNR against the original model).
+
+What is compared with something independent: parameter counts with `sum(p.numel())` and, after pruning,
+with Torch-Pruning 1.6.1 run directly on the same model (or a count worked out by hand where it gets the
+pattern wrong, tests/test_pruning_reach.py); output shapes with the original's; ONNX Runtime's outputs with
+eager PyTorch's; a reloaded `.pruned.safetensors` with the saved model (outputs bit for bit, so the score
+too) and a reloaded `.onnx` with the score ONNX Runtime gave during `compress`. The command line runs as a
+user would for a representative few (two inputs from a `file.py:build`, the autoencoder, the BERT)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from analysis.compression.compress import compress
+from analysis.cost import summarize
+from analysis.data import load_data
+from analysis.errors import WorkbenchError
+from analysis.evaluate import evaluate
+from analysis.inputs import as_model_inputs, positional_names
+from analysis.layers import attention_heads, call_model, flat_outputs
+from analysis.metrics import PSNR_CAP_DB, scoring
+from analysis.outputs import flatten_outputs
+from analysis.runtime.artifacts import save_compressed
+from analysis.runtime.onnx import OnnxModule, export_onnx
+from analysis.sensitivity.sweep import sensitivity_sweep
+from analysis.specs import load_model
+from tests import e2e_models as E
+from tests import pattern_models as P
+from tests import reach_models as R
+from tests.conftest import run_cli
+
+SAMPLES = 12
+PLAN = {"default": {"prune": 0.5, "criterion": "l1", "structured": True, "bits": 8}}
+
+# Patterns Torch-Pruning 1.6.1 gets wrong, counted by hand in tests/test_pruning_reach.py (same models).
+BY_HAND = {
+    "linear-reshape-convtranspose": 1664 + 516 + 8 + 195,
+    "split": 60 + 224 + 45,
+    "chunk": 80 + 148 + 148 + 25,
+}
+
+E2E_BY_HAND = {
+    # Torch-Pruning leaves project -> view -> up1 whole; 6 of the 12 blocks of 16 project outputs go with
+    # up1's inputs: project 16 -> 96 (1,632), up1 6 -> 4 (388), up2 4 -> 2 (130), fc 512 -> 5 (2,565)
+    "view-chain-classifier": 1632 + 388 + 130 + 2565,
+    "intermediate-outputs": 0,  # every Linear's outputs are model outputs: nothing to prune
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model spec, its random inputs for n samples (arrays named as a `tensors:` file names them), the
+    layers its outputs expose (Torch-Pruning's ignored layers), and the parameter count 50% structured
+    pruning must leave: Torch-Pruning's, a count by hand (where Torch-Pruning gets the pattern wrong or
+    cannot run), None (no reference: only "fewer"), or 0 where nothing may be pruned at all."""
+
+    spec: str
+    inputs: Callable[[int], dict[str, torch.Tensor]]
+    kept: tuple[str, ...]
+    reference: str | int | None = "torch-pruning"
+
+
+def _named(build: Callable[[], nn.Module], inputs: Callable[[int], object]) -> Callable[[int], dict]:
+    """A pattern's inputs as a `tensors:` file holds them: `x` for one tensor, else forward's names."""
+
+    def make(n: int) -> dict[str, torch.Tensor]:
+        value = inputs(n)
+        if isinstance(value, torch.Tensor):
+            return {"x": value}
+        if isinstance(value, dict):
+            return value
+        return dict(zip(positional_names(build()), value, strict=True))
+
+    return make
+
+
+def _shapes(per_sample: dict[str, tuple[int, ...]]) -> Callable[[int], dict[str, torch.Tensor]]:
+    def make(n: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(3)
+        return {k: torch.randn((n, *s), generator=g) for k, s in per_sample.items()}
+
+    return make
+
+
+def _cases() -> dict[str, Case]:
+    cases = {}
+    for name, p in P.PATTERNS.items():
+        ref = BY_HAND.get(name, "torch-pruning")
+        cases[f"pattern:{name}"] = Case(f"tests.pattern_models:{p.build.__name__}", _named(p.build, p.inputs),
+                                        p.kept, ref)  # fmt: skip
+    kept = {"two_inputs": ("head.2",), "token_classifier": ("mlp.2",), "tuple_output": ("classifier", "features"),
+            "dict_output": ("embedding", "scores"), "map_output": ("net.4",)}  # fmt: skip
+    for name in R.PATTERNS:
+        # The token classifier's Embedding is not a prunable layer here (Torch-Pruning prunes it).
+        ref = None if name == "token_classifier" else "torch-pruning"
+        inputs = lambda n, name=name: R.random_inputs(name, n)  # noqa: E731
+        cases[f"reach:{name}"] = Case(f"tests.reach_models:build_{name}", inputs, kept[name], ref)
+    for name, (cls, per_sample, kept_layers) in E.E2E_PATTERNS.items():
+        ref = E2E_BY_HAND.get(name, "torch-pruning")
+        cases[f"e2e:{name}"] = Case(f"tests.e2e_models:{cls.__name__}", _shapes(per_sample), kept_layers, ref)
+    image = _shapes({"x": (1, 16, 16)})
+    cases["zoo:digits-autoencoder"] = Case("zoo:digits-autoencoder", image, ("decoder.5",))
+    # Torch-Pruning fails on its fused qkv (IndexError); the heads stay whole (a note says so), the
+    # embedding (32 -> 16) and each MLP (64 -> 32) lose half: by hand, per block qkv 16 -> 96 (1,632),
+    # proj 32 -> 16 (528), two norms (64), mlp 16 -> 32 -> 16 (1,072); patch (272), pos (256), norm (32),
+    # head (170).
+    cases["zoo:digits-vit"] = Case("zoo:digits-vit", image, ("head",), 2 * (1632 + 528 + 64 + 1072) + 730)
+    return cases
+
+
+CASES = _cases()
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _outputs(model: nn.Module, inputs) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return flatten_outputs(call_model(model.eval(), as_model_inputs(inputs)))
+
+
+def _torch_pruning(model: nn.Module, inputs, kept: tuple[str, ...]) -> int:
+    """Parameters left by Torch-Pruning's MetaPruner at 50% (L1 magnitude, `kept` ignored) on a copy."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tp.pruner.MetaPruner(
+            model, as_model_inputs(inputs), importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
+            ignored_layers=[model.get_submodule(n) for n in kept],
+            output_transform=lambda out: [t for t in flat_outputs(out) if t.grad_fn is not None],
+        ).step()  # fmt: skip
+    return _params(model)
+
+
+def _write_inputs(arrays: dict[str, torch.Tensor], path: Path) -> str:
+    save_file({k: v.contiguous() for k, v in arrays.items()}, str(path))
+    return f"tensors:{path}"
+
+
+def run_pipeline(
+    case: Case,
+    tmp_path: Path,
+    stages: dict | None = None,
+    *,
+    plan: dict | None = None,
+    sweep_layers: list[str] | None = None,
+    sweep_ratios: tuple[float, ...] = (0.5,),
+) -> dict:
+    """Every stage on one model, asserting as it goes; `stages` (when given) records each stage that
+    passed, so a caller can tell how far a failing model got. `plan` replaces 50% of every group and 8
+    bits everywhere; `sweep_layers` restricts the sweep."""
+    stages = {} if stages is None else stages
+    torch.manual_seed(0)
+    model = load_model(case.spec)
+    arrays = case.inputs(SAMPLES)
+    data = load_data(_write_inputs(arrays, tmp_path / "inputs.safetensors"), None, positional_names(model))
+    assert data.y is None  # unlabelled
+
+    summary = summarize(model, data.input_shape)
+    assert summary.total_params == _params(model) and summary.total_macs > 0
+    stages["summary"] = True
+
+    score = scoring("auto", model, data)
+    sweep = None
+    if case.reference == 0:
+        with pytest.raises(WorkbenchError, match="no prunable channel groups"):
+            sensitivity_sweep(model, data, kind="structured", ratios=[0.5], metric=score)
+    else:
+        sweep = sensitivity_sweep(model, data, kind="structured", ratios=sweep_ratios, layers=sweep_layers,
+                                  metric=score)  # fmt: skip
+        assert sweep.layers, "no prunable group"
+        best = PSNR_CAP_DB if score.info.name == "psnr" else 1.0
+        assert sweep.baseline_accuracy == best
+        assert all(math.isfinite(a) for c in sweep.layers.values() for a in c.accuracy)
+    stages["sweep"] = True
+
+    result = compress(model, plan or PLAN, data, runtimes=("onnxruntime",), batch_size=4, latency_rounds=1,
+                      runs_per_round=1, warmup=0, metric=score)  # fmt: skip
+    pruned = result.float_model
+    assert _params(pruned) < _params(model) or case.reference == 0
+    x = data.x  # as the model takes them: one tensor, or several inputs by name
+    want = {k: v.shape for k, v in _outputs(model, x).items()}
+    assert {k: v.shape for k, v in _outputs(pruned, x).items()} == want
+    if case.reference == "torch-pruning":
+        assert _params(pruned) == _torch_pruning(model, x[:2], case.kept)
+    elif case.reference:
+        assert _params(pruned) == case.reference
+    stages["prune"] = True
+
+    assert result.after.runtime == "onnxruntime", result.notes
+    assert any("run real int8" in n for n in result.notes), result.notes[-3:]
+    assert math.isfinite(result.after.accuracy) and result.before.metric.name == score.info.name
+    assert result.before.accuracy >= (60.0 if score.info.name == "psnr" else 0.99)
+    exported = export_onnx(pruned, as_model_inputs(x[:2]))
+    eager, ort = _outputs(pruned, x), _outputs(OnnxModule(exported.model_bytes), x)
+    assert list(ort) == list(eager)
+    for key, value in eager.items():
+        torch.testing.assert_close(ort[key], value, atol=1e-4 * (1 + float(value.abs().max())), rtol=1e-4)
+    stages["int8-onnxruntime"] = True
+
+    safe = tmp_path / "small.pruned.safetensors"
+    save_compressed(result, safe, spec=case.spec, input_shape=data.input_shape, data=data)
+    reloaded = load_model(case.spec, weights=safe)
+    for key, value in _outputs(pruned, x).items():
+        assert torch.equal(_outputs(reloaded, x)[key], value)
+    same = evaluate(reloaded, data, metric=score).accuracy
+    assert same == evaluate(pruned, data, metric=score).accuracy
+    onnx = tmp_path / "small.onnx"
+    save_compressed(result, onnx, spec=case.spec, input_shape=data.input_shape, data=data)
+    assert evaluate(load_model(str(onnx)), data, metric=score).accuracy == pytest.approx(
+        result.after.accuracy, rel=1e-6, abs=1e-6
+    )
+    stages["save-reload"] = True
+    return {"model": model, "data": data, "result": result, "score": score, "sweep": sweep}
+
+
+def _heads_by_hand(model: nn.Module, ratio: float) -> int:
+    """Parameters after removing `ratio` of every attention module's heads, by hand: the query, key and
+    value Linear layers each lose `removed heads x head size` outputs (weights and biases), the output
+    projection reading them as many inputs (BERT: `attention.output.dense`; ViT: `o_proj`)."""
+    removed = 0
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
+        size = getattr(module, "attention_head_size", getattr(module, "head_dim", None))
+        query = getattr(module, "query", getattr(module, "q_proj", None))
+        if not (isinstance(heads, int) and isinstance(size, int) and isinstance(query, nn.Linear)):
+            continue
+        cut = round(ratio * heads) * size
+        projection = getattr(module, "o_proj", None) or modules[name.rsplit(".", 1)[0] + ".output.dense"]
+        removed += 3 * cut * (query.in_features + 1) + cut * projection.out_features
+    return _params(model) - removed
+
+
+def hf_case(root: Path, which: str) -> Case:
+    """A tiny Hugging Face model saved with save_pretrained under `root` (nothing downloaded)."""
+    torch.manual_seed(0)
+    if which == "bert":
+        model, inputs = P.tiny_bert(3), lambda n: P.bert_inputs(n)
+    else:
+        model = P.tiny_vit()
+        inputs = _shapes({"pixel_values": (1, 16, 16)})
+    model.save_pretrained(root / which)
+    return Case(f"hf:{root / which}", inputs, ("classifier",), _heads_by_hand(model, 0.5))
+
+
+def head_plan(model: nn.Module) -> tuple[dict, list[str]]:
+    """Half of the heads of every attention module (named by its query layer), 8 bits everywhere."""
+    queries = [n for n in attention_heads(model) if n.endswith(("query", "q_proj"))]
+    return {"default": {"bits": 8}, "layers": {q: {"prune": 0.5} for q in queries}}, queries
