@@ -4,7 +4,7 @@ MLP, a custom layer of raw parameters around an L2 normalisation, a split whose 
 output, a concatenation along the height undone by a split, several inputs whose intermediate activations
 are outputs too, a single-channel map with a norm after it, a Linear -> view -> transposed-conv chain ending
 in a classifier, a ConvNeXt-style block (channels-last Linear layers and a raw per-channel scale), a small
-VGG and an inverted-residual block with a 4-D output. Each class builds with no arguments, so
+VGG, an inverted-residual block with a 4-D output and a timm-style transformer (one fused qkv Linear). Each class builds with no arguments, so
 `tests.e2e_models:<Class>` is a model spec."""
 
 from __future__ import annotations
@@ -233,6 +233,36 @@ class InvertedResidualMap(nn.Module):
         return self.out(h)
 
 
+class FusedQKVViT(nn.Module):
+    """A one-block vision transformer written the way timm writes it (Dosovitskiy et al. 2021): patches
+    by a strided conv, a class token concatenated in front, one fused `qkv` Linear reshaped into heads and
+    unbound, attention by explicit matmuls, an MLP, the class token's scores."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.norm1 = nn.LayerNorm(dim)
+        self.num_heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
+        n, tokens, _ = t.shape
+        qkv = self.qkv(self.norm1(t)).reshape(n, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        weights = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        t = t + self.proj((weights @ v).transpose(1, 2).reshape(n, tokens, -1))
+        t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))
+        return self.head(t[:, 0])
+
+
 def _randn(*shape: int):
     return lambda n: torch.randn((n, *shape), generator=torch.Generator().manual_seed(2))
 
@@ -250,4 +280,5 @@ E2E_PATTERNS = {
     "convnext-block": (ConvNeXtBlock, {"x": (3, 8, 8)}, ("head",)),
     "vgg": (SmallVGG, {"x": (3, 16, 16)}, ("classifier.6",)),
     "inverted-residual-map": (InvertedResidualMap, {"x": (3, 8, 8)}, ("out",)),
+    "fused-qkv-vit": (FusedQKVViT, {"x": (3, 16, 16)}, ("head",)),
 }

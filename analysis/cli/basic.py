@@ -86,9 +86,13 @@ def _scoring(args: argparse.Namespace, loaded, metric: str):
     except WorkbenchError:
         raise
     except Exception as exc:  # a model that does not take the data fails in its own way
-        raise WorkbenchError(f"--reference {args.reference} does not run on the data: {first_line(exc)}") from exc
+        raise WorkbenchError(
+            f"--reference {args.reference} does not run on the data: {first_line(exc)}"
+        ) from exc
     mine = _sample_outputs(loaded.model, loaded.data)
-    if score.needs_reference and {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
+    if score.needs_reference and {k: v.shape for k, v in mine.items()} != {
+        k: v.shape for k, v in theirs.items()
+    }:
         raise WorkbenchError(
             f"--reference {args.reference} gives {describe_outputs(theirs)} but the model gives "
             f"{describe_outputs(mine)}: give the original this model was compressed from"

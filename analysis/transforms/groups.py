@@ -48,7 +48,7 @@ from analysis.layers import (
     touches_output,
 )
 from analysis.transforms.removal import Removal, apply_removals
-from analysis.transforms.units import all_pairs, join_units, unit_key
+from analysis.transforms.units import all_pairs, fold_sections, fused_width, join_units, unit_key
 from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
@@ -282,6 +282,7 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
     # Only a reshape maps several root channels to one index (Torch-Pruning's merge hides all but one).
     reshapes = any(type(item.dep.target.module).__name__ == "_ReshapeOp" for item in group.items)
     traced = all_pairs(graph, group[0].dep.target.module) if reshapes else {}
+    width = fused_width(group[0].dep.target.module, module_names, heads)
     for item in group.items:
         target = item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -289,6 +290,8 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
             continue
         pairs = _pairs(item)
         every = traced.get((item.dep.target, item.dep.handler), pairs)
+        if width and not out and getattr(target, "in_features", None) == width:
+            pairs, every = fold_sections(pairs, width), fold_sections(every, width)
         keyed.append((unit_key(graph, target, out, heads, module_names), sorted(every)))
         _add_once(ops, _OP_NAMES.get(type(target).__name__))
         _add_once(approximate, _inexact(target, graph, module_names))
