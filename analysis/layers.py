@@ -47,11 +47,16 @@ def filter_rows(module: nn.Module) -> torch.Tensor:
     return weight.transpose(0, 1) if getattr(module, "transposed", False) else weight
 
 
+FUSED_QKV = "qkv"
+
+
 def attention_heads(model: nn.Module) -> dict[str, tuple[str, int]]:
     """The query, key and value Linear layers of every attention module written the Hugging Face way (a
     module with `num_attention_heads` or `num_heads` and Linear children `query`/`key`/`value` or
-    `q_proj`/`k_proj`/`v_proj` of one width that the heads divide), by name -> (attention module, heads).
-    nn.MultiheadAttention packs its projections into one weight and is not listed."""
+    `q_proj`/`k_proj`/`v_proj` of one width that the heads divide), or timm's way (one Linear child
+    `qkv`: queries, keys and values one after the other, `fused_sections` each), by name ->
+    (attention module, heads). nn.MultiheadAttention packs its projections into one weight and is not
+    listed."""
     found: dict[str, tuple[str, int]] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
@@ -59,6 +64,9 @@ def attention_heads(model: nn.Module) -> dict[str, tuple[str, int]]:
         heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
         if not isinstance(heads, int) or heads < 1:
             continue
+        fused = getattr(module, FUSED_QKV, None)
+        if isinstance(fused, nn.Linear) and fused.out_features % (3 * heads) == 0:
+            found[f"{name}.{FUSED_QKV}" if name else FUSED_QKV] = (name, heads)
         for trio in (("query", "key", "value"), ("q_proj", "k_proj", "v_proj")):
             layers = [getattr(module, child, None) for child in trio]
             if not all(isinstance(layer, nn.Linear) for layer in layers):
@@ -68,6 +76,12 @@ def attention_heads(model: nn.Module) -> dict[str, tuple[str, int]]:
                 prefix = f"{name}." if name else ""
                 found.update({f"{prefix}{child}": (name, heads) for child in trio})
     return found
+
+
+def fused_sections(name: str) -> int:
+    """How many equal sections (queries, keys, values) the outputs of attention layer `name` (a key of
+    `attention_heads`) hold: 3 for a fused `qkv`, else 1."""
+    return 3 if name.rsplit(".", 1)[-1] == FUSED_QKV else 1
 
 
 def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[str, nn.Module]:

@@ -27,9 +27,12 @@ from analysis.cli.runtimes import (
     runtime_names,
 )
 from analysis.cost import onnx_summary, summarize
+from analysis.errors import WorkbenchError, first_line
 from analysis.evaluate import evaluate
 from analysis.inputs import as_input_spec
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
+from analysis.outputs import describe_outputs, flatten_outputs
+from analysis.specs import load_model
 
 
 def _summary(args: argparse.Namespace) -> dict:
@@ -56,20 +59,77 @@ def _evaluate(args: argparse.Namespace) -> dict:
         payload = {"accuracy": None, "loss": None, "samples": 0, "notes": loaded.notes}
         payload |= {"model": args.model, "data": None}
         warn(loaded.notes[0])
-    elif runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
-        payload = evaluate_on_runtimes(
-            loaded.model, loaded.data, loaded.input_shape, runtimes, args.batch_size, metric
-        )
-        payload |= {"model": args.model, "data": loaded.data.spec}
     else:
-        result = evaluate(
-            loaded.model, loaded.data, batch_size=args.batch_size, device=device, dtype=dtype, metric=metric
-        )
-        payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
-        if device is not None or dtype is not None:
-            payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
+        score, notes = _scoring(args, loaded, metric)
+        if runtimes and device is None and dtype is None:  # --device/--dtype: the eager path below
+            payload = evaluate_on_runtimes(
+                loaded.model, loaded.data, loaded.input_shape, runtimes, args.batch_size, score
+            )
+        else:
+            result = evaluate(
+                loaded.model,
+                loaded.data,
+                batch_size=args.batch_size,
+                device=device,
+                dtype=dtype,
+                metric=score,
+            )
+            payload = result.to_dict()
+            if device is not None or dtype is not None:
+                payload |= {"device": str(device or "cpu"), "dtype": dtype or "float32"}
+        payload |= {"model": args.model, "data": loaded.data.spec}
+        if notes:
+            payload["notes"] = notes
+        if args.reference:
+            params["reference"] = args.reference
     record(args, "evaluation", loaded.model, payload["data"], params, payload)
     return payload
+
+
+def _scoring(args: argparse.Namespace, loaded, metric: str):
+    """`--metric` bound to the original model, whose outputs the fidelity metrics (agreement, kl, mse,
+    cosine, psnr) compare with: `--reference` (with `--reference-weights`) where given, else the model
+    itself (its own best score by definition, which a note says). Returns the scoring and the notes."""
+    from analysis.metrics import scoring
+
+    if not args.reference:
+        score = scoring(metric, loaded.model, loaded.data)
+        if not score.needs_reference:
+            return score, []
+        return score, [
+            f"scored against the model's own outputs ({score.name} is then its best value): to score a "
+            "compressed model, give its original as --reference SPEC (and --reference-weights FILE)"
+        ]
+    reference = load_model(args.reference, weights=args.reference_weights, trust_pickle=args.trust_pickle)
+    try:
+        score = scoring(metric, reference, loaded.data)
+        theirs = _sample_outputs(reference, loaded.data)
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # a model that does not take the data fails in its own way
+        raise WorkbenchError(
+            f"--reference {args.reference} does not run on the data: {first_line(exc)}"
+        ) from exc
+    mine = _sample_outputs(loaded.model, loaded.data)
+    if score.needs_reference and {k: v.shape for k, v in mine.items()} != {
+        k: v.shape for k, v in theirs.items()
+    }:
+        raise WorkbenchError(
+            f"--reference {args.reference} gives {describe_outputs(theirs)} but the model gives "
+            f"{describe_outputs(mine)}: give the original this model was compressed from"
+        )
+    return score, []
+
+
+def _sample_outputs(model, data) -> dict:
+    """The outputs of `model` on two samples of `data`, by name."""
+    import torch
+
+    from analysis.inputs import as_model_inputs
+    from analysis.layers import call_model
+
+    with torch.inference_mode():
+        return flatten_outputs(call_model(model.eval(), as_model_inputs(data.x[:2])))
 
 
 def _latency(args: argparse.Namespace) -> dict:
@@ -125,6 +185,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_metric_arg(p)
+    p.add_argument(
+        "--reference",
+        help="the original model (a spec) that agreement, kl, mse, cosine and psnr compare with (default: "
+        "the model itself); give it to score a compressed model on unlabelled data",
+    )
+    p.add_argument("--reference-weights", help="state dict (or .pruned.safetensors) for --reference")
     p.add_argument("--batch-size", type=int, default=256)
     add_limit_arg(p)
     add_device_args(p)

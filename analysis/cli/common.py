@@ -383,9 +383,12 @@ def run_inputs(args: argparse.Namespace) -> dict[str, str]:
     model = getattr(args, "model", None) or ""
     module, _, attr = model.rpartition(":")
     found["--model"] = module if module.endswith(".py") and attr else model
-    for name in ("weights", "plan"):
+    reference = getattr(args, "reference", None) or ""
+    module, _, attr = reference.rpartition(":")
+    found["--reference"] = module if module.endswith(".py") and attr else reference
+    for name in ("weights", "reference_weights", "plan"):
         if getattr(args, name, None):
-            found[f"--{name}"] = str(getattr(args, name))
+            found[f"--{name.replace('_', '-')}"] = str(getattr(args, name))
     data = getattr(args, "data", None) or ""
     if data.startswith("tensors:"):
         found["--data"] = data.removeprefix("tensors:")

@@ -18,6 +18,7 @@ from analysis.cli.common import add_list_arg, list_names, warn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import InputSpec
+from analysis.metrics import Scoring
 
 RUNTIME_HELP = "eager, onnxruntime"
 
@@ -101,7 +102,7 @@ def evaluate_on_runtimes(
     shape: InputSpec | tuple[int, ...],
     names: list[str],
     batch_size: int,
-    metric: str = "auto",
+    metric: str | Scoring = "auto",
 ) -> dict:
     """`evaluate`'s payload on each runtime: the first one that ran at the top, every one under
     `runtimes` (a runtime that could not run holds its reason)."""

@@ -36,7 +36,7 @@ from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
-from analysis.layers import copy_model, final_classifier, prunable_layers
+from analysis.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
 from analysis.metrics import Scoring, scoring
 from analysis.progress import Forward, Progress
 from analysis.runtime.measure import (
@@ -126,15 +126,8 @@ def _schedule_size(schedule, train_batches: int, evals: int) -> int:
 def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ...]):
     """Per-group structured ratios and criteria, per-layer unstructured ratios and bits, and notes."""
     layers = prunable_layers(model)
-    final = final_classifier(model, input_shape)
+    _refuse_output_layers(plan, model, input_shape)
     notes: list[str] = []
-    if final is not None:
-        own = plan.settings_for(final)
-        if plan.names(final, "prune") and own.structured and own.prune > 0:
-            raise WorkbenchError(
-                f"the plan prunes {final!r} structurally, but it is the final classifier: its outputs are the "
-                'classes. Give it "structured": false (unstructured pruning) or only "bits"'
-            )
     structured: dict[str, float] = {}
     criteria: dict[str, str] = {}
     group_members: dict[str, list[str]] = {}
@@ -166,6 +159,31 @@ def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ..
     if coupled:
         notes.append("coupled layers take their group's ratio: " + "; ".join(coupled))
     return structured, criteria, unstructured, bits, groups, notes
+
+
+def _refuse_output_layers(plan: CompressionPlan, model: nn.Module, input_shape) -> None:
+    """One line naming the plan's layers whose output channels are a model output, if it prunes any of
+    them structurally: removing those channels would change an output's shape. (`default` never reaches
+    them: their groups are left out.)"""
+    exposed = output_layers(model, example_inputs(input_shape))
+    named = [
+        n
+        for n in exposed
+        if plan.names(n, "prune") and plan.settings_for(n).structured and plan.settings_for(n).prune > 0
+    ]
+    if not named:
+        return
+    shapes = output_shapes(model, example_inputs(input_shape))
+    classes = len(shapes) == 1 and len(shapes[0]) == 2 and shapes[0][1] >= 2
+    final = exposed[-1] if classes else None  # one (N, classes) output: its last layer gives the classes
+    why = [f"{final!r} is the final classifier: its outputs are the classes"] if final in named else []
+    others = [n for n in named if n != final]
+    if others:
+        why.insert(0, f"the output channels of {', '.join(repr(n) for n in others)} are a model output")
+    raise WorkbenchError(
+        f"the plan prunes {', '.join(repr(n) for n in named)} structurally, but {'; '.join(why)}. Give "
+        f'{"it" if len(named) == 1 else "them"} "structured": false (unstructured pruning) or only "bits"'
+    )
 
 
 def _resolved_finetune(ft, data: Dataset):

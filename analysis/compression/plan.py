@@ -221,8 +221,8 @@ class CompressionPlan:
 
     `default` applies to every prunable layer (Conv*d with groups 1 or depthwise, Linear); `layers` maps a
     `named_modules()` name to the keys it overrides. Plain dicts are accepted for all three fields.
-    The final classifier keeps its outputs (is not pruned structurally by `default`) unless `layers`
-    names it.
+    The layers whose output channels are a model output (the final classifier among them) keep them:
+    `default` does not prune them structurally, and a `layers` entry that does is refused (one line).
     """
 
     default: LayerSettings = field(default_factory=LayerSettings)

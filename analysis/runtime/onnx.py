@@ -8,6 +8,7 @@ becomes one `WorkbenchError` line naming the operator, and the caller keeps the 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -154,6 +155,10 @@ def export_onnx(
     keys = list(want)
     out_names = [OUTPUT_NAME] if keys == [SINGLE_OUTPUT] else [onnx_name(k) for k in keys]
     args, kwargs, in_names, dynamic = export_arguments(work, x)
+    nested = bool(_shadowed_children(work))
+    if nested:
+        work = _Nested(work, list(kwargs or ()))
+        args, kwargs, dynamic = _all_positional(args, kwargs, dynamic)
     try:
         with _quiet():
             program = torch.onnx.export(
@@ -173,6 +178,8 @@ def export_onnx(
         raise WorkbenchError(
             f"ONNX export failed: {what}; the eager runtime still measures this model (--runtime eager)"
         ) from exc
+    if nested:
+        _unnest(program.model)
     proto = program.model_proto
     _set_metadata(proto, {"inputs": in_names, "form": _form(x), "outputs": keys})
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -187,6 +194,58 @@ def export_onnx(
         ]
         diff = max(diffs) if diffs else 0.0
     return OnnxExport(data, diff, in_names[0], out_names[0], opset, tuple(in_names), tuple(out_names))
+
+
+def _graph_module_names() -> frozenset[str]:
+    graph_module = torch.fx.GraphModule(nn.Module(), torch.fx.Graph())
+    return frozenset(dir(torch.fx.GraphModule)) | frozenset(vars(graph_module))
+
+
+def _shadowed_children(model: nn.Module) -> list[str]:
+    """Top-level children named like an attribute of `torch.fx.GraphModule` (`meta`, `graph`, `code`):
+    unlifting the exported program sets each child on a GraphModule, where that attribute shadows it, and
+    the export fails ("target meta.weight references nonexistent attribute")."""
+    taken = _graph_module_names()
+    return [name for name, _ in model.named_children() if name in taken]
+
+
+_NESTED = "nested"
+
+
+class _Nested(nn.Module):
+    """The model one level down (under `_NESTED`), called with every input by position (`keys` names
+    them where the model takes them by name), so no child of the model is a top-level attribute."""
+
+    def __init__(self, model: nn.Module, keys: list[str]) -> None:
+        super().__init__()
+        setattr(self, _NESTED, model)
+        self.keys = keys
+
+    def forward(self, *args: torch.Tensor):
+        model = getattr(self, _NESTED)
+        return model(**dict(zip(self.keys, args, strict=True))) if self.keys else model(*args)
+
+
+def _all_positional(args, kwargs, dynamic):
+    """`_Nested`'s export arguments: (args, kwargs, dynamic shapes) with every input by position."""
+    if kwargs:
+        return tuple(kwargs.values()), None, {"args": tuple(dynamic.values())}
+    return tuple(args), None, {"args": tuple(dynamic)}
+
+
+def _unnest(model) -> None:
+    """Strip `_Nested`'s level from an exported ONNX IR model's initializer names and name scopes, so
+    they read as the model's own (`meta.weight`): int8 quantization finds its layers by them."""
+    prefix = f"{_NESTED}."
+    for value in list(model.graph.initializers.values()):
+        value.name = value.name.removeprefix(prefix)
+    for node in model.graph:
+        scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+        if scopes is None:
+            continue
+        with contextlib.suppress(ValueError, SyntaxError):
+            names = [s for s in ast.literal_eval(scopes) if s != _NESTED]
+            node.metadata_props["pkg.torch.onnx.name_scopes"] = repr([s.removeprefix(prefix) for s in names])
 
 
 def _form(x: ModelInputs) -> str:

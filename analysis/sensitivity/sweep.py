@@ -83,7 +83,7 @@ def _structured_edit(group: PruningGroup, channels: list[int], key) -> Edit:
     def apply(model: nn.Module) -> None:
         group.zero_channels(model, channels)
 
-    return Edit(tuple(group.member_names), apply, key)
+    return Edit(tuple(group.module_names), apply, key)  # a raw parameter's module, not the parameter
 
 
 def _resolve_groups(

@@ -48,7 +48,7 @@ from analysis.layers import (
     touches_output,
 )
 from analysis.transforms.removal import Removal, apply_removals
-from analysis.transforms.units import all_pairs, join_units, unit_key
+from analysis.transforms.units import all_pairs, fold_sections, fused_width, join_units, unit_key
 from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
@@ -104,6 +104,17 @@ class PruningGroup:
         for m in self.members:
             if m.name not in names:
                 names.append(m.name)
+        return names
+
+    @property
+    def module_names(self) -> list[str]:
+        """Every module whose tensors the group changes (for a raw parameter, the module holding it), the
+        group's name first, each once: what an edit must snapshot and recompute from."""
+        names = [self.name]
+        for m in self.members:
+            owner = _owner(m)
+            if owner not in names:
+                names.append(owner)
         return names
 
     @property
@@ -271,6 +282,7 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
     # Only a reshape maps several root channels to one index (Torch-Pruning's merge hides all but one).
     reshapes = any(type(item.dep.target.module).__name__ == "_ReshapeOp" for item in group.items)
     traced = all_pairs(graph, group[0].dep.target.module) if reshapes else {}
+    width = fused_width(group[0].dep.target.module, module_names, heads)
     for item in group.items:
         target = item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -278,6 +290,8 @@ def _as_pruning_group(graph, group, module_names, position, heads) -> PruningGro
             continue
         pairs = _pairs(item)
         every = traced.get((item.dep.target, item.dep.handler), pairs)
+        if width and not out and getattr(target, "in_features", None) == width:
+            pairs, every = fold_sections(pairs, width), fold_sections(every, width)
         keyed.append((unit_key(graph, target, out, heads, module_names), sorted(every)))
         _add_once(ops, _OP_NAMES.get(type(target).__name__))
         _add_once(approximate, _inexact(target, graph, module_names))
@@ -327,7 +341,9 @@ def _inexact(target, graph, module_names) -> str | None:
 
 def _owner(member: GroupMember) -> str:
     """The module a member belongs to: itself, or the module holding a raw parameter."""
-    return member.name.rsplit(".", 1)[0] if member.type == "Parameter" else member.name
+    if member.type != "Parameter":
+        return member.name
+    return member.name.rsplit(".", 1)[0] if "." in member.name else ""  # "" is the model itself
 
 
 def _head_step(members: Sequence[GroupMember], module_names) -> int:

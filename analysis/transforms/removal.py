@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from analysis.errors import first_line
-from analysis.layers import ModelInputs, channel_graph, copy_model, output_shapes, trace_batch
+from analysis.layers import (
+    ModelInputs,
+    attention_heads,
+    channel_graph,
+    copy_model,
+    fused_sections,
+    output_shapes,
+    trace_batch,
+)
+from analysis.transforms.units import fused_width
 
 
 @dataclass(frozen=True)
@@ -116,15 +125,29 @@ def _prune(model: nn.Module, graph, removal: Removal) -> None:
     root = model.get_submodule(removal.root)
     pruner = graph.get_pruner_of_module(root)
     group = graph.get_pruning_group(root, pruner.prune_out_channels, list(removal.channels))
+    heads = attention_heads(model)
+    width = fused_width(root, {root: removal.root}, heads)
     for k, item in enumerate(group.items):
+        target = item.dep.target.module
+        reads = (
+            graph.is_in_channel_pruning_fn(item.dep.handler) and getattr(target, "in_features", 0) == width
+        )
+        if width and reads:
+            group[k] = item = GroupItem(item.dep, [i % width for i in item.idxs])  # `fold_sections`
         unique = sorted(set(item.idxs))
         if len(unique) != len(item.idxs):
             # Several root channels map to one index after a reshape (16 Linear outputs -> 1 conv input):
             # Torch-Pruning 1.6.1 lists that index once per root channel and subtracts the repeats from the
             # layer's width (16 -> 0 in_channels). Each index once.
             group[k] = GroupItem(item.dep, unique)
+    head_size = width // heads[removal.root][1] if width else None
     group.prune()
     sync_attention_heads(model)
+    if head_size:  # a fused qkv's module keeps no head size: its head count from the one before removal
+        module = model.get_submodule(heads[removal.root][0])
+        for attr in ("num_attention_heads", "num_heads"):
+            if isinstance(getattr(module, attr, None), int):
+                setattr(module, attr, root.out_features // fused_sections(removal.root) // head_size)
 
 
 def _restore(model: nn.Module, snapshot: nn.Module) -> None:

@@ -14,17 +14,21 @@ from typing import Any
 
 from torch import nn
 
+from analysis.layers import fused_sections
+
 
 def unit_key(
     graph, target: Any, out: bool, heads: dict[str, tuple[str, int]], module_names: dict[nn.Module, str]
 ) -> Callable[[int], Hashable]:
     """index -> what must go with it in `target`: the index itself, its attention head (query/key/value
-    outputs), its position within each channel group (grouped convs, GroupNorm) or within each section of
-    an even split (`chunk`, `split(n)`: the sections must keep one width)."""
+    outputs; the same head in each section of a fused qkv), its position within each channel group
+    (grouped convs, GroupNorm) or within each section of an even split (`chunk`, `split(n)`: the
+    sections must keep one width)."""
     name = module_names.get(target) if not isinstance(target, nn.Parameter) else None
     if out and name in heads:
-        head_size = target.out_features // heads[name][1]
-        return lambda i: (id(target), out, i // head_size)
+        width = target.out_features // fused_sections(name)  # a fused qkv: head h in each section
+        head_size = width // heads[name][1]
+        return lambda i: (id(target), out, (i % width) // head_size)
     pruner = graph.get_pruner_of_module(target)
     if isinstance(target, nn.Module) and pruner is not None and name is not None:
         groups = pruner.get_out_channel_groups(target) if out else pruner.get_in_channel_groups(target)
@@ -37,6 +41,21 @@ def unit_key(
     if type(target).__name__ == "_SplitOp" and isinstance(size, int) and size > 0:
         return lambda i: (id(target), out, i % size)
     return lambda i: (id(target), out, i)
+
+
+def fused_width(root: nn.Module, module_names, heads) -> int | None:
+    """The width of one section (queries, keys or values) of a fused `qkv` root layer, else None."""
+    name = module_names.get(root)
+    if name not in heads or fused_sections(name) == 1:
+        return None
+    return root.out_features // fused_sections(name)
+
+
+def fold_sections(pairs, width: int) -> list[tuple[int, int]]:
+    """(index, root channel) pairs of the layer reading a fused qkv's heads (its output projection):
+    Torch-Pruning maps the qkv's outputs one to one through the reshapes and the attention, but root
+    channel s x width + c of section s reaches the projection's input c."""
+    return sorted({(i % width, r) for i, r in pairs})
 
 
 def join_units(
