@@ -174,8 +174,19 @@ def _evaluate(path) -> dict:
     return json.loads(done.stdout)
 
 
+FRESH_FILES = """() => {
+  const labels = [...document.querySelectorAll('button')].map((b) => b.innerText.trim());
+  return labels.filter((t) => t.startsWith('Make ')).length === 4
+    && !labels.some((t) => t.startsWith('Download compressed'));
+}"""
+
+
 def _download_every_file(page, folder) -> dict[str, dict]:
     """Press every Make button, download what it made, evaluate each file: {file name: evaluate's JSON}."""
+    # This result's Files section: four Make buttons and no file made yet. The page finishes drawing it a
+    # moment after the metrics (an earlier result's section, its files made, can still be on screen).
+    page.wait_for_function(FRESH_FILES, timeout=LOAD_MS)
+    wait_idle(page)
     made = [b for b in page.get_by_role("button").all_inner_texts() if b.startswith("Make ")]
     assert len(made) == 4, made
     loaded = {}
