@@ -48,9 +48,10 @@ from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)
     sqnr_db,
 )
 from analysis.transforms import lowbit, lowrank, sharing
+from analysis.transforms.registry import TRANSFORMS
 
-TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 UNTOUCHED_BITS = 32
+_BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # applied below; other fields by their handler
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -63,15 +64,12 @@ def validate_transform_settings(layer_name: str, settings: Mapping) -> dict:
     Raises a one-line WorkbenchError for a bad value or a refused combination (module docstring).
     """
     where = f"layer {layer_name!r}" if layer_name else "default"
-    out: dict = {}
-    if settings.get("rank") is not None:
-        out["rank"] = lowrank.check_rank(settings["rank"], f"{where}: rank")
-    if settings.get("rank_energy") is not None:
-        out["rank_energy"] = lowrank.check_rank_energy(settings["rank_energy"], f"{where}: rank_energy")
-    if settings.get("share_bits") is not None:
-        out["share_bits"] = sharing.check_share_bits(settings["share_bits"], f"{where}: share_bits")
-    if settings.get("weights") is not None:
-        out["weights"] = lowbit.check_kind(settings["weights"], f"{where}: weights")
+    # Each registered field checks its own value (`analysis.transforms.registry`).
+    out: dict = {
+        name: handler.check(settings[name], where)
+        for name, handler in TRANSFORMS.items()
+        if settings.get(name) is not None
+    }
     bits = settings.get("bits", UNTOUCHED_BITS)
     quantized = bits is not None and bits != UNTOUCHED_BITS
     unstructured = float(settings.get("prune") or 0.0) > 0 and settings.get("structured") is False
@@ -88,6 +86,12 @@ def validate_transform_settings(layer_name: str, settings: Mapping) -> dict:
         raise WorkbenchError(
             f"{where}: rank with unstructured pruning is refused: the SVD factors of a sparse weight are dense, "
             "so the zeros are lost; use structured pruning or drop one"
+        )
+    generic = [key for key in out if key not in _BUILTIN]
+    if factored and generic:
+        raise WorkbenchError(
+            f"{where}: rank and {generic[0]} cannot go together: factorization replaces the weight "
+            f"{generic[0]} would change; choose one"
         )
     if "share_bits" in out and ("weights" in out or quantized):
         other = "weights" if "weights" in out else f"bits {bits}"
@@ -206,6 +210,10 @@ def apply_transforms(
                     "float32_bytes": _tensor_bytes(weight),
                     "label": lowbit.LABEL,
                 }
+            for key in fields.keys() - set(_BUILTIN):
+                entry = TRANSFORMS[key].apply(work.get_submodule(name), fields[key])
+                stored[id(work.get_submodule(name).weight)] = entry["bytes"]
+                layers.setdefault(name, entry)  # a layer that also shares or is low-bit keeps that entry
             if progress:
                 progress(i + 1, len(todo))
     if any(f.get("weights") for f in todo.values()):
