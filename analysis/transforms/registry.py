@@ -7,11 +7,13 @@ everything the rest of the workbench needs about it, and each reader looks it up
   `size_bytes` for the stored size;
 - the sensitivity sweeps (`analysis.sensitivity.sweep`): `kind`, the sweep kind it adds, its default
   `sweep_values` and `sweep_weight`, the weight one point evaluates;
-- the drop preview (`analysis.app_support.preview`): `preview_row`;
+- the Compress page's preview (`analysis.app_support.preview.preview_transforms`): `changes_cost`, whether
+  the MACs and params it counts before Apply must apply the field;
 - the store's plan diff (`analysis.store.compare`): the column order, `layer_keys()`;
 - the Compress page: `column`, the per-layer editor's widget.
 
-Adding a transform is one handler class and one `register(Handler())`; `unregister(field)` removes it.
+Adding a transform is one handler class and one `register_transform(Handler())`;
+`unregister_transform(field)` removes it.
 The built-in fields (`rank`, `rank_energy`, `share_bits`, `weights`) are `builtin`: `apply_transforms` and
 the sweeps keep their own code for them (factoring replaces a layer by two; sharing codes a codebook), and
 refused combinations between them stay in `fields.validate_transform_settings`. Any other handler goes
@@ -65,6 +67,7 @@ class TransformHandler:
     values_are_bits: bool = False  # a sweep's values are bit widths (JSON key "bits", not "ratios")
     column: Column | None = None  # the Compress page's per-layer widget, if any
     builtin: bool = False  # applied and swept by the workbench's own code, not the generic path
+    changes_cost: bool = False  # changes MACs or params: the Compress page's preview applies it to count
 
     def check(self, value: Any, where: str) -> Any:
         """`value` normalized, or a one-line WorkbenchError saying what is allowed (`where`: the layer)."""
@@ -98,15 +101,11 @@ class TransformHandler:
             "float32_bytes": weight.numel() * weight.element_size(),
         }
 
-    def preview_row(self, layer: str, value: Any) -> dict:
-        """One row of the Compress page's preview: what Apply will do to `layer`."""
-        return {"layer": layer, "transform": self.field, "value": value}
-
 
 TRANSFORMS: dict[str, TransformHandler] = {}
 
 
-def register(handler: TransformHandler | type[TransformHandler]) -> TransformHandler:
+def register_transform(handler: TransformHandler | type[TransformHandler]) -> TransformHandler:
     """Add `handler` (an instance or a class taking no arguments) under its `field`; returns the instance.
     A field or sweep kind already taken is a one-line error."""
     if isinstance(handler, type):
@@ -122,7 +121,7 @@ def register(handler: TransformHandler | type[TransformHandler]) -> TransformHan
     return handler
 
 
-def unregister(field: str) -> None:
+def unregister_transform(field: str) -> None:
     """Remove the transform registered under `field` (nothing if there is none)."""
     TRANSFORMS.pop(field, None)
 
@@ -161,7 +160,7 @@ def bits_kinds() -> tuple[str, ...]:
     return ("quant",) + tuple(h.kind for h in TRANSFORMS.values() if h.kind and h.values_are_bits)
 
 
-def columns() -> dict[str, Column]:
+def transform_columns() -> dict[str, Column]:
     """The Compress page's per-layer transform columns, field -> Column, in registration order."""
     return {name: h.column for name, h in TRANSFORMS.items() if h.column is not None}
 
@@ -172,7 +171,7 @@ def columns() -> dict[str, Column]:
 class Rank(TransformHandler):
     """SVD factorization at a kept rank fraction (`analysis.transforms.lowrank`)."""
 
-    field, kind, builtin = "rank", "lowrank", True
+    field, kind, builtin, changes_cost = "rank", "lowrank", True, True
     sweep_values = (0.75, 0.5, 0.25, 0.125)
     column = Column("rank fraction (0 = off)", "number", 0.0, low=0.0, high=1.0, step=0.05, state_key="rank")
 
@@ -183,7 +182,7 @@ class Rank(TransformHandler):
 class RankEnergy(TransformHandler):
     """SVD factorization at the rank that keeps a share of the squared singular values."""
 
-    field, builtin = "rank_energy", True
+    field, builtin, changes_cost = "rank_energy", True, True
 
     def check(self, value: Any, where: str) -> float:
         return lowrank.check_rank_energy(value, f"{where}: rank_energy")
@@ -211,7 +210,7 @@ class Weights(TransformHandler):
 
 
 for _handler in (Rank, RankEnergy, ShareBits, Weights):
-    register(_handler)
+    register_transform(_handler)
 
 __all__ = [
     "BASE_LAYER_KEYS",
@@ -220,12 +219,12 @@ __all__ = [
     "Column",
     "TransformHandler",
     "bits_kinds",
-    "columns",
+    "transform_columns",
     "get_transform",
     "layer_keys",
-    "register",
+    "register_transform",
     "sweep_handler",
     "sweep_kinds",
     "transform_fields",
-    "unregister",
+    "unregister_transform",
 ]
