@@ -163,3 +163,20 @@ def test_the_compress_page_shows_its_column_and_checks_its_value(scale, tmp_path
     at.run()
     assert any("rank and scale cannot go together" in e.value for e in at.error)
     assert [b for b in at.button if b.label == "Apply"][0].disabled
+
+
+def test_the_store_diff_and_the_preview_read_the_registry(scale):
+    from analysis.app_support.preview import preview_transforms
+    from analysis.store.compare import plan_diff
+
+    # A key no handler knows ("alpha", from an older plan) follows the registered ones, sorted.
+    plans = {
+        "a": {"layers": {"fc": {"alpha": 1, "scale": 2.0, "bits": 8}}},
+        "b": {"layers": {"fc": {"bits": 8}}},
+    }
+    frame = plan_diff(plans)
+    assert list(frame.columns)[:3] == ["bits [a]", "scale [a]", "alpha [a]"]
+    assert frame.loc["fc", "scale [a]"] == 2.0 and bool(frame.loc["fc", "differs"])
+    # Only what changes MACs or params is applied to count the preview's cost: the rank, not the scale.
+    layer_plan = {"fc": {"scale": 2.0, "rank": 0.5}, "out": {"scale": 0.5}, "conv": {"rank": 0.25}}
+    assert preview_transforms(layer_plan, refused={"conv": "refused"}) == {"fc": {"rank": 0.5}}

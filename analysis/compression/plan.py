@@ -12,7 +12,8 @@ layer names against a model when it is applied (`check_layers`). Applying it is 
 A layer entry overrides `default` key by key. `bits: 32` means untouched.
 
 CONTRACT section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
-`weights` (binary | ternary | pow2), checked on each resolved layer by
+`weights` (binary | ternary | pow2), and any field registered in `analysis.transforms.registry` (each value
+checked by its handler), checked on each resolved layer by
 `analysis.transforms.fields.validate_transform_settings` (refused combinations are one-line errors);
 top-level `huffman` (count shared indices Huffman-coded) and `schedule` (`ScheduleSettings`: iterative,
 AGP, slimming, group lasso). `finetune` takes `lr_schedule` (constant | cosine) and `recipe`: `recovery`

@@ -4,6 +4,9 @@ Plan fields per layer (CONTRACT section 8): `rank` / `rank_energy` (SVD factoriz
 `share_bits` (k-means weight sharing, `sharing`; the plan's top-level `huffman` counts its indices
 Huffman-coded), `weights` = binary | ternary | pow2 (`lowbit`, simulated).
 
+Each field's value is checked by its handler in `analysis.transforms.registry`; a field registered there
+beyond these four is applied by its handler here, and refused with `rank` (the factors replace the weight).
+
 Combinations (`validate_transform_settings`), and why:
 - `rank` with `rank_energy`: refused, they are two ways to say the same thing.
 - `rank` with `share_bits`, `weights` or `bits` < 32: refused; factorization replaces the weight that the
@@ -134,8 +137,9 @@ def apply_transforms(
     progress: Progress | None = None,
     calibration: torch.Tensor | None = None,
 ) -> AppliedTransforms:
-    """Apply each layer's `rank`/`rank_energy`, `share_bits` and `weights` to a copy of `model` (other
-    keys, such as prune and bits, are only checked for combinations; applying them is `compress`'s job).
+    """Apply each layer's `rank`/`rank_energy`, `share_bits`, `weights` and any other registered transform
+    (its handler's `apply`, `analysis.transforms.registry`) to a copy of `model` (other keys, such as prune
+    and bits, are only checked for combinations; applying them is `compress`'s job).
 
     Layers with none of the transform keys are left alone. Factored layers become `layer.0`/`layer.1`.
     `huffman` counts shared layers' indices Huffman-coded. `calibration` (training inputs) makes each
