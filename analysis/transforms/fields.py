@@ -50,11 +50,12 @@ from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)
     share_sensitivity,
     sqnr_db,
 )
-from analysis.transforms import lowbit, lowrank, sharing
+from analysis.transforms import lowbit, lowrank
 from analysis.transforms.registry import TRANSFORMS
 
 UNTOUCHED_BITS = 32
-_BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # applied below; other fields by their handler
+_BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # with combination rules below
+_FACTORED = ("rank", "rank_energy")  # applied together by `lowrank.factorize`, not layer by layer
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -185,41 +186,17 @@ def apply_transforms(
             f"energy kept); now {name}.0 and {name}.1"
         )
     stored: dict[int, int] = {}  # id(weight) -> stored bytes, for the size total
-    shared_any = False
     with torch.no_grad():
         for i, (name, fields) in enumerate(todo.items()):
-            weight = work.get_submodule(name).weight if name not in choices else None
-            if "share_bits" in fields:
-                shared = sharing.share_weight(weight, fields["share_bits"])
-                weight.copy_(shared.weight(weight.dtype))
-                size = shared.size_bytes(huffman)
-                stored[id(weight)] = size["bytes"]
-                shared_any = True
-                layers[name] = {
-                    "transform": "share",
-                    "bits": fields["share_bits"],
-                    "centroids": len(shared.centroids),
-                    "huffman": huffman,
-                    "float32_bytes": _tensor_bytes(weight),
-                    **size,
-                }
-            elif "weights" in fields:
-                kind = fields["weights"]
-                new = lowbit.lowbit_weight(weight, kind)
-                weight.copy_(new)
-                stored[id(weight)] = lowbit.lowbit_size_bytes(weight, kind)
-                layers[name] = {
-                    "transform": kind,
-                    "bytes": stored[id(weight)],
-                    "float32_bytes": _tensor_bytes(weight),
-                    "label": lowbit.LABEL,
-                }
-            for key in fields.keys() - set(_BUILTIN):
-                entry = TRANSFORMS[key].apply(work.get_submodule(name), fields[key])
-                stored[id(work.get_submodule(name).weight)] = entry["bytes"]
-                layers.setdefault(name, entry)  # a layer that also shares or is low-bit keeps that entry
+            # Each field but the rank (factored above) is applied by its handler, in registry order.
+            for key in (k for k in TRANSFORMS if k in fields and k not in _FACTORED):
+                module = work.get_submodule(name)
+                entry = TRANSFORMS[key].apply(module, fields[key], huffman=huffman)
+                stored[id(module.weight)] = entry["bytes"]
+                layers.setdefault(name, entry)  # share_bits and weights exclude each other; the first stays
             if progress:
                 progress(i + 1, len(todo))
+    shared_any = any("share_bits" in f for f in todo.values())
     if any(f.get("weights") for f in todo.values()):
         notes.append(f"binary/ternary/pow2 weights are {lowbit.LABEL}; sizes count their low-bit width")
     if huffman and not shared_any:

@@ -89,8 +89,9 @@ class TransformHandler:
         """The stored size of the transformed weight (default: unchanged)."""
         return weight.numel() * weight.element_size()
 
-    def apply(self, module: nn.Module, value: Any) -> dict:
-        """Apply the field to `module` in place; the layer's entry in `compress`'s `transforms` sizes."""
+    def apply(self, module: nn.Module, value: Any, *, huffman: bool = False) -> dict:
+        """Apply the field to `module` in place; the layer's entry in `compress`'s `transforms` sizes, with
+        the transformed weight's stored `bytes` (`huffman`: the plan's top-level flag)."""
         with torch.no_grad():
             weight = module.weight
             weight.copy_(self.apply_weight(weight, value).to(weight.dtype))
@@ -198,6 +199,20 @@ class ShareBits(TransformHandler):
     def check(self, value: Any, where: str) -> int:
         return sharing.check_share_bits(value, f"{where}: share_bits")
 
+    def apply(self, module: nn.Module, value: Any, *, huffman: bool = False) -> dict:
+        weight = module.weight
+        with torch.no_grad():
+            shared = sharing.share_weight(weight, value)
+            weight.copy_(shared.weight(weight.dtype))
+        return {
+            "transform": "share",
+            "bits": value,
+            "centroids": len(shared.centroids),
+            "huffman": huffman,
+            "float32_bytes": weight.numel() * weight.element_size(),
+            **shared.size_bytes(huffman),
+        }
+
 
 class Weights(TransformHandler):
     """Binary, ternary or power-of-two weights (`analysis.transforms.lowbit`, simulated)."""
@@ -207,6 +222,17 @@ class Weights(TransformHandler):
 
     def check(self, value: Any, where: str) -> str:
         return lowbit.check_kind(value, f"{where}: weights")
+
+    def apply(self, module: nn.Module, value: Any, *, huffman: bool = False) -> dict:
+        weight = module.weight
+        with torch.no_grad():
+            weight.copy_(lowbit.lowbit_weight(weight, value))
+        return {
+            "transform": value,
+            "bytes": lowbit.lowbit_size_bytes(weight, value),
+            "float32_bytes": weight.numel() * weight.element_size(),
+            "label": lowbit.LABEL,
+        }
 
 
 for _handler in (Rank, RankEnergy, ShareBits, Weights):
