@@ -44,8 +44,8 @@ from analysis.transforms.registry import BASE_LAYER_KEYS, layer_keys, transform_
 from analysis.validate import UNTOUCHED_BITS
 
 LAYER_KEYS = BASE_LAYER_KEYS
-# The built-in transform fields, dataclass fields below; a field registered later (`register_transform`) is kept in
-# `extra` and read like the others (`settings.scale`).
+# The built-in transform fields, dataclass fields below; a field registered later (`register_transform`)
+# is kept in `extra` and read like the others (`settings.scale`).
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 ALL_LAYER_KEYS = LAYER_KEYS + TRANSFORM_KEYS
 PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")

@@ -362,7 +362,9 @@ def _structured_edits(
 
 def _handler_values(handler: TransformHandler, given: Sequence | None) -> tuple:
     """A registered transform's sweep values: the handler's defaults, or `given`, each checked by it."""
-    values = tuple(handler.check(v, f"{handler.kind} sweep") for v in (given or handler.sweep_values))
+    values = tuple(
+        handler.check(v, f"{handler.kind} sweep") for v in (handler.sweep_values if given is None else given)
+    )
     if not values:
         raise WorkbenchError(f"no values to sweep for kind {handler.kind!r}: give at least one")
     return values
