@@ -143,6 +143,16 @@ def test_compress_applies_it_as_applying_it_by_hand(scale):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input is untouched
 
 
+def test_compress_applies_it_after_quantization(scale):
+    model, data = _tiny(), _data()
+    result = compress(model, {"layers": {"fc": {"scale": 0.5, "bits": 8}}}, data, real_int8=False, **FAST)
+    w = model.fc.weight.detach()
+    # Symmetric per-output-channel 8-bit fake quantization written out by hand, then the scale.
+    step = w.abs().amax(dim=1, keepdim=True) / 127
+    expected = torch.round(w / step).clamp(-127, 127) * step * 0.5
+    assert torch.allclose(result.float_model.fc.weight, expected, atol=1e-7)
+
+
 def test_the_compress_page_shows_its_column_and_checks_its_value(scale, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
