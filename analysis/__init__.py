@@ -30,6 +30,7 @@ from analysis.app_support.preview import (
     noisy_timings,
     predicted_drop_points,
     preview_cost,
+    preview_transforms,
     remeasure,
     run_points,
     suggestion_verdict,
@@ -149,11 +150,15 @@ from analysis.transforms.fields import (
 from analysis.transforms.groups import PruningGroup, find_groups
 from analysis.transforms.pruning import prune_structured, prune_unstructured, pruning_groups
 from analysis.transforms.quantization import fake_quantize, quantize_weights, quantized_size_bytes
+from analysis.transforms.registry import TransformHandler, register_transform, transform_columns
 from analysis.transforms.weight_stats import quantization_view, weight_histograms, weight_stats
 from analysis.validate import parse_values
 from analysis.zoo import ZOO
 
 __all__ = [
+    "TransformHandler",
+    "register_transform",
+    "transform_columns",
     "apply_plan",
     "artifact_bytes",
     "compression_record",
@@ -166,6 +171,7 @@ __all__ = [
     "NOISY_SPREAD",
     "recovery_epochs",
     "preview_cost",
+    "preview_transforms",
     "run_points",
     "log_compression",
     "ray_rank_channels",

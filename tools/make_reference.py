@@ -99,7 +99,8 @@ def _default(field: dataclasses.Field) -> str:
 def _fields_table(cls: type) -> str:
     return _table(
         ["key", "type", "default"],
-        [(f"`{f.name}`", f"`{f.type}`", _default(f)) for f in dataclasses.fields(cls)],
+        # `extra` holds the registered transforms' fields (listed under Registries), not a key of its own.
+        [(f"`{f.name}`", f"`{f.type}`", _default(f)) for f in dataclasses.fields(cls) if f.name != "extra"],
     )
 
 
@@ -147,6 +148,7 @@ def registries_page() -> str:
     """Each registry's names with what the code says about them."""
     import analysis
     from analysis.runtime.int8 import CALIBRATION_METHODS
+    from analysis.transforms.registry import TRANSFORMS
     from analysis.zoo.models import ZOO
 
     criteria = []
@@ -191,6 +193,16 @@ def registries_page() -> str:
         ),
         _registry(
             "Built-in models (the zoo)", "`--model zoo:NAME`, the sidebar's zoo list.", zoo, ["spec", "model"]
+        ),
+        _registry(
+            "Transforms (per-layer plan fields)",
+            "A plan layer's keys beyond `prune`, `criterion`, `structured`, `bits`; the Compress page's columns "
+            "(`analysis.transforms.registry`: one handler each, `register_transform` adds one).",
+            [
+                (f"`{name}`", f"`{h.kind}`" if h.kind else "", _first_line(type(h)))
+                for name, h in TRANSFORMS.items()
+            ],
+            ["field", "sweep kind", "what it does"],
         ),
     ]
     for title, where, names in plain:

@@ -25,6 +25,7 @@ from analysis.metrics import ACCURACY
 from analysis.runtime import save_compressed
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured
+from analysis.transforms.registry import TRANSFORMS
 
 
 def layer_groups(groups: list) -> dict[str, Any]:
@@ -94,6 +95,17 @@ def suggestion_verdict(
         text += (f". That is more than the {tolerance_points:g} {unit} you accept: this plan needs fine-tuning "
                  "to come back within it (or a looser budget)")  # fmt: skip
     return suggestion.met and within, text + "."
+
+
+def preview_transforms(layer_plan: Mapping[str, Mapping], refused: Mapping[str, str]) -> dict[str, dict]:
+    """The per-layer transform fields the preview's cost must apply (those whose handler `changes_cost`:
+    the low rank), of the layers not refused."""
+    out: dict[str, dict] = {}
+    for name, settings in layer_plan.items():
+        fields = {k: v for k, v in settings.items() if k in TRANSFORMS and TRANSFORMS[k].changes_cost}
+        if fields and name not in refused:
+            out[name] = fields
+    return out
 
 
 def preview_cost(

@@ -32,6 +32,7 @@ from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
 from analysis.report.html import build_report, runtime_latencies
 from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, sensitivity_sweep
+from analysis.transforms.registry import sweep_kinds
 
 
 def _list(value, kind, what: str) -> list | None:
@@ -246,7 +247,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_metric_arg(p)
-    p.add_argument("--kind", choices=KINDS, default="structured", help="what to do to each layer")
+    p.add_argument("--kind", choices=sweep_kinds(), default="structured", help="what to do to each layer")
     add_list_arg(p, "--ratios", "pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)", "RATIO")
     add_list_arg(
         p,

@@ -12,7 +12,8 @@ layer names against a model when it is applied (`check_layers`). Applying it is 
 A layer entry overrides `default` key by key. `bits: 32` means untouched.
 
 CONTRACT section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
-`weights` (binary | ternary | pow2), checked on each resolved layer by
+`weights` (binary | ternary | pow2), and any field registered in `analysis.transforms.registry` (each value
+checked by its handler), checked on each resolved layer by
 `analysis.transforms.fields.validate_transform_settings` (refused combinations are one-line errors);
 top-level `huffman` (count shared indices Huffman-coded) and `schedule` (`ScheduleSettings`: iterative,
 AGP, slimming, group lasso). `finetune` takes `lr_schedule` (constant | cosine) and `recipe`: `recovery`
@@ -39,9 +40,12 @@ from analysis.compression.finetune_settings import (
     FinetuneSettings,
 )
 from analysis.errors import WorkbenchError
+from analysis.transforms.registry import BASE_LAYER_KEYS, layer_keys, transform_fields
 from analysis.validate import UNTOUCHED_BITS
 
-LAYER_KEYS = ("prune", "criterion", "structured", "bits")
+LAYER_KEYS = BASE_LAYER_KEYS
+# The built-in transform fields, dataclass fields below; a field registered later (`register_transform`)
+# is kept in `extra` and read like the others (`settings.scale`).
 TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 ALL_LAYER_KEYS = LAYER_KEYS + TRANSFORM_KEYS
 PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")
@@ -92,6 +96,23 @@ _CHECKS = {
 }
 
 
+def _registered_field(self: Any, name: str) -> Any:
+    """A registered transform field kept in `extra` (None when unset), read as an attribute."""
+    if name.startswith("__") or name == "extra":
+        raise AttributeError(name)
+    extra = self.__dict__.get("extra") or {}
+    if name in extra or name in transform_fields():
+        return extra.get(name)
+    raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _split_extra(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` as dataclass keyword arguments: registered fields beyond the built-in ones go in `extra`."""
+    out = {k: v for k, v in values.items() if k in ALL_LAYER_KEYS}
+    extra = {k: v for k, v in values.items() if k not in ALL_LAYER_KEYS and v is not None}
+    return out | ({"extra": extra} if extra else {})
+
+
 @dataclass(frozen=True)
 class LayerSettings:
     """Fully resolved settings of one layer: prune ratio in [0, 1), ranking criterion, structured (remove
@@ -105,17 +126,22 @@ class LayerSettings:
     rank_energy: float | None = None
     share_bits: int | None = None
     weights: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         for key in LAYER_KEYS:
             object.__setattr__(self, key, _CHECKS[key](getattr(self, key), None))
-        for key, value in _transform_fields(self.to_dict(), None).items():
-            object.__setattr__(self, key, value)
+        fields = _transform_fields(self.to_dict(), None)
+        for key in TRANSFORM_KEYS:
+            object.__setattr__(self, key, fields.get(key))
+        object.__setattr__(self, "extra", {k: v for k, v in fields.items() if k not in TRANSFORM_KEYS})
+
+    __getattr__ = _registered_field
 
     @property
     def transforms(self) -> dict[str, Any]:
-        """The transform fields that are set (rank | rank_energy, share_bits, weights)."""
-        return {key: getattr(self, key) for key in TRANSFORM_KEYS if getattr(self, key) is not None}
+        """The transform fields that are set (rank | rank_energy, share_bits, weights, registered ones)."""
+        return {key: getattr(self, key) for key in transform_fields() if getattr(self, key) is not None}
 
     @property
     def prunes(self) -> bool:
@@ -142,9 +168,12 @@ class LayerOverride:
     rank_energy: float | None = None
     share_bits: int | None = None
     weights: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    __getattr__ = _registered_field
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in ALL_LAYER_KEYS if getattr(self, key) is not None}
+        return {key: getattr(self, key) for key in layer_keys() if getattr(self, key) is not None}
 
 
 def _transform_fields(settings: Mapping[str, Any], layer: str | None) -> dict[str, Any]:
@@ -159,8 +188,8 @@ def _layer_settings(raw: Any) -> LayerSettings:
         return raw
     if not isinstance(raw, Mapping):
         raise WorkbenchError(f"plan 'default' must be an object like {{\"prune\": 0.5}}, got {raw!r}")
-    validate.known_keys(raw, ALL_LAYER_KEYS, "default")
-    return LayerSettings(**dict(raw))
+    validate.known_keys(raw, layer_keys(), "default")
+    return LayerSettings(**_split_extra(raw))
 
 
 def _layer_override(name: Any, raw: Any) -> LayerOverride:
@@ -172,11 +201,11 @@ def _layer_override(name: Any, raw: Any) -> LayerOverride:
         raise WorkbenchError(
             f'layer {name!r}: its entry must be an object like {{"prune": 0.5}}, got {raw!r}'
         )
-    validate.known_keys(raw, ALL_LAYER_KEYS, f"layer {name!r}")
+    validate.known_keys(raw, layer_keys(), f"layer {name!r}")
     checked = {key: _CHECKS[key](value, name) for key, value in raw.items() if key in LAYER_KEYS}
-    transforms = {key: value for key, value in raw.items() if key in TRANSFORM_KEYS and value is not None}
+    transforms = {key: value for key, value in raw.items() if key not in LAYER_KEYS and value is not None}
     checked.update(_transform_fields(transforms, name))
-    return LayerOverride(**checked)
+    return LayerOverride(**_split_extra(checked))
 
 
 def _finetune_settings(raw: Any) -> FinetuneSettings:
@@ -270,14 +299,14 @@ class CompressionPlan:
             return self.default
         merged = self.default.to_dict() | override.to_dict()
         _transform_fields(merged, layer)  # a refused combination names the layer, not the default
-        return LayerSettings(**merged)
+        return LayerSettings(**_split_extra(merged))
 
     def names(self, layer: str, key: str | None = None) -> bool:
         """Whether the plan names `layer` explicitly (and sets `key` for it, when given)."""
         override = self.layers.get(layer)
         if override is None:
             return False
-        return key is None or getattr(override, key) is not None
+        return key is None or override.to_dict().get(key) is not None
 
     def check_layers(self, model: nn.Module) -> None:
         """Raise WorkbenchError naming the first plan layer that `model` lacks or cannot prune/quantize."""

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 from analysis.errors import WorkbenchError
 from analysis.metrics import ACCURACY, MetricInfo
+from analysis.transforms.registry import BASE_SWEEP_KINDS, bits_kinds, sweep_kinds
 from analysis.validate import few
 
-BASIC_KINDS = ("structured", "unstructured", "quant")  # what `report` runs by default
+BASIC_KINDS = BASE_SWEEP_KINDS  # what `report` runs by default
+# The built-in kinds; every kind, with those the transforms registry adds, is `sweep_kinds()`.
 KINDS = BASIC_KINDS + ("lowrank", "share")
-BITS_KINDS = ("quant", "share")  # kinds whose values are bit widths
+BITS_KINDS = ("quant", "share")  # built-in kinds whose values are bit widths (all: `bits_kinds()`)
 _TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
 
 
@@ -54,11 +56,11 @@ class SensitivityResult:
     @property
     def x_key(self) -> str:
         """ "bits" for quant and share, "ratios" otherwise (lowrank: kept rank fractions): the JSON key."""
-        return "bits" if self.kind in BITS_KINDS else "ratios"
+        return "bits" if self.kind in bits_kinds() else "ratios"
 
     @property
     def bits_kind(self) -> bool:
-        return self.kind in BITS_KINDS
+        return self.kind in bits_kinds()
 
     def to_dict(self) -> dict:
         """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
@@ -94,15 +96,18 @@ class SensitivityResult:
         """Inverse of `to_dict` (JSON round trip)."""
         try:
             kind = payload["kind"]
-            if kind not in KINDS:
-                raise WorkbenchError(f"unknown sensitivity kind {kind!r}: expected one of {', '.join(KINDS)}")
-            key = "bits" if kind in BITS_KINDS else "ratios"
+            if kind not in sweep_kinds():
+                raise WorkbenchError(
+                    f"unknown sensitivity kind {kind!r}: expected one of {', '.join(sweep_kinds())}"
+                )
+            bits = kind in bits_kinds()
+            key = "bits" if bits else "ratios"
             metric = MetricInfo.from_dict(payload.get("metric"))
             score = metric.name
             layers = {}
             extra: dict = {"ranks": {}, "macs_saved": {}, "params_saved": {}}
             for name, entry in payload["layers"].items():
-                values = tuple(int(v) if kind in BITS_KINDS else float(v) for v in entry[key])
+                values = tuple(int(v) if bits else float(v) for v in entry[key])
                 if kind == "lowrank":
                     extra["ranks"][name] = tuple(int(v) for v in entry.get("rank", ()))
                     extra["macs_saved"][name] = tuple(int(v) for v in entry.get("macs_saved", ()))

@@ -54,6 +54,7 @@ from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep
 )
 from analysis.transforms.groups import PruningGroup, find_groups
 from analysis.transforms.quantization import fake_quantize
+from analysis.transforms.registry import TransformHandler, sweep_handler
 from analysis.validate import bit_widths, check_layer_names, few
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -164,7 +165,9 @@ def sensitivity_sweep(
     per point (same numbers; for comparison). The model is not changed.
 
     `lowrank` takes kept rank fractions in `ratios` (default 0.75, 0.5, 0.25, 0.125) and `share` codebook
-    bits in `bits` (default 8 ... 1); both are `analysis.transforms.fields`' sweeps. `should_stop()` is
+    bits in `bits` (default 8 ... 1); both are `analysis.transforms.fields`' sweeps. A kind a registered
+    transform adds (`analysis.transforms.registry`) sweeps its values (`ratios`, or `bits` for bit widths;
+    default its `sweep_values`) on each layer it applies to, through its `sweep_weight`. `should_stop()` is
     polled between layers (groups): the sweep then returns the finished ones with `partial=True`.
     `device` (auto, cpu, cuda[:N]) runs the sweep on a private copy there; `dtype` (float16, bfloat16)
     runs it in that precision (the channels and weights each point removes are chosen in float32).
@@ -173,8 +176,7 @@ def sensitivity_sweep(
     """
     # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
-    if kind not in KINDS:
-        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
+    handler = sweep_handler(kind)  # None for the base kinds; an unknown kind is one line listing them
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise WorkbenchError(
             f"max_drop must be a non-negative drop in the metric's units (accuracy: 0.01 = 1 point), got {max_drop}"
@@ -189,14 +191,17 @@ def sensitivity_sweep(
         raise WorkbenchError(
             "--device and --dtype apply to the eager runtime: drop them or use --runtime eager"
         )
-    if kind in ("lowrank", "share"):
+    if handler is not None and handler.builtin:
         return _transform_sweep(
-            model, data, kind, ratios, bits, layers, progress, max_drop, batch_size,
+            model, data, handler, ratios, bits, layers, progress, max_drop, batch_size,
             (split, limit, should_stop, runtime, score),
         )  # fmt: skip
-    values = bit_widths(DEFAULT_BITS if bits is None else bits) if kind == "quant" else validate.ratios(
-        DEFAULT_RATIOS if ratios is None else ratios
-    )  # fmt: skip
+    if handler is not None:
+        values = _handler_values(handler, bits if handler.values_are_bits else ratios)
+    elif kind == "quant":
+        values = bit_widths(DEFAULT_BITS if bits is None else bits)
+    else:
+        values = validate.ratios(DEFAULT_RATIOS if ratios is None else ratios)
     if split not in ("test", "train"):
         raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
     cast = parse_dtype(dtype)
@@ -207,7 +212,7 @@ def sensitivity_sweep(
         example = example if dev is None else to_device(example, dev)
         edits, members, notes = _structured_edits(work, example, layers, values)
     else:
-        edits, members, notes = _layer_edits(work, kind, layers, values)
+        edits, members, notes = _layer_edits(work, kind, layers, values, handler)
     chains: dict[str, list[int]] = {}
     for i, edit in enumerate(edits):
         chains.setdefault(edit.key[0], []).append(i)
@@ -288,16 +293,15 @@ def _evaluate_by_layer(runner, edits, chains, forward: Forward, max_drop, should
     return merged, finished_edits, finished_chains, len(finished_chains) < len(names)
 
 
-def _transform_sweep(model, data, kind, ratios, bits, layers, progress, max_drop, batch_size, options):
-    """`lowrank` / `share` through `analysis.transforms.fields` (which stop between layers on
-    `should_stop`), each curve cut at `max_drop`."""
-    from analysis.transforms import fields as transforms
+def _transform_sweep(model, data, handler, ratios, bits, layers, progress, max_drop, batch_size, options):
+    """`lowrank` / `share` (the built-in transforms' kinds) through `transform_sweeps` (which stop between
+    layers on `should_stop`), each curve cut at `max_drop`."""
+    from analysis.sensitivity import transform_sweeps
 
-    sweep = transforms.lowrank_sensitivity if kind == "lowrank" else transforms.share_sensitivity
-    if kind == "lowrank":
-        values = transforms.DEFAULT_RANK_FRACTIONS if ratios is None else ratios
-    else:
-        values = transforms.DEFAULT_SHARE_BITS if bits is None else bits
+    sweeps = {"lowrank": transform_sweeps.lowrank_sensitivity, "share": transform_sweeps.share_sensitivity}
+    sweep = sweeps[handler.kind]
+    given = bits if handler.values_are_bits else ratios
+    values = handler.sweep_values if given is None else given
     split, limit, should_stop, runtime, score = options
     kwargs = {"split": split, "limit": limit, "batch_size": batch_size, "should_stop": should_stop}
     kwargs |= {"runtime": runtime, "metric": score}
@@ -356,16 +360,43 @@ def _structured_edits(
     return edits, members, notes
 
 
+def _handler_values(handler: TransformHandler, given: Sequence | None) -> tuple:
+    """A registered transform's sweep values: the handler's defaults, or `given`, each checked by it."""
+    values = tuple(
+        handler.check(v, f"{handler.kind} sweep") for v in (handler.sweep_values if given is None else given)
+    )
+    if not values:
+        raise WorkbenchError(f"no values to sweep for kind {handler.kind!r}: give at least one")
+    return values
+
+
+def _handler_edit(name: str, handler: TransformHandler, value, key) -> Edit:
+    def apply(model: nn.Module) -> None:
+        w = model.get_submodule(name).weight
+        w.copy_(handler.sweep_weight(w.detach().clone(), value).to(w.dtype))
+
+    return Edit((name,), apply, key)
+
+
 def _layer_edits(
-    work: nn.Module, kind: str, layers: Sequence[str] | None, values: Sequence[float]
+    work: nn.Module,
+    kind: str,
+    layers: Sequence[str] | None,
+    values: Sequence[float],
+    handler: TransformHandler | None = None,
 ) -> tuple[list[Edit], dict[str, None], list[str]]:
-    """One edit per layer and ratio (unstructured: smallest-|w| weights zeroed) or bit width (quant)."""
+    """One edit per layer and ratio (unstructured: smallest-|w| weights zeroed), bit width (quant) or value
+    of a registered transform (its `sweep_weight`, on the layers it `applies_to`)."""
     edits: list[Edit] = []
     members: dict[str, None] = {}
     prunable = prunable_layers(work)
+    if handler is not None:
+        prunable = {n: m for n, m in prunable.items() if handler.applies_to(m)}
     for name in prunable if layers is None else check_layer_names(work, layers, prunable):
         members[name] = None
-        if kind == "unstructured":
+        if handler is not None:
+            edits += [_handler_edit(name, handler, v, (name, v)) for v in values]
+        elif kind == "unstructured":
             w = work.get_submodule(name).weight.detach()
             order = torch.argsort(w.abs().flatten(), stable=True)
             edits += [_unstructured_edit(name, order, int(round(r * w.numel())), (name, r)) for r in values]

@@ -26,9 +26,10 @@ from analysis.progress import Forward, Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 from analysis.transforms import lowrank, sharing
 from analysis.transforms.quantization import fake_quantize
+from analysis.transforms.registry import Rank, ShareBits
 
-DEFAULT_RANK_FRACTIONS = (0.75, 0.5, 0.25, 0.125)
-DEFAULT_SHARE_BITS = (8, 6, 5, 4, 3, 2, 1)
+DEFAULT_RANK_FRACTIONS = Rank.sweep_values  # the handlers' (analysis.transforms.registry)
+DEFAULT_SHARE_BITS = ShareBits.sweep_values
 
 
 def _few(names) -> str:

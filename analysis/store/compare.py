@@ -9,11 +9,10 @@ import pandas as pd
 
 from analysis.errors import WorkbenchError
 from analysis.metrics import score_value
+from analysis.transforms.registry import layer_keys
 
 COMPRESSION_KINDS = ("compression", "compress")
 METRICS = ("accuracy", "loss", "params", "macs", "size_bytes")
-# Layer keys in the order a reader expects them (CONTRACT sections 4 and 8); other keys follow, sorted.
-PLAN_KEYS = ("prune", "criterion", "structured", "bits", "rank", "rank_energy", "share_bits", "weights")
 DEFAULT_ROW = "(default)"
 
 
@@ -104,7 +103,10 @@ def plan_diff(plans: Mapping[str, Any] | Sequence[Any], only_differences: bool =
             if name not in layer_names:
                 layer_names.append(name)
             keys.update(entry.keys())
-    ordered = [k for k in PLAN_KEYS if k in keys] + sorted(keys - set(PLAN_KEYS))
+    # Layer keys in the order a reader expects them: the plan's, then each registered transform's (the
+    # transforms registry); keys it does not know (an older plan's) follow, sorted.
+    known = layer_keys()
+    ordered = [k for k in known if k in keys] + sorted(keys - set(known))
 
     rows = []
     for name in [DEFAULT_ROW, *layer_names]:

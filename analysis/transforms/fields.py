@@ -4,6 +4,9 @@ Plan fields per layer (CONTRACT section 8): `rank` / `rank_energy` (SVD factoriz
 `share_bits` (k-means weight sharing, `sharing`; the plan's top-level `huffman` counts its indices
 Huffman-coded), `weights` = binary | ternary | pow2 (`lowbit`, simulated).
 
+Each field's value is checked by its handler in `analysis.transforms.registry`; a field registered there
+beyond these four is applied by its handler here, and refused with `rank` (the factors replace the weight).
+
 Combinations (`validate_transform_settings`), and why:
 - `rank` with `rank_energy`: refused, they are two ways to say the same thing.
 - `rank` with `share_bits`, `weights` or `bits` < 32: refused; factorization replaces the weight that the
@@ -47,10 +50,12 @@ from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)
     share_sensitivity,
     sqnr_db,
 )
-from analysis.transforms import lowbit, lowrank, sharing
+from analysis.transforms import lowbit, lowrank
+from analysis.transforms.registry import TRANSFORMS
 
-TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
 UNTOUCHED_BITS = 32
+_BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # with combination rules below
+_FACTORED = ("rank", "rank_energy")  # applied together by `lowrank.factorize`, not layer by layer
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -63,15 +68,12 @@ def validate_transform_settings(layer_name: str, settings: Mapping) -> dict:
     Raises a one-line WorkbenchError for a bad value or a refused combination (module docstring).
     """
     where = f"layer {layer_name!r}" if layer_name else "default"
-    out: dict = {}
-    if settings.get("rank") is not None:
-        out["rank"] = lowrank.check_rank(settings["rank"], f"{where}: rank")
-    if settings.get("rank_energy") is not None:
-        out["rank_energy"] = lowrank.check_rank_energy(settings["rank_energy"], f"{where}: rank_energy")
-    if settings.get("share_bits") is not None:
-        out["share_bits"] = sharing.check_share_bits(settings["share_bits"], f"{where}: share_bits")
-    if settings.get("weights") is not None:
-        out["weights"] = lowbit.check_kind(settings["weights"], f"{where}: weights")
+    # Each registered field checks its own value (`analysis.transforms.registry`).
+    out: dict = {
+        name: handler.check(settings[name], where)
+        for name, handler in TRANSFORMS.items()
+        if settings.get(name) is not None
+    }
     bits = settings.get("bits", UNTOUCHED_BITS)
     quantized = bits is not None and bits != UNTOUCHED_BITS
     unstructured = float(settings.get("prune") or 0.0) > 0 and settings.get("structured") is False
@@ -88,6 +90,12 @@ def validate_transform_settings(layer_name: str, settings: Mapping) -> dict:
         raise WorkbenchError(
             f"{where}: rank with unstructured pruning is refused: the SVD factors of a sparse weight are dense, "
             "so the zeros are lost; use structured pruning or drop one"
+        )
+    generic = [key for key in out if key not in _BUILTIN]
+    if factored and generic:
+        raise WorkbenchError(
+            f"{where}: rank and {generic[0]} cannot go together: factorization replaces the weight "
+            f"{generic[0]} would change; choose one"
         )
     if "share_bits" in out and ("weights" in out or quantized):
         other = "weights" if "weights" in out else f"bits {bits}"
@@ -130,8 +138,9 @@ def apply_transforms(
     progress: Progress | None = None,
     calibration: torch.Tensor | None = None,
 ) -> AppliedTransforms:
-    """Apply each layer's `rank`/`rank_energy`, `share_bits` and `weights` to a copy of `model` (other
-    keys, such as prune and bits, are only checked for combinations; applying them is `compress`'s job).
+    """Apply each layer's `rank`/`rank_energy`, `share_bits`, `weights` and any other registered transform
+    (its handler's `apply`, `analysis.transforms.registry`) to a copy of `model` (other keys, such as prune
+    and bits, are only checked for combinations; applying them is `compress`'s job).
 
     Layers with none of the transform keys are left alone. Factored layers become `layer.0`/`layer.1`.
     `huffman` counts shared layers' indices Huffman-coded. `calibration` (training inputs) makes each
@@ -177,37 +186,17 @@ def apply_transforms(
             f"energy kept); now {name}.0 and {name}.1"
         )
     stored: dict[int, int] = {}  # id(weight) -> stored bytes, for the size total
-    shared_any = False
     with torch.no_grad():
         for i, (name, fields) in enumerate(todo.items()):
-            weight = work.get_submodule(name).weight if name not in choices else None
-            if "share_bits" in fields:
-                shared = sharing.share_weight(weight, fields["share_bits"])
-                weight.copy_(shared.weight(weight.dtype))
-                size = shared.size_bytes(huffman)
-                stored[id(weight)] = size["bytes"]
-                shared_any = True
-                layers[name] = {
-                    "transform": "share",
-                    "bits": fields["share_bits"],
-                    "centroids": len(shared.centroids),
-                    "huffman": huffman,
-                    "float32_bytes": _tensor_bytes(weight),
-                    **size,
-                }
-            elif "weights" in fields:
-                kind = fields["weights"]
-                new = lowbit.lowbit_weight(weight, kind)
-                weight.copy_(new)
-                stored[id(weight)] = lowbit.lowbit_size_bytes(weight, kind)
-                layers[name] = {
-                    "transform": kind,
-                    "bytes": stored[id(weight)],
-                    "float32_bytes": _tensor_bytes(weight),
-                    "label": lowbit.LABEL,
-                }
+            # Each field but the rank (factored above) is applied by its handler, in registry order.
+            for key in (k for k in TRANSFORMS if k in fields and k not in _FACTORED):
+                module = work.get_submodule(name)
+                entry = TRANSFORMS[key].apply(module, fields[key], huffman=huffman)
+                stored[id(module.weight)] = entry["bytes"]
+                layers.setdefault(name, entry)  # share_bits and weights exclude each other; the first stays
             if progress:
                 progress(i + 1, len(todo))
+    shared_any = any("share_bits" in f for f in todo.values())
     if any(f.get("weights") for f in todo.values()):
         notes.append(f"binary/ternary/pow2 weights are {lowbit.LABEL}; sizes count their low-bit width")
     if huffman and not shared_any:

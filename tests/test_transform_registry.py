@@ -1,0 +1,192 @@
+"""The transforms registry: a toy transform defined only here (one handler class, one registration) shows
+up in the plan format, as a sensitivity sweep kind, in `compress` and as a Compress page column, with no
+other edit; each is checked against applying the edit by hand on a copy."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from analysis.compression.compress import compress
+from analysis.compression.plan import CompressionPlan
+from analysis.data import Dataset
+from analysis.errors import WorkbenchError
+from analysis.evaluate import evaluate
+from analysis.sensitivity.sweep import sensitivity_sweep
+from analysis.transforms import registry
+from analysis.transforms.registry import Column, TransformHandler, register_transform, unregister_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"latency_rounds": 1, "runs_per_round": 1, "warmup": 1}
+SCALES = (0.5, 2.0)
+
+
+class Scale(TransformHandler):
+    """The toy transform: a layer's weight multiplied by a positive factor (its size unchanged)."""
+
+    field = kind = "scale"
+    sweep_values = SCALES
+    column = Column("scale (1 = off)", "number", off=1.0, low=0.0, high=4.0, step=0.25, state_key="scale")
+
+    def check(self, value, where):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise WorkbenchError(f"{where}: scale must be a positive number such as 0.5, got {value!r}")
+        return float(value)
+
+    def apply_weight(self, weight, value):
+        return weight * value
+
+
+@pytest.fixture
+def scale():
+    handler = register_transform(Scale)
+    yield handler
+    unregister_transform("scale")
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 16, 12)
+        self.out = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
+
+
+def _tiny() -> Tiny:
+    torch.manual_seed(0)
+    return Tiny().eval()
+
+
+def _data(n: int = 64) -> Dataset:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 2, 4, 4, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return Dataset("synthetic", x, y, x, y, 3)
+
+
+def _scaled(model: nn.Module, layer: str, factor: float) -> nn.Module:
+    """The reference: a copy with `layer`'s weight multiplied by hand."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.get_submodule(layer).weight.mul_(factor)
+    return out
+
+
+def test_a_plan_takes_the_registered_field_and_its_one_line_error(scale):
+    plan = CompressionPlan.from_dict({"layers": {"fc": {"scale": 0.5, "bits": 8}}})
+    assert plan.settings_for("fc").scale == 0.5
+    assert plan.settings_for("conv").scale is None
+    assert plan.to_dict()["layers"]["fc"] == {"bits": 8, "scale": 0.5}
+    assert CompressionPlan.from_json(plan.to_json()) == plan
+    default = CompressionPlan.from_dict({"default": {"scale": 2}})
+    assert default.settings_for("out").transforms == {"scale": 2.0}
+    with pytest.raises(WorkbenchError) as bad:
+        CompressionPlan.from_dict({"layers": {"fc": {"scale": -1}}})
+    assert str(bad.value) == "layer 'fc': scale must be a positive number such as 0.5, got -1"
+    with pytest.raises(WorkbenchError, match="rank and scale cannot go together"):
+        CompressionPlan.from_dict({"layers": {"fc": {"scale": 2, "rank": 0.5}}})
+
+
+def test_without_the_registration_the_field_and_kind_are_unknown():
+    with pytest.raises(WorkbenchError, match="unknown key 'scale'"):
+        CompressionPlan.from_dict({"layers": {"fc": {"scale": 0.5}}})
+    with pytest.raises(WorkbenchError) as bad:
+        sensitivity_sweep(_tiny(), _data(), kind="scale")
+    assert "\n" not in str(bad.value) and "structured, unstructured, quant, lowrank, share" in str(bad.value)
+    assert "scale" not in registry.sweep_kinds()
+
+
+def test_a_registered_field_or_kind_cannot_be_taken_twice(scale):
+    with pytest.raises(WorkbenchError, match="already registered"):
+        register_transform(Scale)
+    with pytest.raises(WorkbenchError, match="already registered"):
+        register_transform(type("Prune", (Scale,), {"field": "prune"}))
+
+
+def test_the_sweep_kind_equals_a_plain_loop_applying_the_edit_by_hand(scale):
+    model, data = _tiny(), _data()
+    assert "scale" in registry.sweep_kinds()
+    result = sensitivity_sweep(model, data, kind="scale")
+    assert list(result.layers) == ["conv", "fc", "out"]
+    assert result.x_key == "ratios" and result.to_dict()["kind"] == "scale"
+    for name, curve in result.layers.items():
+        assert curve.values == SCALES
+        for factor, acc, loss in zip(curve.values, curve.accuracy, curve.loss, strict=True):
+            ref = evaluate(_scaled(model, name, factor), data)
+            assert acc == pytest.approx(ref.accuracy, abs=1e-12)
+            assert loss == pytest.approx(ref.loss, rel=1e-5)
+    chosen = sensitivity_sweep(model, data, kind="scale", ratios=[3.0], layers=["fc"])
+    assert list(chosen.layers) == ["fc"] and chosen.layers["fc"].values == (3.0,)
+    with pytest.raises(WorkbenchError, match="scale must be a positive number"):
+        sensitivity_sweep(model, data, kind="scale", ratios=[0.0])
+
+
+def test_compress_applies_it_as_applying_it_by_hand(scale):
+    model, data = _tiny(), _data()
+    before = copy.deepcopy(model.state_dict())
+    result = compress(model, {"layers": {"fc": {"scale": 0.5}}}, data, **FAST)
+    expected = _scaled(model, "fc", 0.5)
+    for key, value in expected.state_dict().items():
+        assert torch.equal(result.float_model.state_dict()[key], value), key
+    assert torch.equal(result.model(data.x), expected(data.x))
+    assert result.transforms["layers"]["fc"]["transform"] == "scale"
+    assert result.after.size_bytes == result.before.size_bytes
+    assert result.after.accuracy == pytest.approx(evaluate(expected, data).accuracy, abs=1e-12)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input is untouched
+
+
+def test_compress_applies_it_after_quantization(scale):
+    model, data = _tiny(), _data()
+    result = compress(model, {"layers": {"fc": {"scale": 0.5, "bits": 8}}}, data, real_int8=False, **FAST)
+    w = model.fc.weight.detach()
+    # Symmetric per-output-channel 8-bit fake quantization written out by hand, then the scale.
+    step = w.abs().amax(dim=1, keepdim=True) / 127
+    expected = torch.round(w / step).clamp(-127, 127) * step * 0.5
+    assert torch.allclose(result.float_model.fc.weight, expected, atol=1e-7)
+
+
+def test_the_compress_page_shows_its_column_and_checks_its_value(scale, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception and not at.error
+    inputs = {w.key: w for w in at.number_input}
+    layers = [k.split("::", 1)[1] for k in inputs if k.startswith("prune::")] or [
+        k.split("::", 1)[1] for k in (w.key for w in at.slider) if k.startswith("prune::")
+    ]
+    assert layers
+    for layer in layers:
+        assert inputs[f"scale::{layer}"].label == "scale (1 = off)"
+        assert inputs[f"scale::{layer}"].value == 1.0
+    # The value reaches the plan the page checks: with a rank on the same layer it is refused, one line.
+    inputs[f"scale::{layers[0]}"].set_value(2.0)
+    inputs[f"rank::{layers[0]}"].set_value(0.5)
+    at.run()
+    assert any("rank and scale cannot go together" in e.value for e in at.error)
+    assert [b for b in at.button if b.label == "Apply"][0].disabled
+
+
+def test_the_store_diff_and_the_preview_read_the_registry(scale):
+    from analysis.app_support.preview import preview_transforms
+    from analysis.store.compare import plan_diff
+
+    # A key no handler knows ("alpha", from an older plan) follows the registered ones, sorted.
+    plans = {
+        "a": {"layers": {"fc": {"alpha": 1, "scale": 2.0, "bits": 8}}},
+        "b": {"layers": {"fc": {"bits": 8}}},
+    }
+    frame = plan_diff(plans)
+    assert list(frame.columns)[:3] == ["bits [a]", "scale [a]", "alpha [a]"]
+    assert frame.loc["fc", "scale [a]"] == 2.0 and bool(frame.loc["fc", "differs"])
+    # Only what changes MACs or params is applied to count the preview's cost: the rank, not the scale.
+    layer_plan = {"fc": {"scale": 2.0, "rank": 0.5}, "out": {"scale": 0.5}, "conv": {"rank": 0.25}}
+    assert preview_transforms(layer_plan, refused={"conv": "refused"}) == {"fc": {"rank": 0.5}}
