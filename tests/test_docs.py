@@ -21,7 +21,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-NEXT_README = DOCS / "README.next.md"  # the newcomer README, until it replaces README.md
 TWO_COMMANDS = ["pip install -r requirements.txt && streamlit run app.py", "make test"]
 MAX_README_LINES = 120
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -184,74 +183,20 @@ def _code_blocks(text: str) -> list[str]:
     return [b.strip() for b in re.findall(r"^```\w*\n(.*?)^```", text, re.M | re.S)]
 
 
-def _newcomer_readme() -> Path:
-    return NEXT_README if NEXT_README.exists() else README
-
-
 def test_newcomer_readme_is_short_and_starts_with_the_two_commands():
-    readme = _newcomer_readme()
-    text = readme.read_text()
+    text = README.read_text()
     assert len(text.splitlines()) < MAX_README_LINES
     assert _code_blocks(text)[:2] == TWO_COMMANDS
     assert re.search(r"!\[[^\]]*\]\(docs/img/\w+\.png\)", text), "no screenshot"
 
 
 def test_newcomer_readme_links_resolve_from_the_repository_root():
-    text = _newcomer_readme().read_text()
+    text = README.read_text()
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
     assert len(links) >= 10
     for link in links:
         assert not link.startswith(("http:", "https:")), f"{link}: the README links into the repository"
         assert (ROOT / link).exists(), f"{link} does not exist"
-
-
-def _blocks(text: str) -> list[str]:
-    """README text as units that must survive: paragraphs, each list item, each table row, code blocks."""
-    units, paragraph, fence = [], [], None
-    for line in [*text.splitlines(), ""]:
-        if fence is not None:
-            fence.append(line)
-            if line.startswith("```"):
-                units.append("\n".join(fence[1:-1]))
-                fence = None
-            continue
-        if line.startswith("```"):
-            fence = [line]
-        elif not line.strip() or line.startswith(("#", "|", "- ")):
-            if paragraph:
-                units.append(" ".join(paragraph))
-            paragraph = []
-            if line.startswith("|") and not line.startswith("|---"):
-                units.append(line)
-            elif line.startswith("- "):
-                paragraph = [line[2:]]
-        else:
-            paragraph.append(line.strip())
-    return [u for u in units if u.strip()]
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
-# README sections the site rewrote instead of moving: the architecture (docs/architecture.md describes the
-# tree as it is now) and the tutorials' summary (the tutorials' own index, notebooks/README.md, is on the site).
-REWRITTEN = ("## Architecture", "## Tutorials")
-
-
-@pytest.mark.skipif(not NEXT_README.exists(), reason="README.md is already the newcomer README")
-def test_everything_the_long_readme_says_is_on_the_site():
-    """Until docs/README.next.md replaces README.md: each paragraph, list item, table row and code block of
-    the README is somewhere on the site, so swapping the README in loses nothing."""
-    text = README.read_text()
-    for heading in REWRITTEN:
-        start = text.index(heading)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end:] if end >= 0 else "")
-    site = [p for p in DOCS.rglob("*.md") if p != NEXT_README] + [ROOT / "notebooks" / "README.md"]
-    corpus = _squash(" ".join(p.read_text() for p in site))
-    missing = [u for u in _blocks(text) if _squash(u) not in corpus]
-    assert not missing, "README text found nowhere under docs/:\n" + "\n".join(m[:120] for m in missing)
 
 
 def test_screenshot_hook_saves_a_cropped_reduced_png(tmp_path, monkeypatch):
