@@ -403,3 +403,19 @@ def test_lowrank_sweep_is_monotone_on_the_first_conv_and_full_rank_is_the_origin
         with torch.no_grad():
             work.get_submodule(name).weight.copy_(lowrank.truncated_weight(module, full, moments[name]))
         assert evaluate(work, digits).accuracy == original, name
+
+
+def test_a_ratio_too_small_for_a_groups_units_removes_nothing_and_says_so():
+    """A grouped conv with 2 outputs per group prunes in 2 units (the k-th output of every group): 25% of
+    them rounds to none, so that point is the baseline itself, and a note says why."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 6 * 6, 3),
+    ).eval()  # fmt: skip
+    x = torch.randn(24, 4, 6, 6)
+    data = Dataset("random", x, None, x, None, num_classes=0)
+    result = sensitivity_sweep(model, data, kind="structured", ratios=[0.25, 0.5], metric="mse")
+    curve = result.layers["2"]
+    assert curve.accuracy[0] == 0.0 and curve.accuracy[1] > 0  # 0.25: nothing removed; 0.5: one unit of 2
+    assert any("remove nothing" in n and "2 (2)" in n for n in result.notes), result.notes

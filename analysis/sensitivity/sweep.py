@@ -343,7 +343,7 @@ def _structured_edits(
         raise WorkbenchError(
             "the model has no prunable channel groups (Conv or Linear layers before the output)"
         )
-    edits, members, clamped = [], {}, []
+    edits, members, clamped, coarse = [], {}, [], []
     for g in groups:
         members[g.name] = tuple(g.member_names)
         if g.approximate:
@@ -352,7 +352,12 @@ def _structured_edits(
             )
         if any(round(r * g.channels) >= g.channels for r in values):
             clamped.append(g.name)
-        edits += [_structured_edit(g, g.lowest_l1_channels(work, r), (g.name, r)) for r in values]
+        removed = [g.lowest_l1_channels(work, r) for r in values]
+        if any(len(chosen) == 0 and r > 0 for chosen, r in zip(removed, values, strict=True)):
+            coarse.append(f"{g.name} ({g.channels})")
+        edits += [_structured_edit(g, chosen, (g.name, r)) for chosen, r in zip(removed, values, strict=True)]
+    if coarse:  # a grouped conv's units are whole sets of channels: few of them, so small ratios round to 0
+        notes.append(f"the smallest ratios remove nothing from (prunable units in brackets): {few(coarse)}")
     if clamped:
         notes.append(
             f"at least one channel is kept, so the top ratio removes channels - 1 in: {few(clamped)}"
