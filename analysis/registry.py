@@ -5,7 +5,7 @@ A `Registry` maps a name to a class or a factory, in registration order (the ord
 `--help`). Registering is one line next to the class (`@CRITERIA_REGISTRY.register` over a class that has
 a `name`, or `REGISTRY.register("name", factory, description=...)`); looking up an unknown name is one
 `WorkbenchError` line that lists the known ones. Every registry has a one-line description per name (the
-entry's docstring's first line unless given), which the CLI help and the reference docs show.
+entry's docstring's first paragraph unless given), which the CLI help and the reference docs show.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from analysis.errors import WorkbenchError
 T = TypeVar("T")
 
 
-def _first_line(text: str | None) -> str:
-    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+def _summary(text: str | None) -> str:
+    """The first paragraph of a docstring, on one line."""
+    paragraph = (text or "").strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 class Registry(Generic[T]):
@@ -55,7 +57,7 @@ class Registry(Generic[T]):
         if key in self._entries and self._entries[key] is not entry:
             raise WorkbenchError(f"{self.what} {key!r} is already registered")
         self._entries[key] = entry
-        self._descriptions[key] = _first_line(description or getattr(entry, "__doc__", None))
+        self._descriptions[key] = _summary(description or getattr(entry, "__doc__", None))
         return entry
 
     def unregister(self, name: str) -> None:

@@ -93,7 +93,9 @@ def _onnxruntime() -> Runtime:
 
 
 RUNTIMES.register(
-    "onnxruntime", _onnxruntime, description="ONNX Runtime (CPU) over the dynamo exporter's ONNX model"
+    "onnxruntime",
+    _onnxruntime,
+    description="ONNX Runtime on the CPU execution provider, over the dynamo exporter's ONNX model.",
 )
 
 
