@@ -197,7 +197,7 @@ def test_a_third_runtime_is_measured_through_its_own_class(fake_runtime, monkeyp
         raise AssertionError("the fake runtime was sent through ONNX")
 
     monkeypatch.setattr(onnx, "export_onnx", no_onnx)
-    monkeypatch.setattr(int8, "int8_pair", no_onnx)
+    monkeypatch.setattr(int8, "prepare_int8", no_onnx)
     model, data = load_model("zoo:digits-mlp"), load_data("digits").subset(32)
     plan = {"layers": {"net.1": {"prune": 0.5}, "net.3": {"bits": 4}}}
     result = compress(model, plan, data, runtimes=("fake-rt",), latency_rounds=2, runs_per_round=2, warmup=1)

@@ -87,9 +87,9 @@ class EagerRuntime(Runtime):
 
 
 def _onnxruntime() -> Runtime:
-    from analysis.runtime.onnx import OnnxRuntime  # onnx and onnxruntime load only when this one is asked for
+    from analysis.runtime.int8 import OnnxInt8Runtime  # onnx and onnxruntime load only when asked for
 
-    return OnnxRuntime()
+    return OnnxInt8Runtime()
 
 
 RUNTIMES.register(

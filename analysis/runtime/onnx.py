@@ -25,7 +25,7 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.inputs import InputField, InputSpec, ModelInputs, as_model_inputs, map_tensors, positional_names
 from analysis.outputs import SINGLE_OUTPUT, flatten_outputs, onnx_name
-from analysis.runtime.types import REAL, PairRequest, Runtime
+from analysis.runtime.types import REAL, Runtime
 
 PROVIDER = "CPUExecutionProvider"
 INPUT_NAME = "x"
@@ -379,12 +379,6 @@ class OnnxRuntime(Runtime):
     ) -> OnnxPrepared:
         exported = export_onnx(model, example_input)
         return OnnxPrepared(OnnxModule(exported.model_bytes, threads), exported.max_abs_diff)
-
-    def pair(self, request: PairRequest) -> tuple[OnnxPrepared, OnnxPrepared]:
-        """The original and the compressed model exported; 8-bit layers real int8 (static QDQ)."""
-        from analysis.runtime.int8 import int8_pair  # int8 builds on this module
-
-        return int8_pair(self, request)
 
 
 def load_onnx(model_bytes: bytes, threads: int | None = None) -> OnnxPrepared:
