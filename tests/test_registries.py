@@ -209,3 +209,45 @@ def test_a_third_runtime_is_measured_through_its_own_class(fake_runtime, monkeyp
     assert after["latency_kind"] == "simulated"  # net.3 at 4 bits runs as float on its grid
     # Its score is its own evaluation: the module it ran is the compressed model, so it equals eager's.
     assert after["accuracy"] == pytest.approx(result.after.accuracy)
+
+
+def test_a_toy_activation_criterion_shares_the_one_calibration_pass(monkeypatch):
+    """A criterion that declares `needs` gets them from the pass rank_channels runs once for all criteria."""
+    from analysis.importance import rankings
+    from analysis.importance.base import ActivationCriterion
+
+    class ZeroCount(ActivationCriterion):
+        """Exact zeros per channel after norm and activation, over the calibration samples (a toy)."""
+
+        name: ClassVar[str] = "toy-zero-count"
+        needs: ClassVar[tuple[str, ...]] = ("zeros",)
+
+        def from_statistics(self, statistics, samples):
+            return statistics["zeros"]
+
+    passes = []
+    real = rankings.calibrate
+    monkeypatch.setattr(rankings, "calibrate", lambda *a, **k: passes.append(k) or real(*a, **k))
+    CRITERIA_REGISTRY.register(ZeroCount)
+    try:
+        model, data = load_model("zoo:digits-mlp"), load_data("digits").subset(16)
+        result = rank_channels(model, data, ["apoz", "toy-zero-count"], max_samples=16, oracle=False)
+    finally:
+        CRITERIA_REGISTRY.unregister("toy-zero-count")
+    assert len(passes) == 1
+    # Reference: a plain forward with hooks after each ReLU, counting exact zeros per output unit.
+    layers = {"net.1": "net.2", "net.3": "net.4"}
+    counts: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.get_submodule(act).register_forward_hook(
+            lambda m, i, out, name=name: counts.__setitem__(name, (out == 0).sum(0).double())
+        )
+        for name, act in layers.items()
+    ]
+    with torch.no_grad():
+        model(data.x_train[:16])
+    for h in hooks:
+        h.remove()
+    for name in layers:
+        assert result.layers[name]["toy-zero-count"] == pytest.approx(counts[name].tolist())
+        assert result.layers[name]["apoz"] == pytest.approx((counts[name] / 16).tolist(), abs=1e-6)
