@@ -16,7 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from analysis import WorkbenchError, evaluate, load_model
 from analysis.importance import RankingResult, get_importance, rank_channels, spearman
-from analysis.importance.calibration import activation_scores
+from analysis.importance.base import ScoringContext
+from analysis.importance.calibration import calibrate
 from analysis.importance.features import find_features
 from analysis.importance.oracle import oracle_scores
 from analysis.importance.rankings import jaccard, prune_first, rankdata
@@ -152,8 +153,13 @@ def test_taylor_matches_a_plain_activation_times_gradient_loop():
 
 def test_taylor_does_not_depend_on_the_batch_size():
     model, data = build("tokens")
-    small = activation_scores(model, data, criteria=["taylor"], max_samples=N, batch_size=7).scores["taylor"]
-    large = activation_scores(model, data, criteria=["taylor"], max_samples=N, batch_size=40).scores["taylor"]
+    taylor = get_importance("taylor")
+
+    def at(batch_size: int) -> dict[str, torch.Tensor]:
+        pass_ = calibrate(model, data, needs=taylor.needs, max_samples=N, batch_size=batch_size)
+        return taylor(model, data, max_samples=N, context=ScoringContext(calibration=pass_))
+
+    small, large = at(7), at(40)
     for n in small:
         torch.testing.assert_close(small[n], large[n], rtol=1e-4, atol=1e-7)
 
@@ -171,8 +177,9 @@ class _CountOps(TorchDispatchMode):
 def test_all_activation_criteria_share_one_forward_and_one_backward_per_batch():
     model, data = build("functional")  # 4 convolutions and 2 Linear layers per forward
     with _CountOps() as counter:
-        result = activation_scores(model, data, max_samples=N, batch_size=16)  # 3 batches
-    assert set(result.scores) == {"apoz", "mean-activation", "taylor"}
+        result = calibrate(model, data, max_samples=N, batch_size=16)  # 3 batches
+    needs = {s for c in ("apoz", "mean-activation", "taylor") for s in get_importance(c).needs}
+    assert needs <= set(result.statistics)
     assert counter.ops["aten.convolution.default"] == 4 * 3
     assert counter.ops["aten.addmm.default"] == 2 * 3
     assert 0 < counter.ops["aten.convolution_backward.default"] <= 4 * 3

@@ -147,25 +147,25 @@ def _registry(title: str, intro: str, rows: list[tuple[object, ...]], header: li
 def registries_page() -> str:
     """Each registry's names with what the code says about them."""
     import analysis
+    from analysis.compression.schedule_methods import SCHEDULE_REGISTRY
+    from analysis.importance import CRITERIA_REGISTRY
     from analysis.runtime.int8 import CALIBRATION_METHODS
     from analysis.transforms.registry import TRANSFORMS
     from analysis.zoo.models import ZOO
 
     criteria = []
-    for name in analysis.IMPORTANCE_CRITERIA:
-        criterion = analysis.get_importance(name)
-        direction = "higher" if criterion.higher_is_important else "lower"
-        data = "yes" if criterion.data_driven else "no"
-        criteria.append((f"`{name}`", data, direction, _first_line(type(criterion))))
-    # A registry entry may be a class or a factory function without a docstring: then ask what it builds.
-    runtimes = [
-        (f"`{name}`", _first_line(factory) or _first_line(type(factory())))
-        for name, factory in analysis.RUNTIMES.items()
-    ]
+    for name, cls in CRITERIA_REGISTRY.items():
+        direction = "higher" if cls.higher_is_important else "lower"
+        data = "yes" if cls.data_driven else "no"
+        needs = ", ".join(f"`{n}`" for n in cls.needs) or "-"
+        expensive = "yes" if cls.expensive else "no"
+        criteria.append((f"`{name}`", data, direction, needs, expensive, CRITERIA_REGISTRY.describe(name)))
+    runtimes = [(f"`{name}`", analysis.RUNTIMES.describe(name)) for name in analysis.RUNTIMES.names()]
+    methods = [(f"`{name}`", SCHEDULE_REGISTRY.describe(name)) for name in SCHEDULE_REGISTRY.names()]
+    metrics = [(f"`{name}`", analysis.METRICS.describe(name)) for name in analysis.METRICS.names()]
     zoo = [(f"`zoo:{name}`", _first_line(build)) for name, build in ZOO.items()]
     plain: list[tuple[str, str, Iterable[str]]] = [
         ("Sensitivity kinds", "`sensitivity --kind`, the Sensitivity page", analysis.SENSITIVITY_KINDS),
-        ("Schedule methods", '`"schedule": {"method": ...}`, the Compress page', analysis.SCHEDULE_METHODS),
         ("Schedule targets", '`"schedule": {"target": {KIND: fraction}}`', analysis.SCHEDULE_TARGETS),
         (
             "Layer normalisations",
@@ -183,13 +183,25 @@ def registries_page() -> str:
             "Importance criteria",
             "`rank --criteria`, a plan's `criterion`, `schedule.criterion`, the Rankings page.",
             criteria,
-            ["name", "needs data", "important when", "what it scores"],
+            ["name", "needs data", "important when", "calibration statistics", "expensive", "what it scores"],
         ),
         _registry(
             "Runtimes",
             "`--runtime`, the sidebar's runtime choice.",
             runtimes,
             ["name", "what runs the model"],
+        ),
+        _registry(
+            "Schedule methods",
+            '`"schedule": {"method": ...}`, the Compress page.',
+            methods,
+            ["name", "what it does"],
+        ),
+        _registry(
+            "Metrics",
+            "`--metric` (also `auto` and `module:callable`), the sidebar's metric.",
+            metrics,
+            ["name", "what it scores"],
         ),
         _registry(
             "Built-in models (the zoo)", "`--model zoo:NAME`, the sidebar's zoo list.", zoo, ["spec", "model"]

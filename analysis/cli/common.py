@@ -36,7 +36,7 @@ from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import InputSpec, positional_names
 from analysis.io import check_outputs, to_json, write_all_atomic
-from analysis.metrics import METRIC_CHOICES, check_metric_name
+from analysis.metrics import check_metric_name, metric_choices
 from analysis.specs import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -76,7 +76,7 @@ def add_metric_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric",
         default="auto",
-        help=f"how outputs are scored: {', '.join(METRIC_CHOICES)} or module:callable (default: auto = "
+        help=f"how outputs are scored: {', '.join(metric_choices())} or module:callable (default: auto = "
         "accuracy with labels and one (N, classes) output, else agreement with the original model)",
     )
 

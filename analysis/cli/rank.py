@@ -26,7 +26,7 @@ from analysis.cli.common import (
     warn,
 )
 from analysis.cli.runtimes import add_runtime_arg, one_runtime
-from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
+from analysis.importance import DEFAULT_MAX_SAMPLES, criterion_names, default_criteria, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION
 from analysis.validate import criterion
 
@@ -34,7 +34,7 @@ from analysis.validate import criterion
 def _rank(args: argparse.Namespace) -> dict:
     check_counts(args, "max_samples", "oracle_max_samples", "limit")
     criteria = list_names(args.criteria, "--criteria")
-    criteria = None if criteria is None else [criterion(c, CRITERIA, "--criteria") for c in criteria]
+    criteria = None if criteria is None else [criterion(c, criterion_names(), "--criteria") for c in criteria]
     layers = list_names(args.layers, "--layers")
     device, _ = device_options(args)
     ray = ray_options(args)
@@ -102,8 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
+    expensive = ", ".join(c for c in criterion_names() if c not in default_criteria())
     add_list_arg(
-        p, "--criteria", f"criteria to compute (default: all but oracle): {', '.join(CRITERIA)}", "NAME"
+        p,
+        "--criteria",
+        f"criteria to compute (default: all but {expensive}): {', '.join(criterion_names())}",
+        "NAME",
     )
     add_list_arg(p, "--layers", "only these layers (default: every prunable one)", "LAYER")
     p.add_argument(

@@ -20,12 +20,13 @@ from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import InputSpec
 from analysis.metrics import Scoring
 
-RUNTIME_HELP = "eager, onnxruntime"
-
 
 def add_runtime_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    """`--runtime NAME[,NAME]`: `what` says what the runtimes do in this command."""
-    add_list_arg(parser, "--runtime", f"{what}: {RUNTIME_HELP}", metavar="RUNTIME")
+    """`--runtime NAME[,NAME]`: `what` says what the runtimes do in this command; the help lists every
+    registered runtime (`analysis.runtime.RUNTIMES`)."""
+    from analysis.runtime.base import RUNTIMES
+
+    add_list_arg(parser, "--runtime", f"{what}: {', '.join(RUNTIMES.names())}", metavar="RUNTIME")
 
 
 def runtime_names(args: argparse.Namespace, device_applies: bool = True) -> list[str] | None:

@@ -12,12 +12,11 @@ from typing import Any
 
 from analysis.compression.finetune import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS
-from analysis.compression.sparsity import SPARSITY_METHODS
+from analysis.compression.schedule_methods import SCHEDULE_REGISTRY
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import CRITERIA
 
-METHODS = ("oneshot", "iterative", "agp", "slimming", "group-lasso")
 TARGET_KINDS = ("macs", "params", "latency", "channels")
 MAX_STEPS = 1000
 MAX_EPOCHS = 1000
@@ -68,8 +67,10 @@ class ScheduleSettings:
 
     def validate(self) -> None:
         """Raise a one-line WorkbenchError for the first bad value."""
-        if self.method not in METHODS:
-            raise WorkbenchError(f"schedule: unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        try:
+            method = SCHEDULE_REGISTRY.get(self.method)()
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"schedule: {exc}") from None
         if self.criterion not in CRITERIA:
             raise WorkbenchError(
                 f"schedule: unknown criterion {self.criterion!r}: use one of {', '.join(CRITERIA)}"
@@ -119,24 +120,17 @@ class ScheduleSettings:
                 raise WorkbenchError(f"schedule: {name} must be a number in [0, 1), got {v!r}")
         if not isinstance(self.structured, bool):
             raise WorkbenchError(f"schedule: structured must be true or false, got {self.structured!r}")
-        if not self.structured and self.method != "agp":
+        if not self.structured and not method.unstructured:
+            by = ", ".join(n for n, cls in SCHEDULE_REGISTRY.items() if cls.unstructured)
             raise WorkbenchError(
-                f"schedule: unstructured pruning is scheduled by agp only, not {self.method!r}"
+                f"schedule: unstructured pruning is scheduled by {by} only, not {self.method!r}"
             )
         if not self.structured and kind != "params":
             raise WorkbenchError(
                 'schedule: unstructured agp saves no MACs or latency: give target {"params": F}, '
                 "the fraction of prunable weights kept"
             )
-        if self.method == "agp" and self.initial_sparsity >= 1 - self._target_fraction_or_none(kind, value):
-            raise WorkbenchError(
-                f"schedule: initial_sparsity {self.initial_sparsity} must be below the final sparsity "
-                f"{1 - value:g} (1 - target)"
-            )
-
-    @staticmethod
-    def _target_fraction_or_none(kind: str, value: float) -> float:
-        return value if kind != "channels" or value <= 1 else 0.0
+        method.check(self, kind, value)
 
     @property
     def target_kind(self) -> str:
@@ -149,11 +143,7 @@ class ScheduleSettings:
     @property
     def total_epochs(self) -> float:
         """Passes over the training split the schedule trains for, in all (the training budget)."""
-        if self.method in SPARSITY_METHODS:
-            return self.epochs + self.finetune_epochs
-        if self.method == "oneshot":
-            return self.finetune_epochs
-        return self.steps * self.epochs_per_step + self.finetune_epochs
+        return SCHEDULE_REGISTRY.get(self.method)().training_epochs(self) + self.finetune_epochs
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -189,4 +179,4 @@ class ScheduleSettings:
         return cls.from_dict(raw)
 
 
-__all__ = ["MAX_EPOCHS", "MAX_STEPS", "METHODS", "SCHEDULE_KEYS", "TARGET_KINDS", "ScheduleSettings"]
+__all__ = ["MAX_EPOCHS", "MAX_STEPS", "SCHEDULE_KEYS", "TARGET_KINDS", "ScheduleSettings"]

@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from analysis.compression.agp import agp_sparsity, agp_structured, agp_unstructured
+from analysis.compression.agp import agp_sparsity
 from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* re-exported)
     RECOVERY_BATCHES,
     RECOVERY_LR,
@@ -46,10 +46,10 @@ from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* 
 )
 from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.global_rank import keep_at_least, rank_globally, select
+from analysis.compression.schedule_methods import SCHEDULE_REGISTRY, schedule_method
 from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported)
     MAX_EPOCHS,
     MAX_STEPS,
-    METHODS,
     SCHEDULE_KEYS,
     TARGET_KINDS,
     ScheduleSettings,
@@ -57,9 +57,6 @@ from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported
 from analysis.compression.sparsity import (
     SPARSITY_METHODS,
     channel_values,
-    group_lasso_penalty,
-    slimming_penalty,
-    sparsity_values,
 )
 from analysis.compression.training import batches_for, recalibrate_bn, train
 from analysis.cost import count_macs, count_params
@@ -73,7 +70,7 @@ from analysis.progress import Progress
 from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups
 
-LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
+METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)
 LATENCY_RUNS = 20
 
 
@@ -303,74 +300,6 @@ class _Run:
         return sum(len(c) for c in removal.values())
 
 
-def _structured_steps(run: _Run, report) -> None:
-    s = run.s
-    kind, value = s.target_kind, run.target_fraction
-    plan_steps = 1 if s.method == "oneshot" else s.steps
-    per_step = None
-    limit = plan_steps + (LATENCY_EXTRA_STEPS if kind == "latency" else 0)
-    t = 0
-    while t < limit:
-        run.check_stop()
-        t += 1
-        run.step = t
-        groups, order = run.order(s.criterion, s.normalize)
-        needed = run.channels_for(groups, order, value)
-        if s.method == "iterative":
-            if per_step is None:
-                per_step = max(1, math.ceil(needed / plan_steps))
-            k = needed if t >= plan_steps else min(per_step, needed)
-        else:
-            k = needed
-        removed = run.remove(groups, order, k)
-        loss = run.train_epochs(s.epochs_per_step) if s.method != "oneshot" else None
-        run.record(s.method, loss, removed)
-        report(t)
-        if t >= plan_steps and run.met():
-            break
-        if removed == 0 and t >= plan_steps:
-            run.notes.append("no channel left to remove: the target cannot be met (every group at its floor)")
-            break
-
-
-def _sparsity(run: _Run, report, evidence: dict) -> None:
-    s = run.s
-    groups = run.groups
-    evidence["before"] = sparsity_values(run.work, s.method, groups)
-    evidence["kind"] = "bn_scale" if s.method == "slimming" else "filter_norm"
-    if s.method == "slimming":
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.work.modules()):
-            raise WorkbenchError(
-                "slimming needs BatchNorm layers (it penalizes their scales): use group-lasso"
-            )
-
-        def penalty(model):
-            return slimming_penalty(model, s.strength)
-    else:
-        names = [g.name for g in groups]
-
-        def penalty(model):  # the groups are fixed during sparsity training (no channel goes yet)
-            return group_lasso_penalty(model, [g for g in groups if g.name in names], s.strength)
-
-    run.step = 1
-    loss = run.train_epochs(s.epochs, penalty)
-    evidence["after"] = sparsity_values(run.work, s.method, groups)
-    run.record("sparsity-training", loss, 0)
-    report(1)
-    run.check_stop()
-    run.step = 2
-    current, order = run.order(s.method, s.normalize)
-    if s.threshold is not None:
-        values = channel_values(run.work, s.method, current)
-        k = sum(1 for name, c in order if float(values[name][c]) < s.threshold)
-        run.notes.append(f"pruned the {k} channels whose {evidence['kind']} is below {s.threshold:g}")
-    else:
-        k = run.channels_for(current, order, run.target_fraction)
-    removed = run.remove(current, order, k)
-    run.record("prune", None, removed)
-    report(2)
-
-
 def run_schedule(
     model: nn.Module,
     data: Dataset,
@@ -398,27 +327,18 @@ def run_schedule(
     input_shape = input_shape if input_shape is not None else data.input_shape
     ft = finetune if finetune is not None else recovery_finetune(len(data.x_train))
     run = _Run(model, data, settings, input_shape, ft, progress, on_step, should_stop, eval_limit, metric)
-    sparsity_method = settings.method in SPARSITY_METHODS
-    total = (2 if sparsity_method else 1 if settings.method == "oneshot" else settings.steps) + (
-        1 if settings.finetune_epochs else 0
-    )
+    method = schedule_method(settings.method)
+    total = method.progress_steps(settings) + (1 if settings.finetune_epochs else 0)
 
     def report(done: int) -> None:
         if progress:
             progress(min(done, total), total)
 
-    evidence: dict[str, Any] | None = {} if sparsity_method else None
+    evidence: dict[str, Any] = {}
     run.record("original")
     stopped = False
     try:
-        if sparsity_method:
-            _sparsity(run, report, evidence)
-        elif not settings.structured:
-            agp_unstructured(run, report)
-        elif settings.method == "agp":
-            agp_structured(run, report, LATENCY_EXTRA_STEPS if settings.target_kind == "latency" else 0)
-        else:
-            _structured_steps(run, report)
+        method.run(run, report, evidence)
         if settings.finetune_epochs:
             run.check_stop()
             run.step += 1
@@ -441,7 +361,7 @@ def run_schedule(
         settings=settings,
         met=met,
         seconds=time.perf_counter() - run.started,
-        evidence=evidence,
+        evidence=evidence if method.sparsity else None,
     )
 
 

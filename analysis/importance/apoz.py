@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from analysis.importance.base import ActivationCriterion
+import torch
+
+from analysis.importance.base import CRITERIA_REGISTRY, ActivationCriterion
 
 
+@CRITERIA_REGISTRY.register
 class APoZImportance(ActivationCriterion):
     """Fraction of zeros after norm + activation, over the train split (capped); higher = prune first."""
 
     name: ClassVar[str] = "apoz"
     higher_is_important: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ("zeros", "values")
+
+    def from_statistics(self, statistics: dict[str, torch.Tensor], samples: int) -> torch.Tensor:
+        return statistics["zeros"] / statistics["values"].clamp(min=1)

@@ -9,16 +9,13 @@ such layers (`analysis.importance.has_nan_scores`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from analysis.importance.base import Criterion
+from analysis.importance.base import CRITERIA_REGISTRY, Criterion
 from analysis.importance.features import find_features
-
-if TYPE_CHECKING:
-    pass
 
 
 def norm_gamma(model: nn.Module, norm_module: str | None, channels: int) -> torch.Tensor | None:
@@ -31,17 +28,19 @@ def norm_gamma(model: nn.Module, norm_module: str | None, channels: int) -> torc
     return weight.detach().float().flatten().clone()
 
 
+@CRITERIA_REGISTRY.register
 class BNScaleImportance(Criterion):
     """|gamma| of the following norm; NaN for layers without one. Weight-only (data is ignored)."""
 
     name: ClassVar[str] = "bn-scale"
+    may_be_nan: ClassVar[bool] = True
+    nan_note: ClassVar[str] = "is NaN for layers without a following per-channel norm"
 
-    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
-        features = find_features(model, None if layers is None else list(layers))
+    def scores(self, model, data, layers, max_samples, context) -> dict[str, torch.Tensor]:
+        features = context.features or find_features(model, None if layers is None else list(layers))
         result: dict[str, torch.Tensor] = {}
         for i, (name, lf) in enumerate(features.layers.items()):
             gamma = norm_gamma(model, lf.norm_module, lf.channels)
             result[name] = gamma.abs() if gamma is not None else torch.full((lf.channels,), float("nan"))
-            if progress:
-                progress(i + 1, len(features.layers))
+            context.report(i + 1, len(features.layers))
         return result

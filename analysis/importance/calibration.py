@@ -1,5 +1,10 @@
-"""The one calibration pass behind every activation criterion: `apoz`, `mean-activation` and `taylor` for
-all layers from ONE forward (and, when Taylor is asked for, ONE backward) per batch of the train split.
+"""The one calibration pass behind every activation criterion: the activation statistics they declare
+(`Criterion.needs`), for all layers from ONE forward (and, when `taylor` is asked for, ONE backward) per
+batch of the train split. The criteria turn the statistics into scores (`ActivationCriterion`).
+
+Statistics, float64 per output channel and layer (`STATISTICS`): `zeros` (values exactly zero after the
+norm and activation), `sums` (their sum), `values` (values seen per channel, one number), `taylor` (sum
+over samples of |sum over positions of a x dL/da|, a after the norm).
 
 Measurement points come from `features.py`: after each layer's norm (Taylor) and after its activation too
 (APoZ, mean activation). The pass runs on a private deep copy of the model in eval mode with `Tap` modules
@@ -31,15 +36,17 @@ from analysis.metrics import per_sample_loss
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 
-ACTIVATION_CRITERIA = ("apoz", "mean-activation", "taylor")
+STATISTICS = ("zeros", "sums", "values", "taylor")
+_POST_ACTIVATION = ("zeros", "sums", "values")
 BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
-class CalibrationScores:
-    """`scores[criterion][layer]`: one float per output channel; `samples`: train samples seen."""
+class Calibration:
+    """`statistics[statistic][layer]` (float64; NaN for a layer the forward never called); `samples`: train
+    samples seen; `features`: where each layer was measured."""
 
-    scores: dict[str, dict[str, torch.Tensor]]
+    statistics: dict[str, dict[str, torch.Tensor]]
     samples: int
     features: FeatureGraph
 
@@ -52,31 +59,28 @@ def _reduce_to_channels(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
     return out if dim == 1 else out.reshape(t.shape[0], -1)
 
 
-def activation_scores(
+def calibrate(
     model: nn.Module,
     data: Dataset | None,
     layers: Iterable[str] | None = None,
-    criteria: Iterable[str] = ACTIVATION_CRITERIA,
+    needs: Iterable[str] = STATISTICS,
     *,
     max_samples: int = DEFAULT_MAX_SAMPLES,
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     features: FeatureGraph | None = None,
     device: str | torch.device | None = None,
-) -> CalibrationScores:
-    """APoZ (fraction of zeros after norm+activation), mean activation (after norm+activation) and Taylor
-    (mean over samples of |sum over positions of a x dL/da|, a after the norm) for every selected layer, in
-    one pass over at most `max_samples` samples of `data`'s train split. `progress(samples, total)`.
-    `device` (auto, cpu, cuda[:N]) runs the pass on a private copy there; scores come back on the CPU."""
-    # ~80 lines of body: the three criteria share one hooked pass and its closures (one pass over the data
+) -> Calibration:
+    """The statistics `needs` (see `STATISTICS`) for every selected layer, in one pass over at most
+    `max_samples` samples of `data`'s train split. `progress(samples, total)`. `device` (auto, cpu,
+    cuda[:N]) runs the pass on a private copy there; statistics come back on the CPU."""
+    # ~80 lines of body: the statistics share one hooked pass and its closures (one pass over the data
     # is the point of this function), so they stay in one place.
-    wanted = tuple(dict.fromkeys(criteria))
-    unknown = [c for c in wanted if c not in ACTIVATION_CRITERIA]
+    wanted = tuple(dict.fromkeys(needs))
+    unknown = [c for c in wanted if c not in STATISTICS]
     if unknown:
-        raise WorkbenchError(
-            f"not an activation criterion: {unknown[0]!r} (use {', '.join(ACTIVATION_CRITERIA)})"
-        )
-    data = require_data("/".join(wanted) or "activation", data)
+        raise WorkbenchError(f"not an activation statistic: {unknown[0]!r} (use {', '.join(STATISTICS)})")
+    data = require_data("calibration", data)
     max_samples = whole(max_samples, "max_samples")
     features = features or find_features(model, None if layers is None else list(layers))
     total = min(max_samples, len(data.x_train))
@@ -109,7 +113,7 @@ def activation_scores(
 
         return record
 
-    if "apoz" in wanted or "mean-activation" in wanted:
+    if any(s in wanted for s in _POST_ACTIVATION):
         for name, taps in tapped.post_activation.items():
             for tap in taps:
                 tap.callback = recorder(name, features.layers[name].channel_dim)
@@ -147,15 +151,11 @@ def activation_scores(
         if progress:
             progress(seen, total)
 
-    scores: dict[str, dict[str, torch.Tensor]] = {}
-    if "apoz" in wanted:
-        scores["apoz"] = {n: (zeros[n] / max(counts[n], 1)).float() for n in features.layers}
-    if "mean-activation" in wanted:
-        scores["mean-activation"] = {n: (sums[n] / max(counts[n], 1)).float() for n in features.layers}
-    if "taylor" in wanted:
-        scores["taylor"] = {n: (taylor[n] / seen).float() for n in features.layers}
-    for name, lf in features.layers.items():
+    values = {n: torch.tensor(float(c), dtype=torch.float64) for n, c in counts.items()}
+    measured = {"zeros": zeros, "sums": sums, "values": values, "taylor": taylor}
+    statistics = {s: measured[s] for s in wanted}
+    for name in features.layers:
         if not any(tap.calls for tap in tapped.post_norm[name]):  # never called: nothing measured
-            for crit in scores.values():
-                crit[name] = torch.full((lf.channels,), float("nan"))
-    return CalibrationScores(scores, seen, features)
+            for per_layer in statistics.values():
+                per_layer[name] = torch.full(per_layer[name].shape, float("nan"), dtype=torch.float64)
+    return Calibration(statistics, seen, features)

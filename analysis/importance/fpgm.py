@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from analysis.importance.base import WeightCriterion
+from analysis.importance.base import CRITERIA_REGISTRY, WeightCriterion
 
 
 def sum_of_distances(w: torch.Tensor) -> torch.Tensor:
@@ -23,6 +23,7 @@ def sum_of_distances(w: torch.Tensor) -> torch.Tensor:
     return torch.cdist(w.unsqueeze(0), w.unsqueeze(0), p=2).squeeze(0).sum(dim=1)
 
 
+@CRITERIA_REGISTRY.register
 class FPGMImportance(WeightCriterion):
     """Summed distance to the layer's other filters (geometric-median approximation); weight-only."""
 

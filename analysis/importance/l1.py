@@ -8,9 +8,10 @@ from typing import ClassVar
 
 import torch
 
-from analysis.importance.base import WeightCriterion
+from analysis.importance.base import CRITERIA_REGISTRY, WeightCriterion
 
 
+@CRITERIA_REGISTRY.register
 class L1Importance(WeightCriterion):
     """Filter L1 norm; weight-only (data is ignored)."""
 

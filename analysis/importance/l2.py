@@ -7,9 +7,10 @@ from typing import ClassVar
 
 import torch
 
-from analysis.importance.base import WeightCriterion
+from analysis.importance.base import CRITERIA_REGISTRY, WeightCriterion
 
 
+@CRITERIA_REGISTRY.register
 class L2Importance(WeightCriterion):
     """Filter L2 norm; weight-only (data is ignored)."""
 

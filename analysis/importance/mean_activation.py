@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from analysis.importance.base import ActivationCriterion
+import torch
+
+from analysis.importance.base import CRITERIA_REGISTRY, ActivationCriterion
 
 
+@CRITERIA_REGISTRY.register
 class MeanActivationImportance(ActivationCriterion):
     """Mean post-norm, post-activation value over the train split (capped)."""
 
     name: ClassVar[str] = "mean-activation"
+    needs: ClassVar[tuple[str, ...]] = ("sums", "values")
+
+    def from_statistics(self, statistics: dict[str, torch.Tensor], samples: int) -> torch.Tensor:
+        return statistics["sums"] / statistics["values"].clamp(min=1)

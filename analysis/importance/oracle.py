@@ -24,7 +24,7 @@ from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.importance.base import Criterion
+from analysis.importance.base import CRITERIA_REGISTRY, Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
 from analysis.inputs import num_samples, to_device
 from analysis.layers import call_model, filter_rows
@@ -240,34 +240,31 @@ def oracle_scores(
     return OracleResult(ordered, baseline, seen, {name: method[name] for name in features.layers})
 
 
+@CRITERIA_REGISTRY.register
 class OracleImportance(Criterion):
     """|loss change| when the channel is zeroed after its norm, on the train split (capped)."""
 
     name: ClassVar[str] = "oracle"
     data_driven: ClassVar[bool] = True
+    expensive: ClassVar[bool] = True
 
-    def scores(self, model, data, layers, max_samples, progress) -> dict[str, torch.Tensor]:
-        return oracle_scores(model, data, layers, max_samples=max_samples, progress=progress).scores
-
-    def measure(
-        self,
-        model: nn.Module,
-        data: Dataset | None,
-        layers: Iterable[str] | None = None,
-        *,
-        progress: Progress | None = None,
-        features: FeatureGraph | None = None,
-        device: str | torch.device | None = None,
-        runtime: str | None = None,
-    ) -> OracleResult:
-        """The scores with how they were measured (samples, baseline loss, method per layer)."""
-        return oracle_scores(
+    def scores(self, model, data, layers, max_samples, context) -> dict[str, torch.Tensor]:
+        """The scores; how they were measured goes to `context.details` (`samples`, `baseline_loss`,
+        `method` per layer) and a layer run the slow way to `context.notes`."""
+        result = oracle_scores(
             model,
             data,
             layers,
-            max_samples=self.max_samples,
-            progress=progress,
-            features=features,
-            device=device,
-            runtime=runtime,
+            max_samples=max_samples,
+            progress=context.report,
+            features=context.features,
+            device=context.device,
+            runtime=context.runtime,
         )
+        context.details.update(
+            samples=result.samples, baseline_loss=result.baseline_loss, method=result.method
+        )
+        slow = [n for n, m in result.method.items() if m == "full forward per channel"]
+        if slow:
+            context.notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
+        return result.scores

@@ -1,7 +1,8 @@
 """Every criterion for every layer in one call, and how the criteria agree with each other and the oracle.
 
-`rank_channels` computes the weight criteria directly, the activation criteria (APoZ, mean activation,
-Taylor) in ONE calibration pass, and the oracle (one evaluation per channel) last; `RankingResult` holds the
+`rank_channels` calls every criterion through its one interface: the activation statistics they need are
+gathered in ONE calibration pass first, and the expensive one (the oracle: one evaluation per channel) runs
+last; `RankingResult` holds the
 scores, summary statistics, Spearman correlations with the oracle and the top-k overlap between criteria.
 
 Conventions:
@@ -32,12 +33,16 @@ from torch import nn
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import (
-    CRITERIA,
-    ActivationCriterion,
+    CRITERIA_REGISTRY,
+    Criterion,
+    ScoringContext,
+    Stopped,
+    criterion_names,
+    default_criteria,
     get_importance,
     has_nan_scores,
 )
-from analysis.importance.calibration import ACTIVATION_CRITERIA
+from analysis.importance.calibration import calibrate
 from analysis.importance.features import find_features
 from analysis.progress import Forward, Progress
 from analysis.validate import whole
@@ -158,7 +163,8 @@ class RankingResult:
         **fields: Any,
     ) -> RankingResult:
         """Build a result (statistics, correlations, overlaps) from `scores[criterion][layer]`."""
-        criteria = tuple(c for c in CRITERIA if c in scores) + tuple(c for c in scores if c not in CRITERIA)
+        known = criterion_names()
+        criteria = tuple(c for c in known if c in scores) + tuple(c for c in scores if c not in known)
         layer_names: list[str] = []
         for c in criteria:
             layer_names += [n for n in scores[c] if n not in layer_names]
@@ -171,7 +177,7 @@ class RankingResult:
             for n in layer_names
         }
         summary = {n: {c: _statistics(arrays[c][n]) for c in criteria if n in arrays[c]} for n in layer_names}
-        directions = {c: _direction(c) if c in CRITERIA else True for c in criteria}
+        directions = {c: _direction(c) if c in known else True for c in criteria}
 
         per_layer: dict[str, dict[str, float]] = {}
         pooled: dict[str, float] = {}
@@ -309,8 +315,24 @@ class RankingResult:
         return pd.DataFrame(self.topk_overlap, index=list(self.criteria), columns=list(self.criteria))
 
 
-class _Stopped(Exception):
-    """Raised from a progress callback when `should_stop()` says so; caught in `rank_channels`."""
+def _wanted(criteria: Iterable[str] | None, oracle: bool) -> list[str]:
+    """The criteria to compute, canonical and in registry order: `criteria` (default: every criterion
+    that is not expensive), plus the expensive ones when `oracle`."""
+    names = default_criteria() if criteria is None else [CRITERIA_REGISTRY.key(c) for c in criteria]
+    if oracle:
+        names = [*names, *(n for n, cls in CRITERIA_REGISTRY.items() if cls.expensive)]
+    return [c for c in criterion_names() if c in names]
+
+
+def _check_finite(built: dict[str, Criterion], scores: dict[str, dict[str, torch.Tensor]]) -> None:
+    for c, per_layer in scores.items():
+        # NaN by design (a criterion that says so, like bn-scale without a norm); anything else is broken input.
+        bad = [n for n, t in per_layer.items() if not torch.isfinite(t).all() and not built[c].may_be_nan]
+        if bad:
+            raise WorkbenchError(
+                f"criterion {c!r} gave NaN or infinite scores for {bad[0]!r}: "
+                "the model or the data holds NaN/Inf (check weights and inputs)"
+            )
 
 
 def rank_channels(
@@ -330,116 +352,82 @@ def rank_channels(
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
-    `criteria` defaults to every criterion but the oracle; `oracle=True` adds it (it costs one evaluation
-    per channel, over `oracle_max_samples`, default `max_samples`, train samples). The activation criteria
-    share one pass over at most `max_samples` train samples. `progress(done, total)` counts the oracle's
-    channels when it runs (the calibration pass before them counts 0), else the calibration samples. The
-    model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass and the oracle on a
-    private copy there; the weight criteria stay on the CPU. `runtime` (eager, onnxruntime) is where the
-    oracle's evaluations run (`analysis.runtime.edit_runner`). `should_stop()` (Ctrl-C, a Stop button) is
-    asked at every progress step: once True, the criteria finished so far are returned and the rest are
-    left out, with a note (the calibration pass and the oracle are each kept whole or not at all).
+    `criteria` defaults to every registered criterion that is not `expensive`; `oracle=True` adds the
+    expensive ones (the oracle: one evaluation per channel, over `oracle_max_samples`, default
+    `max_samples`, train samples). The activation statistics every criterion `needs` are gathered in ONE
+    calibration pass over at most `max_samples` train samples. `progress(done, total)` counts the
+    expensive criteria's channels when they run (the calibration pass before them counts 0), else the
+    calibration samples. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass
+    and the oracle on a private copy there; the weight criteria stay on the CPU. `runtime` (eager,
+    onnxruntime) is where the oracle's evaluations run (`analysis.runtime.edit_runner`). `should_stop()`
+    (Ctrl-C, a Stop button) is asked at every progress step: once True, the criteria finished so far are
+    returned and the rest are left out, with a note (the calibration pass and the oracle are each kept
+    whole or not at all).
     """
-    # ~80 lines of body: one progress stream over two differently sized passes (calibration, oracle) is
-    # what keeps it together; the scoring itself is the registry's.
-    wanted = list(CRITERIA[:-1]) if criteria is None else [str(c).strip().lower() for c in criteria]
-    for c in wanted:
-        get_importance(c)  # validates the name
-    if oracle and "oracle" not in wanted:
-        wanted.append("oracle")
-    wanted = [c for c in CRITERIA if c in wanted]
+    wanted = _wanted(criteria, oracle)
     if not 0 < topk_fraction <= 1:
         raise WorkbenchError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
     max_samples = whole(max_samples, "max_samples")
     oracle_cap = whole(oracle_max_samples or max_samples, "max_samples")
     layer_list = None if layers is None else ([layers] if isinstance(layers, str) else list(layers))
+    classes = {c: CRITERIA_REGISTRY.get(c) for c in wanted}
+    built = {c: cls(max_samples=oracle_cap if cls.expensive else max_samples) for c, cls in classes.items()}
+    needs = tuple(dict.fromkeys(s for cls in classes.values() for s in cls.needs))
+    expensive = [c for c, cls in classes.items() if cls.expensive]
 
     start = time.perf_counter()
     features = find_features(model, layer_list)
-    notes = [features.note] if features.note else []
-    activation = [c for c in wanted if c in ACTIVATION_CRITERIA]
     n_train = len(data.x_train) if data is not None else 0
     n_channels = sum(lf.channels for lf in features.layers.values())
-    # Progress in what the page says it costs: the oracle's channels (the short calibration pass before
-    # them counts 0), else the calibration pass's samples.
-    if "oracle" in wanted:
-        forward = Forward(progress, n_channels)
-        calibration_progress, oracle_progress = None, forward.part(0, n_channels)
+    # Progress in what the page says it costs: the expensive criteria's channels (the short calibration
+    # pass before them counts 0), else the calibration pass's samples.
+    if expensive:
+        forward = Forward(progress, n_channels * len(expensive))
+        calibration_progress = None
     else:
-        forward = Forward(progress, min(max_samples, n_train) if activation else 1)
-        calibration_progress, oracle_progress = forward.part(0, forward.total), None
+        forward = Forward(progress, min(max_samples, n_train) if needs else 1)
+        calibration_progress = forward.part(0, forward.total)
     forward.report(0)
+    context = ScoringContext(features=features, device=device, runtime=runtime, should_stop=should_stop)
+    if features.note:
+        context.notes.append(features.note)
 
-    def stoppable(report):
-        def call(done: int, total: int) -> None:
-            if should_stop is not None and should_stop():
-                raise _Stopped  # unwinds the pass; its hooks and edits live on private copies
-            if report is not None:
-                report(done, total)
-
-        return call
-
-    # Every criterion comes from the registry; the activation ones share one calibration pass and the
-    # oracle reports how it measured, so those two kinds are asked for together / in detail.
-    built = {c: get_importance(c, max_samples=oracle_cap if c == "oracle" else max_samples) for c in wanted}
     scores: dict[str, dict[str, torch.Tensor]] = {}
-    together = [imp for imp in built.values() if isinstance(imp, ActivationCriterion)]
-    for c, imp in built.items():
-        if not isinstance(imp, ActivationCriterion) and c != "oracle":
-            scores[c] = imp(model, data, layer_list)
-    samples = 0
-    oracle_samples, baseline = 0, float("nan")
+    # Cheap criteria first (they are not stopped), then those needing the calibration pass (run once for
+    # all of them), then the expensive ones, each with its share of the progress bar.
+    order = sorted(wanted, key=lambda c: (classes[c].expensive, bool(classes[c].needs)))
     try:
-        if together:
-            calibration = ActivationCriterion.measure_together(
-                together,
-                model,
-                data,
-                layer_list,
-                progress=stoppable(calibration_progress),
-                features=features,
-                device=device,
-            )
-            scores.update(calibration.scores)
-            samples = calibration.samples
-        if "oracle" in built:
-            result = built["oracle"].measure(
-                model,
-                data,
-                layer_list,
-                progress=stoppable(oracle_progress),
-                features=features,
-                device=device,
-                runtime=runtime,
-            )
-            scores["oracle"] = result.scores
-            oracle_samples, baseline = result.samples, result.baseline_loss
-            slow = [n for n, m in result.method.items() if m == "full forward per channel"]
-            if slow:
-                notes.append(f"oracle ran the full network per channel for: {', '.join(slow)}")
-    except _Stopped:
+        for c in order:
+            cls, call = classes[c], context
+            if not cls.needs and not cls.expensive:
+                call = ScoringContext(features=features)
+            elif cls.expensive:
+                i = expensive.index(c)
+                context.progress = forward.part(i * n_channels, n_channels)
+            elif context.calibration is None:
+                context.progress = calibration_progress
+                context.calibration = calibrate(
+                    model, data, layer_list, needs, max_samples=max_samples, progress=context.report,
+                    features=features, device=device,
+                )  # fmt: skip
+            scores[c] = built[c](model, data, layer_list, context=call)
+    except Stopped:
         missing = [c for c in wanted if c not in scores]
-        notes.append(f"stopped by request: not computed: {', '.join(missing)}")
+        context.notes.append(f"stopped by request: not computed: {', '.join(missing)}")
         wanted = [c for c in wanted if c in scores]
-    for c, per_layer in scores.items():
-        # bn-scale is NaN by design where a layer has no norm; anything else non-finite is broken input.
-        bad = [n for n, t in per_layer.items() if not torch.isfinite(t).all() and c != "bn-scale"]
-        if bad:
-            raise WorkbenchError(
-                f"criterion {c!r} gave NaN or infinite scores for {bad[0]!r}: "
-                "the model or the data holds NaN/Inf (check weights and inputs)"
-            )
-    no_norm = has_nan_scores(scores["bn-scale"]) if "bn-scale" in scores else []
-    if no_norm:
-        notes.append(f"bn-scale is NaN for layers without a following per-channel norm: {', '.join(no_norm)}")
+    _check_finite(built, scores)
+    for c in wanted:
+        nan_layers = has_nan_scores(scores[c]) if built[c].may_be_nan else []
+        if nan_layers:
+            context.notes.append(f"{c} {built[c].nan_note}: {', '.join(nan_layers)}")
     forward.report(forward.total)
     return RankingResult.from_scores(
         {c: scores[c] for c in wanted},
         topk_fraction=topk_fraction,
         features={n: lf.to_dict() for n, lf in features.layers.items()},
-        samples=samples,
-        oracle_samples=oracle_samples,
-        oracle_baseline_loss=float(baseline),
+        samples=context.calibration.samples if context.calibration is not None else 0,
+        oracle_samples=int(context.details.get("samples", 0)),
+        oracle_baseline_loss=float(context.details.get("baseline_loss", float("nan"))),
         seconds=time.perf_counter() - start,
-        notes=tuple(notes),
+        notes=tuple(context.notes),
     )

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from analysis.importance.base import ActivationCriterion
+import torch
+
+from analysis.importance.base import CRITERIA_REGISTRY, ActivationCriterion
 
 
+@CRITERIA_REGISTRY.register
 class TaylorImportance(ActivationCriterion):
     """Mean over samples of |sum over positions of activation x gradient|, after the norm."""
 
     name: ClassVar[str] = "taylor"
+    needs: ClassVar[tuple[str, ...]] = ("taylor",)
+
+    def from_statistics(self, statistics: dict[str, torch.Tensor], samples: int) -> torch.Tensor:
+        return statistics["taylor"] / samples

@@ -31,7 +31,7 @@ from analysis.metrics.builtin import (
     KLDivergence,
     Top5,
 )
-from analysis.metrics.registry import auto_metric, check_metric_name, get_metric
+from analysis.metrics.registry import auto_metric, check_metric_name, get_metric, metric_choices
 from analysis.metrics.scoring import (
     MetricTally,
     Reference,
@@ -68,6 +68,7 @@ __all__ = [
     "check_metric_name",
     "compute_reference",
     "get_metric",
+    "metric_choices",
     "per_sample_loss",
     "score_value",
     "scoring",

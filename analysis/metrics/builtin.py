@@ -1,6 +1,6 @@
-"""The built-in metrics and the registry `METRICS` (name -> class): add one by writing its class here (or in
-a file of its own) and listing it once in `METRICS`; `tests/test_metrics.py` runs its contract over every
-entry."""
+"""The built-in metrics and the registry `METRICS` (an `analysis.registry.Registry`, name -> class): add one
+by writing its class here (or in a file of its own) with `@METRICS.register` over it; `tests/test_metrics.py`
+runs its contract over every entry."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ from analysis.metrics.base import (
     require,
 )
 from analysis.outputs import is_class_scores
+from analysis.registry import Registry
+
+METRICS: Registry[type[Metric]] = Registry("metric")
 
 
+@METRICS.register
 class Accuracy(Metric):
     """Top-1 accuracy in [0, 1] of the first class-score output against the labels."""
 
@@ -34,6 +38,7 @@ class Accuracy(Metric):
         self.count += len(labels)
 
 
+@METRICS.register
 class Top5(Metric):
     """Top-5 accuracy in [0, 1]: the label is among the 5 highest scores (all of them under 5 classes)."""
 
@@ -48,6 +53,7 @@ class Top5(Metric):
         self.count += len(labels)
 
 
+@METRICS.register
 class Agreement(Metric):
     """Top-1 agreement with the original model in [0, 1]: the share of samples whose highest class is the
     original's, averaged over the class-score outputs."""
@@ -63,6 +69,7 @@ class Agreement(Metric):
         self.count += len(per_sample)
 
 
+@METRICS.register
 class KLDivergence(Metric):
     """Mean KL(original || model) of the softmax class probabilities per sample (nats), averaged over the
     class-score outputs. 0 = the same distributions; lower is better."""
@@ -83,6 +90,7 @@ class KLDivergence(Metric):
         self.count += len(per_sample)
 
 
+@METRICS.register
 class MSE(PerOutputMetric):
     """Mean squared difference from the original's output, per element; lower is better."""
 
@@ -97,6 +105,7 @@ class MSE(PerOutputMetric):
         return acc[0] / acc[1] if acc[1] else float("nan")
 
 
+@METRICS.register
 class Cosine(PerOutputMetric):
     """Cosine similarity of each sample's output (flattened) with the original's, averaged over samples."""
 
@@ -111,6 +120,7 @@ class Cosine(PerOutputMetric):
         return acc[0] / acc[1] if acc[1] else float("nan")
 
 
+@METRICS.register
 class PSNR(PerOutputMetric):
     """Peak signal-to-noise ratio (dB) of the output against the original's: 10 log10(R^2 / MSE), R the
     original's value range (max - min over the split), MSE over every element of the split; capped at
@@ -139,9 +149,6 @@ class PSNR(PerOutputMetric):
         return min(PSNR_CAP_DB, 10.0 * math.log10(peak**2 / mse))
 
 
-METRICS: dict[str, type[Metric]] = {
-    m.name: m for m in (Accuracy, Top5, Agreement, KLDivergence, MSE, Cosine, PSNR)
-}
 ACCURACY = base.ACCURACY  # what results made before metrics existed read as (equal to Accuracy.info())
 base.KNOWN.update({name: cls.info() for name, cls in METRICS.items()})
-METRIC_CHOICES = (AUTO, *METRICS)
+METRIC_CHOICES = (AUTO, *METRICS)  # the built-in ones; `metric_choices()` also lists those registered later

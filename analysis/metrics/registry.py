@@ -11,8 +11,13 @@ import torch
 
 from analysis.errors import WorkbenchError, first_line
 from analysis.metrics.base import AUTO, HIGHER, LOWER, Metric
-from analysis.metrics.builtin import METRIC_CHOICES, METRICS
+from analysis.metrics.builtin import METRICS
 from analysis.outputs import is_class_scores
+
+
+def metric_choices() -> tuple[str, ...]:
+    """`auto` and every registered metric's name."""
+    return (AUTO, *METRICS.names())
 
 
 class _CallableMetric(Metric):
@@ -43,7 +48,7 @@ def _import_metric(spec: str) -> type[Metric]:
     top = module_name.split(".")[0]
     if not module_name or not attr or top in sys.stdlib_module_names or top in ("builtins", "analysis"):
         raise WorkbenchError(
-            f"unknown metric {spec!r}: use one of {', '.join(METRIC_CHOICES)} or your own module:callable"
+            f"unknown metric {spec!r}: use one of {', '.join(metric_choices())} or your own module:callable"
         )
     try:
         target = getattr(importlib.import_module(module_name), attr)
@@ -69,19 +74,19 @@ def get_metric(name: str) -> type[Metric]:
     if ":" in key:
         return _import_metric(key)
     raise WorkbenchError(
-        f"unknown metric {name!r}: use one of {', '.join(METRIC_CHOICES)} or module:callable"
+        f"unknown metric {name!r}: use one of {', '.join(metric_choices())} or module:callable"
     )
 
 
 def check_metric_name(name: str | None) -> str:
     """`name` if it is `auto`, a registry name or looks like `module:callable` (loaded later)."""
     key = (name or AUTO).strip()
-    if key.lower() in METRIC_CHOICES:
+    if key.lower() in metric_choices():
         return key.lower()
     if ":" in key:
         return key
     raise WorkbenchError(
-        f"unknown metric {name!r}: use one of {', '.join(METRIC_CHOICES)} or module:callable"
+        f"unknown metric {name!r}: use one of {', '.join(metric_choices())} or module:callable"
     )
 
 

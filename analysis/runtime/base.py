@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,7 +21,10 @@ from analysis.evaluate import EvalResult, evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, LatencyResult, compare_latency, measure_latency
 from analysis.metrics import Scoring
 from analysis.progress import Progress
-from analysis.runtime.types import REAL, SIMULATED, Prepared, Runtime
+from analysis.registry import Registry
+from analysis.runtime.types import REAL, SIMULATED, PairRequest, Prepared, Runtime
+
+RUNTIMES: Registry[Callable[[], Runtime]] = Registry("runtime")
 
 
 class _RunModule(nn.Module):
@@ -52,10 +56,12 @@ class EagerPrepared:
         return self.model
 
 
+@RUNTIMES.register
 class EagerRuntime(Runtime):
     """PyTorch eager mode: the model as written."""
 
     name = "eager"
+    in_process: ClassVar[bool] = True
 
     @property
     def version(self) -> str:
@@ -72,22 +78,30 @@ class EagerRuntime(Runtime):
 
         return EagerPrepared(copy_model(model).eval())
 
+    def pair(self, request: PairRequest) -> tuple[EagerPrepared, EagerPrepared]:
+        """The original as it is, and the compressed model as deployed (8-bit Linear layers on the int8
+        kernel where the CPU has one)."""
+        return EagerPrepared(request.reference, kind=REAL), EagerPrepared(
+            request.deployed, kind=request.label
+        )
+
 
 def _onnxruntime() -> Runtime:
-    from analysis.runtime.onnx import OnnxRuntime
+    from analysis.runtime.int8 import OnnxInt8Runtime  # onnx and onnxruntime load only when asked for
 
-    return OnnxRuntime()
+    return OnnxInt8Runtime()
 
 
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": _onnxruntime}
+RUNTIMES.register(
+    "onnxruntime",
+    _onnxruntime,
+    description="ONNX Runtime on the CPU execution provider, over the dynamo exporter's ONNX model.",
+)
 
 
 def get_runtime(name: str) -> Runtime:
-    """The runtime called `name` (`eager` or `onnxruntime`)."""
-    key = name.strip().lower()
-    if key not in RUNTIMES:
-        raise WorkbenchError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
-    return RUNTIMES[key]()
+    """The runtime registered as `name` (`RUNTIMES.names()`: eager, onnxruntime, ...)."""
+    return RUNTIMES.get(name)()
 
 
 def _module(prepared: Prepared) -> nn.Module:
@@ -191,6 +205,7 @@ __all__ = [
     "SIMULATED",
     "EagerPrepared",
     "EagerRuntime",
+    "PairRequest",
     "Prepared",
     "Runtime",
     "compare_runtime_latency",

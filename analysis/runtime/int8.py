@@ -26,8 +26,9 @@ from torch import nn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.inputs import ModelInputs, as_model_inputs
-from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx, feed_inputs
-from analysis.runtime.types import REAL
+from analysis.layers import example_input
+from analysis.runtime.onnx import OnnxModule, OnnxPrepared, OnnxRuntime, export_onnx, feed_inputs
+from analysis.runtime.types import REAL, SIMULATED, PairRequest
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
@@ -191,7 +192,46 @@ def prepare_int8(
     return prepared, quantized
 
 
+class OnnxInt8Runtime(OnnxRuntime):
+    """ONNX Runtime on the CPU execution provider, over the dynamo exporter's ONNX model; a compressed model's
+    8-bit layers run real int8 (static QDQ). The registered `onnxruntime`."""
+
+    def pair(self, request: PairRequest) -> tuple[OnnxPrepared, OnnxPrepared]:
+        """The original and the compressed model on ONNX Runtime; 8-bit layers real int8 (QDQ), other bits
+        as float on the b-bit grid (simulated latency). Notes go to `request.notes`."""
+        shape, threads, notes = request.data.input_shape, request.threads, request.notes
+        example = example_input(shape, 2)
+        reference = request.reference
+        if isinstance(reference, OnnxModule):  # a saved .onnx: it already is an ONNX Runtime session
+            before = OnnxPrepared(OnnxModule(reference.model_bytes, threads))
+        else:
+            before = self.prepare(reference, example, threads)
+        int8 = sorted(n for n, b in request.bits.items() if b == 8)
+        other = sorted(n for n, b in request.bits.items() if b != 8)
+        if int8:
+            after, quantized = prepare_int8(
+                request.work, request.data, int8, threads, request.calibration, request.max_samples,
+                example_input=example,
+            )  # fmt: skip
+            notes.extend(f"onnxruntime: {note}" for note in quantized.notes)
+            notes.append(
+                f"onnxruntime: {len(quantized.int8_layers)} layer(s) run real int8 (static QDQ, "
+                f"{request.calibration} calibration on {quantized.calibration_samples} training samples); "
+                "the score is the ONNX model's own"
+            )
+        else:
+            after = self.prepare(request.work, example, threads)
+        if other:
+            after.kind = SIMULATED
+            notes.append(
+                f"onnxruntime: {', '.join(other[:4])}{', ...' if len(other) > 4 else ''} at bits other than 8 "
+                "run as float with weights on the b-bit grid: that latency is simulated"
+            )
+        return before, after
+
+
 __all__ = [
+    "OnnxInt8Runtime",
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_SAMPLES",
     "Int8Model",

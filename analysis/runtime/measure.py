@@ -17,6 +17,7 @@ from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.layers import copy_model
 from analysis.progress import Progress
+from analysis.runtime.types import PairRequest
 from analysis.transforms.quantization import int8_backend, to_int8_linear
 
 
@@ -37,11 +38,11 @@ def paired_speedup(before, after, runs_per_round: int) -> float | None:
 
 def check_runtimes(runtimes) -> tuple[str, ...]:
     """The runtimes' canonical names, once each; unknown names are refused."""
-    from analysis.runtime.base import get_runtime
+    from analysis.runtime.base import RUNTIMES, get_runtime
 
     names = [runtimes] if isinstance(runtimes, str) else list(runtimes or ())
     if not names:
-        raise WorkbenchError("no runtime given: use eager, onnxruntime or both")
+        raise WorkbenchError(f"no runtime given: use one or more of {', '.join(RUNTIMES.names())}")
     return tuple(dict.fromkeys(get_runtime(str(n)).name for n in names))
 
 
@@ -80,27 +81,30 @@ def prepare_runtimes(
     notes,
     score=None,
 ):
-    """Prepared before/after models per runtime ("eager:before", ...), the non-eager evaluations (scored as
-    `score`, a `Scoring` against the original model), and the
-    ONNX bytes of the compressed model. A runtime that cannot take the model gets a note and is skipped;
-    eager is then measured in its place so there is always a before and an after."""
-    from analysis.runtime.base import EagerPrepared, evaluate_runtime
+    """Prepared before/after models per runtime ("eager:before", ...), the evaluations of the runtimes
+    that do not run in process (scored as `score`, a `Scoring` against the original model), and the
+    ONNX bytes of the compressed model. Each runtime's class makes its own pair (`Runtime.pair`). A runtime
+    that cannot take the model gets a note and is skipped; eager is then measured in its place so there is
+    always a before and an after."""
+    from analysis.runtime.base import EagerPrepared, evaluate_runtime, get_runtime
 
+    request = PairRequest(
+        reference, work, deployed, label, bits, data, threads, calibration, max_samples, notes
+    )
     prepared: dict = {}
     evals: dict = {}
     onnx_bytes = None
     for name in names:
-        if name == "eager":
-            prepared["eager:before"] = EagerPrepared(reference, kind=REAL)
-            prepared["eager:after"] = EagerPrepared(deployed, kind=label)
-            continue
+        runtime = get_runtime(name)
         try:
-            before, after = onnx_pair(reference, work, bits, data, threads, calibration, max_samples, notes)
+            before, after = runtime.pair(request)
         except WorkbenchError as exc:
             notes.append(f"{name}: not measured: {first_line(exc)}; the eager numbers are given instead")
             continue
-        onnx_bytes = after.model_bytes
         prepared[f"{name}:before"], prepared[f"{name}:after"] = before, after
+        if runtime.in_process:
+            continue  # its scores are the evaluations the compression already made
+        onnx_bytes = getattr(after, "model_bytes", onnx_bytes)
         evals[(name, "before")] = evaluate_runtime(before, data, batch_size=eval_batch_size, metric=score)
         evals[(name, "after")] = evaluate_runtime(after, data, batch_size=eval_batch_size, metric=score)
     if not prepared:
@@ -108,36 +112,6 @@ def prepare_runtimes(
         prepared["eager:after"] = EagerPrepared(deployed, kind=label)
     # Keep the order the caller asked for (the first runtime is `before`/`after`), eager last if substituted.
     return prepared, evals, onnx_bytes
-
-
-def onnx_pair(reference, work, bits, data, threads, calibration, max_samples, notes):
-    """The original and the compressed model on ONNX Runtime; 8-bit layers real int8 (QDQ)."""
-    from analysis.layers import example_input
-    from analysis.runtime.base import prepare
-    from analysis.runtime.int8 import prepare_int8
-
-    shape = data.input_shape
-    before = prepare(reference, "onnxruntime", shape, threads)
-    int8 = sorted(n for n, b in bits.items() if b == 8)
-    other = sorted(n for n, b in bits.items() if b != 8)
-    if int8:
-        after, quantized = prepare_int8(
-            work, data, int8, threads, calibration, max_samples, example_input=example_input(shape, 2)
-        )
-        notes.extend(f"onnxruntime: {note}" for note in quantized.notes)
-        notes.append(
-            f"onnxruntime: {len(quantized.int8_layers)} layer(s) run real int8 (static QDQ, {calibration} "
-            f"calibration on {quantized.calibration_samples} training samples); the score is the ONNX model's own"
-        )
-    else:
-        after = prepare(work, "onnxruntime", shape, threads)
-    if other:
-        after.kind = SIMULATED
-        notes.append(
-            f"onnxruntime: {', '.join(other[:4])}{', ...' if len(other) > 4 else ''} at bits other than 8 run "
-            "as float with weights on the b-bit grid: that latency is simulated"
-        )
-    return before, after
 
 
 def deploy(
@@ -246,7 +220,6 @@ __all__ = [
     "measure_runtimes",
     "metrics",
     "nonzero",
-    "onnx_pair",
     "paired_speedup",
     "per_runtime_metrics",
     "prepare_runtimes",

@@ -6,10 +6,17 @@ A leaf of `analysis.runtime`: the eager and ONNX Runtime implementations both bu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from analysis.layers import example_input
+
+if TYPE_CHECKING:
+    from analysis.data import Dataset
 
 REAL, SIMULATED = "real", "simulated"
 
@@ -33,10 +40,35 @@ class Prepared(Protocol):
         ...
 
 
+@dataclass
+class PairRequest:
+    """What measuring a compressed model on a runtime starts from: the original (`reference`), the
+    compressed model with quantized layers on their grid (`work`), the same with 8-bit Linear layers on the
+    eager int8 kernel (`deployed`, timed as `label`), the bits per quantized layer, the data (its input
+    shape; int8 calibration), threads, the int8 calibration method and samples; `notes` collects what a
+    reader must know about the measurement."""
+
+    reference: nn.Module
+    work: nn.Module
+    deployed: nn.Module
+    label: str
+    bits: Mapping[str, int]
+    data: Dataset
+    threads: int | None = None
+    calibration: str = "minmax"
+    max_samples: int = 256
+    notes: list[str] = field(default_factory=list)
+
+
 class Runtime(ABC):
-    """Something that runs models: a name, its version and execution provider, and `prepare`."""
+    """Something that runs models: a name, its version and execution provider, `prepare`, and `pair` (the
+    before/after models a compression is measured with on it).
+
+    `in_process` is True for a runtime that runs the PyTorch modules themselves (eager): its before/after
+    scores are the evaluations the compression already made, so they are not evaluated again."""
 
     name: str = ""
+    in_process: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -49,3 +81,15 @@ class Runtime(ABC):
     @abstractmethod
     def prepare(self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None) -> Prepared:
         """A `Prepared` model; `model` itself is never changed. `threads`: intra-op threads (None: as set)."""
+
+    def pair(self, request: PairRequest) -> tuple[Prepared, Prepared]:
+        """The original and the compressed model ready on this runtime. By default both are prepared as they
+        are, and the compressed one's latency is `simulated` where a layer is quantized (its weights sit on
+        the b-bit grid but run as float)."""
+        example = example_input(request.data.input_shape, 2)
+        before = self.prepare(request.reference, example, request.threads)
+        after = self.prepare(request.work, example, request.threads)
+        if request.bits:
+            after.kind = SIMULATED
+            request.notes.append(f"{self.name}: quantized layers run as float: that latency is simulated")
+        return before, after
