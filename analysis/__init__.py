@@ -70,7 +70,6 @@ from analysis.evaluate import EvalResult, evaluate
 from analysis.fx.runner import DownstreamRunner, Edit
 from analysis.importance import CRITERIA as IMPORTANCE_CRITERIA
 from analysis.importance import Importance, RankingResult, get_importance, rank_channels
-from analysis.inputs import InputBatch, InputField, InputSpec, ModelInputs, parse_input_spec
 from analysis.io import to_json
 from analysis.latency import (
     DEFAULT_BATCH_SIZE,
@@ -80,16 +79,6 @@ from analysis.latency import (
     latency_lock_busy,
     layer_times,
     measure_latency,
-)
-from analysis.layers import (
-    call_model,
-    copy_model,
-    example_input,
-    final_classifier,
-    is_prunable,
-    out_channels,
-    output_layers,
-    prunable_layers,
 )
 from analysis.metrics import (
     METRIC_CHOICES,
@@ -101,9 +90,21 @@ from analysis.metrics import (
     score_value,
     scoring,
 )
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import InputBatch, InputField, InputSpec, ModelInputs, parse_input_spec
+from analysis.model.layers import (
+    call_model,
+    copy_model,
+    example_input,
+    final_classifier,
+    is_prunable,
+    out_channels,
+    output_layers,
+    prunable_layers,
+)
+from analysis.model.outputs import flatten_outputs
+from analysis.model.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
 from analysis.progress import Progress, progress_bar
-from analysis.progress_eta import RunTimer, sigint_stops
+from analysis.progress.eta import RunTimer, sigint_stops
 from analysis.report import charts
 from analysis.report.bundle import report_files
 from analysis.report.cards import ModelCard, cost_vs_time, model_card
@@ -135,7 +136,6 @@ from analysis.sensitivity.sweep import (
     sensitivity_sweep,
 )
 from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
-from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
 from analysis.store import ResultsStore, model_fingerprint, plan_diff, public_environment
 from analysis.store import compare as compare_runs
 from analysis.store.mlflow_sink import log_compression

@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from analysis.concurrency import ModuleScopes, private_copy
-from analysis.inputs import InputSpec, ModelInputs, as_input_spec
-from analysis.layers import call_model
+from analysis.model.inputs import InputSpec, ModelInputs, as_input_spec
+from analysis.model.layers import call_model
 
 MAC_MODULE_TYPES = (
     nn.Conv1d,

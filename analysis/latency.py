@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from analysis.concurrency import eval_view, private_copy
-from analysis.inputs import InputSpec, to_device
-from analysis.layers import call_model, example_input
 from analysis.limits import check_batch_memory, check_threads
+from analysis.model.inputs import InputSpec, to_device
+from analysis.model.layers import call_model, example_input
 from analysis.progress import Progress
 from analysis.validate import whole
 

@@ -21,11 +21,11 @@ from torch import nn
 
 from analysis.data import Dataset, load_data
 from analysis.data.checks import check_labels, model_outputs
-from analysis.inputs import InputSpec, positional_names
 from analysis.io import write_bytes_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.metrics import check_metric_name
-from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, check_input_shape, load_model, parse_input_shape
+from analysis.model.inputs import InputSpec, positional_names
+from analysis.model.specs import DEFAULT_DATA, DEFAULT_MODEL, check_input_shape, load_model, parse_input_shape
 from analysis.validate import whole
 
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "compression-workbench" / "uploads"

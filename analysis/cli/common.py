@@ -34,10 +34,10 @@ from torch import nn
 from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
 from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputSpec, positional_names
 from analysis.io import check_outputs, to_json, write_all_atomic
 from analysis.metrics import METRIC_CHOICES, check_metric_name
-from analysis.specs import (
+from analysis.model.inputs import InputSpec, positional_names
+from analysis.model.specs import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
     check_input_shape,
@@ -320,7 +320,7 @@ def long_run(desc: str) -> Iterator[LongRun]:
     from tqdm import tqdm
 
     from analysis.progress import log_lines
-    from analysis.progress_eta import RunTimer, sigint_stops
+    from analysis.progress.eta import RunTimer, sigint_stops
 
     timer = RunTimer()
     bars: list = []

@@ -52,7 +52,7 @@ def _schedule_steps(plan) -> int:
 
 
 def _compress(args: argparse.Namespace) -> dict:
-    from analysis.progress_eta import sigint_stops
+    from analysis.progress.eta import sigint_stops
     from analysis.runtime.artifacts import artifact_kind
     from analysis.store.recording import COMPRESSION, record_command
 

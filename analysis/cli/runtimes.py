@@ -17,8 +17,8 @@ from torch import nn
 from analysis.cli.common import add_list_arg, list_names, warn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputSpec
 from analysis.metrics import Scoring
+from analysis.model.inputs import InputSpec
 
 RUNTIME_HELP = "eager, onnxruntime"
 

@@ -36,8 +36,8 @@ from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
-from analysis.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
 from analysis.metrics import Scoring, scoring
+from analysis.model.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
 from analysis.progress import Forward, Progress
 from analysis.runtime.measure import (
     check_calibration,

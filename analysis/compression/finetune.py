@@ -23,9 +23,9 @@ from analysis.compression.finetune_settings import LR_SCHEDULES, FinetuneSetting
 from analysis.data import Dataset
 from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
-from analysis.inputs import to_device
-from analysis.layers import call_model, copy_model
-from analysis.outputs import flatten_outputs, is_class_scores
+from analysis.model.inputs import to_device
+from analysis.model.layers import call_model, copy_model
+from analysis.model.outputs import flatten_outputs, is_class_scores
 from analysis.progress import Progress
 
 

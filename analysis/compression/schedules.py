@@ -66,9 +66,9 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.inputs import InputSpec
-from analysis.layers import copy_model, example_input
 from analysis.metrics import Scoring, scoring
+from analysis.model.inputs import InputSpec
+from analysis.model.layers import copy_model, example_input
 from analysis.progress import Progress
 from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups

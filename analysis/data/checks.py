@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import InputBatch, InputSpec, spec_of
+from analysis.model.inputs import InputBatch, InputSpec, spec_of
 
 SCAN_BYTES = 4 * 2**20
 
@@ -124,9 +124,9 @@ def check_labels(data: Any, num_outputs: int | None) -> None:
 def model_outputs(model: torch.nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int | None:
     """Number of classes a classifier outputs (its one output is (N, C)), or None if not a classifier."""
     from analysis.concurrency import eval_view
-    from analysis.inputs import as_input_spec
-    from analysis.layers import call_model
-    from analysis.outputs import flatten_outputs
+    from analysis.model.inputs import as_input_spec
+    from analysis.model.layers import call_model
+    from analysis.model.outputs import flatten_outputs
 
     try:
         with torch.inference_mode():

@@ -258,8 +258,8 @@ class DistributedLowRankSensitivity(LowRankSensitivity):
 
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
-    from analysis.inputs import as_model_inputs
-    from analysis.layers import prunable_layers
+    from analysis.model.inputs import as_model_inputs
+    from analysis.model.layers import prunable_layers
     from analysis.sensitivity.sweep import KINDS, _resolve_groups
     from analysis.transforms.groups import find_groups
     from analysis.validate import check_layer_names

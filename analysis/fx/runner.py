@@ -87,10 +87,10 @@ from analysis.evaluate import EvalResult
 from analysis.fx.slicing import Suffix, build_prefix, build_suffix, downstream
 from analysis.fx.snapshots import Snapshots, check_modules, last_use, tensor_bytes
 from analysis.fx.trace import trace_model
-from analysis.inputs import InputBatch
-from analysis.layers import call_model
 from analysis.metrics import Accuracy, Agreement, MetricTally, Scoring
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import InputBatch
+from analysis.model.layers import call_model
+from analysis.model.outputs import flatten_outputs
 from analysis.progress import Progress
 
 DEFAULT_MAX_CACHE_BYTES = 1 << 30

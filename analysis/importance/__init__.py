@@ -6,7 +6,7 @@
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.base import CRITERIA, Importance, get_importance, has_nan_scores
 from analysis.importance.rankings import RankingResult, rank_channels, spearman
-from analysis.layers import is_prunable, out_channels, prunable_layers
+from analysis.model.layers import is_prunable, out_channels, prunable_layers
 
 __all__ = [
     "CRITERIA",

@@ -27,7 +27,7 @@ from torch import nn
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.calibration import CalibrationScores, activation_scores
 from analysis.importance.features import FeatureGraph
-from analysis.layers import filter_rows, prunable_layers
+from analysis.model.layers import filter_rows, prunable_layers
 from analysis.progress import Progress
 from analysis.validate import criterion as check_criterion
 from analysis.validate import whole

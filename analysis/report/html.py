@@ -25,9 +25,9 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.inputs import InputSpec
 from analysis.io import write_text_atomic
 from analysis.metrics import ACCURACY, MetricInfo
+from analysis.model.inputs import InputSpec
 from analysis.progress import Progress
 from analysis.report import charts
 from analysis.report.files import as_list, environment, safe_drops, safe_points

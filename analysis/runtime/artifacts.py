@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import ModelInputs, as_model_inputs
 from analysis.io import write_atomic
+from analysis.model.inputs import ModelInputs, as_model_inputs
 from analysis.runtime.loading import (  # noqa: F401  (re-exported: the artifact API lives here)
     ARTIFACT_SUFFIXES,
     PRUNED_FORMAT,
@@ -39,8 +39,8 @@ from analysis.runtime.pruned import module_attributes
 
 
 def _example(model: nn.Module, input_shape) -> ModelInputs:
-    from analysis.layers import example_input as example_batch
-    from analysis.specs import model_input_shape
+    from analysis.model.layers import example_input as example_batch
+    from analysis.model.specs import model_input_shape
 
     return example_batch(model_input_shape(model, input_shape), 2)
 
@@ -48,7 +48,7 @@ def _example(model: nn.Module, input_shape) -> ModelInputs:
 def export_program(model: nn.Module, example_input: ModelInputs) -> torch.export.ExportedProgram:
     """`torch.export.export` of a private eval-mode copy, batch dimension of every input dynamic (inputs
     by name passed as keyword arguments)."""
-    from analysis.layers import copy_model
+    from analysis.model.layers import copy_model
     from analysis.runtime.onnx import export_arguments
 
     work = copy_model(model).eval()
@@ -69,7 +69,7 @@ def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
     """Write `model` (its spec's architecture, possibly pruned) as weights + JSON metadata, no pickle."""
     from safetensors.torch import save_file
 
-    from analysis.specs import load_model
+    from analysis.model.specs import load_model
 
     if not spec or artifact_kind(spec) is not None:
         raise WorkbenchError(
@@ -202,7 +202,7 @@ def save_compressed(
 
 def load_pruned(path: str | Path) -> nn.Module:
     """The model a `save_pruned` file holds (`analysis.runtime.loading.load_pruned` with the spec parser)."""
-    from analysis.specs import apply_weights, load_model
+    from analysis.model.specs import apply_weights, load_model
 
     return _load_pruned(path, load_model, apply_weights)
 
@@ -211,7 +211,7 @@ def load_artifact(path: str | Path, threads: int | None = None, trust_pickle: bo
     """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
     (`threads` intra-op threads), `.pt2` as the exported program (checked unless `trust_pickle`),
     `.pruned.safetensors` rebuilt."""
-    from analysis.specs import apply_weights, load_model
+    from analysis.model.specs import apply_weights, load_model
 
     return _load_artifact(
         path, threads, build=load_model, apply_weights=apply_weights, trust_pickle=trust_pickle

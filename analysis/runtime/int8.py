@@ -25,7 +25,7 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import ModelInputs, as_model_inputs
+from analysis.model.inputs import ModelInputs, as_model_inputs
 from analysis.runtime.onnx import OnnxModule, OnnxPrepared, export_onnx, feed_inputs
 from analysis.runtime.types import REAL
 

@@ -1,6 +1,6 @@
-"""Loading saved artifacts (`.onnx`, `.pt2`, `.pruned.safetensors`): what `analysis.specs.load_model` calls.
+"""Loading saved artifacts (`.onnx`, `.pt2`, `.pruned.safetensors`): what `analysis.model.specs.load_model` calls.
 
-A leaf below `analysis.specs`: the pruned format rebuilds its architecture through the `build` callable the
+A leaf below `analysis.model.specs`: the pruned format rebuilds its architecture through the `build` callable the
 caller passes (`load_model`), so this module never imports the spec parser back.
 
 Nothing here runs code from a file unless the operator says so: `.onnx` is data for ONNX Runtime; a
@@ -94,7 +94,7 @@ def load_artifact(
 
 def _program_inputs(program):
     """The per-sample shape of a one-input program, an `InputSpec` for several, None where not fixed."""
-    from analysis.inputs import InputField, InputSpec
+    from analysis.model.inputs import InputField, InputSpec
 
     names = list(program.graph_signature.user_inputs)
     fields = []

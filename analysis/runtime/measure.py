@@ -15,7 +15,7 @@ from analysis.compression.result import REAL, SIMULATED, ModelMetrics
 from analysis.cost import count_params, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.layers import copy_model
+from analysis.model.layers import copy_model
 from analysis.progress import Progress
 from analysis.transforms.quantization import int8_backend, to_int8_linear
 
@@ -112,7 +112,7 @@ def prepare_runtimes(
 
 def onnx_pair(reference, work, bits, data, threads, calibration, max_samples, notes):
     """The original and the compressed model on ONNX Runtime; 8-bit layers real int8 (QDQ)."""
-    from analysis.layers import example_input
+    from analysis.model.layers import example_input
     from analysis.runtime.base import prepare
     from analysis.runtime.int8 import prepare_int8
 

@@ -111,7 +111,7 @@ def allowed_architecture(spec: str) -> bool:
 
 def load_pruned(path: str | Path, build: Callable[[str], nn.Module], apply_weights: Callable) -> nn.Module:
     """The model a pruned-format file holds, when the architecture it names is on the allow-list (module
-    docstring): built by `build` (`analysis.specs.load_model`), then `apply_pruned`."""
+    docstring): built by `build` (`analysis.model.specs.load_model`), then `apply_pruned`."""
     meta, state = read_pruned(path)
     spec = meta.get("spec")
     if not isinstance(spec, str) or not spec.strip():

@@ -16,20 +16,20 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import (
+from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
+from analysis.model.inputs import (
     InputSpec,
     as_input_spec,
     parse_input_spec,
     positional_names,
     required_inputs,
 )
-from analysis.layers import call_model
-from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
+from analysis.model.layers import call_model
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
-WORKBENCH_DIR = Path(__file__).resolve().parent
+WORKBENCH_DIR = Path(__file__).resolve().parents[1]  # the analysis package
 _FILE_MODULES: dict[Path, object] = {}  # resolved path of a file.py spec -> its module, imported once
 _FILE_MODULES_LOCK = threading.Lock()
 
@@ -288,7 +288,7 @@ def load_model(
 
         model = zoo.build(spec.removeprefix("zoo:"))
     elif spec.startswith("hf:"):
-        from analysis.hf import load_hf
+        from analysis.model.hf import load_hf
 
         model = load_hf(spec.removeprefix("hf:"))
     elif spec.startswith("torchvision:"):
@@ -321,7 +321,7 @@ def model_input_shape(
     declared = getattr(model, "input_shape", None)
     if declared:
         return tuple(declared)
-    from analysis.hf import hf_input_spec
+    from analysis.model.hf import hf_input_spec
 
     from_config = hf_input_spec(model)
     if from_config is not None:
