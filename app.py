@@ -16,16 +16,10 @@ import os
 import streamlit as st
 import torch
 
-from analysis import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MODEL,
-    METRIC_CHOICES,
-    RUNTIMES,
-    ZOO,
-    WorkbenchError,
-    WorkbenchSpec,
-    operator_architectures,
-)
+from analysis import DEFAULT_MODEL, RUNTIMES, ZOO, WorkbenchError
+from analysis.app_support import WorkbenchSpec, operator_architectures
+from analysis.latency import DEFAULT_BATCH_SIZE
+from analysis.metrics import METRIC_CHOICES
 from pages import _shared
 
 PAGES = [

@@ -24,16 +24,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import (
-    DEFAULT_BATCH_SIZE,
-    NOISY_SPREAD,
-    Workbench,
-    WorkbenchError,
-    WorkbenchSpec,
-    first_line,
-    load_workbench,
-    public_message,
-)
+from analysis import WorkbenchError
+from analysis.app_support import Workbench, WorkbenchSpec, load_workbench, public_message
+from analysis.errors import first_line
+from analysis.latency import DEFAULT_BATCH_SIZE, NOISY_SPREAD
 
 # Re-exported (noqa F401): every page writes `_shared.<name>` for these too.
 from pages._jobs import (  # noqa: F401
@@ -304,7 +298,7 @@ def result_params(name: str) -> dict:
 def metric_info(wb: Workbench) -> Any:
     """The sidebar's metric resolved for the loaded model and data (`auto` made concrete): its name,
     direction, unit; a bad metric stops the page with one line."""
-    from analysis import scoring
+    from analysis.metrics import scoring
 
     with guard("Choosing the metric"):
         return cached(
@@ -389,7 +383,7 @@ def visible_runs() -> list[int] | None:
 
 def fingerprint(wb: Workbench) -> str:
     """The loaded model's fingerprint (its spec and a hash of its weights), as the results store keys it."""
-    from analysis import model_fingerprint
+    from analysis.store import model_fingerprint
 
     return cached(
         "fingerprint", wb.spec.model_key(), {}, lambda p: model_fingerprint(wb.spec.model, wb.model)
@@ -421,14 +415,15 @@ def recorded_run(kind: str, wb: Workbench, params: dict) -> Any:
 
 def sweep_from_dict(payload: dict) -> Any:
     """A recorded sweep as a `SensitivityResult` (also for kinds its `from_dict` does not know yet)."""
-    from analysis import SensitivityCurve, SensitivityResult
+    from analysis import SensitivityResult
+    from analysis.sensitivity import SensitivityCurve
 
     try:
         return SensitivityResult.from_dict(payload)
     except WorkbenchError:
         if payload.get("kind") not in ("lowrank", "share"):
             raise
-    from analysis import MetricInfo
+    from analysis.metrics import MetricInfo
 
     metric = MetricInfo.from_dict(payload.get("metric"))
     key = "bits" if "bits" in next(iter(payload["layers"].values()), {}) else "ratios"

@@ -23,28 +23,27 @@ from analysis import (
     SCHEDULE_TARGETS,
     ScheduleSettings,
     WorkbenchError,
+    suggest,
+    summarize,
+)
+from analysis.app_support import (
     apply_plan,
     artifact_bytes,
-    charts,
-    comparison_frame,
     compression_record,
-    first_line,
     group_ratios,
     layer_groups,
-    log_compression,
     noisy_timings,
     predicted_drop_points,
     preview_cost,
-    pruning_groups,
-    recovery_epochs,
     remeasure,
     run_points,
-    suggest,
     suggestion_verdict,
-    summarize,
-    uniform_layer_table,
-    validate_transform_settings,
 )
+from analysis.compression import recovery_epochs
+from analysis.errors import first_line
+from analysis.report import charts, comparison_frame, uniform_layer_table
+from analysis.store import log_compression
+from analysis.transforms import pruning_groups, validate_transform_settings
 from pages import _shared
 
 BITS = [*range(2, 17), 32]

@@ -12,7 +12,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff, public_environment, strip_paths
+from analysis import RankingResult
+from analysis.app_support import strip_paths
+from analysis.metrics import METRICS
+from analysis.report import charts
+from analysis.store import compare as compare_runs
+from analysis.store import plan_diff, public_environment
 from pages import _shared
 
 # Where a re-opened run goes: the page, the session-state result names that page reads.

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from analysis import RUNTIMES, WorkbenchError, charts, compare_runtime_latency, model_card, prepare, summarize
+from analysis import RUNTIMES, WorkbenchError, summarize
+from analysis.report import charts, model_card
+from analysis.runtime import compare_runtime_latency, prepare
 from pages import _shared
 
 _shared.routed()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from analysis import charts, cost_vs_time
+from analysis.report import charts, cost_vs_time
 from pages import _shared
 
 _shared.routed()

@@ -6,17 +6,12 @@ shown instead of computed again (Recompute runs it anyway). Ranking runs in a wo
 
 import streamlit as st
 
-from analysis import (
-    DEFAULT_MAX_SAMPLES,
-    IMPORTANCE_CRITERIA,
-    RankingResult,
-    charts,
-    out_channels,
-    prunable_layers,
-    rank_channels,
-    ray_rank_channels,
-    to_json,
-)
+from analysis import IMPORTANCE_CRITERIA, RankingResult, rank_channels
+from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.distributed import ray_rank_channels
+from analysis.io import to_json
+from analysis.model import out_channels, prunable_layers
+from analysis.report import charts
 from pages import _shared
 
 st.title("Rankings")

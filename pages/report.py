@@ -3,15 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from analysis import (
-    SENSITIVITY_KINDS,
-    WorkbenchError,
-    first_line,
-    measure_runtime_latency,
-    prepare,
-    report_files,
-    sensitivity_sweep,
-)
+from analysis import SENSITIVITY_KINDS, WorkbenchError, sensitivity_sweep
+from analysis.errors import first_line
+from analysis.report import report_files
+from analysis.runtime import measure_runtime_latency, prepare
 from pages import _shared
 
 st.title("Report")

@@ -8,18 +8,13 @@ stopped, it keeps (and records, as partial) the layers that finished.
 
 import streamlit as st
 
-from analysis import (
-    DEFAULT_BITS,
-    DEFAULT_RATIOS,
-    SENSITIVITY_KINDS,
-    charts,
-    parse_values,
-    prunable_layers,
-    ray_sensitivity_sweep,
-    safe_points,
-    sensitivity_sweep,
-    to_json,
-)
+from analysis import SENSITIVITY_KINDS, sensitivity_sweep
+from analysis.distributed import ray_sensitivity_sweep
+from analysis.io import to_json
+from analysis.model import prunable_layers
+from analysis.report import charts, safe_points
+from analysis.sensitivity import DEFAULT_BITS, DEFAULT_RATIOS
+from analysis.validate import parse_values
 from pages import _shared
 
 KINDS = list(dict.fromkeys([*SENSITIVITY_KINDS, "lowrank", "share"]))

@@ -4,17 +4,11 @@ what sparsity training did."""
 
 import streamlit as st
 
-from analysis import (
-    charts,
-    example_input,
-    find_groups,
-    prunable_layers,
-    quant_vs_kmeans,
-    quantization_view,
-    sparsity_values,
-    weight_histograms,
-    weight_stats,
-)
+from analysis import find_groups
+from analysis.compression import sparsity_values
+from analysis.model import example_input, prunable_layers
+from analysis.report import charts, quantization_view, weight_histograms, weight_stats
+from analysis.transforms import quant_vs_kmeans
 from pages import _shared
 
 st.title("Weights")

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from analysis import WorkbenchError, load_data, load_model, parse_input_shape
+from analysis import WorkbenchError, load_data, load_model
+from analysis.model import parse_input_shape
 from analysis.zoo import ZOO
 
 MODULE_SOURCE = """

@@ -274,7 +274,7 @@ def load_model(
 ) -> nn.Module:
     """Build the model a spec names, in eval mode, with `weights` (a state dict file) loaded if given."""
     spec = spec.strip()
-    from analysis.runtime.loading import artifact_kind, load_artifact
+    from analysis.model.loading import artifact_kind, load_artifact
 
     if artifact_kind(spec) in ("onnx", "pt2", "pruned"):
         if weights is not None:
@@ -298,7 +298,7 @@ def load_model(
     else:
         model = _import_callable(spec)
     if weights is not None:
-        from analysis.runtime.pruned import apply_pruned, is_pruned_file
+        from analysis.model.pruned import apply_pruned, is_pruned_file
 
         if is_pruned_file(weights):  # the operator named the architecture: the file gives shapes and weights
             apply_pruned(model, weights, apply_weights)

@@ -20,7 +20,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from analysis.metrics import ACCURACY, MetricInfo
-from analysis.transforms.weight_stats import Histogram, QuantizationView
+from analysis.report.weights import Histogram, QuantizationView
 
 MAX_GRID_LINES = 64  # beyond this many quantization levels the grid is too fine to draw as lines
 PALETTE = (

@@ -74,7 +74,8 @@ def test_shared_mode_ignores_forged_pickle_callable_and_server_path_values(monke
 
 def test_shared_mode_check_refuses_pickle_callable_and_path_specs(monkeypatch):
     """The last line of defence every page goes through (`_shared.workbench` -> `check_spec`)."""
-    from analysis import WorkbenchError, WorkbenchSpec
+    from analysis import WorkbenchError
+    from analysis.app_support import WorkbenchSpec
     from pages import _shared
 
     monkeypatch.setenv("WORKBENCH_MODE", "shared")
