@@ -44,7 +44,7 @@ from analysis.errors import first_line
 from analysis.report import charts, comparison_frame, uniform_layer_table
 from analysis.store import log_compression
 from analysis.transforms import pruning_groups, validate_transform_settings
-from pages import _shared
+from pages import _jobs, _records, _serving, _shared, _state
 
 BITS = [*range(2, 17), 32]
 SHARE_BITS = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # 0: no weight sharing
@@ -83,14 +83,14 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     coupled = layer_groups(groups)
     for r in rows:
         for prefix, first in (("prune", 0.0), ("bits", 32), ("rank", 0.0), ("share", 0), ("wts", "float")):
-            _shared.sticky(f"{prefix}::{r.layer}", first)
+            _state.sticky(f"{prefix}::{r.layer}", first)
     defaults = {"uni_prune": 0.25, "uni_bits": 32, "budget_kind": "macs", "budget_value": 0.5, "plan_criterion": "l1",
                 "plan_structured": True, "plan_epochs": 0, "plan_distill": False, "plan_huffman": False,
                 "meth_method": "oneshot", "meth_criterion": "taylor", "meth_normalize": "l2", "meth_target": "macs",
                 "meth_target_value": 0.5, "meth_steps": 3, "meth_epochs_per_step": 1.0, "meth_strength": 1e-4,
                 "meth_epochs": 3, "meth_finetune": 0, "rt_both": False, "budget_tolerance": 1.0, "plan_recipe": False}  # fmt: skip
     for k, v in defaults.items():
-        _shared.sticky(k, v)
+        _state.sticky(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
     info = _shared.metric_info(wb)
     if sweep is not None and sweep.metric.name != info.name:
@@ -104,7 +104,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         "Method",
         SCHEDULE_METHODS,
         key="meth_method",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         format_func=METHOD_LABELS.get,
     )
     schedule = None
@@ -113,27 +113,27 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
             "Criterion (global ranking)",
             IMPORTANCE_CRITERIA,
             key="meth_criterion",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
         )
         norm = c[2].selectbox(
-            "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_shared.KEEP
+            "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_state.KEEP
         )
-        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_shared.KEEP,
+        target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_state.KEEP,
                                 help="fraction to keep (MACs, params, latency) or channels (fraction or count)")  # fmt: skip
         c = st.columns(5)
         value = c[0].number_input(
-            "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_shared.KEEP
+            "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_state.KEEP
         )
-        steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_shared.KEEP)
+        steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_state.KEEP)
         eps = c[2].number_input(
-            "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_shared.KEEP
+            "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_state.KEEP
         )
-        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_shared.KEEP,
+        strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_state.KEEP,
                                      disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_shared.KEEP,
+        epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_state.KEEP,
                                    disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
         ft_epochs = st.number_input(
-            "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_shared.KEEP
+            "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_state.KEEP
         )
         try:
             schedule = ScheduleSettings(method=method, criterion=crit, normalize=norm, target={target: float(value)},
@@ -148,24 +148,24 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     with st.expander("Presets", expanded=method == "oneshot"):
         c = st.columns([2, 2, 1])
         ratio = c[0].slider(
-            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_shared.KEEP
+            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_state.KEEP
         )
         bits = c[1].select_slider(
-            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_shared.KEEP
+            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_state.KEEP
         )
         if c[2].button("Set every layer"):
             for r in rows:
                 st.session_state[f"prune::{r.layer}"] = 0.0 if r.final else ratio
                 st.session_state[f"bits::{r.layer}"] = bits
         c = st.columns([2, 2, 2, 1])
-        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_shared.KEEP,
+        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_state.KEEP,
                               help=f"macs, latency: the fraction to keep; drop: the {info.name} you accept to lose "
                                    f"({points_unit})")  # fmt: skip
         value = c[1].number_input(
-            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_shared.KEEP
+            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_state.KEEP
         )
         tolerance = c[2].number_input(f"Accept a drop of ({points_unit})", 0.0, 100.0, step=0.5, key="budget_tolerance",
-                                      persist_state=_shared.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
+                                      persist_state=_state.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
         if c[3].button("Suggest", disabled=sweep is None, help=no_sweep):
             budget = f"{kind}={value / _shared.drop_scale(info) if kind == 'drop' else value}"
@@ -199,16 +199,14 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     st.subheader("Per layer")
     c = st.columns(4)
     criterion = c[0].selectbox(
-        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_shared.KEEP
+        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_state.KEEP
     )
-    structured = c[1].toggle(
-        "Structured (remove channels)", key="plan_structured", persist_state=_shared.KEEP
-    )
-    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_shared.KEEP)
+    structured = c[1].toggle("Structured (remove channels)", key="plan_structured", persist_state=_state.KEEP)
+    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_state.KEEP)
     both = c[3].checkbox(
         "Time on both runtimes",
         key="rt_both",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help=f"sidebar runtime: {runtime}",
     )
     refused: dict[str, str] = {}
@@ -220,17 +218,15 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         c[0].markdown(
             f"**{_shared.breakable(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
         )
-        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_shared.KEEP, disabled=bool(r.final) or method != "oneshot",
+        c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_state.KEEP, disabled=bool(r.final) or method != "oneshot",
                     on_change=_couple, args=(r.layer, members),
                     help=f"coupled with {', '.join(members)}: they lose the same channels" if members else None)  # fmt: skip
-        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_shared.KEEP)
+        c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_state.KEEP)
         c[3].number_input(
-            "rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}", persist_state=_shared.KEEP
+            "rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=f"rank::{r.layer}", persist_state=_state.KEEP
         )
-        c[4].selectbox(
-            "share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}", persist_state=_shared.KEEP
-        )
-        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}", persist_state=_shared.KEEP)
+        c[4].selectbox("share bits (0 = off)", SHARE_BITS, key=f"share::{r.layer}", persist_state=_state.KEEP)
+        c[5].selectbox("weights", WEIGHT_KINDS, key=f"wts::{r.layer}", persist_state=_state.KEEP)
         if members:
             c[0].caption(_shared.plain(f"group {group.name}: moves with {', '.join(members)}"))
         settings = {"prune": 0.0 if r.final or method != "oneshot" else float(st.session_state[f"prune::{r.layer}"]),
@@ -246,10 +242,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         if settings["prune"] > 0 or settings["bits"] != 32 or transforms:
             layer_plan[r.layer] = {k: v for k, v in settings.items() if k != "structured"} | transforms
     c = st.columns(3)
-    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_shared.KEEP)
-    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_shared.KEEP)
+    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_state.KEEP)
+    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_state.KEEP)
     recipe = c[2].checkbox(
-        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_shared.KEEP
+        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_state.KEEP
     )
 
     plan: dict[str, Any] = {
@@ -302,10 +298,10 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         st.caption("Unstructured pruning zeroes weights: MACs and params stay, only the nonzero count falls.")
 
     mlflow_uri = ""
-    if not _shared.shared():  # a shared server writes nowhere a browser user names
+    if not _serving.shared():  # a shared server writes nowhere a browser user names
         mlflow_uri = st.text_input(
             "Also log to MLflow (tracking URI, optional)",
-            **_shared.kept("cmp_mlflow", ""),
+            **_state.kept("cmp_mlflow", ""),
             placeholder="file:/path/to/mlruns or http://host:5000",
             help="Each Apply is also logged as an MLflow run (params = the plan, metrics = before/after); "
             "needs mlflow-skinny installed. The results store records it either way.",
@@ -316,7 +312,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
     if refused:
         st.caption("Fix the refused combinations above to apply.")
     job_key = f"compress::{key}"
-    if apply or _shared.job_running(job_key):
+    if apply or _jobs.job_running(job_key):
         if apply:
             st.session_state[f"_pending::{job_key}"] = plan
             st.session_state[f"_live::{job_key}"] = []
@@ -349,7 +345,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
                               metric=spec.metric)  # fmt: skip
 
         with _shared.guard("Compressing"):
-            (result, extras), _ = _shared.run_stoppable("Compressing", job_key, work, tick, None)
+            (result, extras), _ = _jobs.run_stoppable("Compressing", job_key, work, tick, None)
         placeholder.empty()
         runs = st.session_state.setdefault(f"_runs::{key}", [])
         n = 1 + max((p["run"] for p in runs), default=0)
@@ -357,7 +353,7 @@ def main() -> None:  # noqa: C901 (one page, read top to bottom)
         _shared.forget_built("cmp")  # the last result's files
         label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
         runs.extend(run_points(result, extras, label, n))
-        _shared.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
+        _records.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
                                                                    threads=spec.threads))  # fmt: skip
         if mlflow_uri:
             with _shared.guard("Logging to MLflow"):

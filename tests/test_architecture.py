@@ -150,15 +150,12 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 LONG_FOR_NOW = {
     "analysis/transforms/sharing.py",
     "analysis/report/html.py",
-    "analysis/report/charts.py",
     "analysis/fx/runner.py",
     "analysis/compression/compress.py",
     "analysis/compression/schedules.py",
     "analysis/compression/suggest_mixed.py",
     "analysis/cli/common.py",
     "analysis/distributed/ray_sweep.py",
-    "pages/_shared.py",
-    "pages/compress.py",
 }
 
 

@@ -1,4 +1,4 @@
-"""Every model and data spec kind of CONTRACT sections 1-2, and every bad input, as one-line errors."""
+"""Every model and data spec kind of docs/contract.md sections 1-2, and every bad input, as one-line errors."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Each command group lives in a module of `analysis/cli/` (basic, rank, compress, 
 args and returns the JSON payload (a dict); extra output files go through `add_output` so that a command
 writes all of them or none (`analysis.io.write_all_atomic`), the JSON included.
 
-Options every analysis command shares (CONTRACT section 6):
+Options every analysis command shares (docs/contract.md section 6):
 - lists (`--ratios`, `--bits`, `--layers`, `--criteria`, `--kinds`) take commas, spaces or both:
   `--ratios 0.2,0.4 0.6` is `[0.2, 0.4, 0.6]` (`list_values`, `list_names`);
 - `--device auto|cpu|cuda[:N]` and `--dtype float32|float16|bfloat16` (`device_options`);
@@ -457,8 +457,3 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         for cleanup in args.__dict__.get("_cleanup", []):
             cleanup()
     return args.__dict__.get("_exit_code", 0)
-
-
-def option_list(text: str | None, kind, what: str) -> list | None:
-    """A `--what` option's list (commas and/or spaces), None where the option was not given."""
-    return None if text is None else parse_values(text, kind, f"--{what}", allow_empty=False)

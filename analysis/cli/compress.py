@@ -164,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_metric_arg(p)
-    p.add_argument("--plan", required=True, help="plan JSON (CONTRACT section 4)")
+    p.add_argument("--plan", required=True, help="plan JSON (docs/contract.md section 4)")
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size (default 32)"
     )

@@ -1,5 +1,5 @@
 """`rank`: every channel of every prunable layer scored by each importance criterion, and how each criterion
-agrees with the oracle (CONTRACT section 3)."""
+agrees with the oracle (docs/contract.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`--runtime` on every command that runs a model (CONTRACT section 6): the option, its names checked before
+"""`--runtime` on every command that runs a model (docs/contract.md section 6): the option, its names checked before
 any work, and `evaluate`'s and `latency`'s measurements on each runtime named.
 
 `evaluate --runtime eager,onnxruntime` evaluates the model on each (the first runtime gives `accuracy`,

@@ -1,4 +1,4 @@
-"""`sensitivity` and `report`: per-layer sweeps and the all-in-one HTML report (CONTRACT section 3)."""
+"""`sensitivity` and `report`: per-layer sweeps and the all-in-one HTML report (docs/contract.md section 3)."""
 
 from __future__ import annotations
 
@@ -226,12 +226,6 @@ def _rankings(loaded, args, ray: dict | None, device, should_stop):
     return ray_rank_channels(
         loaded.model, loaded.data, oracle=not args.no_oracle, should_stop=should_stop, **ray
     )
-
-
-def _from(payload: dict):
-    from analysis.sensitivity.sweep import SensitivityResult
-
-    return SensitivityResult.from_dict(payload)
 
 
 def _add_run_options(p: argparse.ArgumentParser, dtype: bool = False) -> None:

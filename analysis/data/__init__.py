@@ -1,4 +1,4 @@
-"""Data specs (CONTRACT section 2) -> an in-memory `Dataset` of tensors.
+"""Data specs (docs/contract.md section 2) -> an in-memory `Dataset` of tensors.
 
 Every split fits in memory for the data sizes this workbench is meant for (thousands of samples); that
 keeps evaluation, calibration and the sensitivity cache simple and deterministic.

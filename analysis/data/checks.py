@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from analysis.errors import WorkbenchError
-from analysis.model.inputs import InputBatch, InputSpec, spec_of
+from analysis.model.inputs import InputBatch, InputSpec
 
 SCAN_BYTES = 4 * 2**20
 
@@ -80,23 +80,6 @@ def _check_inputs(x: torch.Tensor, where: str, xn: str, allow_ids: bool) -> None
         raise WorkbenchError(
             f"{where}: {xn!r} holds {int(bad.sum())} NaN or infinite values (first in sample {first}): "
             "clean the data first"
-        )
-
-
-def check_dataset(data: Any) -> None:
-    """Both splits of a `Dataset` (evaluation `x`/`y`, training `x_train`/`y_train`), and matching shapes."""
-    check_split(data.x, data.y, data.spec)
-    check_split(data.x_train, data.y_train, data.spec, ("x_train", "y_train"))
-    if isinstance(data.x, InputBatch) or isinstance(data.x_train, InputBatch):
-        if spec_of(data.x) != spec_of(data.x_train):
-            raise WorkbenchError(
-                f"{data.spec}: the training inputs' shapes differ from the evaluation inputs'"
-            )
-        return
-    if data.x_train.shape[1:] != data.x.shape[1:]:
-        raise WorkbenchError(
-            f"{data.spec}: 'x_train' samples are {tuple(data.x_train.shape[1:])}, "
-            f"'x' samples {tuple(data.x.shape[1:])}: they must match"
         )
 
 
@@ -166,7 +149,6 @@ def check_finite_result(payload: Any, what: str = "result") -> None:
 
 __all__ = [
     "check_batch_size",
-    "check_dataset",
     "check_finite_result",
     "check_labels",
     "check_labels_tensor",

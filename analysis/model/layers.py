@@ -2,7 +2,7 @@
 model's outputs expose, attention heads, a safe deep copy and a fixed example batch. A leaf: it imports only
 torch and the validation (and Torch-Pruning, inside the functions that trace the channel graph).
 
-Prunable (CONTRACT section 5): Conv1d/2d/3d (any groups), ConvTranspose1d/2d/3d with groups 1, or
+Prunable (docs/contract.md section 5): Conv1d/2d/3d (any groups), ConvTranspose1d/2d/3d with groups 1, or
 Linear. The layers whose output channels a model output exposes
 (`output_layers`, found in the channel dependency graph) never lose their outputs.
 """

@@ -1,4 +1,4 @@
-"""Model specs (CONTRACT section 1) -> nn.Module, and the input shape a model takes."""
+"""Model specs (docs/contract.md section 1) -> nn.Module, and the input shape a model takes."""
 
 from __future__ import annotations
 
