@@ -14,11 +14,11 @@ from analysis.cli.common import (
     add_output_args,
     check_counts,
     device_options,
-    load_inputs,
     metric_option,
     record,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import (
     add_runtime_arg,
     evaluate_on_runtimes,

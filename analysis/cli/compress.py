@@ -27,10 +27,10 @@ from analysis.cli.common import (
     add_output,
     add_output_args,
     list_names,
-    load_inputs,
     metric_option,
     stopped,
 )
+from analysis.cli.loading import load_inputs
 from analysis.compression.compress import compress
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES

@@ -18,13 +18,13 @@ from analysis.cli.common import (
     check_counts,
     device_options,
     list_names,
-    load_inputs,
     long_run,
     ray_options,
     record,
     stopped,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.importance import CRITERIA, DEFAULT_MAX_SAMPLES, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION

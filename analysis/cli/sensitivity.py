@@ -19,7 +19,6 @@ from analysis.cli.common import (
     device_options,
     list_names,
     list_values,
-    load_inputs,
     long_run,
     metric_option,
     ray_options,
@@ -27,6 +26,7 @@ from analysis.cli.common import (
     stopped,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown

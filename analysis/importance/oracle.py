@@ -93,7 +93,8 @@ def _loss_scoring(labels: torch.Tensor | None):
 
 def _runner_class():
     try:
-        from analysis.fx.runner import DownstreamRunner, Edit
+        from analysis.fx.edits import Edit
+        from analysis.fx.runner import DownstreamRunner
     except ImportError:
         return None
     return DownstreamRunner, Edit

@@ -19,7 +19,7 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import Edit, RunnerResult
+from analysis.fx.edits import Edit, RunnerResult
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
 from analysis.model.layers import copy_model
 from analysis.progress import Forward, Progress
