@@ -32,7 +32,7 @@ from analysis.compression.budget import BUDGET_KINDS, Budget, MacModel  # noqa: 
 from analysis.compression.budget import pruned_copy as _pruned
 from analysis.compression.budget import structured_curves as _curves
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
-from analysis.compression.suggest_mixed import METHODS, MixedSuggestion, parse_methods, suggest_mixed  # noqa: F401  (re-exported)
+from analysis.compression.suggest_mixed import MIXED_METHODS, MixedSuggestion, parse_methods, suggest_mixed  # noqa: F401  (re-exported)
 from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
@@ -348,7 +348,7 @@ def uniform_plan(
 
 
 __all__ = [
-    "METHODS",
+    "MIXED_METHODS",
     "Budget",
     "MacModel",
     "MixedSuggestion",

@@ -32,7 +32,7 @@ from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 from analysis.transforms.pruning import pruning_groups
 
-METHODS = ("prune", "rank", "bits")
+MIXED_METHODS = ("prune", "rank", "bits")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     chosen = {aliases[m] for m in items}
     if not chosen:
         raise WorkbenchError("no methods given: choose from prune, rank, bits (e.g. prune,rank,bits)")
-    return tuple(m for m in METHODS if m in chosen)
+    return tuple(m for m in MIXED_METHODS if m in chosen)
 
 
 def suggest_mixed(
@@ -105,7 +105,7 @@ def suggest_mixed(
     budget: Budget | str,
     sweeps=None,
     *,
-    methods: str | Sequence[str] = METHODS,
+    methods: str | Sequence[str] = MIXED_METHODS,
     input_shape: tuple[int, ...] | None = None,
     criterion: str = "l1",
     max_ratio: float = 0.9,
@@ -378,4 +378,4 @@ def _measure(work, input_shape, units, pos, ratios_of, criterion, data) -> tuple
     return macs, quantized_size_bytes(model, bits) / size_bytes(work)
 
 
-__all__ = ["METHODS", "MixedSuggestion", "parse_methods", "suggest_mixed"]
+__all__ = ["MIXED_METHODS", "MixedSuggestion", "parse_methods", "suggest_mixed"]

@@ -36,7 +36,7 @@ from analysis.distributed.tasks import (
     FaultPlan,
     chunks,
     connect,
-    merge_notes,
+    outcome_notes,
     rank_chunk,
     run_tasks,
     slots,
@@ -113,6 +113,35 @@ def _run_in_order(task, model, data, units: list[str], kwargs: dict, nothing: st
     return ordered, failed, stopped
 
 
+def _merged_sweep(ordered, units: list[str], notes: list[str], seconds: float, failed: dict, stopped: list):
+    """The per-task sweeps as one result, layers in the single-process order."""
+    curves = {}
+    for r in ordered:
+        curves.update(r.layers)
+    curves = {name: curves[name] for name in units if name in curves}
+    first = ordered[0]
+    common = dict(
+        kind=first.kind,
+        baseline_accuracy=first.baseline_accuracy,
+        baseline_loss=first.baseline_loss,
+        seconds=seconds,
+        layers=curves,
+        notes=tuple(notes),
+        samples=first.samples,
+        max_drop=first.max_drop,
+        partial=bool(stopped),
+        failed_layers=failed,
+        metric=first.metric,
+    )
+    if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
+        per_layer = {
+            attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
+            for attr in ("ranks", "macs_saved", "params_saved")
+        }
+        return DistributedLowRankSensitivity(**common, **per_layer)
+    return DistributedSensitivityResult(**common)
+
+
 def ray_sensitivity_sweep(
     model: nn.Module,
     data,
@@ -142,7 +171,6 @@ def ray_sensitivity_sweep(
     `progress(layers_done, layers_total)` is called as tasks finish; `should_stop()` cancels the tasks not
     yet finished (their layers are missing from the result, with a note). `seconds` is the wall time.
     """
-    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     start = time.perf_counter()
     connect(address, num_cpus)
     units = _sweep_units(model, data, kind, layers, split)
@@ -163,39 +191,8 @@ def ray_sensitivity_sweep(
         layers_per_task=layers_per_task, threads_per_task=threads_per_task, max_retries=max_retries,
         progress=progress, should_stop=should_stop, fault=fault,
     )  # fmt: skip
-    curves = {}
-    for r in ordered:
-        curves.update(r.layers)
-    curves = {name: curves[name] for name in units if name in curves}
-    notes = merge_notes((r.notes for r in ordered), units)
-    if failed:
-        notes.append(
-            f"failed on Ray after {max_retries} retries, not in the result: "
-            + "; ".join(f"{n} ({why})" for n, why in failed.items())
-        )
-    if stopped:
-        notes.append(f"stopped before these were swept: {', '.join(stopped)}")
-    first = ordered[0]
-    common = dict(
-        kind=first.kind,
-        baseline_accuracy=first.baseline_accuracy,
-        baseline_loss=first.baseline_loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(notes),
-        samples=first.samples,
-        max_drop=first.max_drop,
-        partial=bool(stopped),
-        failed_layers=failed,
-        metric=first.metric,
-    )
-    if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
-        per_layer = {
-            attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
-            for attr in ("ranks", "macs_saved", "params_saved")
-        }
-        return DistributedLowRankSensitivity(**common, **per_layer)
-    return DistributedSensitivityResult(**common)
+    notes = outcome_notes([r.notes for r in ordered], units, failed, stopped, max_retries, "swept")
+    return _merged_sweep(ordered, units, notes, time.perf_counter() - start, failed, stopped)
 
 
 def ray_rank_channels(
@@ -221,7 +218,6 @@ def ray_rank_channels(
     the activation criteria for those layers run in the task; scores are merged and the correlations and
     overlaps computed once in the driver, so the result equals the single-process one. Layers whose task
     failed after every retry are left out and named in `notes`."""
-    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     from analysis.importance.base import DEFAULT_MAX_SAMPLES, get_importance, prunable_layers
     from analysis.importance.rankings import DEFAULT_TOPK_FRACTION, RankingResult
 
@@ -256,14 +252,7 @@ def ray_rank_channels(
         c: {n: torch.tensor(per_layer[n][c], dtype=torch.float64) for n in units if n in per_layer}
         for c in first.criteria
     }
-    notes = merge_notes((r.notes for r in ordered), units)
-    if failed:
-        notes.append(
-            f"failed on Ray after {max_retries} retries, not in the result: "
-            + "; ".join(f"{n} ({why})" for n, why in failed.items())
-        )
-    if stopped:
-        notes.append(f"stopped before these were ranked: {', '.join(stopped)}")
+    notes = outcome_notes([r.notes for r in ordered], units, failed, stopped, max_retries, "ranked")
     return RankingResult.from_scores(
         scores,
         topk_fraction=topk,

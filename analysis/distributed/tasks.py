@@ -208,3 +208,24 @@ def merge_notes(per_task: Iterable[Iterable[str]], order: Sequence[str]) -> list
         names.sort(key=lambda n: rank.get(n, len(rank)))
     return [f"{n}: {_few(lists[n]) if n.startswith(LIST_NOTE_PREFIXES[:2]) else ', '.join(lists[n])}"
             if n in lists else n for n in out]  # fmt: skip
+
+
+def outcome_notes(
+    per_task: list[Iterable[str]],
+    units: Sequence[str],
+    failed: dict,
+    stopped: Sequence[str],
+    retries: int,
+    verb: str,
+) -> list[str]:
+    """The tasks' notes merged, then one naming the layers whose task failed after every retry and one
+    naming those a Stop left undone (`verb`: what was not done to them, "swept", "ranked")."""
+    notes = merge_notes(per_task, units)
+    if failed:
+        notes.append(
+            f"failed on Ray after {retries} retries, not in the result: "
+            + "; ".join(f"{n} ({why})" for n, why in failed.items())
+        )
+    if stopped:
+        notes.append(f"stopped before these were {verb}: {', '.join(stopped)}")
+    return notes
