@@ -16,7 +16,7 @@ _EXPORTS: dict[str, str] = {
     "CompressionResult": "analysis.compression.result",
     "ModelMetrics": "analysis.compression.result",
     "FinetuneResult": "analysis.compression.finetune",
-    "distillation_loss": "analysis.compression.finetune",
+    "distillation_loss": "analysis.compression.training",
     "Budget": "analysis.compression.suggest",
     "MixedSuggestion": "analysis.compression.suggest",
     "PlanSuggestion": "analysis.compression.suggest",

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from analysis.compression.finetune import LR_SCHEDULES
+from analysis.compression.finetune_settings import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.sparsity import SPARSITY_METHODS
 from analysis.data import DEFAULT_MAX_SAMPLES
