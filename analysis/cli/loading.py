@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
-from analysis.data.checks import check_labels, model_outputs
+from analysis.data import DIGITS_INPUT_SHAPE, Dataset
+from analysis.data.checks import model_outputs
 from analysis.errors import WorkbenchError
-from analysis.model.inputs import InputSpec, positional_names
+from analysis.model.inputs import InputSpec
 from analysis.model.specs import (
     DEFAULT_DATA,
     check_input_shape,
+    declared_inputs,
+    load_fitted_data,
     load_model,
     model_input_shape,
     parse_input_shape,
@@ -89,23 +91,9 @@ def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data
         need_data = False
     data = None
     if data_spec or need_data:
-        data = load_data(data_spec or DEFAULT_DATA, declared, positional_names(model))
-        shape = explicit or data.input_shape
+        data, shape = load_fitted_data(model, data_spec or DEFAULT_DATA, explicit)
+        data = balanced(data, getattr(args, "limit", None))
     else:
         shape = model_input_shape(model, explicit, args.model)
-    check_input_shape(model, shape)
-    if data is not None:
-        check_labels(
-            data, model_outputs(model, shape)
-        )  # labels past the outputs: a message, not an IndexError
-        data = balanced(data, getattr(args, "limit", None))
+        check_input_shape(model, shape)
     return Loaded(model, data, shape, notes)
-
-
-def declared_inputs(model: nn.Module) -> tuple[int, ...] | InputSpec | None:
-    """What the model says it takes: `input_spec` (several inputs), `input_shape`, or a Hugging Face
-    config's inputs; None where it says nothing."""
-    try:
-        return model_input_shape(model)
-    except WorkbenchError:
-        return None

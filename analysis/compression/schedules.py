@@ -44,7 +44,6 @@ from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* 
     recovery_epochs,
     recovery_finetune,
 )
-from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.global_rank import keep_at_least, rank_globally, select
 from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported)
     MAX_EPOCHS,
@@ -70,7 +69,7 @@ from analysis.metrics import Scoring, scoring
 from analysis.model.inputs import InputSpec
 from analysis.model.layers import copy_model, example_input
 from analysis.progress import Progress
-from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
+from analysis.transforms.groups import PruningGroup, group_scores, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups
 
 LATENCY_EXTRA_STEPS = 3  # a measured latency can miss the goal the MACs promised: this many more steps
@@ -257,7 +256,7 @@ class _Run:
         if criterion in SPARSITY_METHODS:
             scores = channel_values(self.work, criterion, groups)
         else:
-            scores = _group_scores(self.work, groups, criterion, self.data, self.s.max_samples)
+            scores = group_scores(self.work, groups, criterion, self.data, self.s.max_samples)
         _, order = rank_globally(
             scores,
             {g.name: g.channels for g in groups},

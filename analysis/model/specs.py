@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.data import load_data
+from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
 from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
 from analysis.model.inputs import (
@@ -358,3 +360,23 @@ def check_input_shape(model: nn.Module, input_shape: tuple[int, ...] | InputSpec
         raise WorkbenchError(f"the model cannot run on input of shape {shape} ({first}); {hint}") from exc
     finally:
         model.train(was_training)
+
+
+def declared_inputs(model: nn.Module) -> tuple[int, ...] | InputSpec | None:
+    """What the model says it takes: `input_spec` (several inputs), `input_shape`, or a Hugging Face
+    config's inputs; None where it says nothing."""
+    try:
+        return model_input_shape(model)
+    except WorkbenchError:
+        return None
+
+
+def load_fitted_data(model: nn.Module, data_spec: str, explicit: tuple[int, ...] | InputSpec | None = None):
+    """`data_spec` loaded for `model` (the one path the CLI and the app share): resized to the explicit input
+    shape, else to what the model declares; the model checked to run on its samples and its labels checked
+    against its outputs (a message, not an IndexError). Returns (data, per-sample input shape)."""
+    data = load_data(data_spec, explicit or declared_inputs(model), positional_names(model))
+    shape = explicit or data.input_shape
+    check_input_shape(model, shape)
+    check_labels(data, model_outputs(model, shape))
+    return data, shape
