@@ -13,12 +13,10 @@ from analysis.distributed import ray_sensitivity_sweep
 from analysis.io import to_json
 from analysis.model import prunable_layers
 from analysis.report import charts, safe_points
-from analysis.sensitivity import DEFAULT_BITS, DEFAULT_RATIOS
+from analysis.sensitivity import BITS_KINDS, DEFAULT_BITS, DEFAULT_RATIOS
 from analysis.validate import parse_values
 from pages import _records, _shared, _state
 
-KINDS = list(dict.fromkeys([*SENSITIVITY_KINDS, "lowrank", "share"]))
-BIT_KINDS = ("quant", "share")
 DEFAULT_RANKS = (0.75, 0.5, 0.25, 0.125)
 PAYLOAD = "_sens_payload"  # the sweep's JSON (lowrank keeps its MACs saved there)
 
@@ -27,7 +25,7 @@ wb = _shared.workbench()
 key = wb.spec.model_key()
 
 for name, default in [
-    ("sens_kind", KINDS[0]),
+    ("sens_kind", SENSITIVITY_KINDS[0]),
     ("sens_ratios", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS)),
     ("sens_bits", ", ".join(map(str, DEFAULT_BITS))),
     ("sens_ranks", ", ".join(f"{r:g}" for r in DEFAULT_RANKS)),
@@ -40,7 +38,7 @@ with st.form("sweep"):
     c = st.columns([2, 3, 3, 3])
     kind = c[0].radio(
         "Kind",
-        KINDS,
+        list(SENSITIVITY_KINDS),
         key="sens_kind",
         persist_state=_state.KEEP,
         help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
@@ -75,7 +73,7 @@ with st.form("sweep"):
 
 def _params() -> dict:
     values = {"ratios": None, "bits": None}
-    if kind in BIT_KINDS:
+    if kind in BITS_KINDS:
         values["bits"] = parse_values(bits, int)
     else:
         values["ratios"] = parse_values(ranks if kind == "lowrank" else ratios)

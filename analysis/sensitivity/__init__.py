@@ -7,6 +7,7 @@ from typing import Any
 
 # name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "BITS_KINDS": "analysis.sensitivity.result",
     "DEFAULT_BITS": "analysis.sensitivity.sweep",
     "DEFAULT_RATIOS": "analysis.sensitivity.sweep",
     "SensitivityCurve": "analysis.sensitivity.sweep",
