@@ -1,7 +1,7 @@
 """The compression workbench: `streamlit run app.py`.
 
 The router and the shared sidebar (model, data, timing); every page is a file in pages/ and calls
-`_shared.routed()` first, so a page opened directly (a bookmark on a fresh server) still goes through here.
+`_routing.routed()` first, so a page opened directly (a bookmark on a fresh server) still goes through here.
 
 Local mode (the default) offers every model and data source. Shared mode (`WORKBENCH_MODE=shared` in the
 server's environment, or `mode = "shared"` in .streamlit/secrets.toml; never set by the browser) offers only
@@ -16,17 +16,11 @@ import os
 import streamlit as st
 import torch
 
-from analysis import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MODEL,
-    METRIC_CHOICES,
-    RUNTIMES,
-    ZOO,
-    WorkbenchError,
-    WorkbenchSpec,
-    operator_architectures,
-)
-from pages import _shared
+from analysis import DEFAULT_MODEL, RUNTIMES, ZOO, WorkbenchError
+from analysis.app_support import WorkbenchSpec, operator_architectures
+from analysis.latency import DEFAULT_BATCH_SIZE
+from analysis.metrics import METRIC_CHOICES
+from pages import _routing, _serving, _shared, _state
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="", default=True),
@@ -58,7 +52,7 @@ def _upload(sb, label: str, types: list[str], key: str) -> str | None:
     suffix = "." + file.name.rsplit(".", 1)[-1].lower() if "." in file.name else ""
     if suffix.lstrip(".") not in types:
         raise WorkbenchError(f"{label.split(':')[0]}: expected a {', '.join(types)} file")
-    return _shared.stored(file)
+    return _serving.stored(file)
 
 
 def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
@@ -67,19 +61,19 @@ def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
     architectures = list(operator_architectures()) if shared else []
     sources = ["Zoo"] + (["Operator architecture"] if architectures else []) if shared else LOCAL_SOURCES
     _choice("model_source", sources)
-    source = sb.radio("Source", sources, key="model_source", persist_state=_shared.KEEP, horizontal=True)
+    source = sb.radio("Source", sources, key="model_source", persist_state=_state.KEEP, horizontal=True)
     weights, trust = None, False
     if source == "Zoo":
         names = sorted(ZOO)
         default = names.index(DEFAULT_MODEL.removeprefix("zoo:"))
         model = "zoo:" + sb.selectbox(
-            "Zoo model", names, index=default, key="zoo_name", persist_state=_shared.KEEP
+            "Zoo model", names, index=default, key="zoo_name", persist_state=_state.KEEP
         )
     elif source == "Operator architecture":
-        model = sb.selectbox("Architecture", architectures, key="arch_name", persist_state=_shared.KEEP)
+        model = sb.selectbox("Architecture", architectures, key="arch_name", persist_state=_state.KEEP)
     elif source == "Python callable":
         model = sb.text_input(
-            "Callable", placeholder="mypackage.models:build", key="callable_spec", persist_state=_shared.KEEP
+            "Callable", placeholder="mypackage.models:build", key="callable_spec", persist_state=_state.KEEP
         ).strip()
         if not model:
             sb.caption(
@@ -88,14 +82,14 @@ def _model(sb, shared: bool) -> tuple[str, str | None, bool]:
         model = model or DEFAULT_MODEL
     elif source == "torchvision":
         model = "torchvision:" + (
-            sb.text_input("Architecture", "resnet18", key="tv_name", persist_state=_shared.KEEP).strip()
+            sb.text_input("Architecture", "resnet18", key="tv_name", persist_state=_state.KEEP).strip()
             or "resnet18"
         )
     else:
         trust = sb.checkbox(
             "I trust this file",
             key="trust_pickle",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
             help="Unpickling runs code from the file.",
         )
         path = _upload(sb, "Whole pickled model (.pt, .pth)", ["pt", "pth"], "pickle_file")
@@ -117,7 +111,7 @@ def _data(sb, shared: bool) -> str:
     sb.header("Data")
     options = SHARED_DATA if shared else LOCAL_DATA
     _choice("data_source", options)
-    data_source = sb.radio("Data", options, key="data_source", persist_state=_shared.KEEP, horizontal=True)
+    data_source = sb.radio("Data", options, key="data_source", persist_state=_state.KEEP, horizontal=True)
     if data_source == "Upload tensors":
         types = ["safetensors", "npz"] if shared else ["pt", "safetensors", "npz"]
         label = f"inputs (x, or one array per input) and optional labels y (.{', .'.join(types)})"
@@ -128,7 +122,7 @@ def _data(sb, shared: bool) -> str:
             "Data spec",
             placeholder="tensors:<file> or imagefolder:<dir>",
             key="data_spec",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
         )
         return spec.strip() or "digits"
     return "digits"
@@ -142,7 +136,7 @@ def _metric(sb, shared: bool) -> str:
         "Metric",
         options,
         key="metric",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help="auto: accuracy where the data has labels and the model one (N, classes) output; otherwise "
         "agreement with the original model (class scores) or PSNR (any other output), so unlabelled data "
         "is enough",
@@ -152,7 +146,7 @@ def _metric(sb, shared: bool) -> str:
             "Custom metric (optional)",
             key="metric_callable",
             placeholder="mymetrics:score",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
         )
         metric = custom.strip() or metric
     return metric
@@ -162,17 +156,17 @@ def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
     sb.header("Timing")
     cores = os.cpu_count() or 1
     threads = sb.number_input(
-        "Threads", 1, cores, min(torch.get_num_threads(), cores), key="threads", persist_state=_shared.KEEP
+        "Threads", 1, cores, min(torch.get_num_threads(), cores), key="threads", persist_state=_state.KEEP
     )
     batch = sb.number_input(
-        "Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size", persist_state=_shared.KEEP
+        "Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size", persist_state=_state.KEEP
     )
     _choice("runtime", list(RUNTIMES))
     runtime = sb.selectbox(
         "Runtime",
         list(RUNTIMES),
         key="runtime",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help="Where latency is measured: PyTorch eager or ONNX Runtime",
     )
     devices = DEVICES if torch.cuda.is_available() else ["cpu"]
@@ -181,7 +175,7 @@ def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
         "Device",
         devices,
         key="device",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help="auto: the first GPU if there is one",
     )
     ray = ""
@@ -189,7 +183,7 @@ def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
         ray = sb.text_input(
             "Ray address (optional)",
             key="ray_address",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
             placeholder="auto or host:10001",
             help="Sweeps and rankings run as Ray tasks on this cluster; empty: in this process",
         ).strip()
@@ -199,7 +193,7 @@ def _timing(sb, shared: bool) -> tuple[int, int, str, str, str]:
 def sidebar() -> WorkbenchSpec:
     """The model, data and timing the pages work on, as a hashable spec."""
     sb = st.sidebar
-    shared = _shared.shared()
+    shared = _serving.shared()
     with _shared.guard("Reading the sidebar"):
         model, weights, trust = _model(sb, shared)
         input_shape = sb.text_input(
@@ -208,7 +202,7 @@ def sidebar() -> WorkbenchSpec:
             key="input_shape",
             help="batch first; several inputs: one shape each, ';' between them, in forward's order (1,128;1,64); "
             "name=1,16:int64 passes an input by name with its dtype",
-            persist_state=_shared.KEEP,
+            persist_state=_state.KEEP,
         )
         data = _data(sb, shared)
         metric = _metric(sb, shared)
@@ -221,9 +215,9 @@ def sidebar() -> WorkbenchSpec:
 
 
 st.set_page_config(page_title="Compression workbench", page_icon=":material/compress:", layout="wide")
-_shared.purge_stale_uploads()
+_serving.purge_stale_uploads()
 page = st.navigation(PAGES)
 spec = sidebar()
 st.session_state[_shared.SPEC_KEY] = spec
-with _shared.routing():
+with _routing.routing():
     page.run()

@@ -1,335 +1,106 @@
-"""The compression workbench's library: everything the app, the CLI and the notebooks call.
+"""The compression workbench's library: what the CLI, the notebooks and your own code call.
 
-The names below are the public API (the app's pages import nothing else). Layout: leaf modules (specs,
-data, zoo, cost, evaluate, latency, layers, validate, progress, errors, io, weight_stats), then `fx/`
-(graph rewriting, the downstream runner), `importance/` (criteria registry), `sensitivity/` (groups,
-sweeps), `compression/` (plan, pruning, quantization, fine-tuning, compress, suggest), `report/` (charts,
-HTML, files), `workbench.py` (loading for an interactive front end) and `cli/`. Never imports streamlit
-(a test asserts it).
+The names below are the library API, imported lazily (PEP 562): `import analysis` loads neither torch's
+extras nor plotly nor pandas until a name is used. Each subpackage exports its own names as well
+(`analysis.model`, `analysis.data`, `analysis.importance`, `analysis.sensitivity`, `analysis.transforms`,
+`analysis.compression`, `analysis.runtime`, `analysis.store`, `analysis.report`, `analysis.metrics`, ...);
+what an interactive front end needs beyond the library (previews, serving policy, uploads, loading) is in
+`analysis.app_support`. The layering is in docs/architecture.md. Never imports streamlit (a test asserts it).
 """
 
-import analysis.startup  # noqa: F401  (first: Ctrl-C during the imports below is one line under `-m`)
-from analysis.app_support.policy import (
-    ServeMode,
-    allowed_data_sources,
-    allowed_model_sources,
-    check_data_spec,
-    check_model_spec,
-    operator_architectures,
-    parse_mode,
-    public_message,
-    serve_mode,
-    strip_paths,
-)
-from analysis.app_support.preview import (
-    apply_plan,
-    artifact_bytes,
-    compression_record,
-    group_ratios,
-    layer_groups,
-    noisy_timings,
-    predicted_drop_points,
-    preview_cost,
-    preview_transforms,
-    remeasure,
-    run_points,
-    suggestion_verdict,
-)
-from analysis.app_support.uploads import UploadStore, purge_older_than
-from analysis.app_support.workbench import (
-    Workbench,
-    WorkbenchSpec,
-    load_workbench,
-    model_bytes,
-    save_upload,
-    state_digest,
-)
-from analysis.compression.compress import compress, save_model
-from analysis.compression.finetune import FinetuneResult, distillation_loss, finetune
-from analysis.compression.global_rank import NORMALIZATIONS
-from analysis.compression.plan import CompressionPlan, FinetuneSettings, LayerSettings, load_plan
-from analysis.compression.result import CompressionResult, ModelMetrics
-from analysis.compression.schedules import METHODS as SCHEDULE_METHODS
-from analysis.compression.schedules import TARGET_KINDS as SCHEDULE_TARGETS
-from analysis.compression.schedules import ScheduleResult, ScheduleSettings, recovery_epochs, run_schedule
-from analysis.compression.sparsity import sparsity_values
-from analysis.compression.suggest import (
-    Budget,
-    MixedSuggestion,
-    PlanSuggestion,
-    suggest,
-    suggest_mixed,
-    suggest_plan,
-    uniform_plan,
-)
-from analysis.cost import LayerCost, ModelSummary, count_macs, count_params, size_bytes, summarize
-from analysis.data import DEFAULT_MAX_SAMPLES, Dataset, load_data
-from analysis.devices import resolve_device
-from analysis.distributed import ray_rank_channels, ray_sensitivity_sweep
-from analysis.errors import WorkbenchError, first_line
-from analysis.evaluate import EvalResult, evaluate
-from analysis.fx.runner import DownstreamRunner, Edit
-from analysis.importance import CRITERIA as IMPORTANCE_CRITERIA
-from analysis.importance import Importance, RankingResult, get_importance, rank_channels
-from analysis.inputs import InputBatch, InputField, InputSpec, ModelInputs, parse_input_spec
-from analysis.io import to_json
-from analysis.latency import (
-    DEFAULT_BATCH_SIZE,
-    NOISY_SPREAD,
-    LatencyResult,
-    compare_latency,
-    latency_lock_busy,
-    layer_times,
-    measure_latency,
-)
-from analysis.layers import (
-    call_model,
-    copy_model,
-    example_input,
-    final_classifier,
-    is_prunable,
-    out_channels,
-    output_layers,
-    prunable_layers,
-)
-from analysis.metrics import (
-    METRIC_CHOICES,
-    METRICS,
-    Metric,
-    MetricInfo,
-    Scoring,
-    get_metric,
-    score_value,
-    scoring,
-)
-from analysis.outputs import flatten_outputs
-from analysis.progress import Progress, progress_bar
-from analysis.progress_eta import RunTimer, sigint_stops
-from analysis.report import charts
-from analysis.report.bundle import report_files
-from analysis.report.cards import ModelCard, cost_vs_time, model_card
-from analysis.report.files import safe_points, write_csv, write_json, write_markdown
-from analysis.report.html import build_full_report, build_report
-from analysis.report.tables import (
-    comparison_frame,
-    pareto_front,
-    pareto_table,
-    plan_from_table,
-    run_point,
-    uniform_layer_table,
-)
-from analysis.runtime import (
-    RUNTIMES,
-    compare_runtime_latency,
-    evaluate_runtime,
-    get_runtime,
-    load_artifact,
-    measure_runtime_latency,
-    prepare,
-    save_artifact,
-)
-from analysis.sensitivity.sweep import (
-    DEFAULT_BITS,
-    DEFAULT_RATIOS,
-    SensitivityCurve,
-    SensitivityResult,
-    sensitivity_sweep,
-)
-from analysis.sensitivity.sweep import KINDS as SENSITIVITY_KINDS
-from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, load_model, model_input_shape, parse_input_shape
-from analysis.store import ResultsStore, model_fingerprint, plan_diff, public_environment
-from analysis.store import compare as compare_runs
-from analysis.store.mlflow_sink import log_compression
-from analysis.transforms.fields import (
-    apply_transforms,
-    lowrank_sensitivity,
-    quant_vs_kmeans,
-    share_sensitivity,
-    validate_transform_settings,
-)
-from analysis.transforms.groups import PruningGroup, find_groups
-from analysis.transforms.pruning import prune_structured, prune_unstructured, pruning_groups
-from analysis.transforms.quantization import fake_quantize, quantize_weights, quantized_size_bytes
-from analysis.transforms.registry import TransformHandler, register_transform, transform_columns
-from analysis.transforms.weight_stats import quantization_view, weight_histograms, weight_stats
-from analysis.validate import parse_values
-from analysis.zoo import ZOO
+from __future__ import annotations
 
-__all__ = [
-    "TransformHandler",
-    "register_transform",
-    "transform_columns",
-    "apply_plan",
-    "artifact_bytes",
-    "compression_record",
-    "group_ratios",
-    "layer_groups",
-    "predicted_drop_points",
-    "suggestion_verdict",
-    "remeasure",
-    "noisy_timings",
-    "NOISY_SPREAD",
-    "recovery_epochs",
-    "preview_cost",
-    "preview_transforms",
-    "run_points",
-    "log_compression",
-    "ray_rank_channels",
-    "ray_sensitivity_sweep",
-    "NORMALIZATIONS",
-    "SCHEDULE_METHODS",
-    "SCHEDULE_TARGETS",
-    "ScheduleResult",
-    "ScheduleSettings",
-    "run_schedule",
-    "sparsity_values",
-    "apply_transforms",
-    "lowrank_sensitivity",
-    "quant_vs_kmeans",
-    "share_sensitivity",
-    "validate_transform_settings",
-    "resolve_device",
-    "latency_lock_busy",
-    "ServeMode",
-    "allowed_data_sources",
-    "allowed_model_sources",
-    "check_data_spec",
-    "check_model_spec",
-    "operator_architectures",
-    "parse_mode",
-    "public_message",
-    "strip_paths",
-    "serve_mode",
-    "RunTimer",
-    "sigint_stops",
-    "RUNTIMES",
-    "compare_runtime_latency",
-    "evaluate_runtime",
-    "get_runtime",
-    "load_artifact",
-    "measure_runtime_latency",
-    "prepare",
-    "save_artifact",
-    "ResultsStore",
-    "model_fingerprint",
-    "plan_diff",
-    "public_environment",
-    "compare_runs",
-    "UploadStore",
-    "purge_older_than",
-    "charts",
-    "first_line",
-    "Progress",
-    "progress_bar",
-    "parse_values",
-    "to_json",
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_MAX_SAMPLES",
-    "DEFAULT_BITS",
-    "DEFAULT_RATIOS",
-    "SENSITIVITY_KINDS",
-    "ZOO",
-    "copy_model",
-    "example_input",
-    "final_classifier",
-    "is_prunable",
-    "out_channels",
-    "output_layers",
-    "prunable_layers",
-    "comparison_frame",
-    "pareto_front",
-    "pareto_table",
-    "plan_from_table",
-    "run_point",
-    "uniform_layer_table",
-    "ModelCard",
-    "cost_vs_time",
-    "model_card",
-    "report_files",
-    "safe_points",
-    "quantization_view",
-    "weight_histograms",
-    "weight_stats",
-    "Workbench",
-    "WorkbenchSpec",
-    "load_workbench",
-    "model_bytes",
-    "save_upload",
-    "state_digest",
-    "CompressionResult",
-    "ModelMetrics",
-    "compress",
-    "save_model",
-    "FinetuneResult",
-    "distillation_loss",
-    "finetune",
-    "CompressionPlan",
-    "FinetuneSettings",
-    "LayerSettings",
-    "load_plan",
-    "prune_structured",
-    "prune_unstructured",
-    "pruning_groups",
-    "fake_quantize",
-    "quantize_weights",
-    "quantized_size_bytes",
-    "Budget",
-    "PlanSuggestion",
-    "suggest",
-    "suggest_mixed",
-    "MixedSuggestion",
-    "suggest_plan",
-    "uniform_plan",
-    "IMPORTANCE_CRITERIA",
-    "Importance",
-    "RankingResult",
-    "get_importance",
-    "rank_channels",
-    "DownstreamRunner",
-    "Edit",
-    "PruningGroup",
-    "SensitivityCurve",
-    "SensitivityResult",
-    "build_full_report",
-    "build_report",
-    "find_groups",
-    "sensitivity_sweep",
-    "write_csv",
-    "write_json",
-    "write_markdown",
-    "DEFAULT_DATA",
-    "DEFAULT_MODEL",
-    "LatencyResult",
-    "LayerCost",
-    "ModelSummary",
-    "compare_latency",
-    "count_macs",
-    "count_params",
-    "layer_times",
-    "measure_latency",
-    "size_bytes",
-    "summarize",
-    "Dataset",
-    "EvalResult",
-    "WorkbenchError",
-    "evaluate",
-    "load_data",
-    "load_model",
-    "model_input_shape",
-    "parse_input_shape",
-    "InputBatch",
-    "InputField",
-    "InputSpec",
-    "ModelInputs",
-    "parse_input_spec",
-    "call_model",
-    "flatten_outputs",
-    "METRIC_CHOICES",
-    "METRICS",
-    "Metric",
-    "MetricInfo",
-    "Scoring",
-    "get_metric",
-    "score_value",
-    "scoring",
-]
+import importlib
+import sys
+import types
+from typing import Any
+
+import analysis.startup  # noqa: F401  (first: Ctrl-C during the imports a name triggers is one line under `-m`)
+
+# name -> (module, attribute in it): the whole library API.
+_API: dict[str, tuple[str, str]] = {
+    # models and data
+    "load_model": ("analysis.model.specs", "load_model"),
+    "DEFAULT_MODEL": ("analysis.model.specs", "DEFAULT_MODEL"),
+    "DEFAULT_DATA": ("analysis.model.specs", "DEFAULT_DATA"),
+    "load_data": ("analysis.data", "load_data"),
+    "Dataset": ("analysis.data", "Dataset"),
+    "ZOO": ("analysis.zoo", "ZOO"),
+    "WorkbenchError": ("analysis.errors", "WorkbenchError"),
+    # measuring
+    "summarize": ("analysis.cost", "summarize"),
+    "ModelSummary": ("analysis.cost", "ModelSummary"),
+    "count_macs": ("analysis.cost", "count_macs"),
+    "evaluate": ("analysis.evaluate", "evaluate"),
+    "EvalResult": ("analysis.evaluate", "EvalResult"),
+    "measure_latency": ("analysis.latency", "measure_latency"),
+    "compare_latency": ("analysis.latency", "compare_latency"),
+    "layer_times": ("analysis.latency", "layer_times"),
+    "LatencyResult": ("analysis.latency", "LatencyResult"),
+    # analysing
+    "rank_channels": ("analysis.importance", "rank_channels"),
+    "RankingResult": ("analysis.importance", "RankingResult"),
+    "get_importance": ("analysis.importance", "get_importance"),
+    "IMPORTANCE_CRITERIA": ("analysis.importance", "CRITERIA"),
+    "sensitivity_sweep": ("analysis.sensitivity.sweep", "sensitivity_sweep"),
+    "SensitivityResult": ("analysis.sensitivity.sweep", "SensitivityResult"),
+    "SENSITIVITY_KINDS": ("analysis.sensitivity.sweep", "KINDS"),
+    "find_groups": ("analysis.transforms.groups", "find_groups"),
+    # compressing
+    "CompressionPlan": ("analysis.compression.plan", "CompressionPlan"),
+    "LayerSettings": ("analysis.compression.plan", "LayerSettings"),
+    "FinetuneSettings": ("analysis.compression.plan", "FinetuneSettings"),
+    "load_plan": ("analysis.compression.plan", "load_plan"),
+    "compress": ("analysis.compression.compress", "compress"),
+    "save_model": ("analysis.runtime.artifacts", "save_model"),
+    "CompressionResult": ("analysis.compression.result", "CompressionResult"),
+    "finetune": ("analysis.compression.finetune", "finetune"),
+    "suggest": ("analysis.compression.suggest", "suggest"),
+    "suggest_mixed": ("analysis.compression.suggest", "suggest_mixed"),
+    "uniform_plan": ("analysis.compression.suggest", "uniform_plan"),
+    "Budget": ("analysis.compression.suggest", "Budget"),
+    "run_schedule": ("analysis.compression.schedules", "run_schedule"),
+    "ScheduleSettings": ("analysis.compression.schedules", "ScheduleSettings"),
+    "SCHEDULE_METHODS": ("analysis.compression.schedules", "METHODS"),
+    "SCHEDULE_TARGETS": ("analysis.compression.schedules", "TARGET_KINDS"),
+    "NORMALIZATIONS": ("analysis.compression.global_rank", "NORMALIZATIONS"),
+    # deploying and recording
+    "RUNTIMES": ("analysis.runtime", "RUNTIMES"),
+    "get_runtime": ("analysis.runtime", "get_runtime"),
+    "save_artifact": ("analysis.runtime", "save_artifact"),
+    "load_artifact": ("analysis.runtime", "load_artifact"),
+    "ResultsStore": ("analysis.store", "ResultsStore"),
+    "build_report": ("analysis.report.html", "build_report"),
+    "write_csv": ("analysis.report.files", "write_csv"),
+    "write_json": ("analysis.report.files", "write_json"),
+}
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (and keep it, so the next use is a plain attribute)."""
+    try:
+        module, attribute = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Library(types.ModuleType):
+    """`analysis.evaluate` is both a module and the function it defines: importing the module must not
+    replace the public function (the import system sets a package attribute for each submodule it loads)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _API:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Library

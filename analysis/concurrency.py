@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from analysis.layers import copy_model
+from analysis.model.layers import copy_model
 
 _TRACE_LOCK = threading.RLock()
 
 
 def private_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` that this run alone owns: hook it, patch it, change its mode freely
-    (`analysis.layers.copy_model`, which also copies models with pruning masks attached)."""
+    (`analysis.model.layers.copy_model`, which also copies models with pruning masks attached)."""
     return copy_model(model)
 
 

@@ -1,4 +1,4 @@
-"""Parameters, MACs and FLOPs per layer and in total (CONTRACT section 5: FLOPs = 2 x MACs).
+"""Parameters, MACs and FLOPs per layer and in total (docs/contract.md section 5: FLOPs = 2 x MACs).
 
 Two independent counters, so a number is never taken on faith:
 - `torch.utils.flop_counter.FlopCounterMode` sees every aten convolution and matrix product, functional calls
@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from analysis.concurrency import ModuleScopes, private_copy
-from analysis.inputs import InputSpec, ModelInputs, as_input_spec
-from analysis.layers import call_model
+from analysis.model.inputs import InputSpec, ModelInputs, as_input_spec
+from analysis.model.layers import call_model
 
 MAC_MODULE_TYPES = (
     nn.Conv1d,
@@ -284,7 +284,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int:
-    """Total MACs of one sample, per CONTRACT section 5."""
+    """Total MACs of one sample, per docs/contract.md section 5."""
     return summarize(model, input_shape).total_macs
 
 

@@ -14,7 +14,6 @@ from torch import nn
 
 from analysis.errors import WorkbenchError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
@@ -81,14 +80,6 @@ def on_device(
     return work
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating parameter (float32 if it has none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
 def to_inputs(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Move a batch to `device` (non-blocking: pinned CPU memory overlaps the copy) and cast floats."""
     x = x.to(device, non_blocking=device.type == "cuda")
@@ -115,10 +106,3 @@ def cuda_times_ms(fn: Callable[[], object], runs: int, warmup: int, device: torc
             end.record()
         torch.cuda.synchronize(device)
     return [float(s.elapsed_time(e)) for s, e in zip(starts, ends, strict=True)]
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name for a cuda device, else 'cpu'."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu"

@@ -12,10 +12,10 @@ from analysis.concurrency import eval_view
 from analysis.data import Dataset
 from analysis.data.checks import check_batch_size, check_finite_result, check_labels_tensor
 from analysis.errors import WorkbenchError
-from analysis.inputs import num_samples
-from analysis.layers import call_model
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import num_samples
+from analysis.model.layers import call_model
+from analysis.model.outputs import flatten_outputs
 from analysis.progress import Progress
 
 
@@ -89,7 +89,7 @@ def evaluate(
     with torch.inference_mode():
         for x, y in data.batches(split, batch_size, limit):
             if dev is not None:
-                from analysis.inputs import to_device
+                from analysis.model.inputs import to_device
 
                 x, y = to_device(x, dev, cast), None if y is None else y.to(dev)
             out = call_model(model, x)

@@ -1,4 +1,4 @@
-"""Measured latency: wall time of a forward pass under `torch.inference_mode()` (CONTRACT section 5).
+"""Measured latency: wall time of a forward pass under `torch.inference_mode()` (docs/contract.md section 5).
 
 Warm-up first, then repeated timed runs; we report the median (robust to the odd slow run a busy machine
 throws in) and the 10th/90th percentiles, with the batch size, thread count, torch version and CPU, so a
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from analysis.concurrency import eval_view, private_copy
-from analysis.inputs import InputSpec, to_device
-from analysis.layers import call_model, example_input
 from analysis.limits import check_batch_memory, check_threads
+from analysis.model.inputs import InputSpec, to_device
+from analysis.model.layers import call_model, example_input
 from analysis.progress import Progress
 from analysis.validate import whole
 
@@ -67,7 +67,7 @@ class LatencyResult:
     cpu: str
     kind: str = "real"
     times_ms: list[float] = field(default_factory=list, repr=False)
-    # Which runtime ran the forward passes (CONTRACT section 6): its name, version and execution provider.
+    # Which runtime ran the forward passes (docs/contract.md section 6): its name, version and execution provider.
     runtime: str = "eager"
     runtime_version: str = ""
     provider: str = "CPU"

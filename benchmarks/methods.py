@@ -47,7 +47,7 @@ from analysis.compression.schedules import (  # noqa: E402
 )
 from analysis.compression.suggest import suggest, uniform_plan  # noqa: E402
 from analysis.compression.training import recalibrate_bn  # noqa: E402
-from analysis.layers import copy_model  # noqa: E402
+from analysis.model.layers import copy_model  # noqa: E402
 from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
 from analysis.transforms.pruning import prune_structured, pruning_groups
 

@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 
 from analysis import load_data, load_model  # noqa: E402
 from analysis.cost import size_bytes, summarize  # noqa: E402
-from analysis.layers import copy_model  # noqa: E402
+from analysis.model.layers import copy_model  # noqa: E402
 from analysis.runtime import compare_runtime_latency, evaluate_runtime, get_runtime  # noqa: E402
 from analysis.runtime.int8 import prepare_int8  # noqa: E402
 from analysis.transforms.pruning import prune_structured, pruning_groups

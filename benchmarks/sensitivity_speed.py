@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nets import residual_net, resnet18_with_images  # noqa: E402
 
 from analysis import evaluate, load_data, load_model  # noqa: E402
-from analysis.layers import prunable_layers  # noqa: E402
+from analysis.model.layers import prunable_layers  # noqa: E402
 from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
 from analysis.transforms.groups import find_groups  # noqa: E402
 from analysis.transforms.quantization import fake_quantize  # noqa: E402

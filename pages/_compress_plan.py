@@ -19,19 +19,15 @@ from analysis import (
     SCHEDULE_TARGETS,
     ScheduleSettings,
     WorkbenchError,
-    first_line,
-    layer_groups,
-    predicted_drop_points,
-    pruning_groups,
-    recovery_epochs,
     suggest,
-    suggestion_verdict,
     summarize,
-    transform_columns,
-    uniform_layer_table,
-    validate_transform_settings,
 )
-from pages import _shared
+from analysis.app_support import layer_groups, predicted_drop_points, suggestion_verdict
+from analysis.compression import recovery_epochs
+from analysis.errors import first_line
+from analysis.report import uniform_layer_table
+from analysis.transforms import pruning_groups, transform_columns, validate_transform_settings
+from pages import _shared, _state
 
 BITS = [*range(2, 17), 32]
 METHOD_LABELS = {"oneshot": "one-shot (per-layer ratios)", "iterative": "iterative (global ranking)",
@@ -97,9 +93,9 @@ def load_page() -> Page:
     firsts = [("prune", 0.0), ("bits", 32)] + [(c.state_key, c.off) for c in transform_columns().values()]
     for r in rows:
         for prefix, first in firsts:
-            _shared.sticky(f"{prefix}::{r.layer}", first)
+            _state.sticky(f"{prefix}::{r.layer}", first)
     for k, v in DEFAULTS.items():
-        _shared.sticky(k, v)
+        _state.sticky(k, v)
     sweep = _shared.session_result("sensitivity:structured", key)
     info = _shared.metric_info(wb)
     if sweep is not None and sweep.metric.name != info.name:
@@ -117,7 +113,7 @@ def method_section() -> tuple[str, dict | None]:
         "Method",
         SCHEDULE_METHODS,
         key="meth_method",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         format_func=METHOD_LABELS.get,
     )
     if method == "oneshot":
@@ -127,27 +123,27 @@ def method_section() -> tuple[str, dict | None]:
         "Criterion (global ranking)",
         IMPORTANCE_CRITERIA,
         key="meth_criterion",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
     )
     norm = c[2].selectbox(
-        "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_shared.KEEP
+        "Normalization within a layer", NORMALIZATIONS, key="meth_normalize", persist_state=_state.KEEP
     )
-    target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_shared.KEEP,
+    target = c[3].selectbox("Target", SCHEDULE_TARGETS, key="meth_target", persist_state=_state.KEEP,
                             help="fraction to keep (MACs, params, latency) or channels (fraction or count)")  # fmt: skip
     c = st.columns(5)
     value = c[0].number_input(
-        "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_shared.KEEP
+        "Target value", 0.01, 10000.0, step=0.05, key="meth_target_value", persist_state=_state.KEEP
     )
-    steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_shared.KEEP)
+    steps = c[1].number_input("Steps", 1, 100, key="meth_steps", persist_state=_state.KEEP)
     eps = c[2].number_input(
-        "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_shared.KEEP
+        "Epochs per step", 0.0, 50.0, step=0.5, key="meth_epochs_per_step", persist_state=_state.KEEP
     )
-    strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_shared.KEEP,
+    strength = c[3].number_input("Strength (penalty)", 0.0, 1.0, step=1e-5, format="%.5f", key="meth_strength", persist_state=_state.KEEP,
                                  disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
-    epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_shared.KEEP,
+    epochs = c[4].number_input("Sparsity epochs", 0, 100, key="meth_epochs", persist_state=_state.KEEP,
                                disabled=method not in ("slimming", "group-lasso"))  # fmt: skip
     ft_epochs = st.number_input(
-        "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_shared.KEEP
+        "Recovery epochs after the last step", 0, 50, key="meth_finetune", persist_state=_state.KEEP
     )
     try:
         schedule = ScheduleSettings(method=method, criterion=crit, normalize=norm, target={target: float(value)},
@@ -166,24 +162,24 @@ def presets_section(page: Page, method: str) -> float:
     with st.expander("Presets", expanded=method == "oneshot"):
         c = st.columns([2, 2, 1])
         ratio = c[0].slider(
-            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_shared.KEEP
+            "Uniform prune ratio", 0.0, 0.9, step=0.05, key="uni_prune", persist_state=_state.KEEP
         )
         bits = c[1].select_slider(
-            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_shared.KEEP
+            "Uniform bits (32 = float)", BITS, key="uni_bits", persist_state=_state.KEEP
         )
         if c[2].button("Set every layer"):
             for r in rows:
                 st.session_state[f"prune::{r.layer}"] = 0.0 if r.final else ratio
                 st.session_state[f"bits::{r.layer}"] = bits
         c = st.columns([2, 2, 2, 1])
-        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_shared.KEEP,
+        kind = c[0].selectbox("Budget", ["macs", "latency", "drop"], key="budget_kind", persist_state=_state.KEEP,
                               help=f"macs, latency: the fraction to keep; drop: the {info.name} you accept to lose "
                                    f"({page.points_unit})")  # fmt: skip
         value = c[1].number_input(
-            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_shared.KEEP
+            "Budget value", 0.0, 100.0, step=0.05, key="budget_value", persist_state=_state.KEEP
         )
         tolerance = c[2].number_input(f"Accept a drop of ({page.points_unit})", 0.0, 100.0, step=0.5, key="budget_tolerance",
-                                      persist_state=_shared.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
+                                      persist_state=_state.KEEP, help="a plan predicted to lose more is a warning")  # fmt: skip
         no_sweep = "Run a structured sweep on the Sensitivity page first" if sweep is None else None
         if c[3].button("Suggest", disabled=sweep is None, help=no_sweep):
             _suggest(page, f"{kind}={value / _shared.drop_scale(info) if kind == 'drop' else value}")
@@ -223,10 +219,10 @@ def _suggest(page: Page, budget: str) -> None:
 def _column_widget(cell: Any, column: Any, key: str) -> None:
     """One registered transform's widget for one layer (`Column.widget`: number or select)."""
     if column.widget == "select":
-        cell.selectbox(column.label, list(column.options), key=key, persist_state=_shared.KEEP)
+        cell.selectbox(column.label, list(column.options), key=key, persist_state=_state.KEEP)
     else:
         cell.number_input(
-            column.label, column.low, column.high, step=column.step, key=key, persist_state=_shared.KEEP
+            column.label, column.low, column.high, step=column.step, key=key, persist_state=_state.KEEP
         )
 
 
@@ -236,16 +232,14 @@ def layers_section(page: Page, method: str, schedule: dict | None) -> LayerPlan:
     st.subheader("Per layer")
     c = st.columns(4)
     criterion = c[0].selectbox(
-        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_shared.KEEP
+        "Criterion", IMPORTANCE_CRITERIA, key="plan_criterion", persist_state=_state.KEEP
     )
-    structured = c[1].toggle(
-        "Structured (remove channels)", key="plan_structured", persist_state=_shared.KEEP
-    )
-    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_shared.KEEP)
+    structured = c[1].toggle("Structured (remove channels)", key="plan_structured", persist_state=_state.KEEP)
+    huffman = c[2].toggle("Huffman-code shared weights", key="plan_huffman", persist_state=_state.KEEP)
     both = c[3].checkbox(
         "Time on both runtimes",
         key="rt_both",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help=f"sidebar runtime: {page.runtime}",
     )
     refused: dict[str, str] = {}
@@ -255,10 +249,10 @@ def layers_section(page: Page, method: str, schedule: dict | None) -> LayerPlan:
         if entry:
             layer_plan[r.layer] = entry
     c = st.columns(3)
-    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_shared.KEEP)
-    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_shared.KEEP)
+    epochs = c[0].number_input("Fine-tune epochs", 0, 50, key="plan_epochs", persist_state=_state.KEEP)
+    distill = c[1].checkbox("Distill from the original", key="plan_distill", persist_state=_state.KEEP)
     recipe = c[2].checkbox(
-        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_shared.KEEP
+        "Recovery recipe (Adam 1e-3, cosine decay)", key="plan_recipe", persist_state=_state.KEEP
     )
     plan: dict[str, Any] = {
         "default": {"prune": 0.0, "criterion": criterion, "structured": bool(structured), "bits": 32},
@@ -283,10 +277,10 @@ def _layer_row(page: Page, r: Any, method: str, structured: bool, refused: dict[
     c[0].markdown(
         f"**{_shared.breakable(r.layer)}**  \n{r.type}, {r.channels} outputs{' (classifier)' if r.final else ''}"
     )
-    c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_shared.KEEP, disabled=bool(r.final) or method != "oneshot",
+    c[1].slider("prune ratio", 0.0, 0.95, step=0.05, key=f"prune::{r.layer}", persist_state=_state.KEEP, disabled=bool(r.final) or method != "oneshot",
                 on_change=_couple, args=(r.layer, members),
                 help=f"coupled with {', '.join(members)}: they lose the same channels" if members else None)  # fmt: skip
-    c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_shared.KEEP)
+    c[2].select_slider("bits", BITS, key=f"bits::{r.layer}", persist_state=_state.KEEP)
     for cell, column in zip(c[3:], columns.values(), strict=True):
         _column_widget(cell, column, f"{column.state_key}::{r.layer}")
     if members:

@@ -13,18 +13,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import (
+from analysis.app_support import (
     apply_plan,
     artifact_bytes,
-    charts,
-    comparison_frame,
     compression_record,
-    log_compression,
     noisy_timings,
     remeasure,
     run_points,
 )
-from pages import _shared
+from analysis.report import charts, comparison_frame
+from analysis.store import log_compression
+from pages import _jobs, _records, _shared
 
 
 def apply_section(page: Any, plan: dict, both: bool, mlflow_uri: str, apply: bool) -> None:
@@ -32,7 +31,7 @@ def apply_section(page: Any, plan: dict, both: bool, mlflow_uri: str, apply: boo
     the result kept and recorded, its scatter points added, and MLflow logged when asked."""
     wb, spec, key, info = page.wb, page.wb.spec, page.key, page.info
     job_key = f"compress::{key}"
-    if not (apply or _shared.job_running(job_key)):
+    if not (apply or _jobs.job_running(job_key)):
         return
     if apply:
         st.session_state[f"_pending::{job_key}"] = plan
@@ -66,7 +65,7 @@ def apply_section(page: Any, plan: dict, both: bool, mlflow_uri: str, apply: boo
                           metric=spec.metric)  # fmt: skip
 
     with _shared.guard("Compressing"):
-        (result, extras), _ = _shared.run_stoppable("Compressing", job_key, work, tick, None)
+        (result, extras), _ = _jobs.run_stoppable("Compressing", job_key, work, tick, None)
     placeholder.empty()
     runs = st.session_state.setdefault(f"_runs::{key}", [])
     n = 1 + max((p["run"] for p in runs), default=0)
@@ -74,7 +73,7 @@ def apply_section(page: Any, plan: dict, both: bool, mlflow_uri: str, apply: boo
     _shared.forget_built("cmp")  # the last result's files
     label = f"plan {n}" + (" (stopped)" if extras.get("stopped") else "")
     runs.extend(run_points(result, extras, label, n))
-    _shared.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
+    _records.record_run("compression", wb, *compression_record(pending, result, extras, batch_size=spec.batch_size,
                                                                threads=spec.threads))  # fmt: skip
     if mlflow_uri:
         with _shared.guard("Logging to MLflow"):

@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from analysis import RunTimer
+from analysis.progress import RunTimer
 
 # The work runs in a worker thread (it never calls streamlit); the page polls it. A click on Stop reruns the
 # script, which interrupts the polling run; the next run finds the job in the session, sets its stop event

@@ -13,10 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from analysis import (
+from analysis import WorkbenchError
+from analysis.app_support import (
     ServeMode,
     UploadStore,
-    WorkbenchError,
     WorkbenchSpec,
     check_data_spec,
     check_model_spec,

@@ -6,8 +6,9 @@ Not a page (st.navigation lists the pages explicitly). The one place that knows 
 - analyses: `st.cache_data`, keyed by the analysis name, the spec's key and the parameters as JSON; the
   model itself is never hashed.
 
-Split by job, re-exported here so every page keeps writing `_shared.<name>`: serving mode and uploads in
-`_serving.py`, kept form values in `_state.py`, stoppable work in `_jobs.py`.
+The other page modules, imported directly by the pages: serving mode and uploads in `_serving.py`, kept
+form values in `_state.py`, stoppable work in `_jobs.py`, the page router in `_routing.py`, and recorded runs
+(reuse one, or run and record) in `_records.py`.
 """
 
 from __future__ import annotations
@@ -24,45 +25,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import (
-    DEFAULT_BATCH_SIZE,
-    NOISY_SPREAD,
-    Workbench,
-    WorkbenchError,
-    WorkbenchSpec,
-    first_line,
-    load_workbench,
-    public_message,
-)
-
-# Re-exported (noqa F401): every page writes `_shared.<name>` for these too.
-from pages._jobs import (  # noqa: F401
-    Job,
-    job_running,
-    run_stoppable,
-)
-from pages._routing import (  # noqa: F401
-    APP_PATH,
-    routed,
-    routing,
-)
-from pages._serving import (  # noqa: F401
-    UPLOAD_MAX_AGE_S,
-    check_spec,
-    mode,
-    purge_stale_uploads,
-    shared,
-    shown_spec,
-    stored,
-    uploads,
-)
-from pages._state import (  # noqa: F401
-    KEEP,
-    SIDEBAR_KEYS,
-    forget_on_model_change,
-    kept,
-    sticky,
-)
+from analysis import WorkbenchError
+from analysis.app_support import Workbench, WorkbenchSpec, load_workbench, public_message
+from analysis.errors import first_line
+from analysis.latency import DEFAULT_BATCH_SIZE, NOISY_SPREAD
+from pages._routing import routed
+from pages._serving import check_spec, mode, shared
+from pages._state import forget_on_model_change, kept
 
 SPEC_KEY = "_workbench_spec"
 
@@ -304,7 +273,7 @@ def result_params(name: str) -> dict:
 def metric_info(wb: Workbench) -> Any:
     """The sidebar's metric resolved for the loaded model and data (`auto` made concrete): its name,
     direction, unit; a bad metric stops the page with one line."""
-    from analysis import scoring
+    from analysis.metrics import scoring
 
     with guard("Choosing the metric"):
         return cached(
@@ -347,100 +316,6 @@ def compression_metrics(result: Any) -> None:
     c[4].metric(
         "Size", f"{a.size_bytes / 1024:.1f} KiB", f"{kib:+.1f} KiB" if kib else None, delta_color="inverse"
     )
-
-
-# --- Recorded runs (issue 16): the results store, offered instead of recomputing -------------------------
-
-
-def where_to_run(spec: WorkbenchSpec) -> dict:
-    """The sidebar's device and Ray choices as keyword arguments for the sweep and ranking calls: `device`
-    for a local run (None on the CPU, the default path), or `address` for Ray (`local` starts a local
-    Ray instance; `auto`, `host:port`, `ray://...` join a cluster)."""
-    if spec.ray_address:
-        return {"address": None if spec.ray_address == "local" else spec.ray_address}
-    return {"device": None if spec.device in ("", "cpu") else spec.device}
-
-
-MY_RUNS = "_my_run_ids"  # the run ids this browser session recorded
-
-
-def results_store() -> Any:
-    """The results store ($WORKBENCH_DATA_DIR), or None with a warning when it cannot be opened (shared
-    mode: the message names no server path)."""
-    from analysis import ResultsStore
-
-    try:
-        return ResultsStore()
-    except WorkbenchError as exc:
-        st.warning(plain(f"Runs are not recorded: {error_text(exc)}"))
-        return None
-
-
-def remember_run(run_id: int | None) -> None:
-    """Note a run this browser session recorded: a shared server's History shows only those."""
-    if run_id is not None:
-        st.session_state.setdefault(MY_RUNS, []).append(int(run_id))
-
-
-def visible_runs() -> list[int] | None:
-    """The run ids History may show: every run locally (None), this session's own on a shared server."""
-    return list(st.session_state.get(MY_RUNS, [])) if shared() else None
-
-
-def fingerprint(wb: Workbench) -> str:
-    """The loaded model's fingerprint (its spec and a hash of its weights), as the results store keys it."""
-    from analysis import model_fingerprint
-
-    return cached(
-        "fingerprint", wb.spec.model_key(), {}, lambda p: model_fingerprint(wb.spec.model, wb.model)
-    )
-
-
-def record_run(kind: str, wb: Workbench, params: dict, payload: dict, status: str = "complete") -> int | None:
-    """Record a finished analysis of the loaded model; a failed write warns and keeps the result."""
-    store = results_store()
-    if store is None:
-        return None
-    try:
-        run_id = store.record(kind, wb.spec.model, wb.spec.data, params, payload, status=status,
-                              fingerprint=fingerprint(wb))  # fmt: skip
-    except WorkbenchError as exc:
-        st.warning(plain(f"The run was not recorded: {error_text(exc)}"))
-        return None
-    remember_run(run_id)
-    return run_id
-
-
-def recorded_run(kind: str, wb: Workbench, params: dict) -> Any:
-    """The newest complete recorded run of `kind` on this model, data and parameters, or None."""
-    store = results_store()
-    run = None if store is None else store.find(kind, fingerprint(wb), params, data=wb.spec.data)
-    mine = visible_runs()
-    return None if run is None or (mine is not None and run.id not in mine) else run
-
-
-def sweep_from_dict(payload: dict) -> Any:
-    """A recorded sweep as a `SensitivityResult` (also for kinds its `from_dict` does not know yet)."""
-    from analysis import SensitivityCurve, SensitivityResult
-
-    try:
-        return SensitivityResult.from_dict(payload)
-    except WorkbenchError:
-        if payload.get("kind") not in ("lowrank", "share"):
-            raise
-    from analysis import MetricInfo
-
-    metric = MetricInfo.from_dict(payload.get("metric"))
-    key = "bits" if "bits" in next(iter(payload["layers"].values()), {}) else "ratios"
-    layers = {
-        name: SensitivityCurve(tuple(map(float, e[key])), tuple(e[metric.name]), tuple(e["loss"]))
-        for name, e in payload["layers"].items()
-    }
-    return SensitivityResult(
-        kind=payload["kind"], baseline_accuracy=float(payload["baseline"][metric.name]),
-        baseline_loss=float(payload["baseline"]["loss"]), seconds=float(payload["seconds"]), layers=layers,
-        notes=tuple(payload.get("notes", ())), samples=int(payload.get("samples", 0)), metric=metric,
-    )  # fmt: skip
 
 
 # --- Text as text ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis import group_ratios, predicted_drop_points, preview_cost, preview_transforms
-from pages import _compress_plan, _compress_result, _shared
+from analysis.app_support import group_ratios, predicted_drop_points, preview_cost, preview_transforms
+from pages import _compress_plan, _compress_result, _serving, _shared, _state
 
 COLLAPSE_POINTS = 10.0  # a predicted drop above this many points is called a collapse before Apply
 
@@ -27,10 +27,10 @@ def main() -> None:
     edited = _compress_plan.layers_section(page, method, schedule)
     _preview_section(page, method, edited, tolerance)
     mlflow_uri = ""
-    if not _shared.shared():  # a shared server writes nowhere a browser user names
+    if not _serving.shared():  # a shared server writes nowhere a browser user names
         mlflow_uri = st.text_input(
             "Also log to MLflow (tracking URI, optional)",
-            **_shared.kept("cmp_mlflow", ""),
+            **_state.kept("cmp_mlflow", ""),
             placeholder="file:/path/to/mlruns or http://host:5000",
             help="Each Apply is also logged as an MLflow run (params = the plan, metrics = before/after); "
             "needs mlflow-skinny installed. The results store records it either way.",

@@ -12,8 +12,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from analysis import METRICS, RankingResult, charts, compare_runs, plan_diff, public_environment, strip_paths
-from pages import _shared
+from analysis import RankingResult, SensitivityResult
+from analysis.app_support import strip_paths
+from analysis.metrics import METRICS
+from analysis.report import charts
+from analysis.store import compare as compare_runs
+from analysis.store import plan_diff, public_environment
+from pages import _records, _serving, _shared, _state
 
 # Where a re-opened run goes: the page, the session-state result names that page reads.
 REOPEN = {
@@ -26,19 +31,19 @@ st.title("History")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 with _shared.guard("Opening the results store"):
-    store = _shared.results_store()
+    store = _records.results_store()
     if store is None:
         st.stop()
-    fp = _shared.fingerprint(wb)
-shared = _shared.shared()
-mine = _shared.visible_runs()  # None: every run; on a shared server, this session's only
+    fp = _records.fingerprint(wb)
+shared = _serving.shared()
+mine = _records.visible_runs()  # None: every run; on a shared server, this session's only
 if shared:
     st.caption("This server is shared: you see the runs you made in this browser session.")
 else:
     st.caption(f"Results store: `{store.path}`")
 
 scope = st.radio(
-    "Runs of", ["This model", "All models"], horizontal=True, key="hist_scope", persist_state=_shared.KEEP
+    "Runs of", ["This model", "All models"], horizontal=True, key="hist_scope", persist_state=_state.KEEP
 )
 with _shared.guard("Reading the results store"):
     infos = store.list(fingerprint=fp if scope == "This model" else None, ids=mine)
@@ -98,8 +103,8 @@ runs = pd.DataFrame(
         {
             "id": r.id,
             "kind": r.kind,
-            "model": _shared.shown_spec(r.model),
-            "data": None if r.data is None else _shared.shown_spec(r.data),
+            "model": _serving.shown_spec(r.model),
+            "data": None if r.data is None else _serving.shown_spec(r.data),
             "created": pd.Timestamp(r.created) if _valid_time(r.created) else pd.NaT,
             "status": r.status,
             "this model": r.fingerprint == fp,
@@ -114,7 +119,11 @@ runs = pd.DataFrame(
 def _label(run_id: int) -> str:
     """What a picker shows for a run: its id, kind, model, when, and its headline numbers."""
     row = runs.loc[runs["id"] == run_id].iloc[0]
-    parts = [f"#{run_id} {row['kind']}", _shared.shown_spec(row["model"]), f"{row['created']:%Y-%m-%d %H:%M}"]
+    parts = [
+        f"#{run_id} {row['kind']}",
+        _serving.shown_spec(row["model"]),
+        f"{row['created']:%Y-%m-%d %H:%M}",
+    ]
     return " · ".join(parts + ([row["headline"]] if row["headline"] else []))
 
 
@@ -123,14 +132,14 @@ kinds = c[0].multiselect(
     "Kind",
     sorted(runs["kind"].unique()),
     key="hist_kinds",
-    persist_state=_shared.KEEP,
+    persist_state=_state.KEEP,
     placeholder="all kinds",
 )
 models = c[1].multiselect(
     "Model",
     sorted(runs["model"].unique()),
     key="hist_models",
-    persist_state=_shared.KEEP,
+    persist_state=_state.KEEP,
     placeholder="all models",
 )
 statuses = c[2].multiselect(
@@ -138,12 +147,12 @@ statuses = c[2].multiselect(
     ["complete", "partial", "failed", "unreadable"],
     key="hist_status",
     placeholder="any status",
-    persist_state=_shared.KEEP,
+    persist_state=_state.KEEP,
 )
 known = runs["created"].dropna()
 first, last = (known.min().date(), known.max().date()) if len(known) else (None, None)
 dates = (
-    c[3].date_input("Recorded between", (first, last), key="hist_dates", persist_state=_shared.KEEP)
+    c[3].date_input("Recorded between", (first, last), key="hist_dates", persist_state=_state.KEEP)
     if first
     else None
 )
@@ -171,7 +180,7 @@ chosen = st.multiselect(
     compressions,
     format_func=_label,
     key="hist_compare",
-    persist_state=_shared.KEEP,
+    persist_state=_state.KEEP,
     help="Accuracy, latency per runtime, MACs and size side by side, and the plans diffed layer by layer.",
 )
 if not compressions:
@@ -184,7 +193,7 @@ elif len(chosen) >= 2:
         diff = plan_diff(plans)
     st.caption(
         "; ".join(
-            f"#{i}: {_shared.shown_spec(r['model'])}, {r['created'][:19]}, {r['status']}, "
+            f"#{i}: {_serving.shown_spec(r['model'])}, {r['created'][:19]}, {r['status']}, "
             f"scored in {r.get('metric', 'accuracy')}"
             for i, r in table.iterrows()
         )
@@ -194,7 +203,7 @@ elif len(chosen) >= 2:
     side.columns = [f"#{i}" for i in side.columns]
     _shared.table(side.reset_index(names="metric"), "comparison.csv", key="hist_cmp_csv")
     st.markdown("**Plans, layer by layer**")
-    only = st.toggle("Only layers that differ", key="hist_only_diff", persist_state=_shared.KEEP)
+    only = st.toggle("Only layers that differ", key="hist_only_diff", persist_state=_state.KEEP)
     diff = diff[diff["differs"]] if only else diff
     _shared.table(diff.reset_index(), "plan_diff.csv", key="hist_diff_csv")
 else:
@@ -203,8 +212,8 @@ else:
 # --- every recorded plan of a model ------------------------------------------------------------------------
 st.subheader("Score vs latency of every recorded plan")
 models = {r.model for r in infos if r.kind in COMPRESSION_KINDS}
-targets = {"this model": fp} | {_shared.shown_spec(m): m for m in sorted(models)}
-target = st.selectbox("Model", list(targets), key="hist_scatter_model", persist_state=_shared.KEEP)
+targets = {"this model": fp} | {_serving.shown_spec(m): m for m in sorted(models)}
+target = st.selectbox("Model", list(targets), key="hist_scatter_model", persist_state=_state.KEEP)
 with _shared.guard("Reading the recorded plans"):
     points = (
         store.compression_table(fingerprint=fp, ids=mine)
@@ -221,11 +230,11 @@ st.subheader("One run")
 ids = [int(i) for i in shown["id"]]
 if not ids:
     st.stop()
-run_id = st.selectbox("Run", ids, format_func=_label, key="hist_run", persist_state=_shared.KEEP)
+run_id = st.selectbox("Run", ids, format_func=_label, key="hist_run", persist_state=_state.KEEP)
 with _shared.guard("Reading the run"):
     run = store.get(run_id)
 st.markdown(
-    f"**#{run.id}** {run.kind} of `{_shared.shown_spec(run.model)}` on `{_shared.shown_spec(str(run.data))}`, "
+    f"**#{run.id}** {run.kind} of `{_serving.shown_spec(run.model)}` on `{_serving.shown_spec(str(run.data))}`, "
     f"{run.created}, {run.status}"
     + ("" if run.fingerprint == fp else " (another model or other weights than the one loaded)")
 )
@@ -255,7 +264,7 @@ if run.kind in REOPEN:
     ):
         with _shared.guard("Re-opening the run"):
             if run.kind == "sensitivity":
-                result = _shared.sweep_from_dict(run.result)
+                result = SensitivityResult.from_dict(run.result)
                 _shared.keep_result("sensitivity", key, result, run.params)
                 _shared.keep_result(f"sensitivity:{result.kind}", key, result, run.params)
                 st.session_state["_sens_payload"] = run.result

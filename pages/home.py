@@ -2,10 +2,12 @@
 
 import streamlit as st
 
-from analysis import RUNTIMES, WorkbenchError, charts, compare_runtime_latency, model_card, prepare, summarize
-from pages import _shared
+from analysis import RUNTIMES, WorkbenchError, summarize
+from analysis.report import charts, model_card
+from analysis.runtime import compare_runtime_latency, prepare
+from pages import _routing, _serving, _shared
 
-_shared.routed()
+_routing.routed()
 
 PAGES = [
     (
@@ -59,7 +61,7 @@ st.title("Compression workbench")
 wb = _shared.workbench()
 spec = wb.spec
 st.caption(
-    f"Model `{_shared.shown_spec(spec.model)}` on data `{_shared.shown_spec(wb.data.spec)}`, input {wb.shape_text}"
+    f"Model `{_serving.shown_spec(spec.model)}` on data `{_serving.shown_spec(wb.data.spec)}`, input {wb.shape_text}"
 )
 
 slot, on_wait = _shared.waiting_notice()

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from analysis import charts, cost_vs_time
-from pages import _shared
+from analysis.report import charts, cost_vs_time
+from pages import _routing, _shared, _state
 
-_shared.routed()
+_routing.routed()
 
 st.title("Overview")
 wb = _shared.workbench()
@@ -15,7 +15,7 @@ runs = st.slider(
     5,
     50,
     step=5,
-    **_shared.kept("overview_runs", 10),
+    **_state.kept("overview_runs", 10),
     help="More runs give steadier shares; slower.",
 )
 

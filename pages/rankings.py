@@ -6,24 +6,18 @@ shown instead of computed again (Recompute runs it anyway). Ranking runs in a wo
 
 import streamlit as st
 
-from analysis import (
-    DEFAULT_MAX_SAMPLES,
-    IMPORTANCE_CRITERIA,
-    RankingResult,
-    charts,
-    out_channels,
-    prunable_layers,
-    rank_channels,
-    ray_rank_channels,
-    to_json,
-)
-from pages import _shared
+from analysis import IMPORTANCE_CRITERIA, RankingResult, rank_channels
+from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.distributed import ray_rank_channels
+from analysis.io import to_json
+from analysis.model import out_channels, prunable_layers
+from analysis.report import charts
+from pages import _records, _shared, _state
 
 st.title("Rankings")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 measured = [c for c in IMPORTANCE_CRITERIA if c != "oracle"]
-JOB, JOB_PARAMS, FROM_RUN = "rankings", "_rank_job_params", "_rank_from_run"
 for name, default in [
     ("rank_criteria", measured),
     ("rank_layers", list(prunable_layers(wb.model))),
@@ -32,20 +26,20 @@ for name, default in [
     ("rank_osamples", DEFAULT_MAX_SAMPLES),
     ("rank_topk", 0.25),
 ]:
-    _shared.sticky(name, default)
+    _state.sticky(name, default)
 
 with st.form("rank"):
-    criteria = st.multiselect("Criteria", measured, key="rank_criteria", persist_state=_shared.KEEP)
+    criteria = st.multiselect("Criteria", measured, key="rank_criteria", persist_state=_state.KEEP)
     layers = _shared.layer_picker("Layers", list(prunable_layers(wb.model)), key="rank_layers")
     c = st.columns(4)
     oracle = c[0].checkbox(
-        "Oracle", key="rank_oracle", persist_state=_shared.KEEP, help="|loss change| with each channel zeroed"
+        "Oracle", key="rank_oracle", persist_state=_state.KEEP, help="|loss change| with each channel zeroed"
     )
     samples = c[1].number_input(
-        "Calibration samples", 32, 100_000, step=256, key="rank_samples", persist_state=_shared.KEEP
+        "Calibration samples", 32, 100_000, step=256, key="rank_samples", persist_state=_state.KEEP
     )
     oracle_samples = c[2].number_input(
-        "Oracle samples", 32, 100_000, step=256, key="rank_osamples", persist_state=_shared.KEEP
+        "Oracle samples", 32, 100_000, step=256, key="rank_osamples", persist_state=_state.KEEP
     )
     topk = c[3].slider(
         "Top-k fraction",
@@ -53,7 +47,7 @@ with st.form("rank"):
         1.0,
         step=0.05,
         key="rank_topk",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help="k = fraction x channels",
     )
     run = st.form_submit_button("Rank channels", type="primary")
@@ -66,7 +60,7 @@ if oracle:
 
 def _work(params: dict, model, data, where: dict):
     """The ranking as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread), on the
-    sidebar's device or Ray cluster (`_shared.where_to_run`)."""
+    sidebar's device or Ray cluster (`_records.where_to_run`)."""
 
     def work(progress, should_stop):
         kwargs = dict(params)
@@ -79,67 +73,54 @@ def _work(params: dict, model, data, where: dict):
     return work
 
 
-def _recompute() -> None:
-    st.session_state["_rank_force"] = True
+def _keep(result, params: dict, payload: dict, run_id: int | None) -> None:
+    _shared.keep_result("rankings", key, result, params)
 
 
-force = st.session_state.pop("_rank_force", False)
+def _unit(params: dict, where: dict) -> str:
+    return (
+        "layers" if "address" in where else "channels (oracle)" if params["oracle"] else "calibration samples"
+    )
+
+
+FLOW = _records.Flow(
+    kind="ranking",
+    name="rankings",
+    job="rankings",
+    prefix="_rank",
+    what="Ranking the channels",
+    from_dict=RankingResult.from_dict,
+    keep=_keep,
+)
 if run and not (criteria or oracle):
     st.warning("Choose at least one criterion or the oracle.")
-elif run or force:
-    params = _shared.result_params("rankings") if force else {
+    run = False
+outcome = _records.reuse_or_run(
+    FLOW,
+    wb,
+    run=run,
+    params=lambda: {
         "criteria": criteria,
         "layers": layers or None,
         "max_samples": int(samples),
         "oracle": oracle,
         "oracle_max_samples": int(oracle_samples),
         "topk_fraction": float(topk),
-    }  # fmt: skip
-    with _shared.guard("Ranking the channels"):
-        found = None if force else _shared.recorded_run("ranking", wb, params)
-        if found is not None:
-            _shared.keep_result("rankings", key, RankingResult.from_dict(found.result), params)
-    st.session_state[FROM_RUN] = None if found is None else found.id
-    if found is None:
-        st.session_state[JOB_PARAMS] = params
-if JOB_PARAMS in st.session_state:  # a ranking to start, or one still running after Stop or a page switch
-    params = st.session_state[JOB_PARAMS]
-    with _shared.guard("Ranking the channels"):
-        try:
-            where = _shared.where_to_run(wb.spec)
-            unit = (
-                "layers"
-                if "address" in where
-                else "channels (oracle)"
-                if params["oracle"]
-                else "calibration samples"
-            )
-            result, stopped = _shared.run_stoppable(
-                "Scoring channels", JOB, _work(params, wb.model, wb.data, where), unit=unit
-            )
-        except Exception:
-            st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
-            raise
-    st.session_state.pop(JOB_PARAMS, None)
-    partial = bool(getattr(result, "partial", False))
-    _shared.record_run("ranking", wb, params, result.to_dict(), "partial" if partial else "complete")
-    _shared.keep_result("rankings", key, result, params)
-    if stopped:
-        st.warning("Stopped: the layers scored so far were kept (recorded as partial)." if partial
-                   else "Stopped after the last unit had started: the ranking finished.")  # fmt: skip
+    },
+    label=lambda params: "Scoring channels",
+    work=lambda params, where: _work(params, wb.model, wb.data, where),
+    unit=_unit,
+)
+if outcome is not None and outcome.stopped:
+    st.warning("Stopped: the layers scored so far were kept (recorded as partial)." if outcome.partial
+               else "Stopped after the last unit had started: the ranking finished.")  # fmt: skip
 
 result = _shared.session_result("rankings", key)
 if result is None:
     st.info("Choose criteria and layers and press **Rank channels**.")
     st.stop()
 
-if st.session_state.get(FROM_RUN) is not None:
-    c = st.columns([4, 1])
-    c[0].info(
-        f"Recorded run #{st.session_state[FROM_RUN]} had these parameters for this model and data: it is "
-        "shown instead of ranking again."
-    )
-    c[1].button("Recompute", on_click=_recompute, key="rank_recompute")
+_records.recorded_notice(FLOW, "ranking")
 st.caption(f"{len(result.layers)} layers, {result.samples:,} calibration samples, {result.seconds:.1f} s.")
 for note in result.notes:
     st.info(note)

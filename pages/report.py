@@ -3,16 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from analysis import (
-    SENSITIVITY_KINDS,
-    WorkbenchError,
-    first_line,
-    measure_runtime_latency,
-    prepare,
-    report_files,
-    sensitivity_sweep,
-)
-from pages import _shared
+from analysis import SENSITIVITY_KINDS, WorkbenchError, sensitivity_sweep
+from analysis.errors import first_line
+from analysis.report import report_files
+from analysis.runtime import measure_runtime_latency, prepare
+from pages import _records, _shared, _state
 
 st.title("Report")
 wb = _shared.workbench()
@@ -39,7 +34,7 @@ with st.form("report"):
         "Also run these sweeps (default ratios and bits, all layers)",
         missing,
         key="report_run",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
     )
     build = st.form_submit_button("Build report", type="primary")
 
@@ -89,7 +84,7 @@ if build:
         )  # fmt: skip
     _shared.keep_result("report", key, files)
     _shared.keep_result("report_latency", key, latency)
-    _shared.record_run("report", wb, {"sweeps": [r.kind for r in sweeps], "rankings": rankings is not None,
+    _records.record_run("report", wb, {"sweeps": [r.kind for r in sweeps], "rankings": rankings is not None,
                                       "compression": compression is not None}, {"md": files["md"]})  # fmt: skip
 
 files = _shared.session_result("report", key)

@@ -8,55 +8,45 @@ stopped, it keeps (and records, as partial) the layers that finished.
 
 import streamlit as st
 
-from analysis import (
-    DEFAULT_BITS,
-    DEFAULT_RATIOS,
-    SENSITIVITY_KINDS,
-    charts,
-    parse_values,
-    prunable_layers,
-    ray_sensitivity_sweep,
-    safe_points,
-    sensitivity_sweep,
-    to_json,
-)
-from pages import _shared
+from analysis import SENSITIVITY_KINDS, SensitivityResult, sensitivity_sweep
+from analysis.distributed import ray_sensitivity_sweep
+from analysis.io import to_json
+from analysis.model import prunable_layers
+from analysis.report import charts, safe_points
+from analysis.sensitivity import BITS_KINDS, DEFAULT_BITS, DEFAULT_RATIOS
+from analysis.validate import parse_values
+from pages import _records, _shared, _state
 
-KINDS = list(dict.fromkeys([*SENSITIVITY_KINDS, "lowrank", "share"]))
-BIT_KINDS = ("quant", "share")
 DEFAULT_RANKS = (0.75, 0.5, 0.25, 0.125)
-JOB = "sensitivity"
 PAYLOAD = "_sens_payload"  # the sweep's JSON (lowrank keeps its MACs saved there)
-JOB_PARAMS = "_sens_job_params"  # parameters of the sweep running in the worker
-FROM_RUN = "_sens_from_run"  # the recorded run the shown sweep came from, if it was not computed now
 
 st.title("Sensitivity")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 
 for name, default in [
-    ("sens_kind", KINDS[0]),
+    ("sens_kind", SENSITIVITY_KINDS[0]),
     ("sens_ratios", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS)),
     ("sens_bits", ", ".join(map(str, DEFAULT_BITS))),
     ("sens_ranks", ", ".join(f"{r:g}" for r in DEFAULT_RANKS)),
     ("sens_layers", []),
     ("sens_early", 0.0),
 ]:
-    _shared.sticky(name, default)
+    _state.sticky(name, default)
 
 with st.form("sweep"):
     c = st.columns([2, 3, 3, 3])
     kind = c[0].radio(
         "Kind",
-        KINDS,
+        list(SENSITIVITY_KINDS),
         key="sens_kind",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
         help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
         "share: k-means weight sharing with 2^bits centroids",
     )
-    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios", persist_state=_shared.KEEP)
-    bits = c[2].text_input("Bits (quant, share)", key="sens_bits", persist_state=_shared.KEEP)
-    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks", persist_state=_shared.KEEP)
+    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios", persist_state=_state.KEEP)
+    bits = c[2].text_input("Bits (quant, share)", key="sens_bits", persist_state=_state.KEEP)
+    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks", persist_state=_state.KEEP)
     layers = _shared.layer_picker(
         "Layers (none chosen = all)",
         list(prunable_layers(wb.model)),
@@ -76,14 +66,14 @@ with st.form("sweep"):
         key="sens_early",
         help=f"Metric {info.name}: in points (hundredths) for accuracy and agreement; in the metric's own "
         "units otherwise (dB for PSNR)",
-        persist_state=_shared.KEEP,
+        persist_state=_state.KEEP,
     )
     run = c[1].form_submit_button("Run sweep", type="primary")
 
 
 def _params() -> dict:
     values = {"ratios": None, "bits": None}
-    if kind in BIT_KINDS:
+    if kind in BITS_KINDS:
         values["bits"] = parse_values(bits, int)
     else:
         values["ratios"] = parse_values(ranks if kind == "lowrank" else ratios)
@@ -96,7 +86,7 @@ def _params() -> dict:
 def _work(params: dict, model, data, where: dict):
     """The sweep as `work(progress, should_stop)` for `run_stoppable` (runs in a worker thread); the library
     dispatches every kind, lowrank and share included, and returns the finished layers when stopped.
-    `where`: the sidebar's device, or a Ray address (`_shared.where_to_run`)."""
+    `where`: the sidebar's device, or a Ray address (`_records.where_to_run`)."""
 
     def work(progress, should_stop):
         kwargs = {k: v for k, v in params.items() if v is not None or k in ("ratios", "bits")}
@@ -113,7 +103,6 @@ def _show(result, params: dict, payload: dict, run_id: int | None) -> None:
     _shared.keep_result("sensitivity", key, result, params)
     _shared.keep_result(f"sensitivity:{result.kind}", key, result, params)  # the report takes one per kind
     st.session_state[PAYLOAD] = payload
-    st.session_state[FROM_RUN] = run_id
 
 
 def _unit(params: dict, where: dict) -> str:
@@ -126,57 +115,37 @@ def _unit(params: dict, where: dict) -> str:
     return f"evaluations ({layers} x {values})"
 
 
-def _recompute() -> None:
-    st.session_state["_sens_force"] = True
-
-
-force = st.session_state.pop("_sens_force", False)
-if run or force:
-    with _shared.guard("The sensitivity sweep"):
-        params = _params() if run else _shared.result_params("sensitivity")
-        found = None if force else _shared.recorded_run("sensitivity", wb, params)
-    if found is not None:
-        _show(_shared.sweep_from_dict(found.result), params, found.result, found.id)
-    else:
-        st.session_state[JOB_PARAMS] = params
-if JOB_PARAMS in st.session_state:  # a sweep to start, or one still running after Stop or a page switch
-    params = st.session_state[JOB_PARAMS]
-    with _shared.guard("The sensitivity sweep"):
-        try:
-            where = _shared.where_to_run(wb.spec)
-            result, stopped = _shared.run_stoppable(
-                f"Sweeping ({params['kind']})",
-                JOB,
-                _work(params, wb.model, wb.data, where),
-                unit=_unit(params, where),
-            )
-        except Exception:
-            st.session_state.pop(JOB_PARAMS, None)  # not on a rerun (BaseException): the job goes on
-            raise
-    st.session_state.pop(JOB_PARAMS, None)
-    partial = bool(getattr(result, "partial", False))
-    payload = result.to_dict()
-    _shared.record_run("sensitivity", wb, params, payload, "partial" if partial else "complete")
-    _show(result, params, payload, None)
-    if stopped:
-        st.warning(
-            f"Stopped: {len(result.layers)} layers finished and were kept (recorded as partial)."
-            if partial
-            else "Stopped after the last layer had started: the sweep finished."
-        )
+FLOW = _records.Flow(
+    kind="sensitivity",
+    name="sensitivity",
+    job="sensitivity",
+    prefix="_sens",
+    what="The sensitivity sweep",
+    from_dict=SensitivityResult.from_dict,
+    keep=_show,
+)
+outcome = _records.reuse_or_run(
+    FLOW,
+    wb,
+    run=run,
+    params=_params,
+    label=lambda params: f"Sweeping ({params['kind']})",
+    work=lambda params, where: _work(params, wb.model, wb.data, where),
+    unit=_unit,
+)
+if outcome is not None and outcome.stopped:
+    st.warning(
+        f"Stopped: {len(outcome.result.layers)} layers finished and were kept (recorded as partial)."
+        if outcome.partial
+        else "Stopped after the last layer had started: the sweep finished."
+    )
 
 result = _shared.session_result("sensitivity", key)
 if result is None:
     st.info("Choose what to sweep and press **Run sweep**.")
     st.stop()
 
-if st.session_state.get(FROM_RUN) is not None:
-    c = st.columns([4, 1])
-    c[0].info(
-        f"Recorded run #{st.session_state[FROM_RUN]} had these parameters for this model and data: it is "
-        "shown instead of sweeping again."
-    )
-    c[1].button("Recompute", on_click=_recompute, key="sens_recompute")
+_records.recorded_notice(FLOW, "sweeping")
 score = result.metric
 better = "higher" if score.higher_is_better else "lower"
 st.caption(

@@ -4,18 +4,12 @@ what sparsity training did."""
 
 import streamlit as st
 
-from analysis import (
-    charts,
-    example_input,
-    find_groups,
-    prunable_layers,
-    quant_vs_kmeans,
-    quantization_view,
-    sparsity_values,
-    weight_histograms,
-    weight_stats,
-)
-from pages import _shared
+from analysis import find_groups
+from analysis.compression import sparsity_values
+from analysis.model import example_input, prunable_layers
+from analysis.report import charts, quantization_view, weight_histograms, weight_stats
+from analysis.transforms import quant_vs_kmeans
+from pages import _shared, _state
 
 st.title("Weights")
 wb = _shared.workbench()
@@ -25,14 +19,12 @@ names = list(prunable_layers(wb.model))
 layers = _shared.layer_picker("Layers", names, key="weights_layers")
 c = st.columns(3)
 view = c[0].radio(
-    "Histograms", ["Overlay", "Small multiples"], horizontal=True, **_shared.kept("weights_view")
+    "Histograms", ["Overlay", "Small multiples"], horizontal=True, **_state.kept("weights_view")
 )
 standardize = c[1].checkbox(
-    "Standardize ((w - mean) / std)", **_shared.kept("weights_std", False), help="Compare shapes, not scales."
+    "Standardize ((w - mean) / std)", **_state.kept("weights_std", False), help="Compare shapes, not scales."
 )
-sigma = c[2].number_input(
-    "Outlier threshold (std)", 1.0, 10.0, step=0.5, **_shared.kept("weights_sigma", 3.0)
-)
+sigma = c[2].number_input("Outlier threshold (std)", 1.0, 10.0, step=0.5, **_state.kept("weights_sigma", 3.0))
 
 if not layers:
     st.info("Choose at least one layer.")
@@ -64,8 +56,8 @@ st.caption(
 
 st.subheader("Quantization")
 c = st.columns([2, 3])
-layer = c[0].selectbox("Layer", layers, **_shared.kept("weights_qlayer"))
-bits = c[1].select_slider("Bits", list(range(2, 17)), **_shared.kept("weights_bits", 8))
+layer = c[0].selectbox("Layer", layers, **_state.kept("weights_qlayer"))
+bits = c[1].select_slider("Bits", list(range(2, 17)), **_state.kept("weights_bits", 8))
 with _shared.guard("Quantizing the weights"):
     qview = _shared.cached(
         "quant_view", key, {"layer": layer, "bits": bits}, lambda p: quantization_view(wb.model, layer, bits)
@@ -82,7 +74,7 @@ st.caption(
 
 st.subheader("Uniform quantization vs k-means sharing")
 c = st.columns([2, 3])
-kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), **_shared.kept("weights_kbits", 4))
+kbits = c[0].select_slider("Bits (both)", list(range(2, 9)), **_state.kept("weights_kbits", 4))
 compare = c[1].button("Compare on the chosen layers", key="weights_kmeans")
 params = {"layers": layers, "bits": kbits, "metric": wb.spec.metric}
 if compare:

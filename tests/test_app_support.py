@@ -11,20 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import (
-    WorkbenchError,
-    WorkbenchSpec,
-    cost_vs_time,
-    load_model,
-    load_workbench,
-    pareto_front,
-    parse_values,
-    plan_from_table,
-    safe_points,
-    save_upload,
-    state_digest,
-    uniform_layer_table,
-)
+from analysis import WorkbenchError, load_model
+from analysis.app_support import WorkbenchSpec, load_workbench, save_upload, state_digest
+from analysis.report import cost_vs_time, pareto_front, plan_from_table, safe_points, uniform_layer_table
 from analysis.report.charts import (
     histogram_grid,
     histogram_overlay,
@@ -35,8 +24,9 @@ from analysis.report.charts import (
     share_comparison,
     sorted_bar,
 )
+from analysis.report.weights import quantization_view, weight_histograms, weight_stats
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
-from analysis.transforms.weight_stats import quantization_view, weight_histograms, weight_stats
+from analysis.validate import parse_values
 
 
 def _front_by_sweep(acc, lat):

@@ -1,5 +1,6 @@
-"""The layout's rules, checked on the source: no import cycle inside `analysis`, and the app's pages and
-`app.py` use only the public `analysis` API (names `analysis/__init__.py` exports)."""
+"""The layout's rules, checked on the source: no import cycle inside `analysis`; no import from a lower layer
+to a higher one (imports inside functions count); at most 12 modules flat in `analysis/`; no module over 450
+lines; the app's pages and `app.py` use only public names (`analysis`'s, or a subpackage's `__all__`)."""
 
 from __future__ import annotations
 
@@ -78,18 +79,131 @@ def test_no_import_cycle_in_analysis():
     assert _cycles(graph) == []
 
 
-def test_pages_and_app_import_only_the_public_api():
+# The layers of `analysis`, lowest first: a unit (a flat module or a subpackage, or a module named more
+# precisely) may import its own layer and the layers below. `analysis/__init__.py` is lazy and imports nothing.
+LAYERS: list[set[str]] = [
+    {"errors", "startup", "progress", "registry"},
+    {"limits", "validate", "io", "devices", "zoo.models"},
+    {"model", "concurrency", "zoo"},
+    {"data", "metrics"},
+    {"cost", "evaluate", "latency"},
+    {"fx"},
+    {"transforms"},
+    # `load_model` opens deployable artifacts too (an .onnx file runs through ONNX Runtime): the spec
+    # loader sits beside the runtimes, above the rest of `analysis.model`
+    {"importance", "sensitivity", "runtime", "model.specs", "model.loading"},
+    {"compression"},
+    {"report", "store", "distributed"},
+    {"app_support", "zoo.train"},
+    {"cli", "__main__"},
+]
+RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
+
+# Upward imports not yet moved down: (importer, imported module). Each entry is a known debt; the test fails
+# when one is fixed and still listed (so the list only shrinks) and when a new one appears.
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    # in files of the transforms/criteria restructuring (issue 22's other pieces): move the shared code down
+    ("analysis.runtime.measure", "analysis.compression.result"),
+    ("analysis.transforms.fields", "analysis.sensitivity.result"),
+    ("analysis.transforms.fields", "analysis.sensitivity.transform_sweeps"),
+    ("analysis.transforms.groups", "analysis.importance.base"),
+    ("analysis.transforms.sharing", "analysis.compression.finetune"),
+    ("analysis.transforms.sharing", "analysis.compression.finetune_settings"),
+}
+
+
+def _rank(module: str) -> int | None:
+    parts = module.split(".")[1:]
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in RANK:
+            return RANK[".".join(parts[:n])]
+    return None
+
+
+def _upward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {
+        (a, b)
+        for a, targets in graph.items()
+        for b in targets
+        if a != "analysis" and _rank(a) is not None and _rank(b) is not None and _rank(b) > _rank(a)
+    }
+
+
+def test_every_unit_of_analysis_has_a_layer():
+    graph = _graph()
+    assert sorted(m for m in graph if m != "analysis" and _rank(m) is None) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert _upward({"analysis.errors": {"analysis.cli.main"}, "analysis.cli.main": {"analysis.errors"}}) == {
+        ("analysis.errors", "analysis.cli.main")
+    }
+
+
+def test_no_import_from_a_lower_layer_to_a_higher_one():
+    found = _upward(_graph())
+    assert sorted(found - KNOWN_UPWARD) == []
+    assert sorted(KNOWN_UPWARD - found) == []  # fixed: take it off the list
+
+
+# Modules still over 450 lines, to be split (the test fails when one is split and still listed).
+LONG_FOR_NOW = {
+    "analysis/transforms/sharing.py",
+    "analysis/compression/compress.py",
+}
+
+
+def test_at_most_twelve_flat_modules_and_none_over_450_lines():
+    flat = [p.name for p in (ROOT / "analysis").glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert len(flat) <= 12, sorted(flat)
+    files = [*(ROOT / "analysis").rglob("*.py"), *(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 450}
+    assert sorted(set(long) - LONG_FOR_NOW) == []
+    assert sorted(LONG_FOR_NOW - set(long)) == []
+
+
+def _public(module_name: str) -> set[str]:
+    """A module's public names: its `__all__`, else what it defines without a leading underscore."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    return set(names) if names is not None else {n for n in vars(module) if not n.startswith("_")}
+
+
+def test_import_analysis_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import analysis, sys; print(sorted({'plotly', 'pandas', 'torch'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_library_api_is_small_and_every_name_resolves():
     import analysis
 
-    public = set(analysis.__all__)
+    assert len(analysis.__all__) < 50
+    assert all(getattr(analysis, name) is not None for name in analysis.__all__)
+
+
+def test_pages_and_app_import_only_public_names():
+    """`from analysis import X` (X in `analysis.__all__`) or `from analysis.<child> import X` (X public in
+    that subpackage or flat module); nothing deeper, nothing private."""
     files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
     bad = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "analysis":
-                if node.module != "analysis":
+                if node.module.count(".") > 1:
                     bad.append(f"{path.name}: from {node.module} import ...")
-                bad += [f"{path.name}: {a.name} is not public" for a in node.names if a.name not in public]
+                    continue
+                public = _public(node.module)
+                bad += [
+                    f"{path.name}: {node.module}.{a.name} is not public"
+                    for a in node.names
+                    if a.name not in public
+                ]
             elif isinstance(node, ast.Import):
                 bad += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("analysis.")]
     assert bad == []

@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from analysis import artifact_bytes, load_data
-from analysis.layers import copy_model
-from analysis.specs import load_model
+from analysis import load_data
+from analysis.app_support import artifact_bytes
+from analysis.model.layers import copy_model
+from analysis.model.specs import load_model
 from analysis.transforms.pruning import prune_structured, pruning_groups
 from analysis.transforms.quantization import quantize_weights
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from analysis.compression.finetune import distillation_loss, finetune
+from analysis.compression.finetune import finetune
 from analysis.compression.plan import FinetuneSettings
+from analysis.compression.training import distillation_loss
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 
@@ -136,7 +137,7 @@ def test_a_plan_that_asks_for_finetuning_gets_the_recovery_recipe(raw, recipe, e
 
 
 def test_warmup_then_cosine_learning_rate_by_hand():
-    from analysis.compression.finetune import lr_scheduler
+    from analysis.compression.training import lr_scheduler
 
     weight = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=0.1)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from analysis.errors import WorkbenchError
-from analysis.specs import load_model, model_input_shape
+from analysis.model.specs import load_model, model_input_shape
 from tests.conftest import run_cli
 
 transformers = pytest.importorskip("transformers")

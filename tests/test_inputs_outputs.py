@@ -18,13 +18,13 @@ from analysis.cost import summarize
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.inputs import InputBatch, as_model_inputs, parse_input_spec, positional_names
 from analysis.latency import measure_latency
-from analysis.layers import call_model
 from analysis.metrics import PSNR_CAP_DB
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import InputBatch, as_model_inputs, parse_input_spec, positional_names
+from analysis.model.layers import call_model
+from analysis.model.outputs import flatten_outputs
+from analysis.model.specs import check_input_shape, load_model, parse_input_shape
 from analysis.sensitivity.sweep import sensitivity_sweep
-from analysis.specs import check_input_shape, load_model, parse_input_shape
 from tests import reach_models as R
 from tests.conftest import run_cli
 
@@ -185,7 +185,7 @@ def test_compress_half_the_channels_and_int8_on_onnxruntime(name, files):
 def test_onnx_export_names_every_output(files, tmp_path):
     import onnxruntime
 
-    from analysis.layers import example_input
+    from analysis.model.layers import example_input
     from analysis.runtime.onnx import OnnxModule, export_onnx
 
     for name, want in (("tuple_output", ["output_0", "output_1"]), ("dict_output", ["scores", "embedding"]),

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import analysis.limits
-from analysis import ResultsStore, UploadStore, WorkbenchError, load_data
+from analysis import ResultsStore, WorkbenchError, load_data
+from analysis.app_support import UploadStore
 from analysis.cli.main import main
 from analysis.compression.plan import CompressionPlan
 from analysis.limits import check_archive, cpu_count

@@ -1,4 +1,4 @@
-"""Phase-2 pipeline: plan fields of CONTRACT section 8, `compress` with schedules, transforms and runtimes,
+"""Phase-2 pipeline: plan fields of docs/contract.md section 8, `compress` with schedules, transforms and runtimes,
 sweep kinds lowrank/share and stopping, and the compress command line (save formats, reload)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CompressionPlan: CONTRACT section 4 format, JSON round trip, key-by-key overrides, validation."""
+"""CompressionPlan: docs/contract.md section 4 format, JSON round trip, key-by-key overrides, validation."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import RunTimer, compress, load_data, load_model, rank_channels, sensitivity_sweep
-from analysis.progress import Forward, progress_bar
+from analysis import compress, load_data, load_model, rank_channels, sensitivity_sweep
+from analysis.progress import Forward, RunTimer, progress_bar
 
 CNN_GROUPS = (
     5  # digits-cnn: features.0, .3, .7, .10 and classifier.0 (the final classifier keeps its outputs)

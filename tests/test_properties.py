@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from analysis.compression.plan import CompressionPlan, load_plan
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
-from analysis.specs import load_model, parse_input_shape
+from analysis.model.specs import load_model, parse_input_shape
 from analysis.validate import parse_values
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import WorkbenchError, prune_structured
+from analysis import WorkbenchError
 from analysis.data import Dataset
+from analysis.transforms import prune_structured
 
 DEAD = [1, 4, 6]  # channels whose bias keeps them below zero: after the ReLU they are (almost) always 0
 

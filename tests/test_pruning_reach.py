@@ -22,7 +22,7 @@ from pattern_models import (
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.layers import call_model, filter_rows, flat_outputs, is_prunable, output_layers
+from analysis.model.layers import call_model, filter_rows, flat_outputs, is_prunable, output_layers
 from analysis.transforms.groups import find_groups, remove_channels
 from analysis.transforms.pruning import prune_structured, pruning_groups
 

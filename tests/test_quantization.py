@@ -1,4 +1,4 @@
-"""Weight quantization (CONTRACT section 5) against plain loops, sizes by hand, and real int8 Linear."""
+"""Weight quantization (docs/contract.md section 5) against plain loops, sizes by hand, and real int8 Linear."""
 
 from __future__ import annotations
 

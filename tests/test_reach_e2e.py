@@ -31,14 +31,14 @@ from analysis.cost import summarize
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.inputs import as_model_inputs, positional_names
-from analysis.layers import attention_heads, call_model, flat_outputs, output_layers
 from analysis.metrics import PSNR_CAP_DB, scoring
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import as_model_inputs, positional_names
+from analysis.model.layers import attention_heads, call_model, flat_outputs, output_layers
+from analysis.model.outputs import flatten_outputs
+from analysis.model.specs import load_model
 from analysis.runtime.artifacts import save_compressed
 from analysis.runtime.onnx import OnnxModule, export_onnx
 from analysis.sensitivity.sweep import sensitivity_sweep
-from analysis.specs import load_model
 from analysis.transforms.groups import find_groups, remove_channels
 from tests import e2e_models as E
 from tests import pattern_models as P

@@ -84,7 +84,7 @@ def test_failed_write_leaves_no_file(tmp_path, mlp, digits, sweeps, monkeypatch)
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "_section_rankings", boom)
+    monkeypatch.setattr(report, "section_rankings", boom)
     with pytest.raises(RuntimeError):
         build_report(mlp, digits.subset(96), tmp_path / "r.html", sensitivity=sweeps, rankings=object())
     monkeypatch.undo()

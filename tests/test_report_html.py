@@ -11,14 +11,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from analysis import (
-    CompressionPlan,
-    compress,
-    load_model,
-    report_files,
-    run_point,
-    sensitivity_sweep,
-)
+from analysis import CompressionPlan, compress, load_model, sensitivity_sweep
+from analysis.report import report_files, run_point
 
 LEAKED = [f"#0000{i:02d}" for i in range(1, 11)]  # what an app theme's colorway once put in every export
 

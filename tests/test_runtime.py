@@ -16,7 +16,8 @@ from torch import nn
 from analysis import zoo
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.layers import copy_model
+from analysis.model.layers import copy_model
+from analysis.model.specs import load_model
 from analysis.runtime import (
     PRUNED_SUFFIX,
     evaluate_runtime,
@@ -26,7 +27,6 @@ from analysis.runtime import (
 )
 from analysis.runtime.int8 import node_modules, prepare_int8
 from analysis.runtime.onnx import PARITY_TOLERANCE, export_onnx
-from analysis.specs import load_model
 from analysis.transforms.pruning import prune_structured, pruning_groups
 
 ZOO_NAMES = sorted(zoo.ZOO)

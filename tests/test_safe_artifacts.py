@@ -20,8 +20,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from analysis import WorkbenchError, load_model
+from analysis.model.pruned import PRUNED_FORMAT
 from analysis.runtime.artifacts import save_artifact
-from analysis.runtime.pruned import PRUNED_FORMAT
 from tests.conftest import ROOT, run_cli
 
 
@@ -234,7 +234,7 @@ def test_a_callable_calling_os_exit_is_one_line(tmp_path):
 
 
 def test_the_allow_list_of_architectures_a_file_may_name(monkeypatch):
-    from analysis.runtime.pruned import allowed_architecture
+    from analysis.model.pruned import allowed_architecture
 
     monkeypatch.setenv("WORKBENCH_ARCHITECTURES", "pkg.models:build")
     assert allowed_architecture("zoo:digits-cnn") and allowed_architecture("torchvision:resnet18")

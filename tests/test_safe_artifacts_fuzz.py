@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis import WorkbenchError, load_model
+from analysis.model.pruned import PRUNED_FORMAT
 from analysis.runtime.artifacts import save_artifact
-from analysis.runtime.pruned import PRUNED_FORMAT
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from analysis.compression.schedules import (
 from analysis.compression.sparsity import bn_scales, group_lasso_penalty, slimming_penalty
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
-from analysis.layers import example_input
+from analysis.model.layers import example_input
 from analysis.transforms.groups import remove_channels
 from analysis.transforms.pruning import pruning_groups
 from analysis.zoo.models import DigitsResNet

@@ -98,7 +98,7 @@ def small_digits(digits):
 
 
 def _reference_quant(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """CONTRACT section 5, one output channel at a time."""
+    """docs/contract.md section 5, one output channel at a time."""
     qmax = 2 ** (bits - 1) - 1
     out = torch.empty_like(weight)
     for c in range(weight.shape[0]):

@@ -1,4 +1,4 @@
-"""Every model and data spec kind of CONTRACT sections 1-2, and every bad input, as one-line errors."""
+"""Every model and data spec kind of docs/contract.md sections 1-2, and every bad input, as one-line errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from analysis import WorkbenchError, load_data, load_model, parse_input_shape
+from analysis import WorkbenchError, load_data, load_model
+from analysis.model import parse_input_shape
 from analysis.zoo import ZOO
 
 MODULE_SOURCE = """

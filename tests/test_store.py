@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from analysis.errors import WorkbenchError
-from analysis.progress_eta import RunTimer, sigint_stops
+from analysis.progress.eta import RunTimer, sigint_stops
 from analysis.store import SCHEMA_VERSION, ResultsStore, compare, model_fingerprint, plan_diff, weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import time
 import torch
 from torch import nn
 
-from analysis import prune_structured, suggest
+from analysis import suggest
+from analysis.transforms import prune_structured
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 INPUT = (512,)

@@ -7,16 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import (
-    CompressionPlan,
-    WorkbenchError,
-    load_data,
-    parse_values,
-    prune_structured,
-    prune_unstructured,
-    sensitivity_sweep,
-)
-from analysis.validate import bit_widths, bits, ratio, ratios
+from analysis import CompressionPlan, WorkbenchError, load_data, sensitivity_sweep
+from analysis.transforms import prune_structured, prune_unstructured
+from analysis.validate import bit_widths, bits, parse_values, ratio, ratios
 
 
 def _message(call) -> str:

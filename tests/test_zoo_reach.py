@@ -12,7 +12,7 @@ from analysis.cost import summarize
 from analysis.data import load_digits
 from analysis.evaluate import evaluate
 from analysis.metrics import PSNR_CAP_DB
-from analysis.specs import load_model
+from analysis.model.specs import load_model
 from analysis.zoo.train import NOISE_STD, denoising_psnr
 
 

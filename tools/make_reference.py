@@ -147,6 +147,7 @@ def _registry(title: str, intro: str, rows: list[tuple[object, ...]], header: li
 def registries_page() -> str:
     """Each registry's names with what the code says about them."""
     import analysis
+    import analysis.metrics
     from analysis.compression.schedule_methods import SCHEDULE_REGISTRY
     from analysis.importance import CRITERIA_REGISTRY
     from analysis.runtime.int8 import CALIBRATION_METHODS
@@ -162,7 +163,9 @@ def registries_page() -> str:
         criteria.append((f"`{name}`", data, direction, needs, expensive, CRITERIA_REGISTRY.describe(name)))
     runtimes = [(f"`{name}`", analysis.RUNTIMES.describe(name)) for name in analysis.RUNTIMES.names()]
     methods = [(f"`{name}`", SCHEDULE_REGISTRY.describe(name)) for name in SCHEDULE_REGISTRY.names()]
-    metrics = [(f"`{name}`", analysis.METRICS.describe(name)) for name in analysis.METRICS.names()]
+    metrics = [
+        (f"`{name}`", analysis.metrics.METRICS.describe(name)) for name in analysis.metrics.METRICS.names()
+    ]
     zoo = [(f"`zoo:{name}`", _first_line(build)) for name, build in ZOO.items()]
     plain: list[tuple[str, str, Iterable[str]]] = [
         ("Sensitivity kinds", "`sensitivity --kind`, the Sensitivity page", analysis.SENSITIVITY_KINDS),

@@ -1,1 +1,71 @@
-"""What an interactive front end needs beyond the library: serving policy, uploads, loading, plan-editor previews."""
+"""What an interactive front end needs beyond the library: serving policy, uploads, loading and cache keys,
+and the plan editor's previews (what the Compress page shows before and after Apply)."""
+
+from analysis.app_support.policy import (
+    ServeMode,
+    allowed_data_sources,
+    allowed_model_sources,
+    check_data_spec,
+    check_model_spec,
+    operator_architectures,
+    parse_mode,
+    public_message,
+    serve_mode,
+    strip_paths,
+)
+from analysis.app_support.preview import (
+    apply_plan,
+    artifact_bytes,
+    compression_record,
+    group_ratios,
+    layer_groups,
+    noisy_timings,
+    predicted_drop_points,
+    preview_cost,
+    preview_transforms,
+    remeasure,
+    run_points,
+    suggestion_verdict,
+)
+from analysis.app_support.uploads import UploadStore, purge_older_than
+from analysis.app_support.workbench import (
+    Workbench,
+    WorkbenchSpec,
+    load_workbench,
+    model_bytes,
+    save_upload,
+    state_digest,
+)
+
+__all__ = [
+    "ServeMode",
+    "UploadStore",
+    "Workbench",
+    "WorkbenchSpec",
+    "allowed_data_sources",
+    "allowed_model_sources",
+    "apply_plan",
+    "artifact_bytes",
+    "check_data_spec",
+    "check_model_spec",
+    "compression_record",
+    "group_ratios",
+    "layer_groups",
+    "load_workbench",
+    "model_bytes",
+    "noisy_timings",
+    "operator_architectures",
+    "parse_mode",
+    "predicted_drop_points",
+    "preview_cost",
+    "preview_transforms",
+    "public_message",
+    "purge_older_than",
+    "remeasure",
+    "run_points",
+    "save_upload",
+    "serve_mode",
+    "state_digest",
+    "strip_paths",
+    "suggestion_verdict",
+]

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from analysis.errors import WorkbenchError, first_line
+from analysis.model.pruned import ARCHITECTURES_ENV, operator_architectures  # noqa: F401  (part of the policy)
 
 MODE_ENV = "WORKBENCH_MODE"
-ARCHITECTURES_ENV = "WORKBENCH_ARCHITECTURES"
 SHARED_DATA_SUFFIXES = (".safetensors", ".npz")  # parsers that cannot run code (no pickle)
 SHARED_WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -48,13 +48,6 @@ def serve_mode(environ: Mapping[str, str] | None = None) -> ServeMode:
     """The mode the operator set in the server's environment (`WORKBENCH_MODE`)."""
     env = os.environ if environ is None else environ
     return parse_mode(env.get(MODE_ENV))
-
-
-def operator_architectures(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The `module:callable` specs the operator allows in shared mode (`WORKBENCH_ARCHITECTURES`)."""
-    env = os.environ if environ is None else environ
-    items = re.split(r"[,\s]+", env.get(ARCHITECTURES_ENV, "").strip())
-    return tuple(i for i in items if i)
 
 
 def allowed_model_sources(mode: ServeMode) -> tuple[str, ...]:

@@ -19,9 +19,9 @@ from torch import nn
 from analysis.compression.compress import compress
 from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.cost import summarize
-from analysis.inputs import InputSpec
-from analysis.layers import copy_model
 from analysis.metrics import ACCURACY
+from analysis.model.inputs import InputSpec
+from analysis.model.layers import copy_model
 from analysis.runtime import save_compressed
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.data import Dataset, load_data
-from analysis.data.checks import check_labels, model_outputs
-from analysis.inputs import InputSpec, positional_names
+from analysis.data import Dataset
 from analysis.io import write_bytes_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.metrics import check_metric_name
-from analysis.specs import DEFAULT_DATA, DEFAULT_MODEL, check_input_shape, load_model, parse_input_shape
+from analysis.model.inputs import InputSpec
+from analysis.model.specs import DEFAULT_DATA, DEFAULT_MODEL, load_fitted_data, load_model, parse_input_shape
 from analysis.validate import whole
 
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "compression-workbench" / "uploads"
@@ -119,15 +118,7 @@ def load_workbench(spec: WorkbenchSpec) -> Workbench:
     model = load_model(spec.model, weights=spec.weights, trust_pickle=spec.trust_pickle)
     check_metric_name(spec.metric)
     explicit = parse_input_shape(spec.input_shape, model) if spec.input_shape.strip() else None
-    declared = explicit or getattr(model, "input_spec", None) or getattr(model, "input_shape", None)
-    declared = declared if isinstance(declared, InputSpec) or not declared else tuple(declared)
-    data = load_data(spec.data or DEFAULT_DATA, declared, positional_names(model))
-    shape = explicit or data.input_shape
-    check_input_shape(model, shape)
-    if data is not None:
-        check_labels(
-            data, model_outputs(model, shape)
-        )  # labels past the outputs: a message, not an IndexError
+    data, shape = load_fitted_data(model, spec.data or DEFAULT_DATA, explicit)
     return Workbench(spec, model, data, shape)
 
 

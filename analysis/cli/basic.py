@@ -14,11 +14,11 @@ from analysis.cli.common import (
     add_output_args,
     check_counts,
     device_options,
-    load_inputs,
     metric_option,
     record,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import (
     add_runtime_arg,
     evaluate_on_runtimes,
@@ -29,10 +29,10 @@ from analysis.cli.runtimes import (
 from analysis.cost import onnx_summary, summarize
 from analysis.errors import WorkbenchError, first_line
 from analysis.evaluate import evaluate
-from analysis.inputs import as_input_spec
 from analysis.latency import DEFAULT_BATCH_SIZE, measure_latency
-from analysis.outputs import describe_outputs, flatten_outputs
-from analysis.specs import load_model
+from analysis.model.inputs import as_input_spec
+from analysis.model.outputs import describe_outputs, flatten_outputs
+from analysis.model.specs import load_model
 
 
 def _summary(args: argparse.Namespace) -> dict:
@@ -125,8 +125,8 @@ def _sample_outputs(model, data) -> dict:
     """The outputs of `model` on two samples of `data`, by name."""
     import torch
 
-    from analysis.inputs import as_model_inputs
-    from analysis.layers import call_model
+    from analysis.model.inputs import as_model_inputs
+    from analysis.model.layers import call_model
 
     with torch.inference_mode():
         return flatten_outputs(call_model(model.eval(), as_model_inputs(data.x[:2])))

@@ -5,7 +5,7 @@ Each command group lives in a module of `analysis/cli/` (basic, rank, compress, 
 args and returns the JSON payload (a dict); extra output files go through `add_output` so that a command
 writes all of them or none (`analysis.io.write_all_atomic`), the JSON included.
 
-Options every analysis command shares (CONTRACT section 6):
+Options every analysis command shares (docs/contract.md section 6):
 - lists (`--ratios`, `--bits`, `--layers`, `--criteria`, `--kinds`) take commas, spaces or both:
   `--ratios 0.2,0.4 0.6` is `[0.2, 0.4, 0.6]` (`list_values`, `list_names`);
 - `--device auto|cpu|cuda[:N]` and `--dtype float32|float16|bfloat16` (`device_options`);
@@ -21,36 +21,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.data import DIGITS_INPUT_SHAPE, Dataset, load_data
-from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputSpec, positional_names
 from analysis.io import check_outputs, to_json, write_all_atomic
 from analysis.metrics import check_metric_name, metric_choices
-from analysis.specs import (
-    DEFAULT_DATA,
+from analysis.model.specs import (
     DEFAULT_MODEL,
-    check_input_shape,
-    load_model,
-    model_input_shape,
-    parse_input_shape,
 )
 from analysis.store.recording import add_record_args, record_command
 from analysis.validate import parse_names, parse_values, whole
 
-DIGITS_CLASSES = 10
 EXIT_STOPPED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
-NO_DATA_NOTE = "no --data given, and the model is not made for the digits: accuracy not measured"
 DATA_HELP = (
     "data spec: digits, tensors:<file>, imagefolder:<dir>[?resize=&crop=&normalize=&limit=]. Default: the "
     "digits, but only for zoo models and models taking 1x16x16 inputs with 10 outputs; any other model "
@@ -183,91 +172,6 @@ def check_counts(args: argparse.Namespace, *names: str) -> None:
             whole(value, f"{name.replace('_', ' ')} ({flag})" if "_" in name else flag)
 
 
-def balanced(data: Dataset, n: int | None) -> Dataset:
-    """`data` cut to `n` samples per split, a seeded class-balanced subset (`data_stream.balanced_subset`;
-    unlabelled data: a seeded subset), kept in the data's own order; `data` itself when `n` is None or
-    covers everything."""
-    if n is None or (n >= len(data.x) and n >= len(data.x_train)):
-        return data
-    from analysis.data.stream import balanced_subset
-
-    def cut(x, y):
-        labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
-        index = balanced_subset(labels, n).sort().values
-        xs = x[index] if isinstance(x, torch.Tensor) else x.take(index.tolist())
-        return xs, None if y is None else y[index]
-
-    x, y = cut(data.x, data.y)
-    same = data.x_train is data.x and data.y_train is data.y
-    x_train, y_train = (x, y) if same else cut(data.x_train, data.y_train)
-    return dataclasses.replace(data, x=x, y=y, x_train=x_train, y_train=y_train)
-
-
-@dataclass
-class Loaded:
-    model: nn.Module
-    data: Dataset | None
-    input_shape: tuple[int, ...] | InputSpec
-    notes: list[str] = field(default_factory=list)
-
-
-def digits_fit(spec: str, model: nn.Module, shape: tuple[int, ...] | InputSpec | None) -> bool:
-    """Whether the digits may stand in for absent `--data`: a zoo model, or a model taking 1x16x16 inputs
-    (as given or declared) with 10 outputs. Never digits resized to another shape."""
-    if spec.startswith("zoo:"):
-        return True
-    if isinstance(shape, InputSpec):
-        return False
-    if shape is not None and tuple(shape) != DIGITS_INPUT_SHAPE:
-        return False
-    try:
-        return model_outputs(model, DIGITS_INPUT_SHAPE) == DIGITS_CLASSES
-    except Exception:
-        return False  # the model does not take 1x16x16 inputs: not a digits model
-
-
-def load_inputs(args: argparse.Namespace, need_data: bool = False, allow_no_data: bool = False) -> Loaded:
-    """The model, the data (when given or needed) and the per-sample input shape from common args.
-
-    Without `--data`, a command that needs data gets the digits only where `digits_fit`; otherwise it is
-    one line (or, with `allow_no_data`, `data` is None and `notes` says why)."""
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
-    explicit = parse_input_shape(args.input_shape, model) if getattr(args, "input_shape", None) else None
-    data_spec = getattr(args, "data", None)
-    declared = explicit or declared_inputs(model)
-    notes: list[str] = []
-    if not data_spec and need_data and not digits_fit(args.model, model, declared):
-        if not allow_no_data:
-            raise WorkbenchError(
-                f"no --data given, and {args.model} is not made for the digits (they are the default only "
-                "for zoo models and 1x16x16 models with 10 outputs): give --data"
-            )
-        notes.append(NO_DATA_NOTE)
-        need_data = False
-    data = None
-    if data_spec or need_data:
-        data = load_data(data_spec or DEFAULT_DATA, declared, positional_names(model))
-        shape = explicit or data.input_shape
-    else:
-        shape = model_input_shape(model, explicit, args.model)
-    check_input_shape(model, shape)
-    if data is not None:
-        check_labels(
-            data, model_outputs(model, shape)
-        )  # labels past the outputs: a message, not an IndexError
-        data = balanced(data, getattr(args, "limit", None))
-    return Loaded(model, data, shape, notes)
-
-
-def declared_inputs(model: nn.Module) -> tuple[int, ...] | InputSpec | None:
-    """What the model says it takes: `input_spec` (several inputs), `input_shape`, or a Hugging Face
-    config's inputs; None where it says nothing."""
-    try:
-        return model_input_shape(model)
-    except WorkbenchError:
-        return None
-
-
 def add_output(args: argparse.Namespace, path: str | Path | None, write: Callable[[Path], None]) -> None:
     """Queue an extra output file; `run` writes it with the JSON, all or none."""
     if path:
@@ -320,7 +224,7 @@ def long_run(desc: str) -> Iterator[LongRun]:
     from tqdm import tqdm
 
     from analysis.progress import log_lines
-    from analysis.progress_eta import RunTimer, sigint_stops
+    from analysis.progress.eta import RunTimer, sigint_stops
 
     timer = RunTimer()
     bars: list = []
@@ -457,8 +361,3 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         for cleanup in args.__dict__.get("_cleanup", []):
             cleanup()
     return args.__dict__.get("_exit_code", 0)
-
-
-def option_list(text: str | None, kind, what: str) -> list | None:
-    """A `--what` option's list (commas and/or spaces), None where the option was not given."""
-    return None if text is None else parse_values(text, kind, f"--{what}", allow_empty=False)

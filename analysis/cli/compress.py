@@ -27,10 +27,10 @@ from analysis.cli.common import (
     add_output,
     add_output_args,
     list_names,
-    load_inputs,
     metric_option,
     stopped,
 )
+from analysis.cli.loading import load_inputs
 from analysis.compression.compress import compress
 from analysis.compression.plan import load_plan
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -52,7 +52,7 @@ def _schedule_steps(plan) -> int:
 
 
 def _compress(args: argparse.Namespace) -> dict:
-    from analysis.progress_eta import sigint_stops
+    from analysis.progress.eta import sigint_stops
     from analysis.runtime.artifacts import artifact_kind
     from analysis.store.recording import COMPRESSION, record_command
 
@@ -164,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_metric_arg(p)
-    p.add_argument("--plan", required=True, help="plan JSON (CONTRACT section 4)")
+    p.add_argument("--plan", required=True, help="plan JSON (docs/contract.md section 4)")
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size (default 32)"
     )

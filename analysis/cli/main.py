@@ -1,5 +1,5 @@
 """`python -m analysis <command>`: the parser, one sub-command group per module of this package (see
-`python -m analysis --help` and CONTRACT section 3)."""
+`python -m analysis --help` and docs/contract.md section 3)."""
 
 from __future__ import annotations
 

@@ -6,14 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from analysis.cli.common import (
-    add_data_args,
-    add_metric_arg,
-    add_model_args,
-    add_output_args,
-    load_inputs,
-    metric_option,
-)
+from analysis.cli.common import add_data_args, add_metric_arg, add_model_args, add_output_args, metric_option
+from analysis.cli.loading import load_inputs
 from analysis.compression.plan import load_plan
 from analysis.errors import WorkbenchError
 from analysis.latency import DEFAULT_BATCH_SIZE

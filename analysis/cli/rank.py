@@ -1,5 +1,5 @@
 """`rank`: every channel of every prunable layer scored by each importance criterion, and how each criterion
-agrees with the oracle (CONTRACT section 3)."""
+agrees with the oracle (docs/contract.md section 3)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from analysis.cli.common import (
     check_counts,
     device_options,
     list_names,
-    load_inputs,
     long_run,
     ray_options,
     record,
     stopped,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.importance import DEFAULT_MAX_SAMPLES, criterion_names, default_criteria, rank_channels
 from analysis.importance.rankings import DEFAULT_TOPK_FRACTION

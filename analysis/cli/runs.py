@@ -1,4 +1,4 @@
-"""`runs list|show|compare|export|delete`: the recorded runs from the command line (CONTRACT section 9).
+"""`runs list|show|compare|export|delete`: the recorded runs from the command line (docs/contract.md section 9).
 
 The store is `$WORKBENCH_DATA_DIR/results.sqlite3` (see `analysis.store.db`), or the file given by `--db`.
 """
@@ -106,6 +106,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("id", type=int)
     _common(p)
     p.set_defaults(func=_delete)
-
-
-add_runs_parser = register

@@ -1,4 +1,4 @@
-"""`--runtime` on every command that runs a model (CONTRACT section 6): the option, its names checked before
+"""`--runtime` on every command that runs a model (docs/contract.md section 6): the option, its names checked before
 any work, and `evaluate`'s and `latency`'s measurements on each runtime named.
 
 `evaluate --runtime eager,onnxruntime` evaluates the model on each (the first runtime gives `accuracy`,
@@ -17,8 +17,8 @@ from torch import nn
 from analysis.cli.common import add_list_arg, list_names, warn
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputSpec
 from analysis.metrics import Scoring
+from analysis.model.inputs import InputSpec
 
 
 def add_runtime_arg(parser: argparse.ArgumentParser, what: str) -> None:

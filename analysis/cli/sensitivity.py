@@ -1,4 +1,4 @@
-"""`sensitivity` and `report`: per-layer sweeps and the all-in-one HTML report (CONTRACT section 3)."""
+"""`sensitivity` and `report`: per-layer sweeps and the all-in-one HTML report (docs/contract.md section 3)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from analysis.cli.common import (
     device_options,
     list_names,
     list_values,
-    load_inputs,
     long_run,
     metric_option,
     ray_options,
@@ -27,6 +26,7 @@ from analysis.cli.common import (
     stopped,
     warn,
 )
+from analysis.cli.loading import load_inputs
 from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
@@ -121,35 +121,42 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _report(args: argparse.Namespace) -> dict:
-    # Long: one command's steps in order (options, latency, sweeps, rankings, outputs, record), each a call.
+def _report_kinds(args: argparse.Namespace) -> list[str]:
     kinds = _list(args.kinds, str, "kinds") or list(BASIC_KINDS)
     for kind in kinds:
         if kind not in KINDS:
             raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use {', '.join(KINDS)}")
-    check_counts(args, "limit")
-    device, _ = device_options(args)
-    ray = ray_options(args)
-    metric = metric_option(args)
+    return kinds
+
+
+def _report_runtimes(args: argparse.Namespace) -> list[str] | None:
     runtimes = _list(args.runtime, str, "runtime")
     if runtimes:
         from analysis.runtime.base import get_runtime
 
         runtimes = [get_runtime(name).name for name in runtimes]  # an unknown name is one line, before work
-    loaded = load_inputs(args, need_data=True)
-    ran: dict = {"sections": ["environment", "summary", "baseline"]}
-    latency = None
-    if not args.no_latency and runtimes:
+    return runtimes
+
+
+def _report_latency(args: argparse.Namespace, loaded, runtimes, device, ran: dict):
+    """The latency section: per runtime where --runtime names some, else eager; None with --no-latency."""
+    if args.no_latency:
+        return None
+    if runtimes:
         latency = runtime_latencies(loaded.model, loaded.input_shape, runtimes, args.threads, ran)
         for item in latency.values():
             warn(item if isinstance(item, str) else item.warning)
-        ran["sections"].append("latency")
-    elif not args.no_latency:
+    else:
         from analysis.latency import measure_latency
 
         latency = measure_latency(loaded.model, loaded.input_shape, device=device, threads=args.threads)
         warn(latency.warning)
-        ran["sections"].append("latency")
+    ran["sections"].append("latency")
+    return latency
+
+
+def _report_analyses(args, loaded, kinds, ray, device, metric, ran: dict):
+    """The sweeps of each kind, then the rankings, as one stoppable run: (sweeps, rankings, partial)."""
     results, rankings = [], None
     with long_run("report") as run:
         step_total = len(kinds) + (0 if args.no_rankings else 1)
@@ -168,8 +175,10 @@ def _report(args: argparse.Namespace) -> dict:
             if rankings is not None:
                 ran["sections"].append("rankings")
         partial = any(_partial(r, run) for r in results) or run.should_stop()
-    ran["sensitivity"] = {r.kind: r.to_dict() for r in results}
-    path = str(args.out)
+    return results, rankings, partial
+
+
+def _report_outputs(args, loaded, results, rankings, latency, metric) -> None:
     add_output(
         args,
         args.out,
@@ -189,6 +198,23 @@ def _report(args: argparse.Namespace) -> dict:
     if args.markdown:
         title = f"Sensitivity of {args.model}"
         add_output(args, args.markdown, lambda p: write_markdown(results, p, title=title))
+
+
+def _report(args: argparse.Namespace) -> dict:
+    """options, latency, sweeps and rankings, outputs, record: each step one call."""
+    kinds = _report_kinds(args)
+    check_counts(args, "limit")
+    device, _ = device_options(args)
+    ray = ray_options(args)
+    metric = metric_option(args)
+    runtimes = _report_runtimes(args)
+    loaded = load_inputs(args, need_data=True)
+    ran: dict = {"sections": ["environment", "summary", "baseline"]}
+    latency = _report_latency(args, loaded, runtimes, device, ran)
+    results, rankings, partial = _report_analyses(args, loaded, kinds, ray, device, metric, ran)
+    ran["sensitivity"] = {r.kind: r.to_dict() for r in results}
+    path = str(args.out)
+    _report_outputs(args, loaded, results, rankings, latency, metric)
     payload = {"out": path, "model": args.model, "data": loaded.data.spec} | ran
     if isinstance(latency, dict):
         payload["latency"] = {k: v if isinstance(v, str) else v.to_dict() for k, v in latency.items()}
@@ -227,12 +253,6 @@ def _rankings(loaded, args, ray: dict | None, device, should_stop):
     return ray_rank_channels(
         loaded.model, loaded.data, oracle=not args.no_oracle, should_stop=should_stop, **ray
     )
-
-
-def _from(payload: dict):
-    from analysis.sensitivity.sweep import SensitivityResult
-
-    return SensitivityResult.from_dict(payload)
 
 
 def _add_run_options(p: argparse.ArgumentParser, dtype: bool = False) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,10 +33,9 @@ from analysis.compression.training import recalibrate_bn
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.io import write_atomic
 from analysis.latency import DEFAULT_BATCH_SIZE
-from analysis.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
 from analysis.metrics import Scoring, scoring
+from analysis.model.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
 from analysis.progress import Forward, Progress
 from analysis.runtime.measure import (
     check_calibration,
@@ -465,15 +463,4 @@ def _finetune_step(
     return trained.to_dict()
 
 
-def save_model(model: nn.Module, path: str | Path) -> Path:
-    """Write the whole module with `torch.save`, atomically, so `evaluate --model FILE --trust-pickle` loads
-    it. The file is a pickle: loading it runs code, which is why loading needs `--trust-pickle`."""
-    path = Path(path)
-    if path.suffix.lower() not in (".pt", ".pth"):
-        raise WorkbenchError(
-            f"save the compressed model as .pt or .pth (a pickled module), not {path.suffix!r}"
-        )
-    return write_atomic(path, lambda tmp: torch.save(model, tmp))
-
-
-__all__ = ["CompressionResult", "ModelMetrics", "compress", "save_model"]
+__all__ = ["CompressionResult", "ModelMetrics", "compress"]

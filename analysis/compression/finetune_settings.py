@@ -1,4 +1,4 @@
-"""Fine-tuning settings of a plan (`finetune`, CONTRACT section 4): a leaf module, so the plan, the
+"""Fine-tuning settings of a plan (`finetune`, docs/contract.md section 4): a leaf module, so the plan, the
 training loops and the schedules can all import it without importing each other."""
 
 from __future__ import annotations

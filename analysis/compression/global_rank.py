@@ -27,9 +27,8 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.importance.base import CRITERIA, DEFAULT_MAX_SAMPLES
-from analysis.transforms.groups import PruningGroup
-from analysis.transforms.groups import group_scores as channel_scores
+from analysis.importance.base import DEFAULT_MAX_SAMPLES
+from analysis.transforms.groups import PruningGroup, group_scores
 
 NORMALIZATIONS: tuple[str, ...] = ("l2", "none", "mean", "max")
 _EPS = 1e-12  # a group whose scores are all zero normalizes to zeros, not NaN
@@ -81,23 +80,6 @@ class GlobalRanking:
     def removable(self) -> int:
         """How many channels the ranking could remove at most (every group down to its floor)."""
         return len(self.order)
-
-
-def group_scores(
-    model: nn.Module,
-    groups: Sequence[PruningGroup],
-    criterion: str = "l1",
-    data: Dataset | None = None,
-    max_samples: int = DEFAULT_MAX_SAMPLES,
-) -> dict[str, torch.Tensor]:
-    """Per group, one float64 score per channel (higher = more important; `apoz` negated), the sum over the
-    group's Conv/Linear out-members of the criterion's layer scores. Data-driven criteria use the training
-    split of `data`, capped at `max_samples`."""
-    if criterion not in CRITERIA:
-        raise WorkbenchError(f"unknown importance criterion {criterion!r}: use one of {', '.join(CRITERIA)}")
-    return channel_scores(
-        model, list(groups), dict.fromkeys((g.name for g in groups), criterion), data, max_samples
-    )
 
 
 def rank_globally(
@@ -180,7 +162,6 @@ __all__ = [
     "NORMALIZATIONS",
     "check_normalize",
     "global_rank",
-    "group_scores",
     "keep_at_least",
     "normalize_scores",
     "rank_globally",

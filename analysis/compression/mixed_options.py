@@ -14,9 +14,9 @@ from torch import nn
 
 from analysis.errors import WorkbenchError
 from analysis.metrics import ACCURACY, MetricInfo
+from analysis.validate import UNTOUCHED_BITS
 
 _SWEEP_METHOD = {"structured": "prune", "lowrank": "rank", "quant": "bits"}
-UNTOUCHED_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,8 @@ NONE = Option("", 0.0)
 
 
 def _as_sweep(obj):
-    """A SensitivityResult from a result or its JSON dict (lowrank dicts keep rank/macs/params saved)."""
-    from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
-    from analysis.transforms.fields import LowRankSensitivity
+    """A SensitivityResult from a result or its JSON dict (`SensitivityResult.from_dict`: the one parser)."""
+    from analysis.sensitivity.sweep import SensitivityResult
 
     if isinstance(obj, SensitivityResult):
         return obj
@@ -46,34 +45,7 @@ def _as_sweep(obj):
         raise WorkbenchError(
             f"not a sensitivity result: {type(obj).__name__}; give a sweep result or its JSON"
         )
-    if obj.get("kind") != "lowrank":
-        return SensitivityResult.from_dict(obj)
-    try:
-        metric = MetricInfo.from_dict(obj.get("metric"))
-        layers, ranks, macs, params = {}, {}, {}, {}
-        for name, entry in obj["layers"].items():
-            values = tuple(float(v) for v in entry["ratios"])
-            layers[name] = SensitivityCurve(
-                values, tuple(map(float, entry[metric.name])), tuple(map(float, entry["loss"]))
-            )
-            ranks[name] = tuple(int(v) for v in entry.get("rank", ()))
-            macs[name] = tuple(int(v) for v in entry["macs_saved"])
-            params[name] = tuple(int(v) for v in entry["params_saved"])
-        return LowRankSensitivity(
-            kind="lowrank",
-            baseline_accuracy=float(obj["baseline"][metric.name]),
-            baseline_loss=float(obj["baseline"]["loss"]),
-            seconds=float(obj.get("seconds", 0.0)),
-            layers=layers,
-            notes=tuple(obj.get("notes", ())),
-            samples=int(obj.get("samples", 0)),
-            ranks=ranks,
-            macs_saved=macs,
-            params_saved=params,
-            metric=metric,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WorkbenchError(f"not a lowrank sensitivity result: missing or bad {exc}") from exc
+    return SensitivityResult.from_dict(obj)
 
 
 def sweeps_by_method(sweeps) -> dict[str, Any]:
@@ -174,4 +146,4 @@ def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress
     return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress, metric=metric)
 
 
-__all__ = ["NONE", "UNTOUCHED_BITS", "Option", "layer_options", "run_sweep", "sweeps_by_method"]
+__all__ = ["NONE", "Option", "layer_options", "run_sweep", "sweeps_by_method"]

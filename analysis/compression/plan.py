@@ -310,7 +310,7 @@ class CompressionPlan:
 
     def check_layers(self, model: nn.Module) -> None:
         """Raise WorkbenchError naming the first plan layer that `model` lacks or cannot prune/quantize."""
-        from analysis.layers import prunable_layers
+        from analysis.model.layers import prunable_layers
 
         validate.check_layer_names(model, self.layers, prunable_layers(model))
 

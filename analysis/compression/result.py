@@ -29,7 +29,7 @@ class ModelMetrics:
     """One model's measured numbers: its score in `metric` (top-1 accuracy in [0, 1] by default; the field
     `accuracy` holds the score whatever the metric), mean loss (cross-entropy in nats with labels),
     parameters (and how many are nonzero), MACs per sample, size in bytes (quantized weights at their bits,
-    CONTRACT section 5), and median latency in ms of one batch (p10/p90 too), labelled `real` or
+    docs/contract.md section 5), and median latency in ms of one batch (p10/p90 too), labelled `real` or
     `simulated`."""
 
     accuracy: float
@@ -161,7 +161,7 @@ class CompressionResult:
         return self.metric.drop(self.before.accuracy, self.after.accuracy)
 
     def to_dict(self) -> dict[str, Any]:
-        """CONTRACT section 3 `compress` keys (`before`, `after`, `plan`) plus the derived numbers."""
+        """docs/contract.md section 3 `compress` keys (`before`, `after`, `plan`) plus the derived numbers."""
         return {
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),

@@ -1,4 +1,4 @@
-"""Pruning schedule settings (CONTRACT section 8, `schedule`): the methods and target kinds, and
+"""Pruning schedule settings (docs/contract.md section 8, `schedule`): the methods and target kinds, and
 `ScheduleSettings` with its validation and JSON form. The schedules themselves run in
 `analysis.compression.schedules`."""
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from analysis.compression.finetune import LR_SCHEDULES
+from analysis.compression.finetune_settings import LR_SCHEDULES
 from analysis.compression.global_rank import NORMALIZATIONS
 from analysis.compression.schedule_methods import SCHEDULE_REGISTRY
 from analysis.data import DEFAULT_MAX_SAMPLES
@@ -33,7 +33,7 @@ def _is_number(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """A pruning schedule (CONTRACT section 8). Epochs are passes over the training split; fractions of an
+    """A pruning schedule (docs/contract.md section 8). Epochs are passes over the training split; fractions of an
     epoch are allowed for `epochs_per_step`. `strength` and `epochs` are the sparsity penalty's weight and
     training length (slimming, group-lasso); `threshold` prunes the channels whose |gamma| or group norm is
     below it instead of pruning to the target. `finetune_epochs` of recovery follow the last step.

@@ -44,7 +44,6 @@ from analysis.compression.finetune_settings import (  # noqa: F401  (recovery_* 
     recovery_epochs,
     recovery_finetune,
 )
-from analysis.compression.global_rank import group_scores as _group_scores
 from analysis.compression.global_rank import keep_at_least, rank_globally, select
 from analysis.compression.schedule_methods import SCHEDULE_REGISTRY, schedule_method
 from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported)
@@ -63,11 +62,11 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.inputs import InputSpec
-from analysis.layers import copy_model, example_input
 from analysis.metrics import Scoring, scoring
+from analysis.model.inputs import InputSpec
+from analysis.model.layers import copy_model, example_input
 from analysis.progress import Progress
-from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
+from analysis.transforms.groups import PruningGroup, group_scores, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups
 
 METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)
@@ -254,7 +253,7 @@ class _Run:
         if criterion in SPARSITY_METHODS:
             scores = channel_values(self.work, criterion, groups)
         else:
-            scores = _group_scores(self.work, groups, criterion, self.data, self.s.max_samples)
+            scores = group_scores(self.work, groups, criterion, self.data, self.s.max_samples)
         _, order = rank_globally(
             scores,
             {g.name: g.channels for g in groups},

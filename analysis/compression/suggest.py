@@ -32,7 +32,7 @@ from analysis.compression.budget import BUDGET_KINDS, Budget, MacModel  # noqa: 
 from analysis.compression.budget import pruned_copy as _pruned
 from analysis.compression.budget import structured_curves as _curves
 from analysis.compression.plan import CompressionPlan, FinetuneSettings
-from analysis.compression.suggest_mixed import METHODS, MixedSuggestion, parse_methods, suggest_mixed  # noqa: F401  (re-exported)
+from analysis.compression.suggest_mixed import MIXED_METHODS, MixedSuggestion, parse_methods, suggest_mixed  # noqa: F401  (re-exported)
 from analysis.cost import summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
@@ -166,19 +166,8 @@ def suggest(
     any group's ratio. `input_shape` defaults to `data`'s. Latency budgets are timed at `batch_size` with
     `threads`. `model` is not changed.
     """
-    # Long mostly by its signature and docstring; the body is the budget's fit and the result.
     budget = Budget.parse(budget)
-    if input_shape is None:
-        if data is None:
-            raise WorkbenchError("give the input shape or the data, to count MACs")
-        input_shape = data.input_shape
-    if not 0.0 < max_ratio < 1.0:
-        raise WorkbenchError(f"max_ratio must be in (0, 1), got {max_ratio}")
-    if budget.kind == "size":
-        raise WorkbenchError(
-            "size budgets are met by bits and rank as well as pruning: use suggest_mixed "
-            "(plan suggest --methods prune,rank,bits)"
-        )
+    input_shape = _checked(budget, input_shape, data, max_ratio)
     work = copy.deepcopy(model).eval()
     groups = pruning_groups(work, input_shape)
     sens, curves = _curves(sensitivity, groups, max_ratio)
@@ -233,6 +222,23 @@ def suggest(
         steps=steps,
         notes=notes,
     )
+
+
+def _checked(budget: Budget, input_shape, data: Dataset | None, max_ratio: float):
+    """The input shape to count MACs at (`data`'s unless given); a bad ratio cap or a size budget (which
+    pruning alone does not fit) is one line."""
+    if input_shape is None:
+        if data is None:
+            raise WorkbenchError("give the input shape or the data, to count MACs")
+        input_shape = data.input_shape
+    if not 0.0 < max_ratio < 1.0:
+        raise WorkbenchError(f"max_ratio must be in (0, 1), got {max_ratio}")
+    if budget.kind == "size":
+        raise WorkbenchError(
+            "size budgets are met by bits and rank as well as pruning: use suggest_mixed "
+            "(plan suggest --methods prune,rank,bits)"
+        )
+    return input_shape
 
 
 def _fit_macs(budget: Budget, macs: MacModel, curves, ratios_of, exact_fraction):
@@ -348,7 +354,7 @@ def uniform_plan(
 
 
 __all__ = [
-    "METHODS",
+    "MIXED_METHODS",
     "Budget",
     "MacModel",
     "MixedSuggestion",

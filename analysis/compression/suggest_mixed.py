@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from analysis.compression.budget import Budget, MacModel, pruned_copy, structured_curves
+from analysis.compression.mixed_greedy import best_greedy
 from analysis.compression.mixed_options import (
     NONE,
     UNTOUCHED_BITS,
@@ -31,7 +32,7 @@ from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 from analysis.transforms.pruning import pruning_groups
 
-METHODS = ("prune", "rank", "bits")
+MIXED_METHODS = ("prune", "rank", "bits")
 
 
 @dataclass(frozen=True)
@@ -95,64 +96,7 @@ def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     chosen = {aliases[m] for m in items}
     if not chosen:
         raise WorkbenchError("no methods given: choose from prune, rank, bits (e.g. prune,rank,bits)")
-    return tuple(m for m in METHODS if m in chosen)
-
-
-def _mixed_greedy(units, saving, need: float, conflicts, allowed: set[str]):
-    """Greedy moves until `saving(pos) >= need`: each move sets one unit to another of its options (and
-    clears the units it conflicts with), choosing the least accuracy drop per unit saved, then loss
-    increase per unit saved, then the larger saving. Once met, units are moved to cheaper options while
-    the budget still holds (undoing the overshoot of the last jump)."""
-
-    def cost(p):
-        return (sum(units[u][i].drop for u, i in p.items()), sum(units[u][i].loss for u, i in p.items()))
-
-    def move(p, u, j):
-        trial = {**p, u: j}
-        if j:
-            for other in conflicts[u]:
-                trial[other] = 0
-        return trial
-
-    pos = dict.fromkeys(units, 0)
-    current, steps = saving(pos), []
-    while current < need - 1e-9:
-        (drop0, loss0), best, best_key = cost(pos), None, None
-        for u, opts in units.items():
-            for j, opt in enumerate(opts):
-                if j == pos[u] or (j and opt.method not in allowed):
-                    continue
-                trial = move(pos, u, j)
-                gained = saving(trial) - current
-                if gained <= 1e-9:
-                    continue
-                drop1, loss1 = cost(trial)
-                key = ((drop1 - drop0) / gained, (loss1 - loss0) / gained, -gained)
-                if best_key is None or key < best_key:
-                    best, best_key = (u, j, trial, gained), key
-        if best is None:
-            break
-        u, j, pos, gained = best
-        current += gained
-        steps.append(
-            {"unit": u[1], "method": units[u][j].method, "level": units[u][j].level, "saved": current}
-        )
-    if current >= need - 1e-9:
-        while True:
-            best, best_cost = None, cost(pos)
-            for u, opts in units.items():
-                for j in range(len(opts)):
-                    if j == pos[u] or (j and opts[j].method not in allowed):
-                        continue
-                    trial = move(pos, u, j)
-                    if saving(trial) >= need - 1e-9 and cost(trial) < best_cost:
-                        best, best_cost = (u, j, trial), cost(trial)
-            if best is None:
-                break
-            u, j, pos = best
-            steps.append({"unit": u[1], "method": units[u][j].method or "none", "level": units[u][j].level,
-                          "step_back": True})  # fmt: skip
-    return pos, steps, saving(pos) >= need - 1e-9
+    return tuple(m for m in MIXED_METHODS if m in chosen)
 
 
 def suggest_mixed(
@@ -161,7 +105,7 @@ def suggest_mixed(
     budget: Budget | str,
     sweeps=None,
     *,
-    methods: str | Sequence[str] = METHODS,
+    methods: str | Sequence[str] = MIXED_METHODS,
     input_shape: tuple[int, ...] | None = None,
     criterion: str = "l1",
     max_ratio: float = 0.9,
@@ -328,7 +272,7 @@ def _fit(space: _Space, budget: Budget, methods, notes, measure: bool, counting)
         space.whole,
     )
     need = (1.0 - budget.value) * whole
-    pos, steps, met = _best_greedy(units, saving, need, conflicts, methods, notes)
+    pos, steps, met = best_greedy(units, saving, need, conflicts, methods, notes)
     mac_fraction, size_fraction = space.predicted(pos)
     measured = False
     if measure:
@@ -344,7 +288,7 @@ def _fit(space: _Space, budget: Budget, methods, notes, measure: bool, counting)
             # The sweeps' savings differ from the transformed model's counts: ask for the shortfall more.
             shortfall = (fraction - budget.value) * whole
             need = saving(pos) + shortfall
-            pos, steps, ok = _best_greedy(units, saving, need, conflicts, methods, notes)
+            pos, steps, ok = best_greedy(units, saving, need, conflicts, methods, notes)
             notes.append(
                 f"counted {fraction:.4f} on the transformed model: greedy rerun for {shortfall:.0f} more"
             )
@@ -416,30 +360,6 @@ def _predicted_saving(units, macs: MacModel, pos, ratios_of, by_macs: bool, elem
     return total
 
 
-def _best_greedy(units, saving, need, conflicts, methods, notes):
-    """The greedy over all methods; if it stalls short of the budget (a transform on a layer can block a
-    group that would save more), rerun with each smaller set of methods and keep the best: the met run
-    with the least predicted drop, or else the run that saves most."""
-    import itertools
-
-    runs = []
-    for size in range(len(methods), 0, -1):
-        for subset in itertools.combinations(methods, size):
-            pos, steps, met = _mixed_greedy(units, saving, need, conflicts, set(subset))
-            runs.append((met, pos, steps, subset))
-            if met and size == len(methods):
-                return pos, steps, True
-    met_runs = [r for r in runs if r[0]]
-    if met_runs:
-        best = min(met_runs, key=lambda r: sum(units[u][i].drop for u, i in r[1].items()))
-        notes.append(
-            f"the greedy over all methods stalled; methods {', '.join(best[3])} alone meet the budget"
-        )
-    else:
-        best = max(runs, key=lambda r: saving(r[1]))
-    return best[1], best[2], best[0]
-
-
 def _measure(work, input_shape, units, pos, ratios_of, criterion, data) -> tuple[float, float]:
     """MACs and stored bytes (bits at b bits plus a float32 scale per output channel) after / before,
     counted on a copy pruned, then factored."""
@@ -458,4 +378,4 @@ def _measure(work, input_shape, units, pos, ratios_of, criterion, data) -> tuple
     return macs, quantized_size_bytes(model, bits) / size_bytes(work)
 
 
-__all__ = ["METHODS", "MixedSuggestion", "parse_methods", "suggest_mixed"]
+__all__ = ["MIXED_METHODS", "MixedSuggestion", "parse_methods", "suggest_mixed"]

@@ -1,4 +1,4 @@
-"""Data specs (CONTRACT section 2) -> an in-memory `Dataset` of tensors.
+"""Data specs (docs/contract.md section 2) -> an in-memory `Dataset` of tensors.
 
 Every split fits in memory for the data sizes this workbench is meant for (thousands of samples); that
 keeps evaluation, calibration and the sensitivity cache simple and deterministic.
@@ -17,8 +17,8 @@ from analysis.data.checks import check_split
 from analysis.data.dataset import IMAGE_SUFFIXES, Dataset
 from analysis.data.dataset import resize_images as _resize
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputBatch, spec_of
 from analysis.limits import check_archive
+from analysis.model.inputs import InputBatch, spec_of
 
 DEFAULT_MAX_SAMPLES = 2048  # the most samples a data-driven criterion or calibration pass reads
 
@@ -188,7 +188,7 @@ def load_imagefolder(root: str | Path, input_shape: tuple[int, ...] | None = Non
 def load_data(spec: str = "digits", input_shape=None, input_names: Sequence[str] = ()) -> Dataset:
     """Resolve a data spec. `input_shape` (C, H, W) resizes image data to what the model takes (an
     `InputSpec` of several inputs resizes nothing); `input_names` orders a `tensors:` file's inputs."""
-    from analysis.inputs import InputSpec
+    from analysis.model.inputs import InputSpec
 
     spec = spec.strip()
     if isinstance(input_shape, InputSpec):

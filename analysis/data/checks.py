@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import InputBatch, InputSpec, spec_of
+from analysis.model.inputs import InputBatch, InputSpec
 
 SCAN_BYTES = 4 * 2**20
 
@@ -83,23 +83,6 @@ def _check_inputs(x: torch.Tensor, where: str, xn: str, allow_ids: bool) -> None
         )
 
 
-def check_dataset(data: Any) -> None:
-    """Both splits of a `Dataset` (evaluation `x`/`y`, training `x_train`/`y_train`), and matching shapes."""
-    check_split(data.x, data.y, data.spec)
-    check_split(data.x_train, data.y_train, data.spec, ("x_train", "y_train"))
-    if isinstance(data.x, InputBatch) or isinstance(data.x_train, InputBatch):
-        if spec_of(data.x) != spec_of(data.x_train):
-            raise WorkbenchError(
-                f"{data.spec}: the training inputs' shapes differ from the evaluation inputs'"
-            )
-        return
-    if data.x_train.shape[1:] != data.x.shape[1:]:
-        raise WorkbenchError(
-            f"{data.spec}: 'x_train' samples are {tuple(data.x_train.shape[1:])}, "
-            f"'x' samples {tuple(data.x.shape[1:])}: they must match"
-        )
-
-
 def check_labels_tensor(y: torch.Tensor | None, num_outputs: int, where: str = "the data") -> None:
     """Every label in `y` is a valid index into `num_outputs` model outputs (nothing to check without)."""
     if y is None or len(y) == 0:
@@ -124,9 +107,9 @@ def check_labels(data: Any, num_outputs: int | None) -> None:
 def model_outputs(model: torch.nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int | None:
     """Number of classes a classifier outputs (its one output is (N, C)), or None if not a classifier."""
     from analysis.concurrency import eval_view
-    from analysis.inputs import as_input_spec
-    from analysis.layers import call_model
-    from analysis.outputs import flatten_outputs
+    from analysis.model.inputs import as_input_spec
+    from analysis.model.layers import call_model
+    from analysis.model.outputs import flatten_outputs
 
     try:
         with torch.inference_mode():
@@ -166,7 +149,6 @@ def check_finite_result(payload: Any, what: str = "result") -> None:
 
 __all__ = [
     "check_batch_size",
-    "check_dataset",
     "check_finite_result",
     "check_labels",
     "check_labels_tensor",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from analysis.inputs import InputBatch, InputSpec, num_samples, spec_of
+from analysis.model.inputs import InputBatch, InputSpec, num_samples, spec_of
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

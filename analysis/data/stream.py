@@ -1,7 +1,7 @@
 """Data at size: `imagefolder:` streamed through a DataLoader with standard evaluation transforms, seeded
 class-balanced sample caps, and `tensors:` safetensors files memory-mapped instead of read into RAM.
 
-`imagefolder:<dir>?resize=256&crop=224&normalize=imagenet` (CONTRACT section 7). Options:
+`imagefolder:<dir>?resize=256&crop=224&normalize=imagenet` (docs/contract.md section 7). Options:
 
 | option | meaning |
 |---|---|

@@ -18,218 +18,33 @@ Where the work runs: `address=None` starts (or reuses) a local Ray instance with
 Workers must be able to import `analysis` (install the package on every node) and, for `imagefolder:`
 data, read the same image paths (a shared file system): a streaming dataset travels as file paths.
 
-One module: the two Ray entry points share the task, chunking, fault and merge helpers.
+The tasks, chunking, faults and merging the two entry points share are in `tasks.py`.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.errors import WorkbenchError, first_line
+from analysis.distributed.tasks import (
+    DEFAULT_MAX_RETRIES,
+    FaultPlan,
+    chunks,
+    connect,
+    outcome_notes,
+    rank_chunk,
+    run_tasks,
+    slots,
+    sweep_chunk,
+)
+from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityResult
-
-DEFAULT_MAX_RETRIES = 2
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """Test hook: make the task holding a layer fail. `fail[name]` = attempts that fail before one
-    succeeds (-1: every attempt); `mode` "raise" raises, "exit" kills the worker process. Attempts are
-    counted in files under `directory` (shared by the local workers)."""
-
-    fail: dict[str, int]
-    directory: str
-    mode: str = "raise"
-
-    def check(self, names: Iterable[str]) -> None:
-        for name in names:
-            if name not in self.fail:
-                continue
-            counter = Path(self.directory) / f"attempts-{name.replace('/', '_')}"
-            attempt = (int(counter.read_text()) if counter.exists() else 0) + 1
-            counter.write_text(str(attempt))
-            times = self.fail[name]
-            if times < 0 or attempt <= times:
-                if self.mode == "exit":
-                    os._exit(1)
-                raise RuntimeError(f"injected failure in {name} (attempt {attempt})")
-
-
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join Ray: reuse a running connection; `auto` or `ray://...` joins a cluster; None starts a local
-    instance with `num_cpus` CPUs (all of them if None). Workers import `analysis` from this checkout."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise WorkbenchError("--ray needs the ray package: pip install ray==2.60.0") from exc
-    if ray.is_initialized():
-        return
-    try:
-        if address:
-            if address != "auto" and not address.startswith("ray://") and ":" not in address:
-                raise WorkbenchError(
-                    f"cannot read Ray address {address!r}: use auto, ray://host:port or host:port"
-                )
-            ray.init(address=address, log_to_driver=False)
-        else:
-            path = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-            env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={"env_vars": env},
-            )
-    except WorkbenchError:
-        raise
-    except Exception as exc:
-        first = first_line(exc)
-        raise WorkbenchError(f"cannot start or join Ray at {address or 'a local instance'}: {first}") from exc
-
-
-def _chunks(names: Sequence[str], size: int | None, slots: int) -> list[list[str]]:
-    """Split the units into tasks, round-robin (task k gets units k, k + T, ...), so that expensive units
-    (near the input, with the whole network downstream) spread over the tasks. `size` units per task, or
-    by default one task per worker slot: every task repeats one full forward pass per batch (the cached
-    prefix), so fewer, larger tasks cost less in all."""
-    if size is not None and size < 1:
-        raise WorkbenchError(f"layers_per_task must be at least 1, got {size}")
-    tasks = math.ceil(len(names) / size) if size is not None else max(1, min(len(names), slots))
-    return [list(names[k::tasks]) for k in range(tasks) if names[k::tasks]]
-
-
-def _slots(threads_per_task: int) -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // max(1, threads_per_task)))
-
-
-def _sweep_chunk(model, data, names, kwargs, threads, fault):
-    """Ray task body: the single-process sweep over `names` only."""
-    from analysis.sensitivity.sweep import sensitivity_sweep
-
-    torch.set_num_threads(threads)
-    if fault is not None:
-        fault.check(names)
-    return sensitivity_sweep(model, data, layers=names, **kwargs)
-
-
-def _rank_chunk(model, data, names, kwargs, threads, fault):
-    """Ray task body: the single-process ranking over `names` only."""
-    from analysis.importance.rankings import rank_channels
-
-    torch.set_num_threads(threads)
-    if fault is not None:
-        fault.check(names)
-    return rank_channels(model, data, layers=names, **kwargs)
-
-
-def _run_tasks(
-    body: Callable,
-    model: nn.Module,
-    data: Any,
-    chunks: list[list[str]],
-    kwargs: dict,
-    *,
-    threads_per_task: int,
-    max_retries: int,
-    progress: Progress | None,
-    should_stop: Callable[[], bool] | None,
-    fault: FaultPlan | None,
-) -> tuple[list[Any], dict[str, str], list[str]]:
-    """Submit one task per chunk, collect as they finish: (results, failed {name: why}, names not run).
-
-    A chunk of several layers that fails after its retries is resubmitted one task per layer, so only the
-    layer at fault is lost.
-    """
-    import ray
-
-    task = ray.remote(body).options(num_cpus=threads_per_task, max_retries=max_retries, retry_exceptions=True)
-    model_ref, data_ref = ray.put(model), ray.put(data)  # once: every task reads the same objects
-
-    def submit(chunk: list[str]):
-        return task.remote(model_ref, data_ref, chunk, kwargs, threads_per_task, fault)
-
-    owners = {submit(chunk): chunk for chunk in chunks}
-    total = sum(len(c) for c in chunks)
-    done = 0
-    results: list[Any] = []
-    failed: dict[str, str] = {}
-    pending = list(owners)
-    while pending:
-        if should_stop is not None and should_stop():
-            for ref in pending:
-                ray.cancel(ref, force=False)
-            break
-        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-        for ref in ready:
-            chunk = owners[ref]
-            try:
-                results.append(ray.get(ref))
-            except Exception as exc:  # retries exhausted
-                if len(chunk) > 1:  # find the layer at fault: one task per layer, the others complete
-                    for name in chunk:
-                        single = submit([name])
-                        owners[single] = [name]
-                        pending.append(single)
-                    continue
-                failed[chunk[0]] = _first_line(exc)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-    stopped = [n for ref in pending for n in owners[ref]]
-    return results, failed, stopped
-
-
-def _first_line(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    # A RayTaskError's text is a traceback; its last line is the original "Type: message".
-    return (lines[-1] if lines else type(cause).__name__)[:200]
-
-
-_LIST_NOTE_PREFIXES = (
-    "at least one channel is kept, so the top ratio removes channels - 1 in",
-    "early stop at drop >",
-    "bn-scale is NaN for layers without a following per-channel norm",
-    "oracle ran the full network per channel for",
-)
-
-
-def _merge_notes(per_task: Iterable[Iterable[str]], order: Sequence[str]) -> list[str]:
-    """Unique notes in order; notes that list layers after a known prefix are merged into one list."""
-    from analysis.validate import few as _few
-
-    out: list[str] = []
-    lists: dict[str, list[str]] = {}
-    for notes in per_task:
-        for note in notes:
-            prefix = next((p for p in _LIST_NOTE_PREFIXES if note.startswith(p)), None)
-            if prefix is None:
-                if note not in out:
-                    out.append(note)
-                continue
-            head, _, tail = note.rpartition(": ")
-            if head not in lists:
-                lists[head] = []
-                out.append(head)  # placeholder, filled below
-            lists[head] += [n for n in tail.split(", ") if n not in lists[head]]
-    rank = {name: i for i, name in enumerate(order)}
-    for names in lists.values():
-        names.sort(key=lambda n: rank.get(n, len(rank)))
-    return [f"{n}: {_few(lists[n]) if n.startswith(_LIST_NOTE_PREFIXES[:2]) else ', '.join(lists[n])}"
-            if n in lists else n for n in out]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -258,8 +73,8 @@ class DistributedLowRankSensitivity(LowRankSensitivity):
 
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
-    from analysis.inputs import as_model_inputs
-    from analysis.layers import prunable_layers
+    from analysis.model.inputs import as_model_inputs
+    from analysis.model.layers import prunable_layers
     from analysis.sensitivity.sweep import KINDS, _resolve_groups
     from analysis.transforms.groups import find_groups
     from analysis.validate import check_layer_names
@@ -283,11 +98,11 @@ def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None
 
 def _run_in_order(task, model, data, units: list[str], kwargs: dict, nothing: str, *, layers_per_task,
                   threads_per_task, max_retries, progress, should_stop, fault):  # fmt: skip
-    """`_run_tasks` over `units` in chunks, the chunk results put back in the single-process order of
+    """`run_tasks` over `units` in chunks, the chunk results put back in the single-process order of
     `units`: (ordered results, failed {unit: error}, stopped units). No result at all: WorkbenchError
     starting with `nothing`."""
-    results, failed, stopped = _run_tasks(
-        task, model, data, _chunks(units, layers_per_task, _slots(threads_per_task)), kwargs,
+    results, failed, stopped = run_tasks(
+        task, model, data, chunks(units, layers_per_task, slots(threads_per_task)), kwargs,
         threads_per_task=threads_per_task, max_retries=max_retries, progress=progress,
         should_stop=should_stop, fault=fault,
     )  # fmt: skip
@@ -296,6 +111,35 @@ def _run_in_order(task, model, data, units: list[str], kwargs: dict, nothing: st
     position = {name: i for i, name in enumerate(units)}
     ordered = sorted(results, key=lambda r: min(position.get(n, len(units)) for n in r.layers))
     return ordered, failed, stopped
+
+
+def _merged_sweep(ordered, units: list[str], notes: list[str], seconds: float, failed: dict, stopped: list):
+    """The per-task sweeps as one result, layers in the single-process order."""
+    curves = {}
+    for r in ordered:
+        curves.update(r.layers)
+    curves = {name: curves[name] for name in units if name in curves}
+    first = ordered[0]
+    common = dict(
+        kind=first.kind,
+        baseline_accuracy=first.baseline_accuracy,
+        baseline_loss=first.baseline_loss,
+        seconds=seconds,
+        layers=curves,
+        notes=tuple(notes),
+        samples=first.samples,
+        max_drop=first.max_drop,
+        partial=bool(stopped),
+        failed_layers=failed,
+        metric=first.metric,
+    )
+    if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
+        per_layer = {
+            attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
+            for attr in ("ranks", "macs_saved", "params_saved")
+        }
+        return DistributedLowRankSensitivity(**common, **per_layer)
+    return DistributedSensitivityResult(**common)
 
 
 def ray_sensitivity_sweep(
@@ -327,7 +171,6 @@ def ray_sensitivity_sweep(
     `progress(layers_done, layers_total)` is called as tasks finish; `should_stop()` cancels the tasks not
     yet finished (their layers are missing from the result, with a note). `seconds` is the wall time.
     """
-    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     start = time.perf_counter()
     connect(address, num_cpus)
     units = _sweep_units(model, data, kind, layers, split)
@@ -344,43 +187,12 @@ def ray_sensitivity_sweep(
     if max_cache_bytes is not None:
         kwargs["max_cache_bytes"] = max_cache_bytes
     ordered, failed, stopped = _run_in_order(
-        _sweep_chunk, model, data, units, kwargs, "no layer of the sweep could be computed on Ray",
+        sweep_chunk, model, data, units, kwargs, "no layer of the sweep could be computed on Ray",
         layers_per_task=layers_per_task, threads_per_task=threads_per_task, max_retries=max_retries,
         progress=progress, should_stop=should_stop, fault=fault,
     )  # fmt: skip
-    curves = {}
-    for r in ordered:
-        curves.update(r.layers)
-    curves = {name: curves[name] for name in units if name in curves}
-    notes = _merge_notes((r.notes for r in ordered), units)
-    if failed:
-        notes.append(
-            f"failed on Ray after {max_retries} retries, not in the result: "
-            + "; ".join(f"{n} ({why})" for n, why in failed.items())
-        )
-    if stopped:
-        notes.append(f"stopped before these were swept: {', '.join(stopped)}")
-    first = ordered[0]
-    common = dict(
-        kind=first.kind,
-        baseline_accuracy=first.baseline_accuracy,
-        baseline_loss=first.baseline_loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(notes),
-        samples=first.samples,
-        max_drop=first.max_drop,
-        partial=bool(stopped),
-        failed_layers=failed,
-        metric=first.metric,
-    )
-    if isinstance(first, LowRankSensitivity):  # keep each layer's ranks and MACs/params saved
-        per_layer = {
-            attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
-            for attr in ("ranks", "macs_saved", "params_saved")
-        }
-        return DistributedLowRankSensitivity(**common, **per_layer)
-    return DistributedSensitivityResult(**common)
+    notes = outcome_notes([r.notes for r in ordered], units, failed, stopped, max_retries, "swept")
+    return _merged_sweep(ordered, units, notes, time.perf_counter() - start, failed, stopped)
 
 
 def ray_rank_channels(
@@ -406,7 +218,6 @@ def ray_rank_channels(
     the activation criteria for those layers run in the task; scores are merged and the correlations and
     overlaps computed once in the driver, so the result equals the single-process one. Layers whose task
     failed after every retry are left out and named in `notes`."""
-    # Long mostly by its signature and docstring; the body submits the tasks and merges them.
     from analysis.importance.base import DEFAULT_MAX_SAMPLES, get_importance, prunable_layers
     from analysis.importance.rankings import DEFAULT_TOPK_FRACTION, RankingResult
 
@@ -427,7 +238,7 @@ def ray_rank_channels(
         topk_fraction=topk,
     )
     ordered, failed, stopped = _run_in_order(
-        _rank_chunk, model, data, units, kwargs, "no layer could be ranked on Ray",
+        rank_chunk, model, data, units, kwargs, "no layer could be ranked on Ray",
         layers_per_task=layers_per_task, threads_per_task=threads_per_task, max_retries=max_retries,
         progress=progress, should_stop=should_stop, fault=fault,
     )  # fmt: skip
@@ -441,14 +252,7 @@ def ray_rank_channels(
         c: {n: torch.tensor(per_layer[n][c], dtype=torch.float64) for n in units if n in per_layer}
         for c in first.criteria
     }
-    notes = _merge_notes((r.notes for r in ordered), units)
-    if failed:
-        notes.append(
-            f"failed on Ray after {max_retries} retries, not in the result: "
-            + "; ".join(f"{n} ({why})" for n, why in failed.items())
-        )
-    if stopped:
-        notes.append(f"stopped before these were ranked: {', '.join(stopped)}")
+    notes = outcome_notes([r.notes for r in ordered], units, failed, stopped, max_retries, "ranked")
     return RankingResult.from_scores(
         scores,
         topk_fraction=topk,

@@ -2,7 +2,8 @@
 place or share memory), `slicing` (downstream nodes, suffix and prefix graphs) and `runner` (the cached
 downstream evaluation, `DownstreamRunner` and `Edit`)."""
 
-from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
+from analysis.fx.edits import Edit, RunnerResult, Tally
+from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner
 from analysis.fx.slicing import downstream_nodes
 from analysis.fx.trace import trace_model
 

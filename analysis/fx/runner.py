@@ -75,8 +75,7 @@ Example (oracle criterion: |loss change| when channel c of a conv and its BN are
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.fx as fx
@@ -84,62 +83,17 @@ from torch import nn
 
 from analysis.errors import WorkbenchError
 from analysis.evaluate import EvalResult
+from analysis.fx.edits import Edit, RunnerResult, Tally
 from analysis.fx.slicing import Suffix, build_prefix, build_suffix, downstream
 from analysis.fx.snapshots import Snapshots, check_modules, last_use, tensor_bytes
 from analysis.fx.trace import trace_model
-from analysis.inputs import InputBatch
-from analysis.layers import call_model
-from analysis.metrics import Accuracy, Agreement, MetricTally, Scoring
-from analysis.outputs import flatten_outputs
+from analysis.metrics import Accuracy, Agreement, Scoring
+from analysis.model.inputs import InputBatch
+from analysis.model.layers import call_model
+from analysis.model.outputs import flatten_outputs
 from analysis.progress import Progress
 
 DEFAULT_MAX_CACHE_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class Edit:
-    """A change to evaluate: `apply(model)` changes parameters/buffers of `modules` in place.
-
-    The runner restores every parameter and buffer of `modules` (recursively) after the edit, so `apply`
-    needs no undo; it must not change anything outside `modules`. `key` is for the caller.
-    """
-
-    modules: tuple[str, ...]
-    apply: Callable[[nn.Module], None]
-    key: Hashable = None
-
-
-@dataclass
-class Tally:
-    """Running sums after some batches: what a `stop` callback sees (read-only by convention).
-
-    `correct` / `baseline_correct` are the sums of per-sample scores of a bounded metric (each sample 0..1:
-    accuracy's correct counts, agreement's agreeing samples), so a caller can bound what the remaining
-    samples could still do; `scores` / `baseline_score` are the metric tallies themselves.
-    """
-
-    total: int
-    seen: int = 0
-    baseline_correct: float = 0
-    baseline_loss_sum: float = 0.0
-    correct: list[float] = field(default_factory=list)
-    loss_sum: list[float] = field(default_factory=list)
-    active: list[bool] = field(default_factory=list)
-    scores: list[MetricTally] = field(default_factory=list)
-    baseline_score: MetricTally | None = None
-
-    @property
-    def remaining(self) -> int:
-        return self.total - self.seen
-
-
-@dataclass(frozen=True)
-class RunnerResult:
-    """The unedited baseline and one `EvalResult` per edit (None where a `stop` callback dropped it)."""
-
-    baseline: EvalResult
-    results: list[EvalResult | None]
-    notes: tuple[str, ...] = ()
 
 
 REFERENCE = "<reference>"

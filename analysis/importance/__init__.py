@@ -15,7 +15,7 @@ from analysis.importance.base import (
     has_nan_scores,
 )
 from analysis.importance.rankings import RankingResult, rank_channels, spearman
-from analysis.layers import is_prunable, out_channels, prunable_layers
+from analysis.model.layers import is_prunable, out_channels, prunable_layers
 
 # The built-in criteria, registered as their modules load: this order is the order of tables and plots.
 import analysis.importance.l1  # noqa: E402, F401, I001  # isort: skip

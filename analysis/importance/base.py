@@ -32,7 +32,7 @@ from torch import nn
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.calibration import Calibration, calibrate
 from analysis.importance.features import FeatureGraph
-from analysis.layers import filter_rows, prunable_layers
+from analysis.model.layers import filter_rows, prunable_layers
 from analysis.progress import Progress
 from analysis.registry import Registry
 from analysis.validate import require_data, whole

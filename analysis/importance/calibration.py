@@ -30,9 +30,9 @@ from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.devices import on_device, resolve_device
 from analysis.errors import WorkbenchError
 from analysis.importance.features import FeatureGraph, build_tapped, find_features
-from analysis.inputs import InputBatch, to_device
-from analysis.layers import call_model
 from analysis.metrics import per_sample_loss
+from analysis.model.inputs import InputBatch, to_device
+from analysis.model.layers import call_model
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 

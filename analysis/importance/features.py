@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from analysis.concurrency import symbolic_trace
 from analysis.errors import first_line
-from analysis.layers import out_channels, prunable_layers
+from analysis.model.layers import out_channels, prunable_layers
 
 NORM_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,

@@ -26,10 +26,10 @@ from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import CRITERIA_REGISTRY, Criterion
 from analysis.importance.features import FeatureGraph, LayerFeatures, build_tapped, find_features
-from analysis.inputs import num_samples, to_device
-from analysis.layers import call_model, filter_rows
 from analysis.metrics import per_sample_loss
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import num_samples, to_device
+from analysis.model.layers import call_model, filter_rows
+from analysis.model.outputs import flatten_outputs
 from analysis.progress import Progress
 from analysis.validate import require_data, whole
 
@@ -93,7 +93,8 @@ def _loss_scoring(labels: torch.Tensor | None):
 
 def _runner_class():
     try:
-        from analysis.fx.runner import DownstreamRunner, Edit
+        from analysis.fx.edits import Edit
+        from analysis.fx.runner import DownstreamRunner
     except ImportError:
         return None
     return DownstreamRunner, Edit

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from analysis.errors import WorkbenchError
-from analysis.outputs import is_class_scores
+from analysis.model.outputs import is_class_scores
 
 HIGHER, LOWER = "higher", "lower"
 PSNR_CAP_DB = 100.0  # identical outputs have infinite PSNR; 100 dB is below float32's rounding noise
@@ -88,7 +88,7 @@ class Metric(ABC):
     """One way of scoring outputs. Subclasses set the class attributes and implement `update` and `value`.
 
     `update(outputs, labels, reference)`: `outputs` and `reference` are `{name: tensor}` (see
-    `analysis.outputs.flatten_outputs`), `labels` the batch's labels or None. Bounded metrics keep
+    `analysis.model.outputs.flatten_outputs`), `labels` the batch's labels or None. Bounded metrics keep
     `total` (the sum of per-sample scores, each in [0, 1]) and `count`.
     """
 

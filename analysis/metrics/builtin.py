@@ -19,7 +19,7 @@ from analysis.metrics.base import (
     output_pairs,
     require,
 )
-from analysis.outputs import is_class_scores
+from analysis.model.outputs import is_class_scores
 from analysis.registry import Registry
 
 METRICS: Registry[type[Metric]] = Registry("metric")

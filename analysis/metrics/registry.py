@@ -12,7 +12,7 @@ import torch
 from analysis.errors import WorkbenchError, first_line
 from analysis.metrics.base import AUTO, HIGHER, LOWER, Metric
 from analysis.metrics.builtin import METRICS
-from analysis.outputs import is_class_scores
+from analysis.model.outputs import is_class_scores
 
 
 def metric_choices() -> tuple[str, ...]:

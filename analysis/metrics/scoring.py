@@ -14,7 +14,7 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.metrics.base import AUTO, Metric, MetricInfo, class_output
 from analysis.metrics.registry import auto_metric, check_metric_name, get_metric
-from analysis.outputs import flatten_outputs, is_class_scores
+from analysis.model.outputs import flatten_outputs, is_class_scores
 
 # ---- evaluating: a metric plus the loss over batches ----------------------------------------------------
 
@@ -129,7 +129,7 @@ class Scoring:
         """The original's outputs on `split` (first `limit` samples), computed once and kept."""
         if not self.needs_reference:
             return None
-        from analysis.inputs import num_samples
+        from analysis.model.inputs import num_samples
 
         x = self.data.x if split == "test" else self.data.x_train
         n = num_samples(x) if limit is None else min(limit, num_samples(x))
@@ -143,7 +143,7 @@ class Scoring:
 
 def compute_reference(model: nn.Module, data, split: str, limit: int, batch_size: int = 256) -> Reference:
     """`model`'s outputs (float32, CPU) on the first `limit` samples of `split`, by output name."""
-    from analysis.layers import call_model, copy_model
+    from analysis.model.layers import call_model, copy_model
 
     work = copy_model(model).eval()  # a private copy: the caller's (possibly shared) model is not run
     parts: dict[str, list[torch.Tensor]] = {}
@@ -183,8 +183,8 @@ def scoring(metric: str | Scoring | None, original: nn.Module, data) -> Scoring:
 
 
 def _first_outputs(model: nn.Module, data) -> dict[str, torch.Tensor]:
-    from analysis.inputs import take
-    from analysis.layers import call_model, copy_model
+    from analysis.model.inputs import take
+    from analysis.model.layers import call_model, copy_model
 
     work = copy_model(model).eval()
     with torch.inference_mode():

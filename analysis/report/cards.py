@@ -12,8 +12,8 @@ from analysis.cost import size_bytes, summarize
 from analysis.data import Dataset
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, layer_times, measure_latency
-from analysis.layers import prunable_layers
 from analysis.metrics import ACCURACY, MetricInfo
+from analysis.model.layers import prunable_layers
 
 
 @dataclass(frozen=True)

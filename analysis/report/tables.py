@@ -8,7 +8,7 @@ import pandas as pd
 from torch import nn
 
 from analysis.compression.plan import CompressionPlan, LayerSettings
-from analysis.layers import final_classifier, out_channels, prunable_layers
+from analysis.model.layers import final_classifier, out_channels, prunable_layers
 
 
 def pareto_front(

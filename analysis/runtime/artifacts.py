@@ -9,10 +9,10 @@
   the operator names (`--model SPEC --weights FILE`), or the one the metadata names when it is a zoo,
   torchvision or operator-listed architecture, then checks and sets those attributes, gives each parameter
   and buffer its saved shape and loads the weights strictly: nothing is unpickled or imported because the
-  file says so (`analysis.runtime.pruned`). (Torch-Pruning's `tp.state_dict` records the same shapes, but
+  file says so (`analysis.model.pruned`). (Torch-Pruning's `tp.state_dict` records the same shapes, but
   `tp.load_state_dict` expects the dict from `torch.save`, i.e. a pickle.) The double suffix keeps the
   file a valid `.safetensors` for any reader while telling it apart from a plain `--weights` file.
-- `.pt`/`.pth`: the pickled module (`analysis.compress.save_model`); loading needs `--trust-pickle`.
+- `.pt`/`.pth`: the pickled module (`save_model`); loading needs `--trust-pickle`.
 """
 
 from __future__ import annotations
@@ -25,22 +25,22 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import ModelInputs, as_model_inputs
 from analysis.io import write_atomic
-from analysis.runtime.loading import (  # noqa: F401  (re-exported: the artifact API lives here)
+from analysis.model.inputs import ModelInputs, as_model_inputs
+from analysis.model.loading import (  # noqa: F401  (re-exported: the artifact API lives here)
     ARTIFACT_SUFFIXES,
     PRUNED_FORMAT,
     PRUNED_SUFFIX,
     artifact_kind,
 )
-from analysis.runtime.loading import load_artifact as _load_artifact
-from analysis.runtime.pruned import load_pruned as _load_pruned
-from analysis.runtime.pruned import module_attributes
+from analysis.model.loading import load_artifact as _load_artifact
+from analysis.model.pruned import load_pruned as _load_pruned
+from analysis.model.pruned import module_attributes
 
 
 def _example(model: nn.Module, input_shape) -> ModelInputs:
-    from analysis.layers import example_input as example_batch
-    from analysis.specs import model_input_shape
+    from analysis.model.layers import example_input as example_batch
+    from analysis.model.specs import model_input_shape
 
     return example_batch(model_input_shape(model, input_shape), 2)
 
@@ -48,7 +48,7 @@ def _example(model: nn.Module, input_shape) -> ModelInputs:
 def export_program(model: nn.Module, example_input: ModelInputs) -> torch.export.ExportedProgram:
     """`torch.export.export` of a private eval-mode copy, batch dimension of every input dynamic (inputs
     by name passed as keyword arguments)."""
-    from analysis.layers import copy_model
+    from analysis.model.layers import copy_model
     from analysis.runtime.onnx import export_arguments
 
     work = copy_model(model).eval()
@@ -69,7 +69,7 @@ def save_pruned(model: nn.Module, spec: str, path: str | Path) -> Path:
     """Write `model` (its spec's architecture, possibly pruned) as weights + JSON metadata, no pickle."""
     from safetensors.torch import save_file
 
-    from analysis.specs import load_model
+    from analysis.model.specs import load_model
 
     if not spec or artifact_kind(spec) is not None:
         raise WorkbenchError(
@@ -110,8 +110,6 @@ def save_artifact(
     if kind == "pruned":
         return save_pruned(model, spec or "", path)
     if kind == "pickle":
-        from analysis.compression.compress import save_model
-
         return save_model(model, path)
     if kind == "onnx":
         if onnx_bytes is None:
@@ -187,8 +185,6 @@ def save_compressed(
     kind = artifact_kind(path)
     float_model = result.float_model if getattr(result, "float_model", None) is not None else result.model
     if kind == "pickle":
-        from analysis.compression.compress import save_model
-
         return save_model(result.model, path), "the model as measured, pickled: loading it runs code"
     if kind == "onnx":
         data_bytes, what = _compressed_onnx(result, float_model, input_shape, data, calibration)
@@ -201,8 +197,8 @@ def save_compressed(
 
 
 def load_pruned(path: str | Path) -> nn.Module:
-    """The model a `save_pruned` file holds (`analysis.runtime.loading.load_pruned` with the spec parser)."""
-    from analysis.specs import apply_weights, load_model
+    """The model a `save_pruned` file holds (`analysis.model.loading.load_pruned` with the spec parser)."""
+    from analysis.model.specs import apply_weights, load_model
 
     return _load_pruned(path, load_model, apply_weights)
 
@@ -211,7 +207,7 @@ def load_artifact(path: str | Path, threads: int | None = None, trust_pickle: bo
     """An `nn.Module` that `evaluate` and the latency functions run: `.onnx` on an ONNX Runtime session
     (`threads` intra-op threads), `.pt2` as the exported program (checked unless `trust_pickle`),
     `.pruned.safetensors` rebuilt."""
-    from analysis.specs import apply_weights, load_model
+    from analysis.model.specs import apply_weights, load_model
 
     return _load_artifact(
         path, threads, build=load_model, apply_weights=apply_weights, trust_pickle=trust_pickle
@@ -229,3 +225,14 @@ __all__ = [
     "save_compressed",
     "save_pruned",
 ]
+
+
+def save_model(model: nn.Module, path: str | Path) -> Path:
+    """Write the whole module with `torch.save`, atomically, so `evaluate --model FILE --trust-pickle` loads
+    it. The file is a pickle: loading it runs code, which is why loading needs `--trust-pickle`."""
+    path = Path(path)
+    if path.suffix.lower() not in (".pt", ".pth"):
+        raise WorkbenchError(
+            f"save the compressed model as .pt or .pth (a pickled module), not {path.suffix!r}"
+        )
+    return write_atomic(path, lambda tmp: torch.save(model, tmp))

@@ -74,7 +74,7 @@ class EagerRuntime(Runtime):
     def prepare(
         self, model: nn.Module, example_input: torch.Tensor, threads: int | None = None
     ) -> EagerPrepared:
-        from analysis.layers import copy_model
+        from analysis.model.layers import copy_model
 
         return EagerPrepared(copy_model(model).eval())
 
@@ -186,7 +186,7 @@ def prepare(
     model: nn.Module, runtime: str | Runtime, input_shape: tuple[int, ...], threads: int | None = None
 ) -> Prepared:
     """`model` ready on `runtime` (a name or a Runtime), with a fixed example batch of `input_shape`."""
-    from analysis.layers import example_input as example_batch
+    from analysis.model.layers import example_input as example_batch
     from analysis.runtime.onnx import OnnxModule, load_onnx
 
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime

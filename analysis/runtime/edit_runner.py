@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DownstreamRunner, Edit, RunnerResult, Tally
+from analysis.fx.edits import Edit, RunnerResult, Tally
+from analysis.fx.runner import DownstreamRunner
 from analysis.fx.snapshots import check_modules
 from analysis.metrics import Scoring
 

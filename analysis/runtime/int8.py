@@ -25,8 +25,8 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import ModelInputs, as_model_inputs
-from analysis.layers import example_input
+from analysis.model.inputs import ModelInputs, as_model_inputs
+from analysis.model.layers import example_input
 from analysis.runtime.onnx import OnnxModule, OnnxPrepared, OnnxRuntime, export_onnx, feed_inputs
 from analysis.runtime.types import REAL, SIMULATED, PairRequest
 

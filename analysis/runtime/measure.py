@@ -15,7 +15,7 @@ from analysis.compression.result import REAL, SIMULATED, ModelMetrics
 from analysis.cost import count_params, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
-from analysis.layers import copy_model
+from analysis.model.layers import copy_model
 from analysis.progress import Progress
 from analysis.runtime.types import PairRequest
 from analysis.transforms.quantization import int8_backend, to_int8_linear

@@ -23,8 +23,15 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import InputField, InputSpec, ModelInputs, as_model_inputs, map_tensors, positional_names
-from analysis.outputs import SINGLE_OUTPUT, flatten_outputs, onnx_name
+from analysis.model.inputs import (
+    InputField,
+    InputSpec,
+    ModelInputs,
+    as_model_inputs,
+    map_tensors,
+    positional_names,
+)
+from analysis.model.outputs import SINGLE_OUTPUT, flatten_outputs, onnx_name
 from analysis.runtime.types import REAL, Runtime
 
 PROVIDER = "CPUExecutionProvider"
@@ -142,11 +149,11 @@ def export_onnx(
 ) -> OnnxExport:
     """Export `model` (a private eval-mode copy) with `torch.onnx.export(..., dynamo=True)`, the batch
     dimension of every input dynamic, every output named (`logits` for a single output, else the names
-    of `analysis.outputs.flatten_outputs`, recorded in the file's metadata); with `check`, run it on ONNX
+    of `analysis.model.outputs.flatten_outputs`, recorded in the file's metadata); with `check`, run it on ONNX
     Runtime and report the max abs difference to eager over all outputs. `optimize=False` skips the
     exporter's graph optimizer, so every parameter and buffer stays an initializer under its own name
     (BatchNorm not folded into the convolutions)."""
-    from analysis.layers import call_model, copy_model
+    from analysis.model.layers import call_model, copy_model
 
     work = copy_model(model).eval()
     x = _with_batch_two(as_model_inputs(example_input))

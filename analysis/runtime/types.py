@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from analysis.layers import example_input
+from analysis.model.layers import example_input
 
 if TYPE_CHECKING:
     from analysis.data import Dataset

@@ -38,10 +38,11 @@ from analysis import validate
 from analysis.data import Dataset
 from analysis.devices import on_device, parse_dtype, resolve_device
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner, Edit, RunnerResult, Tally
-from analysis.inputs import as_model_inputs, to_device
-from analysis.layers import prunable_layers
+from analysis.fx.edits import Edit, RunnerResult, Tally
+from analysis.fx.runner import DEFAULT_MAX_CACHE_BYTES, DownstreamRunner
 from analysis.metrics import MetricInfo, Scoring, scoring
+from analysis.model.inputs import as_model_inputs, to_device
+from analysis.model.layers import prunable_layers
 from analysis.progress import Forward, Progress
 from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
     _TOLERANCE,

@@ -19,9 +19,9 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
-from analysis.fx.runner import Edit, RunnerResult
-from analysis.layers import copy_model
+from analysis.fx.edits import Edit, RunnerResult
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
+from analysis.model.layers import copy_model
 from analysis.progress import Forward, Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
 from analysis.transforms import lowrank, sharing

@@ -15,8 +15,10 @@ from analysis.store.db import (
     summarize_result,
     weights_digest,
 )
+from analysis.store.mlflow_sink import log_compression
 
 __all__ = [
+    "log_compression",
     "SCHEMA_VERSION",
     "ResultsStore",
     "Run",

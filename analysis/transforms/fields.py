@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.layers import copy_model
+from analysis.model.layers import copy_model
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity
 from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)

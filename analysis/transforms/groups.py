@@ -20,10 +20,10 @@ Public API:
     PruningGroup.zero_channels(model, channels)   # simulation: same outputs as removal (see its docstring)
     remove_channels(model, example_inputs, groups, {group name: channels}, notes=None)  # in place
 
-The layers whose channels a model output exposes (`analysis.layers.output_layers`) never lose outputs:
+The layers whose channels a model output exposes (`analysis.model.layers.output_layers`) never lose outputs:
 their groups are left out. So is a group whose removal the model does not survive (tried once, on a copy):
 `notes` gets one line naming its layer and the operation that failed. Groups are found on the same batch
-(`analysis.layers.trace_batch`) whatever the batch of `example_inputs`.
+(`analysis.model.layers.trace_batch`) whatever the batch of `example_inputs`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from analysis.concurrency import private_copy
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import get_importance
-from analysis.layers import (
+from analysis.model.layers import (
     ROOT_TYPES,
     ModelInputs,
     attention_heads,

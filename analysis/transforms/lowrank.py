@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError
-from analysis.inputs import InputBatch, as_input_spec, to_device
-from analysis.layers import call_model, copy_model
+from analysis.model.inputs import InputBatch, as_input_spec, to_device
+from analysis.model.layers import call_model, copy_model
 
 # Training samples whose layer outputs choose each rank-r weight, in `compress` and the `lowrank` sweep alike.
 CALIBRATION_SAMPLES = 512

@@ -28,7 +28,7 @@ from torch.nn.utils import prune as torch_prune
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.layers import InputsLike, example_inputs, is_prunable
+from analysis.model.layers import InputsLike, example_inputs, is_prunable
 from analysis.transforms.groups import PruningGroup, find_groups, group_scores, remove_channels
 from analysis.validate import ratio as check_ratio
 

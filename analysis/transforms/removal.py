@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from analysis.errors import first_line
-from analysis.layers import (
+from analysis.model.layers import (
     ModelInputs,
     attention_heads,
     channel_graph,

@@ -38,8 +38,8 @@ from torch.nn.utils import prune as torch_prune
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
-from analysis.layers import call_model, copy_model
 from analysis.metrics import per_sample_loss, scoring
+from analysis.model.layers import call_model, copy_model
 from analysis.progress import Progress
 from analysis.transforms.huffman import (  # noqa: F401  (re-exported)
     gap_codes,

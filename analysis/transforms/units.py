@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from analysis.layers import fused_sections
+from analysis.model.layers import fused_sections
 
 
 def unit_key(

@@ -51,7 +51,9 @@ data = load_data("digits")
 if FAST:
     data = data.subset(200)  # the test suite evaluates on the first 200 digits only
 baseline = evaluate(model, data)
-print(f"zoo:digits-cnn on digits: accuracy {baseline.accuracy:.2%}, loss {baseline.loss:.4f} ({baseline.samples} samples)")
+print(
+    f"zoo:digits-cnn on digits: accuracy {baseline.accuracy:.2%}, loss {baseline.loss:.4f} ({baseline.samples} samples)"
+)
 
 # %% [markdown]
 # ## 1. Unstructured pruning, layer by layer
@@ -61,11 +63,13 @@ print(f"zoo:digits-cnn on digits: accuracy {baseline.accuracy:.2%}, loss {baseli
 # given. `progress` is a callback `(done, total)`; the app turns it into a progress bar.
 
 # %%
-from analysis import charts, sensitivity_sweep
+from analysis.report import charts
+from analysis import sensitivity_sweep
 
 unstructured = sensitivity_sweep(model, data, kind="unstructured", ratios=RATIOS)
 print(f"{len(unstructured.layers)} layers x {len(RATIOS)} ratios in {unstructured.seconds:.1f} s")
 unstructured.to_frame().head(8)
+
 
 # %%
 def plot_curves(result, metric="accuracy", title=""):
@@ -95,7 +99,9 @@ plot_curves(unstructured, title="Unstructured pruning: accuracy with one layer p
 # damage starting earlier, which makes it the better signal near the flat part of a curve:
 
 # %%
-plot_curves(unstructured, metric="loss", title="Unstructured pruning: loss with one layer pruned").update_yaxes(type="log").show()
+plot_curves(
+    unstructured, metric="loss", title="Unstructured pruning: loss with one layer pruned"
+).update_yaxes(type="log").show()
 
 # %% [markdown]
 # ## 2. Structured pruning, and why coupled layers go together
@@ -144,7 +150,9 @@ side = pd.DataFrame(
 
 # %%
 resnet = load_model("zoo:digits-resnet")
-resnet_groups = sensitivity_sweep(resnet, data, kind="structured", ratios=RATIOS, layers=["conv1", "layer1.0.conv1"])
+resnet_groups = sensitivity_sweep(
+    resnet, data, kind="structured", ratios=RATIOS, layers=["conv1", "layer1.0.conv1"]
+)
 for group, curve in resnet_groups.layers.items():
     print(f"group {group} ({len(curve.members)} layers): {', '.join(curve.members)}")
 plot_curves(resnet_groups, title="digits-resnet: a residual-stream group vs a block-internal group").show()
@@ -224,14 +232,24 @@ from analysis import build_report, write_csv, write_json
 
 out = Path(tempfile.mkdtemp(prefix="workbench-sensitivity-"))
 html_path = build_report(
-    model, data, out / "sensitivity.html", sensitivity=[unstructured, structured, quant], model_spec="zoo:digits-cnn", data_spec="digits"
+    model,
+    data,
+    out / "sensitivity.html",
+    sensitivity=[unstructured, structured, quant],
+    model_spec="zoo:digits-cnn",
+    data_spec="digits",
 )
 csv_path = write_csv([unstructured, structured, quant], out / "sensitivity.csv")
 json_path = write_json(structured, out / "structured.json")
 for path in (html_path, csv_path, json_path):
     print(f"{path.name:16s} {path.stat().st_size / 1024:8.1f} KiB")
 payload = json.loads(json_path.read_text())
-print("\nJSON keys:", list(payload), "\none group:", {k: payload["layers"]["features.3"][k] for k in ("ratios", "members")})
+print(
+    "\nJSON keys:",
+    list(payload),
+    "\none group:",
+    {k: payload["layers"]["features.3"][k] for k in ("ratios", "members")},
+)
 print("\nCSV, first lines:\n" + "\n".join(csv_path.read_text().splitlines()[:4]))
 
 # %% [markdown]
@@ -243,13 +261,37 @@ print("\nCSV, first lines:\n" + "\n".join(csv_path.read_text().splitlines()[:4])
 import subprocess
 
 command = [
-    sys.executable, "-m", "analysis", "sensitivity", "--model", "zoo:digits-cnn", "--data", "digits",
-    "--kind", "structured", "--ratios", "0.25,0.5,0.75", "--layers", "features.3", "--limit", str(len(data.x)),
-    "--json", str(out / "cli.json"), "--csv", str(out / "cli.csv"),
+    sys.executable,
+    "-m",
+    "analysis",
+    "sensitivity",
+    "--model",
+    "zoo:digits-cnn",
+    "--data",
+    "digits",
+    "--kind",
+    "structured",
+    "--ratios",
+    "0.25,0.5,0.75",
+    "--layers",
+    "features.3",
+    "--limit",
+    str(len(data.x)),
+    "--json",
+    str(out / "cli.json"),
+    "--csv",
+    str(out / "cli.csv"),
 ]
 print("$ python -m analysis " + " ".join(command[3:]))
 done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
 print("exit status", done.returncode, done.stderr.strip().splitlines()[-1:] if done.returncode else "")
 cli = json.loads((out / "cli.json").read_text())
 print("features.3 from the command line:", cli["layers"]["features.3"]["accuracy"])
-print("features.3 from this notebook:   ", [a for r, a in zip(structured.layers["features.3"].values, structured.layers["features.3"].accuracy) if r in (0.25, 0.5, 0.75)])
+print(
+    "features.3 from this notebook:   ",
+    [
+        a
+        for r, a in zip(structured.layers["features.3"].values, structured.layers["features.3"].accuracy)
+        if r in (0.25, 0.5, 0.75)
+    ],
+)

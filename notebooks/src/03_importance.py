@@ -106,7 +106,9 @@ for layer, scores in l1.items():
 from analysis import rank_channels
 
 ranking = rank_channels(model, data, max_samples=MAX_SAMPLES, oracle=True)
-print(f"{ranking.samples} calibration samples, {ranking.oracle_samples} samples per oracle evaluation, {ranking.seconds:.1f} s")
+print(
+    f"{ranking.samples} calibration samples, {ranking.oracle_samples} samples per oracle evaluation, {ranking.seconds:.1f} s"
+)
 for note in ranking.notes:
     print("note:", note)
 scores = ranking.to_frame()
@@ -135,7 +137,9 @@ fig.update_xaxes(tickformat=".0%")
 fig.update_yaxes(title="|Δ loss| (nats)")
 fig.show()
 top = oracle.sort_values("oracle", ascending=False).groupby("layer").oracle
-share_top = (top.apply(lambda s: s.head(max(1, len(s) // 10)).sum()) / oracle.groupby("layer").oracle.sum()).reindex(list(ranking.layers))
+share_top = (
+    top.apply(lambda s: s.head(max(1, len(s) // 10)).sum()) / oracle.groupby("layer").oracle.sum()
+).reindex(list(ranking.layers))
 free = (oracle.oracle == 0).groupby(oracle.layer).sum().reindex(list(ranking.layers))
 print("share of each layer's summed oracle score held by its top 10% of channels, and channels whose removal")
 print("changes the loss by exactly zero (typically channels that are zero after their ReLU on every sample):")
@@ -151,8 +155,12 @@ for layer in share_top.index:
 
 # %%
 criteria = [c for c in ranking.criteria if c != "oracle"]
-long = scores.melt(id_vars=["layer", "channel"], value_vars=criteria, var_name="criterion", value_name="score").dropna()
-long["relative score"] = long.score / long.groupby(["layer", "criterion"]).score.transform(lambda s: s.abs().max())
+long = scores.melt(
+    id_vars=["layer", "channel"], value_vars=criteria, var_name="criterion", value_name="score"
+).dropna()
+long["relative score"] = long.score / long.groupby(["layer", "criterion"]).score.transform(
+    lambda s: s.abs().max()
+)
 fig = px.box(
     long,
     x="criterion",
@@ -176,7 +184,7 @@ fig.show()
 # norm) or constant are left out.
 
 # %%
-from analysis import charts  # the figures the app and the HTML report draw
+from analysis.report import charts  # the figures the app and the HTML report draw
 
 rho = ranking.spearman_frame()
 charts.matrix_heatmap(rho, "Spearman ρ with the oracle (per layer, mean over layers, pooled)", "ρ").show()

@@ -74,7 +74,8 @@ print(baseline.to_dict())
 # The curves read like accuracy curves, in dB: flat near the top means the layer barely changes the output.
 
 # %%
-from analysis import charts, safe_points, sensitivity_sweep
+from analysis.report import charts, safe_points
+from analysis import sensitivity_sweep
 
 sweep = sensitivity_sweep(autoencoder, data, kind="structured", ratios=RATIOS)
 print(f"metric: {sweep.metric.title}, {sweep.metric.direction} is better; {len(sweep.layers)} groups")

@@ -74,8 +74,9 @@ def test_shared_mode_ignores_forged_pickle_callable_and_server_path_values(monke
 
 def test_shared_mode_check_refuses_pickle_callable_and_path_specs(monkeypatch):
     """The last line of defence every page goes through (`_shared.workbench` -> `check_spec`)."""
-    from analysis import WorkbenchError, WorkbenchSpec
-    from pages import _shared
+    from analysis import WorkbenchError
+    from analysis.app_support import WorkbenchSpec
+    from pages import _serving
 
     monkeypatch.setenv("WORKBENCH_MODE", "shared")
     for spec in (
@@ -86,7 +87,7 @@ def test_shared_mode_check_refuses_pickle_callable_and_path_specs(monkeypatch):
         WorkbenchSpec(ray_address="auto"),
     ):
         with pytest.raises(WorkbenchError, match="shared"):
-            _shared.check_spec(spec)
+            _serving.check_spec(spec)
 
 
 def test_shared_mode_refuses_an_uploaded_pickle(monkeypatch):

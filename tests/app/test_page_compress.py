@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 from apptools import assert_clean, charts, click, open_page, shown
 
-from analysis import (
-    ResultsStore,
-    load_data,
-    load_model,
-    pruning_groups,
-    sensitivity_sweep,
-    state_digest,
-)
+from analysis import ResultsStore, load_data, load_model, sensitivity_sweep
+from analysis.app_support import state_digest
+from analysis.transforms import pruning_groups
 from pages import _shared
 
 # Half of features.10's 64 filters go, with their BN entries and classifier.0's inputs (4x4 per channel).

@@ -8,7 +8,8 @@ import types
 import pytest
 from apptools import assert_clean, charts, click, open_page
 
-from analysis import apply_plan, evaluate, load_data, load_model, predicted_drop_points, summarize
+from analysis import evaluate, load_data, load_model, summarize
+from analysis.app_support import apply_plan, predicted_drop_points
 from pages import _shared
 
 
@@ -82,7 +83,7 @@ def test_error_text_keeps_underscores():
 
 
 def test_a_met_budget_beyond_the_tolerance_is_never_a_success():
-    from analysis import suggestion_verdict
+    from analysis.app_support import suggestion_verdict
 
     hint = types.SimpleNamespace(
         budget="macs=0.5", mac_fraction=0.5, latency_fraction=None, measured_drop=None, met=True
@@ -105,7 +106,7 @@ def test_a_met_budget_beyond_the_tolerance_is_never_a_success():
 
 
 def test_noisy_timings_name_the_newest_run_and_its_runtimes_once():
-    from analysis import noisy_timings
+    from analysis.app_support import noisy_timings
 
     def row(run, role, runtime, spread):
         warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None

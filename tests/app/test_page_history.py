@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from apptools import assert_clean, charts, click, open_page
 
-from analysis import ResultsStore, load_data, load_model, model_fingerprint, sensitivity_sweep
+from analysis import ResultsStore, load_data, load_model, sensitivity_sweep
+from analysis.store import model_fingerprint
 
 MODEL = "zoo:digits-cnn"  # the app's default model
 

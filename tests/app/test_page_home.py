@@ -111,9 +111,9 @@ def test_data_upload_without_labels_is_scored_against_the_original():
 def test_measure_again_times_anew_and_a_noisy_timing_reads_as_a_range(monkeypatch):
     import dataclasses
 
-    import analysis
+    import analysis.runtime
 
-    real, calls = analysis.compare_runtime_latency, []
+    real, calls = analysis.runtime.compare_runtime_latency, []
 
     def noisy(*args, **kwargs):  # the real timings, with a spread a busy machine gives (p90/p10 = 4)
         calls.append(1)
@@ -122,7 +122,7 @@ def test_measure_again_times_anew_and_a_noisy_timing_reads_as_a_range(monkeypatc
             n: dataclasses.replace(r, p10_ms=r.median_ms / 2, p90_ms=r.median_ms * 2) for n, r in out.items()
         }
 
-    monkeypatch.setattr(analysis, "compare_runtime_latency", noisy)
+    monkeypatch.setattr(analysis.runtime, "compare_runtime_latency", noisy)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     at.number_input(key="batch_size").set_value(3).run()  # a batch size no other test has cached
     assert_clean(at)

@@ -23,7 +23,7 @@ def _check_routed(page, title: str) -> None:
     assert not errors(page)
 
 
-# overview calls `_shared.routed()` first; weights relies on the same guard inside `_shared.workbench()`.
+# overview calls `_routing.routed()` first; weights relies on the same guard inside `_shared.workbench()`.
 @pytest.mark.parametrize(("path", "title"), [("overview", "Overview"), ("weights", "Weights")])
 def test_bookmarked_page_on_a_fresh_server_goes_through_the_app(tmp_path, path, title):
     with serve(tmp_path / "streamlit.log") as url, chromium() as browser:

@@ -1,13 +1,16 @@
 """The one progress type every long loop takes, and the terminal bar the CLI draws with it.
 
-A loop calls `progress(done, total)` after each unit of work; `None` means nobody is watching.
+A loop calls `progress(done, total)` after each unit of work; `None` means nobody is watching. `eta.py`:
+elapsed time and time left (`RunTimer`), Ctrl-C as Stop (`sigint_stops`), exported here too.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 Progress = Callable[[int, int], None]
 """`progress(done, total)`: called after each unit of work (both counts in the loop's own units)."""
@@ -85,3 +88,14 @@ def progress_bar(desc: str) -> Iterator[Progress]:
     finally:
         for bar in bars:
             bar.close()
+
+
+_ETA = ("RunTimer", "sigint_stops", "format_seconds")  # eta.py imports Progress from here: loaded on use
+
+__all__ = ["Forward", "Progress", "log_lines", "progress_bar", *_ETA]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ETA:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("analysis.progress.eta"), name)

@@ -1,10 +1,10 @@
-"""Loading saved artifacts (`.onnx`, `.pt2`, `.pruned.safetensors`): what `analysis.specs.load_model` calls.
+"""Loading saved artifacts (`.onnx`, `.pt2`, `.pruned.safetensors`): what `analysis.model.specs.load_model` calls.
 
-A leaf below `analysis.specs`: the pruned format rebuilds its architecture through the `build` callable the
+A leaf below `analysis.model.specs`: the pruned format rebuilds its architecture through the `build` callable the
 caller passes (`load_model`), so this module never imports the spec parser back.
 
 Nothing here runs code from a file unless the operator says so: `.onnx` is data for ONNX Runtime; a
-`.pruned.safetensors` is weights and checked JSON (`analysis.runtime.pruned`); a `.pt2` is checked by
+`.pruned.safetensors` is weights and checked JSON (`analysis.model.pruned`); a `.pt2` is checked by
 `analysis.runtime.pt2_check` before `torch.export.load` unless `trust_pickle` is set.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
-from analysis.runtime.pruned import PRUNED_FORMAT, PRUNED_SUFFIX, load_pruned  # noqa: F401  (re-exported)
+from analysis.model.pruned import PRUNED_FORMAT, PRUNED_SUFFIX, load_pruned  # noqa: F401  (re-exported)
 
 ARTIFACT_SUFFIXES = (".onnx", ".pt2", PRUNED_SUFFIX, ".pt", ".pth")
 
@@ -94,7 +94,7 @@ def load_artifact(
 
 def _program_inputs(program):
     """The per-sample shape of a one-input program, an `InputSpec` for several, None where not fixed."""
-    from analysis.inputs import InputField, InputSpec
+    from analysis.model.inputs import InputField, InputSpec
 
     names = list(program.graph_signature.user_inputs)
     fields = []

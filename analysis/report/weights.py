@@ -107,7 +107,7 @@ class QuantizationView:
 
 
 def quantization_view(model: nn.Module, layer: str, bits: int, bins: int = 120) -> QuantizationView:
-    """The chosen layer's weights at `bits` (symmetric per-output-channel, CONTRACT section 5)."""
+    """The chosen layer's weights at `bits` (symmetric per-output-channel, docs/contract.md section 5)."""
     w = _weights(model, layer)
     q, scales = fake_quantize(w, bits)
     flat_w = w.reshape(-1).numpy().astype(np.float64)

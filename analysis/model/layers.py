@@ -2,7 +2,7 @@
 model's outputs expose, attention heads, a safe deep copy and a fixed example batch. A leaf: it imports only
 torch and the validation (and Torch-Pruning, inside the functions that trace the channel graph).
 
-Prunable (CONTRACT section 5): Conv1d/2d/3d (any groups), ConvTranspose1d/2d/3d with groups 1, or
+Prunable (docs/contract.md section 5): Conv1d/2d/3d (any groups), ConvTranspose1d/2d/3d with groups 1, or
 Linear. The layers whose output channels a model output exposes
 (`output_layers`, found in the channel dependency graph) never lose their outputs.
 """
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputBatch, InputSpec, ModelInputs, as_input_spec, as_model_inputs
-from analysis.outputs import flatten_outputs
+from analysis.model.inputs import InputBatch, InputSpec, ModelInputs, as_input_spec, as_model_inputs
+from analysis.model.outputs import flatten_outputs
 from analysis.validate import check_layer_names
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -135,7 +135,7 @@ def example_inputs(spec: InputsLike, batch_size: int = 2) -> ModelInputs:
 
 
 def flat_outputs(output: Any) -> list[torch.Tensor]:
-    """Every tensor of a model's output, in order (`analysis.outputs.flatten_outputs` without the names)."""
+    """Every tensor of a model's output, in order (`analysis.model.outputs.flatten_outputs` without the names)."""
     return list(flatten_outputs(output).values())
 
 

@@ -1,4 +1,4 @@
-"""Model specs (CONTRACT section 1) -> nn.Module, and the input shape a model takes."""
+"""Model specs (docs/contract.md section 1) -> nn.Module, and the input shape a model takes."""
 
 from __future__ import annotations
 
@@ -15,21 +15,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.data import load_data
+from analysis.data.checks import check_labels, model_outputs
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import (
+from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
+from analysis.model.inputs import (
     InputSpec,
     as_input_spec,
     parse_input_spec,
     positional_names,
     required_inputs,
 )
-from analysis.layers import call_model
-from analysis.limits import MAX_SAMPLE_ELEMENTS, check_sample_shape  # noqa: F401  (re-exported)
+from analysis.model.layers import call_model
 
 DEFAULT_MODEL = "zoo:digits-cnn"
 DEFAULT_DATA = "digits"
 PICKLE_SUFFIXES = (".pt", ".pth")
-WORKBENCH_DIR = Path(__file__).resolve().parent
+WORKBENCH_DIR = Path(__file__).resolve().parents[1]  # the analysis package
 _FILE_MODULES: dict[Path, object] = {}  # resolved path of a file.py spec -> its module, imported once
 _FILE_MODULES_LOCK = threading.Lock()
 
@@ -274,7 +276,7 @@ def load_model(
 ) -> nn.Module:
     """Build the model a spec names, in eval mode, with `weights` (a state dict file) loaded if given."""
     spec = spec.strip()
-    from analysis.runtime.loading import artifact_kind, load_artifact
+    from analysis.model.loading import artifact_kind, load_artifact
 
     if artifact_kind(spec) in ("onnx", "pt2", "pruned"):
         if weights is not None:
@@ -288,7 +290,7 @@ def load_model(
 
         model = zoo.build(spec.removeprefix("zoo:"))
     elif spec.startswith("hf:"):
-        from analysis.hf import load_hf
+        from analysis.model.hf import load_hf
 
         model = load_hf(spec.removeprefix("hf:"))
     elif spec.startswith("torchvision:"):
@@ -298,7 +300,7 @@ def load_model(
     else:
         model = _import_callable(spec)
     if weights is not None:
-        from analysis.runtime.pruned import apply_pruned, is_pruned_file
+        from analysis.model.pruned import apply_pruned, is_pruned_file
 
         if is_pruned_file(weights):  # the operator named the architecture: the file gives shapes and weights
             apply_pruned(model, weights, apply_weights)
@@ -321,7 +323,7 @@ def model_input_shape(
     declared = getattr(model, "input_shape", None)
     if declared:
         return tuple(declared)
-    from analysis.hf import hf_input_spec
+    from analysis.model.hf import hf_input_spec
 
     from_config = hf_input_spec(model)
     if from_config is not None:
@@ -358,3 +360,23 @@ def check_input_shape(model: nn.Module, input_shape: tuple[int, ...] | InputSpec
         raise WorkbenchError(f"the model cannot run on input of shape {shape} ({first}); {hint}") from exc
     finally:
         model.train(was_training)
+
+
+def declared_inputs(model: nn.Module) -> tuple[int, ...] | InputSpec | None:
+    """What the model says it takes: `input_spec` (several inputs), `input_shape`, or a Hugging Face
+    config's inputs; None where it says nothing."""
+    try:
+        return model_input_shape(model)
+    except WorkbenchError:
+        return None
+
+
+def load_fitted_data(model: nn.Module, data_spec: str, explicit: tuple[int, ...] | InputSpec | None = None):
+    """`data_spec` loaded for `model` (the one path the CLI and the app share): resized to the explicit input
+    shape, else to what the model declares; the model checked to run on its samples and its labels checked
+    against its outputs (a message, not an IndexError). Returns (data, per-sample input shape)."""
+    data = load_data(data_spec, explicit or declared_inputs(model), positional_names(model))
+    shape = explicit or data.input_shape
+    check_input_shape(model, shape)
+    check_labels(data, model_outputs(model, shape))
+    return data, shape

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from analysis.errors import WorkbenchError, first_line
-from analysis.inputs import InputField, InputSpec
+from analysis.model.inputs import InputField, InputSpec
 
 PREFIX = "hf:"
 DEFAULT_SEQUENCE_LENGTH = 16  # tokens per sample of the example inputs, where no data or shape says

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,19 @@ def read_pruned(path: str | Path) -> tuple[dict[str, str], dict[str, torch.Tenso
     return meta, state
 
 
+ARCHITECTURES_ENV = "WORKBENCH_ARCHITECTURES"
+
+
+def operator_architectures(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The `module:callable` specs the operator allows in shared mode (`WORKBENCH_ARCHITECTURES`)."""
+    env = os.environ if environ is None else environ
+    items = re.split(r"[,\s]+", env.get(ARCHITECTURES_ENV, "").strip())
+    return tuple(i for i in items if i)
+
+
 def allowed_architecture(spec: str) -> bool:
     """Whether a spec named inside a file may be built without the operator naming it: a zoo model, a
     torchvision architecture name, or one listed in `WORKBENCH_ARCHITECTURES`."""
-    from analysis.app_support.policy import operator_architectures
     from analysis.zoo import ZOO
 
     if spec.startswith("zoo:"):
@@ -111,7 +121,7 @@ def allowed_architecture(spec: str) -> bool:
 
 def load_pruned(path: str | Path, build: Callable[[str], nn.Module], apply_weights: Callable) -> nn.Module:
     """The model a pruned-format file holds, when the architecture it names is on the allow-list (module
-    docstring): built by `build` (`analysis.specs.load_model`), then `apply_pruned`."""
+    docstring): built by `build` (`analysis.model.specs.load_model`), then `apply_pruned`."""
     meta, state = read_pruned(path)
     spec = meta.get("spec")
     if not isinstance(spec, str) or not spec.strip():

@@ -1,0 +1,45 @@
+"""The model a run works on: specs (`specs.py`: model and data specs -> nn.Module), Hugging Face models
+(`hf.py`), named inputs and outputs (`inputs.py`, `outputs.py`) and the layers a model has (`layers.py`)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it (`specs` and `loading` sit beside the runtimes: a model spec may name an
+# .onnx file, which runs through ONNX Runtime; loading them lazily keeps `analysis.model.inputs` light)
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_DATA": "analysis.model.specs",
+    "DEFAULT_MODEL": "analysis.model.specs",
+    "InputBatch": "analysis.model.inputs",
+    "InputField": "analysis.model.inputs",
+    "InputSpec": "analysis.model.inputs",
+    "ModelInputs": "analysis.model.inputs",
+    "call_model": "analysis.model.layers",
+    "copy_model": "analysis.model.layers",
+    "example_input": "analysis.model.layers",
+    "final_classifier": "analysis.model.layers",
+    "flatten_outputs": "analysis.model.outputs",
+    "is_prunable": "analysis.model.layers",
+    "load_model": "analysis.model.specs",
+    "model_input_shape": "analysis.model.specs",
+    "out_channels": "analysis.model.layers",
+    "output_layers": "analysis.model.layers",
+    "parse_input_shape": "analysis.model.specs",
+    "parse_input_spec": "analysis.model.inputs",
+    "prunable_layers": "analysis.model.layers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
