@@ -25,11 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from analysis.compression.finetune import finetune
+from analysis.compression import steps
 from analysis.compression.plan import CompressionPlan, LayerSettings
-from analysis.compression.result import UNSTRUCTURED_NOTE, CompressionResult, ModelMetrics
-from analysis.compression.schedules import run_schedule
-from analysis.compression.training import recalibrate_bn
+from analysis.compression.result import CompressionResult, ModelMetrics
 from analysis.data import DEFAULT_MAX_SAMPLES, Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
@@ -47,16 +45,12 @@ from analysis.runtime.measure import (
     per_runtime_metrics,
     resolve_eval_device,
 )
-from analysis.transforms.fields import apply_transforms
-from analysis.transforms.lowrank import CALIBRATION_SAMPLES as LOWRANK_CALIBRATION_SAMPLES
 from analysis.transforms.pruning import (
-    SPARSE_FORMAT,
     count_zeros,
     make_permanent,
     prune_structured,
     prune_unstructured,
     pruning_groups,
-    sparse_size_bytes,
 )
 from analysis.transforms.quantization import (
     quantize_weights,
@@ -283,7 +277,7 @@ def compress(
 
     finetune_info = None
     if schedule is not None:
-        work, trajectory, stopped, schedule_info = _schedule_step(
+        work, trajectory, stopped, schedule_info = steps.schedule_step(
             reference, data, schedule, ft, stages.step("prune"), on_step, should_stop, notes, score
         )
         struct_groups: list[dict] = []
@@ -296,14 +290,16 @@ def compress(
         prune_unstructured(work, unstructured_ratios)
     stages.finish("prune")
     if schedule is None:
-        finetune_info = _finetune_step(work, reference, data, ft, bool(bits), stages.step("finetune"), notes)
+        finetune_info = steps.finetune_step(
+            work, reference, data, ft, bool(bits), stages.step("finetune"), notes
+        )
     make_permanent(work)
     quantized = quantize_weights(work, bits)
     unstructured_done = {
         name: float((work.get_submodule(name).weight == 0).float().mean()) for name in unstructured_ratios
     }
     zeros, total = count_zeros(work)
-    work, transforms, saved_by_transforms = _transform_step(
+    work, transforms, saved_by_transforms = steps.transform_step(
         work, transform_settings, plan.huffman, notes, data
     )
     stages.finish("finetune")
@@ -331,7 +327,7 @@ def compress(
     after_size = quantized_size_bytes(work, bits) - saved_by_transforms
     if transforms:
         transforms["size_bytes_total"] = after_size
-    sparse_bytes = _sparse_bytes(work, bits, unstructured_ratios, after_size, notes)
+    sparse_bytes = steps.sparse_bytes(work, bits, unstructured_ratios, after_size, notes)
     per_runtime, after_counts = per_runtime_metrics(
         measured, evals, timings, reference, work, input_shape, after_size
     )
@@ -369,98 +365,6 @@ def compress(
         schedule=schedule_info,
         float_model=work,
     )
-
-
-def _schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, should_stop, notes, score):
-    """The plan's schedule run on `reference` (a copy is pruned): the model, trajectory, stopped, and the
-    schedule's summary."""
-    ran = run_schedule(
-        reference,
-        data,
-        schedule,
-        data.input_shape,
-        finetune=ft if (ft.epochs > 0 or ft.recovers) else None,
-        progress=progress,
-        on_step=on_step,
-        should_stop=should_stop,
-        metric=score,
-    )
-    notes.extend(ran.notes)
-    info = {k: v for k, v in ran.to_dict().items() if k not in ("trajectory", "notes", "stopped")}
-    work = ran.model
-    make_permanent(work)
-    return work, ran.trajectory, ran.stopped, info
-
-
-def _transform_step(work: nn.Module, transform_settings, huffman: bool, notes: list[str], data: Dataset):
-    """The model with the plan's transforms applied (factored layers fitted to their outputs on training
-    samples, as the `lowrank` sweep does), their sizes, and the bytes they save."""
-    if not transform_settings:
-        if huffman:
-            notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
-        return work, {}, 0
-    calibration = data.x_train[:LOWRANK_CALIBRATION_SAMPLES]
-    applied = apply_transforms(work, transform_settings, huffman=huffman, calibration=calibration)
-    notes.extend(applied.notes)
-    saved = sum(
-        entry["float32_bytes"] - entry["bytes"]
-        for entry in applied.sizes["layers"].values()
-        if "float32_bytes" in entry and "bytes" in entry
-    )
-    return applied.model, applied.sizes, saved
-
-
-def _sparse_bytes(
-    work: nn.Module, bits, unstructured_ratios, dense_bytes: int, notes: list[str]
-) -> int | None:
-    """Bytes in the sparse format where anything was pruned unstructured (with a note saying what it means)."""
-    if not unstructured_ratios:
-        return None
-    zeros, total = count_zeros(work)
-    sparse = sparse_size_bytes(work, bits)
-    notes.append(
-        f"{UNSTRUCTURED_NOTE} Sparsity {zeros / max(total, 1):.1%} of prunable weights; stored sparse "
-        f"({SPARSE_FORMAT}) the model would take {sparse:,} bytes vs {dense_bytes:,} dense"
-    )
-    return sparse
-
-
-def _finetune_step(
-    work: nn.Module,
-    reference: nn.Module,
-    data: Dataset,
-    ft,
-    quantizes: bool,
-    progress: Progress | None,
-    notes: list[str],
-) -> dict | None:
-    """Fine-tune `work` in place as the plan says (distilled from `reference` if asked); its summary. The
-    recovery recipe first re-estimates the BatchNorm statistics the pruning left stale (`recalibrate_bn`)."""
-    if ft.epochs <= 0:
-        return None
-    if ft.recovers and recalibrate_bn(work, data):
-        notes.append("BatchNorm statistics re-estimated on the training split before fine-tuning")
-    if not data.has_train_split:
-        notes.append(
-            "the data has no training split, so fine-tuning used the evaluation split: the after accuracy "
-            "is optimistic (give x_train/y_train for an honest number)"
-        )
-    if not data.has_labels:
-        notes.append(
-            "the data has no labels: fine-tuning learned the original model's outputs (distillation)"
-        )
-    trained = finetune(
-        work,
-        data,
-        ft,
-        teacher=reference if ft.distill or not data.has_labels else None,
-        progress=progress,
-        inplace=True,
-        lr_schedule=ft.lr_schedule,
-    )
-    if quantizes:
-        notes.append("weights were quantized after fine-tuning (post-training quantization)")
-    return trained.to_dict()
 
 
 __all__ = ["CompressionResult", "ModelMetrics", "compress"]

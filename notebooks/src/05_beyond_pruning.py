@@ -150,7 +150,7 @@ pd.DataFrame(
 # size of the whole model after each stage, and its accuracy, as the paper's table does.
 
 # %%
-from analysis.transforms.sharing import deep_compression
+from analysis.compression.deep_compression import deep_compression
 
 prune = {"features.0": 0.5, "features.3": 0.7, "features.7": 0.7, "features.10": 0.8,
          "classifier.0": 0.95, "classifier.2": 0.8}
