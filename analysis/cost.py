@@ -79,7 +79,7 @@ class ModelSummary:
         return _close(self.macs_thop, self.total_macs)
 
     def to_dict(self) -> dict:
-        """The CONTRACT's `summary` JSON: `total`, `layers`, plus the cross-check."""
+        """The `summary` JSON of docs/contract.md section 3: `total`, `layers`, plus the cross-check."""
         return {
             "input_shape": as_input_spec(self.input_shape).to_json(),
             "total": {"params": self.total_params, "macs": self.total_macs, "flops": self.total_flops},

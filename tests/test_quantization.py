@@ -80,7 +80,7 @@ def test_quantize_weights_changes_only_the_named_layers_and_size_is_counted_by_h
 def test_eight_bit_weights_keep_accuracy_and_shrink_the_model(cnn, digits):
     result = compress(cnn, CompressionPlan.uniform(bits=8), digits, **FAST)
     assert abs(result.after.accuracy - result.before.accuracy) <= 0.005
-    if result.simulated is not None:  # weights-only (all-float) 8-bit model, the CONTRACT's definition
+    if result.simulated is not None:  # weights-only (all-float) 8-bit model, docs/contract.md's definition
         assert abs(result.simulated.accuracy - result.before.accuracy) <= 0.005
     assert result.after.size_bytes <= 0.30 * result.before.size_bytes
     assert result.quantized and all(b == 8 for b in result.quantized.values())

@@ -139,7 +139,7 @@ def apply_plan(
     latency_rounds: int = 10,
     metric: str = "auto",
 ) -> tuple[CompressionResult, dict[str, Any]]:
-    """Compress a copy of `model` by `plan` (dict, CONTRACT sections 4 and 8) and measure before and after
+    """Compress a copy of `model` by `plan` (dict, docs/contract.md sections 4 and 8) and measure before and after
     on each of `runtimes` (latency in ms); returns the CompressionResult and its extras {runtimes,
     trajectory, stopped, onnx_bytes, transforms}, scored in `metric`. `model` is never changed."""
     result = compress(model, dict(plan), data, progress, batch_size, threads=threads, runtimes=tuple(runtimes),

@@ -1,12 +1,12 @@
 """Apply a compression plan and measure everything: accuracy, loss, params, MACs, size and latency, before
-and after, timed the same way (CONTRACT sections 3-5).
+and after, timed the same way (docs/contract.md sections 3-5).
 
 Order of work, on a private deep copy (the model handed in is never touched):
 1. structured pruning: coupled groups lose channels for real (Torch-Pruning), or the plan's `schedule`
    (iterative, AGP, slimming, group lasso: `run_schedule`, which trains between its steps);
 2. unstructured pruning: smallest-|w| weights zeroed (masks kept during fine-tuning);
 3. optional fine-tuning on the training split, optionally distilled from the uncompressed model;
-4. masks made permanent, then weights quantized (post-training, per CONTRACT section 5);
+4. masks made permanent, then weights quantized (post-training, per docs/contract.md section 5);
 5. transforms (`rank`, `share_bits`, `weights`: `apply_transforms`), their stored sizes in `size_bytes`;
 6. 8-bit Linear layers swapped for the real dynamic int8 kernel where the CPU has one (eager); on ONNX
    Runtime 8-bit layers run real int8 (static QDQ);

@@ -1,4 +1,4 @@
-"""Compression plans (CONTRACT section 4): what to prune, how, and at how many bits, per layer.
+"""Compression plans (docs/contract.md section 4): what to prune, how, and at how many bits, per layer.
 
 A plan is plain data. It round-trips through JSON, validates its values when it is built, and checks its
 layer names against a model when it is applied (`check_layers`). Applying it is `analysis.compression.compress`.
@@ -11,7 +11,7 @@ layer names against a model when it is applied (`check_layers`). Applying it is 
 
 A layer entry overrides `default` key by key. `bits: 32` means untouched.
 
-CONTRACT section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
+docs/contract.md section 8 adds, per layer, `rank` / `rank_energy` (SVD), `share_bits` (k-means sharing) and
 `weights` (binary | ternary | pow2), and any field registered in `analysis.transforms.registry` (each value
 checked by its handler), checked on each resolved layer by
 `analysis.transforms.fields.validate_transform_settings` (refused combinations are one-line errors);
@@ -52,7 +52,7 @@ PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")
 
 
 def known_criteria() -> tuple[str, ...]:
-    """Names the plan's `criterion` accepts: the importance registry's (CONTRACT section 5)."""
+    """Names the plan's `criterion` accepts: the importance registry's (docs/contract.md section 5)."""
     from analysis.importance.base import CRITERIA
 
     return CRITERIA
@@ -152,7 +152,7 @@ class LayerSettings:
         return self.bits != UNTOUCHED_BITS
 
     def to_dict(self) -> dict[str, Any]:
-        # Transform keys only when set, so plans without them keep their CONTRACT section 4 form.
+        # Transform keys only when set, so plans without them keep their docs/contract.md section 4 form.
         return {key: getattr(self, key) for key in LAYER_KEYS} | self.transforms
 
 
@@ -246,7 +246,7 @@ def _flag(raw: Any, what: str) -> bool:
 
 @dataclass(frozen=True)
 class CompressionPlan:
-    """Per-layer pruning and quantization settings plus optional fine-tuning (CONTRACT section 4).
+    """Per-layer pruning and quantization settings plus optional fine-tuning (docs/contract.md section 4).
 
     `default` applies to every prunable layer (Conv*d with groups 1 or depthwise, Linear); `layers` maps a
     `named_modules()` name to the keys it overrides. Plain dicts are accepted for all three fields.
@@ -315,7 +315,7 @@ class CompressionPlan:
         validate.check_layer_names(model, self.layers, prunable_layers(model))
 
     def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (CONTRACT section 4 keys; section 8's `huffman` and `schedule` when
+        """The plan as JSON-ready data (docs/contract.md section 4 keys; section 8's `huffman` and `schedule` when
         set)."""
         out = {
             "default": self.default.to_dict(),

@@ -1,5 +1,5 @@
 """Pruning schedules: global one-shot, iterative (constant step), AGP, network slimming and group lasso
-(CONTRACT section 8, `schedule`). Each prunes a private copy of the model until a target is met, trains
+(docs/contract.md section 8, `schedule`). Each prunes a private copy of the model until a target is met, trains
 between steps, and records the trajectory.
 
 - `oneshot`: one global ranking (`global_rank`), the channels to meet the target removed at once, then

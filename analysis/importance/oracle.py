@@ -1,6 +1,6 @@
 """`oracle`: |change in mean cross-entropy| on the calibration (train) split when one channel is zeroed.
 
-The channel is zeroed after its norm, as structured-pruning simulation does (CONTRACT section 5), and after
+The channel is zeroed after its norm, as structured-pruning simulation does (docs/contract.md section 5), and after
 its activation where one directly follows: the same thing for any activation with f(0) = 0 (ReLU, GELU,
 SiLU, ...), and what physically removing the channel does for those without (sigmoid, softplus). One
 evaluation per channel, over at most `max_samples` train samples.

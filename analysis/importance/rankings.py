@@ -237,7 +237,7 @@ class RankingResult:
         return {n: torch.tensor(v[criterion]) for n, v in self.layers.items() if criterion in v}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN written as null): the CLI `rank` keys of CONTRACT section 3 and more."""
+        """JSON-ready dict (NaN written as null): the CLI `rank` keys of docs/contract.md section 3 and more."""
         return _nan_to_none(
             {
                 "criteria": list(self.criteria),

@@ -3,7 +3,7 @@
 |sum over positions of a x dL/da| with a the channel's feature map after the layer's norm and L that sample's
 cross-entropy, averaged over samples. Computed with captum's LayerGradientXActivation in the shared
 calibration pass (see `calibration.py`). Molchanov et al. average over positions and then L2-normalise per
-layer; this sums over positions (CONTRACT section 5) and leaves the numbers unnormalised: the ranking within
+layer; this sums over positions (docs/contract.md section 5) and leaves the numbers unnormalised: the ranking within
 a layer is the same."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics: how a model's outputs are scored, by name (CONTRACT section 10.7).
+"""Metrics: how a model's outputs are scored, by name (docs/contract.md section 10.7).
 
 One registry, `METRICS` (name -> class): `accuracy` and `top5` score class scores against labels;
 `agreement`, `kl`, `mse`, `cosine` and `psnr` score each output against the ORIGINAL model's output on the

@@ -106,7 +106,7 @@ def write_csv(results: SensitivityResult | Sequence[SensitivityResult], path: st
 
 
 def write_json(results: SensitivityResult | Sequence[SensitivityResult], path: str | Path) -> Path:
-    """One result: its CONTRACT JSON; several: {"results": [...]}."""
+    """One result: its JSON (docs/contract.md section 3); several: {"results": [...]}."""
     items = as_list(results)
     payload = items[0].to_dict() if len(items) == 1 else {"results": [r.to_dict() for r in items]}
     return write_text_atomic(path, to_json(payload))

@@ -1,4 +1,4 @@
-"""Runtimes: what runs a model's forward passes when we evaluate and time it (CONTRACT section 6).
+"""Runtimes: what runs a model's forward passes when we evaluate and time it (docs/contract.md section 6).
 
 A `Runtime` turns an `nn.Module` into a `Prepared` model: eager PyTorch runs a private copy of the module,
 ONNX Runtime runs the module exported with the dynamo exporter. Every `Prepared` also offers `as_module()`,

@@ -63,7 +63,7 @@ class SensitivityResult:
         return self.kind in bits_kinds()
 
     def to_dict(self) -> dict:
-        """CONTRACT section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
+        """docs/contract.md section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
         members?}}, plus samples, notes and `metric: {name, direction}`; scores are under the metric's
         name (`accuracy` for accuracy sweeps, `psnr`, ...)."""
         key = self.metric.name

@@ -1,6 +1,6 @@
 """Per-layer sensitivity sweeps: accuracy and loss of the model with one layer (or group) compressed.
 
-Five kinds (CONTRACT sections 5 and 8); `lowrank` (SVD at kept rank fractions) and `share` (k-means
+Five kinds (docs/contract.md sections 5 and 8); `lowrank` (SVD at kept rank fractions) and `share` (k-means
 weight sharing at codebook bits) are computed by `analysis.transforms.fields`, the first three here:
 - `unstructured`: per prunable layer, the `round(r x numel)` weights of smallest |w| zeroed (ties: lower
   flat index first).

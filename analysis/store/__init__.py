@@ -1,4 +1,4 @@
-"""The results store (CONTRACT section 9): recorded runs, their comparison, and an optional MLflow sink."""
+"""The results store (docs/contract.md section 9): recorded runs, their comparison, and an optional MLflow sink."""
 
 from analysis.store.compare import compare, plan_diff
 from analysis.store.db import (

@@ -1,6 +1,6 @@
 """The transforms beyond pruning and uniform bits, as plan fields and as sensitivity curves.
 
-Plan fields per layer (CONTRACT section 8): `rank` / `rank_energy` (SVD factorization, `lowrank`),
+Plan fields per layer (docs/contract.md section 8): `rank` / `rank_energy` (SVD factorization, `lowrank`),
 `share_bits` (k-means weight sharing, `sharing`; the plan's top-level `huffman` counts its indices
 Huffman-coded), `weights` = binary | ternary | pow2 (`lowbit`, simulated).
 

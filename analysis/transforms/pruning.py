@@ -1,4 +1,4 @@
-"""Pruning that changes the model for real (CONTRACT section 5).
+"""Pruning that changes the model for real (docs/contract.md section 5).
 
 - **Structured**: Torch-Pruning's dependency graph finds the coupled groups (`analysis.transforms.groups`: a conv with
   its norm and the next layer's inputs; every layer tied by residual adds, concatenations, splits or

@@ -1,4 +1,4 @@
-"""Weight quantization at 2..16 bits (CONTRACT section 5), and real int8 execution where a CPU kernel exists.
+"""Weight quantization at 2..16 bits (docs/contract.md section 5), and real int8 execution where a CPU kernel exists.
 
 Fake quantization: per output channel c, scale_c = max|w_c| / (2^(b-1) - 1), and every weight becomes
 round(w / scale_c) * scale_c, clamped to +-(2^(b-1) - 1) levels: symmetric, uniform, at most 2^b - 1

@@ -31,7 +31,7 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.transforms import lowbit, lowrank, sharing
 
-# The plan's own per-layer keys, before any transform (CONTRACT section 4).
+# The plan's own per-layer keys, before any transform (docs/contract.md section 4).
 BASE_LAYER_KEYS = ("prune", "criterion", "structured", "bits")
 # The sweep kinds that are not a transform field: pruning (structured, unstructured) and `bits` (quant).
 BASE_SWEEP_KINDS = ("structured", "unstructured", "quant")
