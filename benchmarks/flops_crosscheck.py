@@ -19,12 +19,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from test_cost import ResNet18  # noqa: E402
+sys.path[:0] = [str(ROOT)]
 
 from analysis import load_model  # noqa: E402
 from analysis.cost import summarize  # noqa: E402
+from benchmarks.nets import ResNet18  # noqa: E402
 
 
 def analytic_macs(model: nn.Module, x: torch.Tensor) -> int:

@@ -8,45 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.cost import count_params, size_bytes, summarize
+from benchmarks.nets import ResNet18
 
 
-# ResNet-18 as published (He et al. 2016; torchvision's layout), written out here so the test needs no
-# torchvision: 11,689,512 parameters and 1.814 G MACs at 224 x 224.
-class Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + idt)
-
-
-class ResNet18(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        chans = [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)]
-        self.layers = nn.Sequential(*[nn.Sequential(Block(a, b, s), Block(b, b, 1)) for a, b, s in chans])
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, 1000)
-
-    def forward(self, x):
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(self.avgpool(self.layers(x)), 1))
-
-
+# ResNet-18 as published (He et al. 2016; torchvision's layout), written out once in benchmarks/nets.py so
+# neither needs torchvision: the published 11,689,512 parameters and 1.814 G MACs at 224 x 224.
 def test_resnet18_published_params_and_macs():
     summary = summarize(ResNet18().eval(), (3, 224, 224))
     assert summary.total_params == 11_689_512
