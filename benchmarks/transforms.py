@@ -25,7 +25,7 @@ from analysis import compare_latency, count_macs, evaluate, finetune, load_data,
 from analysis.compression.deep_compression import deep_compression  # noqa: E402
 from analysis.compression.plan import FinetuneSettings  # noqa: E402
 from analysis.errors import WorkbenchError  # noqa: E402
-from analysis.transforms.fields import factorable_layers, quant_vs_kmeans  # noqa: E402
+from analysis.sensitivity.transform_sweeps import factorable_layers, quant_vs_kmeans  # noqa: E402
 from analysis.transforms.lowrank import factorize, plan_factorization  # noqa: E402
 
 ZOO = ["zoo:digits-cnn", "zoo:digits-resnet", "zoo:digits-mobilenet", "zoo:digits-mlp"]

@@ -8,7 +8,7 @@ from analysis import find_groups
 from analysis.compression import sparsity_values
 from analysis.model import example_input, prunable_layers
 from analysis.report import charts, quantization_view, weight_histograms, weight_stats
-from analysis.transforms import quant_vs_kmeans
+from analysis.sensitivity import quant_vs_kmeans
 from pages import _shared, _state
 
 st.title("Weights")

@@ -257,7 +257,7 @@ def test_cli_compress_refuses_an_unknown_save_suffix_and_runtime_in_one_line(tmp
 
 def test_sweep_kinds_lowrank_and_share_equal_the_transform_functions(cnn, small):
     from analysis.sensitivity.sweep import SensitivityResult, sensitivity_sweep
-    from analysis.transforms.fields import lowrank_sensitivity, share_sensitivity
+    from analysis.sensitivity.transform_sweeps import lowrank_sensitivity, share_sensitivity
 
     layers = ["features.3", "classifier.0"]
     via = sensitivity_sweep(cnn, small, kind="lowrank", ratios=[0.5, 0.25], layers=layers)

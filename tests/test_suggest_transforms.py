@@ -14,7 +14,8 @@ from analysis.compression.budget import Budget
 from analysis.compression.suggest import parse_methods
 from analysis.errors import WorkbenchError
 from analysis.sensitivity.sweep import SensitivityCurve, SensitivityResult
-from analysis.transforms.fields import LowRankSensitivity, apply_transforms
+from analysis.sensitivity.transform_sweeps import LowRankSensitivity
+from analysis.transforms.fields import apply_transforms
 from analysis.transforms.pruning import prune_structured
 
 BASE = 0.9

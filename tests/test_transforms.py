@@ -11,14 +11,9 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
+from analysis.sensitivity.transform_sweeps import lowrank_sensitivity, quant_vs_kmeans, share_sensitivity
 from analysis.transforms import lowbit, lowrank, sharing
-from analysis.transforms.fields import (
-    apply_transforms,
-    lowrank_sensitivity,
-    quant_vs_kmeans,
-    share_sensitivity,
-    validate_transform_settings,
-)
+from analysis.transforms.fields import apply_transforms, validate_transform_settings
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -192,7 +192,7 @@ def _resolved_finetune(ft, data: Dataset):
 def _transform_settings(plan: CompressionPlan, model: nn.Module) -> dict[str, dict]:
     """Resolved settings of each layer that has a transform (rank, share_bits, weights). A transform in the
     default reaches only the layers it can work on (rank: Linear and groups=1 Conv2d)."""
-    from analysis.transforms.fields import factorable_layers
+    from analysis.sensitivity.transform_sweeps import factorable_layers
 
     factorable = set(factorable_layers(model))
     out = {}

@@ -140,7 +140,7 @@ def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress
         return sensitivity_sweep(
             model, data, kind="quant", bits=bits, limit=limit, progress=progress, metric=metric
         )
-    from analysis.transforms.fields import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
+    from analysis.sensitivity.transform_sweeps import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
 
     fractions = DEFAULT_RANK_FRACTIONS if rank_fractions is None else rank_fractions
     return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress, metric=metric)

@@ -8,75 +8,15 @@ from typing import Any
 from torch import nn
 
 from analysis.compression.plan import CompressionPlan
-from analysis.metrics import ACCURACY, MetricInfo
+from analysis.metrics import MetricInfo
+from analysis.runtime.types import ModelMetrics
 from analysis.transforms.pruning import SPARSE_FORMAT
-
-REAL = "real"
-
-
-SIMULATED = "simulated"
-
 
 UNSTRUCTURED_NOTE = (
     "Unstructured pruning zeroes single weights but keeps every tensor dense: dense kernels do the same work "
     "on zeros, so MACs and latency do not drop (even cuSPARSE at 90% sparsity runs about as fast as a dense "
     "matrix). It saves space only when stored in a sparse format."
 )
-
-
-@dataclass(frozen=True)
-class ModelMetrics:
-    """One model's measured numbers: its score in `metric` (top-1 accuracy in [0, 1] by default; the field
-    `accuracy` holds the score whatever the metric), mean loss (cross-entropy in nats with labels),
-    parameters (and how many are nonzero), MACs per sample, size in bytes (quantized weights at their bits,
-    docs/contract.md section 5), and median latency in ms of one batch (p10/p90 too), labelled `real` or
-    `simulated`."""
-
-    accuracy: float
-    loss: float
-    params: int
-    nonzero_params: int
-    macs: int
-    size_bytes: int
-    latency_ms: float
-    latency_p10_ms: float
-    latency_p90_ms: float
-    latency_label: str
-    runtime: str = "eager"
-    runtime_version: str = ""
-    provider: str = "CPU"
-    latency_kind: str = REAL
-    latency_spread: float | None = None
-    latency_warning: str | None = None
-    metric: MetricInfo = ACCURACY
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    def to_dict(self) -> dict[str, Any]:
-        """The score under the metric's name (`accuracy` for accuracy runs), `metric: {name, direction,
-        value}`, and the counts and timing."""
-        return {
-            self.metric.name: self.accuracy,
-            "metric": self.metric.to_dict(self.accuracy),
-            "loss": self.loss,
-            "params": self.params,
-            "nonzero_params": self.nonzero_params,
-            "macs": self.macs,
-            "flops": self.flops,
-            "size_bytes": self.size_bytes,
-            "latency_ms": self.latency_ms,
-            "latency_p10_ms": self.latency_p10_ms,
-            "latency_p90_ms": self.latency_p90_ms,
-            "latency_label": self.latency_label,
-            "runtime": self.runtime,
-            "runtime_version": self.runtime_version,
-            "provider": self.provider,
-            "latency_kind": self.latency_kind,
-            "latency_spread": self.latency_spread,
-            "latency_warning": self.latency_warning,
-        }
 
 
 @dataclass(frozen=True)

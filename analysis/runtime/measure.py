@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from analysis.compression.result import REAL, SIMULATED, ModelMetrics
 from analysis.cost import count_params, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.model.layers import copy_model
 from analysis.progress import Progress
-from analysis.runtime.types import PairRequest
+from analysis.runtime.types import REAL, SIMULATED, ModelMetrics, PairRequest
 from analysis.transforms.quantization import int8_backend, to_int8_linear
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 # name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "lowrank_sensitivity": "analysis.sensitivity.transform_sweeps",
+    "quant_vs_kmeans": "analysis.sensitivity.transform_sweeps",
+    "share_sensitivity": "analysis.sensitivity.transform_sweeps",
     "BITS_KINDS": "analysis.sensitivity.result",
     "DEFAULT_BITS": "analysis.sensitivity.sweep",
     "DEFAULT_RATIOS": "analysis.sensitivity.sweep",

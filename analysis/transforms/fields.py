@@ -39,21 +39,10 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.model.layers import copy_model
 from analysis.progress import Progress
-from analysis.sensitivity.result import LowRankSensitivity
-from analysis.sensitivity.transform_sweeps import (  # noqa: F401  (re-exported)
-    DEFAULT_RANK_FRACTIONS,
-    DEFAULT_SHARE_BITS,
-    QuantVsKmeans,
-    factorable_layers,
-    lowrank_sensitivity,
-    quant_vs_kmeans,
-    share_sensitivity,
-    sqnr_db,
-)
 from analysis.transforms import lowbit, lowrank
 from analysis.transforms.registry import TRANSFORMS
+from analysis.validate import UNTOUCHED_BITS
 
-UNTOUCHED_BITS = 32
 _BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # with combination rules below
 _FACTORED = ("rank", "rank_energy")  # applied together by `lowrank.factorize`, not layer by layer
 
@@ -211,13 +200,6 @@ def apply_transforms(
 
 __all__ = [
     "AppliedTransforms",
-    "LowRankSensitivity",
-    "QuantVsKmeans",
     "apply_transforms",
-    "factorable_layers",
-    "lowrank_sensitivity",
-    "quant_vs_kmeans",
-    "share_sensitivity",
-    "sqnr_db",
     "validate_transform_settings",
 ]

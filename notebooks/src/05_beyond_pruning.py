@@ -97,7 +97,7 @@ print(f"accuracy {evaluate(factored, data).accuracy:.2%} (was {baseline.accuracy
 # kept rank fractions, and also reports the MACs each point saves:
 
 # %%
-from analysis.transforms.fields import lowrank_sensitivity
+from analysis.sensitivity.transform_sweeps import lowrank_sensitivity
 
 lowrank = lowrank_sensitivity(model, data, [0.75, 0.5, 0.25, 0.125])
 rows = []
@@ -123,7 +123,7 @@ frame.pivot(index="layer", columns="kept rank", values="accuracy drop (points)")
 # question:
 
 # %%
-from analysis.transforms.fields import quant_vs_kmeans
+from analysis.sensitivity.transform_sweeps import quant_vs_kmeans
 
 comparison = quant_vs_kmeans(model, data, bits=4)
 comparison.to_frame()[["sqnr_uniform_db", "sqnr_kmeans_db", "accuracy_uniform", "accuracy_kmeans",
@@ -133,7 +133,7 @@ comparison.to_frame()[["sqnr_uniform_db", "sqnr_kmeans_db", "accuracy_uniform", 
 # The **share** sensitivity curve goes down in codebook bits, to a single bit (two values per layer):
 
 # %%
-from analysis.transforms.fields import share_sensitivity
+from analysis.sensitivity.transform_sweeps import share_sensitivity
 
 share = share_sensitivity(model, data, [6, 4, 3, 2, 1])
 pd.DataFrame(
