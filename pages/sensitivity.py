@@ -160,7 +160,7 @@ st.caption(
 )
 for note in result.notes:
     st.info(note)
-for name, why in (getattr(result, "failed_layers", None) or {}).items():
+for name, why in result.failed_layers.items():
     st.warning(_shared.plain(f"{name} could not be computed on Ray: {why}"))
 frame = result.to_frame()
 if result.kind == "lowrank":  # kept rank fraction on x, MACs saved on the second axis

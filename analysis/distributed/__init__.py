@@ -1,7 +1,6 @@
 """Work shared over a Ray cluster (issue 15). Ray is imported only when one of these functions runs."""
 
 from analysis.distributed.ray_sweep import (
-    DistributedSensitivityResult,
     FaultPlan,
     connect,
     ray_rank_channels,
@@ -9,7 +8,6 @@ from analysis.distributed.ray_sweep import (
 )
 
 __all__ = [
-    "DistributedSensitivityResult",
     "FaultPlan",
     "connect",
     "ray_rank_channels",

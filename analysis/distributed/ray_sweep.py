@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,30 +44,6 @@ from analysis.distributed.tasks import (
 from analysis.errors import WorkbenchError
 from analysis.progress import Progress
 from analysis.sensitivity.result import LowRankSensitivity, SensitivityResult
-
-
-@dataclass(frozen=True)
-class DistributedSensitivityResult(SensitivityResult):
-    """A `SensitivityResult` plus the layers whose Ray tasks failed after every retry ({name: error})."""
-
-    failed_layers: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["failed_layers"] = dict(self.failed_layers)
-        return out
-
-
-@dataclass(frozen=True)
-class DistributedLowRankSensitivity(LowRankSensitivity):
-    """A `lowrank` sweep run on Ray: `LowRankSensitivity` plus the layers whose tasks failed."""
-
-    failed_layers: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["failed_layers"] = dict(self.failed_layers)
-        return out
 
 
 def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None, split: str) -> list[str]:
@@ -138,8 +113,8 @@ def _merged_sweep(ordered, units: list[str], notes: list[str], seconds: float, f
             attr: {n: v for r in ordered for n, v in getattr(r, attr).items() if n in curves}
             for attr in ("ranks", "macs_saved", "params_saved")
         }
-        return DistributedLowRankSensitivity(**common, **per_layer)
-    return DistributedSensitivityResult(**common)
+        return LowRankSensitivity(**common, **per_layer)
+    return SensitivityResult(**common)
 
 
 def ray_sensitivity_sweep(

@@ -52,6 +52,7 @@ class SensitivityResult:
     max_drop: float | None = field(default=None)
     partial: bool = False  # stopped by `should_stop`: only the finished layers are here
     metric: MetricInfo = ACCURACY
+    failed_layers: dict[str, str] = field(default_factory=dict)  # {name: error}: a Ray task failed for good
 
     @property
     def x_key(self) -> str:
@@ -89,6 +90,8 @@ class SensitivityResult:
         if self.max_drop is not None:
             out["max_drop"] = self.max_drop
         out["partial"] = self.partial
+        if self.failed_layers:
+            out["failed_layers"] = dict(self.failed_layers)
         return out
 
     @classmethod
@@ -127,6 +130,7 @@ class SensitivityResult:
                 "max_drop": payload.get("max_drop"),
                 "partial": bool(payload.get("partial", False)),
                 "metric": metric,
+                "failed_layers": {str(k): str(v) for k, v in (payload.get("failed_layers") or {}).items()},
             }
             if kind == "lowrank":
                 return LowRankSensitivity(**common, **extra)
