@@ -104,4 +104,25 @@ class Registry(Generic[T]):
         return f"Registry({self.what!r}: {', '.join(self._entries)})"
 
 
-__all__ = ["Registry"]
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[list[str], Callable, Callable]:
+    """`__all__`, `__getattr__` and `__dir__` (PEP 562) for a package whose public names are imported on
+    first use, each from the module `exports` names for it, then kept as a plain attribute. A package's
+    submodules import each other; importing them all in its `__init__` would make every import of one
+    submodule load the whole package (and, at the top, plotly and pandas)."""
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted([*vars(sys.modules[package]), *exports])
+
+    return sorted(exports), __getattr__, __dir__
+
+
+__all__ = ["Registry", "lazy_exports"]

@@ -3,8 +3,7 @@ schedules beyond one-shot pruning, and suggested plans for a budget."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analysis.registry import lazy_exports
 
 # name -> the module that defines it (`compress`, `finetune` and `suggest` are modules here: those functions
 # are `analysis.compress`, `analysis.finetune`, `analysis.suggest`)
@@ -31,18 +30,4 @@ _EXPORTS: dict[str, str] = {
     "NORMALIZATIONS": "analysis.compression.global_rank",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Import an exported name on first use (the submodules import each other; importing them all here
-    would make every `analysis.compression.x` import load the whole package)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analysis.registry import lazy_exports
 
 # name -> the module that defines it (`specs` and `loading` sit beside the runtimes: a model spec may name an
 # .onnx file, which runs through ONNX Runtime; loading them lazily keeps `analysis.model.inputs` light)
@@ -30,16 +29,4 @@ _EXPORTS: dict[str, str] = {
     "prunable_layers": "analysis.model.layers",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,7 @@ the coupled channel groups they act on."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analysis.registry import lazy_exports
 
 # name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -24,18 +23,4 @@ _EXPORTS: dict[str, str] = {
     "transform_columns": "analysis.transforms.registry",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Import an exported name on first use (the submodules import each other; importing them all here
-    would make every `analysis.transforms.x` import load the whole package)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
