@@ -104,6 +104,9 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path, delay_s):
     proc = subprocess.Popen(
         [sys.executable, "-m", "analysis", "summary", "--model", "zoo:digits-mlp", "--no-record"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a suite started in the background (`make test &`) hands its children Ctrl-C
+        # ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(delay_s)  # importing torch takes longer than this on any machine
     proc.send_signal(signal.SIGINT)

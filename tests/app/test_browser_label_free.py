@@ -37,7 +37,8 @@ def page(tmp_path_factory):
 
 def _check(page, shots, name: str) -> None:
     assert not errors(page), errors(page)
-    assert page.get_by_text(NAMED).count() >= 1  # the sidebar names the metric on every page
+    # the sidebar names the metric on every page (drawn a moment after the title on a busy machine)
+    page.get_by_text(NAMED).first.wait_for(timeout=LOAD_MS)
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
