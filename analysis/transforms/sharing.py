@@ -49,7 +49,6 @@ CENTROID_BYTES = 4  # float32 codebook entries
 CODE_TABLE_BYTES_PER_SYMBOL = 1  # a canonical Huffman code is rebuilt from its code lengths
 CONV_INDEX_BITS, LINEAR_INDEX_BITS = 8, 5  # the paper's relative-index widths
 KMEANS_MAX_ITER = 300
-FLOAT32_BITS = 32
 
 
 def check_share_bits(value, where: str = "share_bits") -> int:
