@@ -36,6 +36,7 @@ from analysis.metrics import check_metric_name, metric_choices
 from analysis.model.specs import (
     DEFAULT_MODEL,
 )
+from analysis.startup import end_startup
 from analysis.store.recording import add_record_args, record_command
 from analysis.validate import parse_names, parse_values, whole
 
@@ -331,6 +332,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        end_startup()  # Ctrl-C raises from here on, and is caught below
         check_run_outputs(args)
         check_run_limits(args)
         payload = args.func(args)
