@@ -283,6 +283,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_nonzero(model: nn.Module) -> int:
+    """Number of parameters that are not zero (pruned weights are zeros until they are removed)."""
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | InputSpec) -> int:
     """Total MACs of one sample, per docs/contract.md section 5."""
     return summarize(model, input_shape).total_macs

@@ -80,14 +80,6 @@ def on_device(
     return work
 
 
-def to_inputs(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Move a batch to `device` (non-blocking: pinned CPU memory overlaps the copy) and cast floats."""
-    x = x.to(device, non_blocking=device.type == "cuda")
-    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-        x = x.to(dtype)
-    return x
-
-
 def cuda_times_ms(fn: Callable[[], object], runs: int, warmup: int, device: torch.device) -> list[float]:
     """GPU time (ms) of each of `runs` calls of `fn`, from CUDA events, after `warmup` untimed calls.
 

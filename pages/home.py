@@ -104,24 +104,28 @@ chosen = spec.runtime if spec.runtime in latencies else "eager"
 latency = latencies[chosen]
 
 c = st.columns(4)
-c[0].metric("Parameters", f"{card.params:,}")
-c[1].metric("MACs per sample", f"{card.macs / 1e6:,.2f} M", help="Multiply-accumulates; FLOPs = 2 x MACs")
-c[2].metric("FLOPs per sample", f"{card.flops / 1e6:,.2f} M")
-c[3].metric("Weights size", f"{card.size_bytes / 1024:,.1f} KiB")
+c[0].metric("Parameters", f"{card.metrics.params:,}")
+c[1].metric(
+    "MACs per sample", f"{card.metrics.macs / 1e6:,.2f} M", help="Multiply-accumulates; FLOPs = 2 x MACs"
+)
+c[2].metric("FLOPs per sample", f"{card.metrics.flops / 1e6:,.2f} M")
+c[3].metric("Weights size", f"{card.metrics.size_bytes / 1024:,.1f} KiB")
 c = st.columns(4)
-score = card.metric
+score = card.metrics.metric
 if score.name == "accuracy":
-    c[0].metric("Accuracy (top-1)", f"{card.accuracy:.2%}", help=f"on {card.samples:,} evaluation samples")
-    c[1].metric("Loss (cross-entropy)", f"{card.loss:.4f}")
+    c[0].metric(
+        "Accuracy (top-1)", f"{card.metrics.accuracy:.2%}", help=f"on {card.samples:,} evaluation samples"
+    )
+    c[1].metric("Loss (cross-entropy)", f"{card.metrics.loss:.4f}")
 else:
     better = "higher" if score.higher_is_better else "lower"
     c[0].metric(
         score.title,
-        score.format(card.accuracy),
+        score.format(card.metrics.accuracy),
         help=f"metric {score.name} ({better} is better) on {card.samples:,} evaluation samples"
         + ("" if score.needs_labels else "; it compares with the original model, which scores its best here"),
     )
-    c[1].metric("Loss", f"{card.loss:.4f}")
+    c[1].metric("Loss", f"{card.metrics.loss:.4f}")
 c[2].metric(
     "Latency (median)",
     _shared.ms(latency.median_ms, latency.p10_ms, latency.p90_ms),

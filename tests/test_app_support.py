@@ -13,7 +13,14 @@ from torch import nn
 
 from analysis import WorkbenchError, load_model
 from analysis.app_support import WorkbenchSpec, load_workbench, save_upload, state_digest
-from analysis.report import cost_vs_time, pareto_front, plan_from_table, safe_points, uniform_layer_table
+from analysis.report import (
+    cost_vs_time,
+    model_card,
+    pareto_front,
+    plan_from_table,
+    safe_points,
+    uniform_layer_table,
+)
 from analysis.report.charts import (
     histogram_grid,
     histogram_overlay,
@@ -93,6 +100,30 @@ def test_plan_from_table_never_prunes_the_classifier(cnn, digits):
     assert "features.0" not in plan.layers
     assert plan.settings_for("classifier.2").prune == 0.0 and plan.settings_for("classifier.2").bits == 8
     assert plan.settings_for("features.3").prune == 0.5 and plan.settings_for("features.3").criterion == "l2"
+
+
+def test_model_card_counts_by_hand_and_says_where_its_latency_was_measured(digits):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    with torch.no_grad():
+        model[1].weight[:3] = 0  # zeros the nonzero count must leave out
+    card = model_card(model, digits, digits.input_shape, batch_size=4, threads=1, runs=3)
+    with torch.no_grad():
+        correct = sum(
+            int(model(x[None]).argmax(1).item() == y) for x, y in zip(digits.x, digits.y, strict=True)
+        )
+    m = card.metrics
+    assert (m.params, m.nonzero_params, m.macs, m.flops) == (2570, 2570 - 3 * 256, 2560, 5120)
+    assert m.size_bytes == 2570 * 4 and m.accuracy == pytest.approx(correct / len(digits.y))
+    where = (m.runtime, m.runtime_version, m.provider, m.latency_kind)
+    assert where == ("eager", torch.__version__, "CPU", "real")  # every latency says where it was measured
+    assert m.latency_p10_ms <= m.latency_ms <= m.latency_p90_ms and m.latency_spread is not None
+    assert (card.batch_size, card.threads, card.samples) == (4, 1, len(digits.y))
+    old_keys = {"params", "macs", "flops", "size_bytes", "accuracy", "loss", "samples", "latency_ms",
+                "latency_p10_ms", "latency_p90_ms", "batch_size", "threads", "torch_version", "cpu", "layers",
+                "prunable_layers", "extra", "metric"}  # fmt: skip
+    out = card.to_dict()
+    assert old_keys <= set(out) and {"runtime", "provider", "latency_kind", "latency_spread"} <= set(out)
+    assert out["metric"] == {"name": "accuracy", "direction": "higher", "value": m.accuracy}
 
 
 def test_save_upload_is_content_addressed(tmp_path):

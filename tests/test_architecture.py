@@ -194,3 +194,34 @@ def test_pages_and_app_import_only_public_names():
             elif isinstance(node, ast.Import):
                 bad += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("analysis.")]
     assert bad == []
+
+
+# Dead code removed under issue 22 (nothing used it): none of these names may be defined in `analysis/` again.
+REMOVED = {"check_dataset", "option_list", "add_runs_parser", "_from", "DEVICE_CHOICES", "model_dtype",
+           "device_name", "FLOAT32_BITS", "to_inputs", "final_layers", "RUNNERS", "MODEL_NAME"}  # fmt: skip
+
+
+def _defined(source: str) -> set[str]:
+    """Names a module defines: functions and classes at any depth, and module-level assignments."""
+    tree = ast.parse(source)
+    found = {
+        n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        found |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return found
+
+
+def test_the_definition_check_finds_functions_methods_and_constants():
+    source = "RUNNERS = ()\nX: int = 1\nclass A:\n    def _from(self): ...\ndef option_list(): ...\n"
+    assert _defined(source) == {"RUNNERS", "X", "A", "_from", "option_list"}
+
+
+def test_removed_dead_code_stays_removed():
+    back = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "analysis").rglob("*.py")
+        for name in _defined(path.read_text(encoding="utf-8")) & REMOVED
+    }
+    assert sorted(back) == []

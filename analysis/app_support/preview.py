@@ -205,11 +205,10 @@ def remeasure(
                                runtimes=runtimes if result.runtimes else result.runtimes, speedup_paired=paired)  # fmt: skip
 
 
-def _spread(m: ModelMetrics, timing: Mapping | None) -> tuple[float, str | None]:
+def _spread(m: ModelMetrics) -> tuple[float, str | None]:
+    """The timing's p90/p10 and its warning; from p10 and p90 where the metrics carry no spread."""
     spread = getattr(m, "latency_spread", None)
     warning = getattr(m, "latency_warning", None)
-    if spread is None and timing:
-        spread, warning = timing.get("spread"), timing.get("warning")
     if spread is None:
         spread = m.latency_p90_ms / m.latency_p10_ms if m.latency_p10_ms > 0 else float("nan")
         warning = f"noisy timing: p90/p10 = {spread:.1f}" if spread > 1.5 else None
@@ -225,7 +224,7 @@ def run_points(result: Any, extras: Mapping[str, Any], label: str, run: int) -> 
     for runtime, pair in per_runtime.items():
         for role, key in (("baseline", "before"), ("plan", "after")):
             m = pair[key]
-            spread, warning = _spread(m, ((extras.get("timing") or {}).get(runtime) or {}).get(key))
+            spread, warning = _spread(m)
             rows.append({
                 "label": f"original (run {run})" if role == "baseline" else label, "run": run, "role": role,
                 "runtime": runtime, "kind": getattr(m, "latency_kind", None) or m.latency_label,

@@ -150,10 +150,6 @@ class UploadStore:
             return False
         return _digest_file(p) == p.name[:64]
 
-    def contains(self, path: str | Path) -> bool:
-        """Whether `path` is a file of this session (for the shared-mode spec checks)."""
-        return self.verify(path)
-
     def close(self) -> None:
         """Remove this session's folder and everything in it."""
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -281,11 +281,6 @@ def output_layers(model: nn.Module, example_inputs: ModelInputs) -> list[str]:
     return [n for n in names.values() if n in exposed]
 
 
-def final_layers(model: nn.Module, example_inputs: ModelInputs) -> list[str]:
-    """The layers whose outputs are the model's outputs (`output_layers`)."""
-    return output_layers(model, example_inputs)
-
-
 def final_classifier(model: nn.Module, input_shape: InputsLike) -> str | None:
     """The last (in `named_modules()` order) of the `output_layers`: for a classifier, the layer whose
     outputs are the classes. `input_shape` is one input's shape or anything `example_inputs` takes."""

@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pandas as pd
 from torch import nn
 
-from analysis.cost import size_bytes, summarize
+from analysis.cost import count_nonzero, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE, layer_times, measure_latency
-from analysis.metrics import ACCURACY, MetricInfo
 from analysis.model.layers import prunable_layers
+from analysis.runtime.types import ModelMetrics
 
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The headline numbers of a model: size, cost per sample, accuracy and measured latency per batch."""
+    """A model's measured numbers (`metrics`: the score, loss, counts, size, and the latency per batch with the
+    runtime, version, provider, kind and spread it was measured with) and what a card adds: how many samples
+    were scored, the batch, threads, torch and CPU of the timing, the layer counts, and the two MAC
+    counters' cross-check (`extra`)."""
 
-    params: int
-    macs: int
-    flops: int
-    size_bytes: int
-    accuracy: float
-    loss: float
+    metrics: ModelMetrics
     samples: int
-    latency_ms: float
-    latency_p10_ms: float
-    latency_p90_ms: float
     batch_size: int
     threads: int
     torch_version: str
@@ -37,12 +32,12 @@ class ModelCard:
     layers: int
     prunable_layers: int
     extra: dict = field(default_factory=dict)
-    metric: MetricInfo = ACCURACY  # what `accuracy` holds (top-1 accuracy by default)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["metric"] = self.metric.to_dict(self.accuracy)
-        return out
+        """`ModelMetrics.to_dict` (the score under the metric's name, and as `accuracy` as cards always had
+        it) and the card's own fields."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
+        return self.metrics.to_dict() | {"accuracy": self.metrics.accuracy} | own
 
 
 def model_card(
@@ -57,24 +52,17 @@ def model_card(
 ) -> ModelCard:
     """Params, MACs and FLOPs per sample, weight bytes, the score in `metric` (test accuracy for a labelled
     classifier; a fidelity metric scores the model against itself: its best) and loss, and latency (ms
-    per batch)."""
+    per batch, eager, real kernels)."""
 
     summary = summarize(model, input_shape)
     result = evaluate(model, data, metric=metric)
     latency = measure_latency(
         model, input_shape, batch_size=batch_size, threads=threads, runs=runs, on_wait=on_wait
     )
+    counts = (summary.total_params, count_nonzero(model), summary.total_macs, size_bytes(model))
     return ModelCard(
-        params=summary.total_params,
-        macs=summary.total_macs,
-        flops=summary.total_flops,
-        size_bytes=size_bytes(model),
-        accuracy=result.accuracy,
-        loss=result.loss,
+        metrics=ModelMetrics.measured(result, *counts, latency),
         samples=result.samples,
-        latency_ms=latency.median_ms,
-        latency_p10_ms=latency.p10_ms,
-        latency_p90_ms=latency.p90_ms,
         batch_size=latency.batch_size,
         threads=latency.threads,
         torch_version=latency.torch_version,
@@ -82,7 +70,6 @@ def model_card(
         layers=len(summary.layers),
         prunable_layers=len(prunable_layers(model)),
         extra={"macs_thop": summary.macs_thop, "differences": list(summary.differences)},
-        metric=result.metric,
     )
 
 

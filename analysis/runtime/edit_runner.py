@@ -23,8 +23,6 @@ from analysis.fx.runner import DownstreamRunner
 from analysis.fx.snapshots import check_modules
 from analysis.metrics import Scoring
 
-RUNNERS = ("eager", "onnxruntime")
-
 
 def runner_class(runtime: str | None) -> type[DownstreamRunner]:
     """The runner that evaluates edits on `runtime` (None: eager)."""
@@ -121,4 +119,4 @@ class OnnxEditRunner(DownstreamRunner):
         return super().evaluate_chunks(chunks, progress, stop_for, should_stop)
 
 
-__all__ = ["RUNNERS", "OnnxEditRunner", "runner_class"]
+__all__ = ["OnnxEditRunner", "runner_class"]

@@ -4,24 +4,19 @@ timings in alternating rounds, and the per-runtime metrics. Used by `compress`."
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from analysis.cost import count_params, size_bytes, summarize
+from analysis.cost import count_nonzero, count_params, size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError, first_line
 from analysis.model.layers import copy_model
 from analysis.progress import Progress
 from analysis.runtime.types import REAL, SIMULATED, ModelMetrics, PairRequest
 from analysis.transforms.quantization import int8_backend, to_int8_linear
-
-
-def nonzero(model: nn.Module) -> int:
-    return sum(int((p != 0).sum()) for p in model.parameters())
 
 
 def paired_speedup(before, after, runs_per_round: int) -> float | None:
@@ -141,26 +136,7 @@ def deploy(
 
 def metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> ModelMetrics:
     """One model on one runtime: its evaluation, counts and timing as `ModelMetrics`."""
-    spread = timing.spread
-    return ModelMetrics(
-        metric=ev.metric,
-        accuracy=ev.accuracy,
-        loss=ev.loss,
-        params=params,
-        nonzero_params=nonzero,
-        macs=macs,
-        size_bytes=size,
-        latency_ms=timing.median_ms,
-        latency_p10_ms=timing.p10_ms,
-        latency_p90_ms=timing.p90_ms,
-        latency_label=timing.kind,
-        runtime=timing.runtime,
-        runtime_version=timing.runtime_version,
-        provider=timing.provider,
-        latency_kind=timing.kind,
-        latency_spread=spread if math.isfinite(spread) else None,
-        latency_warning=timing.warning,
-    )
+    return ModelMetrics.measured(ev, params, nonzero, macs, size, timing)
 
 
 def measure_runtimes(
@@ -195,10 +171,10 @@ def per_runtime_metrics(measured, evals, timings, reference: nn.Module, work: nn
                         after_size: int):  # fmt: skip
     """{runtime: {"before", "after": ModelMetrics}} and the after counts (params, nonzero, MACs, bytes)."""
     before_cost, after_cost = summarize(reference, input_shape), summarize(work, input_shape)
-    after_counts = (count_params(work), nonzero(work), after_cost.total_macs, after_size)
+    after_counts = (count_params(work), count_nonzero(work), after_cost.total_macs, after_size)
     before_counts = (
         before_cost.total_params,
-        nonzero(reference),
+        count_nonzero(reference),
         before_cost.total_macs,
         size_bytes(reference),
     )
@@ -218,7 +194,6 @@ __all__ = [
     "deploy",
     "measure_runtimes",
     "metrics",
-    "nonzero",
     "paired_speedup",
     "per_runtime_metrics",
     "prepare_runtimes",

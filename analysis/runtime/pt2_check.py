@@ -27,7 +27,6 @@ from typing import Any
 
 from analysis.errors import WorkbenchError, first_line
 
-MODEL_NAME = "model"
 MAX_EXPRESSION_CHARS = 2000
 # Members of a current-format archive with one program named "model" (paths below the archive's root).
 _FIXED_MEMBERS = {

@@ -5,6 +5,7 @@ A leaf of `analysis.runtime`: the eager and ONNX Runtime implementations both bu
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from analysis.model.layers import example_input
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
+    from analysis.evaluate import EvalResult
+    from analysis.latency import LatencyResult
 
 REAL, SIMULATED = "real", "simulated"
 
@@ -121,6 +124,33 @@ class ModelMetrics:
     latency_spread: float | None = None
     latency_warning: str | None = None
     metric: MetricInfo = ACCURACY
+
+    @classmethod
+    def measured(
+        cls, ev: EvalResult, params: int, nonzero: int, macs: int, size: int, timing: LatencyResult
+    ) -> ModelMetrics:
+        """From an evaluation, the counts and a timing (which says its runtime, kind and spread): the one way
+        `compress` (per runtime, before and after) and a model card build a model's numbers."""
+        spread = timing.spread
+        return cls(
+            metric=ev.metric,
+            accuracy=ev.accuracy,
+            loss=ev.loss,
+            params=params,
+            nonzero_params=nonzero,
+            macs=macs,
+            size_bytes=size,
+            latency_ms=timing.median_ms,
+            latency_p10_ms=timing.p10_ms,
+            latency_p90_ms=timing.p90_ms,
+            latency_label=timing.kind,
+            runtime=timing.runtime,
+            runtime_version=timing.runtime_version,
+            provider=timing.provider,
+            latency_kind=timing.kind,
+            latency_spread=spread if math.isfinite(spread) else None,
+            latency_warning=timing.warning,
+        )
 
     @property
     def flops(self) -> int:
