@@ -213,11 +213,11 @@ def test_the_cli_offers_the_kind_and_sweeps_it_as_by_hand(scale, tmp_path, capsy
     from analysis import load_data, load_model
     from analysis.cli.loading import balanced
     from analysis.cli.main import build_parser, main
-    from analysis.cli.sensitivity import report_kinds, sweep_values
+    from analysis.cli.sensitivity import report_kinds, swept_values
 
     parser = build_parser()
     assert report_kinds(parser.parse_args(["report", "--kinds", "quant,scale"])) == ["quant", "scale"]
-    assert sweep_values(parser.parse_args(["sensitivity", "--kind", "scale", "--ratios", "3"])) == (
+    assert swept_values(parser.parse_args(["sensitivity", "--kind", "scale", "--ratios", "3"])) == (
         [3.0],
         None,
     )

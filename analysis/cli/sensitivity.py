@@ -68,7 +68,7 @@ def _partial(result, run) -> bool:
     return bool(getattr(result, "partial", False)) or run.should_stop()
 
 
-def sweep_values(args: argparse.Namespace) -> tuple[list | None, list | None]:
+def swept_values(args: argparse.Namespace) -> tuple[list | None, list | None]:
     """(ratios, bits) for `--kind`: its kind (`analysis.sensitivity.kinds`) says which option its values
     come from (`--ranks` for lowrank's kept rank fractions); an unknown kind is one line listing them."""
     spec = get_sweep_kind(args.kind)
@@ -80,7 +80,7 @@ def sweep_values(args: argparse.Namespace) -> tuple[list | None, list | None]:
 
 def _sensitivity(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
-    ratios, bits = sweep_values(args)
+    ratios, bits = swept_values(args)
     layers = _list(args.layers, str, "layers")
     device, dtype = device_options(args)
     ray = ray_options(args)
