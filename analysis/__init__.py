@@ -44,7 +44,7 @@ _API: dict[str, tuple[str, str]] = {
     "IMPORTANCE_CRITERIA": ("analysis.importance", "CRITERIA"),
     "sensitivity_sweep": ("analysis.sensitivity.sweep", "sensitivity_sweep"),
     "SensitivityResult": ("analysis.sensitivity.sweep", "SensitivityResult"),
-    "SENSITIVITY_KINDS": ("analysis.sensitivity.sweep", "KINDS"),
+    "sweep_kinds": ("analysis.sensitivity.kinds", "sweep_kinds"),
     "find_groups": ("analysis.transforms.groups", "find_groups"),
     # compressing
     "CompressionPlan": ("analysis.compression.plan", "CompressionPlan"),

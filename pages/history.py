@@ -16,6 +16,7 @@ from analysis import RankingResult, SensitivityResult
 from analysis.app_support import strip_paths
 from analysis.metrics import METRICS
 from analysis.report import charts
+from analysis.sensitivity import get_sweep_kind
 from analysis.store import compare as compare_runs
 from analysis.store import plan_diff, public_environment
 from pages import _records, _serving, _shared, _state
@@ -242,8 +243,9 @@ st.markdown(
 
 def _sweep_form(kind: str, params: dict) -> None:
     """The Sensitivity form as the re-opened sweep had it (its Kind radio included)."""
-    values = params.get("bits") if kind in ("quant", "share") else params.get("ratios")
-    field = {"quant": "sens_bits", "share": "sens_bits", "lowrank": "sens_ranks"}.get(kind, "sens_ratios")
+    spec = get_sweep_kind(kind)  # which field of the form its values go back to
+    values = params.get(spec.x_key)
+    field = f"sens_{spec.parameter}"
     st.session_state["sens_kind"] = kind
     if values:
         st.session_state[field] = ", ".join(f"{v:g}" for v in values)

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from analysis import SENSITIVITY_KINDS, WorkbenchError, sensitivity_sweep
+from analysis import WorkbenchError, sensitivity_sweep, sweep_kinds
 from analysis.errors import first_line
 from analysis.report import report_files
 from analysis.runtime import measure_runtime_latency, prepare
@@ -13,7 +13,7 @@ st.title("Report")
 wb = _shared.workbench()
 spec, key = wb.spec, wb.spec.model_key()
 info = _shared.metric_info(wb)
-have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in SENSITIVITY_KINDS}
+have = {kind: _shared.session_result(f"sensitivity:{kind}", key) for kind in sweep_kinds()}
 have = {k: r if r is None or r.metric.name == info.name else None for k, r in have.items()}
 rankings = _shared.session_result("rankings", key)
 compression = _shared.session_result("compress", key)

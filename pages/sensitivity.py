@@ -8,27 +8,37 @@ stopped, it keeps (and records, as partial) the layers that finished.
 
 import streamlit as st
 
-from analysis import SENSITIVITY_KINDS, SensitivityResult, sensitivity_sweep
+from analysis import SensitivityResult, sensitivity_sweep, sweep_kinds
 from analysis.distributed import ray_sensitivity_sweep
 from analysis.io import to_json
 from analysis.model import prunable_layers
 from analysis.report import charts, safe_points
-from analysis.sensitivity import BITS_KINDS, DEFAULT_BITS, DEFAULT_RATIOS
+from analysis.sensitivity import SWEEP_KINDS, get_sweep_kind
 from analysis.validate import parse_values
 from pages import _records, _shared, _state
 
-DEFAULT_RANKS = (0.75, 0.5, 0.25, 0.125)
 PAYLOAD = "_sens_payload"  # the sweep's JSON (lowrank keeps its MACs saved there)
 
 st.title("Sensitivity")
 wb = _shared.workbench()
 key = wb.spec.model_key()
 
+KINDS = sweep_kinds()  # read on every run: a kind registered late is offered too
+# Each values field starts at the defaults of the first kind that reads it (ratios: structured's).
+FIELDS = {p: get_sweep_kind(next(k for k in KINDS if get_sweep_kind(k).parameter == p)).defaults
+          for p in ("ratios", "bits", "ranks")}  # fmt: skip
+ADDED = [k for k in KINDS if k not in SWEEP_KINDS]  # the kinds registered transforms add
+
+
+def _label(text: str, parameter: str) -> str:
+    """A values field's label, naming the added kinds that read it too."""
+    also = [k for k in ADDED if get_sweep_kind(k).parameter == parameter]
+    return text[:-1] + "".join(f", {k}" for k in also) + ")"
+
+
 for name, default in [
-    ("sens_kind", SENSITIVITY_KINDS[0]),
-    ("sens_ratios", ", ".join(f"{r:g}" for r in DEFAULT_RATIOS)),
-    ("sens_bits", ", ".join(map(str, DEFAULT_BITS))),
-    ("sens_ranks", ", ".join(f"{r:g}" for r in DEFAULT_RANKS)),
+    ("sens_kind", KINDS[0]),
+    *((f"sens_{p}", ", ".join(f"{v:g}" for v in values)) for p, values in FIELDS.items()),
     ("sens_layers", []),
     ("sens_early", 0.0),
 ]:
@@ -38,15 +48,20 @@ with st.form("sweep"):
     c = st.columns([2, 3, 3, 3])
     kind = c[0].radio(
         "Kind",
-        list(SENSITIVITY_KINDS),
+        list(KINDS),
         key="sens_kind",
         persist_state=_state.KEEP,
         help="structured: coupled layers lose channels together; lowrank: SVD at a kept rank fraction; "
-        "share: k-means weight sharing with 2^bits centroids",
+        "share: k-means weight sharing with 2^bits centroids"
+        + "".join(f"; {k}: {get_sweep_kind(k).description}" for k in ADDED),  # fmt: skip
     )
-    ratios = c[1].text_input("Ratios (pruning)", key="sens_ratios", persist_state=_state.KEEP)
-    bits = c[2].text_input("Bits (quant, share)", key="sens_bits", persist_state=_state.KEEP)
-    ranks = c[3].text_input("Kept rank fractions (lowrank)", key="sens_ranks", persist_state=_state.KEEP)
+    ratios = c[1].text_input(
+        _label("Ratios (pruning)", "ratios"), key="sens_ratios", persist_state=_state.KEEP
+    )
+    bits = c[2].text_input(_label("Bits (quant, share)", "bits"), key="sens_bits", persist_state=_state.KEEP)
+    ranks = c[3].text_input(
+        _label("Kept rank fractions (lowrank)", "ranks"), key="sens_ranks", persist_state=_state.KEEP
+    )
     layers = _shared.layer_picker(
         "Layers (none chosen = all)",
         list(prunable_layers(wb.model)),
@@ -72,12 +87,13 @@ with st.form("sweep"):
 
 
 def _params() -> dict:
+    spec = get_sweep_kind(kind)  # which field its values come from
     values = {"ratios": None, "bits": None}
-    if kind in BITS_KINDS:
+    if spec.bits:
         values["bits"] = parse_values(bits, int)
     else:
-        values["ratios"] = parse_values(ranks if kind == "lowrank" else ratios)
-    pruning = kind in ("structured", "unstructured", "quant")
+        values["ratios"] = parse_values(ranks if spec.parameter == "ranks" else ratios)
+    pruning = spec.stops_early
     scale = _shared.drop_scale(info)
     return {"kind": kind, **values, "layers": layers or None, "metric": wb.spec.metric,
             "max_drop": early / scale if early > 0 and pruning else None}  # fmt: skip
@@ -108,11 +124,10 @@ def _show(result, params: dict, payload: dict, run_id: int | None) -> None:
 def _unit(params: dict, where: dict) -> str:
     """What the sweep's progress counts: evaluations (each layer or group at each value), or on Ray the
     layers (groups) as their tasks finish."""
-    layers = "groups" if params["kind"] == "structured" else "layers"
+    spec = get_sweep_kind(params["kind"])
     if "address" in where:
-        return layers
-    values = {"quant": "bits", "share": "bits", "lowrank": "rank fractions"}.get(params["kind"], "ratios")
-    return f"evaluations ({layers} x {values})"
+        return spec.unit
+    return f"evaluations ({spec.unit} x {spec.values})"
 
 
 FLOW = _records.Flow(
@@ -146,10 +161,11 @@ if result is None:
     st.stop()
 
 _records.recorded_notice(FLOW, "sweeping")
+spec = get_sweep_kind(result.kind)
 score = result.metric
 better = "higher" if score.higher_is_better else "lower"
 st.caption(
-    f"{result.kind} sweep over {len(result.layers)} {'groups' if result.kind == 'structured' else 'layers'} "
+    f"{result.kind} sweep over {len(result.layers)} {spec.unit} "
     f"in {result.seconds:.1f} s; metric {score.name} ({score.title}, {better} is better): baseline "
     f"{score.format(result.baseline_accuracy)} on {result.samples:,} samples."
     + (
@@ -163,13 +179,13 @@ for note in result.notes:
 for name, why in result.failed_layers.items():
     st.warning(_shared.plain(f"{name} could not be computed on Ray: {why}"))
 frame = result.to_frame()
-if result.kind == "lowrank":  # kept rank fraction on x, MACs saved on the second axis
+if spec.saves_cost:  # kept rank fraction on x, MACs saved on the second axis
     _shared.chart(charts.lowrank_tradeoff(frame, result.baseline_accuracy, score=score), key="sens_lowrank")
 else:
     _shared.chart(charts.sensitivity_curves(frame, result.baseline_accuracy, score=score), key="sens_curves")
 _shared.chart(charts.sensitivity_heatmap(frame, result.baseline_accuracy, score=score), key="sens_heatmap")
 
-if result.kind in ("lowrank", "share"):
+if spec.all_points:
     st.subheader("All points")
     _shared.table(frame, "sensitivity_points.csv", key="sens_points_csv")
 else:

@@ -1,10 +1,12 @@
 """The transforms registry: a toy transform defined only here (one handler class, one registration) shows
-up in the plan format, as a sensitivity sweep kind, in `compress` and as a Compress page column, with no
-other edit; each is checked against applying the edit by hand on a copy."""
+up in the plan format, as a sensitivity sweep kind (the sweep, the CLI, the Sensitivity page, the HTML
+report), in `compress` and as a Compress page column, with no other edit; each is checked against applying
+the edit by hand on a copy."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from analysis.compression.plan import CompressionPlan
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.sensitivity.kinds import get_sweep_kind, sweep_kinds
 from analysis.sensitivity.sweep import sensitivity_sweep
-from analysis.transforms import registry
 from analysis.transforms.registry import Column, TransformHandler, register_transform, unregister_transform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +33,7 @@ class Scale(TransformHandler):
 
     field = kind = "scale"
     sweep_values = SCALES
+    sweep_label = "scale factor"
     column = Column("scale (1 = off)", "number", off=1.0, low=0.0, high=4.0, step=0.25, state_key="scale")
 
     def check(self, value, where):
@@ -101,7 +104,11 @@ def test_without_the_registration_the_field_and_kind_are_unknown():
     with pytest.raises(WorkbenchError) as bad:
         sensitivity_sweep(_tiny(), _data(), kind="scale")
     assert "\n" not in str(bad.value) and "structured, unstructured, quant, lowrank, share" in str(bad.value)
-    assert "scale" not in registry.sweep_kinds()
+    assert "scale" not in sweep_kinds()
+    with pytest.raises(
+        WorkbenchError, match=r"^unknown sensitivity kind 'scale': choose one of structured, "
+    ):
+        get_sweep_kind("scale")
 
 
 def test_a_registered_field_or_kind_cannot_be_taken_twice(scale):
@@ -113,7 +120,7 @@ def test_a_registered_field_or_kind_cannot_be_taken_twice(scale):
 
 def test_the_sweep_kind_equals_a_plain_loop_applying_the_edit_by_hand(scale):
     model, data = _tiny(), _data()
-    assert "scale" in registry.sweep_kinds()
+    assert sweep_kinds()[-1] == "scale"
     result = sensitivity_sweep(model, data, kind="scale")
     assert list(result.layers) == ["conv", "fc", "out"]
     assert result.x_key == "ratios" and result.to_dict()["kind"] == "scale"
@@ -190,3 +197,91 @@ def test_the_store_diff_and_the_preview_read_the_registry(scale):
     # Only what changes MACs or params is applied to count the preview's cost: the rank, not the scale.
     layer_plan = {"fc": {"scale": 2.0, "rank": 0.5}, "out": {"scale": 0.5}, "conv": {"rank": 0.25}}
     assert preview_transforms(layer_plan, refused={"conv": "refused"}) == {"fc": {"rank": 0.5}}
+
+
+# --- its sweep kind, everywhere a kind is read ----------------------------------------------------------
+
+
+def test_its_sweep_kind_is_described_from_the_handler(scale):
+    kind = get_sweep_kind("scale")
+    assert (kind.handler, kind.axis, kind.column, kind.x_key) == (scale, "scale factor", "scale", "ratios")
+    assert kind.defaults == SCALES and kind.parameter == "ratios" and not kind.bits
+    assert kind.description.startswith("The toy transform: a layer's weight multiplied")
+
+
+def test_the_cli_offers_the_kind_and_sweeps_it_as_by_hand(scale, tmp_path, capsys):
+    from analysis import load_data, load_model
+    from analysis.cli.loading import balanced
+    from analysis.cli.main import build_parser, main
+    from analysis.cli.sensitivity import report_kinds, swept_values
+
+    parser = build_parser()
+    assert report_kinds(parser.parse_args(["report", "--kinds", "quant,scale"])) == ["quant", "scale"]
+    assert swept_values(parser.parse_args(["sensitivity", "--kind", "scale", "--ratios", "3"])) == (
+        [3.0],
+        None,
+    )
+    with pytest.raises(
+        WorkbenchError, match=r"^--kinds: unknown sensitivity kind 'bogus': choose one of .*, share, scale$"
+    ):
+        report_kinds(parser.parse_args(["report", "--kinds", "bogus"]))
+    out = tmp_path / "sens.json"
+    args = ["sensitivity", "--model", "zoo:digits-mlp", "--kind", "scale", "--limit", "40", "--no-record"]
+    assert main([*args, "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["kind"] == "scale"
+    model, data = load_model("zoo:digits-mlp"), balanced(load_data("digits"), 40)
+    for name, entry in payload["layers"].items():
+        assert entry["ratios"] == list(SCALES)
+        for factor, acc in zip(entry["ratios"], entry["accuracy"], strict=True):
+            assert acc == pytest.approx(evaluate(_scaled(model, name, factor), data).accuracy, abs=1e-12)
+    capsys.readouterr()
+    assert main(["sensitivity", "--model", "zoo:digits-mlp", "--kind", "bogus", "--no-record"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'bogus'" in err and err.endswith("lowrank, share, scale")
+
+
+def test_the_sensitivity_page_offers_the_kind_and_labels_its_axis(scale, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/sensitivity.py").run()
+    assert not at.exception and not at.error
+    assert "scale" in at.radio(key="sens_kind").options
+    assert at.text_input(key="sens_ratios").label == "Ratios (pruning, scale)"
+    at.radio(key="sens_kind").set_value("scale")
+    at.text_input(key="sens_ratios").set_value("0.5, 2")  # the field it reads (its label names it)
+    at.multiselect(key="sens_layers").set_value([at.multiselect(key="sens_layers").options[-1]])
+    next(b for b in at.get("form_submit_button") if b.label == "Run sweep").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    result = at.session_state["_result_sensitivity"]["result"]
+    assert result.kind == "scale" and next(iter(result.layers.values())).values == SCALES
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert figures and figures[0]["layout"]["xaxis"]["title"]["text"] == "scale factor"
+    assert "max scale factor @ 1 pt" in at.dataframe[0].value.columns
+
+
+def test_the_html_report_section_shows_the_sweeps_points(scale, tmp_path):
+    import re
+
+    from analysis.report.html import build_report
+
+    model, data = _tiny(), _data()
+    result = sensitivity_sweep(model, data, kind="scale", ratios=[0.5, 2.0, 3.0])
+    page = build_report(model, data, tmp_path / "r.html", sensitivity=result).read_text()
+    assert "<h2>Sensitivity: scale</h2>" in page
+    assert "Each layer's scale is set to each swept value" in page
+    section = page.split("<h2>Sensitivity: scale</h2>")[1]
+    assert "<th>max scale factor @ 1 pt</th>" in section
+    rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td>([^<]*)</td>", section)
+    assert [name for name, _ in rows[:3]] == ["conv", "fc", "out"]
+    # The largest factor up to which every point stays within 1 point, from the sweep's numbers by hand.
+    for name, shown in rows[:3]:
+        curve = result.layers[name]
+        safe = 0.0
+        for factor, acc in zip(curve.values, curve.accuracy, strict=True):
+            if result.baseline_accuracy - acc > 0.01 + 1e-9:
+                break
+            safe = factor
+        assert float(shown) == pytest.approx(safe)

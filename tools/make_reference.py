@@ -151,6 +151,7 @@ def registries_page() -> str:
     from analysis.compression.schedule_methods import SCHEDULE_REGISTRY
     from analysis.importance import CRITERIA_REGISTRY
     from analysis.runtime.int8 import CALIBRATION_METHODS
+    from analysis.sensitivity.kinds import get_sweep_kind, sweep_kinds
     from analysis.transforms.registry import TRANSFORMS
     from analysis.zoo.models import ZOO
 
@@ -167,8 +168,13 @@ def registries_page() -> str:
         (f"`{name}`", analysis.metrics.METRICS.describe(name)) for name in analysis.metrics.METRICS.names()
     ]
     zoo = [(f"`zoo:{name}`", _first_line(build)) for name, build in ZOO.items()]
+    kinds = []
+    for name in sweep_kinds():
+        kind = get_sweep_kind(name)
+        option = f"`--{kind.parameter}`"
+        defaults = ", ".join(f"{v:g}" for v in kind.defaults)
+        kinds.append((f"`{name}`", kind.values, option, defaults, kind.description))
     plain: list[tuple[str, str, Iterable[str]]] = [
-        ("Sensitivity kinds", "`sensitivity --kind`, the Sensitivity page", analysis.SENSITIVITY_KINDS),
         ("Schedule targets", '`"schedule": {"target": {KIND: fraction}}`', analysis.SCHEDULE_TARGETS),
         (
             "Layer normalisations",
@@ -199,6 +205,13 @@ def registries_page() -> str:
             '`"schedule": {"method": ...}`, the Compress page.',
             methods,
             ["name", "what it does"],
+        ),
+        _registry(
+            "Sensitivity kinds",
+            "`sensitivity --kind`, `report --kinds`, the Sensitivity page (`analysis.sensitivity.kinds`: one "
+            "`SweepKind` each; a registered transform's `kind` is one too).",
+            kinds,
+            ["name", "values", "option", "default values", "what one point does"],
         ),
         _registry(
             "Metrics",

@@ -31,8 +31,8 @@ from analysis.cli.runtimes import add_runtime_arg, one_runtime
 from analysis.errors import WorkbenchError
 from analysis.report.files import write_csv, write_markdown
 from analysis.report.html import build_report, runtime_latencies
-from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, sensitivity_sweep
-from analysis.transforms.registry import sweep_kinds
+from analysis.sensitivity.kinds import basic_kinds, get_sweep_kind, sweep_kinds
+from analysis.sensitivity.sweep import sensitivity_sweep
 
 
 def _list(value, kind, what: str) -> list | None:
@@ -68,12 +68,19 @@ def _partial(result, run) -> bool:
     return bool(getattr(result, "partial", False)) or run.should_stop()
 
 
+def swept_values(args: argparse.Namespace) -> tuple[list | None, list | None]:
+    """(ratios, bits) for `--kind`: its kind (`analysis.sensitivity.kinds`) says which option its values
+    come from (`--ranks` for lowrank's kept rank fractions); an unknown kind is one line listing them."""
+    spec = get_sweep_kind(args.kind)
+    ratios = _list(args.ratios, float, "ratios")
+    if spec.parameter == "ranks" and args.ranks is not None:
+        ratios = _list(args.ranks, float, "ranks")
+    return ratios, _list(args.bits, int, "bits")
+
+
 def _sensitivity(args: argparse.Namespace) -> dict:
     check_counts(args, "batch_size", "limit")
-    ratios = _list(args.ratios, float, "ratios")
-    if args.kind == "lowrank" and args.ranks is not None:
-        ratios = _list(args.ranks, float, "ranks")  # kept rank fractions
-    bits = _list(args.bits, int, "bits")
+    ratios, bits = swept_values(args)
     layers = _list(args.layers, str, "layers")
     device, dtype = device_options(args)
     ray = ray_options(args)
@@ -121,11 +128,15 @@ def _sensitivity(args: argparse.Namespace) -> dict:
     return payload
 
 
-def _report_kinds(args: argparse.Namespace) -> list[str]:
-    kinds = _list(args.kinds, str, "kinds") or list(BASIC_KINDS)
+def report_kinds(args: argparse.Namespace) -> list[str]:
+    """`--kinds` (default: the basic kinds), each a registered kind (read when the command runs, so a late
+    registration counts); an unknown one is one line listing them."""
+    kinds = _list(args.kinds, str, "kinds") or list(basic_kinds())
     for kind in kinds:
-        if kind not in KINDS:
-            raise WorkbenchError(f"--kinds: unknown kind {kind!r}; use {', '.join(KINDS)}")
+        try:
+            get_sweep_kind(kind)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"--kinds: {exc}") from None
     return kinds
 
 
@@ -202,7 +213,7 @@ def _report_outputs(args, loaded, results, rankings, latency, metric) -> None:
 
 def _report(args: argparse.Namespace) -> dict:
     """options, latency, sweeps and rankings, outputs, record: each step one call."""
-    kinds = _report_kinds(args)
+    kinds = report_kinds(args)
     check_counts(args, "limit")
     device, _ = device_options(args)
     ray = ray_options(args)
@@ -267,7 +278,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_metric_arg(p)
-    p.add_argument("--kind", choices=sweep_kinds(), default="structured", help="what to do to each layer")
+    kinds = ", ".join(sweep_kinds())
+    p.add_argument("--kind", default="structured", help=f"what to do to each layer: {kinds}")
     add_list_arg(p, "--ratios", "pruning ratios in [0, 1), e.g. 0.1,0.3,0.5 (default 0.1 ... 0.9)", "RATIO")
     add_list_arg(
         p,
@@ -308,7 +320,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(p)
     add_metric_arg(p)
     p.add_argument("--out", default="report.html", help="the HTML file (default: %(default)s)")
-    add_list_arg(p, "--kinds", "sensitivity kinds to run (default: structured,unstructured,quant)", "KIND")
+    add_list_arg(
+        p, "--kinds", f"sensitivity kinds to run (default {','.join(basic_kinds())}): {kinds}", "KIND"
+    )
     add_limit_arg(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-rankings", action="store_true", help="skip the filter importance rankings")

@@ -16,7 +16,13 @@ from analysis.errors import WorkbenchError
 from analysis.metrics import ACCURACY, MetricInfo
 from analysis.validate import UNTOUCHED_BITS
 
-_SWEEP_METHOD = {"structured": "prune", "lowrank": "rank", "quant": "bits"}
+
+def method_kinds() -> dict[str, str]:
+    """Sweep kind -> the mixed method its sweep guides (`SweepKind.mixed_method`: structured -> prune,
+    lowrank -> rank, quant -> bits)."""
+    from analysis.sensitivity.kinds import get_sweep_kind, sweep_kinds
+
+    return {kind: method for kind in sweep_kinds() if (method := get_sweep_kind(kind).mixed_method)}
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,13 @@ def sweeps_by_method(sweeps) -> dict[str, Any]:
         [sweeps] if isinstance(sweeps, Mapping) or not isinstance(sweeps, Sequence) else list(sweeps)
     )  # fmt: skip
     out: dict[str, Any] = {}
+    guides = method_kinds()
     for item in items:
         result = _as_sweep(item)
-        method = _SWEEP_METHOD.get(result.kind)
+        method = guides.get(result.kind)
         if method is None:
-            raise WorkbenchError(
-                f"a {result.kind!r} sweep cannot guide a mixed plan: give structured, lowrank or quant sweeps"
-            )
+            kinds = ", ".join(guides)
+            raise WorkbenchError(f"a {result.kind!r} sweep cannot guide a mixed plan: give {kinds} sweeps")
         if method in out:
             raise WorkbenchError(f"two {result.kind!r} sweeps given: give one per kind")
         out[method] = result
@@ -130,20 +136,16 @@ def layer_options(model: nn.Module, sweeps: Mapping[str, Any], methods, notes: l
 
 
 def run_sweep(method, model, data, ratios, rank_fractions, bits, limit, progress, metric="auto"):
+    """The sweep of the kind that guides `method`, at the values given for its parameter (its defaults for
+    None): `ratios` for prune, `rank_fractions` for rank, `bits` for bits."""
+    from analysis.sensitivity.kinds import get_sweep_kind
     from analysis.sensitivity.sweep import sensitivity_sweep
 
-    if method == "prune":
-        return sensitivity_sweep(
-            model, data, kind="structured", ratios=ratios, limit=limit, progress=progress, metric=metric
-        )
-    if method == "bits":
-        return sensitivity_sweep(
-            model, data, kind="quant", bits=bits, limit=limit, progress=progress, metric=metric
-        )
-    from analysis.sensitivity.transform_sweeps import DEFAULT_RANK_FRACTIONS, lowrank_sensitivity
-
-    fractions = DEFAULT_RANK_FRACTIONS if rank_fractions is None else rank_fractions
-    return lowrank_sensitivity(model, data, fractions, limit=limit, progress=progress, metric=metric)
+    kind = next(k for k, m in method_kinds().items() if m == method)
+    spec = get_sweep_kind(kind)
+    given = {"ratios": ratios, "ranks": rank_fractions, "bits": bits}[spec.parameter]
+    values = {"bits": given} if spec.bits else {"ratios": given}
+    return sensitivity_sweep(model, data, kind=kind, limit=limit, progress=progress, metric=metric, **values)
 
 
-__all__ = ["NONE", "Option", "layer_options", "run_sweep", "sweeps_by_method"]
+__all__ = ["NONE", "Option", "layer_options", "method_kinds", "run_sweep", "sweeps_by_method"]

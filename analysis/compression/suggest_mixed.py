@@ -22,6 +22,7 @@ from analysis.compression.mixed_options import (
     UNTOUCHED_BITS,
     Option,
     layer_options,
+    method_kinds,
     run_sweep,
     sweeps_by_method,
 )
@@ -86,8 +87,8 @@ def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     """`"prune,rank bits"` or a sequence -> the methods in canonical order; unknown names are refused."""
     items = methods.replace(",", " ").split() if isinstance(methods, str) else [str(m) for m in methods]
     items = [m.strip().lower() for m in items if str(m).strip()]
-    aliases = {"prune": "prune", "pruning": "prune", "rank": "rank", "lowrank": "rank", "bits": "bits",
-               "quant": "bits"}  # fmt: skip
+    # a method's name, "pruning", or the kind whose sweep guides it (lowrank -> rank, quant -> bits)
+    aliases = {m: m for m in MIXED_METHODS} | {"pruning": "prune"} | method_kinds()
     unknown = [m for m in items if m not in aliases]
     if unknown:
         raise WorkbenchError(

@@ -50,13 +50,12 @@ def _sweep_units(model: nn.Module, data, kind: str, layers: Sequence[str] | None
     """The sweep's units in single-process order: group names (structured) or prunable layer names."""
     from analysis.model.inputs import as_model_inputs
     from analysis.model.layers import prunable_layers
-    from analysis.sensitivity.sweep import KINDS, _resolve_groups
+    from analysis.sensitivity.kinds import get_sweep_kind
+    from analysis.sensitivity.sweep import _resolve_groups
     from analysis.transforms.groups import find_groups
     from analysis.validate import check_layer_names
 
-    if kind not in KINDS:
-        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use structured, unstructured or quant")
-    if kind == "structured":
+    if get_sweep_kind(kind).unit == "groups":  # an unknown kind is one line listing the known ones
         example = as_model_inputs((data.x if split == "test" else data.x_train)[:1])
         groups = _resolve_groups(find_groups(model, example), layers, model)
         if not groups:

@@ -14,6 +14,7 @@ import torch
 
 from analysis.io import to_json, write_text_atomic
 from analysis.metrics import MetricInfo
+from analysis.sensitivity.kinds import get_sweep_kind
 from analysis.sensitivity.sweep import SensitivityResult
 
 SAFE_DROPS = (0.01, 0.02)
@@ -63,13 +64,11 @@ def safe_points(result: SensitivityResult, drops: Sequence[float] | None = None)
     metric = result.metric
     drops = safe_drops(metric) if drops is None else drops
     worst = "worst drop (pt)" if metric.percent else f"worst drop ({metric.unit or metric.name})"
+    label = get_sweep_kind(result.kind).safe_label
     rows = []
     for name, curve in result.layers.items():
         row: dict = {"layer": name}
         for drop in drops:
-            label = {"quant": "min bits", "share": "min bits", "lowrank": "min kept rank"}.get(
-                result.kind, "max ratio"
-            )
             column = f"{label} @ {_drop_label(metric, drop)}"
             row[column] = result.safe_point(name, drop)
         drops_here = result.drops(name)
@@ -137,7 +136,7 @@ def markdown_summary(
     ]
     for r in as_list(results):
         lines += [
-            f"## {r.kind} ({len(r.layers)} {'groups' if r.kind == 'structured' else 'layers'}, {r.seconds:.1f} s)",
+            f"## {r.kind} ({len(r.layers)} {get_sweep_kind(r.kind).unit}, {r.seconds:.1f} s)",
             "",
             f"Baseline: {r.metric.name} {r.baseline_accuracy:.4f}, loss {r.baseline_loss:.4f} ({r.samples} samples).",
             "",

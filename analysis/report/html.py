@@ -5,7 +5,7 @@ draws with, so the report shows the same colors and labels as the app.
     build_report(model, data, out_path, sensitivity=None, rankings=None, summary=None, latency=None,
                  compression=None, applied=None, ...)
         renders what it is given (computing the cheap parts, model summary and baseline, if missing);
-    build_full_report(model, data, out_path, kinds=KINDS, ...)
+    build_full_report(model, data, out_path, kinds=basic_kinds(), ...)
         runs every available analysis first (summary, latency, sensitivity of each kind, rankings).
 
 The plain files (CSV, JSON, Markdown) are `analysis.report.files`.
@@ -40,7 +40,8 @@ from analysis.report.html_sections import (
     section_sensitivity,
     section_summary,
 )
-from analysis.sensitivity.sweep import BASIC_KINDS, KINDS, SensitivityResult
+from analysis.sensitivity.kinds import basic_kinds, get_sweep_kind
+from analysis.sensitivity.sweep import SensitivityResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -129,7 +130,7 @@ def build_full_report(
     model: nn.Module,
     data: Dataset,
     out_path: str | Path,
-    kinds: Sequence[str] = BASIC_KINDS,
+    kinds: Sequence[str] | None = None,
     with_latency: bool = True,
     with_rankings: bool = True,
     progress: Progress | None = None,
@@ -144,10 +145,10 @@ def build_full_report(
 
     `runtimes` (e.g. `("eager", "onnxruntime")`): the latency is measured on each, labelled with the
     runtime, its version and execution provider; a runtime that cannot run the model gets its one-line
-    reason in the report and in `ran["latency_errors"]`."""
+    reason in the report and in `ran["latency_errors"]`. `kinds` defaults to `basic_kinds()`."""
+    kinds = basic_kinds() if kinds is None else kinds
     for kind in kinds:
-        if kind not in KINDS:
-            raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(KINDS)}")
+        get_sweep_kind(kind)  # an unknown kind is one line listing the known ones, before any work
     from analysis.sensitivity.sweep import sensitivity_sweep
 
     ran: dict = {"sections": ["environment", "summary", "baseline"]}

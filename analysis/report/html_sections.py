@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from analysis.metrics import ACCURACY, MetricInfo
 from analysis.report import charts
 from analysis.report.files import safe_drops, safe_points
+from analysis.sensitivity.kinds import get_sweep_kind
 from analysis.sensitivity.sweep import SensitivityResult
 
 
@@ -121,11 +122,12 @@ def section_baseline(accuracy: float, loss: float, samples: int | None, score: M
 
 
 def section_sensitivity(result: SensitivityResult, figures: Figures) -> str:
-    unit = "groups" if result.kind == "structured" else "layers"
+    spec = get_sweep_kind(result.kind)  # what its values are and the sentence on what one point does
+    unit = spec.unit
     out = [
         f"<h2>Sensitivity: {html.escape(result.kind)}</h2>",
         f"<p>{len(result.layers)} {unit}, each compressed alone; {result.samples} samples; "
-        f"{result.seconds:.1f} s. {_KIND_TEXT[result.kind]}</p>",
+        f"{result.seconds:.1f} s. {html.escape(spec.text, quote=False)}</p>",
     ]
     out += [f'<p class="note">{html.escape(note)}</p>' for note in result.notes]
     frame = result.to_frame()
@@ -135,35 +137,16 @@ def section_sensitivity(result: SensitivityResult, figures: Figures) -> str:
     )
     out.append(figures.html(curves))
     out.append(figures.html(charts.sensitivity_heatmap(frame, result.baseline_accuracy, score=score)))
-    if result.kind == "lowrank":
+    if spec.saves_cost:
         out.append(figures.html(charts.lowrank_tradeoff(frame, result.baseline_accuracy, score=score)))
-    what = (
-        "smallest bit width"
-        if result.kind in ("quant", "share")
-        else "smallest kept rank fraction"
-        if result.kind == "lowrank"
-        else "largest ratio"
-    )
     budgets = " and ".join(score.format_drop(d) for d in safe_drops(score))
     out.append(
-        f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {what} up to which every swept point stays within "
-        f"{html.escape(budgets)} of the baseline {html.escape(score.name)} (columns as in the app).</p>"
+        f"<h3>Safe points</h3><p>Per {unit[:-1]}: the {html.escape(spec.safe_text)} up to which every swept "
+        f"point stays within {html.escape(budgets)} of the baseline {html.escape(score.name)} (columns as in "
+        "the app).</p>"
     )
     out.append(_table(safe_points(result)))
     return "\n".join(out)
-
-
-_KIND_TEXT = {
-    "structured": "Each group's lowest-L1 output channels are removed with every layer coupled to them "
-    "(residual adds, concatenations, norms, the next layers' inputs), simulated exactly by zeroing.",
-    "unstructured": "Each layer's smallest-magnitude weights are zeroed.",
-    "quant": "Each layer's weights are fake-quantized: symmetric, per output channel, 2^(b-1) - 1 levels each "
-    "side; activations stay float.",
-    "lowrank": "Each Linear / Conv2d layer is replaced by its truncated SVD at the kept fraction of its full "
-    "rank (before fine-tuning); the dotted lines give the MACs per sample each point saves.",
-    "share": "Each layer's weights are shared by k-means (2^bits centroids, linear initialization), as in "
-    "Deep Compression; before centroid fine-tuning.",
-}
 
 
 def section_rankings(rankings, figures: Figures) -> str:

@@ -1,4 +1,5 @@
-"""Sensitivity: per-layer sensitivity sweeps of every kind and their results."""
+"""Sensitivity: per-layer sensitivity sweeps of every kind (each described once, `analysis.sensitivity.kinds`)
+and their results."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ _EXPORTS: dict[str, str] = {
     "lowrank_sensitivity": "analysis.sensitivity.transform_sweeps",
     "quant_vs_kmeans": "analysis.sensitivity.transform_sweeps",
     "share_sensitivity": "analysis.sensitivity.transform_sweeps",
-    "BITS_KINDS": "analysis.sensitivity.result",
-    "DEFAULT_BITS": "analysis.sensitivity.sweep",
-    "DEFAULT_RATIOS": "analysis.sensitivity.sweep",
+    "DEFAULT_BITS": "analysis.sensitivity.kinds",
+    "DEFAULT_RATIOS": "analysis.sensitivity.kinds",
+    "SWEEP_KINDS": "analysis.sensitivity.kinds",
+    "SweepKind": "analysis.sensitivity.kinds",
+    "basic_kinds": "analysis.sensitivity.kinds",
+    "bits_kinds": "analysis.sensitivity.kinds",
+    "get_sweep_kind": "analysis.sensitivity.kinds",
+    "register_sweep_kind": "analysis.sensitivity.kinds",
+    "sweep_kinds": "analysis.sensitivity.kinds",
     "SensitivityCurve": "analysis.sensitivity.sweep",
     "SensitivityResult": "analysis.sensitivity.sweep",
     "sensitivity_sweep": "analysis.sensitivity.sweep",

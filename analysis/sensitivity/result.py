@@ -1,6 +1,7 @@
 """What a sensitivity sweep returns (`SensitivityResult`, one `SensitivityCurve` per layer or group), in a
 leaf module: the sweeps here (`analysis.sensitivity.sweep`) and the transforms' sweeps
-(`analysis.transforms.fields`: kinds lowrank and share) build the same result type.
+(`analysis.sensitivity.transform_sweeps`: kinds lowrank and share) build the same result type. What a kind's
+values are (JSON key, column) is its `SweepKind` (`analysis.sensitivity.kinds`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from dataclasses import dataclass, field
 
 from analysis.errors import WorkbenchError
 from analysis.metrics import ACCURACY, MetricInfo
-from analysis.transforms.registry import BASE_SWEEP_KINDS, bits_kinds, sweep_kinds
+from analysis.sensitivity.kinds import get_sweep_kind
 from analysis.validate import few
 
-BASIC_KINDS = BASE_SWEEP_KINDS  # what `report` runs by default
-# The built-in kinds; every kind, with those the transforms registry adds, is `sweep_kinds()`.
-KINDS = BASIC_KINDS + ("lowrank", "share")
-BITS_KINDS = ("quant", "share")  # built-in kinds whose values are bit widths (all: `bits_kinds()`)
 _TOLERANCE = 1e-9  # accuracy drops are ratios of counts; this absorbs float noise in comparisons
 
 
@@ -57,11 +54,11 @@ class SensitivityResult:
     @property
     def x_key(self) -> str:
         """ "bits" for quant and share, "ratios" otherwise (lowrank: kept rank fractions): the JSON key."""
-        return "bits" if self.kind in bits_kinds() else "ratios"
+        return get_sweep_kind(self.kind).x_key
 
     @property
     def bits_kind(self) -> bool:
-        return self.kind in bits_kinds()
+        return get_sweep_kind(self.kind).bits
 
     def to_dict(self) -> dict:
         """docs/contract.md section 3's JSON: kind, baseline, seconds, layers {name: {ratios|bits, accuracy, loss,
@@ -99,19 +96,15 @@ class SensitivityResult:
         """Inverse of `to_dict` (JSON round trip)."""
         try:
             kind = payload["kind"]
-            if kind not in sweep_kinds():
-                raise WorkbenchError(
-                    f"unknown sensitivity kind {kind!r}: expected one of {', '.join(sweep_kinds())}"
-                )
-            bits = kind in bits_kinds()
-            key = "bits" if bits else "ratios"
+            spec = get_sweep_kind(kind)  # an unknown kind is one line listing the known ones
+            bits, key = spec.bits, spec.x_key
             metric = MetricInfo.from_dict(payload.get("metric"))
             score = metric.name
             layers = {}
             extra: dict = {"ranks": {}, "macs_saved": {}, "params_saved": {}}
             for name, entry in payload["layers"].items():
                 values = tuple(int(v) if bits else float(v) for v in entry[key])
-                if kind == "lowrank":
+                if spec.saves_cost:
                     extra["ranks"][name] = tuple(int(v) for v in entry.get("rank", ()))
                     extra["macs_saved"][name] = tuple(int(v) for v in entry.get("macs_saved", ()))
                     extra["params_saved"][name] = tuple(int(v) for v in entry.get("params_saved", ()))
@@ -132,19 +125,20 @@ class SensitivityResult:
                 "metric": metric,
                 "failed_layers": {str(k): str(v) for k, v in (payload.get("failed_layers") or {}).items()},
             }
-            if kind == "lowrank":
+            if spec.saves_cost:
                 return LowRankSensitivity(**common, **extra)
             return cls(**common)
         except (KeyError, TypeError) as exc:
             raise WorkbenchError(f"not a sensitivity result: missing or bad {exc}") from exc
 
     def to_frame(self):
-        """Long form pandas DataFrame: layer, kind, ratio (bits for quant/share, kept_rank for lowrank, with
-        its rank and macs_saved), the score (column named after the metric: `accuracy`, `psnr`), loss; one
-        row per point."""
+        """Long form pandas DataFrame: layer, kind, the values' column (the kind's `column`: ratio, bits for
+        quant/share, kept_rank for lowrank, with its rank and macs_saved), the score (column named after the
+        metric: `accuracy`, `psnr`), loss; one row per point."""
         import pandas as pd
 
-        column = "bits" if self.bits_kind else "kept_rank" if self.kind == "lowrank" else "ratio"
+        spec = get_sweep_kind(self.kind)
+        column = spec.column
         score = self.metric.name
         rows = [
             {"layer": name, "kind": self.kind, column: v, score: a, "loss": lo}
@@ -153,7 +147,7 @@ class SensitivityResult:
         ]
         columns = ["layer", "kind", column, score, "loss"]
         extra = {key: getattr(self, key, None) for key in ("ranks", "macs_saved")}
-        if self.kind == "lowrank" and all(v is not None for v in extra.values()):
+        if spec.saves_cost and all(v is not None for v in extra.values()):
             per_point = [
                 (extra["ranks"][name][i], extra["macs_saved"][name][i])
                 for name, curve in self.layers.items()
@@ -230,9 +224,6 @@ class LowRankSensitivity(SensitivityResult):
 
 
 __all__ = [
-    "BASIC_KINDS",
-    "BITS_KINDS",
-    "KINDS",
     "LowRankSensitivity",
     "SensitivityCurve",
     "SensitivityResult",

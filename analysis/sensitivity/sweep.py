@@ -44,22 +44,17 @@ from analysis.metrics import MetricInfo, Scoring, scoring
 from analysis.model.inputs import as_model_inputs, to_device
 from analysis.model.layers import prunable_layers
 from analysis.progress import Forward, Progress
+from analysis.sensitivity.kinds import DEFAULT_BITS, DEFAULT_RATIOS, get_sweep_kind
 from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep's public types)
     _TOLERANCE,
-    BASIC_KINDS,
-    BITS_KINDS,
-    KINDS,
     LowRankSensitivity,
     SensitivityCurve,
     SensitivityResult,
 )
 from analysis.transforms.groups import PruningGroup, find_groups
 from analysis.transforms.quantization import fake_quantize
-from analysis.transforms.registry import TransformHandler, sweep_handler
+from analysis.transforms.registry import TransformHandler
 from analysis.validate import bit_widths, check_layer_names, few
-
-DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-DEFAULT_BITS = (2, 3, 4, 6, 8)
 
 
 def _unstructured_edit(name: str, order: torch.Tensor, k: int, key) -> Edit:
@@ -177,7 +172,9 @@ def sensitivity_sweep(
     """
     # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
-    handler = sweep_handler(kind)  # None for the base kinds; an unknown kind is one line listing them
+    handler = get_sweep_kind(
+        kind
+    ).handler  # None for the base kinds; an unknown kind is one line listing them
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise WorkbenchError(
             f"max_drop must be a non-negative drop in the metric's units (accuracy: 0.01 = 1 point), got {max_drop}"
@@ -260,7 +257,7 @@ def sensitivity_sweep(
 
 
 def _unit(kind: str) -> str:
-    return "groups" if kind == "structured" else "layers"
+    return get_sweep_kind(kind).unit
 
 
 def _evaluate_by_layer(runner, edits, chains, forward: Forward, max_drop, should_stop):
@@ -295,12 +292,10 @@ def _evaluate_by_layer(runner, edits, chains, forward: Forward, max_drop, should
 
 
 def _transform_sweep(model, data, handler, ratios, bits, layers, progress, max_drop, batch_size, options):
-    """`lowrank` / `share` (the built-in transforms' kinds) through `transform_sweeps` (which stop between
-    layers on `should_stop`), each curve cut at `max_drop`."""
-    from analysis.sensitivity import transform_sweeps
-
-    sweeps = {"lowrank": transform_sweeps.lowrank_sensitivity, "share": transform_sweeps.share_sensitivity}
-    sweep = sweeps[handler.kind]
+    """`lowrank` / `share` (the built-in transforms' kinds) through their kind's own sweep function
+    (`SweepKind.sweep`: `transform_sweeps`, which stop between layers on `should_stop`), each curve cut at
+    `max_drop`."""
+    sweep = get_sweep_kind(handler.kind).sweep_function()
     given = bits if handler.values_are_bits else ratios
     values = handler.sweep_values if given is None else given
     split, limit, should_stop, runtime, score = options

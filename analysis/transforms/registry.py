@@ -5,8 +5,9 @@ everything the rest of the workbench needs about it, and each reader looks it up
 - the plan (`analysis.compression.plan`): which keys a layer entry accepts, and `check` for each value;
 - `compress` (`analysis.transforms.fields.apply_transforms`): `apply` on each layer that sets the field,
   `size_bytes` for the stored size;
-- the sensitivity sweeps (`analysis.sensitivity.sweep`): `kind`, the sweep kind it adds, its default
-  `sweep_values` and `sweep_weight`, the weight one point evaluates;
+- the sensitivity sweeps (`analysis.sensitivity.kinds`, `analysis.sensitivity.sweep`): `kind`, the sweep
+  kind it adds, its default `sweep_values` and their `sweep_label`, and `sweep_weight`, the weight one
+  point evaluates;
 - the Compress page's preview (`analysis.app_support.preview.preview_transforms`): `changes_cost`, whether
   the MACs and params it counts before Apply must apply the field;
 - the store's plan diff (`analysis.store.compare`): the column order, `layer_keys()`;
@@ -64,6 +65,7 @@ class TransformHandler:
     field: str = ""
     kind: str | None = None  # the sensitivity sweep kind it adds, if any
     sweep_values: tuple = ()  # the values a sweep of `kind` takes by default
+    sweep_label: str = ""  # what those values are, on a chart's axis and in tables (default: `field`)
     values_are_bits: bool = False  # a sweep's values are bit widths (JSON key "bits", not "ratios")
     column: Column | None = None  # the Compress page's per-layer widget, if any
     builtin: bool = False  # applied and swept by the workbench's own code, not the generic path
@@ -116,7 +118,7 @@ def register_transform(handler: TransformHandler | type[TransformHandler]) -> Tr
         raise WorkbenchError(f"a transform's field must be a plain name like 'scale', got {name!r}")
     if name in TRANSFORMS or name in BASE_LAYER_KEYS:
         raise WorkbenchError(f"transform field {name!r} is already registered: unregister it first")
-    if handler.kind is not None and handler.kind in sweep_kinds():
+    if handler.kind is not None and handler.kind in _taken_kinds():
         raise WorkbenchError(f"sweep kind {handler.kind!r} is already taken: choose another kind")
     TRANSFORMS[name] = handler
     return handler
@@ -144,21 +146,10 @@ def layer_keys() -> tuple[str, ...]:
     return BASE_LAYER_KEYS + transform_fields()
 
 
-def sweep_kinds() -> tuple[str, ...]:
-    """Every sensitivity sweep kind: pruning and quant, then each transform's `kind`."""
+def _taken_kinds() -> tuple[str, ...]:
+    """The sweep kinds a new transform cannot take: pruning and quant, and every transform's `kind` (the
+    whole list, with its descriptions, is `analysis.sensitivity.kinds`)."""
     return BASE_SWEEP_KINDS + tuple(h.kind for h in TRANSFORMS.values() if h.kind)
-
-
-def sweep_handler(kind: str) -> TransformHandler | None:
-    """The handler whose sweep `kind` is (None for the base kinds); unknown kinds are one line."""
-    if kind not in sweep_kinds():
-        raise WorkbenchError(f"unknown sensitivity kind {kind!r}: use one of {', '.join(sweep_kinds())}")
-    return next((h for h in TRANSFORMS.values() if h.kind == kind), None)
-
-
-def bits_kinds() -> tuple[str, ...]:
-    """The sweep kinds whose values are bit widths: quant and every transform saying so."""
-    return ("quant",) + tuple(h.kind for h in TRANSFORMS.values() if h.kind and h.values_are_bits)
 
 
 def transform_columns() -> dict[str, Column]:
@@ -244,13 +235,10 @@ __all__ = [
     "TRANSFORMS",
     "Column",
     "TransformHandler",
-    "bits_kinds",
     "transform_columns",
     "get_transform",
     "layer_keys",
     "register_transform",
-    "sweep_handler",
-    "sweep_kinds",
     "transform_fields",
     "unregister_transform",
 ]

@@ -25,7 +25,7 @@ def sensitivity_curves(
     (`metric="loss"`) against ratio or bits, one line per layer (long-form frame of `SensitivityResult`),
     with the uncompressed `baseline` (of that column) dashed. A lowrank frame (column `kept_rank`) has the
     kept rank fraction on x, largest first, and each point's rank and MACs saved in the hover."""
-    x = _x_column(frame)
+    x, x_title, reverse = _x_axis(frame)
     is_score = metric != "loss"
     column = score.name if is_score else "loss"
     scale, axis, fmt = score_axis(score) if is_score else (1.0, "loss (mean)", ".4f")
@@ -48,8 +48,8 @@ def sensitivity_curves(
         )
     label = f"baseline {score.format(baseline)}" if is_score else f"baseline {baseline:.4f}"
     fig.add_hline(y=baseline * scale, line={"dash": "dash", "color": "#444"}, annotation_text=label)
-    fig.update_xaxes(title=_X_TITLES[x])
-    if x in ("bits", "kept_rank"):
+    fig.update_xaxes(title=x_title)
+    if reverse:
         fig.update_xaxes(autorange="reversed")  # more compressed to the right, as for ratios
     fig.update_yaxes(title=axis)
     name = score.title if is_score else "Loss"
@@ -63,9 +63,19 @@ _X_TITLES = {
 }
 
 
-def _x_column(frame: pd.DataFrame) -> str:
-    """The swept value's column of a sensitivity frame: bits, kept_rank (lowrank) or ratio."""
-    return next((c for c in ("bits", "kept_rank") if c in frame.columns), "ratio")
+def _x_axis(frame: pd.DataFrame) -> tuple[str, str, bool]:
+    """The swept value's column of a sensitivity frame, its axis title, and whether smaller values compress
+    more (the axis then runs largest first): from the frame's kind (`analysis.sensitivity.kinds`), else
+    from its columns (bits, kept_rank or ratio)."""
+    from analysis.sensitivity.kinds import get_sweep_kind
+
+    kinds = set(frame["kind"]) if "kind" in frame.columns else set()
+    if len(kinds) == 1:
+        spec = get_sweep_kind(str(kinds.pop()))
+        if spec.column in frame.columns:
+            return spec.column, spec.axis, spec.lower_compresses_more
+    x = next((c for c in ("bits", "kept_rank") if c in frame.columns), "ratio")
+    return x, _X_TITLES[x], x != "ratio"
 
 
 def sensitivity_heatmap(
@@ -73,13 +83,13 @@ def sensitivity_heatmap(
 ) -> go.Figure:
     """The drop in `score` (worse than the baseline, in points for accuracy, in the metric's unit
     otherwise), layers x ratios (or bits)."""
-    x = _x_column(frame)
+    x, x_title, reverse = _x_axis(frame)
     scale = 100.0 if score.percent else 1.0
     unit = drop_unit(score)
     drop = frame.assign(drop=[score.drop(baseline_accuracy, v) * scale for v in frame[score.name]])
     grid = drop.pivot_table(index="layer", columns=x, values="drop", sort=False)
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
-    if x in ("bits", "kept_rank"):
+    if reverse:
         grid = grid[sorted(grid.columns, reverse=True)]
     fig = go.Figure(
         go.Heatmap(
@@ -94,7 +104,7 @@ def sensitivity_heatmap(
             hovertemplate=f"%{{y}} at %{{x}}: %{{z:.2f}} {unit}<extra></extra>",
         )
     )
-    fig.update_xaxes(title=_X_TITLES[x], type="category")
+    fig.update_xaxes(title=x_title, type="category")
     fig.update_yaxes(autorange="reversed")
     label = score.label or score.name
     default = f"{label[0].upper()}{label[1:]} drop ({unit})"
