@@ -48,14 +48,14 @@ class Stopped(Exception):
 @dataclass
 class ScoringContext:
     """What one call of a criterion may use besides the model and data: where layers are measured
-    (`features`), the shared calibration pass's statistics (`calibration`), the device and runtime to run
-    on, progress and stopping; and what the criterion reports back (`notes`, `details`: e.g. the oracle's
+    (`features`), the shared calibration pass's statistics (`calibration`), the device to run on, the class
+    that evaluates edits (`runner`: the oracle's; None is the eager `DownstreamRunner`), progress and stopping; and what the criterion reports back (`notes`, `details`: e.g. the oracle's
     samples and baseline loss). Criteria report progress through `report`, which honours `should_stop`."""
 
     features: FeatureGraph | None = None
     calibration: Calibration | None = None
     device: str | torch.device | None = None
-    runtime: str | None = None
+    runner: type | None = None
     progress: Progress | None = None
     should_stop: Callable[[], bool] | None = None
     notes: list[str] = field(default_factory=list)
@@ -76,7 +76,7 @@ class Criterion:
     Calling it returns, per prunable layer (all of them, or those named in `layers`), a float tensor of
     one score per output channel, keyed by `model.named_modules()` name, in module order (`max_samples`
     overrides the configured cap for one call; `context` carries features, a calibration already run,
-    device, runtime, progress). It never changes `model` (not its weights, buffers, mode or hooks).
+    device, runner, progress). It never changes `model` (not its weights, buffers, mode or hooks).
     """
 
     name: ClassVar[str]
