@@ -62,11 +62,12 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.importance import group_scores
 from analysis.metrics import Scoring, scoring
 from analysis.model.inputs import InputSpec
 from analysis.model.layers import copy_model, example_input
 from analysis.progress import Progress
-from analysis.transforms.groups import PruningGroup, group_scores, is_prunable, remove_channels
+from analysis.transforms.groups import PruningGroup, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent, pruning_groups
 
 METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)

@@ -14,6 +14,7 @@ from analysis.importance.base import (
     get_importance,
     has_nan_scores,
 )
+from analysis.importance.groups import ChannelGroup, group_scores
 from analysis.importance.rankings import RankingResult, rank_channels, spearman
 from analysis.model.layers import is_prunable, out_channels, prunable_layers
 
@@ -38,6 +39,8 @@ __all__ = [
     "criterion_names",
     "default_criteria",
     "get_importance",
+    "group_scores",
+    "ChannelGroup",
     "has_nan_scores",
     "is_prunable",
     "out_channels",

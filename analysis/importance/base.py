@@ -22,7 +22,7 @@ The contract test (tests/test_importance_contract.py) then covers a new criterio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,15 +30,17 @@ import torch
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.errors import WorkbenchError
 from analysis.importance.calibration import Calibration, calibrate
 from analysis.importance.features import FeatureGraph
-from analysis.model.layers import filter_rows, prunable_layers
+from analysis.model.layers import filter_rows, is_prunable, prunable_layers
 from analysis.progress import Progress
 from analysis.registry import Registry
 from analysis.validate import require_data, whole
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
+    from analysis.importance.groups import ChannelGroup
 
 
 class Stopped(Exception):
@@ -113,6 +115,36 @@ class Criterion:
                 features=context.features, device=context.device,
             )  # fmt: skip
         return self.scores(model, data, layers, cap, context)
+
+    def score_groups(
+        self, model: nn.Module, groups: Sequence[ChannelGroup], data: Dataset | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per coupled group (by name), one float64 score per unit, higher = more important: the sum, over
+        every prunable layer whose outputs the group removes, of that layer's scores (negated where
+        `higher_is_important` is False, as for APoZ). One call scores every layer of `groups`. A layer this
+        criterion cannot score (NaN: `bn-scale` without a following norm) is refused in one line."""
+        if self.data_driven:
+            require_data(self.name, data)
+        layers = sorted({n for g in groups for n in g.out_layers if is_prunable(model.get_submodule(n))})
+        found = self(model, data if self.data_driven else None, layers)
+        sign = 1.0 if self.higher_is_important else -1.0
+        scores: dict[str, torch.Tensor] = {}
+        for g in groups:
+            total = torch.zeros(g.channels, dtype=torch.float64)
+            for m in g.members:
+                if m.dim != "out" or m.name not in found:
+                    continue
+                layer_scores = found[m.name].detach().double().flatten()
+                if torch.isnan(layer_scores).any():
+                    raise WorkbenchError(
+                        f"criterion {self.name!r} has no score for layer {m.name!r} (no following norm for "
+                        "bn-scale?): choose another criterion for it"
+                    )
+                total.index_add_(
+                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
+                )
+            scores[g.name] = total
+        return scores
 
     def scores(
         self,

@@ -36,9 +36,8 @@ import torch
 from torch import nn
 
 from analysis.concurrency import private_copy
-from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.importance.base import get_importance
+from analysis.importance.groups import group_scores
 from analysis.model.layers import (
     ROOT_TYPES,
     ModelInputs,
@@ -49,7 +48,6 @@ from analysis.model.layers import (
 )
 from analysis.transforms.removal import Removal, apply_removals
 from analysis.transforms.units import all_pairs, fold_sections, fused_width, join_units, unit_key
-from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
 # (LayerNorm, GroupNorm, attention, LSTM, grouped convs, ...) mix channels: simulation is approximate.
@@ -400,47 +398,3 @@ def remove_channels(
     if notes is not None:
         notes.extend(problems.values())
     return model
-
-
-def group_scores(
-    model: nn.Module,
-    groups: Sequence[PruningGroup],
-    criteria: Mapping[str, str] | str,
-    data=None,
-    max_samples: int = DEFAULT_MAX_SAMPLES,
-) -> dict[str, torch.Tensor]:
-    """Per group (by name), one float64 score per channel, higher = more important.
-
-    `criteria` is one criterion name for every group, or group name -> criterion (default `l1`). A group's
-    score sums, over every prunable layer whose outputs it removes, that layer's score from the importance
-    registry (`get_importance`; APoZ negated, so higher is more important for every criterion). A layer
-    the criterion cannot score (NaN: `bn-scale` without a following norm) is refused.
-    """
-    by_criterion: dict[str, list[PruningGroup]] = {}
-    for g in groups:
-        name = criteria if isinstance(criteria, str) else criteria.get(g.name, "l1")
-        by_criterion.setdefault(name, []).append(g)
-    scores: dict[str, torch.Tensor] = {}
-    for criterion, chosen in by_criterion.items():
-        importance = get_importance(criterion, max_samples=max_samples)
-        if importance.data_driven:
-            require_data(criterion, data)
-        layers = sorted({n for g in chosen for n in g.out_layers if is_prunable(model.get_submodule(n))})
-        found = importance(model, data if importance.data_driven else None, layers)
-        sign = 1.0 if importance.higher_is_important else -1.0
-        for g in chosen:
-            total = torch.zeros(g.channels, dtype=torch.float64)
-            for m in g.members:
-                if m.dim != "out" or m.name not in found:
-                    continue
-                layer_scores = found[m.name].detach().double().flatten()
-                if torch.isnan(layer_scores).any():
-                    raise WorkbenchError(
-                        f"criterion {criterion!r} has no score for layer {m.name!r} (no following norm for "
-                        "bn-scale?): choose another criterion for it"
-                    )
-                total.index_add_(
-                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
-                )
-            scores[g.name] = total
-    return scores

@@ -28,8 +28,9 @@ from torch.nn.utils import prune as torch_prune
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
+from analysis.importance import group_scores
 from analysis.model.layers import InputsLike, example_inputs, is_prunable
-from analysis.transforms.groups import PruningGroup, find_groups, group_scores, remove_channels
+from analysis.transforms.groups import PruningGroup, find_groups, remove_channels
 from analysis.validate import ratio as check_ratio
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
