@@ -15,7 +15,7 @@ model):
   units.
 
 Public API:
-    find_groups(model, example_inputs, ignored_layers=None, notes=None) -> list[PruningGroup]
+    find_groups(model, inputs, ignored_layers=None, notes=None) -> list[PruningGroup]
     PruningGroup.l1_importance(model), .lowest_l1_channels(model, ratio), .channels_to_remove(ratio),
     PruningGroup.zero_channels(model, channels)   # simulation: same outputs as removal (see its docstring)
     remove_channels(model, example_inputs, groups, {group name: channels}, notes=None)  # in place
@@ -23,7 +23,7 @@ Public API:
 The layers whose channels a model output exposes (`analysis.model.layers.output_layers`) never lose outputs:
 their groups are left out. So is a group whose removal the model does not survive (tried once, on a copy):
 `notes` gets one line naming its layer and the operation that failed. Groups are found on the same batch
-(`analysis.model.layers.trace_batch`) whatever the batch of `example_inputs`.
+(`analysis.model.layers.trace_batch`) whatever the batch of `inputs`.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ from analysis.errors import WorkbenchError
 from analysis.importance.groups import group_scores
 from analysis.model.layers import (
     ROOT_TYPES,
+    InputsLike,
     ModelInputs,
     attention_heads,
     channel_graph,
+    example_inputs,
     is_prunable,
     touches_output,
 )
@@ -231,24 +233,26 @@ def _simulates_exactly(module: nn.Module) -> bool:
 
 def find_groups(
     model: nn.Module,
-    example_inputs: ModelInputs,
+    inputs: InputsLike,
     ignored_layers: Sequence[str] | None = None,
     notes: list[str] | None = None,
 ) -> list[PruningGroup]:
     """Every structured pruning group of `model`, in `named_modules()` order of the group names.
 
-    `example_inputs`: one batch of the model's inputs (a tensor, a tuple or a dict; any batch size gives
-    the same groups). The layers a model output exposes and `ignored_layers` keep their output channels.
+    `inputs`: one input's shape without the batch (`(1, 28, 28)`), several shapes (one per positional
+    input), an `InputSpec`, or a batch of the model's inputs (a tensor, a tuple or a dict; any batch size
+    gives the same groups), as `analysis.model.layers.example_inputs` reads them. The layers a model output exposes and `ignored_layers` keep their output channels.
     A group whose removal the model does not survive (tried on a copy) is left out, with one line in
     `notes`. The model is not changed.
     """
     original, model = model, private_copy(model)  # traced with hooks and requires_grad flips: on a copy
+    inputs = example_inputs(inputs)
     module_names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(module_names.values())}
     unknown = set(ignored_layers or ()) - set(position)
     if unknown:
         raise WorkbenchError(f"no layer named {sorted(unknown)[0]!r} in the model (ignored_layers)")
-    graph = channel_graph(model, example_inputs)
+    graph = channel_graph(model, inputs)
     heads = attention_heads(model)
     ignored = [model.get_submodule(n) for n in ignored_layers or ()]
     groups: list[PruningGroup] = []
@@ -265,7 +269,7 @@ def find_groups(
         for g in groups
         if g.channels > g.step
     ]
-    problems = apply_removals(model, example_inputs, trial, graph, original=original)
+    problems = apply_removals(model, inputs, trial, graph, original=original)
     if notes is not None:
         notes.extend(problems.values())
     return [g for g in groups if g.name not in problems]
