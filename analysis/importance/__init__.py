@@ -7,7 +7,7 @@ The built-in criteria register themselves when their modules load, below, in the
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.base import (
     CRITERIA_REGISTRY,
-    Importance,
+    Criterion,
     ScoringContext,
     criterion_names,
     default_criteria,
@@ -34,7 +34,7 @@ __all__ = [
     "CRITERIA",
     "CRITERIA_REGISTRY",
     "DEFAULT_MAX_SAMPLES",
-    "Importance",
+    "Criterion",
     "ScoringContext",
     "criterion_names",
     "default_criteria",

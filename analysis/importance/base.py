@@ -1,4 +1,4 @@
-"""The criterion type (`Criterion`, public name `Importance`), its one call signature, and the registry:
+"""The criterion type (`Criterion`), its one call signature, and the registry:
 `get_importance(name, **config)` is the only way to a criterion (rankings, pruning and the app all go
 through it).
 
@@ -230,6 +230,3 @@ def __getattr__(name: str) -> Any:
     if name == "CRITERIA":
         return criterion_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-Importance = Criterion  # the public name of the criterion type

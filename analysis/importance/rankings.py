@@ -231,7 +231,7 @@ class RankingResult:
         )
 
     def scores(self, criterion: str) -> dict[str, torch.Tensor]:
-        """One criterion's scores as `{layer: tensor}` (the shape an `Importance` returns)."""
+        """One criterion's scores as `{layer: tensor}` (the shape a `Criterion` returns)."""
         if criterion not in self.criteria:
             raise WorkbenchError(f"criterion {criterion!r} was not computed: have {', '.join(self.criteria)}")
         return {n: torch.tensor(v[criterion]) for n, v in self.layers.items() if criterion in v}
