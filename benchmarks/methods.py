@@ -49,7 +49,8 @@ from analysis.compression.suggest import suggest, uniform_plan  # noqa: E402
 from analysis.compression.training import recalibrate_bn  # noqa: E402
 from analysis.model.layers import copy_model  # noqa: E402
 from analysis.sensitivity.sweep import sensitivity_sweep  # noqa: E402
-from analysis.transforms.pruning import prune_structured, pruning_groups
+from analysis.transforms.groups import find_groups
+from analysis.transforms.pruning import prune_structured
 
 STEPS = 5
 
@@ -107,7 +108,7 @@ def methods(args) -> None:
         if "uniform" in todo:
             t = time.perf_counter()
             plan, ratio = uniform_plan(model, shape, args.macs)
-            ratios = {g.name: ratio for g in pruning_groups(model, shape)}
+            ratios = {g.name: ratio for g in find_groups(model, shape)}
             show("uniform", oneshot(model, data, ratios, args.epochs, ft), t)
         if "suggested" in todo:
             t = time.perf_counter()
@@ -147,7 +148,7 @@ def recovery(args) -> None:
         model = load(spec)
         data = load_data("digits", model.input_shape)
         base = evaluate(model, data).accuracy
-        ratios = {g.name: 0.5 for g in pruning_groups(model, data.input_shape)}
+        ratios = {g.name: 0.5 for g in find_groups(model, data.input_shape)}
         plain = FinetuneSettings(epochs=3)
         default = CompressionPlan(finetune={}).finetune  # what a plan's "finetune": {} runs
         auto = recovery_epochs(len(data.x_train))

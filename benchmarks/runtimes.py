@@ -37,7 +37,8 @@ from analysis.cost import size_bytes, summarize  # noqa: E402
 from analysis.model.layers import copy_model  # noqa: E402
 from analysis.runtime import compare_runtime_latency, evaluate_runtime, get_runtime  # noqa: E402
 from analysis.runtime.int8 import prepare_int8  # noqa: E402
-from analysis.transforms.pruning import prune_structured, pruning_groups
+from analysis.transforms.groups import find_groups
+from analysis.transforms.pruning import prune_structured
 
 VARIANTS = ("eager", "ort", "ort_int8", "p50_eager", "p50_ort", "p50_ort_int8")
 INT8_MIN_REDUCTION = 16  # input channels x kernel area below which a conv stays float (see the docstring)
@@ -89,7 +90,7 @@ def ort_profile(model_bytes: bytes, input_shape, batch: int, threads: int, runs:
 def pruned_copy(model: nn.Module, data, epochs: int) -> nn.Module:
     """50% of each group's filters removed (l1), optionally fine-tuned with distillation from `model`."""
     work = copy_model(model).eval()
-    groups = pruning_groups(work, data.input_shape)
+    groups = find_groups(work, data.input_shape)
     prune_structured(work, {g.name: 0.5 for g in groups}, data.input_shape, groups=groups)
     if epochs > 0:  # the recovery recipe (what a plan's "finetune": {"epochs": N} runs), N epochs
         from analysis.compression.finetune import finetune

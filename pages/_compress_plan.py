@@ -26,7 +26,7 @@ from analysis.app_support import layer_groups, predicted_drop_points, suggestion
 from analysis.compression import recovery_epochs
 from analysis.errors import first_line
 from analysis.report import uniform_layer_table
-from analysis.transforms import pruning_groups, transform_columns, validate_transform_settings
+from analysis.transforms import find_groups, transform_columns, validate_transform_settings
 from pages import _shared, _state
 
 BITS = [*range(2, 17), 32]
@@ -87,7 +87,7 @@ def load_page() -> Page:
         table = _shared.cached(
             "layer_table", key, {}, lambda p: uniform_layer_table(wb.model, wb.input_shape)
         )
-        groups = _shared.cached("pruning_groups", key, {}, lambda p: pruning_groups(wb.model, wb.input_shape))
+        groups = _shared.cached("find_groups", key, {}, lambda p: find_groups(wb.model, wb.input_shape))
         base_cost = _shared.cached("summary", key, {}, lambda p: summarize(wb.model, wb.input_shape))
     rows = list(table.itertuples(index=False))
     firsts = [("prune", 0.0), ("bits", 32)] + [(c.state_key, c.off) for c in transform_columns().values()]

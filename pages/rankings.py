@@ -6,9 +6,10 @@ shown instead of computed again (Recompute runs it anyway). Ranking runs in a wo
 
 import streamlit as st
 
-from analysis import IMPORTANCE_CRITERIA, RankingResult, rank_channels
+from analysis import RankingResult, rank_channels
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.distributed import ray_rank_channels
+from analysis.importance import default_criteria
 from analysis.io import to_json
 from analysis.model import out_channels, prunable_layers
 from analysis.report import charts
@@ -17,7 +18,7 @@ from pages import _records, _shared, _state
 st.title("Rankings")
 wb = _shared.workbench()
 key = wb.spec.model_key()
-measured = [c for c in IMPORTANCE_CRITERIA if c != "oracle"]
+measured = list(default_criteria())  # the expensive ones (the oracle) have their own checkbox
 for name, default in [
     ("rank_criteria", measured),
     ("rank_layers", list(prunable_layers(wb.model))),

@@ -72,6 +72,7 @@ def test_sensitivity_and_oracle_on_onnxruntime_equal_eager(cnn, digits):
     """Every sweep point, and every oracle channel, evaluated on ONNX Runtime (weights fed per point) gives
     the eager runner's numbers up to float rounding."""
     from analysis.importance.rankings import rank_channels
+    from analysis.runtime.edit_runner import runner_class
     from analysis.sensitivity.sweep import sensitivity_sweep
 
     small = digits.subset(80)
@@ -83,7 +84,7 @@ def test_sensitivity_and_oracle_on_onnxruntime_equal_eager(cnn, digits):
             assert ort.layers[name].loss == pytest.approx(curve.loss, abs=1e-5), (kind, name)
     eager = rank_channels(cnn, small, criteria=["l1"], max_samples=48, layers=["features.3"])
     ort = rank_channels(
-        cnn, small, criteria=["l1"], max_samples=48, layers=["features.3"], runtime="onnxruntime"
+        cnn, small, criteria=["l1"], max_samples=48, layers=["features.3"], runner=runner_class("onnxruntime")
     )
     assert np.allclose(ort.layers["features.3"]["oracle"], eager.layers["features.3"]["oracle"], atol=1e-5)
     args = (

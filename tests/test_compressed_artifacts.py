@@ -17,7 +17,8 @@ from analysis import load_data
 from analysis.app_support import artifact_bytes
 from analysis.model.layers import copy_model
 from analysis.model.specs import load_model
-from analysis.transforms.pruning import prune_structured, pruning_groups
+from analysis.transforms.groups import find_groups
+from analysis.transforms.pruning import prune_structured
 from analysis.transforms.quantization import quantize_weights
 
 CNNS = ["zoo:digits-cnn", "zoo:digits-resnet", "zoo:digits-mobilenet"]
@@ -26,7 +27,7 @@ SHAPE = (1, 16, 16)  # per sample, as the app's Workbench carries it
 
 def _pruned(spec: str):
     model = copy_model(load_model(spec)).eval()
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     prune_structured(model, {g.name: 0.5 for g in groups}, SHAPE, groups=groups)
     return model
 

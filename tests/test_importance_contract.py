@@ -13,7 +13,7 @@ from importance_models import build, make_data
 from torch import nn
 
 from analysis import WorkbenchError, load_data, load_model
-from analysis.importance import CRITERIA, Importance, get_importance, prunable_layers
+from analysis.importance import CRITERIA, Criterion, get_importance, prunable_layers
 
 
 def _zoo(spec: str):
@@ -65,7 +65,7 @@ def test_registry_lists_every_criterion_once():
     assert CRITERIA == ("l1", "l2", "fpgm", "bn-scale", "apoz", "mean-activation", "taylor", "oracle")
     for name in CRITERIA:
         criterion = get_importance(name)
-        assert isinstance(criterion, Importance)
+        assert isinstance(criterion, Criterion)
         assert criterion.name == name
         assert criterion.higher_is_important is (name != "apoz")
         assert criterion.data_driven is (name in {"apoz", "mean-activation", "taylor", "oracle"})

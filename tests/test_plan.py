@@ -208,12 +208,13 @@ def test_suggest_respects_an_accuracy_drop_budget(cnn, digits):
 def test_uniform_plan_is_the_smallest_ratio_meeting_the_macs(cnn, digits):
     from analysis.compression.suggest import uniform_plan
     from analysis.cost import summarize
-    from analysis.transforms.pruning import prune_structured, pruning_groups
+    from analysis.transforms.groups import find_groups
+    from analysis.transforms.pruning import prune_structured
 
     plan, ratio = uniform_plan(cnn, digits.input_shape, 0.5)
     assert plan.default.prune == ratio and plan.default.structured
     base = summarize(cnn, digits.input_shape).total_macs
-    groups = [g.name for g in pruning_groups(cnn, digits.input_shape)]
+    groups = [g.name for g in find_groups(cnn, digits.input_shape)]
 
     def fraction(r: float) -> float:
         pruned = __import__("copy").deepcopy(cnn)

@@ -79,3 +79,56 @@ def test_bn_scale_refuses_a_layer_without_a_following_norm():
     normed = _conv_net(norm=True)
     prune_structured(normed, {"0": 0.5}, (1, 8, 8), criteria={"0": "bn-scale"})  # with a norm it works
     assert normed[0].out_channels == 4
+
+
+class _TwoBranches(nn.Module):
+    """Two convs whose outputs are added: one coupled group of both layers (plus the norms after them)."""
+
+    def __init__(self, norm_b: bool) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1)
+        self.norm_a = nn.BatchNorm2d(8)
+        self.norm_b = nn.BatchNorm2d(8) if norm_b else nn.Identity()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm_a(self.a(x)) + self.norm_b(self.b(x)))
+        return self.head(y.mean((2, 3)))
+
+
+def _two_branches(norm_b: bool) -> tuple[nn.Module, object]:
+    from analysis.transforms.groups import find_groups
+
+    torch.manual_seed(0)
+    model = _TwoBranches(norm_b).eval()
+    with torch.no_grad():  # gammas other than 1, so that a sum of the wrong ones shows
+        for norm in (model.norm_a, model.norm_b):
+            if isinstance(norm, nn.BatchNorm2d):
+                norm.weight.uniform_(-2, 2)
+    group = next(g for g in find_groups(model, torch.randn(2, 3, 8, 8)) if g.name == "a")
+    assert set(group.out_layers) == {"a", "b"}
+    return model, group
+
+
+def test_group_scores_of_a_residual_group_sum_each_layers_own_scores():
+    from analysis.importance import get_importance, group_scores
+
+    model, group = _two_branches(norm_b=True)
+    l1 = model.a.weight.detach().abs().sum((1, 2, 3)) + model.b.weight.detach().abs().sum((1, 2, 3))
+    got = group_scores(model, [group], "l1")
+    assert got.keys() == {"a"} and got["a"].dtype == torch.float64
+    assert torch.allclose(got["a"], l1.double(), rtol=1e-6)
+    gamma = model.norm_a.weight.detach().abs() + model.norm_b.weight.detach().abs()
+    assert torch.allclose(group_scores(model, [group], {"a": "bn-scale"})["a"], gamma.double(), rtol=1e-6)
+    # the one call every criterion answers: the same numbers as the module-level function
+    assert torch.equal(get_importance("l1").score_groups(model, [group])["a"], got["a"])
+
+
+def test_group_scores_refuse_a_group_with_a_layer_bn_scale_cannot_score():
+    from analysis.importance import group_scores
+
+    model, group = _two_branches(norm_b=False)
+    with pytest.raises(WorkbenchError) as refused:
+        group_scores(model, [group], "bn-scale")
+    message = str(refused.value)
+    assert "'bn-scale'" in message and "'b'" in message and "\n" not in message

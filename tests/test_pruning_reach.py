@@ -24,7 +24,7 @@ from torch import nn
 from analysis.errors import WorkbenchError
 from analysis.model.layers import call_model, filter_rows, flat_outputs, is_prunable, output_layers
 from analysis.transforms.groups import find_groups, remove_channels
-from analysis.transforms.pruning import prune_structured, pruning_groups
+from analysis.transforms.pruning import prune_structured
 
 
 def _params(model: nn.Module) -> int:
@@ -64,7 +64,7 @@ def _torch_pruning(model: nn.Module, inputs, kept: tuple[str, ...]) -> nn.Module
 
 
 def _ours(model: nn.Module, inputs) -> tuple[nn.Module, list[str]]:
-    groups = pruning_groups(model, inputs)
+    groups = find_groups(model, inputs)
     result = prune_structured(model, {g.name: 0.5 for g in groups}, inputs, groups=groups)
     return model, result.notes
 
@@ -127,6 +127,12 @@ def test_groups_are_the_same_at_batch_1_and_4(name):
     model = _build(name)
     one, four = find_groups(model, inputs(1)), find_groups(model, inputs(4))
     assert one and one == four
+    # the inputs' shapes without the batch name the same groups (random float inputs of those shapes)
+    x = inputs(1)
+    xs = x if isinstance(x, tuple) else (x,)
+    if all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in xs):
+        shapes = [tuple(t.shape[1:]) for t in xs]
+        assert find_groups(model, shapes if isinstance(x, tuple) else shapes[0]) == one
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -210,7 +216,7 @@ def test_a_pattern_that_cannot_be_pruned_is_named_in_one_line_and_the_rest_is_pr
     """A literal `view(-1, 16, 4, 4)` after the Linear: no removal of its outputs can survive it."""
     model = FixedViewGenerator().eval()
     notes: list[str] = []
-    groups = pruning_groups(model, (12,), notes=notes)
+    groups = find_groups(model, (12,), notes=notes)
     assert [g.name for g in groups] == ["up1"]
     assert len(notes) == 1 and "\n" not in notes[0]
     assert notes[0].startswith("project: kept whole") and "`view`" in notes[0]

@@ -27,7 +27,8 @@ from analysis.runtime import (
 )
 from analysis.runtime.int8 import node_modules, prepare_int8
 from analysis.runtime.onnx import PARITY_TOLERANCE, export_onnx
-from analysis.transforms.pruning import prune_structured, pruning_groups
+from analysis.transforms.groups import find_groups
+from analysis.transforms.pruning import prune_structured
 
 ZOO_NAMES = sorted(zoo.ZOO)
 TEST_MODELS = ["functional", "tokens", "tabular"]  # residual + depthwise, attention, BatchNorm1d MLP
@@ -127,7 +128,7 @@ def test_unknown_calibration_is_one_line(cnn, small_digits):
 @pytest.fixture(scope="module")
 def pruned(cnn, digits):
     model = copy_model(cnn)
-    groups = pruning_groups(model, digits.input_shape)
+    groups = find_groups(model, digits.input_shape)
     prune_structured(model, {g.name: 0.5 for g in groups}, digits.input_shape, groups=groups)
     assert model.features[0].out_channels == 16  # really pruned
     return model.eval()

@@ -23,8 +23,7 @@ from analysis.compression.sparsity import bn_scales, group_lasso_penalty, slimmi
 from analysis.data import load_data
 from analysis.errors import WorkbenchError
 from analysis.model.layers import example_input
-from analysis.transforms.groups import remove_channels
-from analysis.transforms.pruning import pruning_groups
+from analysis.transforms.groups import find_groups, remove_channels
 from analysis.zoo.models import DigitsResNet
 
 SHAPE = (1, 8, 8)
@@ -81,7 +80,7 @@ def _flat(x):
 @pytest.mark.parametrize("normalize", ["l2", "none", "mean", "max"])
 def test_global_ranking_equals_a_hand_computation(normalize):
     model = tiny_cnn()
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     assert [g.name for g in groups] == ["0", "3"]  # the classifier "8" keeps its outputs
     for n in (1, 3, 5):
         ranking = global_rank(model, groups, n, criterion="l1", normalize=normalize)
@@ -106,7 +105,7 @@ def test_l2_normalization_is_unit_norm_and_changes_the_choice():
 
 def test_a_layer_is_never_emptied(data):
     model = tiny_cnn()
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     ranking = global_rank(model, groups, 1000, criterion="l1")
     assert ranking.counts == {"0": 2, "3": 4}  # every group keeps one channel
     floor = global_rank(model, groups, 1000, criterion="l1", min_fraction=0.5)
@@ -120,7 +119,7 @@ def test_a_layer_is_never_emptied(data):
 def test_coupled_groups_stay_consistent_on_a_residual_model(data):
     model = tiny_resnet()
     before = state(model)
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     coupled = next(g for g in groups if g.name == "conv1")
     assert set(coupled.out_layers) == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
     ranking = global_rank(model, groups, 10, criterion="l2", normalize="l2")
@@ -167,7 +166,7 @@ def test_slimming_penalty_gradient_equals_a_hand_computation():
 
 def test_group_lasso_penalty_gradient_is_w_over_its_norm():
     model = tiny_cnn()
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     penalty = group_lasso_penalty(model, groups, 0.1)
     w = model[3].weight.detach()
     norms = w.flatten(1).norm(dim=1)
@@ -283,7 +282,7 @@ def test_structured_agp_takes_each_group_down_the_cubic_schedule(data):
                 "criterion": "l1", "min_fraction": 0.0}  # fmt: skip
     result = run_schedule(model, data, settings, SHAPE, finetune=FT)
     original = result.trajectory[0]["channels"]
-    groups = pruning_groups(model, SHAPE)
+    groups = find_groups(model, SHAPE)
     final_kept = {g.name: result.trajectory[-1]["channels"][g.name] for g in groups}
     # the final fraction s_f, read back from the widest group (the one that rounds least)
     widest = max(groups, key=lambda g: g.channels)

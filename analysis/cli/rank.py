@@ -50,13 +50,15 @@ def _rank(args: argparse.Namespace) -> dict:
     )
     with long_run("rank") as run:
         if ray is None:
+            from analysis.runtime.edit_runner import runner_class  # the oracle's evaluations run there
+
             result = rank_channels(
                 loaded.model,
                 loaded.data,
                 progress=run.progress,
                 device=device,
                 should_stop=run.should_stop,
-                runtime=runtime,
+                runner=runner_class(runtime),
                 **options,
             )
             partial = run.should_stop()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch.nn.utils import prune as torch_prune
 
-from analysis.transforms.groups import group_scores
+from analysis.importance import group_scores
 from analysis.transforms.pruning import make_permanent
 
 BISECTION_STEPS = 10  # the uniform final fraction to 1/1024: finer than one channel of a 512-wide layer

@@ -45,12 +45,12 @@ from analysis.runtime.measure import (
     per_runtime_metrics,
     resolve_eval_device,
 )
+from analysis.transforms.groups import find_groups
 from analysis.transforms.pruning import (
     count_zeros,
     make_permanent,
     prune_structured,
     prune_unstructured,
-    pruning_groups,
 )
 from analysis.transforms.quantization import (
     quantize_weights,
@@ -128,7 +128,7 @@ def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ..
         s.structured and s.prune > 0 for s in [plan.default] + [plan.settings_for(n) for n in plan.layers]
     )
     if wants_structured:
-        groups = pruning_groups(model, input_shape, notes=notes)  # groups left whole, one line each
+        groups = find_groups(model, input_shape, notes=notes)  # groups left whole, one line each
         for group in groups:
             members = group.out_layers
             named = [m for m in members if plan.names(m, "prune") or plan.names(m, "structured")]

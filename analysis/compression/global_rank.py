@@ -4,7 +4,7 @@ Networks for Resource Efficient Inference", section 2.2).
 Every prunable channel of the network is scored by a criterion from the importance registry. A coupled
 group (`analysis.groups`: a conv with the layers tied to it by residual adds or concatenations) is one unit:
 its score per channel is the SUM over the Conv/Linear layers whose outputs it removes, as Torch-Pruning's
-group importance does (`analysis.transforms.groups.group_scores`). Scores are then normalized within each group so
+group importance does (`analysis.importance.group_scores`). Scores are then normalized within each group so
 that groups of different scale compete fairly, and the N lowest channels of the whole network go:
 
 - `l2`:   s / ||s||_2 over the group (the paper's choice);
@@ -27,8 +27,9 @@ from torch import nn
 
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
+from analysis.importance import group_scores
 from analysis.importance.base import DEFAULT_MAX_SAMPLES
-from analysis.transforms.groups import PruningGroup, group_scores
+from analysis.transforms.groups import PruningGroup
 
 NORMALIZATIONS: tuple[str, ...] = ("l2", "none", "mean", "max")
 _EPS = 1e-12  # a group whose scores are all zero normalizes to zeros, not NaN

@@ -62,12 +62,13 @@ from analysis.cost import count_macs, count_params
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
+from analysis.importance import group_scores
 from analysis.metrics import Scoring, scoring
 from analysis.model.inputs import InputSpec
 from analysis.model.layers import copy_model, example_input
 from analysis.progress import Progress
-from analysis.transforms.groups import PruningGroup, group_scores, is_prunable, remove_channels
-from analysis.transforms.pruning import make_permanent, pruning_groups
+from analysis.transforms.groups import PruningGroup, find_groups, is_prunable, remove_channels
+from analysis.transforms.pruning import make_permanent
 
 METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)
 LATENCY_RUNS = 20
@@ -130,7 +131,7 @@ class _Run:
         self.started = time.perf_counter()
         self.base_macs = count_macs(self.work, self.input_shape)
         self.base_params = count_params(self.work)
-        self.groups = pruning_groups(self.work, self.input_shape)
+        self.groups = find_groups(self.work, self.input_shape)
         if not self.groups and settings.structured:
             raise WorkbenchError(
                 "the model has no prunable channel groups (the final classifier keeps its outputs)"
@@ -167,7 +168,7 @@ class _Run:
         if kind == "params":
             return count_params(model) / self.base_params
         if kind == "channels":
-            total = sum(g.channels for g in pruning_groups(model, self.input_shape))
+            total = sum(g.channels for g in find_groups(model, self.input_shape))
             return total / self.base_channels
         macs = count_macs(model, self.input_shape) / self.base_macs
         return macs * (self.latency_correction if kind == "latency" else 1.0)
@@ -245,11 +246,11 @@ class _Run:
 
     # structured pruning
     def current_groups(self) -> list[PruningGroup]:
-        return pruning_groups(self.work, self.input_shape)
+        return find_groups(self.work, self.input_shape)
 
     def order(self, criterion: str, normalize: str) -> tuple[list[PruningGroup], list[tuple[str, int]]]:
         """The current groups and their global removal order (least important first)."""
-        groups = pruning_groups(self.work, self.input_shape)
+        groups = find_groups(self.work, self.input_shape)
         if criterion in SPARSITY_METHODS:
             scores = channel_values(self.work, criterion, groups)
         else:

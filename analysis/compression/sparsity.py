@@ -92,12 +92,12 @@ def channel_values(model: nn.Module, method: str, groups: Sequence[PruningGroup]
     if method == "group-lasso":
         return {name: t.double() for name, t in filter_norms(model, groups).items()}
     from analysis.errors import WorkbenchError
-    from analysis.transforms.groups import group_scores as channel_scores
+    from analysis.importance import group_scores
 
     values = {}
     for g in groups:  # a group without a BatchNorm after each of its layers has no gamma: it is not pruned
         try:
-            values.update(channel_scores(model, [g], {g.name: "bn-scale"}))
+            values.update(group_scores(model, [g], {g.name: "bn-scale"}))
         except WorkbenchError:
             values[g.name] = torch.full((g.channels,), float("inf"), dtype=torch.float64)
     return values

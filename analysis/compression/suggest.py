@@ -39,7 +39,7 @@ from analysis.errors import WorkbenchError
 from analysis.evaluate import evaluate
 from analysis.metrics import scoring
 from analysis.progress import Progress
-from analysis.transforms.pruning import pruning_groups
+from analysis.transforms.groups import find_groups
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def suggest(
     budget = Budget.parse(budget)
     input_shape = _checked(budget, input_shape, data, max_ratio)
     work = copy.deepcopy(model).eval()
-    groups = pruning_groups(work, input_shape)
+    groups = find_groups(work, input_shape)
     sens, curves = _curves(sensitivity, groups, max_ratio)
     macs = MacModel(work, input_shape, groups)
     notes = [
@@ -323,7 +323,7 @@ def uniform_plan(
     MACs; returns the plan and the ratio. For comparing suggested plans at the same MACs."""
     Budget("macs", mac_fraction)
     work = copy.deepcopy(model).eval()
-    groups = pruning_groups(work, input_shape)
+    groups = find_groups(work, input_shape)
     macs = MacModel(work, input_shape, groups)
     target = mac_fraction * macs.total
 

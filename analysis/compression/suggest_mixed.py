@@ -31,7 +31,7 @@ from analysis.cost import size_bytes, summarize
 from analysis.data import Dataset
 from analysis.errors import WorkbenchError
 from analysis.progress import Progress
-from analysis.transforms.pruning import pruning_groups
+from analysis.transforms.groups import find_groups
 
 MIXED_METHODS = ("prune", "rank", "bits")
 
@@ -226,7 +226,7 @@ class _Space:
 
 
 def _build_space(work, input_shape, given, methods, max_ratio: float, by_macs: bool, notes) -> _Space:
-    groups = pruning_groups(work, input_shape) if "prune" in methods else []
+    groups = find_groups(work, input_shape) if "prune" in methods else []
     macs = MacModel(work, input_shape, groups)
     elem = next((p.element_size() for p in work.parameters()), 4)
     total_macs = float(macs.total)

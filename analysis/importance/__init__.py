@@ -7,13 +7,14 @@ The built-in criteria register themselves when their modules load, below, in the
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.importance.base import (
     CRITERIA_REGISTRY,
-    Importance,
+    Criterion,
     ScoringContext,
     criterion_names,
     default_criteria,
     get_importance,
     has_nan_scores,
 )
+from analysis.importance.groups import ChannelGroup, group_scores
 from analysis.importance.rankings import RankingResult, rank_channels, spearman
 from analysis.model.layers import is_prunable, out_channels, prunable_layers
 
@@ -33,11 +34,13 @@ __all__ = [
     "CRITERIA",
     "CRITERIA_REGISTRY",
     "DEFAULT_MAX_SAMPLES",
-    "Importance",
+    "Criterion",
     "ScoringContext",
     "criterion_names",
     "default_criteria",
     "get_importance",
+    "group_scores",
+    "ChannelGroup",
     "has_nan_scores",
     "is_prunable",
     "out_channels",

@@ -1,4 +1,4 @@
-"""The criterion type (`Criterion`, public name `Importance`), its one call signature, and the registry:
+"""The criterion type (`Criterion`), its one call signature, and the registry:
 `get_importance(name, **config)` is the only way to a criterion (rankings, pruning and the app all go
 through it).
 
@@ -22,7 +22,7 @@ The contract test (tests/test_importance_contract.py) then covers a new criterio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,15 +30,17 @@ import torch
 from torch import nn
 
 from analysis.data import DEFAULT_MAX_SAMPLES
+from analysis.errors import WorkbenchError
 from analysis.importance.calibration import Calibration, calibrate
 from analysis.importance.features import FeatureGraph
-from analysis.model.layers import filter_rows, prunable_layers
+from analysis.model.layers import filter_rows, is_prunable, prunable_layers
 from analysis.progress import Progress
 from analysis.registry import Registry
 from analysis.validate import require_data, whole
 
 if TYPE_CHECKING:
     from analysis.data import Dataset
+    from analysis.importance.groups import ChannelGroup
 
 
 class Stopped(Exception):
@@ -48,14 +50,14 @@ class Stopped(Exception):
 @dataclass
 class ScoringContext:
     """What one call of a criterion may use besides the model and data: where layers are measured
-    (`features`), the shared calibration pass's statistics (`calibration`), the device and runtime to run
-    on, progress and stopping; and what the criterion reports back (`notes`, `details`: e.g. the oracle's
+    (`features`), the shared calibration pass's statistics (`calibration`), the device to run on, the class
+    that evaluates edits (`runner`: the oracle's; None is the eager `DownstreamRunner`), progress and stopping; and what the criterion reports back (`notes`, `details`: e.g. the oracle's
     samples and baseline loss). Criteria report progress through `report`, which honours `should_stop`."""
 
     features: FeatureGraph | None = None
     calibration: Calibration | None = None
     device: str | torch.device | None = None
-    runtime: str | None = None
+    runner: type | None = None
     progress: Progress | None = None
     should_stop: Callable[[], bool] | None = None
     notes: list[str] = field(default_factory=list)
@@ -76,7 +78,7 @@ class Criterion:
     Calling it returns, per prunable layer (all of them, or those named in `layers`), a float tensor of
     one score per output channel, keyed by `model.named_modules()` name, in module order (`max_samples`
     overrides the configured cap for one call; `context` carries features, a calibration already run,
-    device, runtime, progress). It never changes `model` (not its weights, buffers, mode or hooks).
+    device, runner, progress). It never changes `model` (not its weights, buffers, mode or hooks).
     """
 
     name: ClassVar[str]
@@ -113,6 +115,36 @@ class Criterion:
                 features=context.features, device=context.device,
             )  # fmt: skip
         return self.scores(model, data, layers, cap, context)
+
+    def score_groups(
+        self, model: nn.Module, groups: Sequence[ChannelGroup], data: Dataset | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per coupled group (by name), one float64 score per unit, higher = more important: the sum, over
+        every prunable layer whose outputs the group removes, of that layer's scores (negated where
+        `higher_is_important` is False, as for APoZ). One call scores every layer of `groups`. A layer this
+        criterion cannot score (NaN: `bn-scale` without a following norm) is refused in one line."""
+        if self.data_driven:
+            require_data(self.name, data)
+        layers = sorted({n for g in groups for n in g.out_layers if is_prunable(model.get_submodule(n))})
+        found = self(model, data if self.data_driven else None, layers)
+        sign = 1.0 if self.higher_is_important else -1.0
+        scores: dict[str, torch.Tensor] = {}
+        for g in groups:
+            total = torch.zeros(g.channels, dtype=torch.float64)
+            for m in g.members:
+                if m.dim != "out" or m.name not in found:
+                    continue
+                layer_scores = found[m.name].detach().double().flatten()
+                if torch.isnan(layer_scores).any():
+                    raise WorkbenchError(
+                        f"criterion {self.name!r} has no score for layer {m.name!r} (no following norm for "
+                        "bn-scale?): choose another criterion for it"
+                    )
+                total.index_add_(
+                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
+                )
+            scores[g.name] = total
+        return scores
 
     def scores(
         self,
@@ -198,6 +230,3 @@ def __getattr__(name: str) -> Any:
     if name == "CRITERIA":
         return criterion_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-Importance = Criterion  # the public name of the criterion type

@@ -152,12 +152,14 @@ def oracle_scores(
     features: FeatureGraph | None = None,
     use_runner: bool = True,
     device: str | torch.device | None = None,
-    runtime: str | None = None,
+    runner: type | None = None,
 ) -> OracleResult:
     """|loss change| per channel for every selected layer; one evaluation per channel over at most
     `max_samples` samples of the train split. `progress(channels_done, channels_total)`. `device` (auto,
-    cpu, cuda[:N]) evaluates a private copy there; `runtime` `onnxruntime` evaluates the channels the
-    runner can edit on ONNX Runtime (`analysis.runtime.edit_runner`)."""
+    cpu, cuda[:N]) evaluates a private copy there; `runner` is the class that evaluates the channels written
+    as parameter edits (default `analysis.fx.runner.DownstreamRunner`; ONNX Runtime's is
+    `analysis.runtime.edit_runner.runner_class("onnxruntime")`, which the caller picks: the runtimes sit
+    above the criteria)."""
     # Long: the per-layer edits, the one cached downstream run and its progress share local state.
     data = require_data("oracle", data)
     max_samples = whole(max_samples, "max_samples")
@@ -201,10 +203,8 @@ def oracle_scores(
     baseline = float("nan")
     if edits_by_layer:
         runner_cls, edit_cls = runner_api
-        if runtime is not None:
-            from analysis.runtime.edit_runner import runner_class
-
-            runner_cls = runner_class(runtime)
+        if runner is not None:
+            runner_cls = runner
         xs = data.x_train[:total]
         ys = None if data.y_train is None else data.y_train[:total]
         if device is not None:
@@ -260,7 +260,7 @@ class OracleImportance(Criterion):
             progress=context.report,
             features=context.features,
             device=context.device,
-            runtime=context.runtime,
+            runner=context.runner,
         )
         context.details.update(
             samples=result.samples, baseline_loss=result.baseline_loss, method=result.method

@@ -231,7 +231,7 @@ class RankingResult:
         )
 
     def scores(self, criterion: str) -> dict[str, torch.Tensor]:
-        """One criterion's scores as `{layer: tensor}` (the shape an `Importance` returns)."""
+        """One criterion's scores as `{layer: tensor}` (the shape a `Criterion` returns)."""
         if criterion not in self.criteria:
             raise WorkbenchError(f"criterion {criterion!r} was not computed: have {', '.join(self.criteria)}")
         return {n: torch.tensor(v[criterion]) for n, v in self.layers.items() if criterion in v}
@@ -348,7 +348,7 @@ def rank_channels(
     topk_fraction: float = DEFAULT_TOPK_FRACTION,
     device: str | torch.device | None = None,
     should_stop: Callable[[], bool] | None = None,
-    runtime: str | None = None,
+    runner: type | None = None,
 ) -> RankingResult:
     """Score every channel of every prunable layer (or those in `layers`) by each criterion.
 
@@ -358,11 +358,11 @@ def rank_channels(
     calibration pass over at most `max_samples` train samples. `progress(done, total)` counts the
     expensive criteria's channels when they run (the calibration pass before them counts 0), else the
     calibration samples. The model is not changed. `device` (auto, cpu, cuda[:N]) runs the calibration pass
-    and the oracle on a private copy there; the weight criteria stay on the CPU. `runtime` (eager,
-    onnxruntime) is where the oracle's evaluations run (`analysis.runtime.edit_runner`). `should_stop()`
-    (Ctrl-C, a Stop button) is asked at every progress step: once True, the criteria finished so far are
-    returned and the rest are left out, with a note (the calibration pass and the oracle are each kept
-    whole or not at all).
+    and the oracle on a private copy there; the weight criteria stay on the CPU. `runner` is the
+    class that runs the oracle's evaluations (`analysis.runtime.edit_runner.runner_class(runtime)`; None:
+    eager). `should_stop()` (Ctrl-C, a Stop button) is asked at every progress step: once True, the
+    criteria finished so far are returned and the rest are left out, with a note (the calibration pass and
+    the oracle are each kept whole or not at all).
     """
     wanted = _wanted(criteria, oracle)
     if not 0 < topk_fraction <= 1:
@@ -388,7 +388,7 @@ def rank_channels(
         forward = Forward(progress, min(max_samples, n_train) if needs else 1)
         calibration_progress = forward.part(0, forward.total)
     forward.report(0)
-    context = ScoringContext(features=features, device=device, runtime=runtime, should_stop=should_stop)
+    context = ScoringContext(features=features, device=device, runner=runner, should_stop=should_stop)
     if features.note:
         context.notes.append(features.note)
 

@@ -11,7 +11,6 @@ _EXPORTS: dict[str, str] = {
     "find_groups": "analysis.transforms.groups",
     "prune_structured": "analysis.transforms.pruning",
     "prune_unstructured": "analysis.transforms.pruning",
-    "pruning_groups": "analysis.transforms.pruning",
     "fake_quantize": "analysis.transforms.quantization",
     "quantize_weights": "analysis.transforms.quantization",
     "quantized_size_bytes": "analysis.transforms.quantization",

@@ -15,7 +15,7 @@ model):
   units.
 
 Public API:
-    find_groups(model, example_inputs, ignored_layers=None, notes=None) -> list[PruningGroup]
+    find_groups(model, inputs, ignored_layers=None, notes=None) -> list[PruningGroup]
     PruningGroup.l1_importance(model), .lowest_l1_channels(model, ratio), .channels_to_remove(ratio),
     PruningGroup.zero_channels(model, channels)   # simulation: same outputs as removal (see its docstring)
     remove_channels(model, example_inputs, groups, {group name: channels}, notes=None)  # in place
@@ -23,7 +23,7 @@ Public API:
 The layers whose channels a model output exposes (`analysis.model.layers.output_layers`) never lose outputs:
 their groups are left out. So is a group whose removal the model does not survive (tried once, on a copy):
 `notes` gets one line naming its layer and the operation that failed. Groups are found on the same batch
-(`analysis.model.layers.trace_batch`) whatever the batch of `example_inputs`.
+(`analysis.model.layers.trace_batch`) whatever the batch of `inputs`.
 """
 
 from __future__ import annotations
@@ -36,20 +36,20 @@ import torch
 from torch import nn
 
 from analysis.concurrency import private_copy
-from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
-from analysis.importance.base import get_importance
+from analysis.importance.groups import group_scores
 from analysis.model.layers import (
     ROOT_TYPES,
+    InputsLike,
     ModelInputs,
     attention_heads,
     channel_graph,
+    example_inputs,
     is_prunable,
     touches_output,
 )
 from analysis.transforms.removal import Removal, apply_removals
 from analysis.transforms.units import all_pairs, fold_sections, fused_width, join_units, unit_key
-from analysis.validate import require_data
 
 # Module types whose channel removal zeroing reproduces exactly (per-channel ops). Others in a group
 # (LayerNorm, GroupNorm, attention, LSTM, grouped convs, ...) mix channels: simulation is approximate.
@@ -233,24 +233,26 @@ def _simulates_exactly(module: nn.Module) -> bool:
 
 def find_groups(
     model: nn.Module,
-    example_inputs: ModelInputs,
+    inputs: InputsLike,
     ignored_layers: Sequence[str] | None = None,
     notes: list[str] | None = None,
 ) -> list[PruningGroup]:
     """Every structured pruning group of `model`, in `named_modules()` order of the group names.
 
-    `example_inputs`: one batch of the model's inputs (a tensor, a tuple or a dict; any batch size gives
-    the same groups). The layers a model output exposes and `ignored_layers` keep their output channels.
+    `inputs`: one input's shape without the batch (`(1, 28, 28)`), several shapes (one per positional
+    input), an `InputSpec`, or a batch of the model's inputs (a tensor, a tuple or a dict; any batch size
+    gives the same groups), as `analysis.model.layers.example_inputs` reads them. The layers a model output exposes and `ignored_layers` keep their output channels.
     A group whose removal the model does not survive (tried on a copy) is left out, with one line in
     `notes`. The model is not changed.
     """
     original, model = model, private_copy(model)  # traced with hooks and requires_grad flips: on a copy
+    inputs = example_inputs(inputs)
     module_names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(module_names.values())}
     unknown = set(ignored_layers or ()) - set(position)
     if unknown:
         raise WorkbenchError(f"no layer named {sorted(unknown)[0]!r} in the model (ignored_layers)")
-    graph = channel_graph(model, example_inputs)
+    graph = channel_graph(model, inputs)
     heads = attention_heads(model)
     ignored = [model.get_submodule(n) for n in ignored_layers or ()]
     groups: list[PruningGroup] = []
@@ -267,7 +269,7 @@ def find_groups(
         for g in groups
         if g.channels > g.step
     ]
-    problems = apply_removals(model, example_inputs, trial, graph, original=original)
+    problems = apply_removals(model, inputs, trial, graph, original=original)
     if notes is not None:
         notes.extend(problems.values())
     return [g for g in groups if g.name not in problems]
@@ -400,47 +402,3 @@ def remove_channels(
     if notes is not None:
         notes.extend(problems.values())
     return model
-
-
-def group_scores(
-    model: nn.Module,
-    groups: Sequence[PruningGroup],
-    criteria: Mapping[str, str] | str,
-    data=None,
-    max_samples: int = DEFAULT_MAX_SAMPLES,
-) -> dict[str, torch.Tensor]:
-    """Per group (by name), one float64 score per channel, higher = more important.
-
-    `criteria` is one criterion name for every group, or group name -> criterion (default `l1`). A group's
-    score sums, over every prunable layer whose outputs it removes, that layer's score from the importance
-    registry (`get_importance`; APoZ negated, so higher is more important for every criterion). A layer
-    the criterion cannot score (NaN: `bn-scale` without a following norm) is refused.
-    """
-    by_criterion: dict[str, list[PruningGroup]] = {}
-    for g in groups:
-        name = criteria if isinstance(criteria, str) else criteria.get(g.name, "l1")
-        by_criterion.setdefault(name, []).append(g)
-    scores: dict[str, torch.Tensor] = {}
-    for criterion, chosen in by_criterion.items():
-        importance = get_importance(criterion, max_samples=max_samples)
-        if importance.data_driven:
-            require_data(criterion, data)
-        layers = sorted({n for g in chosen for n in g.out_layers if is_prunable(model.get_submodule(n))})
-        found = importance(model, data if importance.data_driven else None, layers)
-        sign = 1.0 if importance.higher_is_important else -1.0
-        for g in chosen:
-            total = torch.zeros(g.channels, dtype=torch.float64)
-            for m in g.members:
-                if m.dim != "out" or m.name not in found:
-                    continue
-                layer_scores = found[m.name].detach().double().flatten()
-                if torch.isnan(layer_scores).any():
-                    raise WorkbenchError(
-                        f"criterion {criterion!r} has no score for layer {m.name!r} (no following norm for "
-                        "bn-scale?): choose another criterion for it"
-                    )
-                total.index_add_(
-                    0, torch.tensor(m.root_idxs, dtype=torch.long), sign * layer_scores[list(m.idxs)]
-                )
-            scores[g.name] = total
-    return scores

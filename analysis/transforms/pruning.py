@@ -28,21 +28,12 @@ from torch.nn.utils import prune as torch_prune
 
 from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
+from analysis.importance import group_scores
 from analysis.model.layers import InputsLike, example_inputs, is_prunable
-from analysis.transforms.groups import PruningGroup, find_groups, group_scores, remove_channels
+from analysis.transforms.groups import PruningGroup, find_groups, remove_channels
 from analysis.validate import ratio as check_ratio
 
 SPARSE_FORMAT = "bitmask: 1 bit per weight for the nonzero pattern + the nonzero values at their width"
-
-
-def pruning_groups(
-    model: nn.Module, input_shape: InputsLike, notes: list[str] | None = None
-) -> list[PruningGroup]:
-    """Every coupled group of prunable layers (`analysis.transforms.groups`); the layers a model output
-    exposes keep their outputs. `input_shape`: one input's shape, several shapes, or example inputs (a
-    tensor, tuple or dict: `example_inputs`). Groups the model cannot lose channels from are named in
-    `notes`."""
-    return find_groups(model, example_inputs(input_shape), notes=notes)
 
 
 @dataclass(frozen=True)
@@ -68,11 +59,11 @@ def prune_structured(
 ) -> StructuredPruning:
     """Physically remove output channels, in place, group by group (Torch-Pruning's dependency graph).
 
-    `ratios` maps a group's name (its first layer, see `pruning_groups`) to r in [0, 1):
+    `ratios` maps a group's name (its first layer, see `find_groups`) to r in [0, 1):
     `round(r x C)` units (channels, or whole attention heads) of lowest importance go (at least one is
     kept), from every member and every coupled layer. `criteria` (group name -> criterion, default `l1`)
-    ranks them. `groups`: the model's `pruning_groups`, where the caller has them already. `input_shape`
-    as in `pruning_groups`. A group whose removal the model does not survive is put back and noted.
+    ranks them. `groups`: the model's `find_groups`, where the caller has them already. `input_shape`
+    as in `find_groups`. A group whose removal the model does not survive is put back and noted.
     """
     for name, r in ratios.items():
         check_ratio(r, f"group {name!r}")
@@ -208,6 +199,5 @@ __all__ = [
     "make_permanent",
     "prune_structured",
     "prune_unstructured",
-    "pruning_groups",
     "sparse_size_bytes",
 ]

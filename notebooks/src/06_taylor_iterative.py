@@ -60,9 +60,9 @@ print(f"zoo:digits-cnn: accuracy {evaluate(model, data).accuracy:.2%}")
 
 # %%
 from analysis.compression.global_rank import global_rank
-from analysis.transforms.pruning import pruning_groups
+from analysis.transforms import find_groups
 
-groups = pruning_groups(model, data.input_shape)
+groups = find_groups(model, data.input_shape)
 ranking = global_rank(model, groups, 32, criterion="taylor", normalize="l2", data=data, max_samples=MAX_SAMPLES)
 frame = pd.DataFrame(
     [

@@ -13,7 +13,7 @@ from apptools import assert_clean, charts, click, open_page, shown
 
 from analysis import ResultsStore, load_data, load_model, sensitivity_sweep
 from analysis.app_support import state_digest
-from analysis.transforms import pruning_groups
+from analysis.transforms import find_groups
 from pages import _shared
 
 # Half of features.10's 64 filters go, with their BN entries and classifier.0's inputs (4x4 per channel).
@@ -91,7 +91,7 @@ def test_coupled_sliders_move_together_and_the_preview_follows():
     at.switch_page("pages/compress.py").run()
     assert_clean(at)
     model = load_model("zoo:digits-resnet")
-    group = next(g for g in pruning_groups(model, (1, 16, 16)) if len(g.out_layers) > 1)
+    group = next(g for g in find_groups(model, (1, 16, 16)) if len(g.out_layers) > 1)
     first, *others = group.out_layers
     macs_before = {m.label: m.value for m in at.metric}["MACs per sample"]
     at.slider(key=f"prune::{others[-1]}").set_value(0.5).run()
