@@ -61,7 +61,7 @@ _API: dict[str, tuple[str, str]] = {
     "Budget": ("analysis.compression.suggest", "Budget"),
     "run_schedule": ("analysis.compression.schedules", "run_schedule"),
     "ScheduleSettings": ("analysis.compression.schedules", "ScheduleSettings"),
-    "SCHEDULE_METHODS": ("analysis.compression.schedules", "METHODS"),
+    "SCHEDULE_METHODS": ("analysis.compression.schedules", "SCHEDULE_METHODS"),
     "SCHEDULE_TARGETS": ("analysis.compression.schedules", "TARGET_KINDS"),
     "NORMALIZATIONS": ("analysis.compression.global_rank", "NORMALIZATIONS"),
     # deploying and recording

@@ -14,7 +14,7 @@ from torch import nn
 
 from analysis.compression.compress import compress
 from analysis.compression.plan import CompressionPlan
-from analysis.compression.schedules import METHODS
+from analysis.compression.schedules import SCHEDULE_METHODS
 from analysis.errors import WorkbenchError
 from analysis.transforms.lowrank import LowRankSpec, plan_factorization
 
@@ -41,7 +41,7 @@ def test_plan_transform_fields_round_trip(layer):
     assert again.settings_for("classifier.0").transforms == layer
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SCHEDULE_METHODS)
 def test_plan_schedule_round_trips_with_each_method(method):
     schedule = {"method": method, "target": {"macs": 0.5}, "steps": 2, "epochs_per_step": 0.5}
     plan = CompressionPlan.from_dict({"schedule": schedule, "finetune": {"recipe": "recovery"}})

@@ -13,7 +13,7 @@ from torch import nn
 from analysis.compression.global_rank import global_rank, keep_at_least, normalize_scores
 from analysis.compression.plan import FinetuneSettings
 from analysis.compression.schedules import (
-    METHODS,
+    SCHEDULE_METHODS,
     ScheduleSettings,
     agp_sparsity,
     recovery_finetune,
@@ -229,7 +229,7 @@ def test_stopping_mid_run_keeps_a_valid_model(data):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SCHEDULE_METHODS)
 def test_settings_round_trip_through_json(method):
     settings = ScheduleSettings(
         method=method, criterion="l1", target={"params": 0.5}, steps=7, threshold=0.01

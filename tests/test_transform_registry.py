@@ -285,3 +285,38 @@ def test_the_html_report_section_shows_the_sweeps_points(scale, tmp_path):
                 break
             safe = factor
         assert float(shown) == pytest.approx(safe)
+
+
+class LinearScale(Scale):
+    """The toy again, for Linear layers only: `applies_to` and `needs` say so."""
+
+    field = kind = "lscale"
+    needs = "a Linear layer"
+
+    def applies_to(self, module):
+        return type(module) is nn.Linear
+
+
+def test_a_default_reaches_only_the_layers_it_applies_to_and_a_named_one_is_refused():
+    register_transform(LinearScale)
+    try:
+        model, data = _tiny(), _data()
+        result = compress(model, {"default": {"lscale": 0.5}}, data, **FAST)
+        expected = _scaled(_scaled(model, "fc", 0.5), "out", 0.5)  # every Linear by hand, the conv untouched
+        for key, value in expected.state_dict().items():
+            assert torch.equal(result.float_model.state_dict()[key], value), key
+        with pytest.raises(WorkbenchError) as bad:
+            compress(model, {"layers": {"conv": {"lscale": 0.5}}}, data, **FAST)
+        assert str(bad.value) == "layer 'conv': lscale needs a Linear layer"
+    finally:
+        unregister_transform("lscale")
+
+
+def test_rank_named_on_a_layer_svd_cannot_factor_is_one_line():
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Flatten()
+    )
+    model.append(nn.Linear(64, 3))
+    with pytest.raises(WorkbenchError) as bad:
+        compress(model.eval(), {"layers": {"1": {"rank": 0.5}}}, _data(), **FAST)
+    assert str(bad.value) == "layer '1': rank needs a Linear or groups=1 Conv2d layer"

@@ -108,7 +108,7 @@ def plan_fields_page() -> str:
     """The plan's keys at each level, with types and defaults, from the dataclasses that parse them."""
     import analysis
     from analysis.compression.finetune_settings import LR_SCHEDULES, RECIPES
-    from analysis.transforms.lowbit import KINDS as LOWBIT_KINDS
+    from analysis.transforms.lowbit import WEIGHT_KINDS
 
     parts = [
         "# Plan fields\n",
@@ -128,7 +128,7 @@ def plan_fields_page() -> str:
         parts.append(f"## {title}\n\n{doc}\n\n{_fields_table(cls)}\n")
     values = [
         ("`criterion`", analysis.IMPORTANCE_CRITERIA),
-        ("`weights`", LOWBIT_KINDS),
+        ("`weights`", WEIGHT_KINDS),
         ("`finetune.lr_schedule`", LR_SCHEDULES),
         ("`finetune.recipe`", RECIPES),
         ("`schedule.method`", analysis.SCHEDULE_METHODS),

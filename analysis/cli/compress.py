@@ -52,7 +52,6 @@ def _schedule_steps(plan) -> int:
 
 
 def _compress(args: argparse.Namespace) -> dict:
-    from analysis.progress.eta import sigint_stops
     from analysis.runtime.artifacts import artifact_kind
     from analysis.store.recording import COMPRESSION, record_command
 
@@ -65,21 +64,48 @@ def _compress(args: argparse.Namespace) -> dict:
         )
     loaded = load_inputs(args, need_data=True)
     plan.check_layers(loaded.model)  # before any progress bar, so a bad plan is one clean line
+    result = _run(args, plan, loaded, runtimes, metric)
+    for warning in result.latency_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    payload, artifacts = _payload(args, result, loaded)
+    params = {
+        "plan": plan.to_dict(),
+        "runtimes": runtimes,
+        "calibration": args.calibration,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "device": args.device,
+        "metric": metric,
+    }
+    status = "partial" if result.stopped else "complete"
+    record_command(
+        args, COMPRESSION, loaded.model, loaded.data.spec, params, payload, status=status, artifacts=artifacts
+    )
+    if result.stopped:
+        stopped(args, "steps")
+    return payload
+
+
+def _run(args: argparse.Namespace, plan, loaded, runtimes: list[str], metric):
+    """`compress` with a progress bar, and for a schedule a bar over its steps that Ctrl-C stops at the next
+    step (the result is kept, `stopped: true`); one-shot runs as before."""
+    from analysis.progress.eta import sigint_stops
+
     scheduled = plan.schedule is not None and (plan.scheduled or not plan.prunes_per_layer)
-    # Ctrl-C stops a schedule at its next step (the result is kept, `stopped: true`); one-shot runs as before.
     stops = sigint_stops() if scheduled else contextlib.nullcontext(None)
+    total_steps = _schedule_steps(plan) if scheduled else 0
     with (
         progress_bar("compress") as progress,
         progress_bar("schedule steps") as steps,
         stops as stop,
     ):
-        total_steps = _schedule_steps(plan) if scheduled else 0
 
         def on_step(record: dict) -> None:
             if total_steps:
                 steps(min(int(record.get("step", 0)), total_steps), total_steps)
 
-        result = compress(
+        return compress(
             loaded.model,
             plan,
             loaded.data,
@@ -96,41 +122,21 @@ def _compress(args: argparse.Namespace) -> dict:
             should_stop=stop,
             metric=metric,
         )
-    for warning in result.latency_warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _payload(args: argparse.Namespace, result, loaded) -> tuple[dict, list[Path]]:
+    """The JSON payload and the artifact staged for `--save` (none when the run was stopped: the model in
+    hand is not the plan's result, so it is never saved as if it were)."""
     payload = result.to_dict() | {"model": args.model, "data": loaded.data.spec}
     artifacts = []
     if result.stopped:
-        # The model in hand is not the plan's result: it is never saved as if it were.
         payload["partial"] = True
         if args.save:
             payload["notes"].append(f"{args.save} not written: the run was stopped before the plan finished")
     elif args.save:
         artifacts.append(_stage(args, result, loaded.input_shape, loaded.data, payload))
         payload["saved"] = str(args.save)
-    params = {
-        "plan": plan.to_dict(),
-        "runtimes": runtimes,
-        "calibration": args.calibration,
-        "batch_size": args.batch_size,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "device": args.device,
-        "metric": metric,
-    }
-    record_command(
-        args,
-        COMPRESSION,
-        loaded.model,
-        loaded.data.spec,
-        params,
-        payload,
-        status="partial" if result.stopped else "complete",
-        artifacts=artifacts,
-    )
-    if result.stopped:
-        stopped(args, "steps")
-    return payload
+    return payload, artifacts
 
 
 def _stage(args: argparse.Namespace, result, input_shape, data, payload: dict) -> Path:

@@ -56,6 +56,7 @@ from analysis.transforms.quantization import (
     quantize_weights,
     quantized_size_bytes,
 )
+from analysis.transforms.registry import TRANSFORMS
 from analysis.validate import whole
 
 
@@ -190,22 +191,18 @@ def _resolved_finetune(ft, data: Dataset):
 
 
 def _transform_settings(plan: CompressionPlan, model: nn.Module) -> dict[str, dict]:
-    """Resolved settings of each layer that has a transform (rank, share_bits, weights). A transform in the
-    default reaches only the layers it can work on (rank: Linear and groups=1 Conv2d)."""
-    from analysis.sensitivity.transform_sweeps import factorable_layers
-
-    factorable = set(factorable_layers(model))
+    """Resolved settings of each layer that has a transform (rank, share_bits, weights, registered ones). A
+    transform in the default reaches only the layers its handler `applies_to` (rank: Linear and groups=1
+    Conv2d); a layer the plan names for one it cannot take is a one-line error."""
     out = {}
-    for name in prunable_layers(model):
+    for name, module in prunable_layers(model).items():
         settings = plan.settings_for(name)
-        fields = settings.transforms
-        if not fields:
-            continue
-        if ("rank" in fields or "rank_energy" in fields) and name not in factorable:
-            if plan.names(name, "rank") or plan.names(name, "rank_energy"):
-                raise WorkbenchError(f"layer {name!r}: rank needs a Linear or groups=1 Conv2d layer")
-            continue
-        out[name] = settings.to_dict()
+        refused = [key for key in settings.transforms if not TRANSFORMS[key].applies_to(module)]
+        for key in refused:
+            if plan.names(name, key):
+                raise WorkbenchError(f"layer {name!r}: {key} needs {TRANSFORMS[key].needs}")
+        if len(refused) < len(settings.transforms):
+            out[name] = {k: v for k, v in settings.to_dict().items() if k not in refused}
     return out
 
 

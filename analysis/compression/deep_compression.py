@@ -18,7 +18,7 @@ from analysis.compression.finetune import finetune
 from analysis.compression.finetune_settings import FinetuneSettings
 from analysis.data import Dataset
 from analysis.evaluate import evaluate
-from analysis.metrics import scoring
+from analysis.metrics import Scoring, scoring
 from analysis.model.layers import copy_model
 from analysis.progress import Progress
 from analysis.transforms import sharing
@@ -67,9 +67,45 @@ def deep_compression(
     it) is measured on the evaluation split (first `eval_limit` samples), against `model`. Sizes count the
     whole model: float32 dense, then the sparse/shared/Huffman formats of the module docstring.
     """
-    # Long: the pipeline's stages in order (prune, retrain, share, tune centroids, Huffman), each recorded.
-
     start = time.perf_counter()
+    names, ratios, bits_map = _resolve(model, prune, bits, layers)
+    tick = (lambda done: progress(done, 5)) if progress else (lambda done: None)
+    stages = _Stages(model, data, eval_limit, scoring(metric, model, data))  # scored against `model`
+    work = copy_model(model).eval()
+    stages.record("original (float32)", work, stages.original_size)
+    prune_unstructured(work, ratios)
+    make_permanent(work)
+    stages.record("pruned", work, sharing.sparse_float_size_bytes(work, names, index_bits))
+    tick(1)
+    if retrain_epochs > 0:
+        work = _retrain(work, model, data, names, retrain_epochs)
+        stages.record("pruned + retrained", work, sharing.sparse_float_size_bytes(work, names, index_bits))
+    tick(2)
+    work, shared = sharing.share_weights(work, bits_map)
+    shared_acc = stages.evaluate(work)
+    stages.record(
+        "shared (k-means)", work, sharing.model_size_bytes(work, shared, False, index_bits), shared_acc
+    )
+    tick(3)
+    if centroid_epochs > 0:
+        work, shared = sharing.finetune_centroids(work, shared, data, epochs=centroid_epochs, lr=centroid_lr)
+        shared_acc = stages.evaluate(work)
+        size = sharing.model_size_bytes(work, shared, False, index_bits)
+        stages.record("shared + centroid fine-tuning", work, size, shared_acc)
+    tick(4)
+    stages.record("Huffman-coded", work, sharing.model_size_bytes(work, shared, True, index_bits), shared_acc)
+    tick(5)
+    notes = (
+        "sizes count every parameter and buffer; biases and norms stay float32; weights are simulated "
+        "(stored as float32 in the model, counted at their coded size)",
+    )
+    return DeepCompressionResult(work, stages.rows, shared, notes, time.perf_counter() - start)
+
+
+def _resolve(
+    model: nn.Module, prune: float | Mapping[str, float], bits: int | Mapping[str, int], layers
+) -> tuple[list[str], dict[str, float], dict[str, int]]:
+    """The layers to compress, each one's prune ratio and sharing bits (unknown layers are one line)."""
     names = list(prune) if isinstance(prune, Mapping) else sharing._resolve(model, layers)
     ratios = dict(prune) if isinstance(prune, Mapping) else {name: float(prune) for name in names}
     sharing._resolve(model, list(ratios))
@@ -78,67 +114,43 @@ def deep_compression(
         if not isinstance(bits, Mapping)
         else sharing._bits_map(model, bits, None)
     )
-    steps = ["prune", "retrain", "share", "centroids", "huffman"]
-    total = len(steps)
-    stages: list[dict] = []
-    notes: list[str] = []
-    score = scoring(metric, model, data)  # every stage is scored against the original model
+    return names, ratios, bits_map
 
-    def record(stage: str, m: nn.Module, size: int, result=None) -> None:
-        result = result or evaluate(m, data, limit=eval_limit, metric=score)
-        stages.append(
+
+class _Stages:
+    """The stage table: each stage's size, ratio to the float32 original, score and loss."""
+
+    def __init__(self, model: nn.Module, data: Dataset, eval_limit: int | None, score: Scoring) -> None:
+        self.data, self.eval_limit, self.score = data, eval_limit, score
+        self.original_size = sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
+        self.rows: list[dict] = []
+
+    def evaluate(self, m: nn.Module):
+        return evaluate(m, self.data, limit=self.eval_limit, metric=self.score)
+
+    def record(self, stage: str, m: nn.Module, size: int, result=None) -> None:
+        result = result or self.evaluate(m)
+        self.rows.append(
             {
                 "stage": stage,
                 "size_bytes": int(size),
-                "ratio": original_size / size,
+                "ratio": self.original_size / size,
                 "accuracy": result.accuracy,
                 "loss": result.loss,
             }
         )
 
-    work = copy_model(model).eval()
-    original_size = sum(t.numel() * 4 for t in list(work.parameters()) + list(work.buffers()))
-    record("original (float32)", work, original_size)
-    prune_unstructured(work, ratios)
+
+def _retrain(work: nn.Module, model: nn.Module, data: Dataset, names: list[str], epochs: int) -> nn.Module:
+    """`work` retrained for `epochs` with its zeros kept (a mask equal to the current nonzero pattern);
+    without labels it learns `model`'s outputs."""
+    for name in names:
+        module = work.get_submodule(name)
+        torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
+    teacher = model if data.y_train is None else None
+    work = finetune(work, data, FinetuneSettings(epochs=epochs), teacher, inplace=True).model
     make_permanent(work)
-    record("pruned", work, sharing.sparse_float_size_bytes(work, names, index_bits))
-    if progress:
-        progress(1, total)
-    if retrain_epochs > 0:
-        for name in names:
-            # keep the zeros through retraining: a mask equal to the current nonzero pattern
-            module = work.get_submodule(name)
-            torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
-        teacher = model if data.y_train is None else None  # unlabelled: learn the original's outputs
-        work = finetune(work, data, FinetuneSettings(epochs=retrain_epochs), teacher, inplace=True).model
-        make_permanent(work)
-        record("pruned + retrained", work, sharing.sparse_float_size_bytes(work, names, index_bits))
-    if progress:
-        progress(2, total)
-    work, shared = sharing.share_weights(work, bits_map)
-    shared_acc = evaluate(work, data, limit=eval_limit, metric=score)
-    record("shared (k-means)", work, sharing.model_size_bytes(work, shared, False, index_bits), shared_acc)
-    if progress:
-        progress(3, total)
-    if centroid_epochs > 0:
-        work, shared = sharing.finetune_centroids(work, shared, data, epochs=centroid_epochs, lr=centroid_lr)
-        shared_acc = evaluate(work, data, limit=eval_limit, metric=score)
-        record(
-            "shared + centroid fine-tuning",
-            work,
-            sharing.model_size_bytes(work, shared, False, index_bits),
-            shared_acc,
-        )
-    if progress:
-        progress(4, total)
-    record("Huffman-coded", work, sharing.model_size_bytes(work, shared, True, index_bits), shared_acc)
-    if progress:
-        progress(5, total)
-    notes.append(
-        "sizes count every parameter and buffer; biases and norms stay float32; weights are simulated "
-        "(stored as float32 in the model, counted at their coded size)"
-    )
-    return DeepCompressionResult(work, stages, shared, tuple(notes), time.perf_counter() - start)
+    return work
 
 
 __all__ = ["DeepCompressionResult", "deep_compression"]

@@ -23,6 +23,7 @@ at 1e-3, and with `epochs` 0 or absent the epochs `recovery_epochs` picks for th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -44,10 +45,8 @@ from analysis.transforms.registry import BASE_LAYER_KEYS, layer_keys, transform_
 from analysis.validate import UNTOUCHED_BITS
 
 LAYER_KEYS = BASE_LAYER_KEYS
-# The built-in transform fields, dataclass fields below; a field registered later (`register_transform`)
-# is kept in `extra` and read like the others (`settings.scale`).
-TRANSFORM_KEYS = ("rank", "rank_energy", "share_bits", "weights")
-ALL_LAYER_KEYS = LAYER_KEYS + TRANSFORM_KEYS
+# The plan's top-level keys (docs/contract.md sections 4 and 8); a layer entry's are the registry's
+# `layer_keys()`, read when a plan is parsed so that a transform registered later is accepted.
 PLAN_KEYS = ("default", "layers", "finetune", "huffman", "schedule")
 
 
@@ -106,10 +105,17 @@ def _registered_field(self: Any, name: str) -> Any:
     raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
+def _own_fields() -> set[str]:
+    """The keys `LayerSettings` and `LayerOverride` hold as dataclass fields (the base keys and the
+    built-in transforms); any other registered transform field is kept in `extra`."""
+    return {f.name for f in dataclasses.fields(LayerSettings)} - {"extra"}
+
+
 def _split_extra(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` as dataclass keyword arguments: registered fields beyond the built-in ones go in `extra`."""
-    out = {k: v for k, v in values.items() if k in ALL_LAYER_KEYS}
-    extra = {k: v for k, v in values.items() if k not in ALL_LAYER_KEYS and v is not None}
+    own = _own_fields()
+    out = {k: v for k, v in values.items() if k in own}
+    extra = {k: v for k, v in values.items() if k not in own and v is not None}
     return out | ({"extra": extra} if extra else {})
 
 
@@ -132,9 +138,10 @@ class LayerSettings:
         for key in LAYER_KEYS:
             object.__setattr__(self, key, _CHECKS[key](getattr(self, key), None))
         fields = _transform_fields(self.to_dict(), None)
-        for key in TRANSFORM_KEYS:
+        own = _own_fields()
+        for key in own - set(LAYER_KEYS):
             object.__setattr__(self, key, fields.get(key))
-        object.__setattr__(self, "extra", {k: v for k, v in fields.items() if k not in TRANSFORM_KEYS})
+        object.__setattr__(self, "extra", {k: v for k, v in fields.items() if k not in own})
 
     __getattr__ = _registered_field
 

@@ -70,7 +70,7 @@ from analysis.progress import Progress
 from analysis.transforms.groups import PruningGroup, find_groups, is_prunable, remove_channels
 from analysis.transforms.pruning import make_permanent
 
-METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)
+SCHEDULE_METHODS = SCHEDULE_REGISTRY.names()  # the registered schedule methods (schedule_methods.py)
 LATENCY_RUNS = 20
 
 
@@ -366,9 +366,9 @@ def run_schedule(
 
 
 __all__ = [
-    "METHODS",
     "RECOVERY_LR",
     "RECOVERY_LR_SCHEDULE",
+    "SCHEDULE_METHODS",
     "ScheduleResult",
     "ScheduleSettings",
     "TARGET_KINDS",

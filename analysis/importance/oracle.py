@@ -160,7 +160,6 @@ def oracle_scores(
     as parameter edits (default `analysis.fx.runner.DownstreamRunner`; ONNX Runtime's is
     `analysis.runtime.edit_runner.runner_class("onnxruntime")`, which the caller picks: the runtimes sit
     above the criteria)."""
-    # Long: the per-layer edits, the one cached downstream run and its progress share local state.
     data = require_data("oracle", data)
     max_samples = whole(max_samples, "max_samples")
     features = features or find_features(model, None if layers is None else list(layers))
@@ -175,18 +174,45 @@ def oracle_scores(
         model = on_device(model, dev).eval()
         batches = [(to_device(x, dev), None if y is None else y.to(dev)) for x, y in batches]
     seen = sum(num_samples(x) for x, _ in batches)
-    n_channels = sum(lf.channels for lf in features.layers.values() if lf.sites or not features.traced)
-    done = 0
+    counter = _Progress(progress, features)
+    runner_api = _runner_class() if use_runner else None
+    scores, method, edits_by_layer, plain = _sort_layers(model, features, runner_api is not None)
+    baseline = float("nan")
+    if edits_by_layer:
+        runner = _runner(model, data, total, batch_size, runner or runner_api[0], device is not None)
+        baseline = _runner_scores(runner, runner_api[1], features, edits_by_layer, counter, scores, method)
+    if plain:
+        plain_scores, plain_baseline = _plain_loop(model, features, plain, batches, counter.tick)
+        scores.update(plain_scores)
+        method.update(dict.fromkeys(plain, "full forward per channel"))
+        if baseline != baseline:  # NaN: no runner result
+            baseline = plain_baseline
+    ordered = {name: scores[name] for name in features.layers}
+    return OracleResult(ordered, baseline, seen, {name: method[name] for name in features.layers})
 
-    def tick(k: int = 1) -> None:
-        nonlocal done
-        done += k
-        if progress:
-            progress(min(done, n_channels), n_channels)
 
+class _Progress:
+    """Channels evaluated so far, reported as `progress(done, total)`: the runner's share, then one tick per
+    channel of the plain loop."""
+
+    def __init__(self, progress: Progress | None, features: FeatureGraph) -> None:
+        self.progress, self.done = progress, 0
+        self.total = sum(lf.channels for lf in features.layers.values() if lf.sites or not features.traced)
+
+    def report(self, done: int) -> None:
+        if self.progress:
+            self.progress(min(done, self.total), self.total)
+
+    def tick(self, k: int = 1) -> None:
+        self.done += k
+        self.report(self.done)
+
+
+def _sort_layers(model: nn.Module, features: FeatureGraph, runner: bool):
+    """(scores, method) of the layers never called (NaN), the parameter edit of each layer the runner can
+    evaluate (`runner`: one is available), and the layers left to the plain loop."""
     scores: dict[str, torch.Tensor] = {}
     method: dict[str, str] = {}
-    runner_api = _runner_class() if use_runner else None
     edits_by_layer = {}
     plain: list[str] = []
     for name, lf in features.layers.items():
@@ -194,51 +220,48 @@ def oracle_scores(
             scores[name] = torch.full((lf.channels,), float("nan"))
             method[name] = "never called in forward"
             continue
-        edit = _param_edit(model, lf) if runner_api else None
+        edit = _param_edit(model, lf) if runner else None
         if edit is None:
             plain.append(name)
         else:
             edits_by_layer[name] = edit
+    return scores, method, edits_by_layer, plain
 
-    baseline = float("nan")
-    if edits_by_layer:
-        runner_cls, edit_cls = runner_api
-        if runner is not None:
-            runner_cls = runner
-        xs = data.x_train[:total]
-        ys = None if data.y_train is None else data.y_train[:total]
-        if device is not None:
-            xs = to_device(xs, model_device(model))
-            ys = None if ys is None else ys.to(model_device(model))
-        runner = runner_cls(model, xs, ys, batch_size=batch_size, scoring=_loss_scoring(ys))
-        edits, owners = [], []
-        for name, (modules, zero) in edits_by_layer.items():
-            for c in range(features.layers[name].channels):
-                edits.append(edit_cls(modules, lambda m, z=zero, c=c: z(m, c), key=(name, c)))
-                owners.append(name)
-        runner_channels = len(edits)
 
-        def runner_progress(step: int, steps: int) -> None:
-            if progress:
-                progress(min(int(step / max(steps, 1) * runner_channels), n_channels), n_channels)
+def _runner(model, data: Dataset, total: int, batch_size: int, runner_cls: type, on_device: bool):
+    """A `runner_cls` (the cached downstream runner, or a runtime's) over the first `total` train samples
+    (`on_device`: moved to the model's device)."""
+    xs = data.x_train[:total]
+    ys = None if data.y_train is None else data.y_train[:total]
+    if on_device:
+        xs = to_device(xs, model_device(model))
+        ys = None if ys is None else ys.to(model_device(model))
+    return runner_cls(model, xs, ys, batch_size=batch_size, scoring=_loss_scoring(ys))
 
-        out = runner.evaluate(edits, progress=runner_progress)
-        baseline = out.baseline.loss
-        values: dict[str, list[float]] = {name: [] for name in edits_by_layer}
-        for name, result in zip(owners, out.results, strict=True):
-            values[name].append(abs(result.loss - baseline))
-        for name, v in values.items():
-            scores[name] = torch.tensor(v, dtype=torch.float32)
-            method[name] = "cached downstream runner"
-        done = runner_channels
-    if plain:
-        plain_scores, plain_baseline = _plain_loop(model, features, plain, batches, tick)
-        scores.update(plain_scores)
-        method.update(dict.fromkeys(plain, "full forward per channel"))
-        if baseline != baseline:  # NaN: no runner result
-            baseline = plain_baseline
-    ordered = {name: scores[name] for name in features.layers}
-    return OracleResult(ordered, baseline, seen, {name: method[name] for name in features.layers})
+
+def _runner_scores(runner, edit_cls, features, edits_by_layer, counter: _Progress, scores, method) -> float:
+    """Each channel of `edits_by_layer`'s layers zeroed by its edit and evaluated by `runner`: the |loss
+    change| per channel into `scores` (and `method`); returns the unedited loss."""
+    edits, owners = [], []
+    for name, (modules, zero) in edits_by_layer.items():
+        for c in range(features.layers[name].channels):
+            edits.append(edit_cls(modules, lambda m, z=zero, c=c: z(m, c), key=(name, c)))
+            owners.append(name)
+    runner_channels = len(edits)
+
+    def runner_progress(step: int, steps: int) -> None:
+        counter.report(int(step / max(steps, 1) * runner_channels))
+
+    out = runner.evaluate(edits, progress=runner_progress)
+    baseline = out.baseline.loss
+    values: dict[str, list[float]] = {name: [] for name in edits_by_layer}
+    for name, result in zip(owners, out.results, strict=True):
+        values[name].append(abs(result.loss - baseline))
+    for name, v in values.items():
+        scores[name] = torch.tensor(v, dtype=torch.float32)
+        method[name] = "cached downstream runner"
+    counter.done = runner_channels
+    return baseline
 
 
 @CRITERIA_REGISTRY.register

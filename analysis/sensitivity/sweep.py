@@ -26,7 +26,6 @@ One module: every sweep kind shares the edit, cut and merge helpers of the one l
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from analysis.sensitivity.result import (  # noqa: F401  (re-exported: the sweep
     SensitivityCurve,
     SensitivityResult,
 )
+from analysis.sensitivity.transform_sweeps import cut_at_drop
 from analysis.transforms.groups import PruningGroup, find_groups
 from analysis.transforms.quantization import fake_quantize
 from analysis.transforms.registry import TransformHandler
@@ -170,66 +170,32 @@ def sensitivity_sweep(
     `runtime` `onnxruntime` evaluates every point on ONNX Runtime instead (`analysis.runtime.edit_runner`:
     one export, weights swapped per point; a full pass each).
     """
-    # Long mostly by its signature and docstring; the steps of the sweep are helpers.
     start = time.perf_counter()
     handler = get_sweep_kind(
         kind
     ).handler  # None for the base kinds; an unknown kind is one line listing them
-    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
-        raise WorkbenchError(
-            f"max_drop must be a non-negative drop in the metric's units (accuracy: 0.01 = 1 point), got {max_drop}"
-        )
-    if split not in ("test", "train"):
-        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    _check_options(max_drop, split)
     score = scoring(metric, model, data)
-    from analysis.runtime.edit_runner import runner_class
-
-    runner_cls = runner_class(runtime)
-    if runner_cls is not DownstreamRunner and (device is not None or dtype is not None):
-        raise WorkbenchError(
-            "--device and --dtype apply to the eager runtime: drop them or use --runtime eager"
-        )
+    runner_cls = _runner_class(runtime, device, dtype)
     if handler is not None and handler.builtin:
         return _transform_sweep(
             model, data, handler, ratios, bits, layers, progress, max_drop, batch_size,
             (split, limit, should_stop, runtime, score),
         )  # fmt: skip
-    if handler is not None:
-        values = _handler_values(handler, bits if handler.values_are_bits else ratios)
-    elif kind == "quant":
-        values = bit_widths(DEFAULT_BITS if bits is None else bits)
-    else:
-        values = validate.ratios(DEFAULT_RATIOS if ratios is None else ratios)
-    if split not in ("test", "train"):
-        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+    values = _sweep_values(kind, handler, ratios, bits)
     cast = parse_dtype(dtype)
     dev = None if device is None and cast is None else resolve_device(device or "cpu")
     work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
-    if kind == "structured":
-        example = as_model_inputs((data.x if split == "test" else data.x_train)[:1])
-        example = example if dev is None else to_device(example, dev)
-        edits, members, notes = _structured_edits(work, example, layers, values)
-    else:
-        edits, members, notes = _layer_edits(work, kind, layers, values, handler)
+    edits, members, notes = _edits(work, data, split, dev, kind, layers, values, handler)
     chains: dict[str, list[int]] = {}
     for i, edit in enumerate(edits):
         chains.setdefault(edit.key[0], []).append(i)
-    x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
-    x, y = (x, y) if limit is None else (x[:limit], None if y is None else y[:limit])
-    x, y = (x, y) if dev is None else (to_device(x, dev), None if y is None else y.to(dev))
+    x, y = _inputs(data, split, limit, dev)
     if cast is not None:  # after the edits are chosen, so they are the float32 sweep's
         work.to(dtype=cast)
         x = to_device(x, dev, cast)
-    runner = runner_cls(
-        work,
-        x,
-        y,
-        batch_size=batch_size,
-        use_cache=use_cache,
-        max_cache_bytes=max_cache_bytes,
-        copy_model=False,
-        scoring=score,
-    )
+    runner = runner_cls(work, x, y, batch_size=batch_size, use_cache=use_cache,
+                        max_cache_bytes=max_cache_bytes, copy_model=False, scoring=score)  # fmt: skip
     bounded = score.metric_class.bounded and score.info.higher_is_better
     forward = Forward(progress, len(edits))  # evaluations: layers (groups) x ratios, skipped ones done
     out, edits, chains, partial = _evaluate_by_layer(
@@ -243,17 +209,57 @@ def sensitivity_sweep(
         notes.append(f"stopped by request after {len(curves)} of {len(members)} {_unit(kind)}")
     base = out.baseline
     return SensitivityResult(
-        kind=kind,
-        baseline_accuracy=base.accuracy,
-        baseline_loss=base.loss,
-        seconds=time.perf_counter() - start,
-        layers=curves,
-        notes=tuple(notes),
-        samples=base.samples,
-        max_drop=max_drop,
-        partial=partial,
-        metric=score.info,
-    )
+        kind=kind, baseline_accuracy=base.accuracy, baseline_loss=base.loss,
+        seconds=time.perf_counter() - start, layers=curves, notes=tuple(notes), samples=base.samples,
+        max_drop=max_drop, partial=partial, metric=score.info,
+    )  # fmt: skip
+
+
+def _check_options(max_drop: float | None, split: str) -> None:
+    """A bad `max_drop` or `split` is one line."""
+    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
+        raise WorkbenchError(
+            f"max_drop must be a non-negative drop in the metric's units (accuracy: 0.01 = 1 point), got {max_drop}"
+        )
+    if split not in ("test", "train"):
+        raise WorkbenchError(f"unknown split {split!r}: use 'test' or 'train'")
+
+
+def _runner_class(runtime: str | None, device, dtype) -> type:
+    """The runner that evaluates the points on `runtime`; `device` and `dtype` are the eager runner's."""
+    from analysis.runtime.edit_runner import runner_class
+
+    runner_cls = runner_class(runtime)
+    if runner_cls is not DownstreamRunner and (device is not None or dtype is not None):
+        raise WorkbenchError(
+            "--device and --dtype apply to the eager runtime: drop them or use --runtime eager"
+        )
+    return runner_cls
+
+
+def _sweep_values(kind: str, handler: TransformHandler | None, ratios, bits) -> tuple:
+    """The values each layer is swept at: a registered transform's, bit widths (quant) or ratios."""
+    if handler is not None:
+        return _handler_values(handler, bits if handler.values_are_bits else ratios)
+    if kind == "quant":
+        return bit_widths(DEFAULT_BITS if bits is None else bits)
+    return validate.ratios(DEFAULT_RATIOS if ratios is None else ratios)
+
+
+def _edits(work: nn.Module, data: Dataset, split: str, dev, kind: str, layers, values, handler):
+    """The sweep's edits, the members of each swept layer (group) and notes (`_structured_edits`, which
+    traces the model on one example of `split`, or `_layer_edits`)."""
+    if kind != "structured":
+        return _layer_edits(work, kind, layers, values, handler)
+    example = as_model_inputs((data.x if split == "test" else data.x_train)[:1])
+    return _structured_edits(work, example if dev is None else to_device(example, dev), layers, values)
+
+
+def _inputs(data: Dataset, split: str, limit: int | None, dev) -> tuple:
+    """The swept split's inputs and labels (None without labels): the first `limit`, on `dev` if given."""
+    x, y = (data.x, data.y) if split == "test" else (data.x_train, data.y_train)
+    x, y = (x, y) if limit is None else (x[:limit], None if y is None else y[:limit])
+    return (x, y) if dev is None else (to_device(x, dev), None if y is None else y.to(dev))
 
 
 def _unit(kind: str) -> str:
@@ -301,31 +307,7 @@ def _transform_sweep(model, data, handler, ratios, bits, layers, progress, max_d
     split, limit, should_stop, runtime, score = options
     kwargs = {"split": split, "limit": limit, "batch_size": batch_size, "should_stop": should_stop}
     kwargs |= {"runtime": runtime, "metric": score}
-    return _cut(sweep(model, data, values, layers, progress, **kwargs), max_drop)
-
-
-def _cut(result: SensitivityResult, max_drop: float | None) -> SensitivityResult:
-    """Each curve ended at its first point whose drop exceeds `max_drop` (as the other kinds' early stop
-    ends it; here every point was computed, so this only trims)."""
-    if max_drop is None:
-        return result
-    layers, extra, cut = {}, {}, []
-    keys = [k for k in ("ranks", "macs_saved", "params_saved") if hasattr(result, k)]
-    for name, curve in result.layers.items():
-        n = len(curve.values)
-        for i, acc in enumerate(curve.accuracy):
-            if result.metric.drop(result.baseline_accuracy, acc) > max_drop + _TOLERANCE:
-                n = i + 1
-                break
-        if n < len(curve.values):
-            cut.append(name)
-        layers[name] = SensitivityCurve(curve.values[:n], curve.accuracy[:n], curve.loss[:n], curve.members)
-        for key in keys:
-            extra.setdefault(key, {})[name] = tuple(getattr(result, key).get(name, ()))[:n]
-    notes = result.notes + (
-        (f"early stop at drop > {max_drop}: {few(cut)} cut at their first bad point",) if cut else ()
-    )
-    return dataclasses.replace(result, layers=layers, notes=notes, max_drop=max_drop, **extra)
+    return cut_at_drop(sweep(model, data, values, layers, progress, **kwargs), max_drop)
 
 
 def _structured_edits(

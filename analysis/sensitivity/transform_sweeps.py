@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -23,18 +23,14 @@ from analysis.fx.edits import Edit, RunnerResult
 from analysis.metrics import ACCURACY, MetricInfo, Scoring, scoring
 from analysis.model.layers import copy_model
 from analysis.progress import Forward, Progress
-from analysis.sensitivity.result import LowRankSensitivity, SensitivityCurve, SensitivityResult
+from analysis.sensitivity.result import _TOLERANCE, LowRankSensitivity, SensitivityCurve, SensitivityResult
 from analysis.transforms import lowrank, sharing
 from analysis.transforms.quantization import fake_quantize
 from analysis.transforms.registry import Rank, ShareBits
+from analysis.validate import few
 
 DEFAULT_RANK_FRACTIONS = Rank.sweep_values  # the handlers' (analysis.transforms.registry)
 DEFAULT_SHARE_BITS = ShareBits.sweep_values
-
-
-def _few(names) -> str:
-    names = list(names)
-    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
 
 
 def _weight_edit(name: str, new: torch.Tensor, key) -> Edit:
@@ -80,11 +76,7 @@ def _check_split(split: str) -> None:
 
 def factorable_layers(model: nn.Module) -> list[str]:
     """Linear and groups=1 Conv2d layers: the ones `lowrank` can factor."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if n and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))
-    ]
+    return [n for n, m in model.named_modules() if n and lowrank.factorable(m)]
 
 
 def lowrank_sensitivity(
@@ -109,55 +101,29 @@ def lowrank_sensitivity(
     fractions = sorted({lowrank.check_rank(f) for f in rank_fractions}, reverse=True)
     if not fractions:
         raise WorkbenchError("no rank fractions given: give at least one in (0, 1), e.g. 0.5,0.25")
-    names = factorable_layers(model) if layers is None else list(dict.fromkeys(layers))
-    if not names:
-        raise WorkbenchError("the model has no Linear or Conv2d (groups=1) layers to factor")
     work = copy_model(model).eval()
-    modules = dict(work.named_modules())
-    for name in names:
-        if name not in modules or not name:
-            raise WorkbenchError(
-                f"no layer named {name!r} in the model: choose one of {_few(factorable_layers(model))}"
-            )
-        lowrank._check_layer(name, modules[name])
-    positions = lowrank.output_positions(work, names, data.input_shape)
-    moments = lowrank.output_moments(work, names, data.x_train[: lowrank.CALIBRATION_SAMPLES])
-    edits: list[Edit] = []
-    info: dict[tuple, lowrank.LowRankChoice] = {}
-    refused: list[str] = []
-    for name in names:
-        module = modules[name]
-        for f in fractions:
-            try:
-                choice = lowrank.choose_rank(name, module, f, positions[name], moments.get(name))
-            except WorkbenchError:
-                refused.append(f"{name}@{f}")
-                continue
-            info[(name, f)] = choice
-            new = lowrank.truncated_weight(module, choice.rank, moments.get(name))
-            edits.append(_weight_edit(name, new, (name, f)))
+    names = _factorable(model, work, layers)
+    edits, info, refused = _lowrank_edits(work, data, names, fractions)
     out, done = _run(work, data, edits, split, limit, batch_size, progress, metric, should_stop, runtime)
-    curves: dict[str, SensitivityCurve] = {}
-    ranks: dict[str, list[int]] = {}
-    macs: dict[str, list[int]] = {}
-    params: dict[str, list[int]] = {}
     finished = _finished(names, edits, done)
     points: dict[str, list] = {name: [] for name in finished}
     for edit, result in zip(done, out.results, strict=True):
         points[edit.key[0]].append((edit.key[1], result))
-    for name in finished:
-        xs = [f for f, _ in points[name]]
-        curves[name] = SensitivityCurve(
-            tuple(xs),
+    curves = {
+        name: SensitivityCurve(
+            tuple(f for f, _ in points[name]),
             tuple(r.accuracy for _, r in points[name]),
             tuple(r.loss for _, r in points[name]),
         )
-        ranks[name] = tuple(info[(name, f)].rank for f in xs)
-        macs[name] = tuple(info[(name, f)].macs_saved for f in xs)
-        params[name] = tuple(info[(name, f)].params_saved for f in xs)
+        for name in finished
+    }
+    per_point = {  # each layer's rank and savings at its curve's fractions
+        key: {name: tuple(getattr(info[(name, f)], attr) for f in curves[name].values) for name in finished}
+        for key, attr in (("ranks", "rank"), ("macs_saved", "macs_saved"), ("params_saved", "params_saved"))
+    }
     notes = list(out.notes)
     if refused:
-        notes.append(f"ranks that would save no MACs were left out: {_few(refused)}")
+        notes.append(f"ranks that would save no MACs were left out: {few(refused)}")
     notes.append("values are kept rank fractions (smaller = more compressed); accuracy is before fine-tuning")
     if len(finished) < len(names):
         notes.append(f"stopped by request after {len(finished)} of {len(names)} layers")
@@ -169,12 +135,48 @@ def lowrank_sensitivity(
         layers=curves,
         notes=tuple(notes),
         samples=out.baseline.samples,
-        ranks=ranks,
-        macs_saved=macs,
-        params_saved=params,
         metric=out.baseline.metric,
         partial=len(finished) < len(names),
+        **per_point,
     )
+
+
+def _factorable(model: nn.Module, work: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    """The layers to factor: `layers` (each checked: one line for a name the model lacks or SVD cannot
+    factor), or every factorable one."""
+    names = factorable_layers(model) if layers is None else list(dict.fromkeys(layers))
+    if not names:
+        raise WorkbenchError("the model has no Linear or Conv2d (groups=1) layers to factor")
+    modules = dict(work.named_modules())
+    for name in names:
+        if name not in modules or not name:
+            raise WorkbenchError(
+                f"no layer named {name!r} in the model: choose one of {few(factorable_layers(model))}"
+            )
+        lowrank._check_layer(name, modules[name])
+    return names
+
+
+def _lowrank_edits(work: nn.Module, data: Dataset, names: list[str], fractions: list[float]):
+    """One edit per layer and kept fraction (the weight replaced by its rank-r approximation, calibrated on
+    training samples), the rank chosen for each (layer, fraction), and the points that would save nothing."""
+    positions = lowrank.output_positions(work, names, data.input_shape)
+    moments = lowrank.output_moments(work, names, data.x_train[: lowrank.CALIBRATION_SAMPLES])
+    edits: list[Edit] = []
+    info: dict[tuple, lowrank.LowRankChoice] = {}
+    refused: list[str] = []
+    for name in names:
+        module = work.get_submodule(name)
+        for f in fractions:
+            try:
+                choice = lowrank.choose_rank(name, module, f, positions[name], moments.get(name))
+            except WorkbenchError:
+                refused.append(f"{name}@{f}")
+                continue
+            info[(name, f)] = choice
+            new = lowrank.truncated_weight(module, choice.rank, moments.get(name))
+            edits.append(_weight_edit(name, new, (name, f)))
+    return edits, info, refused
 
 
 def share_sensitivity(
@@ -298,50 +300,20 @@ def quant_vs_kmeans(
     names = sharing._resolve(work, layers)
     if not names:
         raise WorkbenchError("the model has no Conv or Linear layers to compare")
-    uniform, kmeans, rows = {}, {}, []
-    for name in names:
-        w = work.get_submodule(name).weight.detach()
-        uniform[name] = fake_quantize(w, bits)[0]
-        kmeans[name] = sharing.share_weight(w, bits).weight(w.dtype)
-        n = w.numel()
-        rows.append(
-            {
-                "layer": name,
-                "sqnr_uniform_db": sqnr_db(w, uniform[name]),
-                "sqnr_kmeans_db": sqnr_db(w, kmeans[name]),
-                "bytes_uniform": math.ceil(n * bits / 8) + w.shape[0] * sharing.CENTROID_BYTES,
-                "bytes_kmeans": math.ceil(n * bits / 8) + 2**bits * sharing.CENTROID_BYTES,
-            }
-        )
-    edits = []
-    for name in names:
-        edits.append(_weight_edit(name, uniform[name], (name, "uniform")))
-        edits.append(_weight_edit(name, kmeans[name], (name, "kmeans")))
-
-    def all_edit(table, key) -> Edit:
-        def apply(m: nn.Module) -> None:
-            for name in names:
-                m.get_submodule(name).weight.copy_(table[name])
-
-        return Edit(tuple(names), apply, key)
-
-    edits += [all_edit(uniform, ("(all layers)", "uniform")), all_edit(kmeans, ("(all layers)", "kmeans"))]
+    uniform, kmeans, rows = _coded_weights(work, names, bits)
+    edits = _comparison_edits(names, uniform, kmeans)
     out, _ = _run(work, data, edits, split, limit, batch_size, progress, metric)
     found = {e.key: r for e, r in zip(edits, out.results, strict=True)}
-    total = {
-        "layer": "(all layers)",
-        "sqnr_uniform_db": sqnr_db(
-            torch.cat([work.get_submodule(n).weight.flatten() for n in names]),
-            torch.cat([uniform[n].flatten() for n in names]),
-        ),
-        "sqnr_kmeans_db": sqnr_db(
-            torch.cat([work.get_submodule(n).weight.flatten() for n in names]),
-            torch.cat([kmeans[n].flatten() for n in names]),
-        ),
-        "bytes_uniform": sum(r["bytes_uniform"] for r in rows),
-        "bytes_kmeans": sum(r["bytes_kmeans"] for r in rows),
-    }
-    rows.append(total)
+    weights = torch.cat([work.get_submodule(n).weight.flatten() for n in names])
+    rows.append(
+        {
+            "layer": "(all layers)",
+            "sqnr_uniform_db": sqnr_db(weights, torch.cat([uniform[n].flatten() for n in names])),
+            "sqnr_kmeans_db": sqnr_db(weights, torch.cat([kmeans[n].flatten() for n in names])),
+            "bytes_uniform": sum(r["bytes_uniform"] for r in rows),
+            "bytes_kmeans": sum(r["bytes_kmeans"] for r in rows),
+        }
+    )
     for row in rows:
         for method in ("uniform", "kmeans"):
             r = found[(row["layer"], method)]
@@ -357,10 +329,76 @@ def quant_vs_kmeans(
     )  # fmt: skip
 
 
+def _coded_weights(work: nn.Module, names: list[str], bits: int) -> tuple[dict, dict, list[dict]]:
+    """Each layer's weight quantized uniformly and shared by k-means at `bits`, and its table row (SQNR and
+    stored bytes of each)."""
+    uniform, kmeans, rows = {}, {}, []
+    for name in names:
+        w = work.get_submodule(name).weight.detach()
+        uniform[name] = fake_quantize(w, bits)[0]
+        kmeans[name] = sharing.share_weight(w, bits).weight(w.dtype)
+        n = w.numel()
+        rows.append(
+            {
+                "layer": name,
+                "sqnr_uniform_db": sqnr_db(w, uniform[name]),
+                "sqnr_kmeans_db": sqnr_db(w, kmeans[name]),
+                "bytes_uniform": math.ceil(n * bits / 8) + w.shape[0] * sharing.CENTROID_BYTES,
+                "bytes_kmeans": math.ceil(n * bits / 8) + 2**bits * sharing.CENTROID_BYTES,
+            }
+        )
+    return uniform, kmeans, rows
+
+
+def _comparison_edits(names: list[str], uniform: dict, kmeans: dict) -> list[Edit]:
+    """Each layer alone with its uniform, then its k-means weight; then every layer at once, each way."""
+    edits = []
+    for name in names:
+        edits.append(_weight_edit(name, uniform[name], (name, "uniform")))
+        edits.append(_weight_edit(name, kmeans[name], (name, "kmeans")))
+
+    def all_edit(table, key) -> Edit:
+        def apply(m: nn.Module) -> None:
+            for name in names:
+                m.get_submodule(name).weight.copy_(table[name])
+
+        return Edit(tuple(names), apply, key)
+
+    return edits + [
+        all_edit(uniform, ("(all layers)", "uniform")),
+        all_edit(kmeans, ("(all layers)", "kmeans")),
+    ]
+
+
+def cut_at_drop(result: SensitivityResult, max_drop: float | None) -> SensitivityResult:
+    """Each curve ended at its first point whose drop exceeds `max_drop` (as the other kinds' early stop
+    ends it; here every point was computed, so this only trims)."""
+    if max_drop is None:
+        return result
+    layers, extra, cut = {}, {}, []
+    keys = [k for k in ("ranks", "macs_saved", "params_saved") if hasattr(result, k)]
+    for name, curve in result.layers.items():
+        n = len(curve.values)
+        for i, acc in enumerate(curve.accuracy):
+            if result.metric.drop(result.baseline_accuracy, acc) > max_drop + _TOLERANCE:
+                n = i + 1
+                break
+        if n < len(curve.values):
+            cut.append(name)
+        layers[name] = SensitivityCurve(curve.values[:n], curve.accuracy[:n], curve.loss[:n], curve.members)
+        for key in keys:
+            extra.setdefault(key, {})[name] = tuple(getattr(result, key).get(name, ()))[:n]
+    notes = result.notes + (
+        (f"early stop at drop > {max_drop}: {few(cut)} cut at their first bad point",) if cut else ()
+    )
+    return replace(result, layers=layers, notes=notes, max_drop=max_drop, **extra)
+
+
 __all__ = [
     "DEFAULT_RANK_FRACTIONS",
     "DEFAULT_SHARE_BITS",
     "QuantVsKmeans",
+    "cut_at_drop",
     "factorable_layers",
     "lowrank_sensitivity",
     "quant_vs_kmeans",

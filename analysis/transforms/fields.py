@@ -43,7 +43,6 @@ from analysis.transforms import lowbit, lowrank
 from analysis.transforms.registry import TRANSFORMS
 from analysis.validate import UNTOUCHED_BITS
 
-_BUILTIN = ("rank", "rank_energy", "share_bits", "weights")  # with combination rules below
 _FACTORED = ("rank", "rank_energy")  # applied together by `lowrank.factorize`, not layer by layer
 
 
@@ -80,7 +79,7 @@ def validate_transform_settings(layer_name: str, settings: Mapping) -> dict:
             f"{where}: rank with unstructured pruning is refused: the SVD factors of a sparse weight are dense, "
             "so the zeros are lost; use structured pruning or drop one"
         )
-    generic = [key for key in out if key not in _BUILTIN]
+    generic = [key for key in out if not TRANSFORMS[key].builtin]
     if factored and generic:
         raise WorkbenchError(
             f"{where}: rank and {generic[0]} cannot go together: factorization replaces the weight "
@@ -136,7 +135,21 @@ def apply_transforms(
     factored layer the best rank-r approximation of its outputs on them (`analysis.transforms.lowrank`);
     without it, the truncated SVD of its weight. The model handed in is not changed.
     """
-    # Long: every layer's settings checked, each transform applied with its stored size, the total counted.
+    todo = _layers_to_transform(model, layer_settings)
+    work, layers, notes = _factor(model, todo, calibration)
+    stored: dict[int, int] = {}  # id(weight) -> stored bytes, for the size total
+    with torch.no_grad():
+        for i, (name, fields) in enumerate(todo.items()):
+            _apply_fields(work, name, fields, huffman, layers, stored)
+            if progress:
+                progress(i + 1, len(todo))
+    notes += _notes(todo, huffman)
+    return AppliedTransforms(work, notes, {"layers": layers, "size_bytes": _stored_bytes(work, stored)})
+
+
+def _layers_to_transform(model: nn.Module, layer_settings: Mapping[str, Mapping]) -> dict[str, dict]:
+    """Each layer's transform fields (checked, normalized), for the layers that set any; a layer the model
+    lacks, or one without a weight, is a one-line error."""
     modules = dict(model.named_modules())
     todo: dict[str, dict] = {}
     for name, settings in layer_settings.items():
@@ -150,7 +163,14 @@ def apply_transforms(
                 f"layer {name!r} is a {type(modules[name]).__name__} with no weight to transform"
             )
         todo[name] = fields
-    notes: list[str] = []
+    return todo
+
+
+def _factor(
+    model: nn.Module, todo: Mapping[str, dict], calibration: torch.Tensor | None
+) -> tuple[nn.Module, dict[str, dict], list[str]]:
+    """A copy of `model` with the layers that set `rank`/`rank_energy` factored (calibrated on
+    `calibration` when given), their size entries and a note for each."""
     specs = {
         name: lowrank.LowRankSpec(rank=f.get("rank"), rank_energy=f.get("rank_energy"))
         for name, f in todo.items()
@@ -161,6 +181,7 @@ def apply_transforms(
     choices = lowrank.plan_factorization(model, specs, moments=moments)
     work = lowrank.factorize(model, specs, moments=moments) if specs else copy_model(model)
     layers: dict[str, dict] = {}
+    notes: list[str] = []
     for name, choice in choices.items():
         layers[name] = {
             "transform": "lowrank",
@@ -174,28 +195,39 @@ def apply_transforms(
             f"{name}: factored at rank {choice.rank} of {choice.full_rank} ({choice.energy_kept:.1%} of the "
             f"energy kept); now {name}.0 and {name}.1"
         )
-    stored: dict[int, int] = {}  # id(weight) -> stored bytes, for the size total
-    with torch.no_grad():
-        for i, (name, fields) in enumerate(todo.items()):
-            # Each field but the rank (factored above) is applied by its handler, in registry order.
-            for key in (k for k in TRANSFORMS if k in fields and k not in _FACTORED):
-                module = work.get_submodule(name)
-                entry = TRANSFORMS[key].apply(module, fields[key], huffman=huffman)
-                stored[id(module.weight)] = entry["bytes"]
-                layers.setdefault(name, entry)  # share_bits and weights exclude each other; the first stays
-            if progress:
-                progress(i + 1, len(todo))
-    shared_any = any("share_bits" in f for f in todo.values())
+    return work, layers, notes
+
+
+def _apply_fields(
+    work: nn.Module, name: str, fields: Mapping, huffman: bool, layers: dict, stored: dict[int, int]
+) -> None:
+    """Apply layer `name`'s fields but the rank (factored already) by their handlers, in registry order;
+    its size entry goes to `layers` (the first one: share_bits and weights exclude each other) and its
+    weight's stored bytes to `stored`."""
+    for key in (k for k in TRANSFORMS if k in fields and k not in _FACTORED):
+        module = work.get_submodule(name)
+        entry = TRANSFORMS[key].apply(module, fields[key], huffman=huffman)
+        stored[id(module.weight)] = entry["bytes"]
+        layers.setdefault(name, entry)
+
+
+def _notes(todo: Mapping[str, dict], huffman: bool) -> list[str]:
+    notes = []
     if any(f.get("weights") for f in todo.values()):
         notes.append(f"binary/ternary/pow2 weights are {lowbit.LABEL}; sizes count their low-bit width")
-    if huffman and not shared_any:
+    if huffman and not any("share_bits" in f for f in todo.values()):
         notes.append("huffman: no layer has share_bits, so there are no indices to code; sizes unchanged")
+    return notes
+
+
+def _stored_bytes(work: nn.Module, stored: Mapping[int, int]) -> int:
+    """The whole model's size: each parameter and buffer once, a transformed weight at its stored size."""
     total, seen = 0, set()
     for t in list(work.parameters()) + list(work.buffers()):
         if id(t) not in seen:
             seen.add(id(t))
             total += stored.get(id(t), _tensor_bytes(t))
-    return AppliedTransforms(work, notes, {"layers": layers, "size_bytes": total})
+    return total
 
 
 __all__ = [

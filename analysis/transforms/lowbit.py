@@ -23,7 +23,7 @@ import torch
 
 from analysis.errors import WorkbenchError
 
-KINDS = ("binary", "ternary", "pow2")
+WEIGHT_KINDS = ("binary", "ternary", "pow2")
 TERNARY_THRESHOLD = 0.7  # TWN's delta = 0.7 E|W|
 POW2_DEFAULT_BITS = 5  # INQ's headline setting (lossless 5-bit ResNets on ImageNet)
 POW2_MIN_BITS, POW2_MAX_BITS = 3, 8
@@ -34,8 +34,8 @@ LABEL = "simulated (float weights holding the low-bit values; float kernels)"
 
 def check_kind(value, where: str = "weights") -> str:
     """`value` as one of binary, ternary, pow2; WorkbenchError otherwise."""
-    if not isinstance(value, str) or value.strip().lower() not in KINDS:
-        raise WorkbenchError(f"{where} must be one of {', '.join(KINDS)}, got {value!r}")
+    if not isinstance(value, str) or value.strip().lower() not in WEIGHT_KINDS:
+        raise WorkbenchError(f"{where} must be one of {', '.join(WEIGHT_KINDS)}, got {value!r}")
     return value.strip().lower()
 
 
@@ -120,9 +120,9 @@ def lowbit_size_bytes(weight: torch.Tensor, kind: str, bits: int = POW2_DEFAULT_
 
 
 __all__ = [
-    "KINDS",
     "LABEL",
     "POW2_DEFAULT_BITS",
+    "WEIGHT_KINDS",
     "binarize",
     "check_kind",
     "lowbit_size_bytes",

@@ -122,6 +122,11 @@ class LowRankChoice:
         return asdict(self) | {"params_saved": self.params_saved, "macs_saved": self.macs_saved}
 
 
+def factorable(module: nn.Module) -> bool:
+    """Whether SVD can factor `module`: an nn.Linear or a groups=1 nn.Conv2d (`_check_layer` says why not)."""
+    return type(module) is nn.Linear or (type(module) is nn.Conv2d and module.groups == 1)
+
+
 def _check_layer(name: str, module: nn.Module) -> None:
     if type(module) is nn.Linear:
         return
@@ -407,6 +412,7 @@ __all__ = [
     "check_rank_energy",
     "choose_rank",
     "factor_layer",
+    "factorable",
     "factorize",
     "output_moments",
     "output_positions",

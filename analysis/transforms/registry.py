@@ -69,6 +69,7 @@ class TransformHandler:
     values_are_bits: bool = False  # a sweep's values are bit widths (JSON key "bits", not "ratios")
     column: Column | None = None  # the Compress page's per-layer widget, if any
     builtin: bool = False  # applied and swept by the workbench's own code, not the generic path
+    needs: str = "a layer with a weight"  # what `applies_to` asks of a layer, for the error naming one
     changes_cost: bool = False  # changes MACs or params: the Compress page's preview applies it to count
 
     def check(self, value: Any, where: str) -> Any:
@@ -76,7 +77,8 @@ class TransformHandler:
         raise NotImplementedError
 
     def applies_to(self, module: nn.Module) -> bool:
-        """Whether `module` can take the field (default: any module with a weight)."""
+        """Whether `module` can take the field (default: any module with a weight; `needs` says it in
+        words). `compress` skips the layers a plan's default reaches that cannot, and refuses one named."""
         return isinstance(getattr(module, "weight", None), torch.Tensor)
 
     def apply_weight(self, weight: torch.Tensor, value: Any) -> torch.Tensor:
@@ -166,18 +168,26 @@ class Rank(TransformHandler):
     field, kind, builtin, changes_cost = "rank", "lowrank", True, True
     sweep_values = (0.75, 0.5, 0.25, 0.125)
     column = Column("rank fraction (0 = off)", "number", 0.0, low=0.0, high=1.0, step=0.05, state_key="rank")
+    needs = "a Linear or groups=1 Conv2d layer"
 
     def check(self, value: Any, where: str) -> float:
         return lowrank.check_rank(value, f"{where}: rank")
+
+    def applies_to(self, module: nn.Module) -> bool:
+        return lowrank.factorable(module)
 
 
 class RankEnergy(TransformHandler):
     """SVD factorization at the rank that keeps a share of the squared singular values."""
 
     field, builtin, changes_cost = "rank_energy", True, True
+    needs = Rank.needs
 
     def check(self, value: Any, where: str) -> float:
         return lowrank.check_rank_energy(value, f"{where}: rank_energy")
+
+    def applies_to(self, module: nn.Module) -> bool:
+        return lowrank.factorable(module)
 
 
 class ShareBits(TransformHandler):
@@ -209,7 +219,7 @@ class Weights(TransformHandler):
     """Binary, ternary or power-of-two weights (`analysis.transforms.lowbit`, simulated)."""
 
     field, builtin = "weights", True
-    column = Column("weights", "select", "float", options=("float", *lowbit.KINDS), state_key="wts")
+    column = Column("weights", "select", "float", options=("float", *lowbit.WEIGHT_KINDS), state_key="wts")
 
     def check(self, value: Any, where: str) -> str:
         return lowbit.check_kind(value, f"{where}: weights")
