@@ -62,7 +62,7 @@ _API: dict[str, tuple[str, str]] = {
     "run_schedule": ("analysis.compression.schedules", "run_schedule"),
     "ScheduleSettings": ("analysis.compression.schedules", "ScheduleSettings"),
     "SCHEDULE_METHODS": ("analysis.compression.schedules", "SCHEDULE_METHODS"),
-    "SCHEDULE_TARGETS": ("analysis.compression.schedules", "TARGET_KINDS"),
+    "SCHEDULE_TARGETS": ("analysis.compression.schedules", "SCHEDULE_TARGETS"),
     "NORMALIZATIONS": ("analysis.compression.global_rank", "NORMALIZATIONS"),
     # deploying and recording
     "RUNTIMES": ("analysis.runtime", "RUNTIMES"),

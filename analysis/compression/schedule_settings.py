@@ -17,7 +17,7 @@ from analysis.data import DEFAULT_MAX_SAMPLES
 from analysis.errors import WorkbenchError
 from analysis.importance.base import CRITERIA
 
-TARGET_KINDS = ("macs", "params", "latency", "channels")
+SCHEDULE_TARGETS = ("macs", "params", "latency", "channels")
 MAX_STEPS = 1000
 MAX_EPOCHS = 1000
 SCHEDULE_KEYS = (
@@ -85,12 +85,14 @@ class ScheduleSettings:
             )
         if not isinstance(self.target, Mapping) or len(self.target) != 1:
             raise WorkbenchError(
-                f'schedule: target must be one of {", ".join(TARGET_KINDS)} with a value, e.g. {{"macs": 0.33}}, '
+                f'schedule: target must be one of {", ".join(SCHEDULE_TARGETS)} with a value, e.g. {{"macs": 0.33}}, '
                 f"got {self.target!r}"
             )
         ((kind, value),) = self.target.items()
-        if kind not in TARGET_KINDS:
-            raise WorkbenchError(f"schedule: unknown target {kind!r}: use one of {', '.join(TARGET_KINDS)}")
+        if kind not in SCHEDULE_TARGETS:
+            raise WorkbenchError(
+                f"schedule: unknown target {kind!r}: use one of {', '.join(SCHEDULE_TARGETS)}"
+            )
         if not _is_number(value) or value <= 0:
             raise WorkbenchError(f"schedule: target {kind} must be a positive number, got {value!r}")
         if kind == "channels" and value > 1 and float(value) != int(value):
@@ -179,4 +181,4 @@ class ScheduleSettings:
         return cls.from_dict(raw)
 
 
-__all__ = ["MAX_EPOCHS", "MAX_STEPS", "SCHEDULE_KEYS", "TARGET_KINDS", "ScheduleSettings"]
+__all__ = ["MAX_EPOCHS", "MAX_STEPS", "SCHEDULE_KEYS", "SCHEDULE_TARGETS", "ScheduleSettings"]

@@ -50,7 +50,7 @@ from analysis.compression.schedule_settings import (  # noqa: F401  (re-exported
     MAX_EPOCHS,
     MAX_STEPS,
     SCHEDULE_KEYS,
-    TARGET_KINDS,
+    SCHEDULE_TARGETS,
     ScheduleSettings,
 )
 from analysis.compression.sparsity import (
@@ -371,7 +371,7 @@ __all__ = [
     "SCHEDULE_METHODS",
     "ScheduleResult",
     "ScheduleSettings",
-    "TARGET_KINDS",
+    "SCHEDULE_TARGETS",
     "agp_sparsity",
     "recovery_epochs",
     "recovery_finetune",
