@@ -5,6 +5,7 @@ lines; the app's pages and `app.py` use only public names (`analysis`'s, or a su
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,16 +150,34 @@ def test_at_most_twelve_flat_modules_and_none_over_450_lines():
     assert long == {}
 
 
-def test_no_comment_apologises_for_a_long_function():
-    """A function too long to read is split, not explained: no "# Long: ..." comment in analysis/ or pages/."""
-    import re
+# A comment that excuses a function's length: "# Long: ...", or one that counts its lines ("# ~100 lines
+# only because ...", "# ~80 lines of body: ...").
+_APOLOGY = re.compile(
+    r"#\s*Long\b|#.*(~\s*\d+\s+lines\b|\b\d+\s+lines\b|lines of body|only because\b.*\blines\b)"
+)
 
-    files = [*(ROOT / "analysis").rglob("*.py"), *(ROOT / "pages").rglob("*.py")]
+
+def test_the_apology_pattern_catches_what_was_written():
+    apologies = [
+        "    # Long: the stages share state.",
+        "    # ~100 lines only because the result's ~35 fields are listed one per line; each stage is a helper.",
+        "    # ~80 lines of body: the statistics share one hooked pass and its closures (one pass over the data",
+        "    # 60 lines, but it reads top to bottom",
+        "    # kept in one piece only because splitting it would add lines",
+    ]
+    fine = ["    # the first 100 samples only", "    x = 1  # one value per line", 'print("see lines below")']
+    assert [bool(_APOLOGY.search(line)) for line in apologies + fine] == [True] * 5 + [False] * 3
+
+
+def test_no_comment_apologises_for_a_long_function():
+    """A function too long to read is split, not explained: no comment excusing a function's length (see
+    `_APOLOGY`) in analysis/, pages/ or app.py."""
+    files = [*(ROOT / "analysis").rglob("*.py"), *(ROOT / "pages").rglob("*.py"), ROOT / "app.py"]
     found = [
-        f"{p.relative_to(ROOT)}:{i}"
+        f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
         for p in files
         for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-        if re.search(r"#\s*Long\b", line)
+        if _APOLOGY.search(line)
     ]
     assert found == []
 

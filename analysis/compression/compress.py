@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from analysis.evaluate import evaluate
 from analysis.latency import DEFAULT_BATCH_SIZE
 from analysis.metrics import Scoring, scoring
 from analysis.model.layers import copy_model, example_inputs, output_layers, output_shapes, prunable_layers
-from analysis.progress import Forward, Progress
+from analysis.progress import Progress
 from analysis.runtime.measure import (
     check_calibration,
     check_runtimes,
@@ -58,62 +58,6 @@ from analysis.transforms.quantization import (
 )
 from analysis.transforms.registry import TRANSFORMS
 from analysis.validate import whole
-
-
-class _Stages:
-    """Turns named stages of known size into one progress(done, total) stream."""
-
-    def __init__(self, sizes: Mapping[str, int], progress: Progress | None) -> None:
-        self.offsets, total = {}, 0
-        for name, size in sizes.items():
-            self.offsets[name] = total
-            total += max(int(size), 0)
-        self.sizes = dict(sizes)
-        self.total = total
-        self.progress = progress
-        self.forward = Forward(progress, total)  # only forward, each value once
-
-    @classmethod
-    def for_compress(
-        cls, data: Dataset, ft, eval_batch_size: int, latency_rounds: int, progress, schedule=None
-    ) -> _Stages:
-        """The stages of `compress`, sized in evaluation batches, training steps and latency runs; a
-        schedule's pruning by the training and evaluation its steps do, so the bar moves as it works."""
-        evals = max(len(data.x) // eval_batch_size, 1)
-        train_batches = (len(data.x_train) + ft.batch_size - 1) // ft.batch_size
-        sizes = {
-            "before": evals,
-            "prune": 1 if schedule is None else _schedule_size(schedule, train_batches, evals),
-            "finetune": ft.epochs * train_batches,
-            "after": evals,
-            "latency": latency_rounds * 3,
-        }
-        return cls(sizes, progress)
-
-    def step(self, name: str) -> Progress | None:
-        if self.progress is None:
-            return None
-        offset, size = self.offsets[name], self.sizes[name]
-
-        def report(done: int, total: int) -> None:
-            self.forward.report(offset + round(size * done / max(total, 1)))
-
-        return report
-
-    def finish(self, name: str) -> None:
-        self.forward.report(self.offsets[name] + self.sizes[name])
-
-
-def _schedule_size(schedule, train_batches: int, evals: int) -> int:
-    """A schedule's work in training and evaluation batches: its epochs of training and one evaluation per
-    step."""
-    if schedule.method in ("slimming", "group-lasso"):
-        epochs, steps = schedule.epochs, 2
-    elif schedule.method == "oneshot":
-        epochs, steps = 0, 1
-    else:
-        epochs, steps = schedule.steps * schedule.epochs_per_step, schedule.steps
-    return max(1, round((epochs + schedule.finetune_epochs) * train_batches) + steps * evals)
 
 
 def _resolve(plan: CompressionPlan, model: nn.Module, input_shape: tuple[int, ...]):
@@ -206,6 +150,194 @@ def _transform_settings(plan: CompressionPlan, model: nn.Module) -> dict[str, di
     return out
 
 
+@dataclass
+class _Run:
+    """What `compress` settles before changing anything: the plan and options checked, its two private
+    copies (`reference`: the teacher and "before"; `work`: the one compressed), what the plan asks of each
+    layer (`_resolve`), the notes so far and the progress stages."""
+
+    plan: CompressionPlan
+    runtimes: tuple[str, ...]
+    calibration: str
+    device: torch.device | None
+    score: Scoring
+    reference: nn.Module
+    work: nn.Module
+    structured: dict[str, float]
+    criteria: dict[str, str]
+    unstructured: dict[str, float]
+    bits: dict[str, int]
+    groups: list
+    notes: list[str]
+    transform_settings: dict[str, dict]
+    ft: Any
+    schedule: Any
+    stages: steps.Stages
+
+
+@dataclass
+class _Applied:
+    """What applying the plan to `work` did: the compressed float model and each step's record."""
+
+    work: nn.Module
+    trajectory: list[dict]
+    stopped: bool
+    schedule: dict | None
+    groups: list[dict]
+    finetune: dict | None
+    quantized: dict
+    unstructured: dict[str, float]
+    zeros: int
+    total: int
+    transforms: dict
+    saved_by_transforms: int
+
+
+@dataclass
+class _Measured:
+    """The model that runs, its evaluations and its timings on each runtime (`runtimes`: those measured)."""
+
+    deployed: nn.Module
+    int8_layers: list[str]
+    simulated_eval: Any
+    evals: dict
+    timings: dict
+    onnx_bytes: bytes | None
+    runtimes: list[str]
+
+
+def _prepare(model, plan, data: Dataset, progress, batch_size, runtimes, calibration, device, metric,
+             eval_batch_size: int, latency_rounds: int) -> _Run:  # fmt: skip
+    """The plan and options checked and resolved on private copies of `model`, and the progress stages."""
+    if not isinstance(plan, CompressionPlan):
+        plan = CompressionPlan.from_dict(plan)
+    whole(batch_size, "batch size")
+    runtime_names = check_runtimes(runtimes)
+    calibration = check_calibration(calibration)
+    eval_device = resolve_eval_device(device)
+    plan.check_layers(model)
+    reference = copy_model(model).eval()  # teacher and "before"; the caller's model is never run
+    score = scoring(metric, reference, data)
+    work = copy_model(model).eval()
+    structured, criteria, unstructured, bits, groups, notes = _resolve(plan, work, data.input_shape)
+    transform_settings = _transform_settings(plan, work)
+    ft = _resolved_finetune(plan.finetune, data)
+    schedule = plan.schedule if plan.scheduled or (plan.schedule and not plan.prunes_per_layer) else None
+    stages = steps.Stages.for_compress(
+        data, ft if schedule is None else replace(ft, epochs=0), eval_batch_size, latency_rounds, progress,
+        schedule,
+    )  # fmt: skip
+    return _Run(plan, runtime_names, calibration, eval_device, score, reference, work, structured, criteria,
+                unstructured, bits, groups, notes, transform_settings, ft, schedule, stages)  # fmt: skip
+
+
+def _apply(run: _Run, data: Dataset, max_samples: int, on_step, should_stop) -> _Applied:
+    """The plan applied to `run.work`: the schedule or one-shot pruning, fine-tuning, masks made permanent,
+    weights quantized, then the transforms."""
+    work, notes, finetune_info = run.work, run.notes, None
+    if run.schedule is not None:
+        work, trajectory, stopped, schedule_info = steps.schedule_step(
+            run.reference, data, run.schedule, run.ft, run.stages.step("prune"), on_step, should_stop, notes,
+            run.score,
+        )  # fmt: skip
+        struct_groups: list[dict] = []
+    else:
+        trajectory, stopped, schedule_info = [], False, None
+        struct = prune_structured(work, run.structured, data.input_shape, criteria=run.criteria, data=data,
+                                  max_samples=max_samples, groups=run.groups or None)  # fmt: skip
+        notes.extend(struct.notes)
+        struct_groups = struct.groups
+        prune_unstructured(work, run.unstructured)
+    run.stages.finish("prune")
+    if run.schedule is None:
+        finetune_info = steps.finetune_step(
+            work, run.reference, data, run.ft, bool(run.bits), run.stages.step("finetune"), notes
+        )
+    make_permanent(work)
+    quantized = quantize_weights(work, run.bits)
+    unstructured_done = {
+        name: float((work.get_submodule(name).weight == 0).float().mean()) for name in run.unstructured
+    }
+    zeros, total = count_zeros(work)
+    work, transforms, saved = steps.transform_step(
+        work, run.transform_settings, run.plan.huffman, notes, data
+    )
+    run.stages.finish("finetune")
+    return _Applied(work, trajectory, stopped, schedule_info, struct_groups, finetune_info, quantized,
+                    unstructured_done, zeros, total, transforms, saved)  # fmt: skip
+
+
+def _evaluate(run: _Run, model: nn.Module, data: Dataset, eval_batch_size: int, stage: str | None):
+    """`model` scored on the evaluation split on the evaluation device (progress as `stage`, if named)."""
+    progress = None if stage is None else run.stages.step(stage)
+    return evaluate(model, data, batch_size=eval_batch_size, progress=progress, device=run.device,
+                    metric=run.score)  # fmt: skip
+
+
+def _measure(run: _Run, applied: _Applied, data: Dataset, before_eval, real_int8: bool, max_samples: int,
+             eval_batch_size: int, timing: dict) -> _Measured:  # fmt: skip
+    """The compressed model deployed (real int8 where it runs), evaluated, then timed against the reference
+    on each runtime."""
+    work = applied.work
+    deployed, int8_layers, label = deploy(work, run.bits, applied.quantized, real_int8, run.notes)
+    after_eval = _evaluate(run, deployed, data, eval_batch_size, "after")
+    simulated_eval = _evaluate(run, work, data, eval_batch_size, None) if deployed is not work else None
+    run.stages.finish("after")
+    evals, timings, onnx_bytes, measured = measure_runtimes(
+        run.runtimes, (run.reference, work, deployed), label, run.bits, data, run.calibration, max_samples,
+        eval_batch_size, (before_eval, after_eval, simulated_eval), run.device, timing,
+        run.stages.step("latency"), run.notes, run.score,
+    )  # fmt: skip
+    run.stages.finish("latency")
+    return _Measured(deployed, int8_layers, simulated_eval, evals, timings, onnx_bytes, measured)
+
+
+def _result(run: _Run, applied: _Applied, measured: _Measured, data: Dataset, batch_size: int,
+            runs_per_round: int, seconds: float) -> CompressionResult:  # fmt: skip
+    """The result: sizes (dense, transformed, sparse), each runtime's metrics, and what each step did."""
+    work, timings, first = applied.work, measured.timings, measured.runtimes[0]
+    after_size = quantized_size_bytes(work, run.bits) - applied.saved_by_transforms
+    if applied.transforms:
+        applied.transforms["size_bytes_total"] = after_size
+    sparse_bytes = steps.sparse_bytes(work, run.bits, run.unstructured, after_size, run.notes)
+    per_runtime, after_counts = per_runtime_metrics(
+        measured.runtimes, measured.evals, timings, run.reference, work, data.input_shape, after_size
+    )
+    before_timing = timings[f"{first}:before"]
+    return CompressionResult(
+        before=per_runtime[first]["before"],
+        after=per_runtime[first]["after"],
+        plan=run.plan,
+        model=measured.deployed,
+        batch_size=batch_size,
+        threads=before_timing.threads,
+        groups=applied.groups,
+        unstructured=applied.unstructured,
+        quantized={name: q.bits for name, q in applied.quantized.items()},
+        int8_layers=measured.int8_layers,
+        sparsity=applied.zeros / max(applied.total, 1),
+        sparse_size_bytes=sparse_bytes,
+        simulated=(
+            metrics(measured.simulated_eval, *after_counts, timings["eager:simulated"])
+            if "eager:simulated" in timings
+            else None
+        ),
+        finetune=applied.finetune,
+        notes=run.notes,
+        seconds=seconds,
+        cpu=before_timing.cpu,
+        torch_version=torch.__version__,
+        speedup_paired=paired_speedup(before_timing, timings[f"{first}:after"], runs_per_round),
+        runtimes=per_runtime,
+        trajectory=applied.trajectory,
+        stopped=applied.stopped,
+        onnx_bytes=measured.onnx_bytes,
+        transforms=applied.transforms,
+        schedule=applied.schedule,
+        float_model=work,
+    )
+
+
 def compress(
     model: nn.Module,
     plan: CompressionPlan | Mapping[str, Any],
@@ -245,123 +377,16 @@ def compress(
     `on_step(record)` after each step, `should_stop()` ends it at the next step, keeping the model as it
     stands (`result.stopped`). `device`: where eager evaluation runs (timing stays on the CPU).
     """
-    # ~100 lines only because the result's ~35 fields are listed one per line; each stage is a helper.
     started = time.perf_counter()
-    if not isinstance(plan, CompressionPlan):
-        plan = CompressionPlan.from_dict(plan)
-    whole(batch_size, "batch size")
-    runtime_names = check_runtimes(runtimes)
-    calibration = check_calibration(calibration)
-    eval_device = resolve_eval_device(device)
-    plan.check_layers(model)
-    input_shape = data.input_shape
-    reference = copy_model(model).eval()  # teacher and "before"; the caller's model is never run
-    score = scoring(metric, reference, data)
-    work = copy_model(model).eval()
-    structured, criteria, unstructured_ratios, bits, groups, notes = _resolve(plan, work, input_shape)
-    transform_settings = _transform_settings(plan, work)
-    ft = _resolved_finetune(plan.finetune, data)
-    schedule = plan.schedule if plan.scheduled or (plan.schedule and not plan.prunes_per_layer) else None
-    stages = _Stages.for_compress(
-        data, ft if schedule is None else replace(ft, epochs=0), eval_batch_size, latency_rounds, progress,
-        schedule,
-    )  # fmt: skip
-    before_eval = evaluate(
-        reference, data, batch_size=eval_batch_size, progress=stages.step("before"), device=eval_device,
-        metric=score,
-    )  # fmt: skip
-    stages.finish("before")
-
-    finetune_info = None
-    if schedule is not None:
-        work, trajectory, stopped, schedule_info = steps.schedule_step(
-            reference, data, schedule, ft, stages.step("prune"), on_step, should_stop, notes, score
-        )
-        struct_groups: list[dict] = []
-    else:
-        trajectory, stopped, schedule_info = [], False, None
-        struct = prune_structured(work, structured, input_shape, criteria=criteria, data=data,
-                                  max_samples=max_samples, groups=groups or None)  # fmt: skip
-        notes.extend(struct.notes)
-        struct_groups = struct.groups
-        prune_unstructured(work, unstructured_ratios)
-    stages.finish("prune")
-    if schedule is None:
-        finetune_info = steps.finetune_step(
-            work, reference, data, ft, bool(bits), stages.step("finetune"), notes
-        )
-    make_permanent(work)
-    quantized = quantize_weights(work, bits)
-    unstructured_done = {
-        name: float((work.get_submodule(name).weight == 0).float().mean()) for name in unstructured_ratios
-    }
-    zeros, total = count_zeros(work)
-    work, transforms, saved_by_transforms = steps.transform_step(
-        work, transform_settings, plan.huffman, notes, data
-    )
-    stages.finish("finetune")
-    deployed, int8_layers, label = deploy(work, bits, quantized, real_int8, notes)
-
-    after_eval = evaluate(
-        deployed, data, batch_size=eval_batch_size, progress=stages.step("after"), device=eval_device,
-        metric=score,
-    )  # fmt: skip
-    simulated_eval = (
-        evaluate(work, data, batch_size=eval_batch_size, device=eval_device, metric=score)
-        if deployed is not work
-        else None
-    )
-    stages.finish("after")
+    run = _prepare(model, plan, data, progress, batch_size, runtimes, calibration, device, metric,
+                   eval_batch_size, latency_rounds)  # fmt: skip
+    before_eval = _evaluate(run, run.reference, data, eval_batch_size, "before")
+    run.stages.finish("before")
+    applied = _apply(run, data, max_samples, on_step, should_stop)
     timing = {"batch_size": batch_size, "threads": threads, "rounds": latency_rounds,
               "runs_per_round": runs_per_round, "warmup": warmup}  # fmt: skip
-    evals, timings, onnx_bytes, measured = measure_runtimes(
-        runtime_names, (reference, work, deployed), label, bits, data, calibration, max_samples,
-        eval_batch_size, (before_eval, after_eval, simulated_eval), eval_device, timing,
-        stages.step("latency"), notes, score,
-    )  # fmt: skip
-    stages.finish("latency")
-
-    after_size = quantized_size_bytes(work, bits) - saved_by_transforms
-    if transforms:
-        transforms["size_bytes_total"] = after_size
-    sparse_bytes = steps.sparse_bytes(work, bits, unstructured_ratios, after_size, notes)
-    per_runtime, after_counts = per_runtime_metrics(
-        measured, evals, timings, reference, work, input_shape, after_size
-    )
-    first = measured[0]
-    # What follows only fills in the result's fields, one per line.
-    return CompressionResult(
-        before=per_runtime[first]["before"],
-        after=per_runtime[first]["after"],
-        plan=plan,
-        model=deployed,
-        batch_size=batch_size,
-        threads=timings[f"{first}:before"].threads,
-        groups=struct_groups,
-        unstructured=unstructured_done,
-        quantized={name: q.bits for name, q in quantized.items()},
-        int8_layers=int8_layers,
-        sparsity=zeros / max(total, 1),
-        sparse_size_bytes=sparse_bytes,
-        simulated=(
-            metrics(simulated_eval, *after_counts, timings["eager:simulated"])
-            if "eager:simulated" in timings
-            else None
-        ),
-        finetune=finetune_info,
-        notes=notes,
-        seconds=time.perf_counter() - started,
-        cpu=timings[f"{first}:before"].cpu,
-        torch_version=torch.__version__,
-        speedup_paired=paired_speedup(timings[f"{first}:before"], timings[f"{first}:after"], runs_per_round),
-        runtimes=per_runtime,
-        trajectory=trajectory,
-        stopped=stopped,
-        onnx_bytes=onnx_bytes,
-        transforms=transforms,
-        schedule=schedule_info,
-        float_model=work,
-    )
+    measured = _measure(run, applied, data, before_eval, real_int8, max_samples, eval_batch_size, timing)
+    return _result(run, applied, measured, data, batch_size, runs_per_round, time.perf_counter() - started)
 
 
 __all__ = ["CompressionResult", "ModelMetrics", "compress"]

@@ -1,7 +1,10 @@
 """The steps `compress` runs between applying a plan and measuring it: a schedule, the plan's transforms,
-fine-tuning, and the sparse-storage note (one function each, so `compress` reads as the order of steps)."""
+fine-tuning, and the sparse-storage note (one function each, so `compress` reads as the order of steps),
+and `Stages`, which turns their progress into one stream."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from torch import nn
 
@@ -10,10 +13,66 @@ from analysis.compression.result import UNSTRUCTURED_NOTE
 from analysis.compression.schedules import run_schedule
 from analysis.compression.training import recalibrate_bn
 from analysis.data import Dataset
-from analysis.progress import Progress
+from analysis.progress import Forward, Progress
 from analysis.transforms.fields import apply_transforms
 from analysis.transforms.lowrank import CALIBRATION_SAMPLES as LOWRANK_CALIBRATION_SAMPLES
 from analysis.transforms.pruning import SPARSE_FORMAT, count_zeros, make_permanent, sparse_size_bytes
+
+
+class Stages:
+    """Turns named stages of known size into one progress(done, total) stream."""
+
+    def __init__(self, sizes: Mapping[str, int], progress: Progress | None) -> None:
+        self.offsets, total = {}, 0
+        for name, size in sizes.items():
+            self.offsets[name] = total
+            total += max(int(size), 0)
+        self.sizes = dict(sizes)
+        self.total = total
+        self.progress = progress
+        self.forward = Forward(progress, total)  # only forward, each value once
+
+    @classmethod
+    def for_compress(
+        cls, data: Dataset, ft, eval_batch_size: int, latency_rounds: int, progress, schedule=None
+    ) -> Stages:
+        """The stages of `compress`, sized in evaluation batches, training steps and latency runs; a
+        schedule's pruning by the training and evaluation its steps do, so the bar moves as it works."""
+        evals = max(len(data.x) // eval_batch_size, 1)
+        train_batches = (len(data.x_train) + ft.batch_size - 1) // ft.batch_size
+        sizes = {
+            "before": evals,
+            "prune": 1 if schedule is None else schedule_size(schedule, train_batches, evals),
+            "finetune": ft.epochs * train_batches,
+            "after": evals,
+            "latency": latency_rounds * 3,
+        }
+        return cls(sizes, progress)
+
+    def step(self, name: str) -> Progress | None:
+        if self.progress is None:
+            return None
+        offset, size = self.offsets[name], self.sizes[name]
+
+        def report(done: int, total: int) -> None:
+            self.forward.report(offset + round(size * done / max(total, 1)))
+
+        return report
+
+    def finish(self, name: str) -> None:
+        self.forward.report(self.offsets[name] + self.sizes[name])
+
+
+def schedule_size(schedule, train_batches: int, evals: int) -> int:
+    """A schedule's work in training and evaluation batches: its epochs of training and one evaluation per
+    step."""
+    if schedule.method in ("slimming", "group-lasso"):
+        epochs, steps = schedule.epochs, 2
+    elif schedule.method == "oneshot":
+        epochs, steps = 0, 1
+    else:
+        epochs, steps = schedule.steps * schedule.epochs_per_step, schedule.steps
+    return max(1, round((epochs + schedule.finetune_epochs) * train_batches) + steps * evals)
 
 
 def schedule_step(reference, data: Dataset, schedule, ft, progress, on_step, should_stop, notes, score):

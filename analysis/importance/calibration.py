@@ -20,6 +20,7 @@ independent of the batch size (a mean-reduced loss would scale it by 1/batch).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -59,6 +60,89 @@ def _reduce_to_channels(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
     return out if dim == 1 else out.reshape(t.shape[0], -1)
 
 
+class _Pass:
+    """The hooked pass: a private tapped copy of the model, the statistics its taps add up per layer, and
+    captum's attribution over the post-norm taps when `taylor` is wanted (None otherwise)."""
+
+    def __init__(self, model: nn.Module, data: Dataset, features: FeatureGraph, wanted: tuple[str, ...],
+                 dev: torch.device | None) -> None:  # fmt: skip
+        self.features, self.dev = features, dev
+        work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
+        self.tapped = build_tapped(work, features)
+        self.taylor_taps = self._taylor_taps(data) if "taylor" in wanted else []
+        channels = {name: lf.channels for name, lf in features.layers.items()}
+        self.zeros = {name: torch.zeros(c, dtype=torch.float64) for name, c in channels.items()}
+        self.sums = {name: torch.zeros(c, dtype=torch.float64) for name, c in channels.items()}
+        self.counts = dict.fromkeys(features.layers, 0)
+        self.taylor = {name: torch.zeros(c, dtype=torch.float64) for name, c in channels.items()}
+        if any(s in wanted for s in _POST_ACTIVATION):
+            for name, taps in self.tapped.post_activation.items():
+                for tap in taps:
+                    tap.callback = functools.partial(self._record, name)
+        self.attribution = self._attribution(data.input_spec) if self.taylor_taps else None
+
+    def _taylor_taps(self, data: Dataset) -> list[tuple[str, nn.Module]]:
+        """(layer, post-norm tap) for Taylor: on an untraced graph only those the forward calls, since
+        captum needs every hooked module to run (found with one probe forward before any tap records)."""
+        taps = [(name, m) for name, modules in self.tapped.attribution_modules.items() for m in modules]
+        if self.features.traced:
+            return taps
+        with torch.no_grad():
+            first = data.x_train[:1]
+            call_model(self.tapped.module, first if self.dev is None else to_device(first, self.dev))
+        called = {name for name, taps in self.tapped.post_norm.items() if any(t.calls for t in taps)}
+        return [(name, m) for name, m in taps if name in called]
+
+    def _attribution(self, spec):
+        """Captum's gradient x activation on the Taylor taps, of the per-sample loss (see the module doc)."""
+        from captum.attr import LayerGradientXActivation
+
+        def objective(*args: torch.Tensor) -> torch.Tensor:
+            # Captum passes the inputs as positional tensors, then the labels (None: unlabelled data).
+            *tensors, y = args
+            return per_sample_loss(call_model(self.tapped.module, spec.pack(tensors)), y)
+
+        return LayerGradientXActivation(objective, [tap for _, tap in self.taylor_taps])
+
+    def _record(self, name: str, x: torch.Tensor) -> None:
+        """A post-activation tap's tensor added to `name`'s zeros, sums and value count."""
+        channel_dim = self.features.layers[name].channel_dim
+        with torch.no_grad():
+            x = x.detach()
+            self.zeros[name] += _reduce_to_channels((x == 0).double(), channel_dim).sum(0).cpu()
+            self.sums[name] += _reduce_to_channels(x.double(), channel_dim).sum(0).cpu()
+            self.counts[name] += x.numel() // self.features.layers[name].channels
+
+    def batch(self, x, y: torch.Tensor | None) -> None:
+        """One batch through the tapped model: a forward (the taps record), and with Taylor, captum's
+        backward, whose per-sample |sum of a x grad| per channel is added to `taylor`."""
+        if self.dev is not None:
+            x, y = to_device(x, self.dev), None if y is None else y.to(self.dev)
+        if self.attribution is None:
+            with torch.no_grad():
+                call_model(self.tapped.module, x)
+            return
+        tensors = tuple(x.tensors()) if isinstance(x, InputBatch) else (x,)
+        attributions = self.attribution.attribute(tensors, additional_forward_args=(y,))
+        per_layer: dict[str, torch.Tensor] = {}
+        for (name, _), attr in zip(self.taylor_taps, attributions, strict=True):
+            channel_sums = _reduce_to_channels(attr.detach().double(), self.features.layers[name].channel_dim)
+            per_layer[name] = per_layer.get(name, 0) + channel_sums  # all calls of a shared layer
+        for name, value in per_layer.items():
+            self.taylor[name] += value.abs().sum(0).cpu()
+
+    def statistics(self, wanted: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]]:
+        """The statistics `wanted`, NaN for each layer the forward never called."""
+        values = {n: torch.tensor(float(c), dtype=torch.float64) for n, c in self.counts.items()}
+        measured = {"zeros": self.zeros, "sums": self.sums, "values": values, "taylor": self.taylor}
+        statistics = {s: measured[s] for s in wanted}
+        for name in self.features.layers:
+            if not any(tap.calls for tap in self.tapped.post_norm[name]):  # never called: nothing measured
+                for per_layer in statistics.values():
+                    per_layer[name] = torch.full(per_layer[name].shape, float("nan"), dtype=torch.float64)
+        return statistics
+
+
 def calibrate(
     model: nn.Module,
     data: Dataset | None,
@@ -74,8 +158,6 @@ def calibrate(
     """The statistics `needs` (see `STATISTICS`) for every selected layer, in one pass over at most
     `max_samples` samples of `data`'s train split. `progress(samples, total)`. `device` (auto, cpu,
     cuda[:N]) runs the pass on a private copy there; statistics come back on the CPU."""
-    # ~80 lines of body: the statistics share one hooked pass and its closures (one pass over the data
-    # is the point of this function), so they stay in one place.
     wanted = tuple(dict.fromkeys(needs))
     unknown = [c for c in wanted if c not in STATISTICS]
     if unknown:
@@ -87,75 +169,11 @@ def calibrate(
     if total == 0:
         raise WorkbenchError("the calibration split is empty: the data spec has no training samples")
 
-    dev = None if device is None else resolve_device(device)
-    work = (copy.deepcopy(model) if dev is None else on_device(model, dev)).eval()
-    tapped = build_tapped(work, features)
-    taylor_taps = [(name, m) for name, modules in tapped.attribution_modules.items() for m in modules]
-    if "taylor" in wanted and not features.traced:
-        # Captum needs every hooked module to run: find the layers the forward actually calls.
-        with torch.no_grad():
-            first = data.x_train[:1]
-            call_model(tapped.module, first if dev is None else to_device(first, dev))
-        called = {name for name, taps in tapped.post_norm.items() if any(t.calls for t in taps)}
-        taylor_taps = [(name, m) for name, m in taylor_taps if name in called]
-    zeros = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
-    sums = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
-    counts = dict.fromkeys(features.layers, 0)
-    taylor = {name: torch.zeros(lf.channels, dtype=torch.float64) for name, lf in features.layers.items()}
-
-    def recorder(name: str, channel_dim: int):
-        def record(x: torch.Tensor) -> None:
-            with torch.no_grad():
-                x = x.detach()
-                zeros[name] += _reduce_to_channels((x == 0).double(), channel_dim).sum(0).cpu()
-                sums[name] += _reduce_to_channels(x.double(), channel_dim).sum(0).cpu()
-                counts[name] += x.numel() // features.layers[name].channels
-
-        return record
-
-    if any(s in wanted for s in _POST_ACTIVATION):
-        for name, taps in tapped.post_activation.items():
-            for tap in taps:
-                tap.callback = recorder(name, features.layers[name].channel_dim)
-
-    attribution = None
-    if "taylor" in wanted and taylor_taps:
-        from captum.attr import LayerGradientXActivation
-
-        spec = data.input_spec
-
-        def objective(*args: torch.Tensor) -> torch.Tensor:
-            # Captum passes the inputs as positional tensors, then the labels (None: unlabelled data).
-            *tensors, y = args
-            return per_sample_loss(call_model(tapped.module, spec.pack(tensors)), y)
-
-        attribution = LayerGradientXActivation(objective, [tap for _, tap in taylor_taps])
-
+    hooked = _Pass(model, data, features, wanted, None if device is None else resolve_device(device))
     seen = 0
     for x, y in data.batches("train", batch_size, total):
-        if dev is not None:
-            x, y = to_device(x, dev), None if y is None else y.to(dev)
-        if attribution is not None:
-            tensors = tuple(x.tensors()) if isinstance(x, InputBatch) else (x,)
-            attributions = attribution.attribute(tensors, additional_forward_args=(y,))
-            per_layer: dict[str, torch.Tensor] = {}
-            for (name, _), attr in zip(taylor_taps, attributions, strict=True):
-                channel_sums = _reduce_to_channels(attr.detach().double(), features.layers[name].channel_dim)
-                per_layer[name] = per_layer.get(name, 0) + channel_sums  # all calls of a shared layer
-            for name, value in per_layer.items():
-                taylor[name] += value.abs().sum(0).cpu()
-        else:
-            with torch.no_grad():
-                call_model(tapped.module, x)
+        hooked.batch(x, y)
         seen += len(x)
         if progress:
             progress(seen, total)
-
-    values = {n: torch.tensor(float(c), dtype=torch.float64) for n, c in counts.items()}
-    measured = {"zeros": zeros, "sums": sums, "values": values, "taylor": taylor}
-    statistics = {s: measured[s] for s in wanted}
-    for name in features.layers:
-        if not any(tap.calls for tap in tapped.post_norm[name]):  # never called: nothing measured
-            for per_layer in statistics.values():
-                per_layer[name] = torch.full(per_layer[name].shape, float("nan"), dtype=torch.float64)
-    return Calibration(statistics, seen, features)
+    return Calibration(hooked.statistics(wanted), seen, features)
