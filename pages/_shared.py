@@ -290,7 +290,8 @@ def drop_scale(info: Any) -> float:
 def compression_metrics(result: Any) -> None:
     """Before -> after of a CompressionResult as a row of metrics with their changes."""
     b, a = result.before, result.after
-    c = st.columns(5)
+    # the latency column is wider: a noisy timing shows its p10-p90 range, which must not be cut off
+    c = st.columns([1, 1.35, 1, 0.85, 1])
     score = result.metric
     if score.percent:
         c[0].metric(score.title, f"{a.accuracy:.2%}", f"{result.accuracy_delta * 100:+.2f} points",
