@@ -40,7 +40,6 @@ from analysis.runtime.measure import (
     check_runtimes,
     deploy,
     measure_runtimes,
-    metrics,
     paired_speedup,
     per_runtime_metrics,
     resolve_eval_device,
@@ -318,7 +317,7 @@ def _result(run: _Run, applied: _Applied, measured: _Measured, data: Dataset, ba
         sparsity=applied.zeros / max(applied.total, 1),
         sparse_size_bytes=sparse_bytes,
         simulated=(
-            metrics(measured.simulated_eval, *after_counts, timings["eager:simulated"])
+            ModelMetrics.measured(measured.simulated_eval, *after_counts, timings["eager:simulated"])
             if "eager:simulated" in timings
             else None
         ),

@@ -134,11 +134,6 @@ def deploy(
     return deployed, int8_layers, SIMULATED if fake_only else REAL
 
 
-def metrics(ev, params: int, nonzero: int, macs: int, size: int, timing) -> ModelMetrics:
-    """One model on one runtime: its evaluation, counts and timing as `ModelMetrics`."""
-    return ModelMetrics.measured(ev, params, nonzero, macs, size, timing)
-
-
 def measure_runtimes(
     names, models, label, bits, data: Dataset, calibration, max_samples, eval_batch_size, eager_evals,
     eval_device, timing: Mapping[str, Any], progress: Progress | None, notes: list[str], score=None,
@@ -180,8 +175,10 @@ def per_runtime_metrics(measured, evals, timings, reference: nn.Module, work: nn
     )
     per_runtime = {
         name: {
-            "before": metrics(evals[(name, "before")], *before_counts, timings[f"{name}:before"]),
-            "after": metrics(evals[(name, "after")], *after_counts, timings[f"{name}:after"]),
+            "before": ModelMetrics.measured(
+                evals[(name, "before")], *before_counts, timings[f"{name}:before"]
+            ),
+            "after": ModelMetrics.measured(evals[(name, "after")], *after_counts, timings[f"{name}:after"]),
         }
         for name in measured
     }
@@ -193,7 +190,6 @@ __all__ = [
     "check_runtimes",
     "deploy",
     "measure_runtimes",
-    "metrics",
     "paired_speedup",
     "per_runtime_metrics",
     "prepare_runtimes",
